@@ -1,0 +1,160 @@
+//! The `anchorage` binary: parses arguments, sets up logging, and calls into
+//! `anchorage-server`. No logic of its own.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anchorage_server::{App, Config, Environment};
+use clap::{Parser, Subcommand};
+
+/// A self-hosted browser fleet server that speaks the AnchorBrowser API.
+#[derive(Debug, Parser)]
+#[command(name = "anchorage", version)]
+struct Cli {
+    /// A TOML file of settings (environment variables win over it).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Manage API keys (works on the database directly).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key for a team (made if missing); prints the key alone.
+    Create {
+        /// The team's name.
+        #[arg(long)]
+        team: String,
+        /// A name for the key, shown in listings.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List keys (never the keys themselves).
+    List,
+    /// Revoke a key by its id or its prefix.
+    Revoke {
+        /// The id or prefix shown by `keys list`.
+        key: String,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ANCHORAGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("ANCHORAGE_LOG_FORMAT").is_ok_and(|format| format == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = App::build(config, &Environment).await?;
+    tracing::info!("{}", app.summary());
+    eprintln!("{}", app.summary());
+    if let Some(key) = app.initial_key() {
+        let base = app.public_url().as_str().trim_end_matches('/').to_owned();
+        eprintln!(
+            "\nFirst start: created the team \"default\" and this API key (shown once, stored only hashed):\n\n    {key}\n\n\
+             Try it:\n    curl -s -X POST {base}/v1/sessions -H 'anchor-api-key: {key}' -H 'content-type: application/json' -d '{{}}'\n"
+        );
+    }
+    app.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(&Environment, cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Keys {
+            command: KeysCommand::Create { team, name },
+        } => {
+            println!(
+                "{}",
+                anchorage_server::keys::create(&config, &team, &name).await?
+            );
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::List,
+        } => {
+            println!(
+                "{:<38} {:<14} {:<20} {:<20} {:<26} revoked",
+                "id", "prefix", "team", "name", "created"
+            );
+            for key in anchorage_server::keys::list(&config).await? {
+                let revoked = key
+                    .revoked_at
+                    .map_or_else(|| "-".to_owned(), |at| at.to_string());
+                println!(
+                    "{:<38} {:<14} {:<20} {:<20} {:<26} {revoked}",
+                    key.id.to_string(),
+                    key.prefix,
+                    key.team_name,
+                    key.name,
+                    key.created_at.to_string()
+                );
+            }
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Revoke { key },
+        } => {
+            match anchorage_server::keys::revoke(&config, &key).await? {
+                0 => anyhow::bail!("no live key has the id or prefix {key:?}"),
+                count => eprintln!("revoked {count} key(s)"),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("anchorage: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("anchorage: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

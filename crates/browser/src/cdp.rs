@@ -1,0 +1,169 @@
+//! Small CDP conversations the server has with a browser on its own behalf.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+use url::Url;
+
+/// One open page of a browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageInfo {
+    /// The target id.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// Its URL.
+    pub url: String,
+}
+
+/// Asks the browser for its page targets with `Target.getTargets`.
+pub async fn list_pages(browser_websocket: &Url) -> Result<Vec<PageInfo>, String> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(browser_websocket.as_str())
+        .await
+        .map_err(|error| format!("cannot reach the browser: {error}"))?;
+    let request = json!({"id": 1, "method": "Target.getTargets"}).to_string();
+    socket
+        .send(Message::text(request))
+        .await
+        .map_err(|error| error.to_string())?;
+    let answer = loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => {
+                let value: Value =
+                    serde_json::from_str(&text).map_err(|error| error.to_string())?;
+                if value.get("id") == Some(&json!(1)) {
+                    break value;
+                }
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => return Err(error.to_string()),
+            None => return Err("the browser closed the connection".to_owned()),
+        }
+    };
+    let _ = socket.close(None).await;
+    let infos = answer
+        .pointer("/result/targetInfos")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("unexpected answer to Target.getTargets: {answer}"))?;
+    let text = |info: &Value, key: &str| {
+        info.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Ok(infos
+        .iter()
+        .filter(|info| info.get("type").and_then(Value::as_str) == Some("page"))
+        .map(|info| PageInfo {
+            id: text(info, "targetId"),
+            title: text(info, "title"),
+            url: text(info, "url"),
+        })
+        .collect())
+}
+
+/// A CDP connection for the server's own short conversations.
+struct Conversation {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next_id: u64,
+}
+
+impl Conversation {
+    async fn open(browser_websocket: &Url) -> Result<Self, String> {
+        let (socket, _) = tokio_tungstenite::connect_async(browser_websocket.as_str())
+            .await
+            .map_err(|error| format!("cannot reach the browser: {error}"))?;
+        Ok(Self { socket, next_id: 0 })
+    }
+
+    /// Sends one command and returns its `result`.
+    async fn call(
+        &mut self,
+        method: &str,
+        params: Value,
+        session_id: Option<&str>,
+    ) -> Result<Value, String> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut message = json!({"id": id, "method": method, "params": params});
+        if let Some(session_id) = session_id {
+            message["sessionId"] = json!(session_id);
+        }
+        self.socket
+            .send(Message::text(message.to_string()))
+            .await
+            .map_err(|error| error.to_string())?;
+        loop {
+            match self.socket.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value =
+                        serde_json::from_str(&text).map_err(|error| error.to_string())?;
+                    if value.get("id") != Some(&json!(id)) {
+                        continue;
+                    }
+                    if let Some(error) = value.get("error") {
+                        return Err(format!("{method} failed: {error}"));
+                    }
+                    return Ok(value.get("result").cloned().unwrap_or(Value::Null));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Err(error.to_string()),
+                None => return Err("the browser closed the connection".to_owned()),
+            }
+        }
+    }
+
+    async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+/// Sizes the browser window so that its first page's viewport is exactly
+/// `width`×`height`, and returns the size of the window's own frame (window
+/// minus viewport), which is the same for every browser of one build.
+pub async fn fit_viewport(
+    browser_websocket: &Url,
+    width: u32,
+    height: u32,
+) -> Result<(u32, u32), String> {
+    let mut conversation = Conversation::open(browser_websocket).await?;
+    let outcome = async {
+        let targets = conversation.call("Target.getTargets", json!({}), None).await?;
+        let target_id = targets
+            .pointer("/targetInfos")
+            .and_then(Value::as_array)
+            .and_then(|infos| infos.iter().find(|info| info.get("type").and_then(Value::as_str) == Some("page")))
+            .and_then(|info| info.get("targetId").and_then(Value::as_str))
+            .ok_or("the browser has no page")?
+            .to_owned();
+        let window = conversation.call("Browser.getWindowForTarget", json!({"targetId": target_id}), None).await?;
+        let window_id = window.get("windowId").cloned().ok_or("no window id")?;
+        let bounds = |key: &str| window.pointer(&format!("/bounds/{key}")).and_then(Value::as_u64).unwrap_or(0);
+        let (window_width, window_height) = (bounds("width"), bounds("height"));
+        let attached = conversation
+            .call("Target.attachToTarget", json!({"targetId": target_id, "flatten": true}), None)
+            .await?;
+        let session = attached.get("sessionId").and_then(Value::as_str).ok_or("no session id")?.to_owned();
+        let inner = conversation
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": "[window.innerWidth, window.innerHeight]", "returnByValue": true}),
+                Some(&session),
+            )
+            .await?;
+        let inner_size = |index: usize| inner.pointer(&format!("/result/value/{index}")).and_then(Value::as_u64).unwrap_or(0);
+        let frame_width = window_width.saturating_sub(inner_size(0)) as u32;
+        let frame_height = window_height.saturating_sub(inner_size(1)) as u32;
+        if frame_width > 0 || frame_height > 0 {
+            let bounds = json!({"width": width + frame_width, "height": height + frame_height});
+            conversation.call("Browser.setWindowBounds", json!({"windowId": window_id, "bounds": bounds}), None).await?;
+        }
+        let _ = conversation.call("Target.detachFromTarget", json!({"sessionId": session}), None).await;
+        Ok::<_, String>((frame_width, frame_height))
+    }
+    .await;
+    conversation.close().await;
+    outcome
+}

@@ -1,0 +1,507 @@
+//! Launching one Chromium and owning it until it is gone.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
+use tokio::sync::watch;
+use url::Url;
+
+/// How long a browser may take to open its DevTools endpoint.
+const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many of the last stderr lines a launch failure quotes.
+const STDERR_TAIL_LINES: usize = 5;
+
+/// What to launch.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    /// The Chromium executable.
+    pub executable: PathBuf,
+    /// A directory this browser owns alone (its profile is inside);
+    /// removed when it ends.
+    pub session_dir: PathBuf,
+    /// Its TMPDIR; removed when it ends. See [`crate::BrowserDirs`].
+    pub tmp_dir: PathBuf,
+    /// Window size.
+    pub window: (u32, u32),
+    /// First page; a blank page when `None`.
+    pub initial_url: Option<Url>,
+    /// How long to wait for DevTools.
+    pub ready_timeout: Duration,
+    /// The browser's window frame (window size minus viewport), when known:
+    /// added to `window` so that the viewport comes out at `window`.
+    pub window_frame: Option<(u32, u32)>,
+}
+
+impl LaunchSpec {
+    /// A spec with the default readiness timeout.
+    pub fn new(
+        executable: PathBuf,
+        (session_dir, tmp_dir): (PathBuf, PathBuf),
+        window: (u32, u32),
+        initial_url: Option<Url>,
+    ) -> Self {
+        Self {
+            executable,
+            session_dir,
+            tmp_dir,
+            window,
+            initial_url,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+            window_frame: None,
+        }
+    }
+
+    fn profile_dir(&self) -> PathBuf {
+        self.session_dir.join("profile")
+    }
+
+    /// The command line. Every flag that makes Chromium reach out on its own
+    /// is off: the machines we run on often have no route to the internet, and
+    /// a fleet must not phone home in any case.
+    fn arguments(&self) -> Vec<String> {
+        let (frame_width, frame_height) = self.window_frame.unwrap_or((0, 0));
+        let (width, height) = (self.window.0 + frame_width, self.window.1 + frame_height);
+        let mut arguments: Vec<String> = [
+            "--headless=new",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--no-service-autorun",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--disable-domain-reliability",
+            "--disable-breakpad",
+            "--disable-crash-reporter",
+            "--disable-client-side-phishing-detection",
+            "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider,InterestFeedContentSuggestions,CertificateTransparencyComponentUpdater,AutofillServerCommunication",
+            "--disable-quic",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--metrics-recording-only",
+            "--password-store=basic",
+            "--use-mock-keychain",
+            "--mute-audio",
+            "--hide-scrollbars",
+            // Without it, the first tab shows a banner about --no-sandbox that
+            // steals height from its viewport.
+            "--test-type",
+            // The sandbox needs an unprivileged user; until the server drops
+            // privileges for its browsers, it is off (see the README).
+            "--no-sandbox",
+        ]
+        .iter()
+        .map(|flag| flag.to_string())
+        .collect();
+        arguments.push(format!("--user-data-dir={}", self.profile_dir().display()));
+        arguments.push(format!("--window-size={width},{height}"));
+        arguments.push(
+            self.initial_url
+                .as_ref()
+                .map_or_else(|| "about:blank".to_owned(), Url::to_string),
+        );
+        arguments
+    }
+}
+
+/// Why a launch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The directories could not be made.
+    #[error("cannot prepare the browser directory {path}: {source}")]
+    Directory {
+        /// Which.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The executable could not be started.
+    #[error("cannot start {executable}: {source}")]
+    Spawn {
+        /// Which.
+        executable: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Chromium exited before DevTools was up.
+    #[error("chromium exited with {status} before it was ready: {stderr_tail}")]
+    Exited {
+        /// How it exited.
+        status: String,
+        /// Its last words.
+        stderr_tail: String,
+    },
+    /// Chromium did not open DevTools in time.
+    #[error("chromium did not open DevTools within {seconds} s: {stderr_tail}")]
+    Timeout {
+        /// The limit.
+        seconds: u64,
+        /// Its last words.
+        stderr_tail: String,
+    },
+}
+
+/// How a browser ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrowserExit {
+    /// Exited by itself with this description (`exit status 0`, `signal 9`…).
+    Exited {
+        /// A human description of the status.
+        status: String,
+        /// Whether it was a clean exit (status 0).
+        clean: bool,
+    },
+    /// We killed it.
+    Killed,
+}
+
+/// A running Chromium. Dropping it kills the process group (without waiting)
+/// and removes its directory, so no path of the server can leak one.
+#[derive(Debug)]
+pub struct Browser {
+    pid: u32,
+    websocket_url: Url,
+    dirs: [PathBuf; 2],
+    exit: watch::Receiver<Option<BrowserExit>>,
+    killer: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Browser {
+    /// The process id (also the process group id).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The browser's own DevTools endpoint (`ws://127.0.0.1:PORT/devtools/browser/ID`).
+    pub fn websocket_url(&self) -> &Url {
+        &self.websocket_url
+    }
+
+    /// Resolves when the browser has exited, with how.
+    pub async fn exited(&self) -> BrowserExit {
+        let mut exit = self.exit.clone();
+        loop {
+            if let Some(status) = exit.borrow_and_update().clone() {
+                return status;
+            }
+            if exit.changed().await.is_err() {
+                return BrowserExit::Killed;
+            }
+        }
+    }
+
+    /// Kills the whole process group, waits for the main process to be
+    /// reaped, and removes the browser's directory.
+    pub async fn shut_down(mut self) {
+        if let Some(killer) = self.killer.take() {
+            let _ = killer.send(());
+        }
+        let _ = self.exited().await;
+        wait_group_gone(self.pid).await;
+        for dir in &self.dirs {
+            remove_dir(dir).await;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if self.killer.is_some() {
+            kill_group(self.pid);
+            // The supervising task owns the child; the directories go now.
+            for dir in &self.dirs {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
+/// Sends SIGKILL to a process group. An error (no such group) means it is
+/// already gone, which is the outcome wanted.
+#[allow(unsafe_code)]
+pub(crate) fn kill_group(pgid: u32) {
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return;
+    };
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: killpg takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::killpg(pgid, libc::SIGKILL);
+    }
+}
+
+/// Whether any process of the group is alive (zombies, already dead and
+/// waiting for their reaper, do not count).
+pub(crate) fn group_alive(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .any(|pid| {
+            crate::reap::process_state(pid)
+                .is_some_and(|(state, group)| group == pgid && state != 'Z' && state != 'X')
+        })
+}
+
+/// Waits (briefly, bounded) until every process of a killed group is gone,
+/// so that "ended" means no process of it is left.
+async fn wait_group_gone(pgid: u32) {
+    for _ in 0..200 {
+        if !group_alive(pgid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::warn!(
+        pgid,
+        "processes of a killed browser are still alive after 2 s"
+    );
+}
+
+async fn remove_dirs(spec: &LaunchSpec) {
+    remove_dir(&spec.session_dir).await;
+    remove_dir(&spec.tmp_dir).await;
+}
+
+async fn remove_dir(path: &Path) {
+    if let Err(error) = tokio::fs::remove_dir_all(path).await {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), %error, "could not remove a browser directory");
+        }
+    }
+}
+
+fn describe(status: ExitStatus) -> (String, bool) {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => (format!("exit status {code}"), code == 0),
+        (None, Some(signal)) => (format!("signal {signal}"), false),
+        _ => ("an unknown status".to_owned(), false),
+    }
+}
+
+/// Reads stderr lines until DevTools announces its endpoint. Returns the URL,
+/// or `None` at end of stream, keeping the last lines for error messages.
+async fn read_endpoint(
+    lines: &mut tokio::io::Lines<BufReader<ChildStderr>>,
+    tail: &mut Vec<String>,
+) -> Option<Url> {
+    const MARKER: &str = "DevTools listening on ";
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(rest) = line.strip_prefix(MARKER) {
+            if let Ok(url) = Url::parse(rest.trim()) {
+                return Some(url);
+            }
+        }
+        if tail.len() == STDERR_TAIL_LINES {
+            tail.remove(0);
+        }
+        tail.push(line);
+    }
+    None
+}
+
+/// Launches Chromium and waits until its DevTools endpoint is announced. The
+/// announcement is read from stderr as it is printed: no polling.
+pub async fn launch(spec: &LaunchSpec) -> Result<Browser, LaunchError> {
+    for dir in [spec.profile_dir(), spec.tmp_dir.clone()] {
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|source| LaunchError::Directory {
+                path: dir.clone(),
+                source,
+            })?;
+    }
+    let mut command = Command::new(&spec.executable);
+    command
+        .args(spec.arguments())
+        .env("TMPDIR", spec.tmp_dir.clone())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(source) => {
+            remove_dirs(spec).await;
+            return Err(LaunchError::Spawn {
+                executable: spec.executable.clone(),
+                source,
+            });
+        }
+    };
+    let pid = child.id().unwrap_or(0);
+    let Some(stderr) = child.stderr.take() else {
+        kill_group(pid);
+        let _ = child.wait().await;
+        remove_dirs(spec).await;
+        return Err(LaunchError::Exited {
+            status: "no stderr".into(),
+            stderr_tail: String::new(),
+        });
+    };
+    let mut lines = BufReader::new(stderr).lines();
+    let mut tail = Vec::new();
+    let announced =
+        tokio::time::timeout(spec.ready_timeout, read_endpoint(&mut lines, &mut tail)).await;
+    let websocket_url = match announced {
+        Ok(Some(url)) => url,
+        Ok(None) => {
+            kill_group(pid);
+            let status = child
+                .wait()
+                .await
+                .map(|status| describe(status).0)
+                .unwrap_or_else(|error| error.to_string());
+            remove_dirs(spec).await;
+            return Err(LaunchError::Exited {
+                status,
+                stderr_tail: tail.join(" | "),
+            });
+        }
+        Err(_) => {
+            kill_group(pid);
+            let _ = child.wait().await;
+            remove_dirs(spec).await;
+            return Err(LaunchError::Timeout {
+                seconds: spec.ready_timeout.as_secs(),
+                stderr_tail: tail.join(" | "),
+            });
+        }
+    };
+
+    // Keep draining stderr so that a chatty browser never blocks on a full pipe.
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::trace!(pid, %line, "chromium");
+        }
+    });
+    let (exit_sender, exit) = watch::channel(None);
+    let (killer, kill_requested) = tokio::sync::oneshot::channel();
+    tokio::spawn(supervise(child, pid, exit_sender, kill_requested));
+    let dirs = [spec.session_dir.clone(), spec.tmp_dir.clone()];
+    Ok(Browser {
+        pid,
+        websocket_url,
+        dirs,
+        exit,
+        killer: Some(killer),
+    })
+}
+
+/// Owns the child: reaps it when it exits, kills its group when asked (or
+/// when the [`Browser`] is dropped), and publishes how it ended.
+async fn supervise(
+    mut child: Child,
+    pid: u32,
+    exit: watch::Sender<Option<BrowserExit>>,
+    kill_requested: tokio::sync::oneshot::Receiver<()>,
+) {
+    let outcome = tokio::select! {
+        status = child.wait() => {
+            // The main process is gone; helpers of its group go with it.
+            kill_group(pid);
+            match status {
+                Ok(status) => {
+                    let (status, clean) = describe(status);
+                    BrowserExit::Exited { status, clean }
+                }
+                Err(error) => BrowserExit::Exited { status: error.to_string(), clean: false },
+            }
+        }
+        _ = kill_requested => {
+            // Asked to stop, or the Browser was dropped: either way, kill.
+            kill_group(pid);
+            let _ = child.wait().await;
+            BrowserExit::Killed
+        }
+    };
+    let _ = exit.send(Some(outcome));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_keep_the_browser_quiet_and_local() {
+        let spec = LaunchSpec::new(
+            "/usr/bin/chromium".into(),
+            ("/tmp/x".into(), "/tmp/x/tmp".into()),
+            (800, 600),
+            None,
+        );
+        let arguments = spec.arguments();
+        for flag in [
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--remote-debugging-address=127.0.0.1",
+            "--window-size=800,600",
+            "--user-data-dir=/tmp/x/profile",
+        ] {
+            assert!(
+                arguments.iter().any(|argument| argument == flag),
+                "{flag} missing"
+            );
+        }
+        assert_eq!(arguments.last().map(String::as_str), Some("about:blank"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_executable_is_a_spawn_error_and_leaves_no_dir() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let session_dir = dir.path().join("s1");
+        let spec = LaunchSpec::new(
+            "/nonexistent/chromium".into(),
+            (session_dir.clone(), session_dir.join("tmp")),
+            (800, 600),
+            None,
+        );
+        assert!(matches!(
+            launch(&spec).await,
+            Err(LaunchError::Spawn { .. })
+        ));
+        assert!(!session_dir.exists());
+    }
+
+    #[tokio::test]
+    async fn a_browser_that_exits_early_is_reported_with_its_words() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = dir.path().join("fake-chromium");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho 'cannot open display' >&2\nexit 3\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let spec = LaunchSpec::new(
+            script,
+            (dir.path().join("s1"), dir.path().join("s1/tmp")),
+            (800, 600),
+            None,
+        );
+        match launch(&spec).await {
+            Err(LaunchError::Exited {
+                status,
+                stderr_tail,
+            }) => {
+                assert_eq!(status, "exit status 3");
+                assert!(stderr_tail.contains("cannot open display"));
+            }
+            other => panic!("expected an early exit, got {other:?}"),
+        }
+    }
+}

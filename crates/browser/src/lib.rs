@@ -1,0 +1,20 @@
+//! Chromium processes for anchorage.
+//!
+//! This crate alone spawns and kills processes. It launches one Chromium per
+//! session in its own process group with its own profile and temp dirs
+//! ([`launch`]), kills the whole group and removes the dirs when the session
+//! ends ([`Browser::shut_down`]), finds and removes what a previous run left
+//! behind ([`reap_leftovers`]), and pumps CDP frames between a client and a
+//! browser ([`pump`]). It knows nothing of HTTP routes, teams or the store.
+
+mod cdp;
+mod dirs;
+mod launch;
+mod pump;
+mod reap;
+
+pub use cdp::{fit_viewport, list_pages, PageInfo};
+pub use dirs::BrowserDirs;
+pub use launch::{launch, Browser, BrowserExit, LaunchError, LaunchSpec};
+pub use pump::{pump, websocket_config, PumpEnd, MAX_FRAME_BYTES};
+pub use reap::{leftover_browser_pids, reap_leftovers, ReapReport};

@@ -1,0 +1,82 @@
+//! Identifier newtypes. Every id is a UUID v4; parsing happens once, at the
+//! edge, so that code further in never handles an unchecked string.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// A fresh random (v4) identifier.
+            pub fn new_random() -> Self {
+                Self(Uuid::new_v4())
+            }
+
+            /// The underlying UUID.
+            pub fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+
+            /// Accepts only the canonical hyphenated form, the one we hand out.
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                uuid::fmt::Hyphenated::from_str(text).map(|hyphenated| Self(hyphenated.into_uuid()))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(formatter)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// One browser session.
+    SessionId
+);
+uuid_id!(
+    /// A team: the unit of tenancy. Every session belongs to one.
+    TeamId
+);
+uuid_id!(
+    /// An API key's row (not the key itself, which is never stored).
+    ApiKeyId
+);
+uuid_id!(
+    /// A request to start one session (sync, async, or one item of a batch).
+    RequestId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_canonical_uuids() {
+        let id = SessionId::new_random();
+        assert_eq!(id.to_string().parse::<SessionId>().ok(), Some(id));
+        assert!("not-a-uuid".parse::<SessionId>().is_err());
+        assert!("".parse::<SessionId>().is_err());
+        let simple = id.as_uuid().simple().to_string();
+        assert!(simple.parse::<SessionId>().is_err());
+    }
+}

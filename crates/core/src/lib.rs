@@ -1,0 +1,18 @@
+//! Domain types of anchorage: identifiers, sessions and start requests with
+//! their state machines, and the validated options of a session start.
+//!
+//! This crate does no I/O: no files, no sockets, no processes, no SQL. The
+//! store, the browser supervisor and the HTTP server all speak in these types,
+//! so the rules written here hold the same wherever they are used.
+
+pub mod ids;
+pub mod options;
+pub mod request;
+pub mod session;
+pub mod time;
+
+pub use ids::{ApiKeyId, RequestId, SessionId, TeamId};
+pub use options::{OptionsError, SessionOptions, Viewport};
+pub use request::{RequestPhase, RequestStatus};
+pub use session::SessionStatus;
+pub use time::Timestamp;

@@ -1,0 +1,415 @@
+//! The options of a session start, validated.
+//!
+//! A start body (`SessionCreateRequestSchema` upstream) is kept whole as the
+//! session's recorded `configuration`; this module reads from it the options
+//! we act on and checks every field we know. Unknown fields are ignored (the
+//! SDKs may send fields we do not act on yet), and known ones we do not act on
+//! yet are recorded as asked, never pretended.
+
+use serde_json::{Map, Value};
+use url::Url;
+
+/// Default `max_duration` in minutes, as upstream.
+pub const DEFAULT_MAX_DURATION_MINUTES: i64 = 20;
+/// Default `idle_timeout` in minutes, as upstream.
+pub const DEFAULT_IDLE_TIMEOUT_MINUTES: i64 = 5;
+/// Longest timeout we accept, in minutes (one week).
+pub const MAX_TIMEOUT_MINUTES: i64 = 7 * 24 * 60;
+/// Most tags on one session.
+pub const MAX_TAGS: usize = 100;
+/// Longest tag, in characters.
+pub const MAX_TAG_CHARS: usize = 256;
+/// Longest `initial_url`, in bytes.
+pub const MAX_URL_BYTES: usize = 8192;
+
+/// A browser window size in CSS pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viewport {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+impl Default for Viewport {
+    /// Upstream's default, 1440×900.
+    fn default() -> Self {
+        Self {
+            width: 1440,
+            height: 900,
+        }
+    }
+}
+
+/// What a start asked for, in the form the server acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionOptions {
+    /// Page to open first; `None` opens a blank page.
+    pub initial_url: Option<Url>,
+    /// Labels, in the order given, without duplicates.
+    pub tags: Vec<String>,
+    /// Minutes after start at which the session ends; `None` disables.
+    pub max_duration_minutes: Option<i64>,
+    /// Minutes without a client after which the session ends; `None` disables.
+    pub idle_timeout_minutes: Option<i64>,
+    /// Whether the live view may only watch.
+    pub live_view_read_only: bool,
+    /// Whether a headless browser was asked for (upstream defaults to headful).
+    pub headless_requested: bool,
+    /// Whether recording was asked for (upstream defaults to on).
+    pub recording_requested: bool,
+    /// Whether a proxy was asked for.
+    pub proxy_requested: bool,
+    /// The window size.
+    pub viewport: Viewport,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            initial_url: None,
+            tags: Vec::new(),
+            max_duration_minutes: Some(DEFAULT_MAX_DURATION_MINUTES),
+            idle_timeout_minutes: Some(DEFAULT_IDLE_TIMEOUT_MINUTES),
+            live_view_read_only: false,
+            headless_requested: false,
+            recording_requested: true,
+            proxy_requested: false,
+            viewport: Viewport::default(),
+        }
+    }
+}
+
+/// A start body that cannot be accepted. The message names the field and
+/// says what it must be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OptionsError(pub String);
+
+fn invalid(message: impl Into<String>) -> OptionsError {
+    OptionsError(message.into())
+}
+
+/// Reads `parent[key]` as an object; absent and `null` are `None`.
+fn object<'a>(
+    parent: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<&'a Map<String, Value>>, OptionsError> {
+    match parent.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map)),
+        Some(_) => Err(invalid(format!("{path} must be an object"))),
+    }
+}
+
+fn boolean(
+    parent: &Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<bool>, OptionsError> {
+    match parent.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(flag)) => Ok(Some(*flag)),
+        Some(_) => Err(invalid(format!("{path} must be true or false"))),
+    }
+}
+
+fn integer_in(
+    parent: &Map<String, Value>,
+    key: &str,
+    path: &str,
+    low: i64,
+    high: i64,
+) -> Result<Option<i64>, OptionsError> {
+    let message = || {
+        invalid(format!(
+            "{path} must be an integer between {low} and {high}"
+        ))
+    };
+    match parent.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(number)) => {
+            let value = number.as_i64().ok_or_else(message)?;
+            if (low..=high).contains(&value) {
+                Ok(Some(value))
+            } else {
+                Err(message())
+            }
+        }
+        Some(_) => Err(message()),
+    }
+}
+
+/// A timeout in minutes: `-1` disables, otherwise 1 up to a week.
+fn timeout_minutes(
+    parent: &Map<String, Value>,
+    key: &str,
+    default: i64,
+) -> Result<Option<i64>, OptionsError> {
+    let path = format!("session.timeout.{key}");
+    let message = || {
+        invalid(format!("{path} must be -1 (no limit) or an integer number of minutes between 1 and {MAX_TIMEOUT_MINUTES}"))
+    };
+    match parent.get(key) {
+        None | Some(Value::Null) => Ok(Some(default)),
+        Some(Value::Number(number)) => match number.as_i64() {
+            Some(-1) => Ok(None),
+            Some(minutes) if (1..=MAX_TIMEOUT_MINUTES).contains(&minutes) => Ok(Some(minutes)),
+            _ => Err(message()),
+        },
+        Some(_) => Err(message()),
+    }
+}
+
+fn parse_initial_url(value: &Value) -> Result<Option<Url>, OptionsError> {
+    let text = match value {
+        Value::Null => return Ok(None),
+        Value::String(text) => text,
+        _ => {
+            return Err(invalid(
+                "session.initial_url must be a string holding an http or https URL",
+            ))
+        }
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() > MAX_URL_BYTES {
+        return Err(invalid(format!(
+            "session.initial_url must be at most {MAX_URL_BYTES} bytes long"
+        )));
+    }
+    let url = Url::parse(text)
+        .map_err(|error| invalid(format!("session.initial_url is not a valid URL: {error}")))?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(Some(url)),
+        "http" | "https" => Err(invalid("session.initial_url must name a host")),
+        other => Err(invalid(format!(
+            "session.initial_url must use http or https, not {other}:"
+        ))),
+    }
+}
+
+fn parse_tags(value: &Value) -> Result<Vec<String>, OptionsError> {
+    let items = match value {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(items) => items,
+        _ => return Err(invalid("session.tags must be an array of strings")),
+    };
+    if items.len() > MAX_TAGS {
+        return Err(invalid(format!(
+            "session.tags must hold at most {MAX_TAGS} tags"
+        )));
+    }
+    let mut tags: Vec<String> = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::String(tag) = item else {
+            return Err(invalid("session.tags must be an array of strings"));
+        };
+        if tag.is_empty() || tag.chars().count() > MAX_TAG_CHARS {
+            return Err(invalid(format!(
+                "each of session.tags must be 1 to {MAX_TAG_CHARS} characters long"
+            )));
+        }
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    Ok(tags)
+}
+
+impl SessionOptions {
+    /// Validates a start body and reads the options we act on.
+    pub fn from_configuration(configuration: &Value) -> Result<Self, OptionsError> {
+        let root = match configuration {
+            Value::Object(map) => map,
+            Value::Null => return Ok(Self::default()),
+            _ => return Err(invalid("the request body must be a JSON object")),
+        };
+        let mut options = Self::default();
+
+        if let Some(session) = object(root, "session", "session")? {
+            if let Some(url) = session.get("initial_url") {
+                options.initial_url = parse_initial_url(url)?;
+            }
+            if let Some(tags) = session.get("tags") {
+                options.tags = parse_tags(tags)?;
+            }
+            if let Some(recording) = object(session, "recording", "session.recording")? {
+                if let Some(active) = boolean(recording, "active", "session.recording.active")? {
+                    options.recording_requested = active;
+                }
+            }
+            match session.get("proxy") {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(proxy)) => {
+                    options.proxy_requested =
+                        boolean(proxy, "active", "session.proxy.active")?.unwrap_or(true);
+                }
+                Some(_) => return Err(invalid("session.proxy must be an object")),
+            }
+            if let Some(timeout) = object(session, "timeout", "session.timeout")? {
+                options.max_duration_minutes =
+                    timeout_minutes(timeout, "max_duration", DEFAULT_MAX_DURATION_MINUTES)?;
+                options.idle_timeout_minutes =
+                    timeout_minutes(timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT_MINUTES)?;
+            }
+            if let Some(live_view) = object(session, "live_view", "session.live_view")? {
+                if let Some(read_only) =
+                    boolean(live_view, "read_only", "session.live_view.read_only")?
+                {
+                    options.live_view_read_only = read_only;
+                }
+            }
+        }
+
+        if let Some(browser) = object(root, "browser", "browser")? {
+            if let Some(headless) = object(browser, "headless", "browser.headless")? {
+                if let Some(active) = boolean(headless, "active", "browser.headless.active")? {
+                    options.headless_requested = active;
+                }
+            }
+            if let Some(viewport) = object(browser, "viewport", "browser.viewport")? {
+                let defaults = Viewport::default();
+                let width = integer_in(viewport, "width", "browser.viewport.width", 100, 7680)?;
+                let height = integer_in(viewport, "height", "browser.viewport.height", 100, 4320)?;
+                // The bounds above keep both in u32 range.
+                options.viewport = Viewport {
+                    width: width.map_or(defaults.width, |value| value as u32),
+                    height: height.map_or(defaults.height, |value| value as u32),
+                };
+            }
+            for key in [
+                "profile",
+                "adblock",
+                "popup_blocker",
+                "captcha_solver",
+                "fullscreen",
+            ] {
+                object(browser, key, &format!("browser.{key}"))?;
+            }
+            match browser.get("extensions") {
+                None | Some(Value::Null) | Some(Value::Array(_)) => {}
+                Some(_) => {
+                    return Err(invalid(
+                        "browser.extensions must be an array of extension ids",
+                    ))
+                }
+            }
+        }
+
+        for key in ["integrations", "identities"] {
+            match root.get(key) {
+                None | Some(Value::Null) | Some(Value::Array(_)) => {}
+                Some(_) => return Err(invalid(format!("{key} must be an array"))),
+            }
+        }
+        Ok(options)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn error_of(body: Value) -> String {
+        match SessionOptions::from_configuration(&body) {
+            Err(error) => error.0,
+            Ok(options) => panic!("accepted {body}: {options:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_body_gives_upstream_defaults() {
+        let options = SessionOptions::from_configuration(&json!({})).expect("valid");
+        assert_eq!(options, SessionOptions::default());
+        assert_eq!(options.max_duration_minutes, Some(20));
+        assert_eq!(options.idle_timeout_minutes, Some(5));
+        assert_eq!(
+            options.viewport,
+            Viewport {
+                width: 1440,
+                height: 900
+            }
+        );
+    }
+
+    #[test]
+    fn reads_every_known_option() {
+        let body = json!({
+            "session": {
+                "initial_url": "https://example.test/path",
+                "tags": ["a", "b", "a"],
+                "recording": {"active": false},
+                "timeout": {"max_duration": -1, "idle_timeout": 3},
+                "live_view": {"read_only": true},
+                "proxy": {"type": "anchor_proxy", "active": true},
+                "unknown": 1
+            },
+            "browser": {"headless": {"active": true}, "viewport": {"width": 800, "height": 600}},
+            "something_new": {}
+        });
+        let options = SessionOptions::from_configuration(&body).expect("valid");
+        assert_eq!(
+            options.initial_url.map(String::from).as_deref(),
+            Some("https://example.test/path")
+        );
+        assert_eq!(options.tags, vec!["a", "b"]);
+        assert!(!options.recording_requested);
+        assert_eq!(options.max_duration_minutes, None);
+        assert_eq!(options.idle_timeout_minutes, Some(3));
+        assert!(options.live_view_read_only);
+        assert!(options.proxy_requested);
+        assert!(options.headless_requested);
+        assert_eq!(
+            options.viewport,
+            Viewport {
+                width: 800,
+                height: 600
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_bad_fields_by_name() {
+        assert!(error_of(json!([])).contains("JSON object"));
+        assert!(error_of(json!({"session": 3})).contains("session must be an object"));
+        for url in [
+            "file:///etc/passwd",
+            "chrome://settings",
+            "javascript:alert(1)",
+            "data:text/html,x",
+        ] {
+            assert!(
+                error_of(json!({"session": {"initial_url": url}})).contains("http or https"),
+                "{url}"
+            );
+        }
+        assert!(error_of(json!({"session": {"initial_url": "not a url"}}))
+            .contains("session.initial_url"));
+        assert!(error_of(json!({"session": {"tags": "x"}})).contains("session.tags"));
+        assert!(error_of(json!({"session": {"tags": [1]}})).contains("session.tags"));
+        assert!(
+            error_of(json!({"session": {"timeout": {"max_duration": 0}}})).contains("max_duration")
+        );
+        assert!(
+            error_of(json!({"session": {"timeout": {"idle_timeout": "5"}}}))
+                .contains("idle_timeout")
+        );
+        assert!(
+            error_of(json!({"session": {"timeout": {"idle_timeout": 2.5}}}))
+                .contains("idle_timeout")
+        );
+        assert!(error_of(json!({"browser": {"viewport": {"width": 10}}}))
+            .contains("browser.viewport.width"));
+        assert!(
+            error_of(json!({"browser": {"headless": {"active": "yes"}}}))
+                .contains("browser.headless.active")
+        );
+        let many: Vec<String> = (0..=MAX_TAGS).map(|index| index.to_string()).collect();
+        assert!(error_of(json!({"session": {"tags": many}})).contains("at most"));
+    }
+}

@@ -1,0 +1,292 @@
+//! Building and running the server: [`App::build`] opens the store, cleans
+//! up after a previous run, ensures an API key and binds the listener;
+//! [`App::run`] serves until its shutdown future resolves, then ends every
+//! browser before returning.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anchorage_browser::BrowserDirs;
+use anchorage_core::Timestamp;
+use anchorage_store::{SqliteStore, Store, StoreError};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use url::Url;
+
+use crate::auth::{generate_api_key, hash_api_key, key_prefix, TokenSigner};
+use crate::config::{Config, ConfigError, Source};
+use crate::fleet::{Fleet, FleetSettings};
+use crate::state::AppState;
+
+/// Name of the team made on first start.
+pub const DEFAULT_TEAM: &str = "default";
+/// How long shutdown waits for sessions to end.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Why the server could not start; one line each.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store failed.
+    #[error("ANCHORAGE_DATABASE_URL: the database cannot be used: {0}")]
+    Store(#[from] StoreError),
+    /// The listener could not bind.
+    #[error("ANCHORAGE_LISTEN={address}: cannot listen there: {source}")]
+    Bind {
+        /// Where.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A server ready to run.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    initial_key: Option<String>,
+    summary: String,
+}
+
+/// Opens the store named by the configuration, creating the data dir.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    ensure_writable_dir(&config.data_dir, "ANCHORAGE_DATA_DIR")?;
+    Ok(Arc::new(SqliteStore::open(&config.database_url).await?))
+}
+
+fn ensure_writable_dir(dir: &Path, setting: &str) -> Result<(), ConfigError> {
+    let fail = |error: std::io::Error| {
+        ConfigError(format!("{setting}={}: the directory is not writable ({error}): choose another or fix its permissions", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(".anchorage-write-probe");
+    std::fs::write(&probe, b"ok").map_err(fail)?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Makes sure the configured key exists, or on a first start makes a key;
+/// returns a key that must be shown to the operator.
+async fn ensure_keys(
+    store: &dyn Store,
+    configured: Option<&str>,
+) -> Result<Option<String>, StartError> {
+    let team = match store.team_by_name(DEFAULT_TEAM).await? {
+        Some(team) => Some(team),
+        None if configured.is_some() || store.team_count().await? == 0 => {
+            Some(store.create_team(DEFAULT_TEAM).await?)
+        }
+        None => None,
+    };
+    if let Some(key) = configured {
+        if store.authenticate(&hash_api_key(key)).await?.is_some() {
+            return Ok(None);
+        }
+        let Some(team) = team else { return Ok(None) };
+        return match store
+            .create_api_key(
+                team.id,
+                "ANCHORAGE_API_KEY",
+                &hash_api_key(key),
+                &key_prefix(key),
+            )
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(StoreError::AlreadyExists(_)) => Err(ConfigError(
+                "ANCHORAGE_API_KEY names a revoked key: choose a new value".to_owned(),
+            )
+            .into()),
+            Err(error) => Err(error.into()),
+        };
+    }
+    match team {
+        Some(team) if store.list_api_keys().await?.is_empty() => {
+            let key = generate_api_key();
+            store
+                .create_api_key(team.id, "first key", &hash_api_key(&key), &key_prefix(&key))
+                .await?;
+            Ok(Some(key))
+        }
+        _ => Ok(None),
+    }
+}
+
+impl App {
+    /// Prepares everything and binds; nothing is served until [`App::run`].
+    pub async fn build(config: Config, source: &dyn Source) -> Result<Self, StartError> {
+        let chromium = config.resolve_chromium(source)?;
+        let store = open_store(&config).await?;
+        // Absolute, so that the browsers' command lines name it unambiguously.
+        let data_dir = std::fs::canonicalize(&config.data_dir).map_err(|error| {
+            ConfigError(format!(
+                "ANCHORAGE_DATA_DIR={}: cannot resolve it: {error}",
+                config.data_dir.display()
+            ))
+        })?;
+        let browsers_dir: PathBuf = data_dir.join("browsers");
+        ensure_writable_dir(&browsers_dir, "ANCHORAGE_DATA_DIR")?;
+        let browser_dirs = BrowserDirs::new(browsers_dir);
+
+        // Whatever a previous run left is gone before anything new starts.
+        let reap_dirs = browser_dirs.clone();
+        let reaped =
+            tokio::task::spawn_blocking(move || anchorage_browser::reap_leftovers(&reap_dirs))
+                .await
+                .unwrap_or_default();
+        let recovered = store
+            .recover_after_restart(
+                "the server stopped while this session was live; its browser was ended",
+                Timestamp::now(),
+            )
+            .await?;
+        if reaped.process_groups_killed > 0
+            || recovered.sessions_failed > 0
+            || recovered.requests_requeued > 0
+        {
+            tracing::warn!(
+                browsers_killed = reaped.process_groups_killed,
+                directories_removed = reaped.directories_removed,
+                sessions_failed = recovered.sessions_failed,
+                requests_requeued = recovered.requests_requeued,
+                "cleaned up after the previous run"
+            );
+        }
+
+        let initial_key = ensure_keys(store.as_ref(), config.api_key.as_deref()).await?;
+        let tokens = TokenSigner::load(store.as_ref()).await?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    address: config.listen,
+                    source,
+                })?;
+        let bound = listener.local_addr().map_err(|source| StartError::Bind {
+            address: config.listen,
+            source,
+        })?;
+        let public_url = match &config.public_url {
+            Some(url) => url.clone(),
+            None => derive_public_url(bound),
+        };
+
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let settings = FleetSettings {
+            chromium: chromium.clone(),
+            browser_dirs,
+            max_sessions: config.max_sessions,
+            launch_concurrency: config.launch_concurrency,
+            launch_timeout: config.launch_timeout,
+            timeout_minute: config.timeout_minute,
+        };
+        let fleet = Fleet::new(
+            Arc::clone(&store),
+            settings,
+            shutdown.clone(),
+            tasks.clone(),
+        );
+        fleet.start().await?;
+        let summary = format!(
+            "anchorage listening on {bound} (public URL {public_url}); chromium {}; max sessions {}; launch concurrency {}; data in {}",
+            chromium.display(),
+            config.max_sessions,
+            config.launch_concurrency,
+            config.data_dir.display()
+        );
+        let state = AppState {
+            store,
+            fleet,
+            tokens,
+            public_url,
+            max_body_bytes: config.max_body_bytes,
+        };
+        Ok(Self {
+            listener,
+            state,
+            shutdown,
+            tasks,
+            initial_key,
+            summary,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        // The listener was bound in `build`, which already read its address.
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The base URL clients use.
+    pub fn public_url(&self) -> &Url {
+        &self.state.public_url
+    }
+
+    /// A key made on first start, to be shown once.
+    pub fn initial_key(&self) -> Option<&str> {
+        self.initial_key.as_deref()
+    }
+
+    /// One line saying what the server runs with.
+    pub fn summary(&self) -> &str {
+        &self.summary
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, ends every
+    /// browser and waits for the server's tasks.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self {
+            listener,
+            state,
+            shutdown: token,
+            tasks,
+            ..
+        } = self;
+        let router = crate::routes::router(state);
+        let stop = token.clone();
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = stop.cancelled() => {}
+                }
+            })
+            .await;
+        tracing::info!("shutting down: ending every session");
+        token.cancel();
+        tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = tasks.len(),
+                "some tasks did not finish within the shutdown grace period"
+            );
+        }
+        served
+    }
+}
+
+fn derive_public_url(bound: SocketAddr) -> Url {
+    let host = match bound.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    Url::parse(&format!("http://{host}:{}/", bound.port()))
+        .unwrap_or_else(|_| unreachable!("a socket address is a valid host"))
+}

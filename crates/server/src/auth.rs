@@ -1,0 +1,154 @@
+//! API keys and session tokens.
+//!
+//! Keys are random, shown once, and stored only as their SHA-256 hash; a
+//! request's key is hashed and looked up. Session tokens (the secret in a
+//! `cdp_url`) are an HMAC of the session id under a server secret kept in the
+//! store, so they can be shown again without being stored, and checked in
+//! constant time.
+
+use anchorage_core::SessionId;
+use anchorage_store::{AuthenticatedKey, Store};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The header that carries the key.
+pub const API_KEY_HEADER: &str = "anchor-api-key";
+
+/// A fresh key: `anc_` and 64 hex characters (256 random bits).
+pub fn generate_api_key() -> String {
+    let mut bytes = [0_u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("anc_{}", hex::encode(bytes))
+}
+
+/// The stored form of a key.
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// The part of a key shown in listings.
+pub fn key_prefix(key: &str) -> String {
+    key.chars().take(12).collect()
+}
+
+/// Signs and checks session tokens.
+#[derive(Clone)]
+pub struct TokenSigner {
+    secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("TokenSigner(..)")
+    }
+}
+
+const TOKEN_SECRET_SETTING: &str = "session_token_secret";
+
+impl TokenSigner {
+    /// Loads the server secret from the store, creating it on first use.
+    pub async fn load(store: &dyn Store) -> Result<Self, anchorage_store::StoreError> {
+        let mut bytes = [0_u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let secret = store
+            .setting_or_insert(TOKEN_SECRET_SETTING, &hex::encode(bytes))
+            .await?;
+        Ok(Self {
+            secret: secret.into_bytes(),
+        })
+    }
+
+    fn mac(&self, session_id: SessionId) -> Hmac<Sha256> {
+        // HMAC takes keys of any length, so this cannot fail.
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!());
+        mac.update(b"session-token:");
+        mac.update(session_id.to_string().as_bytes());
+        mac
+    }
+
+    /// The token of a session.
+    pub fn token(&self, session_id: SessionId) -> String {
+        hex::encode(self.mac(session_id).finalize().into_bytes())
+    }
+
+    /// Whether `token` is the session's, compared in constant time.
+    pub fn verify(&self, session_id: SessionId, token: &str) -> bool {
+        match hex::decode(token) {
+            Ok(bytes) => self.mac(session_id).verify_slice(&bytes).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The caller of a `/v1` route, authenticated by its key.
+#[derive(Debug, Clone)]
+pub struct Caller(pub AuthenticatedKey);
+
+/// Looks a key up; `None` when it is unknown or revoked.
+pub async fn authenticate(
+    state: &AppState,
+    key: &str,
+) -> Result<Option<AuthenticatedKey>, ApiError> {
+    if key.is_empty() || key.len() > 512 {
+        return Ok(None);
+    }
+    Ok(state.store.authenticate(&hash_api_key(key)).await?)
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let key = parts
+            .headers
+            .get(API_KEY_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .ok_or(ApiError::Unauthorized)?;
+        authenticate(state, key)
+            .await?
+            .map(Caller)
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_long_random_and_hash_stably() {
+        let first = generate_api_key();
+        let second = generate_api_key();
+        assert_ne!(first, second);
+        assert_eq!(first.len(), 68);
+        assert_eq!(hash_api_key(&first), hash_api_key(&first));
+        assert_ne!(hash_api_key(&first), first);
+    }
+
+    #[test]
+    fn tokens_are_bound_to_their_session() {
+        let signer = TokenSigner {
+            secret: b"secret".to_vec(),
+        };
+        let session = SessionId::new_random();
+        let token = signer.token(session);
+        assert!(signer.verify(session, &token));
+        assert!(!signer.verify(SessionId::new_random(), &token));
+        assert!(!signer.verify(session, "zz"));
+        assert!(!signer.verify(session, ""));
+        let other = TokenSigner {
+            secret: b"other".to_vec(),
+        };
+        assert!(!other.verify(session, &token));
+    }
+}

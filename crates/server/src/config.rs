@@ -1,0 +1,336 @@
+//! Server configuration: typed, with a default for every key, read from the
+//! environment (which wins) and an optional TOML file.
+//!
+//! Reading goes through a [`Source`] so that tests inject values instead of
+//! changing the process environment. Every bad value is a one-line
+//! [`ConfigError`] that names the setting and how to fix it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// Where settings come from: a lookup by environment variable name.
+pub trait Source {
+    /// The value of `name`, if set.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Environment;
+
+impl Source for Environment {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|value| !value.is_empty())
+    }
+}
+
+impl Source for std::collections::HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// A setting that cannot be used, said in one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The keys a `--config` TOML file may hold; each mirrors an `ANCHORAGE_*`
+/// variable of the same name in upper case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    public_url: Option<String>,
+    data_dir: Option<String>,
+    database_url: Option<String>,
+    chromium: Option<String>,
+    max_sessions: Option<u64>,
+    launch_concurrency: Option<u64>,
+    api_key: Option<String>,
+    max_body_bytes: Option<u64>,
+    launch_timeout_seconds: Option<u64>,
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (`ANCHORAGE_LISTEN`).
+    pub listen: SocketAddr,
+    /// Base URL clients reach us at (`ANCHORAGE_PUBLIC_URL`); derived from
+    /// the bound address when unset.
+    pub public_url: Option<Url>,
+    /// Where the database and browser dirs live (`ANCHORAGE_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// The database (`ANCHORAGE_DATABASE_URL`).
+    pub database_url: String,
+    /// The Chromium executable, if given (`ANCHORAGE_CHROMIUM`); otherwise
+    /// looked up on `PATH` when serving.
+    pub chromium: Option<PathBuf>,
+    /// Running browsers at most (`ANCHORAGE_MAX_SESSIONS`).
+    pub max_sessions: usize,
+    /// Browsers launching at once at most (`ANCHORAGE_LAUNCH_CONCURRENCY`).
+    pub launch_concurrency: usize,
+    /// A key to ensure for the default team (`ANCHORAGE_API_KEY`).
+    pub api_key: Option<String>,
+    /// Largest request body (`ANCHORAGE_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+    /// How long a browser may take to come up (`ANCHORAGE_LAUNCH_TIMEOUT_SECONDS`).
+    pub launch_timeout: Duration,
+    /// The length of one minute of `max_duration` and `idle_timeout`. Always
+    /// sixty seconds when read from settings; tests that exercise timeouts
+    /// shorten it instead of waiting minutes.
+    pub timeout_minute: Duration,
+}
+
+/// The core count of this machine.
+pub fn core_count() -> usize {
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+}
+
+/// Total memory in MiB, from `/proc/meminfo`.
+fn total_memory_mib() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// The default for `ANCHORAGE_MAX_SESSIONS`: an idle headless Chromium takes
+/// about 150 MiB, so allow one per 300 MiB of memory (room for pages to
+/// grow), and at most 16 per core, since every browser also costs CPU.
+pub fn default_max_sessions() -> usize {
+    let by_memory = total_memory_mib().map_or(8, |mib| (mib / 300) as usize);
+    by_memory.min(core_count() * 16).max(1)
+}
+
+fn parse_number(name: &str, text: &str, low: u64, high: u64) -> Result<u64, ConfigError> {
+    match text.trim().parse::<u64>() {
+        Ok(value) if (low..=high).contains(&value) => Ok(value),
+        _ => Err(ConfigError(format!(
+            "{name}={text:?} is not valid: set it to a whole number between {low} and {high}"
+        ))),
+    }
+}
+
+impl Config {
+    /// Reads the configuration: `source` wins over the file at `file`.
+    pub fn load(source: &dyn Source, file: Option<&Path>) -> Result<Self, ConfigError> {
+        let from_file = match file {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| {
+                    ConfigError(format!(
+                        "--config {}: cannot read it: {error}",
+                        path.display()
+                    ))
+                })?;
+                toml::from_str(&text).map_err(|error| {
+                    let message = error.message().replace('\n', " ");
+                    ConfigError(format!("--config {}: {message}", path.display()))
+                })?
+            }
+        };
+        let text = |name: &str, file_value: Option<String>| source.get(name).or(file_value);
+        let number = |name: &str,
+                      file_value: Option<u64>,
+                      low: u64,
+                      high: u64|
+         -> Result<Option<u64>, ConfigError> {
+            match source.get(name) {
+                Some(value) => parse_number(name, &value, low, high).map(Some),
+                None => match file_value {
+                    Some(value) => parse_number(name, &value.to_string(), low, high).map(Some),
+                    None => Ok(None),
+                },
+            }
+        };
+
+        let listen_text = text("ANCHORAGE_LISTEN", from_file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            ConfigError(format!("ANCHORAGE_LISTEN={listen_text:?} is not valid: give an address and port such as 127.0.0.1:8080"))
+        })?;
+
+        let public_url = match text("ANCHORAGE_PUBLIC_URL", from_file.public_url) {
+            None => None,
+            Some(value) => {
+                let url = Url::parse(&value)
+                    .ok()
+                    .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some());
+                Some(url.ok_or_else(|| {
+                    ConfigError(format!("ANCHORAGE_PUBLIC_URL={value:?} is not valid: give an http or https URL such as http://browsers.example:8080"))
+                })?)
+            }
+        };
+
+        let data_dir = PathBuf::from(
+            text("ANCHORAGE_DATA_DIR", from_file.data_dir).unwrap_or_else(|| "./data".to_owned()),
+        );
+        let database_url = text("ANCHORAGE_DATABASE_URL", from_file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("anchorage.db").display()));
+        if !database_url.starts_with("sqlite:") {
+            return Err(ConfigError(format!(
+                "ANCHORAGE_DATABASE_URL={database_url:?} is not supported yet: use sqlite://PATH (PostgreSQL support is planned)"
+            )));
+        }
+        let chromium = text("ANCHORAGE_CHROMIUM", from_file.chromium).map(PathBuf::from);
+        let max_sessions = number("ANCHORAGE_MAX_SESSIONS", from_file.max_sessions, 1, 10_000)?
+            .map_or_else(default_max_sessions, |value| value as usize);
+        let launch_concurrency = number(
+            "ANCHORAGE_LAUNCH_CONCURRENCY",
+            from_file.launch_concurrency,
+            1,
+            256,
+        )?
+        .map_or_else(core_count, |value| value as usize);
+        let api_key = text("ANCHORAGE_API_KEY", from_file.api_key);
+        if let Some(key) = &api_key {
+            if key.len() < 8
+                || key.len() > 256
+                || key
+                    .chars()
+                    .any(|character| character.is_whitespace() || character.is_control())
+            {
+                return Err(ConfigError(
+                    "ANCHORAGE_API_KEY is not valid: use 8 to 256 characters without spaces"
+                        .to_owned(),
+                ));
+            }
+        }
+        let max_body_bytes = number(
+            "ANCHORAGE_MAX_BODY_BYTES",
+            from_file.max_body_bytes,
+            1024,
+            64 * 1024 * 1024,
+        )?
+        .map_or(1024 * 1024, |value| value as usize);
+        let launch_timeout = number(
+            "ANCHORAGE_LAUNCH_TIMEOUT_SECONDS",
+            from_file.launch_timeout_seconds,
+            1,
+            600,
+        )?
+        .map_or(Duration::from_secs(30), Duration::from_secs);
+
+        Ok(Self {
+            listen,
+            public_url,
+            data_dir,
+            database_url,
+            chromium,
+            max_sessions,
+            launch_concurrency,
+            api_key,
+            max_body_bytes,
+            launch_timeout,
+            timeout_minute: Duration::from_secs(60),
+        })
+    }
+
+    /// The Chromium to run: the configured one, or the first of `chromium`,
+    /// `chromium-browser`, `google-chrome` on `PATH`.
+    pub fn resolve_chromium(&self, source: &dyn Source) -> Result<PathBuf, ConfigError> {
+        if let Some(path) = &self.chromium {
+            return if is_executable(path) {
+                Ok(path.clone())
+            } else {
+                Err(ConfigError(format!(
+                    "ANCHORAGE_CHROMIUM={} is not an executable file: point it at Chromium, or install it with `apt-get install chromium`",
+                    path.display()
+                )))
+            };
+        }
+        let path = source.get("PATH").unwrap_or_default();
+        for name in ["chromium", "chromium-browser", "google-chrome"] {
+            for dir in std::env::split_paths(&path) {
+                let candidate = dir.join(name);
+                if is_executable(&candidate) {
+                    return Ok(candidate);
+                }
+            }
+        }
+        Err(ConfigError(
+            "no Chromium found on PATH (chromium, chromium-browser, google-chrome): install it with `apt-get install chromium` or set ANCHORAGE_CHROMIUM".to_owned(),
+        ))
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn source(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let config = Config::load(&source(&[]), None).expect("defaults");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert!(config.database_url.starts_with("sqlite://./data/"));
+        assert!(config.max_sessions >= 1);
+        assert!(config.launch_concurrency >= 1);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        for (name, value) in [
+            ("ANCHORAGE_LISTEN", "nowhere"),
+            ("ANCHORAGE_MAX_SESSIONS", "0"),
+            ("ANCHORAGE_MAX_SESSIONS", "many"),
+            ("ANCHORAGE_PUBLIC_URL", "ftp://x"),
+            ("ANCHORAGE_DATABASE_URL", "mysql://x"),
+            ("ANCHORAGE_API_KEY", "short"),
+        ] {
+            let error = Config::load(&source(&[(name, value)]), None).expect_err(name);
+            assert!(error.0.starts_with(name), "{error}");
+            assert!(!error.0.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("anchorage.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nmax_sessions = 3\n").expect("write");
+        let config =
+            Config::load(&source(&[("ANCHORAGE_MAX_SESSIONS", "5")]), Some(&file)).expect("load");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.max_sessions, 5);
+        std::fs::write(&file, "colour = 1\n").expect("write");
+        let error = Config::load(&source(&[]), Some(&file)).expect_err("unknown key");
+        assert!(error.0.contains("colour"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_chromium_says_how_to_install_it() {
+        let config =
+            Config::load(&source(&[("ANCHORAGE_CHROMIUM", "/nonexistent")]), None).expect("load");
+        let error = config.resolve_chromium(&source(&[])).expect_err("missing");
+        assert!(error.0.contains("apt-get install chromium"));
+        let config = Config::load(&source(&[]), None).expect("load");
+        assert!(config
+            .resolve_chromium(&source(&[("PATH", "/nonexistent")]))
+            .is_err());
+    }
+}

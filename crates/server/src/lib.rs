@@ -1,0 +1,18 @@
+//! The anchorage server: configuration, the HTTP and WebSocket API, and the
+//! fleet of live sessions with its provisioning queue.
+//!
+//! Start it with [`App::build`] and [`App::run`]; the `anchorage` binary is a
+//! thin wrapper around these. Nothing here spawns a process (that is
+//! `anchorage-browser`) or writes SQL (that is `anchorage-store`).
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod fleet;
+pub mod keys;
+mod routes;
+pub mod state;
+
+pub use app::{App, StartError};
+pub use config::{Config, ConfigError, Environment, Source};

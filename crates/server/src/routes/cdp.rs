@@ -1,0 +1,166 @@
+//! WebSocket upgrades that connect a client to a session's browser:
+//! `GET /cdp/{session_id}?token=…` (the `cdp_url` we hand out) and
+//! `GET /?apiKey=…&sessionId=…` (what the SDK's `browser.connect` builds).
+//!
+//! Everything is checked before the upgrade is answered, so a wrong token,
+//! key or id is an HTTP `401`/`404` and no browser is touched. The upgrade is
+//! done by hand (not with a framework helper) so that both legs are plain
+//! tungstenite streams with the same limits, and no compression is offered.
+
+use std::sync::Arc;
+
+use anchorage_browser::{pump, websocket_config};
+use anchorage_core::SessionId;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+use super::extract::QueryMap;
+use crate::auth::authenticate;
+use crate::error::ApiError;
+use crate::fleet::LiveSession;
+use crate::state::AppState;
+
+/// Whether the request asks for a WebSocket upgrade.
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|part| part.trim().eq_ignore_ascii_case(token))
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+}
+
+/// `GET /cdp/{session_id}?token=…`.
+pub async fn by_token(State(state): State<AppState>, request: Request) -> Response {
+    let session_id = request
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .and_then(|segment| segment.parse::<SessionId>().ok());
+    let query = QueryMap::parse(request.uri().query());
+    let Some(session_id) = session_id else {
+        return ApiError::session_not_found().into_response();
+    };
+    let Some(token) = query.get("token") else {
+        return ApiError::Unauthorized.into_response();
+    };
+    if !state.tokens.verify(session_id, token) {
+        return ApiError::Unauthorized.into_response();
+    }
+    match state.fleet.live_session_any_team(session_id) {
+        Some(session) => upgrade(state, session, request).await,
+        None => ApiError::session_not_found().into_response(),
+    }
+}
+
+/// `GET /?apiKey=…&sessionId=…`, the SDK's form.
+pub async fn by_api_key(state: AppState, request: Request) -> Response {
+    let query = QueryMap::parse(request.uri().query());
+    let key = query.get("apiKey").unwrap_or_default();
+    let caller = match authenticate(&state, key).await {
+        Ok(Some(caller)) => caller,
+        Ok(None) => return ApiError::Unauthorized.into_response(),
+        Err(error) => return error.into_response(),
+    };
+    let Some(session_id) = query
+        .get("sessionId")
+        .and_then(|text| text.parse::<SessionId>().ok())
+    else {
+        return ApiError::session_not_found().into_response();
+    };
+    match state.fleet.live_session(caller.team_id, session_id) {
+        Some(session) => upgrade(state, session, request).await,
+        None => ApiError::session_not_found().into_response(),
+    }
+}
+
+async fn upgrade(state: AppState, session: Arc<LiveSession>, mut request: Request) -> Response {
+    let headers = request.headers();
+    if !is_websocket_upgrade(headers) {
+        return ApiError::BadRequest(
+            "this URL takes a WebSocket upgrade (connect with a CDP client)".to_owned(),
+        )
+        .into_response();
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .and_then(|value| value.to_str().ok())
+        != Some("13")
+    {
+        return ApiError::BadRequest("Sec-WebSocket-Version must be 13".to_owned()).into_response();
+    }
+    let Some(accept) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|key| derive_accept_key(key.as_bytes()))
+    else {
+        return ApiError::BadRequest("Sec-WebSocket-Key is missing".to_owned()).into_response();
+    };
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return ApiError::internal("the connection cannot be upgraded").into_response();
+    };
+
+    // Reach the browser first, so that a failure is still an HTTP answer.
+    let browser = match tokio_tungstenite::connect_async_with_config(
+        session.browser_websocket.as_str(),
+        Some(websocket_config()),
+        true,
+    )
+    .await
+    {
+        Ok((browser, _)) => browser,
+        Err(error) => {
+            if session.client_count() == 0
+                && state.fleet.live_session_any_team(session.id).is_none()
+            {
+                return ApiError::session_not_found().into_response();
+            }
+            return ApiError::internal(format!(
+                "connecting to the browser of {}: {error}",
+                session.id
+            ))
+            .into_response();
+        }
+    };
+    let guard = session.connect_client();
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "client left during the WebSocket handshake");
+                return;
+            }
+        };
+        let client = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(websocket_config()),
+        )
+        .await;
+        let end = pump(client, browser, session.ending()).await;
+        tracing::debug!(session_id = %session.id, ?end, "CDP client disconnected");
+        drop(guard);
+    });
+
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let response_headers = response.headers_mut();
+    response_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(value) = HeaderValue::from_str(&accept) {
+        response_headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
+}

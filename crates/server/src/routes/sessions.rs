@@ -1,0 +1,428 @@
+//! `/v1/sessions…`: start, inspect, list and end sessions.
+
+use anchorage_core::{
+    RequestId, RequestStatus, SessionId, SessionOptions, SessionStatus, Timestamp,
+};
+use anchorage_store::{RequestRecord, SessionFilter, SessionPage, SessionRecord, SessionSort};
+use axum::extract::{RawQuery, State};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::extract::{IdPath, JsonBody, QueryMap};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::fleet::StartOutcome;
+use crate::state::AppState;
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn data(value: Value) -> Json<Value> {
+    Json(json!({ "data": value }))
+}
+
+/// Validates a start body and makes its request row.
+fn new_request(caller: &Caller, configuration: Value) -> Result<RequestRecord, ApiError> {
+    SessionOptions::from_configuration(&configuration)
+        .map_err(|error| ApiError::BadRequest(error.0))?;
+    Ok(RequestRecord {
+        id: RequestId::new_random(),
+        team_id: caller.0.team_id,
+        api_key_id: Some(caller.0.key_id),
+        api_key_name: caller.0.key_name.clone(),
+        batch_id: None,
+        item_index: 0,
+        status: RequestStatus::Pending,
+        session_id: None,
+        configuration,
+        error: None,
+        retry_count: 0,
+        metadata: None,
+        created_at: Timestamp::now(),
+        started_at: None,
+        completed_at: None,
+    })
+}
+
+/// Withdraws a synchronous start whose caller hung up before the answer.
+struct AbandonOnDrop {
+    state: AppState,
+    caller: Caller,
+    request_id: RequestId,
+    armed: bool,
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            let fleet = self.state.fleet.clone();
+            let (team_id, request_id) = (self.caller.0.team_id, self.request_id);
+            tokio::spawn(async move { fleet.abandon(team_id, request_id).await });
+        }
+    }
+}
+
+/// `POST /v1/sessions`: start a session and answer once it is connectable.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
+    let request = new_request(&caller, body)?;
+    let request_id = request.id;
+    let waiting = state.fleet.submit(request).await?;
+    let mut guard = AbandonOnDrop {
+        state: state.clone(),
+        caller,
+        request_id,
+        armed: true,
+    };
+    let outcome = waiting.await;
+    guard.armed = false;
+    match outcome {
+        Ok(StartOutcome::Started(session_id)) => Ok(data(json!({
+            "id": session_id,
+            "cdp_url": state.cdp_url(session_id),
+            "live_view_url": state.live_view_url(session_id),
+        }))),
+        Ok(StartOutcome::Failed(reason)) => Err(ApiError::internal(format!(
+            "session start {request_id} failed: {reason}"
+        ))),
+        Ok(StartOutcome::Cancelled) => Err(ApiError::Unavailable(
+            "the session was ended before its browser was ready; start a new one".to_owned(),
+        )),
+        Err(_) => Err(ApiError::Unavailable(
+            "the server is shutting down; try again shortly".to_owned(),
+        )),
+    }
+}
+
+/// `POST /v1/sessions/async`: accept a start and answer at once.
+pub async fn create_async(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
+    let request = new_request(&caller, body)?;
+    let request_id = request.id;
+    // Nobody waits on the receiver; the poller reads the store.
+    drop(state.fleet.submit(request).await?);
+    Ok(data(
+        json!({"request_id": request_id, "status": "pending", "session_id": null}),
+    ))
+}
+
+/// The wire status of an async request: `ready` while its session runs.
+fn async_status(request: &RequestRecord, session: Option<&SessionRecord>) -> &'static str {
+    match request.status {
+        RequestStatus::Completed => match session.map(|session| session.status) {
+            Some(SessionStatus::Running) | Some(SessionStatus::Starting) => "ready",
+            _ => "completed",
+        },
+        other => other.as_str(),
+    }
+}
+
+/// The batch-item shape of a request (the SDK's `BatchSessionItemSchema`).
+pub fn item_json(
+    state: &AppState,
+    request: &RequestRecord,
+    session: Option<&SessionRecord>,
+) -> Value {
+    let connectable = session.is_some_and(|session| session.status == SessionStatus::Running);
+    let session_id = request.session_id;
+    json!({
+        "item_index": request.item_index,
+        "session_id": session_id,
+        "status": request.status.as_str(),
+        "cdp_url": session_id.filter(|_| connectable).map(|id| state.cdp_url(id)),
+        "live_view_url": session_id.filter(|_| connectable).map(|id| state.live_view_url(id)),
+        "error": request.error,
+        "retry_count": request.retry_count,
+        "started_at": request.started_at.map(|at| at.to_string()),
+        "completed_at": request.completed_at.map(|at| at.to_string()),
+        "metadata": request.metadata,
+    })
+}
+
+/// `GET /v1/sessions/async/{request_id}/status`.
+pub async fn async_status_of(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(request_id): IdPath<RequestId>,
+) -> ApiResult {
+    let request = state
+        .store
+        .request(caller.0.team_id, request_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("Request not found".to_owned()))?;
+    let session = match request.session_id {
+        Some(session_id) => state.store.session(caller.0.team_id, session_id).await?,
+        None => None,
+    };
+    let mut body = json!({
+        "request_id": request.id,
+        "status": async_status(&request, session.as_ref()),
+        "created_at": request.created_at.to_string(),
+        "progress": {"current_phase": request.status.phase().as_str()},
+    });
+    if request.session_id.is_some() || request.error.is_some() {
+        body["session"] = item_json(&state, &request, session.as_ref());
+    }
+    Ok(data(body))
+}
+
+fn duration_seconds(session: &SessionRecord) -> i64 {
+    match session.started_at {
+        Some(started) => started.seconds_until(session.ended_at.unwrap_or_else(Timestamp::now)),
+        None => 0,
+    }
+}
+
+/// `GET /v1/sessions/{session_id}`.
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+) -> ApiResult {
+    let session = state
+        .store
+        .session(caller.0.team_id, session_id)
+        .await?
+        .ok_or_else(ApiError::session_not_found)?;
+    Ok(data(json!({
+        "session_id": session.id,
+        "team_id": session.team_id,
+        "status": session.status.as_str(),
+        "duration": duration_seconds(&session),
+        "configuration": session.configuration,
+        "tags": session.tags,
+        "created_at": session.created_at.to_string(),
+        "started_at": session.started_at.map(|at| at.to_string()),
+        "ended_at": session.ended_at.map(|at| at.to_string()),
+        "end_reason": session.end_reason,
+        "batch_id": session.batch_id,
+        "credits_used": 0,
+        "proxy_bytes": 0,
+        "steps": 0,
+        "playground": false,
+    })))
+}
+
+/// `DELETE /v1/sessions/{session_id}`: end it; ending an ended one is fine.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+) -> ApiResult {
+    state
+        .store
+        .session(caller.0.team_id, session_id)
+        .await?
+        .ok_or_else(ApiError::session_not_found)?;
+    state
+        .fleet
+        .end_session(
+            session_id,
+            SessionStatus::Completed,
+            "ended by a client (DELETE)",
+        )
+        .await?;
+    Ok(data(json!({"status": "ok"})))
+}
+
+fn live_filter(caller: &Caller, query: &QueryMap) -> Result<SessionFilter, ApiError> {
+    Ok(SessionFilter {
+        team_id: Some(caller.0.team_id),
+        status: None,
+        live_only: true,
+        tags: query.list("tags"),
+        batch_id: batch_filter(query)?,
+        created_from: query.timestamp("created_from")?,
+        created_to: query.timestamp("created_to")?,
+    })
+}
+
+fn batch_filter(query: &QueryMap) -> Result<Option<uuid::Uuid>, ApiError> {
+    query
+        .get("batch_id")
+        .map(|text| {
+            text.parse::<uuid::Uuid>()
+                .map_err(|_| ApiError::BadRequest("batch_id must be a UUID".to_owned()))
+        })
+        .transpose()
+}
+
+const ALL_ROWS: SessionPage = SessionPage {
+    sort: SessionSort::CreatedAt,
+    descending: true,
+    page: 1,
+    limit: None,
+};
+
+/// `DELETE /v1/sessions/all`: end every live session of the team.
+pub async fn delete_all(State(state): State<AppState>, caller: Caller) -> ApiResult {
+    let filter = SessionFilter {
+        team_id: Some(caller.0.team_id),
+        live_only: true,
+        ..SessionFilter::default()
+    };
+    let (sessions, _) = state.store.list_sessions(&filter, &ALL_ROWS).await?;
+    let ends = sessions.iter().map(|session| {
+        state.fleet.end_session(
+            session.id,
+            SessionStatus::Completed,
+            "ended by a client (DELETE all)",
+        )
+    });
+    for result in futures_util::future::join_all(ends).await {
+        result?;
+    }
+    Ok(data(json!({"status": "ok"})))
+}
+
+/// `GET /v1/sessions/all/status`: the team's live sessions.
+pub async fn all_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let query = QueryMap::parse(raw.as_deref());
+    let (sessions, total) = state
+        .store
+        .list_sessions(&live_filter(&caller, &query)?, &ALL_ROWS)
+        .await?;
+    let items: Vec<Value> = sessions
+        .iter()
+        .map(|session| {
+            json!({
+                "session_id": session.id,
+                "status": session.status.as_str(),
+                "tags": session.tags,
+                "created_at": session.created_at.to_string(),
+            })
+        })
+        .collect();
+    Ok(data(json!({"count": total, "items": items})))
+}
+
+/// `GET /v1/sessions`: the history page.
+pub async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    let query = QueryMap::parse(raw.as_deref());
+    let page = query.integer("page", 1, i64::from(i32::MAX))?.unwrap_or(1);
+    let limit = match query.get("limit") {
+        None => 20,
+        Some("10") => 10,
+        Some("20") => 20,
+        Some("50") => 50,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "limit must be 10, 20 or 50".to_owned(),
+            ))
+        }
+    };
+    let sort = match query.get("sort_by") {
+        None | Some("created_at") => SessionSort::CreatedAt,
+        Some("session_id") => SessionSort::SessionId,
+        Some("status") => SessionSort::Status,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "sort_by must be created_at, session_id or status".to_owned(),
+            ))
+        }
+    };
+    let descending = match query.get("sort_order") {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "sort_order must be asc or desc".to_owned(),
+            ))
+        }
+    };
+    let status = query
+        .get("status")
+        .map(|text| {
+            text.parse::<SessionStatus>().map_err(|_| {
+                ApiError::BadRequest(
+                    "status must be one of starting, running, completed, failed".to_owned(),
+                )
+            })
+        })
+        .transpose()?;
+    let filter = SessionFilter {
+        status,
+        live_only: false,
+        ..live_filter(&caller, &query)?
+    };
+    let (sessions, total) = state
+        .store
+        .list_sessions(
+            &filter,
+            &SessionPage {
+                sort,
+                descending,
+                page,
+                limit: Some(limit),
+            },
+        )
+        .await?;
+    let rows: Vec<Value> = sessions
+        .iter()
+        .map(|session| {
+            json!({
+                "id": session.id,
+                "status": session.status.as_str(),
+                "tags": session.tags,
+                "headless": session.headless,
+                "recording": session.recording,
+                "used_credits": 0,
+                "proxy_bytes": 0,
+                "proxy_type": null,
+                "steps": 0,
+                "duration": duration_seconds(session),
+                "created_at": session.created_at.to_string(),
+                "user_configuration": session.configuration,
+                "task_initiated": false,
+                "task_executions_count": 0,
+                "api_key_name": session.api_key_name,
+                "browser_ip": "",
+                "domains": [],
+                "batch_id": session.batch_id,
+                "end_reason": session.end_reason,
+            })
+        })
+        .collect();
+    let total_pages = (total + limit - 1) / limit;
+    Ok(data(
+        json!({"sessions": rows, "total": total, "page": page, "total_pages": total_pages}),
+    ))
+}
+
+/// `GET /v1/sessions/{session_id}/pages`: the browser's open pages.
+pub async fn pages(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+) -> ApiResult {
+    state
+        .store
+        .session(caller.0.team_id, session_id)
+        .await?
+        .ok_or_else(ApiError::session_not_found)?;
+    let Some(live) = state.fleet.live_session(caller.0.team_id, session_id) else {
+        return Ok(data(json!({"count": 0, "items": []})));
+    };
+    let pages = anchorage_browser::list_pages(&live.browser_websocket)
+        .await
+        .map_err(|error| ApiError::internal(format!("listing pages of {session_id}: {error}")))?;
+    let frontend_url = state.live_view_url(session_id);
+    let items: Vec<Value> = pages
+        .iter()
+        .map(|page| json!({"id": page.id, "title": page.title, "url": page.url, "frontend_url": frontend_url}))
+        .collect();
+    Ok(data(json!({"count": items.len(), "items": items})))
+}

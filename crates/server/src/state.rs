@@ -1,0 +1,58 @@
+//! The state every handler gets: one `Clone` value of shared parts.
+
+use std::sync::Arc;
+
+use anchorage_core::SessionId;
+use anchorage_store::Store;
+use url::Url;
+
+use crate::auth::TokenSigner;
+use crate::fleet::Fleet;
+
+/// Shared parts of the running server.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Live sessions and the start queue.
+    pub fleet: Arc<Fleet>,
+    /// Session tokens.
+    pub tokens: TokenSigner,
+    /// Base URL clients reach us at (http or https).
+    pub public_url: Url,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    /// The `cdp_url` of a session: a WebSocket URL on this server with the
+    /// session's token.
+    pub fn cdp_url(&self, session_id: SessionId) -> String {
+        let mut url = self.public_url.clone();
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        // Both schemes are special, so switching between them cannot fail.
+        let _ = url.set_scheme(scheme);
+        url.set_path(&format!("{}cdp/{session_id}", base_path(&self.public_url)));
+        url.set_query(Some(&format!("token={}", self.tokens.token(session_id))));
+        url.to_string()
+    }
+
+    /// The `live_view_url` of a session.
+    pub fn live_view_url(&self, session_id: SessionId) -> String {
+        let mut url = self.public_url.clone();
+        url.set_path(&format!("{}live/{session_id}", base_path(&self.public_url)));
+        url.set_query(Some(&format!("token={}", self.tokens.token(session_id))));
+        url.to_string()
+    }
+}
+
+/// The public URL's path, ending in `/`, so that a server behind a path
+/// prefix builds its URLs under it.
+fn base_path(url: &Url) -> String {
+    let path = url.path();
+    if path.ends_with('/') {
+        path.to_owned()
+    } else {
+        format!("{path}/")
+    }
+}

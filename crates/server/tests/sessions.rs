@@ -1,0 +1,401 @@
+//! Sessions end to end: real server, real Chromium, a local test page, CDP
+//! through our proxy.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::{
+    refused_upgrade_status, serve_test_page, wait_until, Cdp, TestServer, TEST_KEY, TEST_PAGE_TITLE,
+};
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_session_is_driven_over_the_proxy_and_leaves_nothing_behind() {
+    let page = serve_test_page().await;
+    let server = TestServer::start().await;
+    let session = server
+        .create_session(json!({"session": {"tags": ["lifecycle"]}}))
+        .await;
+    let session_id = text(&session["id"]).to_owned();
+    assert!(text(&session["cdp_url"]).starts_with("ws://127.0.0.1:"));
+    assert!(
+        !text(&session["cdp_url"]).contains(TEST_KEY),
+        "the cdp_url must not carry the API key"
+    );
+    assert!(text(&session["live_view_url"]).starts_with("http://127.0.0.1:"));
+    assert!(server
+        .browsers_dir()
+        .join(session_id.replace('-', ""))
+        .is_dir());
+
+    // Two clients at once: one by token, one the SDK's way.
+    let mut first = Cdp::connect(text(&session["cdp_url"])).await;
+    let page_session = first.open_page(&format!("{page}/")).await;
+    assert_eq!(
+        first.evaluate(&page_session, "document.title").await,
+        json!(TEST_PAGE_TITLE)
+    );
+    let sdk_url = format!(
+        "{}/?apiKey={TEST_KEY}&sessionId={session_id}",
+        server.base.replace("http://", "ws://")
+    );
+    let mut second = Cdp::connect(&sdk_url).await;
+    let targets = second.call("Target.getTargets", json!({}), None).await;
+    let titles: Vec<&str> = targets["targetInfos"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|info| text(&info["title"]))
+        .collect();
+    assert!(titles.contains(&TEST_PAGE_TITLE), "{titles:?}");
+
+    let (status, data) = server.session_status(&session_id).await;
+    assert_eq!(status, "running");
+    assert_eq!(data["tags"], json!(["lifecycle"]));
+    let (code, pages) = server
+        .get(&format!("/v1/sessions/{session_id}/pages"))
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        pages["data"]["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .any(|item| item["title"] == json!(TEST_PAGE_TITLE)),
+        "{pages}"
+    );
+
+    let (code, answer) = server.delete(&format!("/v1/sessions/{session_id}")).await;
+    assert_eq!(
+        (code, answer),
+        (StatusCode::OK, json!({"data": {"status": "ok"}}))
+    );
+    first.closed(Duration::from_secs(10)).await;
+    second.closed(Duration::from_secs(10)).await;
+    server.assert_no_browsers_left().await;
+    let (status, data) = server.session_status(&session_id).await;
+    assert_eq!(status, "completed");
+    assert!(text(&data["end_reason"]).contains("DELETE"), "{data}");
+
+    // Ending it again is fine; connecting to it is not.
+    let (code, _) = server.delete(&format!("/v1/sessions/{session_id}")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(refused_upgrade_status(text(&session["cdp_url"])).await, 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn async_start_becomes_ready_and_reports_its_session() {
+    let server = TestServer::start().await;
+    let (code, accepted) = server
+        .post(
+            "/v1/sessions/async",
+            json!({"browser": {"viewport": {"width": 800, "height": 600}}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{accepted}");
+    assert_eq!(accepted["data"]["status"], json!("pending"));
+    assert_eq!(accepted["data"]["session_id"], Value::Null);
+    let request_id = text(&accepted["data"]["request_id"]).to_owned();
+
+    let path = format!("/v1/sessions/async/{request_id}/status");
+    let mut ready = Value::Null;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let (code, answer) = server.get(&path).await;
+        assert_eq!(code, StatusCode::OK, "{answer}");
+        let status = text(&answer["data"]["status"]).to_owned();
+        assert!(
+            ["pending", "processing", "ready"].contains(&status.as_str()),
+            "{answer}"
+        );
+        if status == "ready" {
+            ready = answer["data"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        ready["progress"]["current_phase"],
+        json!("ready"),
+        "{ready}"
+    );
+    let item = &ready["session"];
+    assert_eq!(item["status"], json!("completed"));
+    assert_eq!(item["retry_count"], json!(0));
+
+    // The viewport asked for is the one pages get, on the first tab and new ones.
+    let mut cdp = Cdp::connect(text(&item["cdp_url"])).await;
+    let page = cdp.open_page("about:blank").await;
+    assert_eq!(
+        cdp.evaluate(&page, "[innerWidth, innerHeight]").await,
+        json!([800, 600])
+    );
+    cdp.close().await;
+
+    let (code, _) = server.delete("/v1/sessions/all").await;
+    assert_eq!(code, StatusCode::OK);
+    let (_, answer) = server.get(&path).await;
+    assert_eq!(answer["data"]["status"], json!("completed"), "{answer}");
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn upgrades_with_wrong_credentials_are_refused_before_any_browser_is_touched() {
+    let server = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let session_id = text(&session["id"]).to_owned();
+    let ws_base = server.base.replace("http://", "ws://");
+    let other_key = anchorage_server::keys::create(&server.config, "other team", "test")
+        .await
+        .expect("key");
+    let unknown = uuid_like();
+
+    assert_eq!(
+        refused_upgrade_status(&format!("{ws_base}/cdp/{session_id}?token=00ff")).await,
+        401
+    );
+    assert_eq!(
+        refused_upgrade_status(&format!("{ws_base}/cdp/{session_id}")).await,
+        401
+    );
+    assert_eq!(
+        refused_upgrade_status(&format!("{ws_base}/cdp/not-a-uuid?token=00")).await,
+        404
+    );
+    assert_eq!(
+        refused_upgrade_status(&format!(
+            "{ws_base}/?apiKey=wrong-key&sessionId={session_id}"
+        ))
+        .await,
+        401
+    );
+    assert_eq!(
+        refused_upgrade_status(&format!("{ws_base}/?apiKey={TEST_KEY}&sessionId={unknown}")).await,
+        404
+    );
+    assert_eq!(
+        refused_upgrade_status(&format!("{ws_base}/?apiKey={TEST_KEY}&sessionId=garbage")).await,
+        404
+    );
+    // Another team's key cannot reach this session, and cannot learn it exists.
+    assert_eq!(
+        refused_upgrade_status(&format!(
+            "{ws_base}/?apiKey={other_key}&sessionId={session_id}"
+        ))
+        .await,
+        404
+    );
+    let (code, body) = server
+        .request(
+            reqwest::Method::GET,
+            &format!("/v1/sessions/{session_id}"),
+            Some(&other_key),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (code, body),
+        (
+            StatusCode::NOT_FOUND,
+            json!({"error": {"code": 404, "message": "Session not found"}})
+        )
+    );
+
+    let (status, _) = server.session_status(&session_id).await;
+    assert_eq!(status, "running");
+    server.stop().await;
+    // Shutdown ended the session and its browser.
+}
+
+fn uuid_like() -> String {
+    "6f1c2a4e-8d1b-4c5e-9a7f-0b2c3d4e5f60".to_owned()
+}
+
+#[tokio::test]
+async fn idle_timeout_waits_for_the_last_client_and_max_duration_ends_a_busy_session() {
+    // One timeout minute lasts 500 ms here.
+    let server = TestServer::start_with(&[], |config| {
+        config.timeout_minute = Duration::from_millis(500)
+    })
+    .await;
+
+    let idle = server
+        .create_session(json!({"session": {"timeout": {"idle_timeout": 1, "max_duration": -1}}}))
+        .await;
+    let idle_id = text(&idle["id"]).to_owned();
+    let mut client = Cdp::connect(text(&idle["cdp_url"])).await;
+    // Connected for well over the idle limit: still running.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        client.call("Browser.getVersion", json!({}), None).await;
+    }
+    assert_eq!(server.session_status(&idle_id).await.0, "running");
+    client.close().await;
+    let ended = server
+        .wait_for_status(&idle_id, "completed", Duration::from_secs(20))
+        .await;
+    assert!(
+        text(&ended["end_reason"]).contains("idle_timeout"),
+        "{ended}"
+    );
+
+    let busy = server
+        .create_session(json!({"session": {"timeout": {"idle_timeout": -1, "max_duration": 1}}}))
+        .await;
+    let busy_id = text(&busy["id"]).to_owned();
+    let mut client = Cdp::connect(text(&busy["cdp_url"])).await;
+    let ended = server
+        .wait_for_status(&busy_id, "completed", Duration::from_secs(20))
+        .await;
+    assert!(
+        text(&ended["end_reason"]).contains("max_duration"),
+        "{ended}"
+    );
+    client.closed(Duration::from_secs(10)).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_browser_that_dies_fails_its_session_and_frees_its_place() {
+    let server = TestServer::start_with(&[("ANCHORAGE_MAX_SESSIONS", "1")], |_| {}).await;
+    let session = server.create_session(json!({})).await;
+    let session_id = text(&session["id"]).to_owned();
+    let mut client = Cdp::connect(text(&session["cdp_url"])).await;
+    let pid = server
+        .main_browser_pid(&session_id)
+        .expect("browser process");
+    support::kill_process(pid);
+
+    let failed = server
+        .wait_for_status(&session_id, "failed", Duration::from_secs(20))
+        .await;
+    assert!(text(&failed["end_reason"]).contains("died"), "{failed}");
+    client.closed(Duration::from_secs(10)).await;
+    server.assert_no_browsers_left().await;
+
+    // The only place is free again.
+    let next = server.create_session(json!({})).await;
+    assert_eq!(server.session_status(text(&next["id"])).await.0, "running");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_server_queues_starts_until_a_browser_is_freed() {
+    let server = TestServer::start_with(&[("ANCHORAGE_MAX_SESSIONS", "1")], |_| {}).await;
+    let first = server.create_session(json!({})).await;
+    let (_, accepted) = server.post("/v1/sessions/async", json!({})).await;
+    let path = format!(
+        "/v1/sessions/async/{}/status",
+        text(&accepted["data"]["request_id"])
+    );
+    // Give the queue every chance to (wrongly) start it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, waiting) = server.get(&path).await;
+    assert_eq!(waiting["data"]["status"], json!("pending"), "{waiting}");
+    assert_eq!(
+        waiting["data"]["progress"]["current_phase"],
+        json!("queued")
+    );
+    assert_eq!(
+        server
+            .browser_pids()
+            .iter()
+            .filter(|pid| server.main_browser_pid_is(**pid))
+            .count(),
+        1
+    );
+
+    server
+        .delete(&format!("/v1/sessions/{}", text(&first["id"])))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, answer) = server.get(&path).await;
+        if answer["data"]["status"] == json!("ready") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "queued start never ran: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn lists_filter_by_tags_status_and_page() {
+    let server = TestServer::start().await;
+    let tagged = server
+        .create_session(json!({"session": {"tags": ["alpha", "shared"]}}))
+        .await;
+    let other = server
+        .create_session(json!({"session": {"tags": ["shared"]}}))
+        .await;
+    server
+        .delete(&format!("/v1/sessions/{}", text(&other["id"])))
+        .await;
+
+    let (code, live) = server.get("/v1/sessions/all/status").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(live["data"]["count"], json!(1), "{live}");
+    assert_eq!(live["data"]["items"][0]["session_id"], tagged["id"]);
+    let (_, by_tag) = server
+        .get("/v1/sessions/all/status?tags=alpha,shared")
+        .await;
+    assert_eq!(by_tag["data"]["count"], json!(1));
+    let (_, none) = server.get("/v1/sessions/all/status?tags=missing").await;
+    assert_eq!(none["data"]["count"], json!(0));
+
+    let (code, history) = server.get("/v1/sessions?limit=10&sort_order=asc").await;
+    assert_eq!(code, StatusCode::OK, "{history}");
+    assert_eq!(history["data"]["total"], json!(2));
+    assert_eq!(history["data"]["total_pages"], json!(1));
+    assert_eq!(history["data"]["sessions"][0]["id"], tagged["id"]);
+    assert_eq!(
+        history["data"]["sessions"][0]["api_key_name"],
+        json!("ANCHORAGE_API_KEY")
+    );
+    let (_, completed) = server
+        .get("/v1/sessions?status=completed&tags=shared")
+        .await;
+    assert_eq!(completed["data"]["total"], json!(1));
+    assert_eq!(completed["data"]["sessions"][0]["id"], other["id"]);
+    let (_, later) = server
+        .get("/v1/sessions?created_from=2999-01-01T00:00:00Z")
+        .await;
+    assert_eq!(later["data"]["total"], json!(0));
+    let (_, page_two) = server.get("/v1/sessions?page=2&limit=10").await;
+    assert_eq!(page_two["data"]["sessions"], json!([]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_every_browser_and_records_why() {
+    let server = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let session_id = text(&session["id"]).to_owned();
+    let browsers_dir = server.browsers_dir();
+    let data_dir = server.stop().await;
+    wait_until(
+        "browsers gone after shutdown",
+        Duration::from_secs(10),
+        || anchorage_browser::leftover_browser_pids(&browsers_dir).is_empty(),
+    )
+    .await;
+
+    let again = TestServer::start_in(data_dir, &[], |_| {}).await;
+    let (status, data) = again.session_status(&session_id).await;
+    assert_eq!(status, "completed", "{data}");
+    assert!(text(&data["end_reason"]).contains("shut down"), "{data}");
+    again.stop().await;
+}

@@ -1,0 +1,406 @@
+//! Shared test support: a real server in-process on port 0 with a temp data
+//! dir and real Chromium, a local test page, and a small CDP client.
+
+#![allow(dead_code, missing_docs)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anchorage_server::{App, Config, Environment, Source};
+use futures_util::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const TEST_KEY: &str = "test-key-0123456789";
+pub const TEST_PAGE_TITLE: &str = "anchorage test page";
+
+/// Settings for a test server, with the test source layered over the
+/// process environment (for `PATH`).
+pub struct Settings(pub HashMap<String, String>);
+
+impl Source for Settings {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned().or_else(|| Environment.get(name))
+    }
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub data_dir: tempfile::TempDir,
+    pub config: Config,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(&[], |_| {}).await
+    }
+
+    /// Starts a server with extra settings and a chance to adjust the config.
+    pub async fn start_with(pairs: &[(&str, &str)], adjust: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(data_dir, pairs, adjust).await
+    }
+
+    pub async fn start_in(
+        data_dir: tempfile::TempDir,
+        pairs: &[(&str, &str)],
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        let mut values: HashMap<String, String> = [
+            ("ANCHORAGE_LISTEN", "127.0.0.1:0"),
+            ("ANCHORAGE_API_KEY", TEST_KEY),
+            ("ANCHORAGE_MAX_SESSIONS", "4"),
+        ]
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+        values.insert(
+            "ANCHORAGE_DATA_DIR".into(),
+            data_dir.path().display().to_string(),
+        );
+        for (key, value) in pairs {
+            values.insert(key.to_string(), value.to_string());
+        }
+        let source = Settings(values);
+        let mut config = Config::load(&source, None).expect("config");
+        adjust(&mut config);
+        let app = App::build(config.clone(), &source)
+            .await
+            .expect("server starts");
+        let base = format!("http://{}", app.local_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            base,
+            data_dir,
+            config,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn browsers_dir(&self) -> PathBuf {
+        self.data_dir.path().join("browsers")
+    }
+
+    /// Stops the server the way SIGTERM does and waits until it returned.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("server task").expect("server result");
+        }
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self.data_dir, data_dir)
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.header("anchor-api-key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{status} body is not JSON: {text:?}"));
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(reqwest::Method::GET, path, Some(TEST_KEY), None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::POST, path, Some(TEST_KEY), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.request(reqwest::Method::DELETE, path, Some(TEST_KEY), None)
+            .await
+    }
+
+    /// Starts a session synchronously and returns its data.
+    pub async fn create_session(&self, body: Value) -> Value {
+        let (status, answer) = self.post("/v1/sessions", body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        answer["data"].clone()
+    }
+
+    pub async fn session_status(&self, session_id: &str) -> (String, Value) {
+        let (status, answer) = self.get(&format!("/v1/sessions/{session_id}")).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        (
+            answer["data"]["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            answer["data"].clone(),
+        )
+    }
+
+    /// Polls a session until its status is `wanted`.
+    pub async fn wait_for_status(&self, session_id: &str, wanted: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, data) = self.session_status(session_id).await;
+            if status == wanted {
+                return data;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "session {session_id} is {status}, not {wanted}: {data}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Browser processes of this server alive now.
+    pub fn browser_pids(&self) -> Vec<u32> {
+        anchorage_browser::leftover_browser_pids(&self.browsers_dir())
+    }
+
+    /// Asserts that no browser process of this server is alive and no
+    /// session directory is left.
+    pub async fn assert_no_browsers_left(&self) {
+        wait_until("no browser process left", Duration::from_secs(10), || {
+            self.browser_pids().is_empty()
+        })
+        .await;
+        let dirs: Vec<_> = std::fs::read_dir(self.browsers_dir())
+            .map(|entries| entries.filter_map(Result::ok).collect())
+            .unwrap_or_default();
+        assert!(dirs.is_empty(), "session dirs left: {dirs:?}");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // A test that panicked still must not leak browsers.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        for pid in self.browser_pids() {
+            kill_process(pid);
+        }
+    }
+}
+
+/// SIGKILL to one process.
+#[allow(unsafe_code)]
+pub fn kill_process(pid: u32) {
+    // SAFETY: a plain syscall with integer arguments.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
+/// Polls `condition` until it holds, failing the test after `within`.
+pub async fn wait_until(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A test page server on 127.0.0.1; returns its base URL.
+pub async fn serve_test_page() -> String {
+    let router = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async {
+                axum::response::Html(format!(
+                    "<!doctype html><title>{TEST_PAGE_TITLE}</title><h1>hello</h1>"
+                ))
+            }),
+        )
+        .route(
+            "/second",
+            axum::routing::get(|| async {
+                axum::response::Html("<!doctype html><title>second page</title>")
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address: SocketAddr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{address}")
+}
+
+/// A minimal CDP client.
+pub struct Cdp {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+}
+
+impl Cdp {
+    pub async fn connect(url: &str) -> Self {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("CDP connect");
+        Self { socket, next_id: 0 }
+    }
+
+    pub async fn try_connect(url: &str) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(Self { socket, next_id: 0 })
+    }
+
+    pub async fn call(&mut self, method: &str, params: Value, session_id: Option<&str>) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut message = json!({"id": id, "method": method, "params": params});
+        if let Some(session_id) = session_id {
+            message["sessionId"] = json!(session_id);
+        }
+        self.socket
+            .send(Message::text(message.to_string()))
+            .await
+            .expect("send");
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(30), self.socket.next())
+                .await
+                .expect("CDP answer in time")
+                .expect("socket open")
+                .expect("frame");
+            if let Message::Text(text) = message {
+                let value: Value = serde_json::from_str(&text).expect("CDP JSON");
+                if value["id"] == json!(id) {
+                    assert!(value.get("error").is_none(), "{method}: {value}");
+                    return value["result"].clone();
+                }
+            }
+        }
+    }
+
+    /// Opens `url` in a new tab, waits for it to load, returns the CDP session id.
+    pub async fn open_page(&mut self, url: &str) -> String {
+        let created = self
+            .call("Target.createTarget", json!({"url": url}), None)
+            .await;
+        let target_id = created["targetId"].as_str().expect("target id").to_owned();
+        let attached = self
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": target_id, "flatten": true}),
+                None,
+            )
+            .await;
+        let session = attached["sessionId"]
+            .as_str()
+            .expect("session id")
+            .to_owned();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let state = self.evaluate(&session, "document.readyState").await;
+            let href = self.evaluate(&session, "location.href").await;
+            if state == json!("complete") && href.as_str().is_some_and(|href| href.starts_with(url))
+            {
+                return session;
+            }
+            assert!(Instant::now() < deadline, "page {url} did not load");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn evaluate(&mut self, session: &str, expression: &str) -> Value {
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true}),
+                Some(session),
+            )
+            .await;
+        result["result"]["value"].clone()
+    }
+
+    /// Waits until the server closes this connection.
+    pub async fn closed(&mut self, within: Duration) {
+        let outcome = tokio::time::timeout(within, async {
+            loop {
+                match self.socket.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(outcome.is_ok(), "the connection stayed open");
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+/// The HTTP status a refused WebSocket upgrade answered with.
+pub async fn refused_upgrade_status(url: &str) -> u16 {
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => panic!("upgrade to {url} was accepted"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("unexpected upgrade error: {other}"),
+    }
+}
+
+impl TestServer {
+    /// The main Chromium process (its process group leader) of a session.
+    pub fn main_browser_pid(&self, session_id: &str) -> Option<u32> {
+        let simple = session_id.replace('-', "");
+        let marker = format!(
+            "--user-data-dir={}/{simple}/",
+            self.browsers_dir().display()
+        );
+        self.browser_pids().into_iter().find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let ours = cmdline
+                .split(|byte| *byte == 0)
+                .any(|argument| argument.starts_with(marker.as_bytes()));
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let group = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(2))
+                .and_then(|group| group.parse::<u32>().ok());
+            ours && group == Some(*pid)
+        })
+    }
+}
+
+impl TestServer {
+    /// Whether `pid` leads a browser process group.
+    pub fn main_browser_pid_is(&self, pid: u32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(2))
+            .and_then(|group| group.parse::<u32>().ok())
+            == Some(pid)
+    }
+}

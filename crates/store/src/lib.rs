@@ -1,0 +1,144 @@
+//! Persistence for anchorage.
+//!
+//! [`Store`] is the one interface the rest of the server uses; nothing outside
+//! this crate writes SQL. [`SqliteStore`] is the first implementation (the
+//! embedded default); a PostgreSQL one, shared by several server nodes, is to
+//! follow, so the SQL here keeps to forms both accept: `BIGINT` milliseconds
+//! for time, `TEXT` for ids and JSON, conditional `UPDATE … WHERE status = …`
+//! for state changes instead of locks.
+
+mod records;
+pub mod sqlite;
+
+use anchorage_core::{RequestId, SessionId, SessionStatus, TeamId, Timestamp};
+use async_trait::async_trait;
+
+pub use records::{
+    ApiKeyRecord, AuthenticatedKey, RecoveryReport, RequestRecord, SessionFilter, SessionPage,
+    SessionRecord, SessionSort, TeamRecord,
+};
+pub use sqlite::SqliteStore;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A row holds something this version cannot read.
+    #[error("stored data cannot be read: {0}")]
+    Corrupt(String),
+    /// A unique value (a team name, say) is taken.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The database URL names a backend this build does not have.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH")]
+    UnsupportedUrl(String),
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything the server keeps. Implementations must make each method atomic;
+/// the state changes are conditional so that two callers racing on the same
+/// row see exactly one winner (the `bool` results say who won).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reads a server-wide setting.
+    async fn setting(&self, key: &str) -> StoreResult<Option<String>>;
+    /// Stores `value` under `key` unless a value is there; returns the value
+    /// that is there afterwards.
+    async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;
+
+    /// Creates a team; `AlreadyExists` if the name is taken.
+    async fn create_team(&self, name: &str) -> StoreResult<TeamRecord>;
+    /// Finds a team by name.
+    async fn team_by_name(&self, name: &str) -> StoreResult<Option<TeamRecord>>;
+    /// How many teams there are.
+    async fn team_count(&self) -> StoreResult<i64>;
+
+    /// Stores a new API key given by its hash.
+    async fn create_api_key(
+        &self,
+        team_id: TeamId,
+        name: &str,
+        key_hash: &str,
+        key_prefix: &str,
+    ) -> StoreResult<ApiKeyRecord>;
+    /// Finds the live (not revoked) key with this hash.
+    async fn authenticate(&self, key_hash: &str) -> StoreResult<Option<AuthenticatedKey>>;
+    /// Every key, revoked ones included, oldest first.
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Revokes the key whose id or prefix is given; returns how many were revoked.
+    async fn revoke_api_key(&self, id_or_prefix: &str) -> StoreResult<u64>;
+
+    /// Persists a new start request (status `pending`).
+    async fn insert_request(&self, request: &RequestRecord) -> StoreResult<()>;
+    /// A team's request.
+    async fn request(
+        &self,
+        team_id: TeamId,
+        request_id: RequestId,
+    ) -> StoreResult<Option<RequestRecord>>;
+    /// Cancels a request that has not started; `false` if it had.
+    async fn cancel_pending_request(
+        &self,
+        request_id: RequestId,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Every `pending` request, oldest first.
+    async fn pending_requests(&self) -> StoreResult<Vec<RequestRecord>>;
+    /// Moves a `pending` request to `processing` and inserts its session as
+    /// `starting`, together. `false` if the request was no longer pending.
+    async fn begin_launch(
+        &self,
+        request_id: RequestId,
+        session: &SessionRecord,
+    ) -> StoreResult<bool>;
+    /// The browser is up: the session becomes `running`, its request
+    /// `completed`. `false` if either had moved on (a cancel or an end won):
+    /// the caller must then kill the browser.
+    async fn finish_launch(
+        &self,
+        request_id: RequestId,
+        session_id: SessionId,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
+    /// The browser did not come up: session `failed`, request `failed`.
+    async fn fail_launch(
+        &self,
+        request_id: RequestId,
+        session_id: SessionId,
+        error: &str,
+        at: Timestamp,
+    ) -> StoreResult<()>;
+
+    /// A team's session.
+    async fn session(
+        &self,
+        team_id: TeamId,
+        session_id: SessionId,
+    ) -> StoreResult<Option<SessionRecord>>;
+    /// Ends a live session with a final status; `false` if it had already ended.
+    async fn end_session(
+        &self,
+        session_id: SessionId,
+        status: SessionStatus,
+        reason: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
+    /// A page of a team's sessions, with the total count of matches.
+    async fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+        page: &SessionPage,
+    ) -> StoreResult<(Vec<SessionRecord>, i64)>;
+
+    /// After an unclean stop: every live session becomes `failed` with
+    /// `reason`, every `processing` request goes back to `pending`.
+    async fn recover_after_restart(
+        &self,
+        reason: &str,
+        at: Timestamp,
+    ) -> StoreResult<RecoveryReport>;
+}

@@ -1,0 +1,568 @@
+//! The SQLite implementation of [`Store`](crate::Store): one file, WAL mode,
+//! a small pool. Every state change is a conditional `UPDATE` inside a
+//! transaction, so racing callers get exactly one winner.
+
+mod rows;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anchorage_core::{
+    ApiKeyId, RequestId, RequestStatus, SessionId, SessionStatus, TeamId, Timestamp,
+};
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use crate::records::{
+    ApiKeyRecord, AuthenticatedKey, RecoveryReport, RequestRecord, SessionFilter, SessionPage,
+    SessionRecord, SessionSort, TeamRecord,
+};
+use crate::{Store, StoreError, StoreResult};
+use rows::{api_key_from_row, request_from_row, session_from_row, team_from_row};
+
+/// Each migration, in order; the index plus one is its version.
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+
+const SESSION_COLUMNS: &str = "s.id, s.team_id, s.api_key_id, s.api_key_name, s.request_id, s.batch_id, s.status, \
+     s.configuration, s.headless, s.recording, s.proxy, s.created_at, s.started_at, s.ended_at, s.end_reason";
+
+/// A store in one SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://PATH` or
+    /// `sqlite::memory:`) and brings its schema up to date.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let in_memory = url.contains(":memory:");
+        let pool = SqlitePoolOptions::new()
+            // An in-memory database lives in one connection.
+            .max_connections(if in_memory { 1 } else { 8 })
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .execute(&mut *transaction)
+            .await?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                .fetch_one(&mut *transaction)
+                .await?;
+        for (index, migration) in MIGRATIONS.iter().enumerate() {
+            let version = index as i64 + 1;
+            if version <= current {
+                continue;
+            }
+            sqlx::raw_sql(migration).execute(&mut *transaction).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+                .bind(version)
+                .bind(Timestamp::now().as_millis())
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+}
+
+fn json_text(value: &serde_json::Value) -> String {
+    value.to_string()
+}
+
+fn push_session_filter(builder: &mut QueryBuilder<'_, Sqlite>, filter: &SessionFilter) {
+    builder.push(" WHERE 1 = 1");
+    if let Some(team_id) = filter.team_id {
+        builder
+            .push(" AND s.team_id = ")
+            .push_bind(team_id.to_string());
+    }
+    if let Some(status) = filter.status {
+        builder.push(" AND s.status = ").push_bind(status.as_str());
+    }
+    if filter.live_only {
+        builder.push(" AND s.status IN ('starting', 'running')");
+    }
+    if let Some(batch_id) = filter.batch_id {
+        builder
+            .push(" AND s.batch_id = ")
+            .push_bind(batch_id.to_string());
+    }
+    if let Some(from) = filter.created_from {
+        builder
+            .push(" AND s.created_at >= ")
+            .push_bind(from.as_millis());
+    }
+    if let Some(to) = filter.created_to {
+        builder
+            .push(" AND s.created_at <= ")
+            .push_bind(to.as_millis());
+    }
+    for tag in &filter.tags {
+        builder
+            .push(
+                " AND EXISTS (SELECT 1 FROM session_tags t WHERE t.session_id = s.id AND t.tag = ",
+            )
+            .push_bind(tag.clone())
+            .push(")");
+    }
+}
+
+impl SqliteStore {
+    async fn tags_of(&self, sessions: &mut [SessionRecord]) -> StoreResult<()> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let mut builder: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new("SELECT session_id, tag FROM session_tags WHERE session_id IN (");
+        let mut separated = builder.separated(", ");
+        for session in sessions.iter() {
+            separated.push_bind(session.id.to_string());
+        }
+        builder.push(") ORDER BY session_id, position");
+        let rows = builder.build().fetch_all(&self.pool).await?;
+        for row in rows {
+            let session_id: String = row.try_get("session_id")?;
+            let tag: String = row.try_get("tag")?;
+            if let Some(session) = sessions
+                .iter_mut()
+                .find(|session| session.id.to_string() == session_id)
+            {
+                session.tags.push(tag);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+        sqlx::query("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        self.setting(key)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("setting {key} vanished after insert")))
+    }
+
+    async fn create_team(&self, name: &str) -> StoreResult<TeamRecord> {
+        let team = TeamRecord {
+            id: TeamId::new_random(),
+            name: name.to_owned(),
+            created_at: Timestamp::now(),
+        };
+        let inserted = sqlx::query("INSERT INTO teams (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(team.id.to_string())
+            .bind(&team.name)
+            .bind(team.created_at.as_millis())
+            .execute(&self.pool)
+            .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists(format!("team {name:?}")));
+        }
+        Ok(team)
+    }
+
+    async fn team_by_name(&self, name: &str) -> StoreResult<Option<TeamRecord>> {
+        let row = sqlx::query("SELECT id, name, created_at FROM teams WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(team_from_row).transpose()
+    }
+
+    async fn team_count(&self) -> StoreResult<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM teams")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn create_api_key(
+        &self,
+        team_id: TeamId,
+        name: &str,
+        key_hash: &str,
+        key_prefix: &str,
+    ) -> StoreResult<ApiKeyRecord> {
+        let id = ApiKeyId::new_random();
+        let created_at = Timestamp::now();
+        let inserted = sqlx::query(
+            "INSERT INTO api_keys (id, team_id, name, key_hash, key_prefix, created_at) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (key_hash) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(team_id.to_string())
+        .bind(name)
+        .bind(key_hash)
+        .bind(key_prefix)
+        .bind(created_at.as_millis())
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::AlreadyExists(
+                "an API key with this value".to_owned(),
+            ));
+        }
+        let keys = self.list_api_keys().await?;
+        keys.into_iter()
+            .find(|key| key.id == id)
+            .ok_or_else(|| StoreError::Corrupt("API key vanished after insert".to_owned()))
+    }
+
+    async fn authenticate(&self, key_hash: &str) -> StoreResult<Option<AuthenticatedKey>> {
+        let row = sqlx::query(
+            "SELECT id, name, team_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(AuthenticatedKey {
+            key_id: rows::parse_id(&row, "id")?,
+            key_name: row.try_get("name")?,
+            team_id: rows::parse_id(&row, "team_id")?,
+        }))
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query(
+            "SELECT k.id, k.team_id, t.name AS team_name, k.name, k.key_prefix, k.created_at, k.revoked_at \
+             FROM api_keys k JOIN teams t ON t.id = k.team_id ORDER BY k.created_at, k.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, id_or_prefix: &str) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL AND (id = ? OR key_prefix = ?)",
+        )
+        .bind(Timestamp::now().as_millis())
+        .bind(id_or_prefix)
+        .bind(id_or_prefix)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn insert_request(&self, request: &RequestRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO start_requests (id, team_id, api_key_id, api_key_name, batch_id, item_index, status, session_id, \
+             configuration, error, retry_count, metadata, created_at, started_at, completed_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(request.id.to_string())
+        .bind(request.team_id.to_string())
+        .bind(request.api_key_id.map(|id| id.to_string()))
+        .bind(&request.api_key_name)
+        .bind(request.batch_id.map(|id| id.to_string()))
+        .bind(request.item_index)
+        .bind(request.status.as_str())
+        .bind(request.session_id.map(|id| id.to_string()))
+        .bind(json_text(&request.configuration))
+        .bind(&request.error)
+        .bind(request.retry_count)
+        .bind(request.metadata.as_ref().map(json_text))
+        .bind(request.created_at.as_millis())
+        .bind(request.started_at.map(|at| at.as_millis()))
+        .bind(request.completed_at.map(|at| at.as_millis()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn request(
+        &self,
+        team_id: TeamId,
+        request_id: RequestId,
+    ) -> StoreResult<Option<RequestRecord>> {
+        let row = sqlx::query("SELECT * FROM start_requests WHERE id = ? AND team_id = ?")
+            .bind(request_id.to_string())
+            .bind(team_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(request_from_row).transpose()
+    }
+
+    async fn cancel_pending_request(
+        &self,
+        request_id: RequestId,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE start_requests SET status = 'cancelled', completed_at = ? WHERE id = ? AND status = 'pending'",
+        )
+        .bind(at.as_millis())
+        .bind(request_id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn pending_requests(&self) -> StoreResult<Vec<RequestRecord>> {
+        let rows = sqlx::query("SELECT * FROM start_requests WHERE status = 'pending' ORDER BY created_at, batch_id, item_index, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(request_from_row).collect()
+    }
+
+    async fn begin_launch(
+        &self,
+        request_id: RequestId,
+        session: &SessionRecord,
+    ) -> StoreResult<bool> {
+        let mut transaction = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE start_requests SET status = 'processing', session_id = ?, started_at = ? WHERE id = ? AND status = 'pending'",
+        )
+        .bind(session.id.to_string())
+        .bind(session.created_at.as_millis())
+        .bind(request_id.to_string())
+        .execute(&mut *transaction)
+        .await?;
+        if moved.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO sessions (id, team_id, api_key_id, api_key_name, request_id, batch_id, status, configuration, \
+             headless, recording, proxy, created_at, started_at, ended_at, end_reason) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(session.id.to_string())
+        .bind(session.team_id.to_string())
+        .bind(session.api_key_id.map(|id| id.to_string()))
+        .bind(&session.api_key_name)
+        .bind(session.request_id.map(|id| id.to_string()))
+        .bind(session.batch_id.map(|id| id.to_string()))
+        .bind(session.status.as_str())
+        .bind(json_text(&session.configuration))
+        .bind(session.headless)
+        .bind(session.recording)
+        .bind(session.proxy)
+        .bind(session.created_at.as_millis())
+        .bind(session.started_at.map(|at| at.as_millis()))
+        .bind(session.ended_at.map(|at| at.as_millis()))
+        .bind(&session.end_reason)
+        .execute(&mut *transaction)
+        .await?;
+        for (position, tag) in session.tags.iter().enumerate() {
+            sqlx::query("INSERT INTO session_tags (session_id, position, tag) VALUES (?, ?, ?)")
+                .bind(session.id.to_string())
+                .bind(position as i64)
+                .bind(tag)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    async fn finish_launch(
+        &self,
+        request_id: RequestId,
+        session_id: SessionId,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut transaction = self.pool.begin().await?;
+        let request = sqlx::query(
+            "UPDATE start_requests SET status = 'completed', completed_at = ? WHERE id = ? AND status = 'processing'",
+        )
+        .bind(at.as_millis())
+        .bind(request_id.to_string())
+        .execute(&mut *transaction)
+        .await?;
+        let session = sqlx::query("UPDATE sessions SET status = 'running', started_at = ? WHERE id = ? AND status = 'starting'")
+            .bind(at.as_millis())
+            .bind(session_id.to_string())
+            .execute(&mut *transaction)
+            .await?;
+        if request.rows_affected() == 0 || session.rows_affected() == 0 {
+            // Leave both as the winner of the race set them.
+            transaction.rollback().await?;
+            return Ok(false);
+        }
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    async fn fail_launch(
+        &self,
+        request_id: RequestId,
+        session_id: SessionId,
+        error: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE start_requests SET status = 'failed', error = ?, completed_at = ? WHERE id = ? AND status = 'processing'",
+        )
+        .bind(error)
+        .bind(at.as_millis())
+        .bind(request_id.to_string())
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query(
+            "UPDATE sessions SET status = 'failed', end_reason = ?, ended_at = ? WHERE id = ? AND status IN ('starting', 'running')",
+        )
+        .bind(error)
+        .bind(at.as_millis())
+        .bind(session_id.to_string())
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        team_id: TeamId,
+        session_id: SessionId,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let query =
+            format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ? AND s.team_id = ?");
+        let row = sqlx::query(&query)
+            .bind(session_id.to_string())
+            .bind(team_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut sessions = vec![session_from_row(&row)?];
+        self.tags_of(&mut sessions).await?;
+        Ok(sessions.pop())
+    }
+
+    async fn end_session(
+        &self,
+        session_id: SessionId,
+        status: SessionStatus,
+        reason: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        if !status.is_final() {
+            return Err(StoreError::Corrupt(format!(
+                "end_session called with live status {status}"
+            )));
+        }
+        let mut transaction = self.pool.begin().await?;
+        let ended = sqlx::query(
+            "UPDATE sessions SET status = ?, end_reason = ?, ended_at = ? WHERE id = ? AND status IN ('starting', 'running')",
+        )
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(at.as_millis())
+        .bind(session_id.to_string())
+        .execute(&mut *transaction)
+        .await?;
+        // A request still launching this session will never see it come up.
+        let request_status = if status == SessionStatus::Failed {
+            RequestStatus::Failed
+        } else {
+            RequestStatus::Cancelled
+        };
+        sqlx::query(
+            "UPDATE start_requests SET status = ?, error = ?, completed_at = ? WHERE session_id = ? AND status = 'processing'",
+        )
+        .bind(request_status.as_str())
+        .bind(reason)
+        .bind(at.as_millis())
+        .bind(session_id.to_string())
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(ended.rows_affected() > 0)
+    }
+
+    async fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+        page: &SessionPage,
+    ) -> StoreResult<(Vec<SessionRecord>, i64)> {
+        let mut count: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new("SELECT COUNT(*) FROM sessions s");
+        push_session_filter(&mut count, filter);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+
+        let mut select: QueryBuilder<'_, Sqlite> =
+            QueryBuilder::new(format!("SELECT {SESSION_COLUMNS} FROM sessions s"));
+        push_session_filter(&mut select, filter);
+        let column = match page.sort {
+            SessionSort::CreatedAt => "s.created_at",
+            SessionSort::SessionId => "s.id",
+            SessionSort::Status => "s.status",
+        };
+        let direction = if page.descending { "DESC" } else { "ASC" };
+        select.push(format!(" ORDER BY {column} {direction}, s.id {direction}"));
+        if let Some(limit) = page.limit {
+            select.push(" LIMIT ").push_bind(limit);
+            select
+                .push(" OFFSET ")
+                .push_bind((page.page.max(1) - 1).saturating_mul(limit));
+        }
+        let rows = select.build().fetch_all(&self.pool).await?;
+        let mut sessions = rows
+            .iter()
+            .map(session_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.tags_of(&mut sessions).await?;
+        Ok((sessions, total))
+    }
+
+    async fn recover_after_restart(
+        &self,
+        reason: &str,
+        at: Timestamp,
+    ) -> StoreResult<RecoveryReport> {
+        let mut transaction = self.pool.begin().await?;
+        let sessions = sqlx::query(
+            "UPDATE sessions SET status = 'failed', end_reason = ?, ended_at = ? WHERE status IN ('starting', 'running')",
+        )
+        .bind(reason)
+        .bind(at.as_millis())
+        .execute(&mut *transaction)
+        .await?;
+        let requests = sqlx::query(
+            "UPDATE start_requests SET status = 'pending', session_id = NULL, started_at = NULL WHERE status = 'processing'",
+        )
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(RecoveryReport {
+            sessions_failed: sessions.rows_affected(),
+            requests_requeued: requests.rows_affected(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
