@@ -1,0 +1,359 @@
+//! The `anchorage` binary as a process: SIGKILL and restart, SIGTERM, first
+//! start, key administration, and one-line errors for bad settings.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const KEY: &str = "process-test-key-0123";
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_anchorage"))
+}
+
+/// A free loopback port (bound and released at once).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("port")
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    data_dir: std::path::PathBuf,
+}
+
+impl Server {
+    fn start(data_dir: &Path, extra: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let mut command = binary();
+        command
+            .arg("serve")
+            .env("ANCHORAGE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ANCHORAGE_DATA_DIR", data_dir)
+            .env("ANCHORAGE_API_KEY", KEY)
+            .env("ANCHORAGE_MAX_SESSIONS", "4")
+            .env("ANCHORAGE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("spawn anchorage");
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_path_buf(),
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(self.base.trim_start_matches("http://")).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server at {} never listened", self.base);
+    }
+
+    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let mut request = reqwest::Client::new()
+                .request(method, format!("{}{path}", self.base))
+                .header("anchor-api-key", KEY);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let response = request.send().await.expect("send");
+            let status = response.status().as_u16();
+            (status, response.json().await.expect("JSON"))
+        })
+    }
+
+    fn signal(&self, signal: i32) {
+        #[allow(unsafe_code)]
+        // SAFETY: a plain syscall with integer arguments.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+}
+
+impl Drop for Server {
+    /// Stops the server the clean way, so that it ends its browsers; a test
+    /// must not leave any behind, even when it fails.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal(libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if self.data_dir.exists() {
+            for pid in browser_pids(&self.data_dir) {
+                #[allow(unsafe_code)]
+                // SAFETY: a plain syscall with integer arguments.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+fn browser_pids(data_dir: &Path) -> Vec<u32> {
+    let marker = format!(
+        "--user-data-dir={}/browsers/",
+        std::fs::canonicalize(data_dir).expect("dir").display()
+    );
+    std::fs::read_dir("/proc")
+        .expect("proc")
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|cmdline| {
+                    cmdline
+                        .split(|byte| *byte == 0)
+                        .any(|argument| argument.starts_with(marker.as_bytes()))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn after_a_sigkill_the_next_start_kills_the_old_browsers_and_shows_nothing_running() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut first = Server::start(data_dir.path(), &[]);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, answer) = first.call(reqwest::Method::POST, "/v1/sessions", Some(json!({})));
+        assert_eq!(status, 200, "{answer}");
+        ids.push(answer["data"]["id"].as_str().expect("id").to_owned());
+    }
+    first.signal(libc::SIGKILL);
+    let _ = first.child.wait();
+    // Its browsers are the subject of this test: dropping it must not clean them.
+    first.data_dir = std::path::PathBuf::new();
+    drop(first);
+    // The browsers outlive a killed server: that is what the restart must clean.
+    let orphans = browser_pids(data_dir.path());
+    assert!(
+        !orphans.is_empty(),
+        "expected orphaned browsers after SIGKILL"
+    );
+
+    let second = Server::start(data_dir.path(), &[]);
+    wait_until("old browsers gone", || {
+        browser_pids(data_dir.path()).is_empty()
+    });
+    let leftovers: Vec<_> = std::fs::read_dir(data_dir.path().join("browsers"))
+        .expect("dir")
+        .filter_map(Result::ok)
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    for id in &ids {
+        let (status, answer) =
+            second.call(reqwest::Method::GET, &format!("/v1/sessions/{id}"), None);
+        assert_eq!(status, 200);
+        assert_eq!(answer["data"]["status"], json!("failed"), "{answer}");
+        assert!(
+            answer["data"]["end_reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("server stopped"),
+            "{answer}"
+        );
+    }
+    let (_, live) = second.call(reqwest::Method::GET, "/v1/sessions/all/status", None);
+    assert_eq!(live["data"]["count"], json!(0));
+    // And the restarted server works.
+    let (status, _) = second.call(reqwest::Method::POST, "/v1/sessions", Some(json!({})));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn sigterm_ends_every_browser_and_exits_zero() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Server::start(data_dir.path(), &[]);
+    let (status, _) = server.call(reqwest::Method::POST, "/v1/sessions", Some(json!({})));
+    assert_eq!(status, 200);
+    assert!(!browser_pids(data_dir.path()).is_empty());
+    server.signal(libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    assert!(exit.success(), "{exit:?}");
+    wait_until("browsers gone after SIGTERM", || {
+        browser_pids(data_dir.path()).is_empty()
+    });
+}
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut command = binary();
+    command.args(args).env_remove("ANCHORAGE_API_KEY");
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    command.output().expect("run anchorage")
+}
+
+#[test]
+fn keys_are_created_listed_and_revoked_from_the_command_line() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let dir = data_dir.path().display().to_string();
+    let envs = [("ANCHORAGE_DATA_DIR", dir.as_str())];
+    let created = run(&["keys", "create", "--team", "ops"], &envs);
+    assert!(created.status.success(), "{created:?}");
+    let stdout = String::from_utf8(created.stdout).expect("utf-8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "the key alone on one line: {stdout:?}");
+    let key = lines[0];
+    assert!(key.starts_with("anc_") && key.len() > 40);
+
+    let listed = String::from_utf8(run(&["keys", "list"], &envs).stdout).expect("utf-8");
+    let prefix: String = key.chars().take(12).collect();
+    assert!(
+        listed.contains(&prefix) && listed.contains("ops"),
+        "{listed}"
+    );
+    assert!(!listed.contains(key), "keys must never be shown again");
+    let database = std::fs::read(data_dir.path().join("anchorage.db")).expect("db");
+    assert!(
+        !database
+            .windows(key.len())
+            .any(|window| window == key.as_bytes()),
+        "keys are stored hashed"
+    );
+
+    assert!(run(&["keys", "revoke", &prefix], &envs).status.success());
+    let again = run(&["keys", "revoke", &prefix], &envs);
+    assert!(!again.status.success());
+}
+
+#[test]
+fn bad_settings_are_one_line_errors_naming_the_setting() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let dir = data_dir.path().display().to_string();
+    let file = data_dir.path().join("file");
+    std::fs::write(&file, "not a dir").expect("write");
+    let file = file.display().to_string();
+    for (envs, setting) in [
+        (
+            vec![
+                ("ANCHORAGE_DATA_DIR", dir.as_str()),
+                ("ANCHORAGE_CHROMIUM", "/nonexistent/chromium"),
+            ],
+            "ANCHORAGE_CHROMIUM",
+        ),
+        (
+            vec![
+                ("ANCHORAGE_DATA_DIR", dir.as_str()),
+                ("ANCHORAGE_MAX_SESSIONS", "lots"),
+            ],
+            "ANCHORAGE_MAX_SESSIONS",
+        ),
+        (
+            vec![
+                ("ANCHORAGE_DATA_DIR", dir.as_str()),
+                ("ANCHORAGE_LISTEN", "here"),
+            ],
+            "ANCHORAGE_LISTEN",
+        ),
+        (
+            vec![("ANCHORAGE_DATA_DIR", file.as_str())],
+            "ANCHORAGE_DATA_DIR",
+        ),
+    ] {
+        let output = run(&["serve"], &envs);
+        assert!(!output.status.success());
+        let stderr = String::from_utf8(output.stderr).expect("utf-8");
+        let error_lines: Vec<&str> = stderr
+            .lines()
+            .filter(|line| line.starts_with("anchorage:"))
+            .collect();
+        assert_eq!(error_lines.len(), 1, "{stderr}");
+        assert!(error_lines[0].contains(setting), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn the_first_start_prints_a_key_that_works() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let mut child = binary()
+        .arg("serve")
+        .env_remove("ANCHORAGE_API_KEY")
+        .env("ANCHORAGE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ANCHORAGE_DATA_DIR", data_dir.path())
+        .env("ANCHORAGE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let key = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.split_whitespace()
+                .find(|word| word.starts_with("anc_"))
+                .map(str::to_owned)
+        });
+    let mut server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        data_dir: data_dir.path().to_path_buf(),
+    };
+    let key = key.expect("a key was printed");
+    server.wait_ready();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let status = runtime.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/v1/sessions", server.base))
+            .header("anchor-api-key", key.trim_end_matches('\''))
+            .send()
+            .await
+            .expect("send")
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 200);
+    server.signal(libc::SIGTERM);
+    let _ = server.child.wait();
+}

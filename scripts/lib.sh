@@ -1,0 +1,42 @@
+# Shared set-up steps for scripts/serve and scripts/test. Each step checks
+# first and installs only what is missing, so running twice is cheap.
+
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+ensure_chromium() {
+    if command -v chromium >/dev/null 2>&1 || [ -n "${ANCHORAGE_CHROMIUM:-}" ]; then
+        return
+    fi
+    say "installing Chromium from Debian's packages"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+}
+
+ensure_rust() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "cargo is not installed: install Rust from https://rustup.rs first" >&2
+        exit 1
+    fi
+}
+
+ensure_python_packages() {
+    say "checking the Python packages of the compatibility tests"
+    python3 -m pip install -q --disable-pip-version-check -r "$REPO/tests/compat/requirements.txt"
+}
+
+ensure_node_packages() {
+    local dir="$REPO/tests/compat/node"
+    if [ -d "$dir/node_modules/puppeteer-core" ] && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+        return
+    fi
+    say "installing the Node packages of the compatibility tests"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+}

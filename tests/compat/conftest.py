@@ -1,0 +1,106 @@
+"""Fixtures for the compatibility tests: a real anchorage server started from
+the built binary, with its own data dir, and a test page served on
+127.0.0.1 by this process. Nothing here reaches the internet."""
+
+import http.server
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+API_KEY = "compat-test-key-0123456789"
+PAGE_TITLE = "anchorage compatibility page"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class PageHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (the standard library's name)
+        body = f"<!doctype html><title>{PAGE_TITLE}</title><h1>compat</h1>".encode()
+        self.send_response(200)
+        self.send_header("content-type", "text/html; charset=utf-8")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def page_url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PageHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def browser_pids(data_dir: pathlib.Path) -> list[int]:
+    marker = f"--user-data-dir={data_dir.resolve()}/browsers/".encode()
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(argument.startswith(marker) for argument in arguments):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="session")
+def server():
+    binary = os.environ.get("ANCHORAGE_BIN", str(REPO / "target" / "debug" / "anchorage"))
+    data_dir = pathlib.Path(tempfile.mkdtemp(prefix="anchorage-compat-"))
+    port = free_port()
+    env = dict(
+        os.environ,
+        ANCHORAGE_LISTEN=f"127.0.0.1:{port}",
+        ANCHORAGE_DATA_DIR=str(data_dir),
+        ANCHORAGE_API_KEY=API_KEY,
+        ANCHORAGE_MAX_SESSIONS="4",
+        ANCHORAGE_LOG="warn",
+    )
+    process = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL)
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("anchorage did not start")
+            time.sleep(0.05)
+    yield {"base_url": base_url, "data_dir": data_dir}
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    deadline = time.monotonic() + 10
+    while browser_pids(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert browser_pids(data_dir) == [], "browsers left after shutdown"
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture()
+def client(server, monkeypatch):
+    # The SDK reads its base URL from the environment, as a user would set it.
+    monkeypatch.setenv("ANCHORBROWSER_BASE_URL", server["base_url"])
+    from anchorbrowser import Anchorbrowser
+
+    return Anchorbrowser(api_key=API_KEY)

@@ -1,0 +1,103 @@
+"""The official SDK, Playwright and Puppeteer, unchanged, against anchorage."""
+
+import json
+import pathlib
+import subprocess
+import time
+
+import anchorbrowser
+import pytest
+from playwright.sync_api import sync_playwright
+
+from conftest import PAGE_TITLE, browser_pids
+
+NODE_DIR = pathlib.Path(__file__).resolve().parent / "node"
+
+
+def test_sdk_session_driven_by_playwright_over_cdp_url(client, server, page_url):
+    created = client.sessions.create_session(
+        session={"initial_url": page_url, "tags": ["compat"]},
+        browser={"viewport": {"width": 1024, "height": 700}},
+    )
+    session_id = created.data.id
+    assert created.data.cdp_url.startswith("ws://")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.connect_over_cdp(created.data.cdp_url)
+        first = browser.contexts[0].pages[0]
+        first.wait_for_load_state()
+        assert first.title() == PAGE_TITLE
+        assert first.evaluate("[innerWidth, innerHeight]") == [1024, 700]
+        page = browser.contexts[0].new_page()
+        page.goto(page_url)
+        assert page.title() == PAGE_TITLE
+        browser.close()
+
+    fetched = client.sessions.get_session(session_id)
+    assert fetched.data.status == "running"
+    assert fetched.data.configuration["session"]["tags"] == ["compat"]
+    pages = client.sessions.get_session_pages(session_id)
+    assert any(item.title == PAGE_TITLE for item in pages.data.items)
+
+    assert client.sessions.delete_session(session_id).data.status == "ok"
+    assert client.sessions.get_session(session_id).data.status == "completed"
+    simple = session_id.replace("-", "")
+    assert not [pid for pid in browser_pids(server["data_dir"]) if simple in pathlib.Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+    assert not (server["data_dir"] / "browsers" / simple).exists()
+
+
+def test_sdk_browser_connect_helper(client, page_url):
+    created = client.sessions.create_session()
+    with client.browser.connect(created.data.id) as browser:
+        page = browser.contexts[0].new_page()
+        page.goto(page_url)
+        assert page.title() == PAGE_TITLE
+    client.sessions.delete_session(created.data.id)
+
+
+def test_sdk_async_start_lists_and_end_all(client):
+    accepted = client.sessions.create_session_async(session={"tags": ["async"]})
+    assert accepted.data.status == "pending"
+    request_id = str(accepted.data.request_id)
+    deadline = time.monotonic() + 30
+    while True:
+        status = client.sessions.get_async_session_status(request_id)
+        if status.data.status == "ready":
+            break
+        assert status.data.status in ("pending", "processing"), status
+        assert time.monotonic() < deadline, "async start never became ready"
+        time.sleep(0.05)
+    session_id = str(status.data.session.session_id)
+    assert status.data.session.cdp_url
+
+    live = client.sessions.get_all_sessions_status(tags="async")
+    assert [item.session_id for item in live.data.items] == [session_id]
+    history = client.sessions.list_sessions(limit=10, sort_order="desc")
+    assert history.data.sessions[0].id == session_id
+    assert client.sessions.delete_all_sessions().data.status == "ok"
+    assert client.sessions.get_all_sessions_status().data.count == 0
+    assert client.sessions.get_async_session_status(request_id).data.status == "completed"
+
+
+def test_sdk_errors_surface_as_sdk_exceptions(client, server):
+    with pytest.raises(anchorbrowser.NotFoundError):
+        client.sessions.get_session("00000000-0000-4000-8000-000000000000")
+    with pytest.raises(anchorbrowser.BadRequestError) as bad:
+        client.sessions.create_session(session={"initial_url": "file:///etc/passwd"})
+    assert "http or https" in str(bad.value)
+    stranger = anchorbrowser.Anchorbrowser(api_key="not-a-key", base_url=server["base_url"])
+    with pytest.raises(anchorbrowser.AuthenticationError):
+        stranger.sessions.list_sessions()
+
+
+def test_puppeteer_connects_with_cdp_url(client, page_url):
+    created = client.sessions.create_session()
+    result = subprocess.run(
+        ["node", str(NODE_DIR / "puppeteer_connect.mjs"), created.data.cdp_url, page_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["title"] == PAGE_TITLE
+    client.sessions.delete_session(created.data.id)
