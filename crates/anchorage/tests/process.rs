@@ -117,24 +117,8 @@ impl Drop for Server {
 }
 
 fn browser_pids(data_dir: &Path) -> Vec<u32> {
-    let marker = format!(
-        "--user-data-dir={}/browsers/",
-        std::fs::canonicalize(data_dir).expect("dir").display()
-    );
-    std::fs::read_dir("/proc")
-        .expect("proc")
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|cmdline| {
-                    cmdline
-                        .split(|byte| *byte == 0)
-                        .any(|argument| argument.starts_with(marker.as_bytes()))
-                })
-                .unwrap_or(false)
-        })
-        .collect()
+    let data_dir = std::fs::canonicalize(data_dir).expect("dir");
+    anchorage_browser::leftover_browser_pids(&data_dir.join("browsers"))
 }
 
 fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {

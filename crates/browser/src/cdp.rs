@@ -18,31 +18,14 @@ pub struct PageInfo {
 
 /// Asks the browser for its page targets with `Target.getTargets`.
 pub async fn list_pages(browser_websocket: &Url) -> Result<Vec<PageInfo>, String> {
-    let (mut socket, _) = tokio_tungstenite::connect_async(browser_websocket.as_str())
-        .await
-        .map_err(|error| format!("cannot reach the browser: {error}"))?;
-    let request = json!({"id": 1, "method": "Target.getTargets"}).to_string();
-    socket
-        .send(Message::text(request))
-        .await
-        .map_err(|error| error.to_string())?;
-    let answer = loop {
-        match socket.next().await {
-            Some(Ok(Message::Text(text))) => {
-                let value: Value =
-                    serde_json::from_str(&text).map_err(|error| error.to_string())?;
-                if value.get("id") == Some(&json!(1)) {
-                    break value;
-                }
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(error)) => return Err(error.to_string()),
-            None => return Err("the browser closed the connection".to_owned()),
-        }
-    };
-    let _ = socket.close(None).await;
+    let mut conversation = Conversation::open(browser_websocket).await?;
+    let answer = conversation
+        .call("Target.getTargets", json!({}), None)
+        .await;
+    conversation.close().await;
+    let answer = answer?;
     let infos = answer
-        .pointer("/result/targetInfos")
+        .pointer("/targetInfos")
         .and_then(Value::as_array)
         .ok_or_else(|| format!("unexpected answer to Target.getTargets: {answer}"))?;
     let text = |info: &Value, key: &str| {

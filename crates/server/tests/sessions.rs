@@ -399,3 +399,24 @@ async fn shutdown_ends_every_browser_and_records_why() {
     assert!(text(&data["end_reason"]).contains("shut down"), "{data}");
     again.stop().await;
 }
+
+#[tokio::test]
+async fn frames_far_over_the_usual_limits_pass_both_ways_unchanged() {
+    let server = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
+    let page = cdp.open_page("about:blank").await;
+    // 24 MiB up (over tungstenite's 16 MiB default frame limit) ...
+    let big = "a".repeat(24 * 1024 * 1024);
+    let length = cdp.evaluate(&page, &format!("'{big}'.length")).await;
+    assert_eq!(length, json!(big.len()));
+    // ... and 40 MiB down, byte for byte.
+    let echoed = cdp
+        .evaluate(&page, "'b'.repeat(40 * 1024 * 1024) + 'é'")
+        .await;
+    let echoed = echoed.as_str().expect("a string");
+    assert_eq!(echoed.len(), 40 * 1024 * 1024 + 'é'.len_utf8());
+    assert!(echoed.ends_with('é'));
+    cdp.close().await;
+    server.stop().await;
+}

@@ -171,6 +171,20 @@ pub async fn async_status_of(
     Ok(data(body))
 }
 
+/// The caller's session, or the same `404` whether it is missing or another
+/// team's.
+async fn owned_session(
+    state: &AppState,
+    caller: &Caller,
+    session_id: SessionId,
+) -> Result<SessionRecord, ApiError> {
+    state
+        .store
+        .session(caller.0.team_id, session_id)
+        .await?
+        .ok_or_else(ApiError::session_not_found)
+}
+
 fn duration_seconds(session: &SessionRecord) -> i64 {
     match session.started_at {
         Some(started) => started.seconds_until(session.ended_at.unwrap_or_else(Timestamp::now)),
@@ -184,11 +198,7 @@ pub async fn get(
     caller: Caller,
     IdPath(session_id): IdPath<SessionId>,
 ) -> ApiResult {
-    let session = state
-        .store
-        .session(caller.0.team_id, session_id)
-        .await?
-        .ok_or_else(ApiError::session_not_found)?;
+    let session = owned_session(&state, &caller, session_id).await?;
     Ok(data(json!({
         "session_id": session.id,
         "team_id": session.team_id,
@@ -214,11 +224,7 @@ pub async fn delete(
     caller: Caller,
     IdPath(session_id): IdPath<SessionId>,
 ) -> ApiResult {
-    state
-        .store
-        .session(caller.0.team_id, session_id)
-        .await?
-        .ok_or_else(ApiError::session_not_found)?;
+    owned_session(&state, &caller, session_id).await?;
     state
         .fleet
         .end_session(
@@ -408,11 +414,7 @@ pub async fn pages(
     caller: Caller,
     IdPath(session_id): IdPath<SessionId>,
 ) -> ApiResult {
-    state
-        .store
-        .session(caller.0.team_id, session_id)
-        .await?
-        .ok_or_else(ApiError::session_not_found)?;
+    owned_session(&state, &caller, session_id).await?;
     let Some(live) = state.fleet.live_session(caller.0.team_id, session_id) else {
         return Ok(data(json!({"count": 0, "items": []})));
     };

@@ -262,15 +262,12 @@ pub struct Cdp {
 
 impl Cdp {
     pub async fn connect(url: &str) -> Self {
-        let (socket, _) = tokio_tungstenite::connect_async(url)
+        // Large frames are part of what the proxy must carry.
+        let config = anchorage_browser::websocket_config();
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
             .await
             .expect("CDP connect");
         Self { socket, next_id: 0 }
-    }
-
-    pub async fn try_connect(url: &str) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
-        let (socket, _) = tokio_tungstenite::connect_async(url).await?;
-        Ok(Self { socket, next_id: 0 })
     }
 
     pub async fn call(&mut self, method: &str, params: Value, session_id: Option<&str>) -> Value {
