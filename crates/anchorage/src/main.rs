@@ -81,7 +81,6 @@ async fn shutdown_signal() {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let app = App::build(config, &Environment).await?;
     tracing::info!("{}", app.summary());
-    eprintln!("{}", app.summary());
     if let Some(key) = app.initial_key() {
         let base = app.public_url().as_str().trim_end_matches('/').to_owned();
         eprintln!(
