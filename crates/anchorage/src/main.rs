@@ -1,6 +1,7 @@
 //! The `anchorage` binary: parses arguments, sets up logging, and calls into
 //! `anchorage-server`. No logic of its own.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -83,7 +84,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("{}", app.summary());
     if let Some(key) = app.initial_key() {
         let base = app.public_url().as_str().trim_end_matches('/').to_owned();
-        eprintln!(
+        // A closed stderr must not stop the server: the write may fail.
+        let _ = writeln!(
+            std::io::stderr(),
             "\nFirst start: created the team \"default\" and this API key (shown once, stored only hashed):\n\n    {key}\n\n\
              Try it:\n    curl -s -X POST {base}/v1/sessions -H 'anchor-api-key: {key}' -H 'content-type: application/json' -d '{{}}'\n"
         );
@@ -99,10 +102,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Create { team, name },
         } => {
-            println!(
-                "{}",
-                anchorage_server::keys::create(&config, &team, &name).await?
-            );
+            println!("{}", anchorage_server::keys::create(&config, &team, &name).await?);
             Ok(())
         }
         Command::Keys {
@@ -113,9 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "id", "prefix", "team", "name", "created"
             );
             for key in anchorage_server::keys::list(&config).await? {
-                let revoked = key
-                    .revoked_at
-                    .map_or_else(|| "-".to_owned(), |at| at.to_string());
+                let revoked = key.revoked_at.map_or_else(|| "-".to_owned(), |at| at.to_string());
                 println!(
                     "{:<38} {:<14} {:<20} {:<20} {:<26} {revoked}",
                     key.id.to_string(),

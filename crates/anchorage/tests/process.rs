@@ -146,23 +146,17 @@ fn after_a_sigkill_the_next_start_kills_the_old_browsers_and_shows_nothing_runni
     drop(first);
     // The browsers outlive a killed server: that is what the restart must clean.
     let orphans = browser_pids(data_dir.path());
-    assert!(
-        !orphans.is_empty(),
-        "expected orphaned browsers after SIGKILL"
-    );
+    assert!(!orphans.is_empty(), "expected orphaned browsers after SIGKILL");
 
     let second = Server::start(data_dir.path(), &[]);
-    wait_until("old browsers gone", || {
-        browser_pids(data_dir.path()).is_empty()
-    });
+    wait_until("old browsers gone", || browser_pids(data_dir.path()).is_empty());
     let leftovers: Vec<_> = std::fs::read_dir(data_dir.path().join("browsers"))
         .expect("dir")
         .filter_map(Result::ok)
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     for id in &ids {
-        let (status, answer) =
-            second.call(reqwest::Method::GET, &format!("/v1/sessions/{id}"), None);
+        let (status, answer) = second.call(reqwest::Method::GET, &format!("/v1/sessions/{id}"), None);
         assert_eq!(status, 200);
         assert_eq!(answer["data"]["status"], json!("failed"), "{answer}");
         assert!(
@@ -193,10 +187,7 @@ fn sigterm_ends_every_browser_and_exits_zero() {
         if let Some(exit) = server.child.try_wait().expect("wait") {
             break exit;
         }
-        assert!(
-            Instant::now() < deadline,
-            "server did not exit after SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
         std::thread::sleep(Duration::from_millis(25));
     };
     assert!(exit.success(), "{exit:?}");
@@ -229,16 +220,11 @@ fn keys_are_created_listed_and_revoked_from_the_command_line() {
 
     let listed = String::from_utf8(run(&["keys", "list"], &envs).stdout).expect("utf-8");
     let prefix: String = key.chars().take(12).collect();
-    assert!(
-        listed.contains(&prefix) && listed.contains("ops"),
-        "{listed}"
-    );
+    assert!(listed.contains(&prefix) && listed.contains("ops"), "{listed}");
     assert!(!listed.contains(key), "keys must never be shown again");
     let database = std::fs::read(data_dir.path().join("anchorage.db")).expect("db");
     assert!(
-        !database
-            .windows(key.len())
-            .any(|window| window == key.as_bytes()),
+        !database.windows(key.len()).any(|window| window == key.as_bytes()),
         "keys are stored hashed"
     );
 
@@ -263,31 +249,19 @@ fn bad_settings_are_one_line_errors_naming_the_setting() {
             "ANCHORAGE_CHROMIUM",
         ),
         (
-            vec![
-                ("ANCHORAGE_DATA_DIR", dir.as_str()),
-                ("ANCHORAGE_MAX_SESSIONS", "lots"),
-            ],
+            vec![("ANCHORAGE_DATA_DIR", dir.as_str()), ("ANCHORAGE_MAX_SESSIONS", "lots")],
             "ANCHORAGE_MAX_SESSIONS",
         ),
         (
-            vec![
-                ("ANCHORAGE_DATA_DIR", dir.as_str()),
-                ("ANCHORAGE_LISTEN", "here"),
-            ],
+            vec![("ANCHORAGE_DATA_DIR", dir.as_str()), ("ANCHORAGE_LISTEN", "here")],
             "ANCHORAGE_LISTEN",
         ),
-        (
-            vec![("ANCHORAGE_DATA_DIR", file.as_str())],
-            "ANCHORAGE_DATA_DIR",
-        ),
+        (vec![("ANCHORAGE_DATA_DIR", file.as_str())], "ANCHORAGE_DATA_DIR"),
     ] {
         let output = run(&["serve"], &envs);
         assert!(!output.status.success());
         let stderr = String::from_utf8(output.stderr).expect("utf-8");
-        let error_lines: Vec<&str> = stderr
-            .lines()
-            .filter(|line| line.starts_with("anchorage:"))
-            .collect();
+        let error_lines: Vec<&str> = stderr.lines().filter(|line| line.starts_with("anchorage:")).collect();
         assert_eq!(error_lines.len(), 1, "{stderr}");
         assert!(error_lines[0].contains(setting), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
@@ -309,13 +283,14 @@ fn the_first_start_prints_a_key_that_works() {
         .spawn()
         .expect("spawn");
     let stderr = child.stderr.take().expect("stderr");
-    let key = std::io::BufRead::lines(std::io::BufReader::new(stderr))
-        .map_while(Result::ok)
-        .find_map(|line| {
-            line.split_whitespace()
-                .find(|word| word.starts_with("anc_"))
-                .map(str::to_owned)
-        });
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let key = lines.by_ref().map_while(Result::ok).find_map(|line| {
+        line.split_whitespace()
+            .find(|word| word.starts_with("anc_"))
+            .map(str::to_owned)
+    });
+    // Keep reading, as a terminal would, so the server never writes to a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
     let mut server = Server {
         child,
         base: format!("http://127.0.0.1:{port}"),

@@ -19,21 +19,14 @@ pub struct PageInfo {
 /// Asks the browser for its page targets with `Target.getTargets`.
 pub async fn list_pages(browser_websocket: &Url) -> Result<Vec<PageInfo>, String> {
     let mut conversation = Conversation::open(browser_websocket).await?;
-    let answer = conversation
-        .call("Target.getTargets", json!({}), None)
-        .await;
+    let answer = conversation.call("Target.getTargets", json!({}), None).await;
     conversation.close().await;
     let answer = answer?;
     let infos = answer
         .pointer("/targetInfos")
         .and_then(Value::as_array)
         .ok_or_else(|| format!("unexpected answer to Target.getTargets: {answer}"))?;
-    let text = |info: &Value, key: &str| {
-        info.get(key)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let text = |info: &Value, key: &str| info.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
     Ok(infos
         .iter()
         .filter(|info| info.get("type").and_then(Value::as_str) == Some("page"))
@@ -47,9 +40,7 @@ pub async fn list_pages(browser_websocket: &Url) -> Result<Vec<PageInfo>, String
 
 /// A CDP connection for the server's own short conversations.
 struct Conversation {
-    socket: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     next_id: u64,
 }
 
@@ -62,12 +53,7 @@ impl Conversation {
     }
 
     /// Sends one command and returns its `result`.
-    async fn call(
-        &mut self,
-        method: &str,
-        params: Value,
-        session_id: Option<&str>,
-    ) -> Result<Value, String> {
+    async fn call(&mut self, method: &str, params: Value, session_id: Option<&str>) -> Result<Value, String> {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({"id": id, "method": method, "params": params});
@@ -81,8 +67,7 @@ impl Conversation {
         loop {
             match self.socket.next().await {
                 Some(Ok(Message::Text(text))) => {
-                    let value: Value =
-                        serde_json::from_str(&text).map_err(|error| error.to_string())?;
+                    let value: Value = serde_json::from_str(&text).map_err(|error| error.to_string())?;
                     if value.get("id") != Some(&json!(id)) {
                         continue;
                     }
@@ -106,29 +91,44 @@ impl Conversation {
 /// Sizes the browser window so that its first page's viewport is exactly
 /// `width`×`height`, and returns the size of the window's own frame (window
 /// minus viewport), which is the same for every browser of one build.
-pub async fn fit_viewport(
-    browser_websocket: &Url,
-    width: u32,
-    height: u32,
-) -> Result<(u32, u32), String> {
+pub async fn fit_viewport(browser_websocket: &Url, width: u32, height: u32) -> Result<(u32, u32), String> {
     let mut conversation = Conversation::open(browser_websocket).await?;
     let outcome = async {
         let targets = conversation.call("Target.getTargets", json!({}), None).await?;
         let target_id = targets
             .pointer("/targetInfos")
             .and_then(Value::as_array)
-            .and_then(|infos| infos.iter().find(|info| info.get("type").and_then(Value::as_str) == Some("page")))
+            .and_then(|infos| {
+                infos
+                    .iter()
+                    .find(|info| info.get("type").and_then(Value::as_str) == Some("page"))
+            })
             .and_then(|info| info.get("targetId").and_then(Value::as_str))
             .ok_or("the browser has no page")?
             .to_owned();
-        let window = conversation.call("Browser.getWindowForTarget", json!({"targetId": target_id}), None).await?;
+        let window = conversation
+            .call("Browser.getWindowForTarget", json!({"targetId": target_id}), None)
+            .await?;
         let window_id = window.get("windowId").cloned().ok_or("no window id")?;
-        let bounds = |key: &str| window.pointer(&format!("/bounds/{key}")).and_then(Value::as_u64).unwrap_or(0);
+        let bounds = |key: &str| {
+            window
+                .pointer(&format!("/bounds/{key}"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
         let (window_width, window_height) = (bounds("width"), bounds("height"));
         let attached = conversation
-            .call("Target.attachToTarget", json!({"targetId": target_id, "flatten": true}), None)
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": target_id, "flatten": true}),
+                None,
+            )
             .await?;
-        let session = attached.get("sessionId").and_then(Value::as_str).ok_or("no session id")?.to_owned();
+        let session = attached
+            .get("sessionId")
+            .and_then(Value::as_str)
+            .ok_or("no session id")?
+            .to_owned();
         let inner = conversation
             .call(
                 "Runtime.evaluate",
@@ -136,14 +136,27 @@ pub async fn fit_viewport(
                 Some(&session),
             )
             .await?;
-        let inner_size = |index: usize| inner.pointer(&format!("/result/value/{index}")).and_then(Value::as_u64).unwrap_or(0);
+        let inner_size = |index: usize| {
+            inner
+                .pointer(&format!("/result/value/{index}"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
         let frame_width = window_width.saturating_sub(inner_size(0)) as u32;
         let frame_height = window_height.saturating_sub(inner_size(1)) as u32;
         if frame_width > 0 || frame_height > 0 {
             let bounds = json!({"width": width + frame_width, "height": height + frame_height});
-            conversation.call("Browser.setWindowBounds", json!({"windowId": window_id, "bounds": bounds}), None).await?;
+            conversation
+                .call(
+                    "Browser.setWindowBounds",
+                    json!({"windowId": window_id, "bounds": bounds}),
+                    None,
+                )
+                .await?;
         }
-        let _ = conversation.call("Target.detachFromTarget", json!({"sessionId": session}), None).await;
+        let _ = conversation
+            .call("Target.detachFromTarget", json!({"sessionId": session}), None)
+            .await;
         Ok::<_, String>((frame_width, frame_height))
     }
     .await;

@@ -28,12 +28,8 @@ impl BrowserDirs {
     pub fn new(root: PathBuf) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         root.hash(&mut hasher);
-        let short_tmp_root =
-            PathBuf::from("/tmp").join(format!("anchorage-{:08x}", hasher.finish() as u32));
-        Self {
-            root,
-            short_tmp_root,
-        }
+        let short_tmp_root = PathBuf::from("/tmp").join(format!("anchorage-{:08x}", hasher.finish() as u32));
+        Self { root, short_tmp_root }
     }
 
     /// Where session directories (and their profiles) go.

@@ -247,8 +247,7 @@ pub(crate) fn group_alive(pgid: u32) -> bool {
         .filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .any(|pid| {
-            crate::reap::process_state(pid)
-                .is_some_and(|(state, group)| group == pgid && state != 'Z' && state != 'X')
+            crate::reap::process_state(pid).is_some_and(|(state, group)| group == pgid && state != 'Z' && state != 'X')
         })
 }
 
@@ -261,10 +260,7 @@ async fn wait_group_gone(pgid: u32) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tracing::warn!(
-        pgid,
-        "processes of a killed browser are still alive after 2 s"
-    );
+    tracing::warn!(pgid, "processes of a killed browser are still alive after 2 s");
 }
 
 async fn remove_dirs(spec: &LaunchSpec) {
@@ -291,10 +287,7 @@ fn describe(status: ExitStatus) -> (String, bool) {
 
 /// Reads stderr lines until DevTools announces its endpoint. Returns the URL,
 /// or `None` at end of stream, keeping the last lines for error messages.
-async fn read_endpoint(
-    lines: &mut tokio::io::Lines<BufReader<ChildStderr>>,
-    tail: &mut Vec<String>,
-) -> Option<Url> {
+async fn read_endpoint(lines: &mut tokio::io::Lines<BufReader<ChildStderr>>, tail: &mut Vec<String>) -> Option<Url> {
     const MARKER: &str = "DevTools listening on ";
     while let Ok(Some(line)) = lines.next_line().await {
         if let Some(rest) = line.strip_prefix(MARKER) {
@@ -329,7 +322,7 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Browser, LaunchError> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(false);
+        .kill_on_drop(true);
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(source) => {
@@ -341,6 +334,12 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Browser, LaunchError> {
         }
     };
     let pid = child.id().unwrap_or(0);
+    // If this future is dropped before the browser is handed out (the start
+    // was cancelled), the guard kills the group and removes the directories.
+    let mut unfinished = UnfinishedLaunch {
+        pid,
+        dirs: Some([spec.session_dir.clone(), spec.tmp_dir.clone()]),
+    };
     let Some(stderr) = child.stderr.take() else {
         kill_group(pid);
         let _ = child.wait().await;
@@ -352,8 +351,7 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Browser, LaunchError> {
     };
     let mut lines = BufReader::new(stderr).lines();
     let mut tail = Vec::new();
-    let announced =
-        tokio::time::timeout(spec.ready_timeout, read_endpoint(&mut lines, &mut tail)).await;
+    let announced = tokio::time::timeout(spec.ready_timeout, read_endpoint(&mut lines, &mut tail)).await;
     let websocket_url = match announced {
         Ok(Some(url)) => url,
         Ok(None) => {
@@ -389,7 +387,7 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Browser, LaunchError> {
     let (exit_sender, exit) = watch::channel(None);
     let (killer, kill_requested) = tokio::sync::oneshot::channel();
     tokio::spawn(supervise(child, pid, exit_sender, kill_requested));
-    let dirs = [spec.session_dir.clone(), spec.tmp_dir.clone()];
+    let dirs = unfinished.dirs.take().unwrap_or_default();
     Ok(Browser {
         pid,
         websocket_url,
@@ -397,6 +395,24 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Browser, LaunchError> {
         exit,
         killer: Some(killer),
     })
+}
+
+/// Kills a launch that was abandoned half-way. Disarmed (its `dirs` taken)
+/// once the [`Browser`] exists.
+struct UnfinishedLaunch {
+    pid: u32,
+    dirs: Option<[PathBuf; 2]>,
+}
+
+impl Drop for UnfinishedLaunch {
+    fn drop(&mut self) {
+        if let Some(dirs) = self.dirs.take() {
+            kill_group(self.pid);
+            for dir in dirs {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
 }
 
 /// Owns the child: reaps it when it exits, kills its group when asked (or
@@ -451,10 +467,7 @@ mod tests {
             "--window-size=800,600",
             "--user-data-dir=/tmp/x/profile",
         ] {
-            assert!(
-                arguments.iter().any(|argument| argument == flag),
-                "{flag} missing"
-            );
+            assert!(arguments.iter().any(|argument| argument == flag), "{flag} missing");
         }
         assert_eq!(arguments.last().map(String::as_str), Some("about:blank"));
     }
@@ -469,10 +482,7 @@ mod tests {
             (800, 600),
             None,
         );
-        assert!(matches!(
-            launch(&spec).await,
-            Err(LaunchError::Spawn { .. })
-        ));
+        assert!(matches!(launch(&spec).await, Err(LaunchError::Spawn { .. })));
         assert!(!session_dir.exists());
     }
 
@@ -480,13 +490,8 @@ mod tests {
     async fn a_browser_that_exits_early_is_reported_with_its_words() {
         let dir = tempfile::tempdir().expect("temp dir");
         let script = dir.path().join("fake-chromium");
-        std::fs::write(
-            &script,
-            "#!/bin/sh\necho 'cannot open display' >&2\nexit 3\n",
-        )
-        .expect("write");
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .expect("chmod");
+        std::fs::write(&script, "#!/bin/sh\necho 'cannot open display' >&2\nexit 3\n").expect("write");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
         let spec = LaunchSpec::new(
             script,
             (dir.path().join("s1"), dir.path().join("s1/tmp")),
@@ -494,10 +499,7 @@ mod tests {
             None,
         );
         match launch(&spec).await {
-            Err(LaunchError::Exited {
-                status,
-                stderr_tail,
-            }) => {
+            Err(LaunchError::Exited { status, stderr_tail }) => {
                 assert_eq!(status, "exit status 3");
                 assert!(stderr_tail.contains("cannot open display"));
             }

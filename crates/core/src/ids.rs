@@ -62,6 +62,10 @@ uuid_id!(
     ApiKeyId
 );
 uuid_id!(
+    /// A batch of start requests.
+    BatchId
+);
+uuid_id!(
     /// A request to start one session (sync, async, or one item of a batch).
     RequestId
 );

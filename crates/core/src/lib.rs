@@ -5,13 +5,17 @@
 //! store, the browser supervisor and the HTTP server all speak in these types,
 //! so the rules written here hold the same wherever they are used.
 
+pub mod admission;
+pub mod batch;
 pub mod ids;
 pub mod options;
 pub mod request;
 pub mod session;
 pub mod time;
 
-pub use ids::{ApiKeyId, RequestId, SessionId, TeamId};
+pub use admission::FairQueue;
+pub use batch::{failure_summary, BatchCounts, BatchStatus};
+pub use ids::{ApiKeyId, BatchId, RequestId, SessionId, TeamId};
 pub use options::{OptionsError, SessionOptions, Viewport};
 pub use request::{RequestPhase, RequestStatus};
 pub use session::SessionStatus;

@@ -103,11 +103,7 @@ fn object<'a>(
     }
 }
 
-fn boolean(
-    parent: &Map<String, Value>,
-    key: &str,
-    path: &str,
-) -> Result<Option<bool>, OptionsError> {
+fn boolean(parent: &Map<String, Value>, key: &str, path: &str) -> Result<Option<bool>, OptionsError> {
     match parent.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(flag)) => Ok(Some(*flag)),
@@ -122,11 +118,7 @@ fn integer_in(
     low: i64,
     high: i64,
 ) -> Result<Option<i64>, OptionsError> {
-    let message = || {
-        invalid(format!(
-            "{path} must be an integer between {low} and {high}"
-        ))
-    };
+    let message = || invalid(format!("{path} must be an integer between {low} and {high}"));
     match parent.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(number)) => {
@@ -142,14 +134,12 @@ fn integer_in(
 }
 
 /// A timeout in minutes: `-1` disables, otherwise 1 up to a week.
-fn timeout_minutes(
-    parent: &Map<String, Value>,
-    key: &str,
-    default: i64,
-) -> Result<Option<i64>, OptionsError> {
+fn timeout_minutes(parent: &Map<String, Value>, key: &str, default: i64) -> Result<Option<i64>, OptionsError> {
     let path = format!("session.timeout.{key}");
     let message = || {
-        invalid(format!("{path} must be -1 (no limit) or an integer number of minutes between 1 and {MAX_TIMEOUT_MINUTES}"))
+        invalid(format!(
+            "{path} must be -1 (no limit) or an integer number of minutes between 1 and {MAX_TIMEOUT_MINUTES}"
+        ))
     };
     match parent.get(key) {
         None | Some(Value::Null) => Ok(Some(default)),
@@ -180,8 +170,7 @@ fn parse_initial_url(value: &Value) -> Result<Option<Url>, OptionsError> {
             "session.initial_url must be at most {MAX_URL_BYTES} bytes long"
         )));
     }
-    let url = Url::parse(text)
-        .map_err(|error| invalid(format!("session.initial_url is not a valid URL: {error}")))?;
+    let url = Url::parse(text).map_err(|error| invalid(format!("session.initial_url is not a valid URL: {error}")))?;
     match url.scheme() {
         "http" | "https" if url.host().is_some() => Ok(Some(url)),
         "http" | "https" => Err(invalid("session.initial_url must name a host")),
@@ -198,9 +187,7 @@ fn parse_tags(value: &Value) -> Result<Vec<String>, OptionsError> {
         _ => return Err(invalid("session.tags must be an array of strings")),
     };
     if items.len() > MAX_TAGS {
-        return Err(invalid(format!(
-            "session.tags must hold at most {MAX_TAGS} tags"
-        )));
+        return Err(invalid(format!("session.tags must hold at most {MAX_TAGS} tags")));
     }
     let mut tags: Vec<String> = Vec::with_capacity(items.len());
     for item in items {
@@ -244,21 +231,16 @@ impl SessionOptions {
             match session.get("proxy") {
                 None | Some(Value::Null) => {}
                 Some(Value::Object(proxy)) => {
-                    options.proxy_requested =
-                        boolean(proxy, "active", "session.proxy.active")?.unwrap_or(true);
+                    options.proxy_requested = boolean(proxy, "active", "session.proxy.active")?.unwrap_or(true);
                 }
                 Some(_) => return Err(invalid("session.proxy must be an object")),
             }
             if let Some(timeout) = object(session, "timeout", "session.timeout")? {
-                options.max_duration_minutes =
-                    timeout_minutes(timeout, "max_duration", DEFAULT_MAX_DURATION_MINUTES)?;
-                options.idle_timeout_minutes =
-                    timeout_minutes(timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT_MINUTES)?;
+                options.max_duration_minutes = timeout_minutes(timeout, "max_duration", DEFAULT_MAX_DURATION_MINUTES)?;
+                options.idle_timeout_minutes = timeout_minutes(timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT_MINUTES)?;
             }
             if let Some(live_view) = object(session, "live_view", "session.live_view")? {
-                if let Some(read_only) =
-                    boolean(live_view, "read_only", "session.live_view.read_only")?
-                {
+                if let Some(read_only) = boolean(live_view, "read_only", "session.live_view.read_only")? {
                     options.live_view_read_only = read_only;
                 }
             }
@@ -280,22 +262,12 @@ impl SessionOptions {
                     height: height.map_or(defaults.height, |value| value as u32),
                 };
             }
-            for key in [
-                "profile",
-                "adblock",
-                "popup_blocker",
-                "captcha_solver",
-                "fullscreen",
-            ] {
+            for key in ["profile", "adblock", "popup_blocker", "captcha_solver", "fullscreen"] {
                 object(browser, key, &format!("browser.{key}"))?;
             }
             match browser.get("extensions") {
                 None | Some(Value::Null) | Some(Value::Array(_)) => {}
-                Some(_) => {
-                    return Err(invalid(
-                        "browser.extensions must be an array of extension ids",
-                    ))
-                }
+                Some(_) => return Err(invalid("browser.extensions must be an array of extension ids")),
             }
         }
 
@@ -388,27 +360,14 @@ mod tests {
                 "{url}"
             );
         }
-        assert!(error_of(json!({"session": {"initial_url": "not a url"}}))
-            .contains("session.initial_url"));
+        assert!(error_of(json!({"session": {"initial_url": "not a url"}})).contains("session.initial_url"));
         assert!(error_of(json!({"session": {"tags": "x"}})).contains("session.tags"));
         assert!(error_of(json!({"session": {"tags": [1]}})).contains("session.tags"));
-        assert!(
-            error_of(json!({"session": {"timeout": {"max_duration": 0}}})).contains("max_duration")
-        );
-        assert!(
-            error_of(json!({"session": {"timeout": {"idle_timeout": "5"}}}))
-                .contains("idle_timeout")
-        );
-        assert!(
-            error_of(json!({"session": {"timeout": {"idle_timeout": 2.5}}}))
-                .contains("idle_timeout")
-        );
-        assert!(error_of(json!({"browser": {"viewport": {"width": 10}}}))
-            .contains("browser.viewport.width"));
-        assert!(
-            error_of(json!({"browser": {"headless": {"active": "yes"}}}))
-                .contains("browser.headless.active")
-        );
+        assert!(error_of(json!({"session": {"timeout": {"max_duration": 0}}})).contains("max_duration"));
+        assert!(error_of(json!({"session": {"timeout": {"idle_timeout": "5"}}})).contains("idle_timeout"));
+        assert!(error_of(json!({"session": {"timeout": {"idle_timeout": 2.5}}})).contains("idle_timeout"));
+        assert!(error_of(json!({"browser": {"viewport": {"width": 10}}})).contains("browser.viewport.width"));
+        assert!(error_of(json!({"browser": {"headless": {"active": "yes"}}})).contains("browser.headless.active"));
         let many: Vec<String> = (0..=MAX_TAGS).map(|index| index.to_string()).collect();
         assert!(error_of(json!({"session": {"tags": many}})).contains("at most"));
     }

@@ -125,10 +125,7 @@ mod tests {
 
     #[test]
     fn final_states_never_move() {
-        for from in RequestStatus::ALL
-            .into_iter()
-            .filter(RequestStatus::is_final)
-        {
+        for from in RequestStatus::ALL.into_iter().filter(RequestStatus::is_final) {
             for to in RequestStatus::ALL {
                 assert!(!from.can_become(to), "{from} -> {to}");
             }

@@ -28,8 +28,7 @@ pub enum SessionStatus {
 
 impl SessionStatus {
     /// Every status, in life order.
-    pub const ALL: [SessionStatus; 4] =
-        [Self::Starting, Self::Running, Self::Completed, Self::Failed];
+    pub const ALL: [SessionStatus; 4] = [Self::Starting, Self::Running, Self::Completed, Self::Failed];
 
     /// The wire and storage name.
     pub fn as_str(&self) -> &'static str {
@@ -92,10 +91,7 @@ mod tests {
 
     #[test]
     fn final_states_never_move() {
-        for from in SessionStatus::ALL
-            .into_iter()
-            .filter(SessionStatus::is_final)
-        {
+        for from in SessionStatus::ALL.into_iter().filter(SessionStatus::is_final) {
             for to in SessionStatus::ALL {
                 assert!(!from.can_become(to), "{from} -> {to}");
             }

@@ -45,9 +45,7 @@ impl Timestamp {
 impl fmt::Display for Timestamp {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match Utc.timestamp_millis_opt(self.0).single() {
-            Some(moment) => {
-                formatter.write_str(&moment.to_rfc3339_opts(SecondsFormat::Millis, true))
-            }
+            Some(moment) => formatter.write_str(&moment.to_rfc3339_opts(SecondsFormat::Millis, true)),
             None => formatter.write_str("1970-01-01T00:00:00.000Z"),
         }
     }
@@ -71,10 +69,7 @@ mod tests {
             Timestamp::parse("2023-11-14T23:13:20.123+01:00"),
             Some(Timestamp::from_millis(1_700_000_000_123))
         );
-        assert_eq!(
-            Timestamp::parse("1970-01-02"),
-            Some(Timestamp::from_millis(86_400_000))
-        );
+        assert_eq!(Timestamp::parse("1970-01-02"), Some(Timestamp::from_millis(86_400_000)));
         assert_eq!(Timestamp::parse("yesterday"), None);
         assert_eq!(Timestamp::parse("2023-13-01"), None);
     }

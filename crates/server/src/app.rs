@@ -63,7 +63,10 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
 
 fn ensure_writable_dir(dir: &Path, setting: &str) -> Result<(), ConfigError> {
     let fail = |error: std::io::Error| {
-        ConfigError(format!("{setting}={}: the directory is not writable ({error}): choose another or fix its permissions", dir.display()))
+        ConfigError(format!(
+            "{setting}={}: the directory is not writable ({error}): choose another or fix its permissions",
+            dir.display()
+        ))
     };
     std::fs::create_dir_all(dir).map_err(fail)?;
     let probe = dir.join(".anchorage-write-probe");
@@ -74,15 +77,10 @@ fn ensure_writable_dir(dir: &Path, setting: &str) -> Result<(), ConfigError> {
 
 /// Makes sure the configured key exists, or on a first start makes a key;
 /// returns a key that must be shown to the operator.
-async fn ensure_keys(
-    store: &dyn Store,
-    configured: Option<&str>,
-) -> Result<Option<String>, StartError> {
+async fn ensure_keys(store: &dyn Store, configured: Option<&str>) -> Result<Option<String>, StartError> {
     let team = match store.team_by_name(DEFAULT_TEAM).await? {
         Some(team) => Some(team),
-        None if configured.is_some() || store.team_count().await? == 0 => {
-            Some(store.create_team(DEFAULT_TEAM).await?)
-        }
+        None if configured.is_some() || store.team_count().await? == 0 => Some(store.create_team(DEFAULT_TEAM).await?),
         None => None,
     };
     if let Some(key) = configured {
@@ -91,19 +89,13 @@ async fn ensure_keys(
         }
         let Some(team) = team else { return Ok(None) };
         return match store
-            .create_api_key(
-                team.id,
-                "ANCHORAGE_API_KEY",
-                &hash_api_key(key),
-                &key_prefix(key),
-            )
+            .create_api_key(team.id, "ANCHORAGE_API_KEY", &hash_api_key(key), &key_prefix(key))
             .await
         {
             Ok(_) => Ok(None),
-            Err(StoreError::AlreadyExists(_)) => Err(ConfigError(
-                "ANCHORAGE_API_KEY names a revoked key: choose a new value".to_owned(),
-            )
-            .into()),
+            Err(StoreError::AlreadyExists(_)) => {
+                Err(ConfigError("ANCHORAGE_API_KEY names a revoked key: choose a new value".to_owned()).into())
+            }
             Err(error) => Err(error.into()),
         };
     }
@@ -137,20 +129,16 @@ impl App {
 
         // Whatever a previous run left is gone before anything new starts.
         let reap_dirs = browser_dirs.clone();
-        let reaped =
-            tokio::task::spawn_blocking(move || anchorage_browser::reap_leftovers(&reap_dirs))
-                .await
-                .unwrap_or_default();
+        let reaped = tokio::task::spawn_blocking(move || anchorage_browser::reap_leftovers(&reap_dirs))
+            .await
+            .unwrap_or_default();
         let recovered = store
             .recover_after_restart(
                 "the server stopped while this session was live; its browser was ended",
                 Timestamp::now(),
             )
             .await?;
-        if reaped.process_groups_killed > 0
-            || recovered.sessions_failed > 0
-            || recovered.requests_requeued > 0
-        {
+        if reaped.process_groups_killed > 0 || recovered.sessions_failed > 0 || recovered.requests_requeued > 0 {
             tracing::warn!(
                 browsers_killed = reaped.process_groups_killed,
                 directories_removed = reaped.directories_removed,
@@ -162,13 +150,12 @@ impl App {
 
         let initial_key = ensure_keys(store.as_ref(), config.api_key.as_deref()).await?;
         let tokens = TokenSigner::load(store.as_ref()).await?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    address: config.listen,
-                    source,
-                })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                address: config.listen,
+                source,
+            })?;
         let bound = listener.local_addr().map_err(|source| StartError::Bind {
             address: config.listen,
             source,
@@ -185,15 +172,11 @@ impl App {
             browser_dirs,
             max_sessions: config.max_sessions,
             launch_concurrency: config.launch_concurrency,
+            team_max_sessions: config.team_max_sessions,
             launch_timeout: config.launch_timeout,
             timeout_minute: config.timeout_minute,
         };
-        let fleet = Fleet::new(
-            Arc::clone(&store),
-            settings,
-            shutdown.clone(),
-            tasks.clone(),
-        );
+        let fleet = Fleet::new(Arc::clone(&store), settings, shutdown.clone(), tasks.clone());
         fleet.start().await?;
         let summary = format!(
             "anchorage listening on {bound} (public URL {public_url}); chromium {}; max sessions {}; launch concurrency {}; data in {}",
@@ -203,6 +186,7 @@ impl App {
             config.data_dir.display()
         );
         let state = AppState {
+            max_batch: config.max_batch,
             store,
             fleet,
             tokens,
@@ -244,10 +228,7 @@ impl App {
 
     /// Serves until `shutdown` resolves, then stops accepting, ends every
     /// browser and waits for the server's tasks.
-    pub async fn run(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let Self {
             listener,
             state,
@@ -263,15 +244,15 @@ impl App {
                     () = shutdown => {}
                     () = stop.cancelled() => {}
                 }
+                // Sessions, launches, waiting starts and event streams end now,
+                // so that no open request holds the shutdown up.
+                stop.cancel();
             })
             .await;
         tracing::info!("shutting down: ending every session");
         token.cancel();
         tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
             tracing::warn!(
                 remaining = tasks.len(),
                 "some tasks did not finish within the shutdown grace period"

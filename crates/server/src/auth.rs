@@ -66,8 +66,7 @@ impl TokenSigner {
 
     fn mac(&self, session_id: SessionId) -> Hmac<Sha256> {
         // HMAC takes keys of any length, so this cannot fail.
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!());
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!());
         mac.update(b"session-token:");
         mac.update(session_id.to_string().as_bytes());
         mac
@@ -92,10 +91,7 @@ impl TokenSigner {
 pub struct Caller(pub AuthenticatedKey);
 
 /// Looks a key up; `None` when it is unknown or revoked.
-pub async fn authenticate(
-    state: &AppState,
-    key: &str,
-) -> Result<Option<AuthenticatedKey>, ApiError> {
+pub async fn authenticate(state: &AppState, key: &str) -> Result<Option<AuthenticatedKey>, ApiError> {
     if key.is_empty() || key.len() > 512 {
         return Ok(None);
     }
@@ -105,10 +101,7 @@ pub async fn authenticate(
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let key = parts
             .headers
             .get(API_KEY_HEADER)

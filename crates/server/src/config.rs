@@ -54,6 +54,8 @@ struct FileConfig {
     api_key: Option<String>,
     max_body_bytes: Option<u64>,
     launch_timeout_seconds: Option<u64>,
+    max_batch: Option<u64>,
+    team_max_sessions: Option<u64>,
 }
 
 /// Everything the server needs to start.
@@ -81,6 +83,11 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How long a browser may take to come up (`ANCHORAGE_LAUNCH_TIMEOUT_SECONDS`).
     pub launch_timeout: Duration,
+    /// Most sessions one batch may ask for (`ANCHORAGE_MAX_BATCH`).
+    pub max_batch: usize,
+    /// Running and launching browsers of one team at most
+    /// (`ANCHORAGE_TEAM_MAX_SESSIONS`); `None` for no limit but the server's.
+    pub team_max_sessions: Option<usize>,
     /// The length of one minute of `max_duration` and `idle_timeout`. Always
     /// sixty seconds when read from settings; tests that exercise timeouts
     /// shorten it instead of waiting minutes.
@@ -89,9 +96,7 @@ pub struct Config {
 
 /// The core count of this machine.
 pub fn core_count() -> usize {
-    std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(usize::from).unwrap_or(1)
 }
 
 /// Total memory in MiB, from `/proc/meminfo`.
@@ -125,12 +130,8 @@ impl Config {
         let from_file = match file {
             None => FileConfig::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|error| {
-                    ConfigError(format!(
-                        "--config {}: cannot read it: {error}",
-                        path.display()
-                    ))
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| ConfigError(format!("--config {}: cannot read it: {error}", path.display())))?;
                 toml::from_str(&text).map_err(|error| {
                     let message = error.message().replace('\n', " ");
                     ConfigError(format!("--config {}: {message}", path.display()))
@@ -138,11 +139,7 @@ impl Config {
             }
         };
         let text = |name: &str, file_value: Option<String>| source.get(name).or(file_value);
-        let number = |name: &str,
-                      file_value: Option<u64>,
-                      low: u64,
-                      high: u64|
-         -> Result<Option<u64>, ConfigError> {
+        let number = |name: &str, file_value: Option<u64>, low: u64, high: u64| -> Result<Option<u64>, ConfigError> {
             match source.get(name) {
                 Some(value) => parse_number(name, &value, low, high).map(Some),
                 None => match file_value {
@@ -152,10 +149,11 @@ impl Config {
             }
         };
 
-        let listen_text = text("ANCHORAGE_LISTEN", from_file.listen)
-            .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        let listen_text = text("ANCHORAGE_LISTEN", from_file.listen).unwrap_or_else(|| "127.0.0.1:8080".to_owned());
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
-            ConfigError(format!("ANCHORAGE_LISTEN={listen_text:?} is not valid: give an address and port such as 127.0.0.1:8080"))
+            ConfigError(format!(
+                "ANCHORAGE_LISTEN={listen_text:?} is not valid: give an address and port such as 127.0.0.1:8080"
+            ))
         })?;
 
         let public_url = match text("ANCHORAGE_PUBLIC_URL", from_file.public_url) {
@@ -170,9 +168,8 @@ impl Config {
             }
         };
 
-        let data_dir = PathBuf::from(
-            text("ANCHORAGE_DATA_DIR", from_file.data_dir).unwrap_or_else(|| "./data".to_owned()),
-        );
+        let data_dir =
+            PathBuf::from(text("ANCHORAGE_DATA_DIR", from_file.data_dir).unwrap_or_else(|| "./data".to_owned()));
         let database_url = text("ANCHORAGE_DATABASE_URL", from_file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("anchorage.db").display()));
         if !database_url.starts_with("sqlite:") {
@@ -183,13 +180,8 @@ impl Config {
         let chromium = text("ANCHORAGE_CHROMIUM", from_file.chromium).map(PathBuf::from);
         let max_sessions = number("ANCHORAGE_MAX_SESSIONS", from_file.max_sessions, 1, 10_000)?
             .map_or_else(default_max_sessions, |value| value as usize);
-        let launch_concurrency = number(
-            "ANCHORAGE_LAUNCH_CONCURRENCY",
-            from_file.launch_concurrency,
-            1,
-            256,
-        )?
-        .map_or_else(core_count, |value| value as usize);
+        let launch_concurrency = number("ANCHORAGE_LAUNCH_CONCURRENCY", from_file.launch_concurrency, 1, 256)?
+            .map_or_else(core_count, |value| value as usize);
         let api_key = text("ANCHORAGE_API_KEY", from_file.api_key);
         if let Some(key) = &api_key {
             if key.len() < 8
@@ -199,8 +191,7 @@ impl Config {
                     .any(|character| character.is_whitespace() || character.is_control())
             {
                 return Err(ConfigError(
-                    "ANCHORAGE_API_KEY is not valid: use 8 to 256 characters without spaces"
-                        .to_owned(),
+                    "ANCHORAGE_API_KEY is not valid: use 8 to 256 characters without spaces".to_owned(),
                 ));
             }
         }
@@ -218,6 +209,10 @@ impl Config {
             600,
         )?
         .map_or(Duration::from_secs(30), Duration::from_secs);
+        let max_batch =
+            number("ANCHORAGE_MAX_BATCH", from_file.max_batch, 1, 5000)?.map_or(1000, |value| value as usize);
+        let team_max_sessions =
+            number("ANCHORAGE_TEAM_MAX_SESSIONS", from_file.team_max_sessions, 1, 10_000)?.map(|value| value as usize);
 
         Ok(Self {
             listen,
@@ -230,6 +225,8 @@ impl Config {
             api_key,
             max_body_bytes,
             launch_timeout,
+            max_batch,
+            team_max_sessions,
             timeout_minute: Duration::from_secs(60),
         })
     }
@@ -301,6 +298,8 @@ mod tests {
             ("ANCHORAGE_PUBLIC_URL", "ftp://x"),
             ("ANCHORAGE_DATABASE_URL", "mysql://x"),
             ("ANCHORAGE_API_KEY", "short"),
+            ("ANCHORAGE_MAX_BATCH", "5001"),
+            ("ANCHORAGE_TEAM_MAX_SESSIONS", "0"),
         ] {
             let error = Config::load(&source(&[(name, value)]), None).expect_err(name);
             assert!(error.0.starts_with(name), "{error}");
@@ -313,8 +312,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let file = dir.path().join("anchorage.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nmax_sessions = 3\n").expect("write");
-        let config =
-            Config::load(&source(&[("ANCHORAGE_MAX_SESSIONS", "5")]), Some(&file)).expect("load");
+        let config = Config::load(&source(&[("ANCHORAGE_MAX_SESSIONS", "5")]), Some(&file)).expect("load");
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.max_sessions, 5);
         std::fs::write(&file, "colour = 1\n").expect("write");
@@ -324,13 +322,10 @@ mod tests {
 
     #[test]
     fn a_missing_chromium_says_how_to_install_it() {
-        let config =
-            Config::load(&source(&[("ANCHORAGE_CHROMIUM", "/nonexistent")]), None).expect("load");
+        let config = Config::load(&source(&[("ANCHORAGE_CHROMIUM", "/nonexistent")]), None).expect("load");
         let error = config.resolve_chromium(&source(&[])).expect_err("missing");
         assert!(error.0.contains("apt-get install chromium"));
         let config = Config::load(&source(&[]), None).expect("load");
-        assert!(config
-            .resolve_chromium(&source(&[("PATH", "/nonexistent")]))
-            .is_err());
+        assert!(config.resolve_chromium(&source(&[("PATH", "/nonexistent")])).is_err());
     }
 }

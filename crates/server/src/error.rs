@@ -88,14 +88,11 @@ impl IntoResponse for ApiError {
         let body = json!({"error": {"code": status.as_u16(), "message": message}});
         let mut response = (status, axum::Json(body)).into_response();
         if let Self::TooManyRequests {
-            retry_after_seconds,
-            ..
+            retry_after_seconds, ..
         } = &self
         {
             if let Ok(value) = HeaderValue::from_str(&retry_after_seconds.to_string()) {
-                response
-                    .headers_mut()
-                    .insert(axum::http::header::RETRY_AFTER, value);
+                response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
             }
         }
         response

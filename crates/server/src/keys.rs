@@ -35,8 +35,5 @@ pub async fn list(config: &Config) -> Result<Vec<ApiKeyRecord>, StartError> {
 
 /// Revokes by id or prefix; returns how many keys were revoked.
 pub async fn revoke(config: &Config, id_or_prefix: &str) -> Result<u64, StartError> {
-    Ok(open_store(config)
-        .await?
-        .revoke_api_key(id_or_prefix)
-        .await?)
+    Ok(open_store(config).await?.revoke_api_key(id_or_prefix).await?)
 }

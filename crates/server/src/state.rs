@@ -22,6 +22,8 @@ pub struct AppState {
     pub public_url: Url,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Most sessions in one batch.
+    pub max_batch: usize,
 }
 
 impl AppState {

@@ -95,13 +95,7 @@ async fn every_bad_request_gets_the_contract_error_and_changes_nothing() {
             message_contains: "Invalid API Key",
         },
         // 400: malformed JSON and wrong shapes.
-        row(
-            Method::POST,
-            "/v1/sessions",
-            Some("{"),
-            400,
-            "not valid JSON",
-        ),
+        row(Method::POST, "/v1/sessions", Some("{"), 400, "not valid JSON"),
         row(
             Method::POST,
             "/v1/sessions",
@@ -110,13 +104,7 @@ async fn every_bad_request_gets_the_contract_error_and_changes_nothing() {
             "not valid JSON",
         ),
         row(Method::POST, "/v1/sessions", Some("[]"), 400, "JSON object"),
-        row(
-            Method::POST,
-            "/v1/sessions",
-            Some("\"text\""),
-            400,
-            "JSON object",
-        ),
+        row(Method::POST, "/v1/sessions", Some("\"text\""), 400, "JSON object"),
         row(
             Method::POST,
             "/v1/sessions",
@@ -255,27 +243,9 @@ async fn every_bad_request_gets_the_contract_error_and_changes_nothing() {
         row(Method::GET, "/v1/sessions?page=0", None, 400, "page"),
         row(Method::GET, "/v1/sessions?page=x", None, 400, "page"),
         row(Method::GET, "/v1/sessions?limit=15", None, 400, "limit"),
-        row(
-            Method::GET,
-            "/v1/sessions?sort_order=up",
-            None,
-            400,
-            "sort_order",
-        ),
-        row(
-            Method::GET,
-            "/v1/sessions?sort_by=colour",
-            None,
-            400,
-            "sort_by",
-        ),
-        row(
-            Method::GET,
-            "/v1/sessions?status=bogus",
-            None,
-            400,
-            "status",
-        ),
+        row(Method::GET, "/v1/sessions?sort_order=up", None, 400, "sort_order"),
+        row(Method::GET, "/v1/sessions?sort_by=colour", None, 400, "sort_by"),
+        row(Method::GET, "/v1/sessions?status=bogus", None, 400, "status"),
         row(
             Method::GET,
             "/v1/sessions?created_from=yesterday",
@@ -290,21 +260,9 @@ async fn every_bad_request_gets_the_contract_error_and_changes_nothing() {
             400,
             "created_to",
         ),
-        row(
-            Method::GET,
-            "/v1/sessions/all/status?batch_id=x",
-            None,
-            400,
-            "batch_id",
-        ),
+        row(Method::GET, "/v1/sessions/all/status?batch_id=x", None, 400, "batch_id"),
         // 404: malformed and unknown ids, unknown routes.
-        row(
-            Method::GET,
-            "/v1/sessions/not-a-uuid",
-            None,
-            404,
-            "Session not found",
-        ),
+        row(Method::GET, "/v1/sessions/not-a-uuid", None, 404, "Session not found"),
         row(
             Method::GET,
             leaked(unknown_session.clone()),
@@ -312,34 +270,10 @@ async fn every_bad_request_gets_the_contract_error_and_changes_nothing() {
             404,
             "Session not found",
         ),
-        row(
-            Method::DELETE,
-            leaked(unknown_session),
-            None,
-            404,
-            "Session not found",
-        ),
-        row(
-            Method::DELETE,
-            "/v1/sessions/123",
-            None,
-            404,
-            "Session not found",
-        ),
-        row(
-            Method::GET,
-            leaked(unknown_pages),
-            None,
-            404,
-            "Session not found",
-        ),
-        row(
-            Method::GET,
-            leaked(unknown_request),
-            None,
-            404,
-            "Request not found",
-        ),
+        row(Method::DELETE, leaked(unknown_session), None, 404, "Session not found"),
+        row(Method::DELETE, "/v1/sessions/123", None, 404, "Session not found"),
+        row(Method::GET, leaked(unknown_pages), None, 404, "Session not found"),
+        row(Method::GET, leaked(unknown_request), None, 404, "Request not found"),
         row(
             Method::GET,
             "/v1/sessions/async/zzz/status",
@@ -365,13 +299,7 @@ async fn every_bad_request_gets_the_contract_error_and_changes_nothing() {
     ));
     // Deep nesting is refused, not a crash.
     let deep: &'static str = leaked(format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)));
-    rows.push(row(
-        Method::POST,
-        "/v1/sessions",
-        Some(deep),
-        400,
-        "not valid JSON",
-    ));
+    rows.push(row(Method::POST, "/v1/sessions", Some(deep), 400, "not valid JSON"));
 
     for row in &rows {
         let mut request = server
@@ -381,24 +309,15 @@ async fn every_bad_request_gets_the_contract_error_and_changes_nothing() {
             request = request.header("anchor-api-key", key);
         }
         if let Some(body) = row.body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_owned());
+            request = request.header("content-type", "application/json").body(body.to_owned());
         }
         let response = request.send().await.expect("sent");
         let status = response.status().as_u16();
         let text = response.text().await.expect("body");
-        let shown_body: String = row
-            .body
-            .map(|body| body.chars().take(80).collect())
-            .unwrap_or_default();
+        let shown_body: String = row.body.map(|body| body.chars().take(80).collect()).unwrap_or_default();
         let value: Value = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("{} {} answered non-JSON: {text:?}", row.method, row.path));
-        assert_eq!(
-            status, row.status,
-            "{} {} {shown_body}: {value}",
-            row.method, row.path
-        );
+        assert_eq!(status, row.status, "{} {} {shown_body}: {value}", row.method, row.path);
         assert_eq!(value["error"]["code"], json!(row.status), "{value}");
         let message = value["error"]["message"].as_str().unwrap_or_default();
         assert!(
@@ -434,23 +353,12 @@ async fn another_teams_session_is_indistinguishable_from_a_missing_one() {
         (Method::DELETE, format!("/v1/sessions/{session_id}")),
         (Method::GET, format!("/v1/sessions/{session_id}/pages")),
     ] {
-        let answer = server
-            .request(method.clone(), &path, Some(&other_key), None)
-            .await;
-        assert_eq!(
-            answer,
-            (StatusCode::NOT_FOUND, not_found.clone()),
-            "{method} {path}"
-        );
+        let answer = server.request(method.clone(), &path, Some(&other_key), None).await;
+        assert_eq!(answer, (StatusCode::NOT_FOUND, not_found.clone()), "{method} {path}");
     }
     // Their lists and "end all" do not see or touch it.
     let (_, live) = server
-        .request(
-            Method::GET,
-            "/v1/sessions/all/status",
-            Some(&other_key),
-            None,
-        )
+        .request(Method::GET, "/v1/sessions/all/status", Some(&other_key), None)
         .await;
     assert_eq!(live["data"]["count"], json!(0));
     let (code, _) = server
@@ -467,9 +375,7 @@ async fn a_revoked_key_stops_working() {
     let key = anchorage_server::keys::create(&server.config, "temporary", "test")
         .await
         .expect("key");
-    let (code, _) = server
-        .request(Method::GET, "/v1/sessions", Some(&key), None)
-        .await;
+    let (code, _) = server.request(Method::GET, "/v1/sessions", Some(&key), None).await;
     assert_eq!(code, StatusCode::OK);
     let prefix: String = key.chars().take(12).collect();
     assert_eq!(
@@ -478,9 +384,7 @@ async fn a_revoked_key_stops_working() {
             .expect("revoke"),
         1
     );
-    let (code, body) = server
-        .request(Method::GET, "/v1/sessions", Some(&key), None)
-        .await;
+    let (code, body) = server.request(Method::GET, "/v1/sessions", Some(&key), None).await;
     assert_eq!(
         (code, body),
         (

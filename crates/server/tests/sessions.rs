@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{
-    refused_upgrade_status, serve_test_page, wait_until, Cdp, TestServer, TEST_KEY, TEST_PAGE_TITLE,
-};
+use support::{refused_upgrade_status, serve_test_page, wait_until, Cdp, TestServer, TEST_KEY, TEST_PAGE_TITLE};
 
 fn text(value: &Value) -> &str {
     value.as_str().unwrap_or_default()
@@ -19,9 +17,7 @@ fn text(value: &Value) -> &str {
 async fn a_session_is_driven_over_the_proxy_and_leaves_nothing_behind() {
     let page = serve_test_page().await;
     let server = TestServer::start().await;
-    let session = server
-        .create_session(json!({"session": {"tags": ["lifecycle"]}}))
-        .await;
+    let session = server.create_session(json!({"session": {"tags": ["lifecycle"]}})).await;
     let session_id = text(&session["id"]).to_owned();
     assert!(text(&session["cdp_url"]).starts_with("ws://127.0.0.1:"));
     assert!(
@@ -29,10 +25,7 @@ async fn a_session_is_driven_over_the_proxy_and_leaves_nothing_behind() {
         "the cdp_url must not carry the API key"
     );
     assert!(text(&session["live_view_url"]).starts_with("http://127.0.0.1:"));
-    assert!(server
-        .browsers_dir()
-        .join(session_id.replace('-', ""))
-        .is_dir());
+    assert!(server.browsers_dir().join(session_id.replace('-', "")).is_dir());
 
     // Two clients at once: one by token, one the SDK's way.
     let mut first = Cdp::connect(text(&session["cdp_url"])).await;
@@ -58,9 +51,7 @@ async fn a_session_is_driven_over_the_proxy_and_leaves_nothing_behind() {
     let (status, data) = server.session_status(&session_id).await;
     assert_eq!(status, "running");
     assert_eq!(data["tags"], json!(["lifecycle"]));
-    let (code, pages) = server
-        .get(&format!("/v1/sessions/{session_id}/pages"))
-        .await;
+    let (code, pages) = server.get(&format!("/v1/sessions/{session_id}/pages")).await;
     assert_eq!(code, StatusCode::OK);
     assert!(
         pages["data"]["items"]
@@ -72,10 +63,7 @@ async fn a_session_is_driven_over_the_proxy_and_leaves_nothing_behind() {
     );
 
     let (code, answer) = server.delete(&format!("/v1/sessions/{session_id}")).await;
-    assert_eq!(
-        (code, answer),
-        (StatusCode::OK, json!({"data": {"status": "ok"}}))
-    );
+    assert_eq!((code, answer), (StatusCode::OK, json!({"data": {"status": "ok"}})));
     first.closed(Duration::from_secs(10)).await;
     second.closed(Duration::from_secs(10)).await;
     server.assert_no_browsers_left().await;
@@ -121,11 +109,7 @@ async fn async_start_becomes_ready_and_reports_its_session() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        ready["progress"]["current_phase"],
-        json!("ready"),
-        "{ready}"
-    );
+    assert_eq!(ready["progress"]["current_phase"], json!("ready"), "{ready}");
     let item = &ready["session"];
     assert_eq!(item["status"], json!("completed"));
     assert_eq!(item["retry_count"], json!(0));
@@ -171,10 +155,7 @@ async fn upgrades_with_wrong_credentials_are_refused_before_any_browser_is_touch
         404
     );
     assert_eq!(
-        refused_upgrade_status(&format!(
-            "{ws_base}/?apiKey=wrong-key&sessionId={session_id}"
-        ))
-        .await,
+        refused_upgrade_status(&format!("{ws_base}/?apiKey=wrong-key&sessionId={session_id}")).await,
         401
     );
     assert_eq!(
@@ -187,10 +168,7 @@ async fn upgrades_with_wrong_credentials_are_refused_before_any_browser_is_touch
     );
     // Another team's key cannot reach this session, and cannot learn it exists.
     assert_eq!(
-        refused_upgrade_status(&format!(
-            "{ws_base}/?apiKey={other_key}&sessionId={session_id}"
-        ))
-        .await,
+        refused_upgrade_status(&format!("{ws_base}/?apiKey={other_key}&sessionId={session_id}")).await,
         404
     );
     let (code, body) = server
@@ -222,10 +200,7 @@ fn uuid_like() -> String {
 #[tokio::test]
 async fn idle_timeout_waits_for_the_last_client_and_max_duration_ends_a_busy_session() {
     // One timeout minute lasts 500 ms here.
-    let server = TestServer::start_with(&[], |config| {
-        config.timeout_minute = Duration::from_millis(500)
-    })
-    .await;
+    let server = TestServer::start_with(&[], |config| config.timeout_minute = Duration::from_millis(500)).await;
 
     let idle = server
         .create_session(json!({"session": {"timeout": {"idle_timeout": 1, "max_duration": -1}}}))
@@ -242,10 +217,7 @@ async fn idle_timeout_waits_for_the_last_client_and_max_duration_ends_a_busy_ses
     let ended = server
         .wait_for_status(&idle_id, "completed", Duration::from_secs(20))
         .await;
-    assert!(
-        text(&ended["end_reason"]).contains("idle_timeout"),
-        "{ended}"
-    );
+    assert!(text(&ended["end_reason"]).contains("idle_timeout"), "{ended}");
 
     let busy = server
         .create_session(json!({"session": {"timeout": {"idle_timeout": -1, "max_duration": 1}}}))
@@ -255,10 +227,7 @@ async fn idle_timeout_waits_for_the_last_client_and_max_duration_ends_a_busy_ses
     let ended = server
         .wait_for_status(&busy_id, "completed", Duration::from_secs(20))
         .await;
-    assert!(
-        text(&ended["end_reason"]).contains("max_duration"),
-        "{ended}"
-    );
+    assert!(text(&ended["end_reason"]).contains("max_duration"), "{ended}");
     client.closed(Duration::from_secs(10)).await;
     server.assert_no_browsers_left().await;
     server.stop().await;
@@ -270,9 +239,7 @@ async fn a_browser_that_dies_fails_its_session_and_frees_its_place() {
     let session = server.create_session(json!({})).await;
     let session_id = text(&session["id"]).to_owned();
     let mut client = Cdp::connect(text(&session["cdp_url"])).await;
-    let pid = server
-        .main_browser_pid(&session_id)
-        .expect("browser process");
+    let pid = server.main_browser_pid(&session_id).expect("browser process");
     support::kill_process(pid);
 
     let failed = server
@@ -293,18 +260,12 @@ async fn a_full_server_queues_starts_until_a_browser_is_freed() {
     let server = TestServer::start_with(&[("ANCHORAGE_MAX_SESSIONS", "1")], |_| {}).await;
     let first = server.create_session(json!({})).await;
     let (_, accepted) = server.post("/v1/sessions/async", json!({})).await;
-    let path = format!(
-        "/v1/sessions/async/{}/status",
-        text(&accepted["data"]["request_id"])
-    );
+    let path = format!("/v1/sessions/async/{}/status", text(&accepted["data"]["request_id"]));
     // Give the queue every chance to (wrongly) start it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, waiting) = server.get(&path).await;
     assert_eq!(waiting["data"]["status"], json!("pending"), "{waiting}");
-    assert_eq!(
-        waiting["data"]["progress"]["current_phase"],
-        json!("queued")
-    );
+    assert_eq!(waiting["data"]["progress"]["current_phase"], json!("queued"));
     assert_eq!(
         server
             .browser_pids()
@@ -314,19 +275,14 @@ async fn a_full_server_queues_starts_until_a_browser_is_freed() {
         1
     );
 
-    server
-        .delete(&format!("/v1/sessions/{}", text(&first["id"])))
-        .await;
+    server.delete(&format!("/v1/sessions/{}", text(&first["id"]))).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (_, answer) = server.get(&path).await;
         if answer["data"]["status"] == json!("ready") {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "queued start never ran: {answer}"
-        );
+        assert!(std::time::Instant::now() < deadline, "queued start never ran: {answer}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.stop().await;
@@ -338,20 +294,14 @@ async fn lists_filter_by_tags_status_and_page() {
     let tagged = server
         .create_session(json!({"session": {"tags": ["alpha", "shared"]}}))
         .await;
-    let other = server
-        .create_session(json!({"session": {"tags": ["shared"]}}))
-        .await;
-    server
-        .delete(&format!("/v1/sessions/{}", text(&other["id"])))
-        .await;
+    let other = server.create_session(json!({"session": {"tags": ["shared"]}})).await;
+    server.delete(&format!("/v1/sessions/{}", text(&other["id"]))).await;
 
     let (code, live) = server.get("/v1/sessions/all/status").await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(live["data"]["count"], json!(1), "{live}");
     assert_eq!(live["data"]["items"][0]["session_id"], tagged["id"]);
-    let (_, by_tag) = server
-        .get("/v1/sessions/all/status?tags=alpha,shared")
-        .await;
+    let (_, by_tag) = server.get("/v1/sessions/all/status?tags=alpha,shared").await;
     assert_eq!(by_tag["data"]["count"], json!(1));
     let (_, none) = server.get("/v1/sessions/all/status?tags=missing").await;
     assert_eq!(none["data"]["count"], json!(0));
@@ -365,14 +315,10 @@ async fn lists_filter_by_tags_status_and_page() {
         history["data"]["sessions"][0]["api_key_name"],
         json!("ANCHORAGE_API_KEY")
     );
-    let (_, completed) = server
-        .get("/v1/sessions?status=completed&tags=shared")
-        .await;
+    let (_, completed) = server.get("/v1/sessions?status=completed&tags=shared").await;
     assert_eq!(completed["data"]["total"], json!(1));
     assert_eq!(completed["data"]["sessions"][0]["id"], other["id"]);
-    let (_, later) = server
-        .get("/v1/sessions?created_from=2999-01-01T00:00:00Z")
-        .await;
+    let (_, later) = server.get("/v1/sessions?created_from=2999-01-01T00:00:00Z").await;
     assert_eq!(later["data"]["total"], json!(0));
     let (_, page_two) = server.get("/v1/sessions?page=2&limit=10").await;
     assert_eq!(page_two["data"]["sessions"], json!([]));
@@ -386,11 +332,9 @@ async fn shutdown_ends_every_browser_and_records_why() {
     let session_id = text(&session["id"]).to_owned();
     let browsers_dir = server.browsers_dir();
     let data_dir = server.stop().await;
-    wait_until(
-        "browsers gone after shutdown",
-        Duration::from_secs(10),
-        || anchorage_browser::leftover_browser_pids(&browsers_dir).is_empty(),
-    )
+    wait_until("browsers gone after shutdown", Duration::from_secs(10), || {
+        anchorage_browser::leftover_browser_pids(&browsers_dir).is_empty()
+    })
     .await;
 
     let again = TestServer::start_in(data_dir, &[], |_| {}).await;
@@ -411,9 +355,7 @@ async fn frames_far_over_the_usual_limits_pass_both_ways_unchanged() {
     let length = cdp.evaluate(&page, &format!("'{big}'.length")).await;
     assert_eq!(length, json!(big.len()));
     // ... and 40 MiB down, byte for byte.
-    let echoed = cdp
-        .evaluate(&page, "'b'.repeat(40 * 1024 * 1024) + 'é'")
-        .await;
+    let echoed = cdp.evaluate(&page, "'b'.repeat(40 * 1024 * 1024) + 'é'").await;
     let echoed = echoed.as_str().expect("a string");
     assert_eq!(echoed.len(), 40 * 1024 * 1024 + 'é'.len_utf8());
     assert!(echoed.ends_with('é'));

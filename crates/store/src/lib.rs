@@ -10,12 +10,12 @@
 mod records;
 pub mod sqlite;
 
-use anchorage_core::{RequestId, SessionId, SessionStatus, TeamId, Timestamp};
+use anchorage_core::{BatchId, RequestId, SessionId, SessionStatus, TeamId, Timestamp};
 use async_trait::async_trait;
 
 pub use records::{
-    ApiKeyRecord, AuthenticatedKey, RecoveryReport, RequestRecord, SessionFilter, SessionPage,
-    SessionRecord, SessionSort, TeamRecord,
+    ApiKeyRecord, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, LaunchFailure,
+    RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord, SessionSort, TeamRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -75,50 +75,30 @@ pub trait Store: Send + Sync + 'static {
     /// Persists a new start request (status `pending`).
     async fn insert_request(&self, request: &RequestRecord) -> StoreResult<()>;
     /// A team's request.
-    async fn request(
-        &self,
-        team_id: TeamId,
-        request_id: RequestId,
-    ) -> StoreResult<Option<RequestRecord>>;
+    async fn request(&self, team_id: TeamId, request_id: RequestId) -> StoreResult<Option<RequestRecord>>;
     /// Cancels a request that has not started; `false` if it had.
-    async fn cancel_pending_request(
-        &self,
-        request_id: RequestId,
-        at: Timestamp,
-    ) -> StoreResult<bool>;
+    async fn cancel_pending_request(&self, request_id: RequestId, at: Timestamp) -> StoreResult<bool>;
     /// Every `pending` request, oldest first.
     async fn pending_requests(&self) -> StoreResult<Vec<RequestRecord>>;
     /// Moves a `pending` request to `processing` and inserts its session as
     /// `starting`, together. `false` if the request was no longer pending.
-    async fn begin_launch(
-        &self,
-        request_id: RequestId,
-        session: &SessionRecord,
-    ) -> StoreResult<bool>;
+    async fn begin_launch(&self, request_id: RequestId, session: &SessionRecord) -> StoreResult<bool>;
     /// The browser is up: the session becomes `running`, its request
     /// `completed`. `false` if either had moved on (a cancel or an end won):
     /// the caller must then kill the browser.
-    async fn finish_launch(
-        &self,
-        request_id: RequestId,
-        session_id: SessionId,
-        at: Timestamp,
-    ) -> StoreResult<bool>;
-    /// The browser did not come up: session `failed`, request `failed`.
+    async fn finish_launch(&self, request_id: RequestId, session_id: SessionId, at: Timestamp) -> StoreResult<bool>;
+    /// The browser did not come up: the session is `failed`; the request is
+    /// `pending` again if it has attempts left (one is used up), else `failed`.
     async fn fail_launch(
         &self,
         request_id: RequestId,
         session_id: SessionId,
         error: &str,
         at: Timestamp,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<LaunchFailure>;
 
     /// A team's session.
-    async fn session(
-        &self,
-        team_id: TeamId,
-        session_id: SessionId,
-    ) -> StoreResult<Option<SessionRecord>>;
+    async fn session(&self, team_id: TeamId, session_id: SessionId) -> StoreResult<Option<SessionRecord>>;
     /// Ends a live session with a final status; `false` if it had already ended.
     async fn end_session(
         &self,
@@ -128,17 +108,37 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
     ) -> StoreResult<bool>;
     /// A page of a team's sessions, with the total count of matches.
-    async fn list_sessions(
+    async fn list_sessions(&self, filter: &SessionFilter, page: &SessionPage)
+        -> StoreResult<(Vec<SessionRecord>, i64)>;
+
+    /// Persists a batch and all its items (`pending`) together.
+    async fn insert_batch(&self, batch: &BatchRecord, items: &[RequestRecord]) -> StoreResult<()>;
+    /// A team's batch with its counts.
+    async fn batch(&self, team_id: TeamId, batch_id: BatchId) -> StoreResult<Option<BatchSummary>>;
+    /// Every item of a batch, by index.
+    async fn batch_items(&self, batch_id: BatchId) -> StoreResult<Vec<BatchItem>>;
+    /// A page of a team's batches, newest first, with the total count.
+    async fn list_batches(&self, filter: &BatchFilter) -> StoreResult<(Vec<BatchSummary>, i64)>;
+    /// Cancels a `pending` or `processing` batch, atomically: its waiting and
+    /// launching items become `cancelled` (and launching sessions ended), and
+    /// its running sessions are returned to be ended. Of two racing cancels,
+    /// exactly one gets `Done`.
+    async fn cancel_batch(&self, team_id: TeamId, batch_id: BatchId, at: Timestamp) -> StoreResult<BatchChange>;
+    /// Removes a batch and its items; launching sessions are ended and
+    /// running ones returned to be ended.
+    async fn delete_batch(&self, team_id: TeamId, batch_id: BatchId, at: Timestamp) -> StoreResult<BatchChange>;
+    /// Sets failed items (and, unless `failed_only`, completed items whose
+    /// session has ended) back to `pending` with `attempts` attempts, raising
+    /// their `retry_count`.
+    async fn retry_batch(
         &self,
-        filter: &SessionFilter,
-        page: &SessionPage,
-    ) -> StoreResult<(Vec<SessionRecord>, i64)>;
+        team_id: TeamId,
+        batch_id: BatchId,
+        failed_only: bool,
+        attempts: i64,
+    ) -> StoreResult<RetryOutcome>;
 
     /// After an unclean stop: every live session becomes `failed` with
     /// `reason`, every `processing` request goes back to `pending`.
-    async fn recover_after_restart(
-        &self,
-        reason: &str,
-        at: Timestamp,
-    ) -> StoreResult<RecoveryReport>;
+    async fn recover_after_restart(&self, reason: &str, at: Timestamp) -> StoreResult<RecoveryReport>;
 }

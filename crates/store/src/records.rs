@@ -1,10 +1,9 @@
 //! Plain rows as the store hands them out.
 
 use anchorage_core::{
-    ApiKeyId, RequestId, RequestStatus, SessionId, SessionStatus, TeamId, Timestamp,
+    ApiKeyId, BatchCounts, BatchId, BatchStatus, RequestId, RequestStatus, SessionId, SessionStatus, TeamId, Timestamp,
 };
 use serde_json::Value;
-use uuid::Uuid;
 
 /// A team.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,7 +58,7 @@ pub struct RequestRecord {
     /// That key's name at the time.
     pub api_key_name: String,
     /// The batch it belongs to, if any.
-    pub batch_id: Option<Uuid>,
+    pub batch_id: Option<BatchId>,
     /// Its place in the batch (0 for single starts).
     pub item_index: i64,
     /// Where it is.
@@ -96,7 +95,7 @@ pub struct SessionRecord {
     /// The request it came from.
     pub request_id: Option<RequestId>,
     /// The batch it came from.
-    pub batch_id: Option<Uuid>,
+    pub batch_id: Option<BatchId>,
     /// Where it is.
     pub status: SessionStatus,
     /// The start body, as given.
@@ -131,7 +130,7 @@ pub struct SessionFilter {
     /// Must carry every one of these tags.
     pub tags: Vec<String>,
     /// Only of this batch.
-    pub batch_id: Option<Uuid>,
+    pub batch_id: Option<BatchId>,
     /// Created at or after.
     pub created_from: Option<Timestamp>,
     /// Created at or before.
@@ -170,4 +169,127 @@ pub struct RecoveryReport {
     pub sessions_failed: u64,
     /// Requests that were mid-launch and are `pending` again.
     pub requests_requeued: u64,
+}
+
+/// A new batch, as inserted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRecord {
+    /// Its id.
+    pub id: BatchId,
+    /// The team that asked.
+    pub team_id: TeamId,
+    /// The key that asked.
+    pub api_key_id: Option<ApiKeyId>,
+    /// How many sessions were asked for.
+    pub total_requests: i64,
+    /// The start body shared by every item.
+    pub configuration: Value,
+    /// Free-form metadata.
+    pub metadata: Option<Value>,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+}
+
+/// A batch as read back, with its items counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchSummary {
+    /// Its id.
+    pub id: BatchId,
+    /// The team that owns it.
+    pub team_id: TeamId,
+    /// How many sessions were asked for.
+    pub total_requests: i64,
+    /// The start body shared by every item.
+    pub configuration: Value,
+    /// Free-form metadata.
+    pub metadata: Option<Value>,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+    /// When it was cancelled, if it was.
+    pub cancelled_at: Option<Timestamp>,
+    /// Its items, counted by state.
+    pub counts: BatchCounts,
+    /// The latest time an item reached a final state.
+    pub last_completed_at: Option<Timestamp>,
+    /// One of the failed items' errors.
+    pub first_error: Option<String>,
+}
+
+impl BatchSummary {
+    /// The batch's status, derived from its items.
+    pub fn status(&self) -> BatchStatus {
+        self.counts.status(self.cancelled_at.is_some())
+    }
+
+    /// When the batch reached its final state, if it is in one.
+    pub fn actual_completion_time(&self) -> Option<Timestamp> {
+        match self.status() {
+            BatchStatus::Cancelled => self.cancelled_at,
+            status if status.is_final() => self.last_completed_at.or(Some(self.created_at)),
+            _ => None,
+        }
+    }
+}
+
+/// One item of a batch with the state of its session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchItem {
+    /// The item.
+    pub request: RequestRecord,
+    /// Its session's status, if it has one.
+    pub session_status: Option<SessionStatus>,
+}
+
+/// Which batches to list.
+#[derive(Debug, Clone)]
+pub struct BatchFilter {
+    /// Whose.
+    pub team_id: TeamId,
+    /// Only this status.
+    pub status: Option<BatchStatus>,
+    /// Created at or after.
+    pub created_after: Option<Timestamp>,
+    /// Created at or before.
+    pub created_before: Option<Timestamp>,
+    /// 1-based page.
+    pub page: i64,
+    /// Rows per page.
+    pub limit: i64,
+}
+
+/// What a cancel or delete found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchChange {
+    /// No such batch for this team.
+    NotFound,
+    /// The batch is in a state that does not allow it.
+    Conflict(BatchStatus),
+    /// Done; these sessions were running and must now be ended.
+    Done(Vec<SessionId>),
+}
+
+/// What a retry did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetryOutcome {
+    /// No such batch for this team.
+    NotFound,
+    /// The batch is cancelled.
+    Conflict(BatchStatus),
+    /// `retried` items are `pending` again (possibly none); `pending` is
+    /// every pending item of the batch now, for the queue.
+    Retried {
+        /// How many items this retry re-queued.
+        retried: u64,
+        /// Every pending item of the batch.
+        pending: Vec<RequestRecord>,
+    },
+}
+
+/// What became of a failed launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchFailure {
+    /// The item had attempts left: it is `pending` again.
+    Requeued,
+    /// The item is `failed`.
+    Failed,
 }

@@ -72,10 +72,7 @@ pub async fn by_api_key(state: AppState, request: Request) -> Response {
         Ok(None) => return ApiError::Unauthorized.into_response(),
         Err(error) => return error.into_response(),
     };
-    let Some(session_id) = query
-        .get("sessionId")
-        .and_then(|text| text.parse::<SessionId>().ok())
-    else {
+    let Some(session_id) = query.get("sessionId").and_then(|text| text.parse::<SessionId>().ok()) else {
         return ApiError::session_not_found().into_response();
     };
     match state.fleet.live_session(caller.team_id, session_id) {
@@ -87,10 +84,8 @@ pub async fn by_api_key(state: AppState, request: Request) -> Response {
 async fn upgrade(state: AppState, session: Arc<LiveSession>, mut request: Request) -> Response {
     let headers = request.headers();
     if !is_websocket_upgrade(headers) {
-        return ApiError::BadRequest(
-            "this URL takes a WebSocket upgrade (connect with a CDP client)".to_owned(),
-        )
-        .into_response();
+        return ApiError::BadRequest("this URL takes a WebSocket upgrade (connect with a CDP client)".to_owned())
+            .into_response();
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -105,10 +100,7 @@ async fn upgrade(state: AppState, session: Arc<LiveSession>, mut request: Reques
     else {
         return ApiError::BadRequest("Sec-WebSocket-Key is missing".to_owned()).into_response();
     };
-    let Some(on_upgrade) = request
-        .extensions_mut()
-        .remove::<hyper::upgrade::OnUpgrade>()
-    else {
+    let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return ApiError::internal("the connection cannot be upgraded").into_response();
     };
 
@@ -122,16 +114,10 @@ async fn upgrade(state: AppState, session: Arc<LiveSession>, mut request: Reques
     {
         Ok((browser, _)) => browser,
         Err(error) => {
-            if session.client_count() == 0
-                && state.fleet.live_session_any_team(session.id).is_none()
-            {
+            if session.client_count() == 0 && state.fleet.live_session_any_team(session.id).is_none() {
                 return ApiError::session_not_found().into_response();
             }
-            return ApiError::internal(format!(
-                "connecting to the browser of {}: {error}",
-                session.id
-            ))
-            .into_response();
+            return ApiError::internal(format!("connecting to the browser of {}: {error}", session.id)).into_response();
         }
     };
     let guard = session.connect_client();
@@ -143,12 +129,8 @@ async fn upgrade(state: AppState, session: Arc<LiveSession>, mut request: Reques
                 return;
             }
         };
-        let client = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(websocket_config()),
-        )
-        .await;
+        let client =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(websocket_config())).await;
         let end = pump(client, browser, session.ending()).await;
         tracing::debug!(session_id = %session.id, ?end, "CDP client disconnected");
         drop(guard);

@@ -22,21 +22,19 @@ impl FromRequest<AppState> for JsonBody {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let limit = state.max_body_bytes;
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(limit)
-                } else {
-                    ApiError::BadRequest(format!("the request body could not be read: {rejection}"))
-                }
-            })?;
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(limit)
+            } else {
+                ApiError::BadRequest(format!("the request body could not be read: {rejection}"))
+            }
+        })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(Value::Object(Default::default())));
         }
-        serde_json::from_slice(&bytes).map(Self).map_err(|error| {
-            ApiError::BadRequest(format!("the request body is not valid JSON: {error}"))
-        })
+        serde_json::from_slice(&bytes)
+            .map(Self)
+            .map_err(|error| ApiError::BadRequest(format!("the request body is not valid JSON: {error}")))
     }
 }
 
@@ -56,10 +54,7 @@ impl QueryMap {
 
     /// A value, treating empty as absent.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|value| !value.is_empty())
+        self.0.get(name).map(String::as_str).filter(|value| !value.is_empty())
     }
 
     /// An integer within bounds, or `400` naming the parameter.
@@ -113,6 +108,12 @@ impl PathId for anchorage_core::SessionId {
     }
 }
 
+impl PathId for anchorage_core::BatchId {
+    fn not_found() -> ApiError {
+        ApiError::NotFound("Batch not found".to_owned())
+    }
+}
+
 impl PathId for anchorage_core::RequestId {
     fn not_found() -> ApiError {
         ApiError::NotFound("Request not found".to_owned())
@@ -130,10 +131,9 @@ impl<T: PathId> axum::extract::FromRequestParts<AppState> for IdPath<T> {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|_| T::not_found())?;
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| T::not_found())?;
         raw.parse().map(Self).map_err(|_| T::not_found())
     }
 }

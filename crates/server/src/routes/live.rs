@@ -13,11 +13,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The live view page.
-pub async fn page(
-    State(state): State<AppState>,
-    Path(raw_id): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> Response {
+pub async fn page(State(state): State<AppState>, Path(raw_id): Path<String>, RawQuery(raw): RawQuery) -> Response {
     let Ok(session_id) = raw_id.parse::<SessionId>() else {
         return ApiError::session_not_found().into_response();
     };

@@ -2,6 +2,7 @@
 //! This module alone speaks HTTP; handlers call the fleet and the store and
 //! turn their answers into the contract's JSON.
 
+mod batches;
 mod cdp;
 pub mod extract;
 mod live;
@@ -28,31 +29,27 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(root))
         .route("/cdp/{session_id}", get(cdp::by_token))
         .route("/live/{session_id}", get(live::page))
-        .route(
-            "/v1/sessions",
-            post(sessions::create).get(sessions::history),
-        )
+        .route("/v1/sessions", post(sessions::create).get(sessions::history))
         .route("/v1/sessions/async", post(sessions::create_async))
-        .route(
-            "/v1/sessions/async/{request_id}/status",
-            get(sessions::async_status_of),
-        )
+        .route("/v1/sessions/async/{request_id}/status", get(sessions::async_status_of))
         .route("/v1/sessions/all", delete(sessions::delete_all))
         .route("/v1/sessions/all/status", get(sessions::all_status))
-        .route(
-            "/v1/sessions/{session_id}",
-            get(sessions::get).delete(sessions::delete),
-        )
+        .route("/v1/sessions/{session_id}", get(sessions::get).delete(sessions::delete))
         .route("/v1/sessions/{session_id}/pages", get(sessions::pages))
+        .route("/v1/batch-sessions", post(batches::create).get(batches::list))
+        .route(
+            "/v1/batch-sessions/{batch_id}",
+            get(batches::get).patch(batches::cancel).delete(batches::delete),
+        )
+        .route("/v1/batch-sessions/{batch_id}/retry", post(batches::retry))
+        .route("/v1/batch-sessions/{batch_id}/events", get(batches::events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(log_request))
-        .layer(CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                ApiError::internal("a request handler panicked").into_response()
-            },
-        ))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            ApiError::internal("a request handler panicked").into_response()
+        }))
         .with_state(state)
 }
 

@@ -1,8 +1,6 @@
 //! `/v1/sessions…`: start, inspect, list and end sessions.
 
-use anchorage_core::{
-    RequestId, RequestStatus, SessionId, SessionOptions, SessionStatus, Timestamp,
-};
+use anchorage_core::{RequestId, RequestStatus, SessionId, SessionOptions, SessionStatus, Timestamp};
 use anchorage_store::{RequestRecord, SessionFilter, SessionPage, SessionRecord, SessionSort};
 use axum::extract::{RawQuery, State};
 use axum::Json;
@@ -20,10 +18,17 @@ fn data(value: Value) -> Json<Value> {
     Json(json!({ "data": value }))
 }
 
-/// Validates a start body and makes its request row.
-fn new_request(caller: &Caller, configuration: Value) -> Result<RequestRecord, ApiError> {
-    SessionOptions::from_configuration(&configuration)
-        .map_err(|error| ApiError::BadRequest(error.0))?;
+/// Validates a start body, checks the team's quota, and makes the request row.
+fn new_request(state: &AppState, caller: &Caller, configuration: Value) -> Result<RequestRecord, ApiError> {
+    SessionOptions::from_configuration(&configuration).map_err(|error| ApiError::BadRequest(error.0))?;
+    if state.fleet.team_over_quota(caller.0.team_id) {
+        return Err(ApiError::TooManyRequests {
+            message:
+                "your team has as many sessions running and queued as its quota allows; end one or try again later"
+                    .to_owned(),
+            retry_after_seconds: 5,
+        });
+    }
     Ok(RequestRecord {
         id: RequestId::new_random(),
         team_id: caller.0.team_id,
@@ -62,12 +67,8 @@ impl Drop for AbandonOnDrop {
 }
 
 /// `POST /v1/sessions`: start a session and answer once it is connectable.
-pub async fn create(
-    State(state): State<AppState>,
-    caller: Caller,
-    JsonBody(body): JsonBody,
-) -> ApiResult {
-    let request = new_request(&caller, body)?;
+pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody) -> ApiResult {
+    let request = new_request(&state, &caller, body)?;
     let request_id = request.id;
     let waiting = state.fleet.submit(request).await?;
     let mut guard = AbandonOnDrop {
@@ -97,12 +98,8 @@ pub async fn create(
 }
 
 /// `POST /v1/sessions/async`: accept a start and answer at once.
-pub async fn create_async(
-    State(state): State<AppState>,
-    caller: Caller,
-    JsonBody(body): JsonBody,
-) -> ApiResult {
-    let request = new_request(&caller, body)?;
+pub async fn create_async(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody) -> ApiResult {
+    let request = new_request(&state, &caller, body)?;
     let request_id = request.id;
     // Nobody waits on the receiver; the poller reads the store.
     drop(state.fleet.submit(request).await?);
@@ -123,12 +120,9 @@ fn async_status(request: &RequestRecord, session: Option<&SessionRecord>) -> &'s
 }
 
 /// The batch-item shape of a request (the SDK's `BatchSessionItemSchema`).
-pub fn item_json(
-    state: &AppState,
-    request: &RequestRecord,
-    session: Option<&SessionRecord>,
-) -> Value {
-    let connectable = session.is_some_and(|session| session.status == SessionStatus::Running);
+/// `cdp_url` and `live_view_url` are given while the item's session runs.
+pub fn item_json(state: &AppState, request: &RequestRecord, session_status: Option<SessionStatus>) -> Value {
+    let connectable = session_status == Some(SessionStatus::Running);
     let session_id = request.session_id;
     json!({
         "item_index": request.item_index,
@@ -166,18 +160,14 @@ pub async fn async_status_of(
         "progress": {"current_phase": request.status.phase().as_str()},
     });
     if request.session_id.is_some() || request.error.is_some() {
-        body["session"] = item_json(&state, &request, session.as_ref());
+        body["session"] = item_json(&state, &request, session.as_ref().map(|session| session.status));
     }
     Ok(data(body))
 }
 
 /// The caller's session, or the same `404` whether it is missing or another
 /// team's.
-async fn owned_session(
-    state: &AppState,
-    caller: &Caller,
-    session_id: SessionId,
-) -> Result<SessionRecord, ApiError> {
+async fn owned_session(state: &AppState, caller: &Caller, session_id: SessionId) -> Result<SessionRecord, ApiError> {
     state
         .store
         .session(caller.0.team_id, session_id)
@@ -193,11 +183,7 @@ fn duration_seconds(session: &SessionRecord) -> i64 {
 }
 
 /// `GET /v1/sessions/{session_id}`.
-pub async fn get(
-    State(state): State<AppState>,
-    caller: Caller,
-    IdPath(session_id): IdPath<SessionId>,
-) -> ApiResult {
+pub async fn get(State(state): State<AppState>, caller: Caller, IdPath(session_id): IdPath<SessionId>) -> ApiResult {
     let session = owned_session(&state, &caller, session_id).await?;
     Ok(data(json!({
         "session_id": session.id,
@@ -219,19 +205,11 @@ pub async fn get(
 }
 
 /// `DELETE /v1/sessions/{session_id}`: end it; ending an ended one is fine.
-pub async fn delete(
-    State(state): State<AppState>,
-    caller: Caller,
-    IdPath(session_id): IdPath<SessionId>,
-) -> ApiResult {
+pub async fn delete(State(state): State<AppState>, caller: Caller, IdPath(session_id): IdPath<SessionId>) -> ApiResult {
     owned_session(&state, &caller, session_id).await?;
     state
         .fleet
-        .end_session(
-            session_id,
-            SessionStatus::Completed,
-            "ended by a client (DELETE)",
-        )
+        .end_session(session_id, SessionStatus::Completed, "ended by a client (DELETE)")
         .await?;
     Ok(data(json!({"status": "ok"})))
 }
@@ -248,11 +226,11 @@ fn live_filter(caller: &Caller, query: &QueryMap) -> Result<SessionFilter, ApiEr
     })
 }
 
-fn batch_filter(query: &QueryMap) -> Result<Option<uuid::Uuid>, ApiError> {
+fn batch_filter(query: &QueryMap) -> Result<Option<anchorage_core::BatchId>, ApiError> {
     query
         .get("batch_id")
         .map(|text| {
-            text.parse::<uuid::Uuid>()
+            text.parse::<anchorage_core::BatchId>()
                 .map_err(|_| ApiError::BadRequest("batch_id must be a UUID".to_owned()))
         })
         .transpose()
@@ -274,11 +252,9 @@ pub async fn delete_all(State(state): State<AppState>, caller: Caller) -> ApiRes
     };
     let (sessions, _) = state.store.list_sessions(&filter, &ALL_ROWS).await?;
     let ends = sessions.iter().map(|session| {
-        state.fleet.end_session(
-            session.id,
-            SessionStatus::Completed,
-            "ended by a client (DELETE all)",
-        )
+        state
+            .fleet
+            .end_session(session.id, SessionStatus::Completed, "ended by a client (DELETE all)")
     });
     for result in futures_util::future::join_all(ends).await {
         result?;
@@ -287,11 +263,7 @@ pub async fn delete_all(State(state): State<AppState>, caller: Caller) -> ApiRes
 }
 
 /// `GET /v1/sessions/all/status`: the team's live sessions.
-pub async fn all_status(
-    State(state): State<AppState>,
-    caller: Caller,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
+pub async fn all_status(State(state): State<AppState>, caller: Caller, RawQuery(raw): RawQuery) -> ApiResult {
     let query = QueryMap::parse(raw.as_deref());
     let (sessions, total) = state
         .store
@@ -312,11 +284,7 @@ pub async fn all_status(
 }
 
 /// `GET /v1/sessions`: the history page.
-pub async fn history(
-    State(state): State<AppState>,
-    caller: Caller,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
+pub async fn history(State(state): State<AppState>, caller: Caller, RawQuery(raw): RawQuery) -> ApiResult {
     let query = QueryMap::parse(raw.as_deref());
     let page = query.integer("page", 1, i64::from(i32::MAX))?.unwrap_or(1);
     let limit = match query.get("limit") {
@@ -324,11 +292,7 @@ pub async fn history(
         Some("10") => 10,
         Some("20") => 20,
         Some("50") => 50,
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "limit must be 10, 20 or 50".to_owned(),
-            ))
-        }
+        Some(_) => return Err(ApiError::BadRequest("limit must be 10, 20 or 50".to_owned())),
     };
     let sort = match query.get("sort_by") {
         None | Some("created_at") => SessionSort::CreatedAt,
@@ -343,19 +307,13 @@ pub async fn history(
     let descending = match query.get("sort_order") {
         None | Some("desc") => true,
         Some("asc") => false,
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "sort_order must be asc or desc".to_owned(),
-            ))
-        }
+        Some(_) => return Err(ApiError::BadRequest("sort_order must be asc or desc".to_owned())),
     };
     let status = query
         .get("status")
         .map(|text| {
             text.parse::<SessionStatus>().map_err(|_| {
-                ApiError::BadRequest(
-                    "status must be one of starting, running, completed, failed".to_owned(),
-                )
+                ApiError::BadRequest("status must be one of starting, running, completed, failed".to_owned())
             })
         })
         .transpose()?;
@@ -409,11 +367,7 @@ pub async fn history(
 }
 
 /// `GET /v1/sessions/{session_id}/pages`: the browser's open pages.
-pub async fn pages(
-    State(state): State<AppState>,
-    caller: Caller,
-    IdPath(session_id): IdPath<SessionId>,
-) -> ApiResult {
+pub async fn pages(State(state): State<AppState>, caller: Caller, IdPath(session_id): IdPath<SessionId>) -> ApiResult {
     owned_session(&state, &caller, session_id).await?;
     let Some(live) = state.fleet.live_session(caller.0.team_id, session_id) else {
         return Ok(data(json!({"count": 0, "items": []})));

@@ -64,19 +64,14 @@ impl TestServer {
         .iter()
         .map(|(key, value)| (key.to_string(), value.to_string()))
         .collect();
-        values.insert(
-            "ANCHORAGE_DATA_DIR".into(),
-            data_dir.path().display().to_string(),
-        );
+        values.insert("ANCHORAGE_DATA_DIR".into(), data_dir.path().display().to_string());
         for (key, value) in pairs {
             values.insert(key.to_string(), value.to_string());
         }
         let source = Settings(values);
         let mut config = Config::load(&source, None).expect("config");
         adjust(&mut config);
-        let app = App::build(config.clone(), &source)
-            .await
-            .expect("server starts");
+        let app = App::build(config.clone(), &source).await.expect("server starts");
         let base = format!("http://{}", app.local_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(app.run(async move {
@@ -125,14 +120,12 @@ impl TestServer {
         let response = request.send().await.expect("request sent");
         let status = response.status();
         let text = response.text().await.expect("body");
-        let value = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("{status} body is not JSON: {text:?}"));
+        let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} body is not JSON: {text:?}"));
         (status, value)
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.request(reqwest::Method::GET, path, Some(TEST_KEY), None)
-            .await
+        self.request(reqwest::Method::GET, path, Some(TEST_KEY), None).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
@@ -141,8 +134,7 @@ impl TestServer {
     }
 
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        self.request(reqwest::Method::DELETE, path, Some(TEST_KEY), None)
-            .await
+        self.request(reqwest::Method::DELETE, path, Some(TEST_KEY), None).await
     }
 
     /// Starts a session synchronously and returns its data.
@@ -156,10 +148,7 @@ impl TestServer {
         let (status, answer) = self.get(&format!("/v1/sessions/{session_id}")).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         (
-            answer["data"]["status"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
+            answer["data"]["status"].as_str().unwrap_or_default().to_owned(),
             answer["data"].clone(),
         )
     }
@@ -235,20 +224,14 @@ pub async fn serve_test_page() -> String {
         .route(
             "/",
             axum::routing::get(|| async {
-                axum::response::Html(format!(
-                    "<!doctype html><title>{TEST_PAGE_TITLE}</title><h1>hello</h1>"
-                ))
+                axum::response::Html(format!("<!doctype html><title>{TEST_PAGE_TITLE}</title><h1>hello</h1>"))
             }),
         )
         .route(
             "/second",
-            axum::routing::get(|| async {
-                axum::response::Html("<!doctype html><title>second page</title>")
-            }),
+            axum::routing::get(|| async { axum::response::Html("<!doctype html><title>second page</title>") }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address: SocketAddr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, router).await });
     format!("http://{address}")
@@ -299,9 +282,7 @@ impl Cdp {
 
     /// Opens `url` in a new tab, waits for it to load, returns the CDP session id.
     pub async fn open_page(&mut self, url: &str) -> String {
-        let created = self
-            .call("Target.createTarget", json!({"url": url}), None)
-            .await;
+        let created = self.call("Target.createTarget", json!({"url": url}), None).await;
         let target_id = created["targetId"].as_str().expect("target id").to_owned();
         let attached = self
             .call(
@@ -310,16 +291,12 @@ impl Cdp {
                 None,
             )
             .await;
-        let session = attached["sessionId"]
-            .as_str()
-            .expect("session id")
-            .to_owned();
+        let session = attached["sessionId"].as_str().expect("session id").to_owned();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let state = self.evaluate(&session, "document.readyState").await;
             let href = self.evaluate(&session, "location.href").await;
-            if state == json!("complete") && href.as_str().is_some_and(|href| href.starts_with(url))
-            {
+            if state == json!("complete") && href.as_str().is_some_and(|href| href.starts_with(url)) {
                 return session;
             }
             assert!(Instant::now() < deadline, "page {url} did not load");
@@ -370,10 +347,7 @@ impl TestServer {
     /// The main Chromium process (its process group leader) of a session.
     pub fn main_browser_pid(&self, session_id: &str) -> Option<u32> {
         let simple = session_id.replace('-', "");
-        let marker = format!(
-            "--user-data-dir={}/{simple}/",
-            self.browsers_dir().display()
-        );
+        let marker = format!("--user-data-dir={}/{simple}/", self.browsers_dir().display());
         self.browser_pids().into_iter().find(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let ours = cmdline

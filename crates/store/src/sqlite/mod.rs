@@ -2,27 +2,26 @@
 //! a small pool. Every state change is a conditional `UPDATE` inside a
 //! transaction, so racing callers get exactly one winner.
 
+mod batches;
 mod rows;
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use anchorage_core::{
-    ApiKeyId, RequestId, RequestStatus, SessionId, SessionStatus, TeamId, Timestamp,
-};
+use anchorage_core::{ApiKeyId, BatchId, RequestId, RequestStatus, SessionId, SessionStatus, TeamId, Timestamp};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::records::{
-    ApiKeyRecord, AuthenticatedKey, RecoveryReport, RequestRecord, SessionFilter, SessionPage,
-    SessionRecord, SessionSort, TeamRecord,
+    ApiKeyRecord, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, LaunchFailure,
+    RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord, SessionSort, TeamRecord,
 };
 use crate::{Store, StoreError, StoreResult};
 use rows::{api_key_from_row, request_from_row, session_from_row, team_from_row};
 
 /// Each migration, in order; the index plus one is its version.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema_2.sql")];
 
 const SESSION_COLUMNS: &str = "s.id, s.team_id, s.api_key_id, s.api_key_name, s.request_id, s.batch_id, s.status, \
      s.configuration, s.headless, s.recording, s.proxy, s.created_at, s.started_at, s.ended_at, s.end_reason";
@@ -60,13 +59,14 @@ impl SqliteStore {
 
     async fn migrate(&self) -> StoreResult<()> {
         let mut transaction = self.pool.begin().await?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-            .execute(&mut *transaction)
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *transaction)
+        .await?;
+        let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(&mut *transaction)
             .await?;
-        let current: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-                .fetch_one(&mut *transaction)
-                .await?;
         for (index, migration) in MIGRATIONS.iter().enumerate() {
             let version = index as i64 + 1;
             if version <= current {
@@ -91,9 +91,7 @@ fn json_text(value: &serde_json::Value) -> String {
 fn push_session_filter(builder: &mut QueryBuilder<'_, Sqlite>, filter: &SessionFilter) {
     builder.push(" WHERE 1 = 1");
     if let Some(team_id) = filter.team_id {
-        builder
-            .push(" AND s.team_id = ")
-            .push_bind(team_id.to_string());
+        builder.push(" AND s.team_id = ").push_bind(team_id.to_string());
     }
     if let Some(status) = filter.status {
         builder.push(" AND s.status = ").push_bind(status.as_str());
@@ -102,25 +100,17 @@ fn push_session_filter(builder: &mut QueryBuilder<'_, Sqlite>, filter: &SessionF
         builder.push(" AND s.status IN ('starting', 'running')");
     }
     if let Some(batch_id) = filter.batch_id {
-        builder
-            .push(" AND s.batch_id = ")
-            .push_bind(batch_id.to_string());
+        builder.push(" AND s.batch_id = ").push_bind(batch_id.to_string());
     }
     if let Some(from) = filter.created_from {
-        builder
-            .push(" AND s.created_at >= ")
-            .push_bind(from.as_millis());
+        builder.push(" AND s.created_at >= ").push_bind(from.as_millis());
     }
     if let Some(to) = filter.created_to {
-        builder
-            .push(" AND s.created_at <= ")
-            .push_bind(to.as_millis());
+        builder.push(" AND s.created_at <= ").push_bind(to.as_millis());
     }
     for tag in &filter.tags {
         builder
-            .push(
-                " AND EXISTS (SELECT 1 FROM session_tags t WHERE t.session_id = s.id AND t.tag = ",
-            )
+            .push(" AND EXISTS (SELECT 1 FROM session_tags t WHERE t.session_id = s.id AND t.tag = ")
             .push_bind(tag.clone())
             .push(")");
     }
@@ -142,10 +132,7 @@ impl SqliteStore {
         for row in rows {
             let session_id: String = row.try_get("session_id")?;
             let tag: String = row.try_get("tag")?;
-            if let Some(session) = sessions
-                .iter_mut()
-                .find(|session| session.id.to_string() == session_id)
-            {
+            if let Some(session) = sessions.iter_mut().find(|session| session.id.to_string() == session_id) {
                 session.tags.push(tag);
             }
         }
@@ -156,12 +143,10 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
@@ -181,12 +166,13 @@ impl Store for SqliteStore {
             name: name.to_owned(),
             created_at: Timestamp::now(),
         };
-        let inserted = sqlx::query("INSERT INTO teams (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
-            .bind(team.id.to_string())
-            .bind(&team.name)
-            .bind(team.created_at.as_millis())
-            .execute(&self.pool)
-            .await?;
+        let inserted =
+            sqlx::query("INSERT INTO teams (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
+                .bind(team.id.to_string())
+                .bind(&team.name)
+                .bind(team.created_at.as_millis())
+                .execute(&self.pool)
+                .await?;
         if inserted.rows_affected() == 0 {
             return Err(StoreError::AlreadyExists(format!("team {name:?}")));
         }
@@ -229,9 +215,7 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         if inserted.rows_affected() == 0 {
-            return Err(StoreError::AlreadyExists(
-                "an API key with this value".to_owned(),
-            ));
+            return Err(StoreError::AlreadyExists("an API key with this value".to_owned()));
         }
         let keys = self.list_api_keys().await?;
         keys.into_iter()
@@ -240,12 +224,10 @@ impl Store for SqliteStore {
     }
 
     async fn authenticate(&self, key_hash: &str) -> StoreResult<Option<AuthenticatedKey>> {
-        let row = sqlx::query(
-            "SELECT id, name, team_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
-        )
-        .bind(key_hash)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query("SELECT id, name, team_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL")
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(AuthenticatedKey {
             key_id: rows::parse_id(&row, "id")?,
@@ -265,14 +247,13 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_api_key(&self, id_or_prefix: &str) -> StoreResult<u64> {
-        let result = sqlx::query(
-            "UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL AND (id = ? OR key_prefix = ?)",
-        )
-        .bind(Timestamp::now().as_millis())
-        .bind(id_or_prefix)
-        .bind(id_or_prefix)
-        .execute(&self.pool)
-        .await?;
+        let result =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL AND (id = ? OR key_prefix = ?)")
+                .bind(Timestamp::now().as_millis())
+                .bind(id_or_prefix)
+                .bind(id_or_prefix)
+                .execute(&self.pool)
+                .await?;
         Ok(result.rows_affected())
     }
 
@@ -302,11 +283,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn request(
-        &self,
-        team_id: TeamId,
-        request_id: RequestId,
-    ) -> StoreResult<Option<RequestRecord>> {
+    async fn request(&self, team_id: TeamId, request_id: RequestId) -> StoreResult<Option<RequestRecord>> {
         let row = sqlx::query("SELECT * FROM start_requests WHERE id = ? AND team_id = ?")
             .bind(request_id.to_string())
             .bind(team_id.to_string())
@@ -315,11 +292,7 @@ impl Store for SqliteStore {
         row.as_ref().map(request_from_row).transpose()
     }
 
-    async fn cancel_pending_request(
-        &self,
-        request_id: RequestId,
-        at: Timestamp,
-    ) -> StoreResult<bool> {
+    async fn cancel_pending_request(&self, request_id: RequestId, at: Timestamp) -> StoreResult<bool> {
         let result = sqlx::query(
             "UPDATE start_requests SET status = 'cancelled', completed_at = ? WHERE id = ? AND status = 'pending'",
         )
@@ -331,17 +304,15 @@ impl Store for SqliteStore {
     }
 
     async fn pending_requests(&self) -> StoreResult<Vec<RequestRecord>> {
-        let rows = sqlx::query("SELECT * FROM start_requests WHERE status = 'pending' ORDER BY created_at, batch_id, item_index, id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM start_requests WHERE status = 'pending' ORDER BY created_at, batch_id, item_index, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(request_from_row).collect()
     }
 
-    async fn begin_launch(
-        &self,
-        request_id: RequestId,
-        session: &SessionRecord,
-    ) -> StoreResult<bool> {
+    async fn begin_launch(&self, request_id: RequestId, session: &SessionRecord) -> StoreResult<bool> {
         let mut transaction = self.pool.begin().await?;
         let moved = sqlx::query(
             "UPDATE start_requests SET status = 'processing', session_id = ?, started_at = ? WHERE id = ? AND status = 'pending'",
@@ -388,12 +359,7 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    async fn finish_launch(
-        &self,
-        request_id: RequestId,
-        session_id: SessionId,
-        at: Timestamp,
-    ) -> StoreResult<bool> {
+    async fn finish_launch(&self, request_id: RequestId, session_id: SessionId, at: Timestamp) -> StoreResult<bool> {
         let mut transaction = self.pool.begin().await?;
         let request = sqlx::query(
             "UPDATE start_requests SET status = 'completed', completed_at = ? WHERE id = ? AND status = 'processing'",
@@ -402,11 +368,12 @@ impl Store for SqliteStore {
         .bind(request_id.to_string())
         .execute(&mut *transaction)
         .await?;
-        let session = sqlx::query("UPDATE sessions SET status = 'running', started_at = ? WHERE id = ? AND status = 'starting'")
-            .bind(at.as_millis())
-            .bind(session_id.to_string())
-            .execute(&mut *transaction)
-            .await?;
+        let session =
+            sqlx::query("UPDATE sessions SET status = 'running', started_at = ? WHERE id = ? AND status = 'starting'")
+                .bind(at.as_millis())
+                .bind(session_id.to_string())
+                .execute(&mut *transaction)
+                .await?;
         if request.rows_affected() == 0 || session.rows_affected() == 0 {
             // Leave both as the winner of the race set them.
             transaction.rollback().await?;
@@ -422,35 +389,47 @@ impl Store for SqliteStore {
         session_id: SessionId,
         error: &str,
         at: Timestamp,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<LaunchFailure> {
         let mut transaction = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE start_requests SET status = 'failed', error = ?, completed_at = ? WHERE id = ? AND status = 'processing'",
+            "UPDATE start_requests SET \
+             status = CASE WHEN attempts_left > 0 THEN 'pending' ELSE 'failed' END, \
+             retry_count = CASE WHEN attempts_left > 0 THEN retry_count + 1 ELSE retry_count END, \
+             completed_at = CASE WHEN attempts_left > 0 THEN NULL ELSE ? END, \
+             started_at = CASE WHEN attempts_left > 0 THEN NULL ELSE started_at END, \
+             session_id = CASE WHEN attempts_left > 0 THEN NULL ELSE session_id END, \
+             attempts_left = CASE WHEN attempts_left > 0 THEN attempts_left - 1 ELSE 0 END, \
+             error = ? \
+             WHERE id = ? AND status = 'processing'",
         )
-        .bind(error)
         .bind(at.as_millis())
+        .bind(error)
         .bind(request_id.to_string())
         .execute(&mut *transaction)
         .await?;
         sqlx::query(
-            "UPDATE sessions SET status = 'failed', end_reason = ?, ended_at = ? WHERE id = ? AND status IN ('starting', 'running')",
+            "UPDATE sessions SET status = 'failed', end_reason = ?, ended_at = ? \
+             WHERE id = ? AND status IN ('starting', 'running')",
         )
         .bind(error)
         .bind(at.as_millis())
         .bind(session_id.to_string())
         .execute(&mut *transaction)
         .await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM start_requests WHERE id = ?")
+            .bind(request_id.to_string())
+            .fetch_optional(&mut *transaction)
+            .await?;
         transaction.commit().await?;
-        Ok(())
+        Ok(if status.as_deref() == Some("pending") {
+            LaunchFailure::Requeued
+        } else {
+            LaunchFailure::Failed
+        })
     }
 
-    async fn session(
-        &self,
-        team_id: TeamId,
-        session_id: SessionId,
-    ) -> StoreResult<Option<SessionRecord>> {
-        let query =
-            format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ? AND s.team_id = ?");
+    async fn session(&self, team_id: TeamId, session_id: SessionId) -> StoreResult<Option<SessionRecord>> {
+        let query = format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = ? AND s.team_id = ?");
         let row = sqlx::query(&query)
             .bind(session_id.to_string())
             .bind(team_id.to_string())
@@ -508,8 +487,7 @@ impl Store for SqliteStore {
         filter: &SessionFilter,
         page: &SessionPage,
     ) -> StoreResult<(Vec<SessionRecord>, i64)> {
-        let mut count: QueryBuilder<'_, Sqlite> =
-            QueryBuilder::new("SELECT COUNT(*) FROM sessions s");
+        let mut count: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT COUNT(*) FROM sessions s");
         push_session_filter(&mut count, filter);
         let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
 
@@ -530,19 +508,46 @@ impl Store for SqliteStore {
                 .push_bind((page.page.max(1) - 1).saturating_mul(limit));
         }
         let rows = select.build().fetch_all(&self.pool).await?;
-        let mut sessions = rows
-            .iter()
-            .map(session_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let mut sessions = rows.iter().map(session_from_row).collect::<StoreResult<Vec<_>>>()?;
         self.tags_of(&mut sessions).await?;
         Ok((sessions, total))
     }
 
-    async fn recover_after_restart(
+    async fn insert_batch(&self, batch: &BatchRecord, items: &[RequestRecord]) -> StoreResult<()> {
+        self.insert_batch_rows(batch, items).await
+    }
+
+    async fn batch(&self, team_id: TeamId, batch_id: BatchId) -> StoreResult<Option<BatchSummary>> {
+        self.batch_summary(team_id, batch_id).await
+    }
+
+    async fn batch_items(&self, batch_id: BatchId) -> StoreResult<Vec<BatchItem>> {
+        self.batch_item_rows(batch_id).await
+    }
+
+    async fn list_batches(&self, filter: &BatchFilter) -> StoreResult<(Vec<BatchSummary>, i64)> {
+        self.batch_page(filter).await
+    }
+
+    async fn cancel_batch(&self, team_id: TeamId, batch_id: BatchId, at: Timestamp) -> StoreResult<BatchChange> {
+        self.cancel_batch_rows(team_id, batch_id, at).await
+    }
+
+    async fn delete_batch(&self, team_id: TeamId, batch_id: BatchId, at: Timestamp) -> StoreResult<BatchChange> {
+        self.delete_batch_rows(team_id, batch_id, at).await
+    }
+
+    async fn retry_batch(
         &self,
-        reason: &str,
-        at: Timestamp,
-    ) -> StoreResult<RecoveryReport> {
+        team_id: TeamId,
+        batch_id: BatchId,
+        failed_only: bool,
+        attempts: i64,
+    ) -> StoreResult<RetryOutcome> {
+        self.retry_batch_rows(team_id, batch_id, failed_only, attempts).await
+    }
+
+    async fn recover_after_restart(&self, reason: &str, at: Timestamp) -> StoreResult<RecoveryReport> {
         let mut transaction = self.pool.begin().await?;
         let sessions = sqlx::query(
             "UPDATE sessions SET status = 'failed', end_reason = ?, ended_at = ? WHERE status IN ('starting', 'running')",

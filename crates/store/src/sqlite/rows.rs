@@ -95,10 +95,7 @@ pub(super) fn request_from_row(row: &SqliteRow) -> StoreResult<RequestRecord> {
         error: row.try_get("error")?,
         retry_count: row.try_get("retry_count")?,
         metadata: metadata
-            .map(|text| {
-                serde_json::from_str(&text)
-                    .map_err(|error| StoreError::Corrupt(format!("metadata: {error}")))
-            })
+            .map(|text| serde_json::from_str(&text).map_err(|error| StoreError::Corrupt(format!("metadata: {error}"))))
             .transpose()?,
         created_at: time(row, "created_at")?,
         started_at: optional_time(row, "started_at")?,

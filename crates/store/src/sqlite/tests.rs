@@ -79,30 +79,14 @@ async fn teams_and_keys() {
         .await
         .expect("key");
     assert_eq!(key.team_name, "alpha");
-    let found = store
-        .authenticate("hash-1")
-        .await
-        .expect("auth")
-        .expect("found");
+    let found = store.authenticate("hash-1").await.expect("auth").expect("found");
     assert_eq!(found.team_id, team.id);
     assert!(store.authenticate("hash-2").await.expect("auth").is_none());
     assert_eq!(store.revoke_api_key("ak_12345").await.expect("revoke"), 1);
     assert!(store.authenticate("hash-1").await.expect("auth").is_none());
     assert_eq!(store.revoke_api_key("ak_12345").await.expect("revoke"), 0);
-    assert_eq!(
-        store
-            .setting_or_insert("secret", "a")
-            .await
-            .expect("setting"),
-        "a"
-    );
-    assert_eq!(
-        store
-            .setting_or_insert("secret", "b")
-            .await
-            .expect("setting"),
-        "a"
-    );
+    assert_eq!(store.setting_or_insert("secret", "a").await.expect("setting"), "a");
+    assert_eq!(store.setting_or_insert("secret", "b").await.expect("setting"), "a");
 }
 
 #[tokio::test]
@@ -117,68 +101,36 @@ async fn launch_lifecycle_and_races() {
     assert!(store.begin_launch(pending.id, &first).await.expect("begin"));
     // The same request cannot be launched twice.
     let second = session(team.id, pending.id, &[]);
-    assert!(!store
-        .begin_launch(pending.id, &second)
-        .await
-        .expect("begin again"));
-    assert!(store
-        .session(team.id, second.id)
-        .await
-        .expect("get")
-        .is_none());
+    assert!(!store.begin_launch(pending.id, &second).await.expect("begin again"));
+    assert!(store.session(team.id, second.id).await.expect("get").is_none());
 
     assert!(store
         .finish_launch(pending.id, first.id, Timestamp::now())
         .await
         .expect("finish"));
-    let running = store
-        .session(team.id, first.id)
-        .await
-        .expect("get")
-        .expect("found");
+    let running = store.session(team.id, first.id).await.expect("get").expect("found");
     assert_eq!(running.status, SessionStatus::Running);
     assert_eq!(running.tags, vec!["a", "b"]);
-    let done = store
-        .request(team.id, pending.id)
-        .await
-        .expect("get")
-        .expect("found");
+    let done = store.request(team.id, pending.id).await.expect("get").expect("found");
     assert_eq!(done.status, RequestStatus::Completed);
     assert_eq!(done.session_id, Some(first.id));
 
     assert!(store
-        .end_session(
-            first.id,
-            SessionStatus::Completed,
-            "ended by client",
-            Timestamp::now()
-        )
+        .end_session(first.id, SessionStatus::Completed, "ended by client", Timestamp::now())
         .await
         .expect("end"));
     assert!(!store
         .end_session(first.id, SessionStatus::Failed, "late", Timestamp::now())
         .await
         .expect("end again"));
-    let ended = store
-        .session(team.id, first.id)
-        .await
-        .expect("get")
-        .expect("found");
+    let ended = store.session(team.id, first.id).await.expect("get").expect("found");
     assert_eq!(ended.status, SessionStatus::Completed);
     assert_eq!(ended.end_reason.as_deref(), Some("ended by client"));
 
     // Another team sees nothing.
     let other = store.create_team("beta").await.expect("team");
-    assert!(store
-        .session(other.id, first.id)
-        .await
-        .expect("get")
-        .is_none());
-    assert!(store
-        .request(other.id, pending.id)
-        .await
-        .expect("get")
-        .is_none());
+    assert!(store.session(other.id, first.id).await.expect("get").is_none());
+    assert!(store.request(other.id, pending.id).await.expect("get").is_none());
 }
 
 #[tokio::test]
@@ -188,28 +140,16 @@ async fn an_end_during_launch_wins_over_the_launch() {
     let pending = request(team.id);
     store.insert_request(&pending).await.expect("insert");
     let starting = session(team.id, pending.id, &[]);
+    assert!(store.begin_launch(pending.id, &starting).await.expect("begin"));
     assert!(store
-        .begin_launch(pending.id, &starting)
-        .await
-        .expect("begin"));
-    assert!(store
-        .end_session(
-            starting.id,
-            SessionStatus::Completed,
-            "ended",
-            Timestamp::now()
-        )
+        .end_session(starting.id, SessionStatus::Completed, "ended", Timestamp::now())
         .await
         .expect("end"));
     assert!(!store
         .finish_launch(pending.id, starting.id, Timestamp::now())
         .await
         .expect("finish"));
-    let request = store
-        .request(team.id, pending.id)
-        .await
-        .expect("get")
-        .expect("found");
+    let request = store.request(team.id, pending.id).await.expect("get").expect("found");
     assert_eq!(request.status, RequestStatus::Cancelled);
 }
 
@@ -220,11 +160,7 @@ async fn lists_filter_and_page() {
     for index in 0..5 {
         let pending = request(team.id);
         store.insert_request(&pending).await.expect("insert");
-        let tags: &[&str] = if index % 2 == 0 {
-            &["even", "all"]
-        } else {
-            &["all"]
-        };
+        let tags: &[&str] = if index % 2 == 0 { &["even", "all"] } else { &["all"] };
         let new = session(team.id, pending.id, tags);
         assert!(store.begin_launch(pending.id, &new).await.expect("begin"));
     }
@@ -244,24 +180,13 @@ async fn lists_filter_and_page() {
         page: 3,
         ..page.clone()
     };
-    assert_eq!(
-        store
-            .list_sessions(&filter, &last)
-            .await
-            .expect("list")
-            .0
-            .len(),
-        1
-    );
+    assert_eq!(store.list_sessions(&filter, &last).await.expect("list").0.len(), 1);
 
     let tagged = SessionFilter {
         tags: vec!["even".into(), "all".into()],
         ..filter.clone()
     };
-    assert_eq!(
-        store.list_sessions(&tagged, &page).await.expect("list").1,
-        3
-    );
+    assert_eq!(store.list_sessions(&tagged, &page).await.expect("list").1, 3);
     let live = SessionFilter {
         live_only: true,
         ..filter.clone()
@@ -278,8 +203,287 @@ async fn lists_filter_and_page() {
         status: Some(SessionStatus::Failed),
         ..filter
     };
-    assert_eq!(
-        store.list_sessions(&failed, &page).await.expect("list").1,
-        5
-    );
+    assert_eq!(store.list_sessions(&failed, &page).await.expect("list").1, 5);
+}
+
+mod batches {
+    use anchorage_core::{BatchId, BatchStatus, RequestStatus, SessionStatus, TeamId, Timestamp};
+    use serde_json::json;
+
+    use super::{open, request, session};
+    use crate::records::{BatchChange, BatchFilter, BatchRecord, LaunchFailure, RetryOutcome};
+    use crate::Store;
+
+    async fn new_batch(store: &dyn Store, team_id: TeamId, count: usize) -> (BatchId, Vec<crate::RequestRecord>) {
+        let batch = BatchRecord {
+            id: BatchId::new_random(),
+            team_id,
+            api_key_id: None,
+            total_requests: count as i64,
+            configuration: json!({}),
+            metadata: Some(json!({"purpose": "test"})),
+            created_at: Timestamp::now(),
+        };
+        let items: Vec<_> = (0..count)
+            .map(|index| crate::RequestRecord {
+                batch_id: Some(batch.id),
+                item_index: index as i64,
+                ..request(team_id)
+            })
+            .collect();
+        store.insert_batch(&batch, &items).await.expect("insert batch");
+        (batch.id, items)
+    }
+
+    async fn status(store: &dyn Store, team_id: TeamId, batch_id: BatchId) -> BatchStatus {
+        store
+            .batch(team_id, batch_id)
+            .await
+            .expect("get")
+            .expect("found")
+            .status()
+    }
+
+    /// Launches an item; `up` decides whether its browser comes up.
+    async fn launch(store: &dyn Store, item: &crate::RequestRecord, up: bool) -> anchorage_core::SessionId {
+        let mut new = session(item.team_id, item.id, &[]);
+        new.batch_id = item.batch_id;
+        assert!(store.begin_launch(item.id, &new).await.expect("begin"));
+        if up {
+            assert!(store
+                .finish_launch(item.id, new.id, Timestamp::now())
+                .await
+                .expect("finish"));
+        } else {
+            store
+                .fail_launch(item.id, new.id, "chromium exited", Timestamp::now())
+                .await
+                .expect("fail");
+        }
+        new.id
+    }
+
+    #[tokio::test]
+    async fn status_and_counts_follow_the_items_and_the_sql_filter_agrees() {
+        let (_dir, store) = open().await;
+        let team = store.create_team("alpha").await.expect("team").id;
+        let (pending, _) = new_batch(&store, team, 3).await;
+        let (processing, items) = new_batch(&store, team, 3).await;
+        launch(&store, &items[0], true).await;
+        let (completed, items) = new_batch(&store, team, 2).await;
+        launch(&store, &items[0], true).await;
+        launch(&store, &items[1], false).await;
+        let (failed, items) = new_batch(&store, team, 1).await;
+        launch(&store, &items[0], false).await;
+        let (cancelled, _) = new_batch(&store, team, 2).await;
+        assert!(matches!(
+            store
+                .cancel_batch(team, cancelled, Timestamp::now())
+                .await
+                .expect("cancel"),
+            BatchChange::Done(_)
+        ));
+
+        let expected = [
+            (pending, BatchStatus::Pending),
+            (processing, BatchStatus::Processing),
+            (completed, BatchStatus::Completed),
+            (failed, BatchStatus::Failed),
+            (cancelled, BatchStatus::Cancelled),
+        ];
+        for (batch_id, wanted) in expected {
+            let summary = store.batch(team, batch_id).await.expect("get").expect("found");
+            assert_eq!(summary.status(), wanted);
+            assert_eq!(summary.counts.total(), summary.total_requests);
+            assert_eq!(summary.actual_completion_time().is_some(), wanted.is_final());
+            let filter = BatchFilter {
+                team_id: team,
+                status: Some(wanted),
+                created_after: None,
+                created_before: None,
+                page: 1,
+                limit: 100,
+            };
+            let (rows, total) = store.list_batches(&filter).await.expect("list");
+            assert_eq!(total, 1, "{wanted}");
+            assert_eq!(rows[0].id, batch_id, "{wanted}");
+        }
+        let summary = store.batch(team, completed).await.expect("get").expect("found");
+        assert_eq!(summary.first_error.as_deref(), Some("chromium exited"));
+        let all = BatchFilter {
+            team_id: team,
+            status: None,
+            created_after: None,
+            created_before: None,
+            page: 1,
+            limit: 2,
+        };
+        let (rows, total) = store.list_batches(&all).await.expect("list");
+        assert_eq!((rows.len(), total), (2, 5));
+        assert!(rows[0].created_at >= rows[1].created_at, "newest first");
+        let other = store.create_team("beta").await.expect("team").id;
+        assert!(store.batch(other, pending).await.expect("get").is_none());
+    }
+
+    #[tokio::test]
+    async fn of_two_racing_cancels_exactly_one_wins() {
+        let (_dir, store) = open().await;
+        let team = store.create_team("alpha").await.expect("team").id;
+        for _ in 0..10 {
+            let (batch_id, items) = new_batch(&store, team, 4).await;
+            let running = launch(&store, &items[0], true).await;
+            let (first, second) = tokio::join!(
+                store.cancel_batch(team, batch_id, Timestamp::now()),
+                store.cancel_batch(team, batch_id, Timestamp::now())
+            );
+            let outcomes = [first.expect("first"), second.expect("second")];
+            let wins: Vec<_> = outcomes
+                .iter()
+                .filter(|outcome| matches!(outcome, BatchChange::Done(_)))
+                .collect();
+            assert_eq!(wins.len(), 1, "{outcomes:?}");
+            assert_eq!(wins[0], &BatchChange::Done(vec![running]));
+            assert!(outcomes.contains(&BatchChange::Conflict(BatchStatus::Cancelled)));
+            let summary = store.batch(team, batch_id).await.expect("get").expect("found");
+            assert_eq!((summary.counts.completed, summary.counts.cancelled), (1, 3));
+            // Nothing of it can start any more.
+            let late = session(team, items[1].id, &[]);
+            assert!(!store.begin_launch(items[1].id, &late).await.expect("begin"));
+        }
+    }
+
+    #[tokio::test]
+    async fn cancel_ends_launching_sessions_and_refuses_final_batches() {
+        let (_dir, store) = open().await;
+        let team = store.create_team("alpha").await.expect("team").id;
+        let (batch_id, items) = new_batch(&store, team, 2).await;
+        let mut starting = session(team, items[0].id, &[]);
+        starting.batch_id = Some(batch_id);
+        assert!(store.begin_launch(items[0].id, &starting).await.expect("begin"));
+        assert_eq!(
+            store
+                .cancel_batch(team, batch_id, Timestamp::now())
+                .await
+                .expect("cancel"),
+            BatchChange::Done(vec![])
+        );
+        // The browser that comes up after the cancel must not be recorded as running.
+        assert!(!store
+            .finish_launch(items[0].id, starting.id, Timestamp::now())
+            .await
+            .expect("finish"));
+        let ended = store.session(team, starting.id).await.expect("get").expect("found");
+        assert_eq!(ended.status, SessionStatus::Completed);
+
+        let (done, items) = new_batch(&store, team, 1).await;
+        launch(&store, &items[0], true).await;
+        assert_eq!(
+            store.cancel_batch(team, done, Timestamp::now()).await.expect("cancel"),
+            BatchChange::Conflict(BatchStatus::Completed)
+        );
+        assert_eq!(
+            store
+                .cancel_batch(team, BatchId::new_random(), Timestamp::now())
+                .await
+                .expect("cancel"),
+            BatchChange::NotFound
+        );
+        let other = store.create_team("beta").await.expect("team").id;
+        assert_eq!(
+            store.cancel_batch(other, done, Timestamp::now()).await.expect("cancel"),
+            BatchChange::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn delete_removes_the_batch_and_hands_back_running_sessions() {
+        let (_dir, store) = open().await;
+        let team = store.create_team("alpha").await.expect("team").id;
+        let (batch_id, items) = new_batch(&store, team, 3).await;
+        let running = launch(&store, &items[0], true).await;
+        let other = store.create_team("beta").await.expect("team").id;
+        assert_eq!(
+            store
+                .delete_batch(other, batch_id, Timestamp::now())
+                .await
+                .expect("delete"),
+            BatchChange::NotFound
+        );
+        assert_eq!(
+            store
+                .delete_batch(team, batch_id, Timestamp::now())
+                .await
+                .expect("delete"),
+            BatchChange::Done(vec![running])
+        );
+        assert!(store.batch(team, batch_id).await.expect("get").is_none());
+        assert!(store.batch_items(batch_id).await.expect("items").is_empty());
+        let late = session(team, items[1].id, &[]);
+        assert!(!store.begin_launch(items[1].id, &late).await.expect("begin"));
+    }
+
+    #[tokio::test]
+    async fn retry_requeues_failed_items_with_a_budget() {
+        let (_dir, store) = open().await;
+        let team = store.create_team("alpha").await.expect("team").id;
+        let (batch_id, items) = new_batch(&store, team, 3).await;
+        launch(&store, &items[0], true).await;
+        launch(&store, &items[1], false).await;
+        launch(&store, &items[2], false).await;
+        assert_eq!(status(&store, team, batch_id).await, BatchStatus::Completed);
+
+        let RetryOutcome::Retried {
+            retried: 2,
+            pending: requeued,
+        } = store.retry_batch(team, batch_id, true, 2).await.expect("retry")
+        else {
+            panic!("retry refused");
+        };
+        assert_eq!(
+            requeued.iter().map(|item| item.item_index).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert!(requeued
+            .iter()
+            .all(|item| item.retry_count == 1 && item.status == RequestStatus::Pending));
+        assert_eq!(status(&store, team, batch_id).await, BatchStatus::Processing);
+
+        // Item 1 fails again but has one more attempt; item 2 comes up.
+        let mut retry_session = session(team, items[1].id, &[]);
+        retry_session.batch_id = Some(batch_id);
+        assert!(store.begin_launch(items[1].id, &retry_session).await.expect("begin"));
+        assert_eq!(
+            store
+                .fail_launch(items[1].id, retry_session.id, "again", Timestamp::now())
+                .await
+                .expect("fail"),
+            LaunchFailure::Requeued
+        );
+        launch(&store, &items[2], true).await;
+        launch(&store, &items[1], true).await;
+        let items_now = store.batch_items(batch_id).await.expect("items");
+        assert!(items_now
+            .iter()
+            .all(|item| item.request.status == RequestStatus::Completed));
+        assert_eq!(items_now[1].request.retry_count, 2);
+        assert_eq!(status(&store, team, batch_id).await, BatchStatus::Completed);
+
+        // Nothing failed: nothing to retry. A cancelled batch: refused.
+        assert_eq!(
+            store.retry_batch(team, batch_id, true, 1).await.expect("retry"),
+            RetryOutcome::Retried {
+                retried: 0,
+                pending: vec![]
+            }
+        );
+        let (cancelled, _) = new_batch(&store, team, 1).await;
+        store
+            .cancel_batch(team, cancelled, Timestamp::now())
+            .await
+            .expect("cancel");
+        assert_eq!(
+            store.retry_batch(team, cancelled, true, 1).await.expect("retry"),
+            RetryOutcome::Conflict(BatchStatus::Cancelled)
+        );
+    }
 }

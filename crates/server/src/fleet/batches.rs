@@ -1,0 +1,107 @@
+//! Batch operations of the fleet: create, cancel, delete, retry. The store
+//! makes each change atomically; the fleet then acts on it: drops queued
+//! items, stops launches under way (waiting until their browsers are gone),
+//! and ends running sessions.
+
+use anchorage_core::{BatchId, SessionId, SessionStatus, TeamId, Timestamp};
+use anchorage_store::{BatchChange, BatchRecord, RequestRecord, RetryOutcome, StoreError};
+
+use super::Fleet;
+
+/// What ending a batch's sessions came to.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// Sessions that were running and were ended now.
+    pub ended: usize,
+    /// Sessions that could not be ended, with why.
+    pub errors: Vec<(SessionId, String)>,
+}
+
+/// The answer to a cancel or delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchEnd {
+    /// No such batch for this team.
+    NotFound,
+    /// The batch's state does not allow it.
+    Conflict(anchorage_core::BatchStatus),
+    /// Done.
+    Done(Ended),
+}
+
+impl Fleet {
+    /// Persists a batch with its items and queues them.
+    pub async fn submit_batch(&self, batch: &BatchRecord, items: Vec<RequestRecord>) -> Result<(), StoreError> {
+        self.store.insert_batch(batch, &items).await?;
+        for item in items {
+            self.enqueue(item);
+        }
+        self.batch_changed(batch.id);
+        Ok(())
+    }
+
+    /// Cancels a batch: nothing of it starts any more, launches under way are
+    /// stopped, running sessions are ended; all of it before this returns.
+    pub async fn cancel_batch(&self, team_id: TeamId, batch_id: BatchId) -> Result<BatchEnd, StoreError> {
+        let change = self.store.cancel_batch(team_id, batch_id, Timestamp::now()).await?;
+        self.finish_batch_end(batch_id, change, "the batch was cancelled").await
+    }
+
+    /// Deletes a batch: ends every session of it and removes it.
+    pub async fn delete_batch(&self, team_id: TeamId, batch_id: BatchId) -> Result<BatchEnd, StoreError> {
+        let change = self.store.delete_batch(team_id, batch_id, Timestamp::now()).await?;
+        self.finish_batch_end(batch_id, change, "the batch was deleted").await
+    }
+
+    async fn finish_batch_end(
+        &self,
+        batch_id: BatchId,
+        change: BatchChange,
+        reason: &str,
+    ) -> Result<BatchEnd, StoreError> {
+        let running = match change {
+            BatchChange::NotFound => return Ok(BatchEnd::NotFound),
+            BatchChange::Conflict(status) => return Ok(BatchEnd::Conflict(status)),
+            BatchChange::Done(running) => running,
+        };
+        self.unqueue(|request| request.batch_id == Some(batch_id));
+        self.abort_launches(|_, launch_batch| launch_batch == Some(batch_id))
+            .await;
+        let ends = running
+            .iter()
+            .map(|session_id| self.end_session(*session_id, SessionStatus::Completed, reason));
+        let mut outcome = Ended::default();
+        for (session_id, result) in running.iter().zip(futures_util::future::join_all(ends).await) {
+            match result {
+                Ok(true) => outcome.ended += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::error!(%session_id, %error, "could not end a session of a batch");
+                    outcome.errors.push((
+                        *session_id,
+                        "the session could not be ended; see the server log".to_owned(),
+                    ));
+                }
+            }
+        }
+        self.batch_changed(batch_id);
+        Ok(BatchEnd::Done(outcome))
+    }
+
+    /// Re-queues a batch's failed items (see `Store::retry_batch`).
+    pub async fn retry_batch(
+        &self,
+        team_id: TeamId,
+        batch_id: BatchId,
+        failed_only: bool,
+        attempts: i64,
+    ) -> Result<RetryOutcome, StoreError> {
+        let outcome = self.store.retry_batch(team_id, batch_id, failed_only, attempts).await?;
+        if let RetryOutcome::Retried { pending, .. } = &outcome {
+            for item in pending {
+                self.enqueue(item.clone());
+            }
+            self.batch_changed(batch_id);
+        }
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,617 @@
+//! The fleet: every live session of this server, and the one provisioning
+//! pipeline that starts them, for single starts and batches alike.
+//!
+//! Start requests are persisted rows (see `anchorage_core::request`) before
+//! anything launches. One worker takes pending requests fairly across teams
+//! (`anchorage_core::FairQueue`), in creation order within a team; it holds a
+//! capacity permit (`max_sessions`) and a team slot (for the per-team quota)
+//! for as long as the browser lives, and a launch permit
+//! (`launch_concurrency`) while it launches. A failed launch is tried once
+//! more at once; after that the item is `failed`, or `pending` again if a
+//! retry gave it attempts. Each running session has one supervisor task
+//! (`session.rs`) that owns its browser. The store is updated with
+//! conditional writes, so a cancel or end racing a launch has one winner, and
+//! the loser's browser is killed at once.
+
+mod batches;
+mod session;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anchorage_browser::{launch, Browser, BrowserDirs, LaunchError, LaunchSpec};
+use anchorage_core::{BatchId, FairQueue, RequestId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp};
+use anchorage_store::{LaunchFailure, RequestRecord, SessionRecord, Store, StoreError};
+use tokio::sync::{broadcast, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use batches::{BatchEnd, Ended};
+pub use session::{ClientGuard, LiveSession};
+
+/// How a start request ended, for the caller waiting on it.
+#[derive(Debug, Clone)]
+pub enum StartOutcome {
+    /// The session is up.
+    Started(SessionId),
+    /// The browser could not be started.
+    Failed(String),
+    /// The request was withdrawn (cancel, end, shutdown) before it was up.
+    Cancelled,
+}
+
+/// Settings the fleet runs with.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    /// The Chromium executable.
+    pub chromium: PathBuf,
+    /// Where per-session directories go.
+    pub browser_dirs: BrowserDirs,
+    /// Running browsers at most.
+    pub max_sessions: usize,
+    /// Launches at once at most.
+    pub launch_concurrency: usize,
+    /// Running (and launching) browsers of one team at most.
+    pub team_max_sessions: Option<usize>,
+    /// How long a launch may take.
+    pub launch_timeout: Duration,
+    /// The length of a timeout minute (see `Config::timeout_minute`).
+    pub timeout_minute: Duration,
+}
+
+/// Requests waiting for a browser; each request at most once.
+#[derive(Default)]
+struct Waiting {
+    queue: FairQueue<TeamId, RequestRecord>,
+    queued: HashSet<RequestId>,
+}
+
+/// A launch under way, so that a cancel can stop it and wait for it.
+struct Launching {
+    batch_id: Option<BatchId>,
+    abort: CancellationToken,
+    done: CancellationToken,
+}
+
+/// Every live session, and the queue of requests waiting for a browser.
+pub struct Fleet {
+    store: Arc<dyn Store>,
+    settings: FleetSettings,
+    live: Mutex<HashMap<SessionId, Arc<LiveSession>>>,
+    waiting: Mutex<Waiting>,
+    queue_changed: Notify,
+    waiters: Mutex<HashMap<RequestId, Vec<oneshot::Sender<StartOutcome>>>>,
+    launching: Mutex<HashMap<RequestId, Launching>>,
+    /// Browsers of each team, launching or running.
+    team_load: Mutex<HashMap<TeamId, usize>>,
+    capacity: Arc<Semaphore>,
+    launches: Arc<Semaphore>,
+    /// Window size minus viewport, measured on the first launch.
+    window_frame: Mutex<Option<(u32, u32)>>,
+    batch_changes: broadcast::Sender<BatchId>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Fleet")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A team's place in its quota, held from admission until the browser is
+/// gone; dropping it frees the place and wakes the queue.
+pub(crate) struct TeamSlot {
+    fleet: Arc<Fleet>,
+    team_id: TeamId,
+}
+
+impl Drop for TeamSlot {
+    fn drop(&mut self) {
+        if let Ok(mut load) = self.fleet.team_load.lock() {
+            if let Some(count) = load.get_mut(&self.team_id) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    load.remove(&self.team_id);
+                }
+            }
+        }
+        self.fleet.queue_changed.notify_one();
+    }
+}
+
+/// Removes a finished launch from the registry and tells whoever waits.
+struct LaunchingEntry<'a> {
+    fleet: &'a Fleet,
+    request_id: RequestId,
+    done: CancellationToken,
+}
+
+impl Drop for LaunchingEntry<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut launching) = self.fleet.launching.lock() {
+            launching.remove(&self.request_id);
+        }
+        self.done.cancel();
+    }
+}
+
+impl Fleet {
+    /// A fleet with nothing running. Call [`Fleet::start`] to begin work.
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: FleetSettings,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            capacity: Arc::new(Semaphore::new(settings.max_sessions)),
+            launches: Arc::new(Semaphore::new(settings.launch_concurrency)),
+            settings,
+            live: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(Waiting::default()),
+            queue_changed: Notify::new(),
+            waiters: Mutex::new(HashMap::new()),
+            launching: Mutex::new(HashMap::new()),
+            team_load: Mutex::new(HashMap::new()),
+            window_frame: Mutex::new(None),
+            batch_changes: broadcast::channel(1024).0,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Loads pending requests from the store and starts the worker.
+    pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
+        let pending = self.store.pending_requests().await?;
+        if !pending.is_empty() {
+            tracing::info!(count = pending.len(), "resuming pending start requests");
+        }
+        for request in pending {
+            self.enqueue(request);
+        }
+        let fleet = Arc::clone(self);
+        self.tasks.spawn(async move { fleet.provision_loop().await });
+        Ok(())
+    }
+
+    /// The live session with this id, if it belongs to `team_id`.
+    pub fn live_session(&self, team_id: TeamId, session_id: SessionId) -> Option<Arc<LiveSession>> {
+        let live = self.live.lock().ok()?;
+        live.get(&session_id)
+            .filter(|session| session.team_id == team_id)
+            .cloned()
+    }
+
+    /// The live session with this id, whoever owns it.
+    pub fn live_session_any_team(&self, session_id: SessionId) -> Option<Arc<LiveSession>> {
+        self.live.lock().ok()?.get(&session_id).cloned()
+    }
+
+    /// How many browsers run now.
+    pub fn running_count(&self) -> usize {
+        self.live.lock().map(|live| live.len()).unwrap_or(0)
+    }
+
+    /// Whether a team has as many browsers running, launching and queued as
+    /// its quota allows, so that a single start must be refused (`429`).
+    pub fn team_over_quota(&self, team_id: TeamId) -> bool {
+        let Some(quota) = self.settings.team_max_sessions else {
+            return false;
+        };
+        let load = self
+            .team_load
+            .lock()
+            .map(|load| load.get(&team_id).copied().unwrap_or(0))
+            .unwrap_or(0);
+        let queued = self
+            .waiting
+            .lock()
+            .map(|waiting| waiting.queue.team_len(&team_id))
+            .unwrap_or(0);
+        load + queued >= quota
+    }
+
+    /// Resolves when the server begins to shut down.
+    pub async fn shutting_down(&self) {
+        self.shutdown.cancelled().await;
+    }
+
+    /// Subscribes to "this batch changed" notices.
+    pub fn batch_changes(&self) -> broadcast::Receiver<BatchId> {
+        self.batch_changes.subscribe()
+    }
+
+    fn batch_changed(&self, batch_id: BatchId) {
+        // Nobody listening is fine.
+        let _ = self.batch_changes.send(batch_id);
+    }
+
+    /// Queues a pending request unless it is queued already.
+    fn enqueue(&self, request: RequestRecord) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            if waiting.queued.insert(request.id) {
+                waiting.queue.push(request.team_id, request);
+            }
+        }
+        self.queue_changed.notify_one();
+    }
+
+    /// Drops queued requests that no longer need a browser.
+    fn unqueue(&self, mut gone: impl FnMut(&RequestRecord) -> bool) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            let Waiting { queue, queued } = &mut *waiting;
+            queue.retain(|request| {
+                let keep = !gone(request);
+                if !keep {
+                    queued.remove(&request.id);
+                }
+                keep
+            });
+        }
+    }
+
+    /// Persists a single request and queues it. The receiver resolves when
+    /// the request reaches a final state.
+    pub async fn submit(&self, request: RequestRecord) -> Result<oneshot::Receiver<StartOutcome>, StoreError> {
+        let (sender, receiver) = oneshot::channel();
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.entry(request.id).or_default().push(sender);
+        }
+        if let Err(error) = self.store.insert_request(&request).await {
+            if let Ok(mut waiters) = self.waiters.lock() {
+                waiters.remove(&request.id);
+            }
+            return Err(error);
+        }
+        self.enqueue(request);
+        Ok(receiver)
+    }
+
+    /// Withdraws a request whose caller went away: a pending one is
+    /// cancelled, a launching or running one has its session ended.
+    pub async fn abandon(&self, team_id: TeamId, request_id: RequestId) {
+        let reason = "the client that asked for this session disconnected before it was ready";
+        match self.store.cancel_pending_request(request_id, Timestamp::now()).await {
+            Ok(true) => {
+                self.unqueue(|request| request.id == request_id);
+                self.notify(request_id, StartOutcome::Cancelled);
+            }
+            Ok(false) => match self.store.request(team_id, request_id).await {
+                Ok(Some(request)) => {
+                    if let Some(session_id) = request.session_id {
+                        self.abort_launches(|launch_request, _| launch_request == request_id)
+                            .await;
+                        if let Err(error) = self.end_session(session_id, SessionStatus::Completed, reason).await {
+                            tracing::warn!(%session_id, %error, "could not end an abandoned session");
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%request_id, %error, "could not look up an abandoned request"),
+            },
+            Err(error) => tracing::warn!(%request_id, %error, "could not cancel an abandoned request"),
+        }
+    }
+
+    /// Ends a session: a running one has its browser killed and dirs removed
+    /// before this returns; a launching one is marked ended, and its browser
+    /// is killed as soon as it comes up. `false` if it had already ended.
+    pub async fn end_session(
+        &self,
+        session_id: SessionId,
+        status: SessionStatus,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let live = self.live.lock().ok().and_then(|live| live.get(&session_id).cloned());
+        match live {
+            Some(session) => Ok(session.end(status, reason).await),
+            None => {
+                self.store
+                    .end_session(session_id, status, reason, Timestamp::now())
+                    .await
+            }
+        }
+    }
+
+    /// Stops every launch under way that `matches` (request id, batch id)
+    /// and waits until each has let go of its browser.
+    async fn abort_launches(&self, matches: impl Fn(RequestId, Option<BatchId>) -> bool) {
+        let done: Vec<CancellationToken> = match self.launching.lock() {
+            Ok(launching) => launching
+                .iter()
+                .filter(|(request_id, launch)| matches(**request_id, launch.batch_id))
+                .map(|(_, launch)| {
+                    launch.abort.cancel();
+                    launch.done.clone()
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for token in done {
+            token.cancelled().await;
+        }
+    }
+
+    fn notify(&self, request_id: RequestId, outcome: StartOutcome) {
+        let senders = self
+            .waiters
+            .lock()
+            .ok()
+            .and_then(|mut waiters| waiters.remove(&request_id));
+        for sender in senders.into_iter().flatten() {
+            let _ = sender.send(outcome.clone());
+        }
+    }
+
+    /// The next request whose team is under its quota, with its team slot.
+    fn pop_admissible(self: &Arc<Self>) -> Option<(RequestRecord, TeamSlot)> {
+        let mut waiting = self.waiting.lock().ok()?;
+        let mut load = self.team_load.lock().ok()?;
+        let quota = self.settings.team_max_sessions;
+        let (team_id, request) = waiting
+            .queue
+            .pop(|team| quota.is_none_or(|quota| load.get(team).copied().unwrap_or(0) < quota))?;
+        waiting.queued.remove(&request.id);
+        *load.entry(team_id).or_insert(0) += 1;
+        Some((
+            request,
+            TeamSlot {
+                fleet: Arc::clone(self),
+                team_id,
+            },
+        ))
+    }
+
+    /// Runs admission until shutdown; then whoever still waits for a queued
+    /// start is told at once (it stays pending for the next start).
+    async fn provision_loop(self: Arc<Self>) {
+        self.admit().await;
+        if let Ok(mut waiters) = self.waiters.lock() {
+            waiters.clear();
+        }
+    }
+
+    /// Takes requests as capacity frees up, and launches each in its own task.
+    async fn admit(self: &Arc<Self>) {
+        loop {
+            let capacity = tokio::select! {
+                permit = Arc::clone(&self.capacity).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                () = self.shutdown.cancelled() => return,
+            };
+            let (request, team_slot) = loop {
+                let changed = self.queue_changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if let Some(next) = self.pop_admissible() {
+                    break next;
+                }
+                tokio::select! {
+                    () = changed => {}
+                    () = self.shutdown.cancelled() => return,
+                }
+            };
+            let launch_permit = tokio::select! {
+                permit = Arc::clone(&self.launches).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                () = self.shutdown.cancelled() => return,
+            };
+            let fleet = Arc::clone(self);
+            self.tasks
+                .spawn(async move { fleet.provision(request, capacity, launch_permit, team_slot).await });
+        }
+    }
+
+    /// Launches Chromium for `spec`, trying a second time if the first fails.
+    async fn launch_with_retry(&self, spec: &LaunchSpec, session_id: SessionId) -> Result<Browser, LaunchError> {
+        match launch(spec).await {
+            Ok(browser) => Ok(browser),
+            Err(error) => {
+                tracing::warn!(%session_id, %error, "launch failed; trying once more");
+                launch(spec).await
+            }
+        }
+    }
+
+    async fn provision(
+        self: Arc<Self>,
+        request: RequestRecord,
+        capacity: OwnedSemaphorePermit,
+        launch_permit: OwnedSemaphorePermit,
+        team_slot: TeamSlot,
+    ) {
+        let options = match SessionOptions::from_configuration(&request.configuration) {
+            Ok(options) => options,
+            Err(error) => {
+                // Bodies are validated when accepted; this is a row an older
+                // version accepted.
+                tracing::error!(request_id = %request.id, %error, "a stored request has an invalid configuration");
+                self.notify(
+                    request.id,
+                    StartOutcome::Failed(format!("stored configuration is not valid: {error}")),
+                );
+                return;
+            }
+        };
+        // Registered before the store hears of the launch, so that a cancel
+        // that commits after `begin_launch` always finds it.
+        let abort = CancellationToken::new();
+        let done = CancellationToken::new();
+        if let Ok(mut launching) = self.launching.lock() {
+            launching.insert(
+                request.id,
+                Launching {
+                    batch_id: request.batch_id,
+                    abort: abort.clone(),
+                    done: done.clone(),
+                },
+            );
+        }
+        let _entry = LaunchingEntry {
+            fleet: &self,
+            request_id: request.id,
+            done,
+        };
+
+        let session = SessionRecord {
+            id: SessionId::new_random(),
+            team_id: request.team_id,
+            api_key_id: request.api_key_id,
+            api_key_name: request.api_key_name.clone(),
+            request_id: Some(request.id),
+            batch_id: request.batch_id,
+            status: SessionStatus::Starting,
+            configuration: request.configuration.clone(),
+            tags: options.tags.clone(),
+            headless: options.headless_requested,
+            recording: options.recording_requested,
+            proxy: options.proxy_requested,
+            created_at: Timestamp::now(),
+            started_at: None,
+            ended_at: None,
+            end_reason: None,
+        };
+        match self.store.begin_launch(request.id, &session).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.notify(request.id, StartOutcome::Cancelled);
+                return;
+            }
+            Err(error) => {
+                tracing::error!(request_id = %request.id, %error, "cannot record a launch; the request stays pending");
+                return;
+            }
+        }
+        if let Some(batch_id) = request.batch_id {
+            self.batch_changed(batch_id);
+        }
+
+        let window_frame = self.window_frame.lock().ok().and_then(|frame| *frame);
+        let spec = LaunchSpec {
+            ready_timeout: self.settings.launch_timeout,
+            window_frame,
+            ..LaunchSpec::new(
+                self.settings.chromium.clone(),
+                self.settings
+                    .browser_dirs
+                    .for_session(&session.id.as_uuid().simple().to_string()),
+                (options.viewport.width, options.viewport.height),
+                options.initial_url.clone(),
+            )
+        };
+        let started = Instant::now();
+        // Dropping the launch (abort or shutdown) kills whatever it started.
+        let outcome = tokio::select! {
+            outcome = self.launch_with_retry(&spec, session.id) => Some(outcome),
+            () = abort.cancelled() => None,
+            () = self.shutdown.cancelled() => None,
+        };
+        if let (Some(Ok(browser)), None) = (&outcome, window_frame) {
+            self.fit_first_viewport(browser, &options).await;
+        }
+        drop(launch_permit);
+        let browser = match outcome {
+            None => {
+                // Whoever aborted has recorded why (a cancel, a delete); on
+                // shutdown the rows are left for the next start's recovery.
+                self.notify(request.id, StartOutcome::Cancelled);
+                return;
+            }
+            Some(Ok(browser)) => browser,
+            Some(Err(error)) => {
+                self.launch_failed(request, session.id, &error.to_string()).await;
+                return;
+            }
+        };
+        if self.shutdown.is_cancelled() {
+            browser.shut_down().await;
+            self.notify(request.id, StartOutcome::Cancelled);
+            return;
+        }
+        match self.store.finish_launch(request.id, session.id, Timestamp::now()).await {
+            Ok(true) => {
+                tracing::info!(session_id = %session.id, pid = browser.pid(), launch_ms = started.elapsed().as_millis() as u64, "session running");
+                let live = Arc::new(LiveSession::new(
+                    session.id,
+                    session.team_id,
+                    session.batch_id,
+                    browser.websocket_url().clone(),
+                    browser.pid(),
+                ));
+                if let Ok(mut sessions) = self.live.lock() {
+                    sessions.insert(session.id, Arc::clone(&live));
+                }
+                let fleet = Arc::clone(&self);
+                let holdings = session::Holdings {
+                    browser,
+                    capacity,
+                    team_slot,
+                };
+                self.tasks
+                    .spawn(async move { fleet.supervise(live, options, holdings).await });
+                self.notify(request.id, StartOutcome::Started(session.id));
+            }
+            Ok(false) => {
+                // Cancelled or ended while launching: never leave it running.
+                browser.shut_down().await;
+                self.notify(request.id, StartOutcome::Cancelled);
+            }
+            Err(error) => {
+                tracing::error!(session_id = %session.id, %error, "cannot record a started session; ending it");
+                browser.shut_down().await;
+                self.launch_failed(request, session.id, "the server could not record the session")
+                    .await;
+            }
+        }
+        if let Some(batch_id) = session.batch_id {
+            self.batch_changed(batch_id);
+        }
+    }
+
+    /// Headless windows have an invisible frame; sizes the first window so
+    /// its viewport is what was asked, and remembers the frame for the rest.
+    async fn fit_first_viewport(&self, browser: &Browser, options: &SessionOptions) {
+        let viewport = options.viewport;
+        match anchorage_browser::fit_viewport(browser.websocket_url(), viewport.width, viewport.height).await {
+            Ok(frame) => {
+                if let Ok(mut slot) = self.window_frame.lock() {
+                    *slot = Some(frame);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not fit the viewport"),
+        }
+    }
+
+    async fn launch_failed(&self, request: RequestRecord, session_id: SessionId, message: &str) {
+        tracing::warn!(request_id = %request.id, %session_id, error = %message, "launch failed");
+        let request_id = request.id;
+        let batch_id = request.batch_id;
+        match self
+            .store
+            .fail_launch(request_id, session_id, message, Timestamp::now())
+            .await
+        {
+            Ok(LaunchFailure::Requeued) => self.enqueue(request),
+            Ok(LaunchFailure::Failed) => self.notify(request_id, StartOutcome::Failed(message.to_owned())),
+            Err(error) => {
+                tracing::error!(%request_id, %error, "cannot record a failed launch");
+                self.notify(request_id, StartOutcome::Failed(message.to_owned()));
+            }
+        }
+        if let Some(batch_id) = batch_id {
+            self.batch_changed(batch_id);
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! One running session: its shared handle ([`LiveSession`]), the CDP client
+//! count that drives the idle clock, and the supervisor that owns its
+//! browser until it ends.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anchorage_browser::{Browser, BrowserExit};
+use anchorage_core::{BatchId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp};
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::{Fleet, TeamSlot};
+
+/// A session whose browser is running.
+#[derive(Debug)]
+pub struct LiveSession {
+    /// Its id.
+    pub id: SessionId,
+    /// Its team.
+    pub team_id: TeamId,
+    /// The batch it belongs to.
+    pub batch_id: Option<BatchId>,
+    /// The browser's own DevTools endpoint (loopback only).
+    pub browser_websocket: Url,
+    /// The browser's process group.
+    pub pid: u32,
+    clients: watch::Sender<usize>,
+    stop: CancellationToken,
+    stop_reason: Mutex<Option<(SessionStatus, String)>>,
+    /// Fires when the browser is gone and the session is recorded as ended.
+    finished: CancellationToken,
+}
+
+impl LiveSession {
+    pub(super) fn new(
+        id: SessionId,
+        team_id: TeamId,
+        batch_id: Option<BatchId>,
+        browser_websocket: Url,
+        pid: u32,
+    ) -> Self {
+        let (clients, _) = watch::channel(0_usize);
+        Self {
+            id,
+            team_id,
+            batch_id,
+            browser_websocket,
+            pid,
+            clients,
+            stop: CancellationToken::new(),
+            stop_reason: Mutex::new(None),
+            finished: CancellationToken::new(),
+        }
+    }
+
+    /// Counts one more CDP client until the guard is dropped.
+    pub fn connect_client(self: &Arc<Self>) -> ClientGuard {
+        self.clients.send_modify(|count| *count += 1);
+        ClientGuard {
+            session: Arc::clone(self),
+        }
+    }
+
+    /// Resolves when the session starts ending (clients must go).
+    pub async fn ending(&self) {
+        self.stop.cancelled().await;
+    }
+
+    /// How many CDP clients are connected now.
+    pub fn client_count(&self) -> usize {
+        *self.clients.borrow()
+    }
+
+    /// Asks the supervisor to end the session (the first reason given wins)
+    /// and waits until the browser is gone and the end recorded. `true` if
+    /// this call was the first to ask.
+    pub(super) async fn end(&self, status: SessionStatus, reason: &str) -> bool {
+        let first = !self.stop.is_cancelled();
+        if let Ok(mut slot) = self.stop_reason.lock() {
+            slot.get_or_insert_with(|| (status, reason.to_owned()));
+        }
+        self.stop.cancel();
+        self.finished.cancelled().await;
+        first
+    }
+}
+
+/// One connected CDP client; dropping it lets the idle clock start again.
+#[derive(Debug)]
+pub struct ClientGuard {
+    session: Arc<LiveSession>,
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.session
+            .clients
+            .send_modify(|count| *count = count.saturating_sub(1));
+    }
+}
+
+/// What a supervisor holds for as long as its browser lives.
+pub(super) struct Holdings {
+    pub browser: Browser,
+    pub capacity: OwnedSemaphorePermit,
+    pub team_slot: TeamSlot,
+}
+
+impl Fleet {
+    /// Owns one running browser until the session ends, then kills the
+    /// browser, removes its dirs, records why, and frees its places.
+    pub(super) async fn supervise(
+        self: Arc<Self>,
+        session: Arc<LiveSession>,
+        options: SessionOptions,
+        holdings: Holdings,
+    ) {
+        let Holdings {
+            browser,
+            capacity,
+            team_slot,
+        } = holdings;
+        let minute = self.settings.timeout_minute;
+        let minutes = |value: i64| minute * u32::try_from(value.max(0)).unwrap_or(u32::MAX);
+        let max_deadline = options
+            .max_duration_minutes
+            .map(|value| Instant::now() + minutes(value));
+        let idle_limit: Option<Duration> = options.idle_timeout_minutes.map(minutes);
+        let mut clients = session.clients.subscribe();
+        let mut idle_since = Some(Instant::now());
+
+        let (status, reason) = loop {
+            let idle_deadline = idle_since.zip(idle_limit).map(|(since, limit)| since + limit);
+            tokio::select! {
+                exit = browser.exited() => {
+                    break match exit {
+                        BrowserExit::Exited { clean: true, .. } => {
+                            (SessionStatus::Completed, "the browser was closed by a client".to_owned())
+                        }
+                        BrowserExit::Exited { status, .. } => {
+                            (SessionStatus::Failed, format!("the browser died on its own ({status})"))
+                        }
+                        BrowserExit::Killed => (SessionStatus::Failed, "the browser was killed".to_owned()),
+                    };
+                }
+                () = session.stop.cancelled() => {
+                    let requested = session.stop_reason.lock().ok().and_then(|slot| slot.clone());
+                    break requested.unwrap_or((SessionStatus::Completed, "ended".to_owned()));
+                }
+                () = self.shutdown.cancelled() => break (SessionStatus::Completed, "the server shut down".to_owned()),
+                () = sleep_until(max_deadline) => break (SessionStatus::Completed, "max_duration reached".to_owned()),
+                () = sleep_until(idle_deadline) => {
+                    break (SessionStatus::Completed, "idle_timeout reached: no client was connected".to_owned());
+                }
+                changed = clients.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let count = *clients.borrow_and_update();
+                    idle_since = if count == 0 { idle_since.or(Some(Instant::now())) } else { None };
+                }
+            }
+        };
+
+        // Clients go first, so that none of them sees a half-dead browser;
+        // the browser is gone before the end is recorded, so that whoever
+        // reads "ended" can rely on no process or directory being left.
+        session.stop.cancel();
+        browser.shut_down().await;
+        if let Err(error) = self
+            .store
+            .end_session(session.id, status, &reason, Timestamp::now())
+            .await
+        {
+            tracing::error!(session_id = %session.id, %error, "cannot record the end of a session");
+        }
+        if let Ok(mut live) = self.live.lock() {
+            live.remove(&session.id);
+        }
+        drop(capacity);
+        drop(team_slot);
+        if let Some(batch_id) = session.batch_id {
+            self.batch_changed(batch_id);
+        }
+        tracing::info!(session_id = %session.id, %status, %reason, "session ended");
+        session.finished.cancel();
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

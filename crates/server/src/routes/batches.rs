@@ -1,0 +1,456 @@
+//! `/v1/batch-sessions…`: create, list, inspect, cancel, delete and retry
+//! batches, and the Server-Sent Events stream of a batch's changes.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use anchorage_core::{
+    failure_summary, BatchId, BatchStatus, RequestId, RequestStatus, SessionOptions, TeamId, Timestamp,
+};
+use anchorage_store::{BatchFilter, BatchItem, BatchRecord, BatchSummary, RequestRecord, RetryOutcome};
+use axum::extract::{RawQuery, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use futures_util::stream::{self, Stream, StreamExt};
+use serde_json::{json, Map, Value};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::extract::{IdPath, JsonBody, QueryMap};
+use super::sessions::item_json;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::fleet::BatchEnd;
+use crate::state::AppState;
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+fn data(value: Value) -> Json<Value> {
+    Json(json!({ "data": value }))
+}
+
+fn batch_not_found() -> ApiError {
+    ApiError::NotFound("Batch not found".to_owned())
+}
+
+fn object_body(body: Value) -> Result<Map<String, Value>, ApiError> {
+    match body {
+        Value::Object(map) => Ok(map),
+        _ => Err(ApiError::BadRequest(
+            "the request body must be a JSON object".to_owned(),
+        )),
+    }
+}
+
+/// Reads `count`: a whole number from 1 to the cap. `2.5`, `"3"` and `null`
+/// are refused, not coerced.
+fn parse_count(body: &Map<String, Value>, max_batch: usize) -> Result<usize, ApiError> {
+    let message = || ApiError::BadRequest(format!("count must be an integer between 1 and {max_batch}"));
+    let Some(Value::Number(number)) = body.get("count") else {
+        return Err(message());
+    };
+    match number.as_u64() {
+        Some(count) if count >= 1 && count <= max_batch as u64 => Ok(count as usize),
+        _ => Err(message()),
+    }
+}
+
+/// `POST /v1/batch-sessions`: accept a batch and answer at once.
+pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody) -> ApiResult {
+    let body = object_body(body)?;
+    let count = parse_count(&body, state.max_batch)?;
+    let configuration = match body.get("configuration") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(configuration @ Value::Object(_)) => {
+            SessionOptions::from_configuration(configuration)
+                .map_err(|error| ApiError::BadRequest(format!("configuration.{}", error.0)))?;
+            configuration.clone()
+        }
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "configuration must be an object (a session start body)".to_owned(),
+            ))
+        }
+    };
+    let metadata = match body.get("metadata") {
+        None | Some(Value::Null) => None,
+        Some(metadata @ Value::Object(_)) => Some(metadata.clone()),
+        Some(_) => return Err(ApiError::BadRequest("metadata must be an object".to_owned())),
+    };
+    let created_at = Timestamp::now();
+    let batch = BatchRecord {
+        id: BatchId::new_random(),
+        team_id: caller.0.team_id,
+        api_key_id: Some(caller.0.key_id),
+        total_requests: count as i64,
+        configuration: configuration.clone(),
+        metadata,
+        created_at,
+    };
+    let items = (0..count)
+        .map(|index| RequestRecord {
+            id: RequestId::new_random(),
+            team_id: caller.0.team_id,
+            api_key_id: Some(caller.0.key_id),
+            api_key_name: caller.0.key_name.clone(),
+            batch_id: Some(batch.id),
+            item_index: index as i64,
+            status: RequestStatus::Pending,
+            session_id: None,
+            configuration: configuration.clone(),
+            error: None,
+            retry_count: 0,
+            metadata: None,
+            created_at,
+            started_at: None,
+            completed_at: None,
+        })
+        .collect();
+    state.fleet.submit_batch(&batch, items).await?;
+    Ok(data(json!({
+        "batch_id": batch.id,
+        "status": BatchStatus::Pending.as_str(),
+        "total_requests": count,
+        "created_at": created_at.to_string(),
+    })))
+}
+
+/// The list row of a batch.
+fn summary_json(batch: &BatchSummary) -> Value {
+    json!({
+        "batch_id": batch.id,
+        "status": batch.status().as_str(),
+        "total_requests": batch.total_requests,
+        "completed_requests": batch.counts.completed,
+        "failed_requests": batch.counts.failed,
+        "created_at": batch.created_at.to_string(),
+        "actual_completion_time": batch.actual_completion_time().map(|at| at.to_string()),
+    })
+}
+
+/// The full status of a batch without its items.
+fn status_json(batch: &BatchSummary) -> Value {
+    let cancelled = batch.cancelled_at.is_some();
+    json!({
+        "batch_id": batch.id,
+        "status": batch.status().as_str(),
+        "total_requests": batch.total_requests,
+        "completed_requests": batch.counts.completed,
+        "failed_requests": batch.counts.failed,
+        "processing_requests": batch.counts.processing,
+        "pending_requests": batch.counts.pending,
+        "cancelled_requests": batch.counts.cancelled,
+        "created_at": batch.created_at.to_string(),
+        "actual_completion_time": batch.actual_completion_time().map(|at| at.to_string()),
+        "error": failure_summary(&batch.counts, batch.first_error.as_deref()),
+        "metadata": batch.metadata,
+        "progress": {
+            "percentage": batch.counts.percentage(),
+            "current_phase": batch.counts.phase(cancelled).as_str(),
+        },
+    })
+}
+
+fn items_json(state: &AppState, items: &[BatchItem]) -> Vec<Value> {
+    items
+        .iter()
+        .map(|item| item_json(state, &item.request, item.session_status))
+        .collect()
+}
+
+async fn owned_batch(state: &AppState, team_id: TeamId, batch_id: BatchId) -> Result<BatchSummary, ApiError> {
+    state.store.batch(team_id, batch_id).await?.ok_or_else(batch_not_found)
+}
+
+/// `GET /v1/batch-sessions`: newest first, with filters and paging.
+pub async fn list(State(state): State<AppState>, caller: Caller, RawQuery(raw): RawQuery) -> ApiResult {
+    let query = QueryMap::parse(raw.as_deref());
+    let status = query
+        .get("status")
+        .map(|text| {
+            text.parse::<BatchStatus>().map_err(|_| {
+                ApiError::BadRequest(
+                    "status must be one of pending, processing, completed, failed, cancelled".to_owned(),
+                )
+            })
+        })
+        .transpose()?;
+    let filter = BatchFilter {
+        team_id: caller.0.team_id,
+        status,
+        created_after: query.timestamp("created_after")?,
+        created_before: query.timestamp("created_before")?,
+        page: query.integer("page", 1, i64::from(i32::MAX))?.unwrap_or(1),
+        limit: query.integer("limit", 1, 100)?.unwrap_or(20),
+    };
+    let (batches, total) = state.store.list_batches(&filter).await?;
+    let total_pages = (total + filter.limit - 1) / filter.limit;
+    Ok(data(json!({
+        "batches": batches.iter().map(summary_json).collect::<Vec<_>>(),
+        "pagination": {
+            "current_page": filter.page,
+            "total_pages": total_pages,
+            "total_records": total,
+            "has_next": filter.page < total_pages,
+            "has_prev": filter.page > 1,
+        },
+    })))
+}
+
+/// `GET /v1/batch-sessions/{batch_id}`: the full status with every item.
+pub async fn get(State(state): State<AppState>, caller: Caller, IdPath(batch_id): IdPath<BatchId>) -> ApiResult {
+    let batch = owned_batch(&state, caller.0.team_id, batch_id).await?;
+    let items = state.store.batch_items(batch_id).await?;
+    let mut body = status_json(&batch);
+    body["sessions"] = Value::Array(items_json(&state, &items));
+    Ok(data(body))
+}
+
+fn conflict_message(status: BatchStatus, action: &str) -> String {
+    format!("the batch is already {status}; only a pending or processing batch can be {action}")
+}
+
+/// `PATCH /v1/batch-sessions/{batch_id}` with `{"status": "cancelled"}`.
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(batch_id): IdPath<BatchId>,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
+    let body = object_body(body)?;
+    match body.get("status") {
+        Some(Value::String(status)) if status == "cancelled" => {}
+        None | Some(Value::Null) => {
+            return Err(ApiError::BadRequest(
+                "status is required: send {\"status\": \"cancelled\"}".to_owned(),
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "status must be \"cancelled\": cancelling is the only change a batch accepts".to_owned(),
+            ))
+        }
+    }
+    match state.fleet.cancel_batch(caller.0.team_id, batch_id).await? {
+        BatchEnd::NotFound => Err(batch_not_found()),
+        BatchEnd::Conflict(status) => Err(ApiError::Conflict(conflict_message(status, "cancelled"))),
+        BatchEnd::Done(ended) => Ok(data(json!({
+            "batch_id": batch_id,
+            "status": BatchStatus::Cancelled.as_str(),
+            "cancelled_sessions": ended.ended,
+            "message": format!(
+                "batch cancelled: {} running session(s) ended; nothing else of it will start",
+                ended.ended
+            ),
+        }))),
+    }
+}
+
+/// `DELETE /v1/batch-sessions/{batch_id}`: end its sessions, remove it.
+pub async fn delete(State(state): State<AppState>, caller: Caller, IdPath(batch_id): IdPath<BatchId>) -> ApiResult {
+    match state.fleet.delete_batch(caller.0.team_id, batch_id).await? {
+        BatchEnd::NotFound => Err(batch_not_found()),
+        BatchEnd::Conflict(status) => Err(ApiError::Conflict(conflict_message(status, "deleted"))),
+        BatchEnd::Done(ended) => {
+            let mut body = json!({
+                "batch_id": batch_id,
+                "deleted_sessions": ended.ended,
+                "failed_deletions": ended.errors.len(),
+                "message": format!("batch deleted: {} running session(s) ended", ended.ended),
+            });
+            if !ended.errors.is_empty() {
+                body["errors"] = ended
+                    .errors
+                    .iter()
+                    .map(|(session_id, error)| json!({"session_id": session_id, "error": error}))
+                    .collect();
+            }
+            Ok(data(body))
+        }
+    }
+}
+
+/// `POST /v1/batch-sessions/{batch_id}/retry`.
+pub async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(batch_id): IdPath<BatchId>,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
+    let body = object_body(body)?;
+    let failed_only = match body.get("retry_failed_only") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(flag)) => *flag,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "retry_failed_only must be true or false".to_owned(),
+            ))
+        }
+    };
+    let attempts = match body.get("max_retries") {
+        None | Some(Value::Null) => 1,
+        Some(Value::Number(number)) => match number.as_i64() {
+            Some(value @ 1..=3) => value,
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "max_retries must be an integer between 1 and 3".to_owned(),
+                ))
+            }
+        },
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "max_retries must be an integer between 1 and 3".to_owned(),
+            ))
+        }
+    };
+    match state
+        .fleet
+        .retry_batch(caller.0.team_id, batch_id, failed_only, attempts)
+        .await?
+    {
+        RetryOutcome::NotFound => Err(batch_not_found()),
+        RetryOutcome::Conflict(_) => Err(ApiError::Conflict(
+            "the batch is cancelled; a cancelled batch cannot be retried".to_owned(),
+        )),
+        RetryOutcome::Retried { retried, .. } => {
+            let batch = owned_batch(&state, caller.0.team_id, batch_id).await?;
+            let message = if retried == 0 {
+                "nothing to retry: no item of the batch has failed".to_owned()
+            } else {
+                format!("{retried} item(s) queued again, with up to {attempts} attempt(s) each")
+            };
+            Ok(data(json!({
+                "batch_id": batch_id,
+                "status": batch.status().as_str(),
+                "retried_sessions": retried,
+                "message": message,
+            })))
+        }
+    }
+}
+
+/// Where an events stream is.
+enum Watch {
+    /// Send the whole batch first.
+    Start,
+    /// Send what changed.
+    Follow,
+    /// The stream is over.
+    Over,
+}
+
+struct Watcher {
+    state: AppState,
+    team_id: TeamId,
+    batch_id: BatchId,
+    changes: tokio::sync::broadcast::Receiver<BatchId>,
+    sent_items: HashMap<i64, Value>,
+    sent_batch: Value,
+    watch: Watch,
+}
+
+/// Changes arriving together are sent together, at most this often.
+const EVENTS_COALESCE: Duration = Duration::from_millis(100);
+
+impl Watcher {
+    /// Waits until this batch changed (or the server stops); `false` when the
+    /// stream must end.
+    async fn changed(&mut self) -> bool {
+        loop {
+            let next = tokio::select! {
+                next = self.changes.recv() => next,
+                () = self.state.fleet.shutting_down() => return false,
+            };
+            match next {
+                Ok(batch_id) if batch_id == self.batch_id => break,
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => break,
+                Err(RecvError::Closed) => return false,
+            }
+        }
+        tokio::time::sleep(EVENTS_COALESCE).await;
+        while self.changes.try_recv().is_ok() {}
+        true
+    }
+
+    /// The events that bring a watcher up to date; ends the stream once the
+    /// batch is final or gone.
+    async fn events(&mut self) -> Vec<Event> {
+        let summary = match self.state.store.batch(self.team_id, self.batch_id).await {
+            Ok(Some(summary)) => summary,
+            Ok(None) => {
+                self.watch = Watch::Over;
+                return vec![Event::default()
+                    .event("deleted")
+                    .data(json!({"batch_id": self.batch_id}).to_string())];
+            }
+            Err(error) => {
+                tracing::error!(batch_id = %self.batch_id, %error, "events stream cannot read its batch");
+                self.watch = Watch::Over;
+                return vec![Event::default()
+                    .event("error")
+                    .data(json!({"message": "the server failed to read the batch"}).to_string())];
+            }
+        };
+        let items = self.state.store.batch_items(self.batch_id).await.unwrap_or_default();
+        let mut events = Vec::new();
+        for item in &items {
+            let body = item_json(&self.state, &item.request, item.session_status);
+            if self.sent_items.get(&item.request.item_index) != Some(&body) {
+                events.push(Event::default().event("item").data(body.to_string()));
+                self.sent_items.insert(item.request.item_index, body);
+            }
+        }
+        let batch = status_json(&summary);
+        if batch != self.sent_batch {
+            events.push(Event::default().event("batch").data(batch.to_string()));
+            self.sent_batch = batch;
+        }
+        self.watch = if summary.status().is_final() {
+            Watch::Over
+        } else {
+            Watch::Follow
+        };
+        events
+    }
+}
+
+/// `GET /v1/batch-sessions/{batch_id}/events`: Server-Sent Events of item and
+/// batch changes (`item`, `batch`; `deleted` if the batch is removed), from a
+/// full snapshot on, ending once the batch is final.
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(batch_id): IdPath<BatchId>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    owned_batch(&state, caller.0.team_id, batch_id).await?;
+    // Subscribed before the first snapshot, so no change falls in between.
+    let changes = state.fleet.batch_changes();
+    let watcher = Watcher {
+        state,
+        team_id: caller.0.team_id,
+        batch_id,
+        changes,
+        sent_items: HashMap::new(),
+        sent_batch: Value::Null,
+        watch: Watch::Start,
+    };
+    let stream = stream::unfold(watcher, |mut watcher| async move {
+        match watcher.watch {
+            Watch::Over => None,
+            Watch::Start => {
+                let events = watcher.events().await;
+                Some((events, watcher))
+            }
+            Watch::Follow => {
+                if !watcher.changed().await {
+                    return None;
+                }
+                let events = watcher.events().await;
+                Some((events, watcher))
+            }
+        }
+    })
+    .flat_map(|events| stream::iter(events.into_iter().map(Ok)));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
