@@ -9,10 +9,10 @@ asserts on time; it reports.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
-import re
 import shutil
 import socket
 import statistics
@@ -41,15 +41,17 @@ def call(base, method, path, body=None):
         return json.loads(response.read())
 
 
-def measure_server(runs):
+@contextlib.contextmanager
+def server_process(extra_env):
+    """A release anchorage on a free port with a temp data dir; yields its base URL."""
     data_dir = tempfile.mkdtemp(prefix="anchorage-bench-")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = dict(os.environ, ANCHORAGE_LISTEN=f"127.0.0.1:{port}", ANCHORAGE_DATA_DIR=data_dir,
-               ANCHORAGE_API_KEY=KEY, ANCHORAGE_LOG="warn")
-    server = subprocess.Popen([str(REPO / "target/release/anchorage"), "serve"], env=env)
-    base = f"http://127.0.0.1:{port}"
+               ANCHORAGE_API_KEY=KEY, ANCHORAGE_LOG="warn", **extra_env)
+    server = subprocess.Popen([str(REPO / "target/release/anchorage"), "serve"], env=env,
+                              stderr=subprocess.DEVNULL)
     try:
         for _ in range(300):
             try:
@@ -57,7 +59,16 @@ def measure_server(runs):
                 break
             except OSError:
                 time.sleep(0.05)
-        # One warm-up start (first launch also measures the window frame).
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def measure_server(runs):
+    with server_process({}) as base:
+        # One warm-up start (the first launch also measures the window frame).
         call(base, "DELETE", f"/v1/sessions/{call(base, 'POST', '/v1/sessions', {})['data']['id']}")
         times = []
         for _ in range(runs):
@@ -66,32 +77,41 @@ def measure_server(runs):
             times.append((time.perf_counter() - started) * 1000)
             call(base, "DELETE", f"/v1/sessions/{session['data']['id']}")
         return times
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def raw_launch(keep=None):
+    """Launches Chromium by hand until DevTools is up; returns milliseconds.
+    With `keep` (a list), the browser is left running and recorded there for
+    the caller to end with `end_raw`; otherwise it is ended at once."""
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    profile = tempfile.mkdtemp(prefix="bench-raw-")
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
+         f"--user-data-dir={profile}", "about:blank"],
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for line in process.stderr:
+        if "DevTools listening on ws://" in line:
+            break
+    elapsed = (time.perf_counter() - started) * 1000
+    if keep is None:
+        end_raw((process, profile))
+    else:
+        keep.append((process, profile))
+    return elapsed
+
+
+def end_raw(launched):
+    process, profile = launched
+    os.killpg(process.pid, 9)
+    process.wait()
+    shutil.rmtree(profile, ignore_errors=True)
 
 
 def measure_raw_chromium(runs):
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    times = []
-    for _ in range(runs):
-        profile = tempfile.mkdtemp(prefix="bench-raw-")
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-             f"--user-data-dir={profile}", "about:blank"],
-            stderr=subprocess.PIPE, text=True, start_new_session=True)
-        for line in process.stderr:
-            if re.search(r"DevTools listening on ws://", line):
-                break
-        times.append((time.perf_counter() - started) * 1000)
-        os.killpg(process.pid, 9)
-        process.wait()
-        shutil.rmtree(profile, ignore_errors=True)
-    return times
+    return [raw_launch() for _ in range(runs)]
 
 
 def main():

@@ -101,3 +101,68 @@ def test_puppeteer_connects_with_cdp_url(client, page_url):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["title"] == PAGE_TITLE
     client.sessions.delete_session(created.data.id)
+
+
+def wait_for_batch(client, batch_id, done, timeout=90):
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = client.batch_sessions.get_batch_session(batch_id).data
+        if done(batch):
+            return batch
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.1)
+
+
+def test_sdk_drives_the_whole_batch_flow(client, page_url):
+    created = client.batch_sessions.create_batch_session(
+        count=2,
+        configuration={"session": {"initial_url": page_url}},
+        metadata={"suite": "compat"},
+    )
+    batch_id = str(created.data.batch_id)
+    assert created.data.status == "pending"
+    assert created.data.total_requests == 2
+
+    batch = wait_for_batch(client, batch_id, lambda batch: batch.status == "completed")
+    assert batch.completed_requests == 2
+    assert batch.progress.percentage == 100
+    assert batch.progress.current_phase == "ready"
+    assert batch.actual_completion_time is not None
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.connect_over_cdp(batch.sessions[0].cdp_url)
+        page = browser.contexts[0].pages[0]
+        page.wait_for_load_state()
+        assert page.title() == PAGE_TITLE
+        browser.close()
+
+    listed = client.batch_sessions.list_batch_sessions(status="completed", limit=10)
+    assert batch_id in [str(item.batch_id) for item in listed.data.batches]
+    assert listed.data.pagination.current_page == 1
+
+    with pytest.raises(anchorbrowser.ConflictError):
+        client.batch_sessions.update_batch_session(batch_id, status="cancelled")
+    retried = client.batch_sessions.retry_batch_session(batch_id, retry_failed_only=True, max_retries=2)
+    assert retried.data.retried_sessions == 0
+
+    deleted = client.batch_sessions.delete_batch_session(batch_id)
+    assert deleted.data.deleted_sessions == 2
+    assert deleted.data.failed_deletions == 0
+    with pytest.raises(anchorbrowser.NotFoundError):
+        client.batch_sessions.get_batch_session(batch_id)
+
+
+def test_sdk_cancels_a_batch(client):
+    created = client.batch_sessions.create_batch_session(count=6)
+    batch_id = str(created.data.batch_id)
+    wait_for_batch(client, batch_id, lambda batch: (batch.completed_requests or 0) >= 1)
+    cancelled = client.batch_sessions.update_batch_session(batch_id, status="cancelled")
+    assert cancelled.data.status == "cancelled"
+    assert cancelled.data.cancelled_sessions >= 1
+    batch = client.batch_sessions.get_batch_session(batch_id).data
+    assert batch.status == "cancelled"
+    total = (batch.completed_requests + batch.failed_requests + batch.processing_requests
+             + batch.pending_requests)
+    assert total + sum(1 for item in batch.sessions if item.status == "cancelled") == 6
+    with pytest.raises(anchorbrowser.ConflictError):
+        client.batch_sessions.retry_batch_session(batch_id)
+    client.batch_sessions.delete_batch_session(batch_id)

@@ -316,3 +316,98 @@ fn the_first_start_prints_a_key_that_works() {
     server.signal(libc::SIGTERM);
     let _ = server.child.wait();
 }
+
+fn batch(server: &Server, batch_id: &str) -> Value {
+    let (status, answer) = server.call(reqwest::Method::GET, &format!("/v1/batch-sessions/{batch_id}"), None);
+    assert_eq!(status, 200, "{answer}");
+    answer["data"].clone()
+}
+
+fn wait_for_batch(server: &Server, batch_id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let current = batch(server, batch_id);
+        if done(&current) {
+            return current;
+        }
+        assert!(Instant::now() < deadline, "batch never got there: {current}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn create_batch(server: &Server, count: u32) -> String {
+    let (status, answer) = server.call(
+        reqwest::Method::POST,
+        "/v1/batch-sessions",
+        Some(json!({"count": count})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    answer["data"]["batch_id"].as_str().expect("batch id").to_owned()
+}
+
+#[test]
+fn after_a_sigkill_mid_batch_the_restart_resumes_it_and_keeps_a_cancel() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut first = Server::start(data_dir.path(), &[("ANCHORAGE_MAX_SESSIONS", "2")]);
+    let half_done = create_batch(&first, 4);
+    wait_for_batch(&first, &half_done, |batch| batch["completed_requests"] == json!(2));
+    let cancelled = create_batch(&first, 2);
+    let (status, answer) = first.call(
+        reqwest::Method::PATCH,
+        &format!("/v1/batch-sessions/{cancelled}"),
+        Some(json!({"status": "cancelled"})),
+    );
+    assert_eq!(status, 200, "{answer}");
+    // Killed while this one's items are queued or launching.
+    let (status, _) = first.call(reqwest::Method::DELETE, "/v1/sessions/all", None);
+    assert_eq!(status, 200);
+    let mid_launch = create_batch(&first, 2);
+    first.signal(libc::SIGKILL);
+    let _ = first.child.wait();
+    first.data_dir = std::path::PathBuf::new();
+    drop(first);
+
+    let second = Server::start(data_dir.path(), &[("ANCHORAGE_MAX_SESSIONS", "4")]);
+    let mut connectable = 0;
+    for batch_id in [&half_done, &mid_launch] {
+        let done = wait_for_batch(&second, batch_id, |batch| {
+            batch["pending_requests"] == json!(0) && batch["processing_requests"] == json!(0)
+        });
+        assert_eq!(done["status"], json!("completed"), "{done}");
+        let items = done["sessions"].as_array().expect("items");
+        assert!(items.iter().all(|item| item["status"] == json!("completed")), "{done}");
+        connectable += items.iter().filter(|item| item["cdp_url"].is_string()).count();
+    }
+    let cancelled = batch(&second, &cancelled);
+    assert_eq!(cancelled["status"], json!("cancelled"));
+    assert_eq!(cancelled["cancelled_requests"], json!(2), "{cancelled}");
+    // Items whose session came up before the kill died with the old server;
+    // the rest were started by the new one. Nothing of the cancelled batch.
+    let (_, live) = second.call(reqwest::Method::GET, "/v1/sessions/all/status", None);
+    assert_eq!(live["data"]["count"], json!(connectable), "{live}");
+    assert!(connectable >= 2, "the killed mid-launch batch was not resumed");
+    let (_, of_cancelled) = second.call(
+        reqwest::Method::GET,
+        &format!(
+            "/v1/sessions/all/status?batch_id={}",
+            cancelled["batch_id"].as_str().unwrap_or_default()
+        ),
+        None,
+    );
+    assert_eq!(of_cancelled["data"]["count"], json!(0));
+    assert_eq!(browser_groups(data_dir.path()), connectable);
+}
+
+/// How many browsers (process groups) of this data dir run.
+fn browser_groups(data_dir: &Path) -> usize {
+    let mut groups: Vec<u32> = browser_pids(data_dir)
+        .into_iter()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            stat.rsplit(')').next()?.split_whitespace().nth(2)?.parse().ok()
+        })
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups.len()
+}

@@ -36,6 +36,37 @@ fn row(
 
 const UNKNOWN: &str = "6f1c2a4e-8d1b-4c5e-9a7f-0b2c3d4e5f60";
 
+/// Sends every row and checks its status and JSON error body.
+async fn check_rows(server: &TestServer, rows: &[Row]) {
+    for row in rows {
+        let mut request = server
+            .http
+            .request(row.method.clone(), format!("{}{}", server.base, row.path));
+        if let Some(key) = row.key {
+            request = request.header("anchor-api-key", key);
+        }
+        if let Some(body) = row.body {
+            request = request.header("content-type", "application/json").body(body.to_owned());
+        }
+        let response = request.send().await.expect("sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let shown_body: String = row.body.map(|body| body.chars().take(80).collect()).unwrap_or_default();
+        let value: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{} {} answered non-JSON: {text:?}", row.method, row.path));
+        assert_eq!(status, row.status, "{} {} {shown_body}: {value}", row.method, row.path);
+        assert_eq!(value["error"]["code"], json!(row.status), "{value}");
+        let message = value["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(row.message_contains),
+            "{} {} {shown_body}: {message:?} lacks {:?}",
+            row.method,
+            row.path,
+            row.message_contains
+        );
+    }
+}
+
 #[tokio::test]
 async fn every_bad_request_gets_the_contract_error_and_changes_nothing() {
     let server = TestServer::start().await;
@@ -301,33 +332,7 @@ async fn every_bad_request_gets_the_contract_error_and_changes_nothing() {
     let deep: &'static str = leaked(format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)));
     rows.push(row(Method::POST, "/v1/sessions", Some(deep), 400, "not valid JSON"));
 
-    for row in &rows {
-        let mut request = server
-            .http
-            .request(row.method.clone(), format!("{}{}", server.base, row.path));
-        if let Some(key) = row.key {
-            request = request.header("anchor-api-key", key);
-        }
-        if let Some(body) = row.body {
-            request = request.header("content-type", "application/json").body(body.to_owned());
-        }
-        let response = request.send().await.expect("sent");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body");
-        let shown_body: String = row.body.map(|body| body.chars().take(80).collect()).unwrap_or_default();
-        let value: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("{} {} answered non-JSON: {text:?}", row.method, row.path));
-        assert_eq!(status, row.status, "{} {} {shown_body}: {value}", row.method, row.path);
-        assert_eq!(value["error"]["code"], json!(row.status), "{value}");
-        let message = value["error"]["message"].as_str().unwrap_or_default();
-        assert!(
-            message.contains(row.message_contains),
-            "{} {} {shown_body}: {message:?} lacks {:?}",
-            row.method,
-            row.path,
-            row.message_contains
-        );
-    }
+    check_rows(&server, &rows).await;
 
     // Nothing started, nothing stored, and the server still serves.
     assert!(server.browser_pids().is_empty());
@@ -391,6 +396,285 @@ async fn a_revoked_key_stops_working() {
             StatusCode::UNAUTHORIZED,
             json!({"error": {"code": 401, "message": "Invalid API Key"}})
         )
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_bad_batch_request_gets_the_contract_error_and_changes_nothing() {
+    let server = TestServer::start_with(&[("ANCHORAGE_MAX_SESSIONS", "1")], |_| {}).await;
+    // A real batch to aim PATCH, retry and another team's requests at; it
+    // stays pending behind a running session so that nothing it does races.
+    let blocker = server.create_session(json!({})).await;
+    let batch_id = server.create_batch(json!({"count": 1})).await;
+    let batch_path: &'static str = Box::leak(format!("/v1/batch-sessions/{batch_id}").into_boxed_str());
+    let retry_path: &'static str = Box::leak(format!("{batch_path}/retry").into_boxed_str());
+    let unknown: &'static str = Box::leak(format!("/v1/batch-sessions/{UNKNOWN}").into_boxed_str());
+    let unknown_retry: &'static str = Box::leak(format!("{unknown}/retry").into_boxed_str());
+    let unknown_events: &'static str = Box::leak(format!("{unknown}/events").into_boxed_str());
+    let count_message = "count must be an integer between 1 and 1000";
+
+    let rows = vec![
+        Row {
+            method: Method::POST,
+            path: "/v1/batch-sessions",
+            key: None,
+            body: Some("{\"count\": 1}"),
+            status: 401,
+            message_contains: "Invalid API Key",
+        },
+        Row {
+            method: Method::GET,
+            path: batch_path,
+            key: None,
+            body: None,
+            status: 401,
+            message_contains: "Invalid API Key",
+        },
+        Row {
+            method: Method::GET,
+            path: "/v1/batch-sessions",
+            key: Some("wrong"),
+            body: None,
+            status: 401,
+            message_contains: "Invalid API Key",
+        },
+        row(
+            Method::POST,
+            "/v1/batch-sessions",
+            Some("{\"count\": 0}"),
+            400,
+            count_message,
+        ),
+        row(
+            Method::POST,
+            "/v1/batch-sessions",
+            Some("{\"count\": -1}"),
+            400,
+            count_message,
+        ),
+        row(
+            Method::POST,
+            "/v1/batch-sessions",
+            Some("{\"count\": 1001}"),
+            400,
+            count_message,
+        ),
+        row(
+            Method::POST,
+            "/v1/batch-sessions",
+            Some("{\"count\": 2.5}"),
+            400,
+            count_message,
+        ),
+        row(
+            Method::POST,
+            "/v1/batch-sessions",
+            Some("{\"count\": \"3\"}"),
+            400,
+            count_message,
+        ),
+        row(
+            Method::POST,
+            "/v1/batch-sessions",
+            Some("{\"count\": null}"),
+            400,
+            count_message,
+        ),
+        row(Method::POST, "/v1/batch-sessions", Some("{}"), 400, count_message),
+        row(
+            Method::POST,
+            "/v1/batch-sessions",
+            Some("{\"count\": 1e3}"),
+            400,
+            count_message,
+        ),
+        row(
+            Method::POST,
+            "/v1/batch-sessions",
+            Some("{\"count\": 1, \"configuration\": \"x\"}"),
+            400,
+            "configuration must be an object",
+        ),
+        row(
+            Method::POST,
+            "/v1/batch-sessions",
+            Some("{\"count\": 1, \"configuration\": [1]}"),
+            400,
+            "configuration must be an object",
+        ),
+        row(
+            Method::POST,
+            "/v1/batch-sessions",
+            Some("{\"count\": 1, \"configuration\": {\"session\": {\"initial_url\": \"file:///etc/passwd\"}}}"),
+            400,
+            "configuration.session.initial_url",
+        ),
+        row(
+            Method::POST,
+            "/v1/batch-sessions",
+            Some("{\"count\": 1, \"metadata\": 7}"),
+            400,
+            "metadata must be an object",
+        ),
+        row(
+            Method::POST,
+            "/v1/batch-sessions",
+            Some("{\"count\": 1, \"metadata\": [\"a\"]}"),
+            400,
+            "metadata must be an object",
+        ),
+        row(
+            Method::POST,
+            "/v1/batch-sessions",
+            Some("{\"count\": "),
+            400,
+            "not valid JSON",
+        ),
+        row(Method::POST, "/v1/batch-sessions", Some("[1]"), 400, "JSON object"),
+        row(Method::PATCH, batch_path, Some("{}"), 400, "status is required"),
+        row(
+            Method::PATCH,
+            batch_path,
+            Some("{\"status\": \"running\"}"),
+            400,
+            "status must be \"cancelled\"",
+        ),
+        row(
+            Method::PATCH,
+            batch_path,
+            Some("{\"status\": \"completed\"}"),
+            400,
+            "status must be \"cancelled\"",
+        ),
+        row(
+            Method::PATCH,
+            batch_path,
+            Some("{\"status\": 1}"),
+            400,
+            "status must be \"cancelled\"",
+        ),
+        row(Method::PATCH, batch_path, Some("{\"status\": "), 400, "not valid JSON"),
+        row(
+            Method::POST,
+            retry_path,
+            Some("{\"max_retries\": 0}"),
+            400,
+            "max_retries",
+        ),
+        row(
+            Method::POST,
+            retry_path,
+            Some("{\"max_retries\": 4}"),
+            400,
+            "max_retries",
+        ),
+        row(
+            Method::POST,
+            retry_path,
+            Some("{\"max_retries\": \"2\"}"),
+            400,
+            "max_retries",
+        ),
+        row(
+            Method::POST,
+            retry_path,
+            Some("{\"retry_failed_only\": \"yes\"}"),
+            400,
+            "retry_failed_only",
+        ),
+        row(Method::GET, "/v1/batch-sessions?page=0", None, 400, "page"),
+        row(Method::GET, "/v1/batch-sessions?limit=0", None, 400, "limit"),
+        row(Method::GET, "/v1/batch-sessions?limit=101", None, 400, "limit"),
+        row(Method::GET, "/v1/batch-sessions?status=bogus", None, 400, "status"),
+        row(
+            Method::GET,
+            "/v1/batch-sessions?created_after=last-week",
+            None,
+            400,
+            "created_after",
+        ),
+        row(
+            Method::GET,
+            "/v1/batch-sessions?created_before=2026-02-30",
+            None,
+            400,
+            "created_before",
+        ),
+        row(Method::GET, unknown, None, 404, "Batch not found"),
+        row(
+            Method::PATCH,
+            unknown,
+            Some("{\"status\": \"cancelled\"}"),
+            404,
+            "Batch not found",
+        ),
+        row(Method::DELETE, unknown, None, 404, "Batch not found"),
+        row(Method::POST, unknown_retry, Some("{}"), 404, "Batch not found"),
+        row(Method::GET, unknown_events, None, 404, "Batch not found"),
+        row(
+            Method::GET,
+            "/v1/batch-sessions/not-a-uuid",
+            None,
+            404,
+            "Batch not found",
+        ),
+        row(
+            Method::PATCH,
+            "/v1/batch-sessions/123",
+            Some("{\"status\": \"cancelled\"}"),
+            404,
+            "Batch not found",
+        ),
+        row(Method::DELETE, "/v1/batch-sessions/zzz", None, 404, "Batch not found"),
+    ];
+    check_rows(&server, &rows).await;
+
+    // Another team sees nothing of it, and cannot touch it.
+    let other_key = anchorage_server::keys::create(&server.config, "others", "test")
+        .await
+        .expect("key");
+    let not_found = json!({"error": {"code": 404, "message": "Batch not found"}});
+    for (method, path, body) in [
+        (Method::GET, batch_path.to_owned(), None),
+        (
+            Method::PATCH,
+            batch_path.to_owned(),
+            Some(json!({"status": "cancelled"})),
+        ),
+        (Method::DELETE, batch_path.to_owned(), None),
+        (Method::POST, retry_path.to_owned(), Some(json!({}))),
+        (Method::GET, format!("{batch_path}/events"), None),
+    ] {
+        let answer = server.request(method.clone(), &path, Some(&other_key), body).await;
+        assert_eq!(answer, (StatusCode::NOT_FOUND, not_found.clone()), "{method} {path}");
+    }
+    let (_, theirs) = server
+        .request(Method::GET, "/v1/batch-sessions", Some(&other_key), None)
+        .await;
+    assert_eq!(theirs["data"]["pagination"]["total_records"], json!(0));
+
+    // Nothing changed: one batch, still pending, no browser but the blocker.
+    let batch = server.batch(&batch_id).await;
+    assert_eq!(batch["status"], json!("pending"));
+    let (_, listed) = server.get("/v1/batch-sessions").await;
+    assert_eq!(listed["data"]["pagination"]["total_records"], json!(1));
+    assert_eq!(server.main_browser_count(), 1);
+    server
+        .delete(&format!("/v1/sessions/{}", blocker["id"].as_str().unwrap_or_default()))
+        .await;
+    server.delete(batch_path).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_batch_cap_is_a_setting() {
+    let server = TestServer::start_with(&[("ANCHORAGE_MAX_BATCH", "3")], |_| {}).await;
+    let (code, body) = server.post("/v1/batch-sessions", json!({"count": 4})).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body["error"]["message"],
+        json!("count must be an integer between 1 and 3")
     );
     server.stop().await;
 }

@@ -375,3 +375,63 @@ impl TestServer {
             == Some(pid)
     }
 }
+
+impl TestServer {
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::PATCH, path, Some(TEST_KEY), Some(body))
+            .await
+    }
+
+    /// Creates a batch and returns its id.
+    pub async fn create_batch(&self, body: Value) -> String {
+        let (status, answer) = self.post("/v1/batch-sessions", body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["data"]["status"], json!("pending"));
+        answer["data"]["batch_id"].as_str().expect("batch id").to_owned()
+    }
+
+    pub async fn batch(&self, batch_id: &str) -> Value {
+        let (status, answer) = self.get(&format!("/v1/batch-sessions/{batch_id}")).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let data = answer["data"].clone();
+        assert_counts_add_up(&data);
+        data
+    }
+
+    /// Polls a batch until `done` holds for it.
+    pub async fn wait_for_batch(&self, batch_id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let batch = self.batch(batch_id).await;
+            if done(&batch) {
+                return batch;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "batch never reached the state waited for: {batch}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Main browser processes of this server alive now.
+    pub fn main_browser_count(&self) -> usize {
+        self.browser_pids()
+            .into_iter()
+            .filter(|pid| self.main_browser_pid_is(*pid))
+            .count()
+    }
+}
+
+/// The counts of a batch's full status always add up to its total.
+pub fn assert_counts_add_up(batch: &Value) {
+    let count = |key: &str| batch[key].as_i64().unwrap_or_else(|| panic!("{key} missing: {batch}"));
+    let sum = count("completed_requests")
+        + count("failed_requests")
+        + count("processing_requests")
+        + count("pending_requests")
+        + count("cancelled_requests");
+    assert_eq!(sum, count("total_requests"), "{batch}");
+    let items = batch["sessions"].as_array().map_or(0, Vec::len) as i64;
+    assert_eq!(items, count("total_requests"), "{batch}");
+}
