@@ -112,6 +112,10 @@ impl LaunchSpec {
 /// Why a launch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
+    /// The launch was stopped from outside (the start was cancelled); the
+    /// browser it had begun is gone.
+    #[error("the launch was stopped")]
+    Stopped,
     /// The directories could not be made.
     #[error("cannot prepare the browser directory {path}: {source}")]
     Directory {
@@ -306,6 +310,16 @@ async fn read_endpoint(lines: &mut tokio::io::Lines<BufReader<ChildStderr>>, tai
 /// Launches Chromium and waits until its DevTools endpoint is announced. The
 /// announcement is read from stderr as it is printed: no polling.
 pub async fn launch(spec: &LaunchSpec) -> Result<Browser, LaunchError> {
+    launch_until(spec, std::future::pending()).await
+}
+
+/// Like [`launch`], but gives up when `stop` resolves first: then the
+/// browser begun is killed, its group waited for and its dirs removed before
+/// this returns [`LaunchError::Stopped`].
+pub async fn launch_until(
+    spec: &LaunchSpec,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<Browser, LaunchError> {
     for dir in [spec.profile_dir(), spec.tmp_dir.clone()] {
         tokio::fs::create_dir_all(&dir)
             .await
@@ -351,7 +365,16 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Browser, LaunchError> {
     };
     let mut lines = BufReader::new(stderr).lines();
     let mut tail = Vec::new();
-    let announced = tokio::time::timeout(spec.ready_timeout, read_endpoint(&mut lines, &mut tail)).await;
+    let announced = tokio::select! {
+        announced = tokio::time::timeout(spec.ready_timeout, read_endpoint(&mut lines, &mut tail)) => announced,
+        () = stop => {
+            kill_group(pid);
+            let _ = child.wait().await;
+            wait_group_gone(pid).await;
+            remove_dirs(spec).await;
+            return Err(LaunchError::Stopped);
+        }
+    };
     let websocket_url = match announced {
         Ok(Some(url)) => url,
         Ok(None) => {

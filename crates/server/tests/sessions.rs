@@ -362,3 +362,32 @@ async fn frames_far_over_the_usual_limits_pass_both_ways_unchanged() {
     cdp.close().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn ending_a_session_while_it_launches_leaves_no_browser() {
+    let server = TestServer::start().await;
+    for _ in 0..3 {
+        let (_, accepted) = server.post("/v1/sessions/async", json!({})).await;
+        let path = format!("/v1/sessions/async/{}/status", text(&accepted["data"]["request_id"]));
+        // Catch it as soon as it has a session, most often while launching.
+        let session_id = loop {
+            let (_, answer) = server.get(&path).await;
+            if let Some(session_id) = answer["data"]["session"]["session_id"].as_str() {
+                break session_id.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let (code, _) = server.delete(&format!("/v1/sessions/{session_id}")).await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            server.browser_pids().is_empty(),
+            "a browser outlived the DELETE of its session"
+        );
+        let (_, answer) = server.get(&path).await;
+        assert!(
+            ["cancelled", "completed"].contains(&text(&answer["data"]["status"])),
+            "{answer}"
+        );
+    }
+    server.stop().await;
+}

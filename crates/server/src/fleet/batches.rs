@@ -64,8 +64,7 @@ impl Fleet {
             BatchChange::Done(running) => running,
         };
         self.unqueue(|request| request.batch_id == Some(batch_id));
-        self.abort_launches(|_, launch_batch| launch_batch == Some(batch_id))
-            .await;
+        self.abort_launches(|launch| launch.batch_id == Some(batch_id)).await;
         let ends = running
             .iter()
             .map(|session_id| self.end_session(*session_id, SessionStatus::Completed, reason));

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anchorage_browser::{launch, Browser, BrowserDirs, LaunchError, LaunchSpec};
+use anchorage_browser::{launch_until, Browser, BrowserDirs, LaunchError, LaunchSpec};
 use anchorage_core::{BatchId, FairQueue, RequestId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp};
 use anchorage_store::{LaunchFailure, RequestRecord, SessionRecord, Store, StoreError};
 use tokio::sync::{broadcast, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
@@ -72,6 +72,7 @@ struct Waiting {
 /// A launch under way, so that a cancel can stop it and wait for it.
 struct Launching {
     batch_id: Option<BatchId>,
+    session_id: SessionId,
     abort: CancellationToken,
     done: CancellationToken,
 }
@@ -287,8 +288,6 @@ impl Fleet {
             Ok(false) => match self.store.request(team_id, request_id).await {
                 Ok(Some(request)) => {
                     if let Some(session_id) = request.session_id {
-                        self.abort_launches(|launch_request, _| launch_request == request_id)
-                            .await;
                         if let Err(error) = self.end_session(session_id, SessionStatus::Completed, reason).await {
                             tracing::warn!(%session_id, %error, "could not end an abandoned session");
                         }
@@ -314,20 +313,24 @@ impl Fleet {
         match live {
             Some(session) => Ok(session.end(status, reason).await),
             None => {
-                self.store
+                let ended = self
+                    .store
                     .end_session(session_id, status, reason, Timestamp::now())
-                    .await
+                    .await?;
+                // A session still launching: its browser must not outlive this call.
+                self.abort_launches(|launch| launch.session_id == session_id).await;
+                Ok(ended)
             }
         }
     }
 
-    /// Stops every launch under way that `matches` (request id, batch id)
-    /// and waits until each has let go of its browser.
-    async fn abort_launches(&self, matches: impl Fn(RequestId, Option<BatchId>) -> bool) {
+    /// Stops every launch under way that `matches` and waits until each has
+    /// let go of its browser.
+    async fn abort_launches(&self, matches: impl Fn(&Launching) -> bool) {
         let done: Vec<CancellationToken> = match self.launching.lock() {
             Ok(launching) => launching
                 .iter()
-                .filter(|(request_id, launch)| matches(**request_id, launch.batch_id))
+                .filter(|(_, launch)| matches(launch))
                 .map(|(_, launch)| {
                     launch.abort.cancel();
                     launch.done.clone()
@@ -414,14 +417,27 @@ impl Fleet {
         }
     }
 
-    /// Launches Chromium for `spec`, trying a second time if the first fails.
-    async fn launch_with_retry(&self, spec: &LaunchSpec, session_id: SessionId) -> Result<Browser, LaunchError> {
-        match launch(spec).await {
-            Ok(browser) => Ok(browser),
+    /// Launches Chromium for `spec`, trying a second time if the first fails;
+    /// stops (with the browser gone) when `abort` fires or the server stops.
+    async fn launch_with_retry(
+        &self,
+        spec: &LaunchSpec,
+        session_id: SessionId,
+        abort: &CancellationToken,
+    ) -> Result<Browser, LaunchError> {
+        let stop = || async {
+            tokio::select! {
+                () = abort.cancelled() => {}
+                () = self.shutdown.cancelled() => {}
+            }
+        };
+        match launch_until(spec, stop()).await {
+            Err(LaunchError::Stopped) => Err(LaunchError::Stopped),
             Err(error) => {
                 tracing::warn!(%session_id, %error, "launch failed; trying once more");
-                launch(spec).await
+                launch_until(spec, stop()).await
             }
+            started => started,
         }
     }
 
@@ -445,26 +461,6 @@ impl Fleet {
                 return;
             }
         };
-        // Registered before the store hears of the launch, so that a cancel
-        // that commits after `begin_launch` always finds it.
-        let abort = CancellationToken::new();
-        let done = CancellationToken::new();
-        if let Ok(mut launching) = self.launching.lock() {
-            launching.insert(
-                request.id,
-                Launching {
-                    batch_id: request.batch_id,
-                    abort: abort.clone(),
-                    done: done.clone(),
-                },
-            );
-        }
-        let _entry = LaunchingEntry {
-            fleet: &self,
-            request_id: request.id,
-            done,
-        };
-
         let session = SessionRecord {
             id: SessionId::new_random(),
             team_id: request.team_id,
@@ -483,6 +479,27 @@ impl Fleet {
             ended_at: None,
             end_reason: None,
         };
+        // Registered before the store hears of the launch, so that a cancel
+        // that commits after `begin_launch` always finds it.
+        let abort = CancellationToken::new();
+        let done = CancellationToken::new();
+        if let Ok(mut launching) = self.launching.lock() {
+            launching.insert(
+                request.id,
+                Launching {
+                    batch_id: request.batch_id,
+                    session_id: session.id,
+                    abort: abort.clone(),
+                    done: done.clone(),
+                },
+            );
+        }
+        let _entry = LaunchingEntry {
+            fleet: &self,
+            request_id: request.id,
+            done,
+        };
+
         match self.store.begin_launch(request.id, &session).await {
             Ok(true) => {}
             Ok(false) => {
@@ -512,11 +529,9 @@ impl Fleet {
             )
         };
         let started = Instant::now();
-        // Dropping the launch (abort or shutdown) kills whatever it started.
-        let outcome = tokio::select! {
-            outcome = self.launch_with_retry(&spec, session.id) => Some(outcome),
-            () = abort.cancelled() => None,
-            () = self.shutdown.cancelled() => None,
+        let outcome = match self.launch_with_retry(&spec, session.id, &abort).await {
+            Err(LaunchError::Stopped) => None,
+            outcome => Some(outcome),
         };
         if let (Some(Ok(browser)), None) = (&outcome, window_frame) {
             self.fit_first_viewport(browser, &options).await;
