@@ -37,6 +37,7 @@ impl Server {
             .env("ANCHORAGE_DATA_DIR", data_dir)
             .env("ANCHORAGE_API_KEY", KEY)
             .env("ANCHORAGE_MAX_SESSIONS", "4")
+            .env("ANCHORAGE_POOL_SIZE", "0")
             .env("ANCHORAGE_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null());

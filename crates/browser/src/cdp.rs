@@ -95,17 +95,7 @@ pub async fn fit_viewport(browser_websocket: &Url, width: u32, height: u32) -> R
     let mut conversation = Conversation::open(browser_websocket).await?;
     let outcome = async {
         let targets = conversation.call("Target.getTargets", json!({}), None).await?;
-        let target_id = targets
-            .pointer("/targetInfos")
-            .and_then(Value::as_array)
-            .and_then(|infos| {
-                infos
-                    .iter()
-                    .find(|info| info.get("type").and_then(Value::as_str) == Some("page"))
-            })
-            .and_then(|info| info.get("targetId").and_then(Value::as_str))
-            .ok_or("the browser has no page")?
-            .to_owned();
+        let target_id = first_page_target(&targets).ok_or("the browser has no page")?;
         let window = conversation
             .call("Browser.getWindowForTarget", json!({"targetId": target_id}), None)
             .await?;
@@ -162,4 +152,47 @@ pub async fn fit_viewport(browser_websocket: &Url, width: u32, height: u32) -> R
     .await;
     conversation.close().await;
     outcome
+}
+
+/// Navigates the browser's first page to `url` (for a browser launched
+/// before its session knew its `initial_url`); does not wait for the load.
+pub async fn open_in_first_page(browser_websocket: &Url, url: &Url) -> Result<(), String> {
+    let mut conversation = Conversation::open(browser_websocket).await?;
+    let outcome = async {
+        let targets = conversation.call("Target.getTargets", json!({}), None).await?;
+        let target_id = first_page_target(&targets).ok_or("the browser has no page")?;
+        let attached = conversation
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": target_id, "flatten": true}),
+                None,
+            )
+            .await?;
+        let session = attached
+            .get("sessionId")
+            .and_then(Value::as_str)
+            .ok_or("no session id")?
+            .to_owned();
+        conversation
+            .call("Page.navigate", json!({"url": url.as_str()}), Some(&session))
+            .await?;
+        let _ = conversation
+            .call("Target.detachFromTarget", json!({"sessionId": session}), None)
+            .await;
+        Ok::<_, String>(())
+    }
+    .await;
+    conversation.close().await;
+    outcome
+}
+
+/// The id of the first page target in a `Target.getTargets` answer.
+fn first_page_target(targets: &Value) -> Option<String> {
+    targets
+        .pointer("/targetInfos")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|info| info.get("type").and_then(Value::as_str) == Some("page"))
+        .and_then(|info| info.get("targetId").and_then(Value::as_str))
+        .map(str::to_owned)
 }

@@ -150,6 +150,17 @@ pub enum LaunchError {
     },
 }
 
+/// How long the phases of a launch took, each counted from its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchTimings {
+    /// Directories made.
+    pub prepared: Duration,
+    /// The process spawned.
+    pub spawned: Duration,
+    /// DevTools announced its endpoint (the browser is connectable).
+    pub devtools_ready: Duration,
+}
+
 /// How a browser ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrowserExit {
@@ -170,6 +181,7 @@ pub enum BrowserExit {
 pub struct Browser {
     pid: u32,
     websocket_url: Url,
+    timings: LaunchTimings,
     dirs: [PathBuf; 2],
     exit: watch::Receiver<Option<BrowserExit>>,
     killer: Option<tokio::sync::oneshot::Sender<()>>,
@@ -184,6 +196,16 @@ impl Browser {
     /// The browser's own DevTools endpoint (`ws://127.0.0.1:PORT/devtools/browser/ID`).
     pub fn websocket_url(&self) -> &Url {
         &self.websocket_url
+    }
+
+    /// How long each phase of its launch took.
+    pub fn timings(&self) -> LaunchTimings {
+        self.timings
+    }
+
+    /// Whether the browser has exited already.
+    pub fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
     }
 
     /// Resolves when the browser has exited, with how.
@@ -320,6 +342,7 @@ pub async fn launch_until(
     spec: &LaunchSpec,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<Browser, LaunchError> {
+    let started = std::time::Instant::now();
     for dir in [spec.profile_dir(), spec.tmp_dir.clone()] {
         tokio::fs::create_dir_all(&dir)
             .await
@@ -328,10 +351,16 @@ pub async fn launch_until(
                 source,
             })?;
     }
+    let prepared = started.elapsed();
     let mut command = Command::new(&spec.executable);
     command
         .args(spec.arguments())
         .env("TMPDIR", spec.tmp_dir.clone())
+        // Whatever Chromium writes outside its profile (crash reports under
+        // ~/.config, caches) stays in the session's directory too.
+        .env("HOME", &spec.session_dir)
+        .env("XDG_CONFIG_HOME", spec.session_dir.join("config"))
+        .env("XDG_CACHE_HOME", spec.session_dir.join("cache"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -347,6 +376,7 @@ pub async fn launch_until(
             });
         }
     };
+    let spawned = started.elapsed();
     let pid = child.id().unwrap_or(0);
     // If this future is dropped before the browser is handed out (the start
     // was cancelled), the guard kills the group and removes the directories.
@@ -411,9 +441,15 @@ pub async fn launch_until(
     let (killer, kill_requested) = tokio::sync::oneshot::channel();
     tokio::spawn(supervise(child, pid, exit_sender, kill_requested));
     let dirs = unfinished.dirs.take().unwrap_or_default();
+    let timings = LaunchTimings {
+        prepared,
+        spawned,
+        devtools_ready: started.elapsed(),
+    };
     Ok(Browser {
         pid,
         websocket_url,
+        timings,
         dirs,
         exit,
         killer: Some(killer),

@@ -13,8 +13,8 @@ mod launch;
 mod pump;
 mod reap;
 
-pub use cdp::{fit_viewport, list_pages, PageInfo};
+pub use cdp::{fit_viewport, list_pages, open_in_first_page, PageInfo};
 pub use dirs::BrowserDirs;
-pub use launch::{launch, launch_until, Browser, BrowserExit, LaunchError, LaunchSpec};
+pub use launch::{launch, launch_until, Browser, BrowserExit, LaunchError, LaunchSpec, LaunchTimings};
 pub use pump::{pump, websocket_config, PumpEnd, MAX_FRAME_BYTES};
 pub use reap::{leftover_browser_pids, reap_leftovers, ReapReport};

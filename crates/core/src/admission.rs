@@ -37,6 +37,12 @@ impl<Team: Eq + Hash + Clone, Item> FairQueue<Team, Item> {
         self.queues.entry(team).or_default().push_back(item);
     }
 
+    /// Puts an item back at the head of its team's queue (it was taken but
+    /// could not be served).
+    pub fn push_front(&mut self, team: Team, item: Item) {
+        self.queues.entry(team).or_default().push_front(item);
+    }
+
     /// How many items wait, in all.
     pub fn len(&self) -> usize {
         self.queues.values().map(VecDeque::len).sum()

@@ -173,16 +173,18 @@ impl App {
             max_sessions: config.max_sessions,
             launch_concurrency: config.launch_concurrency,
             team_max_sessions: config.team_max_sessions,
+            pool_size: config.pool_size,
             launch_timeout: config.launch_timeout,
             timeout_minute: config.timeout_minute,
         };
         let fleet = Fleet::new(Arc::clone(&store), settings, shutdown.clone(), tasks.clone());
         fleet.start().await?;
         let summary = format!(
-            "anchorage listening on {bound} (public URL {public_url}); chromium {}; max sessions {}; launch concurrency {}; data in {}",
+            "anchorage listening on {bound} (public URL {public_url}); chromium {}; max sessions {}; launch concurrency {}; pool {}; data in {}",
             chromium.display(),
             config.max_sessions,
             config.launch_concurrency,
+            config.pool_size,
             config.data_dir.display()
         );
         let state = AppState {

@@ -56,6 +56,7 @@ struct FileConfig {
     launch_timeout_seconds: Option<u64>,
     max_batch: Option<u64>,
     team_max_sessions: Option<u64>,
+    pool_size: Option<u64>,
 }
 
 /// Everything the server needs to start.
@@ -88,6 +89,8 @@ pub struct Config {
     /// Running and launching browsers of one team at most
     /// (`ANCHORAGE_TEAM_MAX_SESSIONS`); `None` for no limit but the server's.
     pub team_max_sessions: Option<usize>,
+    /// Browsers launched ahead for default starts (`ANCHORAGE_POOL_SIZE`).
+    pub pool_size: usize,
     /// The length of one minute of `max_duration` and `idle_timeout`. Always
     /// sixty seconds when read from settings; tests that exercise timeouts
     /// shorten it instead of waiting minutes.
@@ -214,6 +217,8 @@ impl Config {
         let team_max_sessions =
             number("ANCHORAGE_TEAM_MAX_SESSIONS", from_file.team_max_sessions, 1, 10_000)?.map(|value| value as usize);
 
+        let pool_size = number("ANCHORAGE_POOL_SIZE", from_file.pool_size, 0, 1000)?.map_or(2, |value| value as usize);
+
         Ok(Self {
             listen,
             public_url,
@@ -227,6 +232,7 @@ impl Config {
             launch_timeout,
             max_batch,
             team_max_sessions,
+            pool_size,
             timeout_minute: Duration::from_secs(60),
         })
     }
@@ -249,7 +255,7 @@ impl Config {
             for dir in std::env::split_paths(&path) {
                 let candidate = dir.join(name);
                 if is_executable(&candidate) {
-                    return Ok(candidate);
+                    return Ok(skip_launcher_script(candidate));
                 }
             }
         }
@@ -257,6 +263,35 @@ impl Config {
             "no Chromium found on PATH (chromium, chromium-browser, google-chrome): install it with `apt-get install chromium` or set ANCHORAGE_CHROMIUM".to_owned(),
         ))
     }
+}
+
+/// Where distributions put the real browser behind their launcher scripts.
+const REAL_BINARIES: [&str; 3] = [
+    "/usr/lib/chromium/chromium",
+    "/usr/lib/chromium-browser/chromium-browser",
+    "/opt/google/chrome/chrome",
+];
+
+/// Debian's `/usr/bin/chromium` is a shell script that sources
+/// `/etc/chromium.d`, cleans old crash reports and probes `/dev/shm` on every
+/// start (about 25 ms here) before running the real binary. Found on `PATH`,
+/// such a script is replaced by the binary it runs; a path given in
+/// `ANCHORAGE_CHROMIUM` is always used as given.
+fn skip_launcher_script(found: PathBuf) -> PathBuf {
+    let is_script = std::fs::File::open(&found)
+        .and_then(|mut file| {
+            let mut start = [0_u8; 2];
+            std::io::Read::read_exact(&mut file, &mut start).map(|()| start == *b"#!")
+        })
+        .unwrap_or(false);
+    if !is_script {
+        return found;
+    }
+    REAL_BINARIES
+        .iter()
+        .map(PathBuf::from)
+        .find(|binary| is_executable(binary))
+        .unwrap_or(found)
 }
 
 fn is_executable(path: &Path) -> bool {

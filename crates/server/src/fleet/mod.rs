@@ -14,6 +14,7 @@
 //! the loser's browser is killed at once.
 
 mod batches;
+mod pool;
 mod session;
 
 use std::collections::{HashMap, HashSet};
@@ -22,7 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anchorage_browser::{launch_until, Browser, BrowserDirs, LaunchError, LaunchSpec};
-use anchorage_core::{BatchId, FairQueue, RequestId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp};
+use anchorage_core::{
+    BatchId, FairQueue, RequestId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp, Viewport,
+};
 use anchorage_store::{LaunchFailure, RequestRecord, SessionRecord, Store, StoreError};
 use tokio::sync::{broadcast, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -56,10 +59,25 @@ pub struct FleetSettings {
     pub launch_concurrency: usize,
     /// Running (and launching) browsers of one team at most.
     pub team_max_sessions: Option<usize>,
+    /// Browsers kept launched ahead for default starts.
+    pub pool_size: usize,
     /// How long a launch may take.
     pub launch_timeout: Duration,
     /// The length of a timeout minute (see `Config::timeout_minute`).
     pub timeout_minute: Duration,
+}
+
+/// Where a starting session's browser comes from.
+enum Start {
+    /// A pooled browser, with its place.
+    Pooled(pool::Pooled),
+    /// A fresh launch into this place; `evicted` is a pooled browser that
+    /// gave its place up and must be ended first.
+    Cold {
+        capacity: OwnedSemaphorePermit,
+        evicted: Option<Browser>,
+        launch_permit: OwnedSemaphorePermit,
+    },
 }
 
 /// Requests waiting for a browser; each request at most once.
@@ -92,6 +110,12 @@ pub struct Fleet {
     launches: Arc<Semaphore>,
     /// Window size minus viewport, measured on the first launch.
     window_frame: Mutex<Option<(u32, u32)>>,
+    /// Browsers launched ahead (see `pool.rs`).
+    pool: Mutex<Vec<pool::Pooled>>,
+    /// Pool refills under way.
+    refills: std::sync::atomic::AtomicUsize,
+    /// No refill before this moment (after a failed one).
+    refill_paused_until: Mutex<Option<Instant>>,
     batch_changes: broadcast::Sender<BatchId>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -111,6 +135,16 @@ impl std::fmt::Debug for Fleet {
 pub(crate) struct TeamSlot {
     fleet: Arc<Fleet>,
     team_id: TeamId,
+    /// Whether dropping it wakes the queue (not when it was never used).
+    wake_queue: bool,
+}
+
+impl TeamSlot {
+    /// Gives the place back without waking the queue: the request goes back
+    /// to wait, and waking the queue for it would only spin.
+    fn unused(mut self) {
+        self.wake_queue = false;
+    }
 }
 
 impl Drop for TeamSlot {
@@ -123,7 +157,9 @@ impl Drop for TeamSlot {
                 }
             }
         }
-        self.fleet.queue_changed.notify_one();
+        if self.wake_queue {
+            self.fleet.queue_changed.notify_one();
+        }
     }
 }
 
@@ -163,6 +199,9 @@ impl Fleet {
             launching: Mutex::new(HashMap::new()),
             team_load: Mutex::new(HashMap::new()),
             window_frame: Mutex::new(None),
+            pool: Mutex::new(Vec::new()),
+            refills: std::sync::atomic::AtomicUsize::new(0),
+            refill_paused_until: Mutex::new(None),
             batch_changes: broadcast::channel(1024).0,
             shutdown,
             tasks,
@@ -243,6 +282,15 @@ impl Fleet {
             }
         }
         self.queue_changed.notify_one();
+    }
+
+    /// Puts a request back at the head of its team's queue.
+    fn enqueue_front(&self, request: RequestRecord) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            if waiting.queued.insert(request.id) {
+                waiting.queue.push_front(request.team_id, request);
+            }
+        }
     }
 
     /// Drops queued requests that no longer need a browser.
@@ -369,6 +417,7 @@ impl Fleet {
             TeamSlot {
                 fleet: Arc::clone(self),
                 team_id,
+                wake_queue: true,
             },
         ))
     }
@@ -380,41 +429,80 @@ impl Fleet {
         if let Ok(mut waiters) = self.waiters.lock() {
             waiters.clear();
         }
+        self.drain_pool().await;
     }
 
-    /// Takes requests as capacity frees up, and launches each in its own task.
+    /// Admits requests whenever something changes (a request arrives, a
+    /// browser ends, a launch or refill finishes), and keeps the pool full.
     async fn admit(self: &Arc<Self>) {
         loop {
-            let capacity = tokio::select! {
-                permit = Arc::clone(&self.capacity).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
+            let changed = self.queue_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            self.admit_ready();
+            tokio::select! {
+                () = changed => {}
                 () = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Starts every request that can start now: each needs a place, which is
+    /// a free capacity permit or a pooled browser (taken, or ended to free
+    /// its permit). Then tops up the pool if nothing waits.
+    fn admit_ready(self: &Arc<Self>) {
+        loop {
+            let pooled_count = self.pool.lock().map(|pool| pool.len()).unwrap_or(0);
+            if self.capacity.available_permits() == 0 && pooled_count == 0 {
+                break;
+            }
+            let Some((request, team_slot)) = self.pop_admissible() else {
+                break;
             };
-            let (request, team_slot) = loop {
-                let changed = self.queue_changed.notified();
-                tokio::pin!(changed);
-                changed.as_mut().enable();
-                if let Some(next) = self.pop_admissible() {
-                    break next;
+            let wants_pool = SessionOptions::from_configuration(&request.configuration)
+                .is_ok_and(|options| pool::poolable(&options));
+            let start = match wants_pool.then(|| self.take_pooled()).flatten() {
+                Some(pooled) => Start::Pooled(pooled),
+                None => {
+                    // Launches are taken here, in admission order, so that
+                    // items start in the order they were admitted.
+                    let Ok(launch_permit) = Arc::clone(&self.launches).try_acquire_owned() else {
+                        self.enqueue_front(request);
+                        team_slot.unused();
+                        break;
+                    };
+                    let place = match Arc::clone(&self.capacity).try_acquire_owned() {
+                        Ok(capacity) => Some((capacity, None)),
+                        Err(_) => self.take_pooled().map(|pooled| (pooled.capacity, Some(pooled.browser))),
+                    };
+                    let Some((capacity, evicted)) = place else {
+                        // The pooled browsers counted above had died; wait for a place.
+                        self.enqueue_front(request);
+                        team_slot.unused();
+                        break;
+                    };
+                    Start::Cold {
+                        capacity,
+                        evicted,
+                        launch_permit,
+                    }
                 }
-                tokio::select! {
-                    () = changed => {}
-                    () = self.shutdown.cancelled() => return,
-                }
-            };
-            let launch_permit = tokio::select! {
-                permit = Arc::clone(&self.launches).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-                () = self.shutdown.cancelled() => return,
             };
             let fleet = Arc::clone(self);
             self.tasks
-                .spawn(async move { fleet.provision(request, capacity, launch_permit, team_slot).await });
+                .spawn(async move { fleet.provision(request, start, team_slot).await });
         }
+        let queue_empty = self
+            .waiting
+            .lock()
+            .map(|waiting| waiting.queue.is_empty())
+            .unwrap_or(false);
+        self.maybe_refill(queue_empty);
+    }
+
+    /// The window frame measured on the first launch, if any yet.
+    fn window_frame(&self) -> Option<(u32, u32)> {
+        self.window_frame.lock().ok().and_then(|frame| *frame)
     }
 
     /// Launches Chromium for `spec`, trying a second time if the first fails;
@@ -441,13 +529,7 @@ impl Fleet {
         }
     }
 
-    async fn provision(
-        self: Arc<Self>,
-        request: RequestRecord,
-        capacity: OwnedSemaphorePermit,
-        launch_permit: OwnedSemaphorePermit,
-        team_slot: TeamSlot,
-    ) {
+    async fn provision(self: Arc<Self>, request: RequestRecord, start: Start, team_slot: TeamSlot) {
         let options = match SessionOptions::from_configuration(&request.configuration) {
             Ok(options) => options,
             Err(error) => {
@@ -503,6 +585,12 @@ impl Fleet {
         match self.store.begin_launch(request.id, &session).await {
             Ok(true) => {}
             Ok(false) => {
+                // Withdrawn while queued; an unused pooled browser goes back.
+                if let Start::Pooled(pooled) = start {
+                    if let Ok(mut pool) = self.pool.lock() {
+                        pool.push(pooled);
+                    }
+                }
                 self.notify(request.id, StartOutcome::Cancelled);
                 return;
             }
@@ -515,28 +603,32 @@ impl Fleet {
             self.batch_changed(batch_id);
         }
 
-        let window_frame = self.window_frame.lock().ok().and_then(|frame| *frame);
-        let spec = LaunchSpec {
-            ready_timeout: self.settings.launch_timeout,
-            window_frame,
-            ..LaunchSpec::new(
-                self.settings.chromium.clone(),
-                self.settings
-                    .browser_dirs
-                    .for_session(&session.id.as_uuid().simple().to_string()),
-                (options.viewport.width, options.viewport.height),
-                options.initial_url.clone(),
-            )
-        };
         let started = Instant::now();
-        let outcome = match self.launch_with_retry(&spec, session.id, &abort).await {
-            Err(LaunchError::Stopped) => None,
-            outcome => Some(outcome),
+        let from_pool = matches!(start, Start::Pooled(_));
+        let (outcome, capacity) = match start {
+            Start::Pooled(pool::Pooled { browser, capacity }) => {
+                if let Some(url) = &options.initial_url {
+                    if let Err(error) = anchorage_browser::open_in_first_page(browser.websocket_url(), url).await {
+                        tracing::warn!(session_id = %session.id, %error, "could not open initial_url in a pooled browser");
+                    }
+                }
+                (Some(Ok(browser)), capacity)
+            }
+            Start::Cold {
+                capacity,
+                evicted,
+                launch_permit,
+            } => {
+                if let Some(evicted) = evicted {
+                    // Its place is this start's: it must be gone first.
+                    evicted.shut_down().await;
+                }
+                (
+                    self.launch_cold(&session, &options, &abort, launch_permit).await,
+                    capacity,
+                )
+            }
         };
-        if let (Some(Ok(browser)), None) = (&outcome, window_frame) {
-            self.fit_first_viewport(browser, &options).await;
-        }
-        drop(launch_permit);
         let browser = match outcome {
             None => {
                 // Whoever aborted has recorded why (a cancel, a delete); on
@@ -557,7 +649,17 @@ impl Fleet {
         }
         match self.store.finish_launch(request.id, session.id, Timestamp::now()).await {
             Ok(true) => {
-                tracing::info!(session_id = %session.id, pid = browser.pid(), launch_ms = started.elapsed().as_millis() as u64, "session running");
+                let timings = browser.timings();
+                tracing::info!(
+                    session_id = %session.id,
+                    pid = browser.pid(),
+                    from_pool,
+                    start_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    launch_prepared_ms = timings.prepared.as_secs_f64() * 1000.0,
+                    launch_spawned_ms = timings.spawned.as_secs_f64() * 1000.0,
+                    launch_devtools_ms = timings.devtools_ready.as_secs_f64() * 1000.0,
+                    "session running"
+                );
                 let live = Arc::new(LiveSession::new(
                     session.id,
                     session.team_id,
@@ -595,10 +697,44 @@ impl Fleet {
         }
     }
 
+    /// Launches a fresh browser for a session, holding a launch permit.
+    /// `None` when the launch was stopped (an abort or shutdown).
+    async fn launch_cold(
+        &self,
+        session: &SessionRecord,
+        options: &SessionOptions,
+        abort: &CancellationToken,
+        launch_permit: OwnedSemaphorePermit,
+    ) -> Option<Result<Browser, LaunchError>> {
+        let window_frame = self.window_frame();
+        let spec = LaunchSpec {
+            ready_timeout: self.settings.launch_timeout,
+            window_frame,
+            ..LaunchSpec::new(
+                self.settings.chromium.clone(),
+                self.settings
+                    .browser_dirs
+                    .for_session(&session.id.as_uuid().simple().to_string()),
+                (options.viewport.width, options.viewport.height),
+                options.initial_url.clone(),
+            )
+        };
+        let outcome = match self.launch_with_retry(&spec, session.id, abort).await {
+            Err(LaunchError::Stopped) => None,
+            outcome => Some(outcome),
+        };
+        if let (Some(Ok(browser)), None) = (&outcome, window_frame) {
+            self.fit_first_viewport(browser, options.viewport).await;
+        }
+        drop(launch_permit);
+        // A launch permit is free again: a pool refill may use it.
+        self.queue_changed.notify_one();
+        outcome
+    }
+
     /// Headless windows have an invisible frame; sizes the first window so
     /// its viewport is what was asked, and remembers the frame for the rest.
-    async fn fit_first_viewport(&self, browser: &Browser, options: &SessionOptions) {
-        let viewport = options.viewport;
+    async fn fit_first_viewport(&self, browser: &Browser, viewport: Viewport) {
         match anchorage_browser::fit_viewport(browser.websocket_url(), viewport.width, viewport.height).await {
             Ok(frame) => {
                 if let Ok(mut slot) = self.window_frame.lock() {

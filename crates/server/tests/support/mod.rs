@@ -60,6 +60,9 @@ impl TestServer {
             ("ANCHORAGE_LISTEN", "127.0.0.1:0"),
             ("ANCHORAGE_API_KEY", TEST_KEY),
             ("ANCHORAGE_MAX_SESSIONS", "4"),
+            // Tests that count browsers see only their sessions' unless they
+            // turn the pool on.
+            ("ANCHORAGE_POOL_SIZE", "0"),
         ]
         .iter()
         .map(|(key, value)| (key.to_string(), value.to_string()))
@@ -344,7 +347,7 @@ pub async fn refused_upgrade_status(url: &str) -> u16 {
 }
 
 impl TestServer {
-    /// The main Chromium process (its process group leader) of a session.
+    /// The main Chromium process of a session.
     pub fn main_browser_pid(&self, session_id: &str) -> Option<u32> {
         let simple = session_id.replace('-', "");
         let marker = format!("--user-data-dir={}/{simple}/", self.browsers_dir().display());
@@ -353,26 +356,28 @@ impl TestServer {
             let ours = cmdline
                 .split(|byte| *byte == 0)
                 .any(|argument| argument.starts_with(marker.as_bytes()));
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let group = stat
-                .rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().nth(2))
-                .and_then(|group| group.parse::<u32>().ok());
-            ours && group == Some(*pid)
+            ours && self.main_browser_pid_is(*pid)
         })
     }
 }
 
 impl TestServer {
-    /// Whether `pid` leads a browser process group.
+    /// Whether `pid` is a browser's main process: it leads its process group
+    /// and its parent is not one of our browsers (a helper Chromium forks off
+    /// into a session of its own, such as the crash handler, is not one).
     pub fn main_browser_pid_is(&self, pid: u32) -> bool {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        stat.rsplit(')')
+        let fields: Vec<u32> = stat
+            .rsplit(')')
             .next()
-            .and_then(|rest| rest.split_whitespace().nth(2))
-            .and_then(|group| group.parse::<u32>().ok())
-            == Some(pid)
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .take(2)
+            .filter_map(|field| field.parse().ok())
+            .collect();
+        let [parent, group] = fields[..] else { return false };
+        group == pid && !self.browser_pids().contains(&parent)
     }
 }
 
