@@ -221,6 +221,12 @@ impl Browser {
         }
     }
 
+    /// Sends SIGKILL to the whole process group now, without waiting; call
+    /// [`Browser::shut_down`] after to reap it and remove its directories.
+    pub fn kill_now(&self) {
+        kill_group(self.pid);
+    }
+
     /// Kills the whole process group, waits for the main process to be
     /// reaped, and removes the browser's directory.
     pub async fn shut_down(mut self) {
@@ -356,11 +362,10 @@ pub async fn launch_until(
     command
         .args(spec.arguments())
         .env("TMPDIR", spec.tmp_dir.clone())
-        // Whatever Chromium writes outside its profile (crash reports under
-        // ~/.config, caches) stays in the session's directory too.
-        .env("HOME", &spec.session_dir)
+        // Chromium keeps its crash reports under the configuration dir
+        // (~/.config/chromium), not the profile: keep them in the session's
+        // dir too. HOME and the cache dir stay, so that the font cache is shared.
         .env("XDG_CONFIG_HOME", spec.session_dir.join("config"))
-        .env("XDG_CACHE_HOME", spec.session_dir.join("cache"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -240,6 +240,12 @@ impl App {
         } = self;
         let router = crate::routes::router(state);
         let stop = token.clone();
+        // CDP is many small messages both ways: no Nagle delay on them.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        });
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 tokio::select! {

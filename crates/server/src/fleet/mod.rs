@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use batches::{BatchEnd, Ended};
-pub use session::{ClientGuard, LiveSession};
+pub use session::{ClientGuard, EndWait, LiveSession};
 
 /// How a start request ended, for the caller waiting on it.
 #[derive(Debug, Clone)]
@@ -114,8 +114,10 @@ pub struct Fleet {
     pool: Mutex<Vec<pool::Pooled>>,
     /// Pool refills under way.
     refills: std::sync::atomic::AtomicUsize,
-    /// No refill before this moment (after a failed one).
+    /// No refill before this moment (after a handout or a failed refill).
     refill_paused_until: Mutex<Option<Instant>>,
+    /// Whether a wake-up for the end of that pause is set.
+    refill_timer: std::sync::atomic::AtomicBool,
     batch_changes: broadcast::Sender<BatchId>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -202,6 +204,7 @@ impl Fleet {
             pool: Mutex::new(Vec::new()),
             refills: std::sync::atomic::AtomicUsize::new(0),
             refill_paused_until: Mutex::new(None),
+            refill_timer: std::sync::atomic::AtomicBool::new(false),
             batch_changes: broadcast::channel(1024).0,
             shutdown,
             tasks,
@@ -348,18 +351,30 @@ impl Fleet {
         }
     }
 
-    /// Ends a session: a running one has its browser killed and dirs removed
-    /// before this returns; a launching one is marked ended, and its browser
-    /// is killed as soon as it comes up. `false` if it had already ended.
+    /// Ends a session and waits until nothing of it is left: a running one
+    /// has its browser killed and dirs removed; a launching one has its launch
+    /// stopped. `false` if it had already ended.
     pub async fn end_session(
         &self,
         session_id: SessionId,
         status: SessionStatus,
         reason: &str,
     ) -> Result<bool, StoreError> {
+        self.end_session_waiting(session_id, status, reason, EndWait::Gone)
+            .await
+    }
+
+    /// Ends a session, waiting as `until` says (see [`EndWait`]).
+    pub async fn end_session_waiting(
+        &self,
+        session_id: SessionId,
+        status: SessionStatus,
+        reason: &str,
+        until: EndWait,
+    ) -> Result<bool, StoreError> {
         let live = self.live.lock().ok().and_then(|live| live.get(&session_id).cloned());
         match live {
-            Some(session) => Ok(session.end(status, reason).await),
+            Some(session) => Ok(session.end(status, reason, until).await),
             None => {
                 let ended = self
                     .store

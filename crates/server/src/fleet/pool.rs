@@ -8,6 +8,7 @@
 //! user launches. A pooled browser leaves the pool exactly once: taken under
 //! the pool's lock, then owned by one session.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,10 @@ use super::Fleet;
 
 /// How long refills pause after a failed one.
 const REFILL_BACKOFF: Duration = Duration::from_secs(5);
+/// How long after a handout refills wait: a launch keeps both cores of a
+/// small machine busy for about a second, and the session just handed out
+/// is being driven right now. Under a burst, refills wait until it is over.
+const REFILL_DELAY: Duration = Duration::from_secs(1);
 
 /// A browser waiting in the pool, with its place.
 pub(super) struct Pooled {
@@ -39,6 +44,7 @@ impl Fleet {
         let mut pool = self.pool.lock().ok()?;
         while let Some(pooled) = pool.pop() {
             if !pooled.browser.has_exited() {
+                self.pause_refills(REFILL_DELAY);
                 return Some(pooled);
             }
             // Died while waiting: its permit goes back as it drops.
@@ -47,9 +53,17 @@ impl Fleet {
         None
     }
 
+    /// Holds refills back for at least `pause` from now.
+    fn pause_refills(&self, pause: Duration) {
+        if let Ok(mut paused) = self.refill_paused_until.lock() {
+            let until = Instant::now() + pause;
+            *paused = Some(paused.map_or(until, |current| current.max(until)));
+        }
+    }
+
     /// How many browsers are pooled or being launched for the pool.
     fn pool_level(&self) -> usize {
-        self.pool.lock().map(|pool| pool.len()).unwrap_or(0) + self.refills.load(std::sync::atomic::Ordering::SeqCst)
+        self.pool.lock().map(|pool| pool.len()).unwrap_or(0) + self.refills.load(Ordering::SeqCst)
     }
 
     /// Starts one refill if the pool is short, nothing waits, and a place and
@@ -58,14 +72,22 @@ impl Fleet {
         if !queue_empty || self.pool_level() >= self.settings.pool_size || self.shutdown.is_cancelled() {
             return;
         }
-        if self
-            .refill_paused_until
-            .lock()
-            .ok()
-            .and_then(|until| *until)
-            .is_some_and(|until| Instant::now() < until)
-        {
-            return;
+        if let Some(until) = self.refill_paused_until.lock().ok().and_then(|until| *until) {
+            if Instant::now() < until {
+                // Come back when the pause is over (one timer at a time).
+                if !self.refill_timer.swap(true, Ordering::SeqCst) {
+                    let fleet = Arc::clone(self);
+                    self.tasks.spawn(async move {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(until) => {}
+                            () = fleet.shutdown.cancelled() => {}
+                        }
+                        fleet.refill_timer.store(false, Ordering::SeqCst);
+                        fleet.queue_changed.notify_one();
+                    });
+                }
+                return;
+            }
         }
         let Ok(capacity) = Arc::clone(&self.capacity).try_acquire_owned() else {
             return;
@@ -73,7 +95,7 @@ impl Fleet {
         let Ok(launch_permit) = Arc::clone(&self.launches).try_acquire_owned() else {
             return;
         };
-        self.refills.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.refills.fetch_add(1, Ordering::SeqCst);
         let fleet = Arc::clone(self);
         self.tasks.spawn(async move {
             let name = format!("pool{}", uuid::Uuid::new_v4().simple());
@@ -103,20 +125,10 @@ impl Fleet {
                 }
                 Err(error) => {
                     tracing::warn!(%error, "a pool refill failed; refills pause for a while");
-                    if let Ok(mut until) = fleet.refill_paused_until.lock() {
-                        *until = Some(Instant::now() + REFILL_BACKOFF);
-                    }
-                    let fleet = Arc::clone(&fleet);
-                    fleet.clone().tasks.spawn(async move {
-                        tokio::select! {
-                            () = tokio::time::sleep(REFILL_BACKOFF) => {}
-                            () = fleet.shutdown.cancelled() => {}
-                        }
-                        fleet.queue_changed.notify_one();
-                    });
+                    fleet.pause_refills(REFILL_BACKOFF);
                 }
             }
-            fleet.refills.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            fleet.refills.fetch_sub(1, Ordering::SeqCst);
             fleet.queue_changed.notify_one();
         });
     }

@@ -30,8 +30,21 @@ pub struct LiveSession {
     clients: watch::Sender<usize>,
     stop: CancellationToken,
     stop_reason: Mutex<Option<(SessionStatus, String)>>,
-    /// Fires when the browser is gone and the session is recorded as ended.
+    /// Fires when the browser has been killed and the end recorded.
+    recorded: CancellationToken,
+    /// Fires when, after that, every process and directory of it is gone.
     finished: CancellationToken,
+}
+
+/// How long an end waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndWait {
+    /// Until the browser has been sent SIGKILL and the end is recorded; its
+    /// processes and directories disappear moments later (its place is freed
+    /// only then).
+    Recorded,
+    /// Until no process or directory of the session is left.
+    Gone,
 }
 
 impl LiveSession {
@@ -52,6 +65,7 @@ impl LiveSession {
             clients,
             stop: CancellationToken::new(),
             stop_reason: Mutex::new(None),
+            recorded: CancellationToken::new(),
             finished: CancellationToken::new(),
         }
     }
@@ -75,15 +89,17 @@ impl LiveSession {
     }
 
     /// Asks the supervisor to end the session (the first reason given wins)
-    /// and waits until the browser is gone and the end recorded. `true` if
-    /// this call was the first to ask.
-    pub(super) async fn end(&self, status: SessionStatus, reason: &str) -> bool {
+    /// and waits as `until` says. `true` if this call was the first to ask.
+    pub(super) async fn end(&self, status: SessionStatus, reason: &str, until: EndWait) -> bool {
         let first = !self.stop.is_cancelled();
         if let Ok(mut slot) = self.stop_reason.lock() {
             slot.get_or_insert_with(|| (status, reason.to_owned()));
         }
         self.stop.cancel();
-        self.finished.cancelled().await;
+        match until {
+            EndWait::Recorded => self.recorded.cancelled().await,
+            EndWait::Gone => self.finished.cancelled().await,
+        }
         first
     }
 }
@@ -165,11 +181,12 @@ impl Fleet {
             }
         };
 
-        // Clients go first, so that none of them sees a half-dead browser;
-        // the browser is gone before the end is recorded, so that whoever
-        // reads "ended" can rely on no process or directory being left.
+        // Clients go first, so that none of them sees a half-dead browser.
+        // The kill is sent before the end is recorded, so "ended" never names
+        // a browser that still works; its place is freed only once every
+        // process and directory of it is gone.
         session.stop.cancel();
-        browser.shut_down().await;
+        browser.kill_now();
         if let Err(error) = self
             .store
             .end_session(session.id, status, &reason, Timestamp::now())
@@ -180,6 +197,8 @@ impl Fleet {
         if let Ok(mut live) = self.live.lock() {
             live.remove(&session.id);
         }
+        session.recorded.cancel();
+        browser.shut_down().await;
         drop(capacity);
         drop(team_slot);
         if let Some(batch_id) = session.batch_id {

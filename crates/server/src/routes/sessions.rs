@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::extract::{IdPath, JsonBody, QueryMap};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::fleet::StartOutcome;
+use crate::fleet::{EndWait, StartOutcome};
 use crate::state::AppState;
 
 type ApiResult = Result<Json<Value>, ApiError>;
@@ -209,7 +209,12 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, IdPath(sessio
     owned_session(&state, &caller, session_id).await?;
     state
         .fleet
-        .end_session(session_id, SessionStatus::Completed, "ended by a client (DELETE)")
+        .end_session_waiting(
+            session_id,
+            SessionStatus::Completed,
+            "ended by a client (DELETE)",
+            EndWait::Recorded,
+        )
         .await?;
     Ok(data(json!({"status": "ok"})))
 }
@@ -252,9 +257,12 @@ pub async fn delete_all(State(state): State<AppState>, caller: Caller) -> ApiRes
     };
     let (sessions, _) = state.store.list_sessions(&filter, &ALL_ROWS).await?;
     let ends = sessions.iter().map(|session| {
-        state
-            .fleet
-            .end_session(session.id, SessionStatus::Completed, "ended by a client (DELETE all)")
+        state.fleet.end_session_waiting(
+            session.id,
+            SessionStatus::Completed,
+            "ended by a client (DELETE all)",
+            EndWait::Recorded,
+        )
     });
     for result in futures_util::future::join_all(ends).await {
         result?;

@@ -177,17 +177,23 @@ impl TestServer {
         anchorage_browser::leftover_browser_pids(&self.browsers_dir())
     }
 
-    /// Asserts that no browser process of this server is alive and no
-    /// session directory is left.
+    /// Asserts that, within moments, no browser process of this server is
+    /// alive and no session directory is left.
     pub async fn assert_no_browsers_left(&self) {
         wait_until("no browser process left", Duration::from_secs(10), || {
             self.browser_pids().is_empty()
         })
         .await;
-        let dirs: Vec<_> = std::fs::read_dir(self.browsers_dir())
-            .map(|entries| entries.filter_map(Result::ok).collect())
-            .unwrap_or_default();
-        assert!(dirs.is_empty(), "session dirs left: {dirs:?}");
+        let dirs_left = || -> Vec<PathBuf> {
+            std::fs::read_dir(self.browsers_dir())
+                .map(|entries| entries.filter_map(Result::ok).map(|entry| entry.path()).collect())
+                .unwrap_or_default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !dirs_left().is_empty() {
+            assert!(Instant::now() < deadline, "session dirs left: {:?}", dirs_left());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
