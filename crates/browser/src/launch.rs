@@ -287,7 +287,11 @@ pub(crate) fn group_alive(pgid: u32) -> bool {
 /// so that "ended" means no process of it is left.
 async fn wait_group_gone(pgid: u32) {
     for _ in 0..200 {
-        if !group_alive(pgid) {
+        // Reading /proc is blocking file I/O: keep it off the async workers.
+        let alive = tokio::task::spawn_blocking(move || group_alive(pgid))
+            .await
+            .unwrap_or(false);
+        if !alive {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
