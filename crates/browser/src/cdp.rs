@@ -83,6 +83,34 @@ impl Conversation {
         }
     }
 
+    /// The first page target's id.
+    async fn first_page(&mut self) -> Result<String, String> {
+        let targets = self.call("Target.getTargets", json!({}), None).await?;
+        first_page_target(&targets).ok_or_else(|| "the browser has no page".to_owned())
+    }
+
+    /// Attaches to a target (flat mode) and returns the CDP session id.
+    async fn attach(&mut self, target_id: &str) -> Result<String, String> {
+        let attached = self
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": target_id, "flatten": true}),
+                None,
+            )
+            .await?;
+        attached
+            .get("sessionId")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| "no session id".to_owned())
+    }
+
+    async fn detach(&mut self, session: &str) {
+        let _ = self
+            .call("Target.detachFromTarget", json!({"sessionId": session}), None)
+            .await;
+    }
+
     async fn close(mut self) {
         let _ = self.socket.close(None).await;
     }
@@ -94,8 +122,7 @@ impl Conversation {
 pub async fn fit_viewport(browser_websocket: &Url, width: u32, height: u32) -> Result<(u32, u32), String> {
     let mut conversation = Conversation::open(browser_websocket).await?;
     let outcome = async {
-        let targets = conversation.call("Target.getTargets", json!({}), None).await?;
-        let target_id = first_page_target(&targets).ok_or("the browser has no page")?;
+        let target_id = conversation.first_page().await?;
         let window = conversation
             .call("Browser.getWindowForTarget", json!({"targetId": target_id}), None)
             .await?;
@@ -107,18 +134,7 @@ pub async fn fit_viewport(browser_websocket: &Url, width: u32, height: u32) -> R
                 .unwrap_or(0)
         };
         let (window_width, window_height) = (bounds("width"), bounds("height"));
-        let attached = conversation
-            .call(
-                "Target.attachToTarget",
-                json!({"targetId": target_id, "flatten": true}),
-                None,
-            )
-            .await?;
-        let session = attached
-            .get("sessionId")
-            .and_then(Value::as_str)
-            .ok_or("no session id")?
-            .to_owned();
+        let session = conversation.attach(&target_id).await?;
         let inner = conversation
             .call(
                 "Runtime.evaluate",
@@ -144,9 +160,7 @@ pub async fn fit_viewport(browser_websocket: &Url, width: u32, height: u32) -> R
                 )
                 .await?;
         }
-        let _ = conversation
-            .call("Target.detachFromTarget", json!({"sessionId": session}), None)
-            .await;
+        conversation.detach(&session).await;
         Ok::<_, String>((frame_width, frame_height))
     }
     .await;
@@ -159,26 +173,12 @@ pub async fn fit_viewport(browser_websocket: &Url, width: u32, height: u32) -> R
 pub async fn open_in_first_page(browser_websocket: &Url, url: &Url) -> Result<(), String> {
     let mut conversation = Conversation::open(browser_websocket).await?;
     let outcome = async {
-        let targets = conversation.call("Target.getTargets", json!({}), None).await?;
-        let target_id = first_page_target(&targets).ok_or("the browser has no page")?;
-        let attached = conversation
-            .call(
-                "Target.attachToTarget",
-                json!({"targetId": target_id, "flatten": true}),
-                None,
-            )
-            .await?;
-        let session = attached
-            .get("sessionId")
-            .and_then(Value::as_str)
-            .ok_or("no session id")?
-            .to_owned();
+        let target_id = conversation.first_page().await?;
+        let session = conversation.attach(&target_id).await?;
         conversation
             .call("Page.navigate", json!({"url": url.as_str()}), Some(&session))
             .await?;
-        let _ = conversation
-            .call("Target.detachFromTarget", json!({"sessionId": session}), None)
-            .await;
+        conversation.detach(&session).await;
         Ok::<_, String>(())
     }
     .await;

@@ -2,48 +2,26 @@
 //! never stored apart from them, so they cannot drift. The one fact stored on
 //! the batch itself is whether it was cancelled.
 
-use std::fmt;
-use std::str::FromStr;
-
 use crate::request::RequestPhase;
-use crate::session::UnknownStatus;
+use crate::wire_enum::wire_enum;
 
-/// Where a batch is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BatchStatus {
-    /// Nothing started yet.
-    Pending,
-    /// Some items started, some are not final yet.
-    Processing,
-    /// Every item is final and at least one session came up.
-    Completed,
-    /// Every item is final and none came up.
-    Failed,
-    /// Cancelled by a client.
-    Cancelled,
+wire_enum! {
+    /// Where a batch is.
+    pub enum BatchStatus {
+        /// Nothing started yet.
+        Pending => "pending",
+        /// Some items started, some are not final yet.
+        Processing => "processing",
+        /// Every item is final and at least one session came up.
+        Completed => "completed",
+        /// Every item is final and none came up.
+        Failed => "failed",
+        /// Cancelled by a client.
+        Cancelled => "cancelled",
+    }
 }
 
 impl BatchStatus {
-    /// Every status.
-    pub const ALL: [BatchStatus; 5] = [
-        Self::Pending,
-        Self::Processing,
-        Self::Completed,
-        Self::Failed,
-        Self::Cancelled,
-    ];
-
-    /// The wire name.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Processing => "processing",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
     /// Whether the batch has nothing left to do (until a retry).
     pub fn is_final(&self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
@@ -52,23 +30,6 @@ impl BatchStatus {
     /// Whether a cancel is allowed from here.
     pub fn can_cancel(&self) -> bool {
         matches!(self, Self::Pending | Self::Processing)
-    }
-}
-
-impl fmt::Display for BatchStatus {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
-
-impl FromStr for BatchStatus {
-    type Err = UnknownStatus;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == text)
-            .ok_or_else(|| UnknownStatus(text.to_owned()))
     }
 }
 

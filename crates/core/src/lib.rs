@@ -12,6 +12,7 @@ pub mod options;
 pub mod request;
 pub mod session;
 pub mod time;
+mod wire_enum;
 
 pub use admission::FairQueue;
 pub use batch::{failure_summary, BatchCounts, BatchStatus};
@@ -20,3 +21,4 @@ pub use options::{OptionsError, SessionOptions, Viewport};
 pub use request::{RequestPhase, RequestStatus};
 pub use session::SessionStatus;
 pub use time::Timestamp;
+pub use wire_enum::UnknownStatus;

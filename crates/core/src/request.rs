@@ -10,47 +10,25 @@
 //! A `processing` request found by a restarting server goes back to
 //! `pending` (its half-launched browser is gone with the old run).
 
-use std::fmt;
-use std::str::FromStr;
+use crate::wire_enum::wire_enum;
 
-use crate::session::UnknownStatus;
-
-/// Where a start request is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RequestStatus {
-    /// Accepted, waiting for capacity.
-    Pending,
-    /// Its browser is being launched.
-    Processing,
-    /// Its session came up.
-    Completed,
-    /// Its browser could not be started.
-    Failed,
-    /// Withdrawn before its session came up.
-    Cancelled,
+wire_enum! {
+    /// Where a start request is.
+    pub enum RequestStatus {
+        /// Accepted, waiting for capacity.
+        Pending => "pending",
+        /// Its browser is being launched.
+        Processing => "processing",
+        /// Its session came up.
+        Completed => "completed",
+        /// Its browser could not be started.
+        Failed => "failed",
+        /// Withdrawn before its session came up.
+        Cancelled => "cancelled",
+    }
 }
 
 impl RequestStatus {
-    /// Every status.
-    pub const ALL: [RequestStatus; 5] = [
-        Self::Pending,
-        Self::Processing,
-        Self::Completed,
-        Self::Failed,
-        Self::Cancelled,
-    ];
-
-    /// The wire and storage name.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Processing => "processing",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
     /// Whether the request can no longer change.
     pub fn is_final(&self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
@@ -77,23 +55,6 @@ impl RequestStatus {
             Self::Processing => RequestPhase::Provisioning,
             Self::Completed | Self::Failed | Self::Cancelled => RequestPhase::Ready,
         }
-    }
-}
-
-impl fmt::Display for RequestStatus {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
-
-impl FromStr for RequestStatus {
-    type Err = UnknownStatus;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == text)
-            .ok_or_else(|| UnknownStatus(text.to_owned()))
     }
 }
 
@@ -125,8 +86,8 @@ mod tests {
 
     #[test]
     fn final_states_never_move() {
-        for from in RequestStatus::ALL.into_iter().filter(RequestStatus::is_final) {
-            for to in RequestStatus::ALL {
+        for from in RequestStatus::ALL.iter().copied().filter(RequestStatus::is_final) {
+            for to in RequestStatus::ALL.iter().copied() {
                 assert!(!from.can_become(to), "{from} -> {to}");
             }
         }
@@ -134,7 +95,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for status in RequestStatus::ALL {
+        for status in RequestStatus::ALL.iter().copied() {
             assert_eq!(status.as_str().parse::<RequestStatus>().ok(), Some(status));
         }
     }

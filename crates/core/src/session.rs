@@ -10,36 +10,23 @@
 //! cancel, a delete, a shutdown); `failed` means the browser never came up or
 //! died on its own. Both are final.
 
-use std::fmt;
-use std::str::FromStr;
+use crate::wire_enum::wire_enum;
 
-/// Where a session is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SessionStatus {
-    /// The browser is being launched.
-    Starting,
-    /// The browser is up and connectable.
-    Running,
-    /// Ended on purpose.
-    Completed,
-    /// Never came up, or died on its own.
-    Failed,
+wire_enum! {
+    /// Where a session is in its life.
+    pub enum SessionStatus {
+        /// The browser is being launched.
+        Starting => "starting",
+        /// The browser is up and connectable.
+        Running => "running",
+        /// Ended on purpose.
+        Completed => "completed",
+        /// Never came up, or died on its own.
+        Failed => "failed",
+    }
 }
 
 impl SessionStatus {
-    /// Every status, in life order.
-    pub const ALL: [SessionStatus; 4] = [Self::Starting, Self::Running, Self::Completed, Self::Failed];
-
-    /// The wire and storage name.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Running => "running",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-        }
-    }
-
     /// Whether the session can no longer change.
     pub fn is_final(&self) -> bool {
         matches!(self, Self::Completed | Self::Failed)
@@ -63,36 +50,14 @@ impl SessionStatus {
     }
 }
 
-impl fmt::Display for SessionStatus {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
-
-/// A status name that is not one of ours.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown session status {0:?}")]
-pub struct UnknownStatus(pub String);
-
-impl FromStr for SessionStatus {
-    type Err = UnknownStatus;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == text)
-            .ok_or_else(|| UnknownStatus(text.to_owned()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn final_states_never_move() {
-        for from in SessionStatus::ALL.into_iter().filter(SessionStatus::is_final) {
-            for to in SessionStatus::ALL {
+        for from in SessionStatus::ALL.iter().copied().filter(SessionStatus::is_final) {
+            for to in SessionStatus::ALL.iter().copied() {
                 assert!(!from.can_become(to), "{from} -> {to}");
             }
         }
@@ -100,7 +65,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for status in SessionStatus::ALL {
+        for status in SessionStatus::ALL.iter().copied() {
             assert_eq!(status.as_str().parse::<SessionStatus>().ok(), Some(status));
         }
         assert!("bogus".parse::<SessionStatus>().is_err());

@@ -190,6 +190,26 @@ impl SqliteStore {
         Ok(self.batch_summary(team_id, batch_id).await?.map(|batch| batch.status()))
     }
 
+    /// Ends the batch's sessions that are still launching; their launches
+    /// then find the session ended and kill what they started.
+    async fn end_starting_sessions(
+        transaction: &mut sqlx::Transaction<'_, Sqlite>,
+        batch_id: BatchId,
+        reason: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sessions SET status = 'completed', end_reason = ?, ended_at = ? \
+             WHERE batch_id = ? AND status = 'starting'",
+        )
+        .bind(reason)
+        .bind(at.as_millis())
+        .bind(batch_id.to_string())
+        .execute(&mut **transaction)
+        .await?;
+        Ok(())
+    }
+
     async fn running_sessions(
         transaction: &mut sqlx::Transaction<'_, Sqlite>,
         batch_id: BatchId,
@@ -227,16 +247,7 @@ impl SqliteStore {
                 Some(status) => BatchChange::Conflict(status),
             });
         }
-        let reason = "the batch was cancelled";
-        sqlx::query(
-            "UPDATE sessions SET status = 'completed', end_reason = ?, ended_at = ? \
-             WHERE batch_id = ? AND status = 'starting'",
-        )
-        .bind(reason)
-        .bind(at.as_millis())
-        .bind(batch_id.to_string())
-        .execute(&mut *transaction)
-        .await?;
+        Self::end_starting_sessions(&mut transaction, batch_id, "the batch was cancelled", at).await?;
         sqlx::query(
             "UPDATE start_requests SET status = 'cancelled', completed_at = ? \
              WHERE batch_id = ? AND status IN ('pending', 'processing')",
@@ -276,15 +287,7 @@ impl SqliteStore {
             return Ok(BatchChange::NotFound);
         }
         tracing::debug!(%batch_id, items = deleted_items.rows_affected(), "batch deleted");
-        sqlx::query(
-            "UPDATE sessions SET status = 'completed', end_reason = ?, ended_at = ? \
-             WHERE batch_id = ? AND status = 'starting'",
-        )
-        .bind("the batch was deleted")
-        .bind(at.as_millis())
-        .bind(batch_id.to_string())
-        .execute(&mut *transaction)
-        .await?;
+        Self::end_starting_sessions(&mut transaction, batch_id, "the batch was deleted", at).await?;
         let running = Self::running_sessions(&mut transaction, batch_id).await?;
         transaction.commit().await?;
         Ok(BatchChange::Done(running))
