@@ -42,6 +42,13 @@ impl BrowserDirs {
         &self.short_tmp_root
     }
 
+    /// Removes the fallback TMPDIR root if nothing is left in it (at
+    /// shutdown: it lives outside the data dir, so it must not pile up).
+    pub fn remove_empty_roots(&self) {
+        // `remove_dir` removes only an empty directory; anything else stays.
+        let _ = std::fs::remove_dir(&self.short_tmp_root);
+    }
+
     /// The session directory and TMPDIR for a browser called `name`.
     pub fn for_session(&self, name: &str) -> (PathBuf, PathBuf) {
         let session_dir = self.root.join(name);

@@ -238,6 +238,7 @@ impl App {
             tasks,
             ..
         } = self;
+        let fleet = Arc::clone(&state.fleet);
         let router = crate::routes::router(state);
         let stop = token.clone();
         // CDP is many small messages both ways: no Nagle delay on them.
@@ -260,7 +261,9 @@ impl App {
         tracing::info!("shutting down: ending every session");
         token.cancel();
         tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+        let finished = tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await;
+        fleet.tidy_after_shutdown();
+        if finished.is_err() {
             tracing::warn!(
                 remaining = tasks.len(),
                 "some tasks did not finish within the shutdown grace period"

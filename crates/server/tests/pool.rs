@@ -182,4 +182,10 @@ async fn nothing_of_the_pool_outlives_a_shutdown() {
         .map(|entries| entries.filter_map(Result::ok).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+    // Pooled browsers' TMPDIRs live outside the data dir (their names are
+    // too long for Chromium's socket path under it); that root goes too.
+    let short_root = anchorage_browser::BrowserDirs::new(browsers_dir.clone())
+        .short_tmp_root()
+        .to_path_buf();
+    assert!(!short_root.exists(), "{} was left behind", short_root.display());
 }

@@ -447,6 +447,11 @@ impl Fleet {
         self.drain_pool().await;
     }
 
+    /// What is left to tidy once every task has finished (at shutdown).
+    pub fn tidy_after_shutdown(&self) {
+        self.settings.browser_dirs.remove_empty_roots();
+    }
+
     /// Admits requests whenever something changes (a request arrives, a
     /// browser ends, a launch or refill finishes), and keeps the pool full.
     async fn admit(self: &Arc<Self>) {
