@@ -35,12 +35,14 @@ pub enum PumpEnd {
 }
 
 /// Forwards frames until one side leaves or `stop` resolves, then closes
-/// both sides. Text and binary frames pass unchanged; ping and pong are
-/// answered per hop by the WebSocket layer and not forwarded.
+/// both sides, adding the payload bytes forwarded (both ways) to `bytes`.
+/// Text and binary frames pass unchanged; ping and pong are answered per
+/// hop by the WebSocket layer and not forwarded.
 pub async fn pump<C, B>(
     client: WebSocketStream<C>,
     browser: WebSocketStream<B>,
     stop: impl std::future::Future<Output = ()> + Send,
+    bytes: &std::sync::atomic::AtomicU64,
 ) -> PumpEnd
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
@@ -53,6 +55,7 @@ where
         while let Some(message) = client_stream.next().await {
             match message {
                 Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                    bytes.fetch_add(message.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     if browser_sink.send(message).await.is_err() {
                         return PumpEnd::BrowserLeft;
                     }
@@ -67,6 +70,7 @@ where
         while let Some(message) = browser_stream.next().await {
             match message {
                 Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                    bytes.fetch_add(message.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     if client_sink.send(message).await.is_err() {
                         return PumpEnd::ClientLeft;
                     }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod fleet;
 pub mod keys;
+pub mod metrics;
 mod routes;
 pub mod state;
 

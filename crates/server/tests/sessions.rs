@@ -392,3 +392,66 @@ async fn ending_a_session_while_it_launches_leaves_no_browser() {
     }
     server.stop().await;
 }
+
+/// The value of one sample line of `/metrics`.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing from /metrics:\n{text}"))
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_that_follow_the_sessions() {
+    let server = TestServer::start().await;
+    let get_text = |path: &'static str| {
+        let http = server.http.clone();
+        let url = format!("{}{path}", server.base);
+        async move {
+            let response = http.get(url).send().await.expect("sent");
+            (response.status(), response.text().await.expect("body"))
+        }
+    };
+    let (code, body) = get_text("/healthz").await;
+    assert_eq!((code, body.as_str()), (StatusCode::OK, r#"{"data":{"status":"ok"}}"#));
+    let (code, _) = get_text("/readyz").await;
+    assert_eq!(code, StatusCode::OK);
+
+    let (code, before) = get_text("/metrics").await;
+    assert_eq!(code, StatusCode::OK);
+    // Prometheus text: every line is a comment or `name{labels} number`.
+    for line in before.lines().filter(|line| !line.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
+        assert!(series.starts_with("anchorage_"), "{line}");
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+    }
+    let session = server.create_session(json!({})).await;
+    let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
+    cdp.call("Browser.getVersion", json!({}), None).await;
+    let (_, during) = get_text("/metrics").await;
+    assert_eq!(metric(&during, "anchorage_sessions_running"), 1.0);
+    assert_eq!(metric(&during, "anchorage_cdp_connections"), 1.0);
+    assert_eq!(
+        metric(&during, "anchorage_launches_total"),
+        metric(&before, "anchorage_launches_total") + 1.0
+    );
+    assert_eq!(metric(&during, "anchorage_launch_duration_seconds_count"), 1.0);
+    assert!(metric(&during, "anchorage_proxied_bytes_total") > 0.0);
+    cdp.close().await;
+    server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, after) = get_text("/metrics").await;
+        if metric(&after, "anchorage_sessions_running") == 0.0 {
+            assert_eq!(metric(&after, "anchorage_sessions_ended_total"), 1.0);
+            // Counted once, also after the browser is fully gone.
+            server.assert_no_browsers_left().await;
+            let (_, settled) = get_text("/metrics").await;
+            assert_eq!(metric(&settled, "anchorage_sessions_ended_total"), 1.0);
+            assert_eq!(metric(&after, "anchorage_cdp_connections"), 0.0);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{after}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}

@@ -138,6 +138,9 @@ pub trait Store: Send + Sync + 'static {
         attempts: i64,
     ) -> StoreResult<RetryOutcome>;
 
+    /// Every batch item of every team, counted by state (for metrics).
+    async fn batch_item_counts(&self) -> StoreResult<anchorage_core::BatchCounts>;
+
     /// After an unclean stop: every live session becomes `failed` with
     /// `reason`, every `processing` request goes back to `pending`.
     async fn recover_after_restart(&self, reason: &str, at: Timestamp) -> StoreResult<RecoveryReport>;

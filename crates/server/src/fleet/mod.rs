@@ -119,6 +119,8 @@ pub struct Fleet {
     /// Whether a wake-up for the end of that pause is set.
     refill_timer: std::sync::atomic::AtomicBool,
     batch_changes: broadcast::Sender<BatchId>,
+    /// Counters for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -206,6 +208,7 @@ impl Fleet {
             refill_paused_until: Mutex::new(None),
             refill_timer: std::sync::atomic::AtomicBool::new(false),
             batch_changes: broadcast::channel(1024).0,
+            metrics: crate::metrics::Metrics::default(),
             shutdown,
             tasks,
         })
@@ -241,6 +244,30 @@ impl Fleet {
     /// How many browsers run now.
     pub fn running_count(&self) -> usize {
         self.live.lock().map(|live| live.len()).unwrap_or(0)
+    }
+
+    /// What the fleet holds now, for `/metrics`.
+    pub fn gauges(&self) -> crate::metrics::Gauges {
+        let (running_sessions, cdp_connections) = self
+            .live
+            .lock()
+            .map(|live| (live.len(), live.values().map(|session| session.client_count()).sum()))
+            .unwrap_or_default();
+        crate::metrics::Gauges {
+            running_sessions,
+            cdp_connections,
+            pooled_browsers: self.pool.lock().map(|pool| pool.len()).unwrap_or(0),
+            queued_requests: self.waiting.lock().map(|waiting| waiting.queue.len()).unwrap_or(0),
+            batch_items: Vec::new(),
+        }
+    }
+
+    /// Whether the configured Chromium is there and executable.
+    pub fn chromium_ready(&self) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&self.settings.chromium)
+            .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
     }
 
     /// Whether a team has as many browsers running, launching and queued as
@@ -743,6 +770,11 @@ impl Fleet {
             Err(LaunchError::Stopped) => None,
             outcome => Some(outcome),
         };
+        match &outcome {
+            Some(Ok(browser)) => self.metrics.launched(browser.timings().devtools_ready),
+            Some(Err(_)) => self.metrics.launch_failed(),
+            None => {}
+        }
         if let (Some(Ok(browser)), None) = (&outcome, window_frame) {
             self.fit_first_viewport(browser, options.viewport).await;
         }

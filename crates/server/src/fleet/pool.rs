@@ -111,6 +111,11 @@ impl Fleet {
             };
             let launched = launch_until(&spec, fleet.shutdown.cancelled()).await;
             drop(launch_permit);
+            match &launched {
+                Ok(browser) => fleet.metrics.launched(browser.timings().devtools_ready),
+                Err(anchorage_browser::LaunchError::Stopped) => {}
+                Err(_) => fleet.metrics.launch_failed(),
+            }
             match launched {
                 Ok(browser) => {
                     if spec.window_frame.is_none() {

@@ -197,6 +197,9 @@ impl Fleet {
         if let Ok(mut live) = self.live.lock() {
             live.remove(&session.id);
         }
+        self.metrics
+            .sessions_ended
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         session.recorded.cancel();
         browser.shut_down().await;
         drop(capacity);

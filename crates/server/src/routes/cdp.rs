@@ -121,6 +121,7 @@ async fn upgrade(state: AppState, session: Arc<LiveSession>, mut request: Reques
         }
     };
     let guard = session.connect_client();
+    let fleet = Arc::clone(&state.fleet);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -131,7 +132,7 @@ async fn upgrade(state: AppState, session: Arc<LiveSession>, mut request: Reques
         };
         let client =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(websocket_config())).await;
-        let end = pump(client, browser, session.ending()).await;
+        let end = pump(client, browser, session.ending(), &fleet.metrics.proxied_bytes).await;
         tracing::debug!(session_id = %session.id, ?end, "CDP client disconnected");
         drop(guard);
     });

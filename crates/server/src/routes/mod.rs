@@ -5,6 +5,7 @@
 mod batches;
 mod cdp;
 pub mod extract;
+mod health;
 mod live;
 mod sessions;
 
@@ -28,6 +29,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/cdp/{session_id}", get(cdp::by_token))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .route("/live/{session_id}", get(live::page))
         .route("/v1/sessions", post(sessions::create).get(sessions::history))
         .route("/v1/sessions/async", post(sessions::create_async))

@@ -184,6 +184,28 @@ impl SqliteStore {
         Ok((batches, total))
     }
 
+    pub(super) async fn all_batch_item_counts(&self) -> StoreResult<BatchCounts> {
+        let row = sqlx::query(
+            "SELECT \
+             COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS pending_count, \
+             COALESCE(SUM(CASE WHEN status = 'processing' THEN 1 ELSE 0 END), 0) AS processing_count, \
+             COALESCE(SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END), 0) AS completed_count, \
+             COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) AS failed_count, \
+             COALESCE(SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END), 0) AS cancelled_count \
+             FROM start_requests WHERE batch_id IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(BatchCounts {
+            pending: row.try_get("pending_count")?,
+            processing: row.try_get("processing_count")?,
+            completed: row.try_get("completed_count")?,
+            failed: row.try_get("failed_count")?,
+            cancelled: row.try_get("cancelled_count")?,
+            attempted: 0,
+        })
+    }
+
     /// The status a batch of this team has now, for a refusal; `None` if
     /// there is no such batch.
     async fn status_of(&self, team_id: TeamId, batch_id: BatchId) -> StoreResult<Option<BatchStatus>> {

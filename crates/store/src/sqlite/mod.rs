@@ -547,6 +547,10 @@ impl Store for SqliteStore {
         self.retry_batch_rows(team_id, batch_id, failed_only, attempts).await
     }
 
+    async fn batch_item_counts(&self) -> StoreResult<anchorage_core::BatchCounts> {
+        self.all_batch_item_counts().await
+    }
+
     async fn recover_after_restart(&self, reason: &str, at: Timestamp) -> StoreResult<RecoveryReport> {
         let mut transaction = self.pool.begin().await?;
         let sessions = sqlx::query(
