@@ -32,11 +32,6 @@ impl SessionStatus {
         matches!(self, Self::Completed | Self::Failed)
     }
 
-    /// Whether the session holds (or is about to hold) a browser.
-    pub fn is_live(&self) -> bool {
-        !self.is_final()
-    }
-
     /// Whether moving from `self` to `next` is allowed.
     pub fn can_become(&self, next: SessionStatus) -> bool {
         matches!(

@@ -24,7 +24,29 @@ async fn start_with_pool(max_sessions: &str) -> TestServer {
         |_| {},
     )
     .await;
-    wait_until("the pool is full", WAIT, || server.main_browser_count() == 2).await;
+    wait_until("two browsers launched", WAIT, || server.main_browser_count() == 2).await;
+    // Launched is not yet pooled (the first one also has its viewport fitted):
+    // wait until /metrics shows both in the pool.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let metrics = server
+            .http
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("body");
+        if metrics.lines().any(|line| line == "anchorage_pool_browsers 2") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool never filled:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server
 }
 
@@ -45,6 +67,13 @@ async fn pooled_browsers_are_handed_out_once_each_and_the_pool_refills() {
     let server = start_with_pool("6").await;
     let (first, second) = tokio::join!(server.create_session(json!({})), server.create_session(json!({})));
     assert_ne!(first["id"], second["id"]);
+    // Both came from the pool: no browser was launched under their names.
+    for session in [&first, &second] {
+        assert!(
+            server.main_browser_pid(text(&session["id"])).is_none(),
+            "{session} was launched cold"
+        );
+    }
 
     // Two sessions, two browsers: what one opens, the other does not see.
     let mut one = Cdp::connect(text(&first["cdp_url"])).await;
@@ -82,6 +111,10 @@ async fn a_pooled_session_opens_its_initial_url() {
     let session = server
         .create_session(json!({"session": {"initial_url": format!("{page}/")}}))
         .await;
+    assert!(
+        server.main_browser_pid(text(&session["id"])).is_none(),
+        "it was launched cold, not taken from the pool"
+    );
     let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
     let deadline = std::time::Instant::now() + WAIT;
     loop {

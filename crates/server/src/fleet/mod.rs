@@ -241,11 +241,6 @@ impl Fleet {
         self.live.lock().ok()?.get(&session_id).cloned()
     }
 
-    /// How many browsers run now.
-    pub fn running_count(&self) -> usize {
-        self.live.lock().map(|live| live.len()).unwrap_or(0)
-    }
-
     /// What the fleet holds now, for `/metrics`.
     pub fn gauges(&self) -> crate::metrics::Gauges {
         let (running_sessions, cdp_connections) = self
@@ -712,7 +707,6 @@ impl Fleet {
                     session.team_id,
                     session.batch_id,
                     browser.websocket_url().clone(),
-                    browser.pid(),
                 ));
                 if let Ok(mut sessions) = self.live.lock() {
                     sessions.insert(session.id, Arc::clone(&live));

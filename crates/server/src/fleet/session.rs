@@ -25,8 +25,6 @@ pub struct LiveSession {
     pub batch_id: Option<BatchId>,
     /// The browser's own DevTools endpoint (loopback only).
     pub browser_websocket: Url,
-    /// The browser's process group.
-    pub pid: u32,
     clients: watch::Sender<usize>,
     stop: CancellationToken,
     stop_reason: Mutex<Option<(SessionStatus, String)>>,
@@ -48,20 +46,13 @@ pub enum EndWait {
 }
 
 impl LiveSession {
-    pub(super) fn new(
-        id: SessionId,
-        team_id: TeamId,
-        batch_id: Option<BatchId>,
-        browser_websocket: Url,
-        pid: u32,
-    ) -> Self {
+    pub(super) fn new(id: SessionId, team_id: TeamId, batch_id: Option<BatchId>, browser_websocket: Url) -> Self {
         let (clients, _) = watch::channel(0_usize);
         Self {
             id,
             team_id,
             batch_id,
             browser_websocket,
-            pid,
             clients,
             stop: CancellationToken::new(),
             stop_reason: Mutex::new(None),

@@ -114,7 +114,8 @@ async fn upgrade(state: AppState, session: Arc<LiveSession>, mut request: Reques
     {
         Ok((browser, _)) => browser,
         Err(error) => {
-            if session.client_count() == 0 && state.fleet.live_session_any_team(session.id).is_none() {
+            // The session ended while we connected: answer as for any ended one.
+            if state.fleet.live_session_any_team(session.id).is_none() {
                 return ApiError::session_not_found().into_response();
             }
             return ApiError::internal(format!("connecting to the browser of {}: {error}", session.id)).into_response();
