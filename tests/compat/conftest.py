@@ -26,9 +26,26 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# Pages for the live-view tests: a page filled with one colour, and a page
+# that counts the clicks it receives (in `window.clicks`).
+COLOUR_PAGE = "<!doctype html><title>{colour}</title><style>html,body{{margin:0;height:100%;background:{colour}}}</style>"
+CLICK_PAGE = (
+    "<!doctype html><title>clicks</title>"
+    "<style>html,body{margin:0;height:100%;background:#0000ff}</style>"
+    "<script>window.clicks = 0; addEventListener('click', () => { window.clicks += 1; "
+    "document.body.style.background = '#00ff00'; });</script>"
+)
+
+
 class PageHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (the standard library's name)
-        body = f"<!doctype html><title>{PAGE_TITLE}</title><h1>compat</h1>".encode()
+        if self.path.startswith("/colour/"):
+            colour = "#" + "".join(ch for ch in self.path.removeprefix("/colour/") if ch in "0123456789abcdef")[:6]
+            body = COLOUR_PAGE.format(colour=colour).encode()
+        elif self.path == "/clicks":
+            body = CLICK_PAGE.encode()
+        else:
+            body = f"<!doctype html><title>{PAGE_TITLE}</title><h1>compat</h1>".encode()
         self.send_response(200)
         self.send_header("content-type", "text/html; charset=utf-8")
         self.send_header("content-length", str(len(body)))

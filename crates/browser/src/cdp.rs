@@ -56,12 +56,8 @@ impl Conversation {
     async fn call(&mut self, method: &str, params: Value, session_id: Option<&str>) -> Result<Value, String> {
         self.next_id += 1;
         let id = self.next_id;
-        let mut message = json!({"id": id, "method": method, "params": params});
-        if let Some(session_id) = session_id {
-            message["sessionId"] = json!(session_id);
-        }
         self.socket
-            .send(Message::text(message.to_string()))
+            .send(command(id, method, params, session_id))
             .await
             .map_err(|error| error.to_string())?;
         loop {
@@ -184,6 +180,15 @@ pub async fn open_in_first_page(browser_websocket: &Url, url: &Url) -> Result<()
     .await;
     conversation.close().await;
     outcome
+}
+
+/// A CDP command message, addressed to a flat-mode session if one is given.
+pub(crate) fn command(id: u64, method: &str, params: Value, session_id: Option<&str>) -> Message {
+    let mut message = json!({"id": id, "method": method, "params": params});
+    if let Some(session_id) = session_id {
+        message["sessionId"] = json!(session_id);
+    }
+    Message::text(message.to_string())
 }
 
 /// The id of the first page target in a `Target.getTargets` answer.

@@ -4,17 +4,21 @@
 //! session in its own process group with its own profile and temp dirs
 //! ([`launch`]), kills the whole group and removes the dirs when the session
 //! ends ([`Browser::shut_down`]), finds and removes what a previous run left
-//! behind ([`reap_leftovers`]), and pumps CDP frames between a client and a
-//! browser ([`pump`]). It knows nothing of HTTP routes, teams or the store.
+//! behind ([`reap_leftovers`]), pumps CDP frames between a client and a
+//! browser ([`pump`]), and streams a page to the live view and forwards its
+//! input ([`Screencast`]). It knows nothing of HTTP routes, teams or the
+//! store.
 
 mod cdp;
 mod dirs;
 mod launch;
 mod pump;
 mod reap;
+mod screencast;
 
 pub use cdp::{fit_viewport, list_pages, open_in_first_page, PageInfo};
 pub use dirs::BrowserDirs;
 pub use launch::{launch, launch_until, Browser, BrowserExit, LaunchError, LaunchSpec, LaunchTimings};
 pub use pump::{pump, websocket_config, PumpEnd, MAX_FRAME_BYTES};
 pub use reap::{leftover_browser_pids, reap_leftovers, ReapReport};
+pub use screencast::{Frame, FrameAck, Input, MouseButton, MouseKind, Screencast, ScreencastEvent};

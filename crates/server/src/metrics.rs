@@ -93,7 +93,7 @@ impl Metrics {
         metric(
             "anchorage_cdp_connections",
             "gauge",
-            "CDP clients connected through the proxy.",
+            "Clients connected to sessions: CDP clients through the proxy and live-view viewers.",
             &plain(gauges.cdp_connections.to_string()),
         );
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed).to_string();

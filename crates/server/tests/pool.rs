@@ -29,15 +29,7 @@ async fn start_with_pool(max_sessions: &str) -> TestServer {
     // wait until /metrics shows both in the pool.
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let metrics = server
-            .http
-            .get(format!("{}/metrics", server.base))
-            .send()
-            .await
-            .expect("sent")
-            .text()
-            .await
-            .expect("body");
+        let metrics = server.metrics().await;
         if metrics.lines().any(|line| line == "anchorage_pool_browsers 2") {
             break;
         }

@@ -707,6 +707,7 @@ impl Fleet {
                     session.team_id,
                     session.batch_id,
                     browser.websocket_url().clone(),
+                    options.live_view_read_only,
                 ));
                 if let Ok(mut sessions) = self.live.lock() {
                     sessions.insert(session.id, Arc::clone(&live));

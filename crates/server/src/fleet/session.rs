@@ -25,6 +25,8 @@ pub struct LiveSession {
     pub batch_id: Option<BatchId>,
     /// The browser's own DevTools endpoint (loopback only).
     pub browser_websocket: Url,
+    /// Whether live-view viewers may only watch (`session.live_view.read_only`).
+    pub live_view_read_only: bool,
     clients: watch::Sender<usize>,
     stop: CancellationToken,
     stop_reason: Mutex<Option<(SessionStatus, String)>>,
@@ -46,13 +48,20 @@ pub enum EndWait {
 }
 
 impl LiveSession {
-    pub(super) fn new(id: SessionId, team_id: TeamId, batch_id: Option<BatchId>, browser_websocket: Url) -> Self {
+    pub(super) fn new(
+        id: SessionId,
+        team_id: TeamId,
+        batch_id: Option<BatchId>,
+        browser_websocket: Url,
+        live_view_read_only: bool,
+    ) -> Self {
         let (clients, _) = watch::channel(0_usize);
         Self {
             id,
             team_id,
             batch_id,
             browser_websocket,
+            live_view_read_only,
             clients,
             stop: CancellationToken::new(),
             stop_reason: Mutex::new(None),
@@ -61,7 +70,7 @@ impl LiveSession {
         }
     }
 
-    /// Counts one more CDP client until the guard is dropped.
+    /// Counts one more client (CDP or live view) until the guard is dropped.
     pub fn connect_client(self: &Arc<Self>) -> ClientGuard {
         self.clients.send_modify(|count| *count += 1);
         ClientGuard {

@@ -82,26 +82,9 @@ pub async fn by_api_key(state: AppState, request: Request) -> Response {
 }
 
 async fn upgrade(state: AppState, session: Arc<LiveSession>, mut request: Request) -> Response {
-    let headers = request.headers();
-    if !is_websocket_upgrade(headers) {
-        return ApiError::BadRequest("this URL takes a WebSocket upgrade (connect with a CDP client)".to_owned())
-            .into_response();
-    }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .and_then(|value| value.to_str().ok())
-        != Some("13")
-    {
-        return ApiError::BadRequest("Sec-WebSocket-Version must be 13".to_owned()).into_response();
-    }
-    let Some(accept) = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|key| derive_accept_key(key.as_bytes()))
-    else {
-        return ApiError::BadRequest("Sec-WebSocket-Key is missing".to_owned()).into_response();
-    };
-    let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
-        return ApiError::internal("the connection cannot be upgraded").into_response();
+    let handshake = match Handshake::accept(&mut request) {
+        Ok(handshake) => handshake,
+        Err(refusal) => return refusal.into_response(),
     };
 
     // Reach the browser first, so that a failure is still an HTTP answer.
@@ -123,28 +106,74 @@ async fn upgrade(state: AppState, session: Arc<LiveSession>, mut request: Reques
     };
     let guard = session.connect_client();
     let fleet = Arc::clone(&state.fleet);
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(error) => {
-                tracing::debug!(%error, "client left during the WebSocket handshake");
-                return;
-            }
-        };
-        let client =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(websocket_config())).await;
+    handshake.finish(move |client| async move {
         let end = pump(client, browser, session.ending(), &fleet.metrics.proxied_bytes).await;
         tracing::debug!(session_id = %session.id, ?end, "CDP client disconnected");
         drop(guard);
-    });
+    })
+}
 
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let response_headers = response.headers_mut();
-    response_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(value) = HeaderValue::from_str(&accept) {
-        response_headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+/// A WebSocket upgrade request that passed its checks.
+pub struct Handshake {
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    accept: String,
+}
+
+impl Handshake {
+    /// Checks the upgrade headers; the refusal is the HTTP answer to give.
+    pub fn accept(request: &mut Request) -> Result<Self, ApiError> {
+        let headers = request.headers();
+        if !is_websocket_upgrade(headers) {
+            return Err(ApiError::BadRequest(
+                "this URL takes a WebSocket upgrade (connect with a CDP client)".to_owned(),
+            ));
+        }
+        if headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .and_then(|value| value.to_str().ok())
+            != Some("13")
+        {
+            return Err(ApiError::BadRequest("Sec-WebSocket-Version must be 13".to_owned()));
+        }
+        let Some(accept) = headers
+            .get(header::SEC_WEBSOCKET_KEY)
+            .map(|key| derive_accept_key(key.as_bytes()))
+        else {
+            return Err(ApiError::BadRequest("Sec-WebSocket-Key is missing".to_owned()));
+        };
+        let Some(on_upgrade) = request.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+            return Err(ApiError::internal("the connection cannot be upgraded"));
+        };
+        Ok(Self { on_upgrade, accept })
     }
-    response
+
+    /// Answers `101` and runs `serve` on the upgraded connection in its own task.
+    pub fn finish<F, Fut>(self, serve: F) -> Response
+    where
+        F: FnOnce(WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(error) => {
+                    tracing::debug!(%error, "client left during the WebSocket handshake");
+                    return;
+                }
+            };
+            let client =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(websocket_config())).await;
+            serve(client).await;
+        });
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let response_headers = response.headers_mut();
+        response_headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        response_headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(value) = HeaderValue::from_str(&self.accept) {
+            response_headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+        }
+        response
+    }
 }

@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/live/{session_id}", get(live::page))
+        .route("/live/{session_id}/stream", get(live::stream))
         .route("/v1/sessions", post(sessions::create).get(sessions::history))
         .route("/v1/sessions/async", post(sessions::create_async))
         .route("/v1/sessions/async/{request_id}/status", get(sessions::async_status_of))
