@@ -36,12 +36,27 @@ CLICK_PAGE = (
     "document.body.style.background = '#00ff00'; });</script>"
 )
 
+# A page with something to look at, for the live view's screenshot; the
+# centre of its viewport is the card's colour, #2d7ff9.
+DEMO_PAGE = (
+    "<!doctype html><title>Quarterly report</title><style>"
+    "html,body{margin:0;height:100%;font-family:sans-serif;background:#f4f6f8;color:#1f2328}"
+    "header{padding:18px 32px;background:#fff;border-bottom:1px solid #d0d7de;font-size:22px}"
+    "main{position:absolute;inset:64px 0 0 0;display:flex;align-items:center;justify-content:center}"
+    ".card{width:60%;height:70%;background:#2d7ff9;color:#fff;border-radius:16px;padding:32px;box-sizing:border-box}"
+    "</style><header>Quarterly report</header><main><div class=card><h1>Revenue up 12%</h1>"
+    "<p>Served on 127.0.0.1 by the test, shown through anchorage's live view.</p>"
+    "<button>Download the figures</button></div></main>"
+)
+
 
 class PageHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (the standard library's name)
         if self.path.startswith("/colour/"):
             colour = "#" + "".join(ch for ch in self.path.removeprefix("/colour/") if ch in "0123456789abcdef")[:6]
             body = COLOUR_PAGE.format(colour=colour).encode()
+        elif self.path == "/demo":
+            body = DEMO_PAGE.encode()
         elif self.path == "/clicks":
             body = CLICK_PAGE.encode()
         else:

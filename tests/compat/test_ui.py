@@ -13,14 +13,6 @@ from playwright.sync_api import sync_playwright
 
 from conftest import API_KEY
 
-# The centre pixel of the live view's canvas, as [r, g, b].
-CENTRE_PIXEL = """() => {
-  const canvas = document.getElementById('screen');
-  const data = canvas.getContext('2d').getImageData(canvas.width >> 1, canvas.height >> 1, 1, 1).data;
-  return [data[0], data[1], data[2]];
-}"""
-
-
 def close_to(colour):
     """A page function that is true once the canvas centre shows `colour`."""
     red, green, blue = colour
@@ -51,7 +43,7 @@ def session(client, **options):
 @contextlib.contextmanager
 def viewer_page(client, playwright):
     """A page of a fresh anchorage session, to look at anchorage with."""
-    with session(client, browser={"viewport": {"width": 1280, "height": 800}}) as viewer:
+    with session(client, browser={"viewport": {"width": 1200, "height": 760}}) as viewer:
         browser = playwright.chromium.connect_over_cdp(viewer.cdp_url)
         try:
             yield browser.contexts[0].pages[0]
@@ -63,7 +55,7 @@ def test_live_view_shows_the_session_and_forwards_clicks(client, page_url):
     with (
         session(
             client,
-            session={"initial_url": page_url + "colour/ff0000"},
+            session={"initial_url": page_url + "demo"},
             browser={"viewport": {"width": 1024, "height": 640}},
         ) as watched,
         sync_playwright() as playwright,
@@ -71,7 +63,8 @@ def test_live_view_shows_the_session_and_forwards_clicks(client, page_url):
     ):
         viewer.goto(watched.live_view_url)
         viewer.wait_for_function("() => window.anchorageFrames > 0")
-        viewer.wait_for_function(close_to((255, 0, 0)))
+        viewer.wait_for_function(close_to((0x2D, 0x7F, 0xF9)))
+        screenshot(viewer, "live-view.png")
 
         # The session navigates: the canvas follows.
         browser = playwright.chromium.connect_over_cdp(watched.cdp_url)
@@ -86,7 +79,6 @@ def test_live_view_shows_the_session_and_forwards_clicks(client, page_url):
         page.wait_for_function("() => window.clicks === 1")
         viewer.wait_for_function(close_to((0, 255, 0)))
         assert viewer.locator("#state").text_content() == "live"
-        screenshot(viewer, "live-view.png")
         browser.close()
 
         # Ending the session: the page says so.
@@ -126,19 +118,25 @@ def test_a_live_view_link_needs_the_sessions_token(client, server):
 
 
 def test_the_dashboard_shows_a_batch_and_cancels_it(client, page_url):
-    batch = client.batch_sessions.create_batch_session(
-        count=3, configuration={"session": {"initial_url": page_url + "colour/ffffff"}}
-    ).data
     with sync_playwright() as playwright, viewer_page(client, playwright) as viewer:
+        # The server runs four sessions at most and the viewer is one of them:
+        # three items come up and two wait, so the batch is still processing.
+        batch = client.batch_sessions.create_batch_session(
+            count=5, configuration={"session": {"initial_url": page_url + "colour/ffffff", "tags": ["dashboard"]}}
+        ).data
         base_url = str(client.base_url).rstrip("/")
         viewer.goto(base_url + "/")
         viewer.fill("#api-key", API_KEY)
         viewer.click("#sign-in")
         row = viewer.locator(f"[data-batch-id='{batch.batch_id}']")
         row.wait_for()
-        # Progress arrives over the events stream until all three are up.
-        row.locator(".progress-text").filter(has_text="3 / 3").wait_for(timeout=60_000)
-        viewer.locator(".session-row").first.wait_for()
+        # Progress arrives over the events stream.
+        row.locator(".progress-text").filter(has_text="3 / 5").wait_for(timeout=60_000)
+        row.locator(".status").filter(has_text="processing").wait_for()
+        # The running sessions, each with its live view link.
+        viewer.locator(".session-row a").nth(3).wait_for()
+        row.locator(".toggle").click()
+        viewer.locator(f"[data-items-of='{batch.batch_id}'] [data-item='4']").wait_for()
         screenshot(viewer, "dashboard.png")
 
         viewer.on("dialog", lambda dialog: dialog.accept())

@@ -177,3 +177,21 @@ async fn the_page_and_stream_need_the_sessions_own_token() {
     server.assert_no_browsers_left().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_root_is_the_dashboard_for_a_browser_and_json_for_a_client() {
+    let server = TestServer::start().await;
+    let page = server
+        .http
+        .get(format!("{}/", server.base))
+        .header("accept", "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8")
+        .send()
+        .await
+        .expect("dashboard");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.expect("body").contains("id=\"api-key\""));
+    let (status, about) = server.get("/").await;
+    assert_eq!(status, 200);
+    assert_eq!(about["name"], "anchorage");
+    server.stop().await;
+}

@@ -14,7 +14,7 @@ use std::time::Instant;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
@@ -58,11 +58,23 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `GET /`: a CDP upgrade when asked for one (the SDK's form), otherwise a
-/// short description of the server.
+/// The dashboard page: a static page that calls the API with the key the
+/// user signs in with.
+const DASHBOARD_PAGE: &str = include_str!("../../assets/dashboard.html");
+
+/// `GET /`: a CDP upgrade when asked for one (the SDK's form), the dashboard
+/// for a web browser, otherwise a short description of the server.
 async fn root(State(state): State<AppState>, request: Request) -> Response {
     if cdp::is_websocket_upgrade(request.headers()) {
         return cdp::by_api_key(state, request).await;
+    }
+    let wants_html = request
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_html {
+        return ([(axum::http::header::CACHE_CONTROL, "no-store")], Html(DASHBOARD_PAGE)).into_response();
     }
     Json(json!({
         "name": "anchorage",

@@ -285,6 +285,7 @@ pub async fn all_status(State(state): State<AppState>, caller: Caller, RawQuery(
                 "status": session.status.as_str(),
                 "tags": session.tags,
                 "created_at": session.created_at.to_string(),
+                "live_view_url": state.live_view_url(session.id),
             })
         })
         .collect();
