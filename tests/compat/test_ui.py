@@ -145,3 +145,25 @@ def test_the_dashboard_shows_a_batch_and_cancels_it(client, page_url):
 
     assert client.batch_sessions.get_batch_session(batch.batch_id).data.status == "cancelled"
     assert client.sessions.get_all_sessions_status().data.count == 0
+
+
+def test_the_openapi_document_is_valid_and_the_reference_page_renders_it(client):
+    import json
+    import urllib.request
+
+    from openapi_spec_validator import validate
+
+    base_url = str(client.base_url).rstrip("/")
+    with urllib.request.urlopen(base_url + "/openapi.json") as response:
+        document = json.load(response)
+    assert document["openapi"].startswith("3.1")
+    validate(document)
+    assert "/v1/batch-sessions/{batch_id}" in document["paths"]
+
+    with sync_playwright() as playwright, viewer_page(client, playwright) as viewer:
+        viewer.goto(base_url + "/docs")
+        operation = viewer.locator("#create_batch_session")
+        operation.wait_for()
+        assert "count" in operation.text_content()
+        assert viewer.locator("section.operation").count() == sum(len(item) for item in document["paths"].values())
+        screenshot(viewer, "api-reference.png")

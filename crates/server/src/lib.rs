@@ -14,6 +14,7 @@ pub mod keys;
 pub mod metrics;
 mod routes;
 pub mod state;
+pub mod wire;
 
 pub use app::{App, StartError};
 pub use config::{Config, ConfigError, Environment, Source};

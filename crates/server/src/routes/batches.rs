@@ -17,17 +17,18 @@ use serde_json::{json, Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::extract::{IdPath, JsonBody, QueryMap};
-use super::sessions::item_json;
+use super::sessions::batch_item;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::fleet::BatchEnd;
 use crate::state::AppState;
+use crate::wire::{BatchBody, CancelBody, ErrorBody, RetryBody};
+use crate::wire::{
+    BatchCancelled, BatchCreated, BatchDeleted, BatchGone, BatchItem as WireItem, BatchList, BatchProgress,
+    BatchRetried, BatchRow, BatchStatusBody, Data, DeletionError, Pagination,
+};
 
-type ApiResult = Result<Json<Value>, ApiError>;
-
-fn data(value: Value) -> Json<Value> {
-    Json(json!({ "data": value }))
-}
+type ApiResult<T> = Result<Json<Data<T>>, ApiError>;
 
 fn batch_not_found() -> ApiError {
     ApiError::NotFound("Batch not found".to_owned())
@@ -56,7 +57,21 @@ fn parse_count(body: &Map<String, Value>, max_batch: usize) -> Result<usize, Api
 }
 
 /// `POST /v1/batch-sessions`: accept a batch and answer at once.
-pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody) -> ApiResult {
+#[utoipa::path(
+    operation_id = "create_batch_session",
+    post,
+    path = "/v1/batch-sessions",
+    tag = "batches",
+    summary = "Ask for a batch of sessions; provisioning runs in the background",
+    request_body = BatchBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Accepted", body = Data<BatchCreated>), (status = 400, description = "A value is wrong; the message names it", body = ErrorBody), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 413, description = "The body is over the size limit", body = ErrorBody), (status = 503, description = "The server is shutting down", body = ErrorBody))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<BatchCreated> {
     let body = object_body(body)?;
     let count = parse_count(&body, state.max_batch)?;
     let configuration = match body.get("configuration") {
@@ -107,54 +122,55 @@ pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(body
         })
         .collect();
     state.fleet.submit_batch(&batch, items).await?;
-    Ok(data(json!({
-        "batch_id": batch.id,
-        "status": BatchStatus::Pending.as_str(),
-        "total_requests": count,
-        "created_at": created_at.to_string(),
-    })))
+    Ok(Data::of(BatchCreated {
+        batch_id: batch.id,
+        status: BatchStatus::Pending.as_str(),
+        total_requests: batch.total_requests,
+        created_at: created_at.to_string(),
+    }))
 }
 
 /// The list row of a batch.
-fn summary_json(batch: &BatchSummary) -> Value {
-    json!({
-        "batch_id": batch.id,
-        "status": batch.status().as_str(),
-        "total_requests": batch.total_requests,
-        "completed_requests": batch.counts.completed,
-        "failed_requests": batch.counts.failed,
-        "created_at": batch.created_at.to_string(),
-        "actual_completion_time": batch.actual_completion_time().map(|at| at.to_string()),
-    })
+fn batch_row(batch: &BatchSummary) -> BatchRow {
+    BatchRow {
+        batch_id: batch.id,
+        status: batch.status().as_str(),
+        total_requests: batch.total_requests,
+        completed_requests: batch.counts.completed,
+        failed_requests: batch.counts.failed,
+        created_at: batch.created_at.to_string(),
+        actual_completion_time: batch.actual_completion_time().map(|at| at.to_string()),
+    }
 }
 
-/// The full status of a batch without its items.
-fn status_json(batch: &BatchSummary) -> Value {
+/// The full status of a batch, without its items.
+fn batch_status(batch: &BatchSummary) -> BatchStatusBody {
     let cancelled = batch.cancelled_at.is_some();
-    json!({
-        "batch_id": batch.id,
-        "status": batch.status().as_str(),
-        "total_requests": batch.total_requests,
-        "completed_requests": batch.counts.completed,
-        "failed_requests": batch.counts.failed,
-        "processing_requests": batch.counts.processing,
-        "pending_requests": batch.counts.pending,
-        "cancelled_requests": batch.counts.cancelled,
-        "created_at": batch.created_at.to_string(),
-        "actual_completion_time": batch.actual_completion_time().map(|at| at.to_string()),
-        "error": failure_summary(&batch.counts, batch.first_error.as_deref()),
-        "metadata": batch.metadata,
-        "progress": {
-            "percentage": batch.counts.percentage(),
-            "current_phase": batch.counts.phase(cancelled).as_str(),
+    BatchStatusBody {
+        batch_id: batch.id,
+        status: batch.status().as_str(),
+        total_requests: batch.total_requests,
+        completed_requests: batch.counts.completed,
+        failed_requests: batch.counts.failed,
+        processing_requests: batch.counts.processing,
+        pending_requests: batch.counts.pending,
+        cancelled_requests: batch.counts.cancelled,
+        created_at: batch.created_at.to_string(),
+        actual_completion_time: batch.actual_completion_time().map(|at| at.to_string()),
+        error: failure_summary(&batch.counts, batch.first_error.as_deref()),
+        metadata: batch.metadata.clone(),
+        progress: BatchProgress {
+            percentage: batch.counts.percentage(),
+            current_phase: batch.counts.phase(cancelled).as_str(),
         },
-    })
+        sessions: None,
+    }
 }
 
-fn items_json(state: &AppState, items: &[BatchItem]) -> Vec<Value> {
+fn batch_items(state: &AppState, items: &[BatchItem]) -> Vec<WireItem> {
     items
         .iter()
-        .map(|item| item_json(state, &item.request, item.session_status))
+        .map(|item| batch_item(state, &item.request, item.session_status))
         .collect()
 }
 
@@ -163,7 +179,17 @@ async fn owned_batch(state: &AppState, team_id: TeamId, batch_id: BatchId) -> Re
 }
 
 /// `GET /v1/batch-sessions`: newest first, with filters and paging.
-pub async fn list(State(state): State<AppState>, caller: Caller, RawQuery(raw): RawQuery) -> ApiResult {
+#[utoipa::path(
+    operation_id = "list_batch_sessions",
+    get,
+    path = "/v1/batch-sessions",
+    tag = "batches",
+    summary = "The team's batches, newest first",
+    params(("status" = Option<String>, Query, description = "pending, processing, completed, failed or cancelled"), ("page" = Option<i64>, Query, description = "Page, from 1"), ("limit" = Option<i64>, Query, description = "Rows per page, 1 to 100 (default 20)"), ("created_after" = Option<String>, Query, description = "RFC 3339 time"), ("created_before" = Option<String>, Query, description = "RFC 3339 time")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "One page", body = Data<BatchList>), (status = 400, description = "A value is wrong; the message names it", body = ErrorBody), (status = 401, description = "Missing or unknown API key", body = ErrorBody))
+)]
+pub async fn list(State(state): State<AppState>, caller: Caller, RawQuery(raw): RawQuery) -> ApiResult<BatchList> {
     let query = QueryMap::parse(raw.as_deref());
     let status = query
         .get("status")
@@ -185,25 +211,40 @@ pub async fn list(State(state): State<AppState>, caller: Caller, RawQuery(raw): 
     };
     let (batches, total) = state.store.list_batches(&filter).await?;
     let total_pages = (total + filter.limit - 1) / filter.limit;
-    Ok(data(json!({
-        "batches": batches.iter().map(summary_json).collect::<Vec<_>>(),
-        "pagination": {
-            "current_page": filter.page,
-            "total_pages": total_pages,
-            "total_records": total,
-            "has_next": filter.page < total_pages,
-            "has_prev": filter.page > 1,
+    Ok(Data::of(BatchList {
+        batches: batches.iter().map(batch_row).collect(),
+        pagination: Pagination {
+            current_page: filter.page,
+            total_pages,
+            total_records: total,
+            has_next: filter.page < total_pages,
+            has_prev: filter.page > 1,
         },
-    })))
+    }))
 }
 
 /// `GET /v1/batch-sessions/{batch_id}`: the full status with every item.
-pub async fn get(State(state): State<AppState>, caller: Caller, IdPath(batch_id): IdPath<BatchId>) -> ApiResult {
+#[utoipa::path(
+    operation_id = "get_batch_session",
+    get,
+    path = "/v1/batch-sessions/{batch_id}",
+    tag = "batches",
+    summary = "A batch's full status with every item",
+    params(("batch_id" = String, Path, description = "The batch's id (a UUID)")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "The batch", body = Data<BatchStatusBody>), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such batch for this team", body = ErrorBody))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(batch_id): IdPath<BatchId>,
+) -> ApiResult<BatchStatusBody> {
     let batch = owned_batch(&state, caller.0.team_id, batch_id).await?;
     let items = state.store.batch_items(batch_id).await?;
-    let mut body = status_json(&batch);
-    body["sessions"] = Value::Array(items_json(&state, &items));
-    Ok(data(body))
+    Ok(Data::of(BatchStatusBody {
+        sessions: Some(batch_items(&state, &items)),
+        ..batch_status(&batch)
+    }))
 }
 
 fn conflict_message(status: BatchStatus, action: &str) -> String {
@@ -211,12 +252,23 @@ fn conflict_message(status: BatchStatus, action: &str) -> String {
 }
 
 /// `PATCH /v1/batch-sessions/{batch_id}` with `{"status": "cancelled"}`.
+#[utoipa::path(
+    operation_id = "update_batch_session",
+    patch,
+    path = "/v1/batch-sessions/{batch_id}",
+    tag = "batches",
+    summary = "Cancel a pending or processing batch",
+    params(("batch_id" = String, Path, description = "The batch's id (a UUID)")),
+    request_body = CancelBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Cancelled: its running sessions ended, nothing of it starts later", body = Data<BatchCancelled>), (status = 400, description = "A value is wrong; the message names it", body = ErrorBody), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such batch for this team", body = ErrorBody), (status = 409, description = "The batch's state does not allow this", body = ErrorBody))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     IdPath(batch_id): IdPath<BatchId>,
     JsonBody(body): JsonBody,
-) -> ApiResult {
+) -> ApiResult<BatchCancelled> {
     let body = object_body(body)?;
     match body.get("status") {
         Some(Value::String(status)) if status == "cancelled" => {}
@@ -234,49 +286,75 @@ pub async fn cancel(
     match state.fleet.cancel_batch(caller.0.team_id, batch_id).await? {
         BatchEnd::NotFound => Err(batch_not_found()),
         BatchEnd::Conflict(status) => Err(ApiError::Conflict(conflict_message(status, "cancelled"))),
-        BatchEnd::Done(ended) => Ok(data(json!({
-            "batch_id": batch_id,
-            "status": BatchStatus::Cancelled.as_str(),
-            "cancelled_sessions": ended.ended,
-            "message": format!(
+        BatchEnd::Done(ended) => Ok(Data::of(BatchCancelled {
+            batch_id,
+            status: BatchStatus::Cancelled.as_str(),
+            cancelled_sessions: ended.ended,
+            message: format!(
                 "batch cancelled: {} running session(s) ended; nothing else of it will start",
                 ended.ended
             ),
-        }))),
+        })),
     }
 }
 
 /// `DELETE /v1/batch-sessions/{batch_id}`: end its sessions, remove it.
-pub async fn delete(State(state): State<AppState>, caller: Caller, IdPath(batch_id): IdPath<BatchId>) -> ApiResult {
+#[utoipa::path(
+    operation_id = "delete_batch_session",
+    delete,
+    path = "/v1/batch-sessions/{batch_id}",
+    tag = "batches",
+    summary = "End every session of a batch and remove it",
+    params(("batch_id" = String, Path, description = "The batch's id (a UUID)")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "Deleted", body = Data<BatchDeleted>), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such batch for this team", body = ErrorBody), (status = 409, description = "The batch's state does not allow this", body = ErrorBody))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(batch_id): IdPath<BatchId>,
+) -> ApiResult<BatchDeleted> {
     match state.fleet.delete_batch(caller.0.team_id, batch_id).await? {
         BatchEnd::NotFound => Err(batch_not_found()),
         BatchEnd::Conflict(status) => Err(ApiError::Conflict(conflict_message(status, "deleted"))),
         BatchEnd::Done(ended) => {
-            let mut body = json!({
-                "batch_id": batch_id,
-                "deleted_sessions": ended.ended,
-                "failed_deletions": ended.errors.len(),
-                "message": format!("batch deleted: {} running session(s) ended", ended.ended),
-            });
-            if !ended.errors.is_empty() {
-                body["errors"] = ended
-                    .errors
-                    .iter()
-                    .map(|(session_id, error)| json!({"session_id": session_id, "error": error}))
-                    .collect();
-            }
-            Ok(data(body))
+            let errors: Vec<DeletionError> = ended
+                .errors
+                .iter()
+                .map(|(session_id, error)| DeletionError {
+                    session_id: *session_id,
+                    error: error.clone(),
+                })
+                .collect();
+            Ok(Data::of(BatchDeleted {
+                batch_id,
+                deleted_sessions: ended.ended,
+                failed_deletions: errors.len(),
+                errors: (!errors.is_empty()).then_some(errors),
+                message: format!("batch deleted: {} running session(s) ended", ended.ended),
+            }))
         }
     }
 }
 
 /// `POST /v1/batch-sessions/{batch_id}/retry`.
+#[utoipa::path(
+    operation_id = "retry_batch_session",
+    post,
+    path = "/v1/batch-sessions/{batch_id}/retry",
+    tag = "batches",
+    summary = "Provision a batch's failed items again",
+    params(("batch_id" = String, Path, description = "The batch's id (a UUID)")),
+    request_body = RetryBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Queued again", body = Data<BatchRetried>), (status = 400, description = "A value is wrong; the message names it", body = ErrorBody), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such batch for this team", body = ErrorBody), (status = 409, description = "The batch's state does not allow this", body = ErrorBody))
+)]
 pub async fn retry(
     State(state): State<AppState>,
     caller: Caller,
     IdPath(batch_id): IdPath<BatchId>,
     JsonBody(body): JsonBody,
-) -> ApiResult {
+) -> ApiResult<BatchRetried> {
     let body = object_body(body)?;
     let failed_only = match body.get("retry_failed_only") {
         None | Some(Value::Null) => true,
@@ -319,12 +397,12 @@ pub async fn retry(
             } else {
                 format!("{retried} item(s) queued again, with up to {attempts} attempt(s) each")
             };
-            Ok(data(json!({
-                "batch_id": batch_id,
-                "status": batch.status().as_str(),
-                "retried_sessions": retried,
-                "message": message,
-            })))
+            Ok(Data::of(BatchRetried {
+                batch_id,
+                status: batch.status().as_str(),
+                retried_sessions: retried,
+                message,
+            }))
         }
     }
 }
@@ -344,8 +422,8 @@ struct Watcher {
     team_id: TeamId,
     batch_id: BatchId,
     changes: tokio::sync::broadcast::Receiver<BatchId>,
-    sent_items: HashMap<i64, Value>,
-    sent_batch: Value,
+    sent_items: HashMap<i64, WireItem>,
+    sent_batch: Option<BatchStatusBody>,
     watch: Watch,
 }
 
@@ -380,9 +458,12 @@ impl Watcher {
             Ok(Some(summary)) => summary,
             Ok(None) => {
                 self.watch = Watch::Over;
-                return vec![Event::default()
-                    .event("deleted")
-                    .data(json!({"batch_id": self.batch_id}).to_string())];
+                return vec![json_event(
+                    "deleted",
+                    &BatchGone {
+                        batch_id: self.batch_id,
+                    },
+                )];
             }
             Err(error) => {
                 tracing::error!(batch_id = %self.batch_id, %error, "events stream cannot read its batch");
@@ -395,16 +476,16 @@ impl Watcher {
         let items = self.state.store.batch_items(self.batch_id).await.unwrap_or_default();
         let mut events = Vec::new();
         for item in &items {
-            let body = item_json(&self.state, &item.request, item.session_status);
+            let body = batch_item(&self.state, &item.request, item.session_status);
             if self.sent_items.get(&item.request.item_index) != Some(&body) {
-                events.push(Event::default().event("item").data(body.to_string()));
+                events.push(json_event("item", &body));
                 self.sent_items.insert(item.request.item_index, body);
             }
         }
-        let batch = status_json(&summary);
-        if batch != self.sent_batch {
-            events.push(Event::default().event("batch").data(batch.to_string()));
-            self.sent_batch = batch;
+        let batch = batch_status(&summary);
+        if self.sent_batch.as_ref() != Some(&batch) {
+            events.push(json_event("batch", &batch));
+            self.sent_batch = Some(batch);
         }
         self.watch = if summary.status().is_final() {
             Watch::Over
@@ -415,9 +496,25 @@ impl Watcher {
     }
 }
 
+/// An event whose data is one JSON value.
+fn json_event(name: &str, body: &impl serde::Serialize) -> Event {
+    let data = serde_json::to_string(body).unwrap_or_else(|_| "null".to_owned());
+    Event::default().event(name).data(data)
+}
+
 /// `GET /v1/batch-sessions/{batch_id}/events`: Server-Sent Events of item and
 /// batch changes (`item`, `batch`; `deleted` if the batch is removed), from a
 /// full snapshot on, ending once the batch is final.
+#[utoipa::path(
+    operation_id = "batch_session_events",
+    get,
+    path = "/v1/batch-sessions/{batch_id}/events",
+    tag = "batches",
+    summary = "Server-Sent Events of a batch's changes",
+    params(("batch_id" = String, Path, description = "The batch's id (a UUID)")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "text/event-stream: `item` events (a BatchItem), `batch` events (a BatchStatusBody without sessions), `deleted` (a BatchGone); a full snapshot first, ending once the batch is final", content_type = "text/event-stream", body = String), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such batch for this team", body = ErrorBody))
+)]
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
@@ -432,7 +529,7 @@ pub async fn events(
         batch_id,
         changes,
         sent_items: HashMap::new(),
-        sent_batch: Value::Null,
+        sent_batch: None,
         watch: Watch::Start,
     };
     let stream = stream::unfold(watcher, |mut watcher| async move {

@@ -25,6 +25,7 @@ use crate::auth::authenticate;
 use crate::error::ApiError;
 use crate::fleet::LiveSession;
 use crate::state::AppState;
+use crate::wire::ErrorBody;
 
 /// Whether the request asks for a WebSocket upgrade.
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
@@ -40,6 +41,24 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// `GET /cdp/{session_id}?token=…`.
+#[utoipa::path(
+    operation_id = "connect_cdp",
+    get,
+    path = "/cdp/{session_id}",
+    tag = "connect",
+    summary = "Connect a CDP client to a session (the cdp_url)",
+    description = "A WebSocket upgrade. Pass the whole `cdp_url` to Playwright's `connectOverCDP` or Puppeteer's `connect`. CDP frames pass both ways unchanged; several clients may share a session; clients are closed when it ends.",
+    params(
+        ("session_id" = String, Path, description = "The session's id"),
+        ("token" = String, Query, description = "The session's own token, from its cdp_url"),
+    ),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade", body = ErrorBody),
+        (status = 401, description = "Wrong or missing token", body = ErrorBody),
+        (status = 404, description = "The session is not running", body = ErrorBody),
+    )
+)]
 pub async fn by_token(State(state): State<AppState>, request: Request) -> Response {
     let session_id = request
         .uri()

@@ -6,19 +6,38 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::wire::{Data, ErrorBody, StatusOk};
 
 /// `GET /healthz`.
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"data": {"status": "ok"}}))
+#[utoipa::path(
+    operation_id = "healthz",
+    get,
+    path = "/healthz",
+    tag = "operations",
+    summary = "Whether the process answers",
+    responses((status = 200, description = "It does", body = Data<StatusOk>))
+)]
+pub async fn healthz() -> Json<Data<StatusOk>> {
+    Data::of(StatusOk::OK)
 }
 
 /// `GET /readyz`: `503` with the reason when the store does not answer or
 /// Chromium is missing.
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(
+    operation_id = "readyz",
+    get,
+    path = "/readyz",
+    tag = "operations",
+    summary = "Whether the server can start sessions",
+    responses(
+        (status = 200, description = "The store answers and Chromium is in place", body = Data<StatusOk>),
+        (status = 503, description = "Not ready, and why", body = ErrorBody),
+    )
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Data<StatusOk>>, ApiError> {
     if let Err(error) = state.store.team_count().await {
         tracing::warn!(%error, "readiness: the store does not answer");
         return Err(ApiError::Unavailable(
@@ -30,10 +49,18 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
             "not ready: the Chromium executable is missing".to_owned(),
         ));
     }
-    Ok(Json(json!({"data": {"status": "ready"}})))
+    Ok(Data::of(StatusOk::READY))
 }
 
 /// `GET /metrics`.
+#[utoipa::path(
+    operation_id = "metrics",
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Metrics in the Prometheus text format",
+    responses((status = 200, description = "Sessions, pool, launches, batch items, connections, bytes proxied", content_type = "text/plain", body = String))
+)]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let mut gauges = state.fleet.gauges();
     let counts = state.store.batch_item_counts().await?;

@@ -37,6 +37,7 @@ use super::extract::QueryMap;
 use crate::error::ApiError;
 use crate::fleet::LiveSession;
 use crate::state::AppState;
+use crate::wire::ErrorBody;
 
 /// The viewer page; it reads the session id and token from its own URL.
 const LIVE_PAGE: &str = include_str!("../../assets/live.html");
@@ -56,6 +57,23 @@ fn authorised(state: &AppState, raw_id: &str, query: Option<&str>) -> Result<Ses
 }
 
 /// `GET /live/{session_id}?token=…`: the viewer page.
+#[utoipa::path(
+    operation_id = "live_view_page",
+    get,
+    path = "/live/{session_id}",
+    tag = "live view",
+    summary = "Watch a session (the live_view_url)",
+    description = "An HTML page that shows the session's screen and forwards mouse, wheel and keyboard input unless the session is read-only.",
+    params(
+        ("session_id" = String, Path, description = "The session's id"),
+        ("token" = String, Query, description = "The session's own token, from its live_view_url"),
+    ),
+    responses(
+        (status = 200, description = "The viewer page", content_type = "text/html", body = String),
+        (status = 401, description = "Wrong or missing token", body = ErrorBody),
+        (status = 404, description = "Not a session id", body = ErrorBody),
+    )
+)]
 pub async fn page(State(state): State<AppState>, Path(raw_id): Path<String>, request: Request) -> Response {
     if let Err(error) = authorised(&state, &raw_id, request.uri().query()) {
         return error.into_response();
@@ -71,6 +89,24 @@ pub async fn page(State(state): State<AppState>, Path(raw_id): Path<String>, req
 }
 
 /// `GET /live/{session_id}/stream?token=…`: the viewer's WebSocket.
+#[utoipa::path(
+    operation_id = "live_view_stream",
+    get,
+    path = "/live/{session_id}/stream",
+    tag = "live view",
+    summary = "The live view's WebSocket",
+    description = "A WebSocket upgrade speaking JSON text messages: to the viewer `hello`, `frame` (base64 JPEG and the page size), `page`, `refused`, `error`, `ended`; from the viewer `mouse`, `wheel`, `key`.",
+    params(
+        ("session_id" = String, Path, description = "The session's id"),
+        ("token" = String, Query, description = "The session's own token"),
+    ),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade", body = ErrorBody),
+        (status = 401, description = "Wrong or missing token", body = ErrorBody),
+        (status = 404, description = "Not a session id", body = ErrorBody),
+    )
+)]
 pub async fn stream(State(state): State<AppState>, Path(raw_id): Path<String>, mut request: Request) -> Response {
     let session_id = match authorised(&state, &raw_id, request.uri().query()) {
         Ok(session_id) => session_id,

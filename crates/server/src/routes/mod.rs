@@ -7,47 +7,82 @@ mod cdp;
 pub mod extract;
 mod health;
 mod live;
+mod openapi;
 mod sessions;
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post, MethodRouter};
 use axum::{Json, Router};
-use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::wire::{About, ErrorBody};
 
-/// Every route we serve.
+/// Every route we serve: method, path, handler. The router is built from
+/// this table alone, and a test checks it against `/openapi.json`.
+fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+    vec![
+        (Method::GET, "/", get(root)),
+        (Method::GET, "/openapi.json", get(openapi::openapi_json)),
+        (Method::GET, "/docs", get(openapi::docs)),
+        (Method::GET, "/cdp/{session_id}", get(cdp::by_token)),
+        (Method::GET, "/healthz", get(health::healthz)),
+        (Method::GET, "/readyz", get(health::readyz)),
+        (Method::GET, "/metrics", get(health::metrics)),
+        (Method::GET, "/live/{session_id}", get(live::page)),
+        (Method::GET, "/live/{session_id}/stream", get(live::stream)),
+        (Method::POST, "/v1/sessions", post(sessions::create)),
+        (Method::GET, "/v1/sessions", get(sessions::history)),
+        (Method::POST, "/v1/sessions/async", post(sessions::create_async)),
+        (
+            Method::GET,
+            "/v1/sessions/async/{request_id}/status",
+            get(sessions::async_status_of),
+        ),
+        (Method::DELETE, "/v1/sessions/all", delete(sessions::delete_all)),
+        (Method::GET, "/v1/sessions/all/status", get(sessions::all_status)),
+        (Method::GET, "/v1/sessions/{session_id}", get(sessions::get)),
+        (Method::DELETE, "/v1/sessions/{session_id}", delete(sessions::delete)),
+        (Method::GET, "/v1/sessions/{session_id}/pages", get(sessions::pages)),
+        (Method::POST, "/v1/batch-sessions", post(batches::create)),
+        (Method::GET, "/v1/batch-sessions", get(batches::list)),
+        (Method::GET, "/v1/batch-sessions/{batch_id}", get(batches::get)),
+        (Method::PATCH, "/v1/batch-sessions/{batch_id}", patch(batches::cancel)),
+        (Method::DELETE, "/v1/batch-sessions/{batch_id}", delete(batches::delete)),
+        (
+            Method::POST,
+            "/v1/batch-sessions/{batch_id}/retry",
+            post(batches::retry),
+        ),
+        (
+            Method::GET,
+            "/v1/batch-sessions/{batch_id}/events",
+            get(batches::events),
+        ),
+    ]
+}
+
+/// The router, with its fallbacks and layers.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.max_body_bytes;
-    Router::new()
-        .route("/", get(root))
-        .route("/cdp/{session_id}", get(cdp::by_token))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/live/{session_id}", get(live::page))
-        .route("/live/{session_id}/stream", get(live::stream))
-        .route("/v1/sessions", post(sessions::create).get(sessions::history))
-        .route("/v1/sessions/async", post(sessions::create_async))
-        .route("/v1/sessions/async/{request_id}/status", get(sessions::async_status_of))
-        .route("/v1/sessions/all", delete(sessions::delete_all))
-        .route("/v1/sessions/all/status", get(sessions::all_status))
-        .route("/v1/sessions/{session_id}", get(sessions::get).delete(sessions::delete))
-        .route("/v1/sessions/{session_id}/pages", get(sessions::pages))
-        .route("/v1/batch-sessions", post(batches::create).get(batches::list))
-        .route(
-            "/v1/batch-sessions/{batch_id}",
-            get(batches::get).patch(batches::cancel).delete(batches::delete),
-        )
-        .route("/v1/batch-sessions/{batch_id}/retry", post(batches::retry))
-        .route("/v1/batch-sessions/{batch_id}/events", get(batches::events))
+    let mut by_path: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
+    for (_, path, handler) in table() {
+        let merged = match by_path.remove(path) {
+            Some(existing) => existing.merge(handler),
+            None => handler,
+        };
+        by_path.insert(path, merged);
+    }
+    by_path
+        .into_iter()
+        .fold(Router::new(), |router, (path, handlers)| router.route(path, handlers))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -64,6 +99,29 @@ const DASHBOARD_PAGE: &str = include_str!("../../assets/dashboard.html");
 
 /// `GET /`: a CDP upgrade when asked for one (the SDK's form), the dashboard
 /// for a web browser, otherwise a short description of the server.
+#[utoipa::path(
+    operation_id = "root",
+    get,
+    path = "/",
+    tag = "operations",
+    summary = "The dashboard, a description of the server, or the SDK's CDP connection",
+    description = "A web browser (Accept: text/html) gets the dashboard. A WebSocket upgrade with `apiKey` and \
+                   `sessionId` connects a CDP client to that session (what the SDK's `browser.connect` builds). \
+                   Anything else gets a short JSON description.",
+    params(
+        ("apiKey" = Option<String>, Query, description = "For the WebSocket form: an API key"),
+        ("sessionId" = Option<String>, Query, description = "For the WebSocket form: a session of the key's team"),
+    ),
+    responses(
+        (status = 200, description = "The dashboard or the description", content(
+            (About = "application/json"),
+            (String = "text/html"),
+        )),
+        (status = 101, description = "Switched to the WebSocket protocol (the CDP form)"),
+        (status = 401, description = "The CDP form with a missing or unknown key", body = ErrorBody),
+        (status = 404, description = "The CDP form with a session that is not running", body = ErrorBody),
+    )
+)]
 async fn root(State(state): State<AppState>, request: Request) -> Response {
     if cdp::is_websocket_upgrade(request.headers()) {
         return cdp::by_api_key(state, request).await;
@@ -76,12 +134,12 @@ async fn root(State(state): State<AppState>, request: Request) -> Response {
     if wants_html {
         return ([(axum::http::header::CACHE_CONTROL, "no-store")], Html(DASHBOARD_PAGE)).into_response();
     }
-    Json(json!({
-        "name": "anchorage",
-        "version": env!("CARGO_PKG_VERSION"),
-        "description": "A self-hosted browser fleet server speaking the AnchorBrowser API",
-        "api": "/v1",
-    }))
+    Json(About {
+        name: "anchorage",
+        version: env!("CARGO_PKG_VERSION"),
+        description: "A self-hosted browser fleet server speaking the AnchorBrowser API",
+        api: "/v1",
+    })
     .into_response()
 }
 
@@ -118,4 +176,30 @@ async fn log_request(request: Request, next: Next) -> Response {
         tracing::info!(%method, %route, status = status.as_u16(), latency_ms, "request");
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use utoipa::OpenApi;
+
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
+        let served: BTreeSet<(String, String)> = table()
+            .into_iter()
+            .map(|(method, path, _)| (method.as_str().to_owned(), path.to_owned()))
+            .collect();
+        let document = serde_json::to_value(openapi::ApiDoc::openapi()).unwrap_or_default();
+        let mut documented = BTreeSet::new();
+        for (path, item) in document["paths"].as_object().into_iter().flatten() {
+            for method in item.as_object().into_iter().flatten().map(|(method, _)| method) {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        assert_eq!(served, documented);
+        assert_eq!(served.len(), table().len(), "a route is in the table twice");
+    }
 }

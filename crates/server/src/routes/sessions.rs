@@ -4,19 +4,20 @@ use anchorage_core::{RequestId, RequestStatus, SessionId, SessionOptions, Sessio
 use anchorage_store::{RequestRecord, SessionFilter, SessionPage, SessionRecord, SessionSort};
 use axum::extract::{RawQuery, State};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::extract::{IdPath, JsonBody, QueryMap};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::fleet::{EndWait, StartOutcome};
 use crate::state::AppState;
+use crate::wire::{
+    AsyncAccepted, AsyncStatus, BatchItem, Data, HistoryRow, LiveSessionItem, LiveSessions, PageItem, Phase,
+    SessionCreated, SessionDetail, SessionHistory, SessionPages, StatusOk,
+};
+use crate::wire::{ErrorBody, StartBody};
 
-type ApiResult = Result<Json<Value>, ApiError>;
-
-fn data(value: Value) -> Json<Value> {
-    Json(json!({ "data": value }))
-}
+type ApiResult<T> = Result<Json<Data<T>>, ApiError>;
 
 /// Validates a start body, checks the team's quota, and makes the request row.
 fn new_request(state: &AppState, caller: &Caller, configuration: Value) -> Result<RequestRecord, ApiError> {
@@ -67,7 +68,21 @@ impl Drop for AbandonOnDrop {
 }
 
 /// `POST /v1/sessions`: start a session and answer once it is connectable.
-pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody) -> ApiResult {
+#[utoipa::path(
+    operation_id = "create_session",
+    post,
+    path = "/v1/sessions",
+    tag = "sessions",
+    summary = "Start a session and wait until it is connectable",
+    request_body = StartBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "The session runs", body = Data<SessionCreated>), (status = 400, description = "A value is wrong; the message names it", body = ErrorBody), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 413, description = "The body is over the size limit", body = ErrorBody), (status = 429, description = "The team is at its session quota; see Retry-After", body = ErrorBody), (status = 500, description = "A fault of the server; details are in its log", body = ErrorBody), (status = 503, description = "The server is shutting down", body = ErrorBody))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<SessionCreated> {
     let request = new_request(&state, &caller, body)?;
     let request_id = request.id;
     let waiting = state.fleet.submit(request).await?;
@@ -80,11 +95,11 @@ pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(body
     let outcome = waiting.await;
     guard.armed = false;
     match outcome {
-        Ok(StartOutcome::Started(session_id)) => Ok(data(json!({
-            "id": session_id,
-            "cdp_url": state.cdp_url(session_id),
-            "live_view_url": state.live_view_url(session_id),
-        }))),
+        Ok(StartOutcome::Started(session_id)) => Ok(Data::of(SessionCreated {
+            id: session_id,
+            cdp_url: state.cdp_url(session_id),
+            live_view_url: state.live_view_url(session_id),
+        })),
         Ok(StartOutcome::Failed(reason)) => Err(ApiError::internal(format!(
             "session start {request_id} failed: {reason}"
         ))),
@@ -98,14 +113,30 @@ pub async fn create(State(state): State<AppState>, caller: Caller, JsonBody(body
 }
 
 /// `POST /v1/sessions/async`: accept a start and answer at once.
-pub async fn create_async(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody) -> ApiResult {
+#[utoipa::path(
+    operation_id = "create_session_async",
+    post,
+    path = "/v1/sessions/async",
+    tag = "sessions",
+    summary = "Accept a session start and answer at once",
+    request_body = StartBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Accepted; poll its status", body = Data<AsyncAccepted>), (status = 400, description = "A value is wrong; the message names it", body = ErrorBody), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 413, description = "The body is over the size limit", body = ErrorBody), (status = 429, description = "The team is at its session quota; see Retry-After", body = ErrorBody), (status = 503, description = "The server is shutting down", body = ErrorBody))
+)]
+pub async fn create_async(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<AsyncAccepted> {
     let request = new_request(&state, &caller, body)?;
     let request_id = request.id;
     // Nobody waits on the receiver; the poller reads the store.
     drop(state.fleet.submit(request).await?);
-    Ok(data(
-        json!({"request_id": request_id, "status": "pending", "session_id": null}),
-    ))
+    Ok(Data::of(AsyncAccepted {
+        request_id,
+        status: RequestStatus::Pending.as_str(),
+        session_id: None,
+    }))
 }
 
 /// The wire status of an async request: `ready` while its session runs.
@@ -121,29 +152,39 @@ fn async_status(request: &RequestRecord, session: Option<&SessionRecord>) -> &'s
 
 /// The batch-item shape of a request (the SDK's `BatchSessionItemSchema`).
 /// `cdp_url` and `live_view_url` are given while the item's session runs.
-pub fn item_json(state: &AppState, request: &RequestRecord, session_status: Option<SessionStatus>) -> Value {
+pub fn batch_item(state: &AppState, request: &RequestRecord, session_status: Option<SessionStatus>) -> BatchItem {
     let connectable = session_status == Some(SessionStatus::Running);
     let session_id = request.session_id;
-    json!({
-        "item_index": request.item_index,
-        "session_id": session_id,
-        "status": request.status.as_str(),
-        "cdp_url": session_id.filter(|_| connectable).map(|id| state.cdp_url(id)),
-        "live_view_url": session_id.filter(|_| connectable).map(|id| state.live_view_url(id)),
-        "error": request.error,
-        "retry_count": request.retry_count,
-        "started_at": request.started_at.map(|at| at.to_string()),
-        "completed_at": request.completed_at.map(|at| at.to_string()),
-        "metadata": request.metadata,
-    })
+    BatchItem {
+        item_index: request.item_index,
+        session_id,
+        status: request.status.as_str(),
+        cdp_url: session_id.filter(|_| connectable).map(|id| state.cdp_url(id)),
+        live_view_url: session_id.filter(|_| connectable).map(|id| state.live_view_url(id)),
+        error: request.error.clone(),
+        retry_count: request.retry_count,
+        started_at: request.started_at.map(|at| at.to_string()),
+        completed_at: request.completed_at.map(|at| at.to_string()),
+        metadata: request.metadata.clone(),
+    }
 }
 
 /// `GET /v1/sessions/async/{request_id}/status`.
+#[utoipa::path(
+    operation_id = "get_async_session_status",
+    get,
+    path = "/v1/sessions/async/{request_id}/status",
+    tag = "sessions",
+    summary = "Where an asynchronous start is",
+    params(("request_id" = String, Path, description = "The request id from the asynchronous start")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "Its status", body = Data<AsyncStatus>), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such request for this team", body = ErrorBody))
+)]
 pub async fn async_status_of(
     State(state): State<AppState>,
     caller: Caller,
     IdPath(request_id): IdPath<RequestId>,
-) -> ApiResult {
+) -> ApiResult<AsyncStatus> {
     let request = state
         .store
         .request(caller.0.team_id, request_id)
@@ -153,16 +194,16 @@ pub async fn async_status_of(
         Some(session_id) => state.store.session(caller.0.team_id, session_id).await?,
         None => None,
     };
-    let mut body = json!({
-        "request_id": request.id,
-        "status": async_status(&request, session.as_ref()),
-        "created_at": request.created_at.to_string(),
-        "progress": {"current_phase": request.status.phase().as_str()},
-    });
-    if request.session_id.is_some() || request.error.is_some() {
-        body["session"] = item_json(&state, &request, session.as_ref().map(|session| session.status));
-    }
-    Ok(data(body))
+    let has_session = request.session_id.is_some() || request.error.is_some();
+    Ok(Data::of(AsyncStatus {
+        request_id: request.id,
+        status: async_status(&request, session.as_ref()),
+        created_at: request.created_at.to_string(),
+        session: has_session.then(|| batch_item(&state, &request, session.as_ref().map(|session| session.status))),
+        progress: Phase {
+            current_phase: request.status.phase().as_str(),
+        },
+    }))
 }
 
 /// The caller's session, or the same `404` whether it is missing or another
@@ -183,29 +224,57 @@ fn duration_seconds(session: &SessionRecord) -> i64 {
 }
 
 /// `GET /v1/sessions/{session_id}`.
-pub async fn get(State(state): State<AppState>, caller: Caller, IdPath(session_id): IdPath<SessionId>) -> ApiResult {
+#[utoipa::path(
+    operation_id = "get_session",
+    get,
+    path = "/v1/sessions/{session_id}",
+    tag = "sessions",
+    summary = "One session",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "The session", body = Data<SessionDetail>), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such session for this team", body = ErrorBody))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+) -> ApiResult<SessionDetail> {
     let session = owned_session(&state, &caller, session_id).await?;
-    Ok(data(json!({
-        "session_id": session.id,
-        "team_id": session.team_id,
-        "status": session.status.as_str(),
-        "duration": duration_seconds(&session),
-        "configuration": session.configuration,
-        "tags": session.tags,
-        "created_at": session.created_at.to_string(),
-        "started_at": session.started_at.map(|at| at.to_string()),
-        "ended_at": session.ended_at.map(|at| at.to_string()),
-        "end_reason": session.end_reason,
-        "batch_id": session.batch_id,
-        "credits_used": 0,
-        "proxy_bytes": 0,
-        "steps": 0,
-        "playground": false,
-    })))
+    Ok(Data::of(SessionDetail {
+        session_id: session.id,
+        team_id: session.team_id,
+        status: session.status.as_str(),
+        duration: duration_seconds(&session),
+        started_at: session.started_at.map(|at| at.to_string()),
+        ended_at: session.ended_at.map(|at| at.to_string()),
+        created_at: session.created_at.to_string(),
+        configuration: session.configuration,
+        tags: session.tags,
+        end_reason: session.end_reason,
+        batch_id: session.batch_id,
+        credits_used: 0,
+        proxy_bytes: 0,
+        steps: 0,
+        playground: false,
+    }))
 }
 
 /// `DELETE /v1/sessions/{session_id}`: end it; ending an ended one is fine.
-pub async fn delete(State(state): State<AppState>, caller: Caller, IdPath(session_id): IdPath<SessionId>) -> ApiResult {
+#[utoipa::path(
+    operation_id = "delete_session",
+    delete,
+    path = "/v1/sessions/{session_id}",
+    tag = "sessions",
+    summary = "End a session (ending an ended one is fine)",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "Ended: the browser was killed and the end recorded", body = Data<StatusOk>), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such session for this team", body = ErrorBody))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+) -> ApiResult<StatusOk> {
     owned_session(&state, &caller, session_id).await?;
     state
         .fleet
@@ -216,7 +285,7 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, IdPath(sessio
             EndWait::Recorded,
         )
         .await?;
-    Ok(data(json!({"status": "ok"})))
+    Ok(Data::of(StatusOk::OK))
 }
 
 fn live_filter(caller: &Caller, query: &QueryMap) -> Result<SessionFilter, ApiError> {
@@ -249,7 +318,16 @@ const ALL_ROWS: SessionPage = SessionPage {
 };
 
 /// `DELETE /v1/sessions/all`: end every live session of the team.
-pub async fn delete_all(State(state): State<AppState>, caller: Caller) -> ApiResult {
+#[utoipa::path(
+    operation_id = "delete_all_sessions",
+    delete,
+    path = "/v1/sessions/all",
+    tag = "sessions",
+    summary = "End every running session of the team",
+    security(("api_key" = [])),
+    responses((status = 200, description = "All ended", body = Data<StatusOk>), (status = 401, description = "Missing or unknown API key", body = ErrorBody))
+)]
+pub async fn delete_all(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusOk> {
     let filter = SessionFilter {
         team_id: Some(caller.0.team_id),
         live_only: true,
@@ -267,33 +345,59 @@ pub async fn delete_all(State(state): State<AppState>, caller: Caller) -> ApiRes
     for result in futures_util::future::join_all(ends).await {
         result?;
     }
-    Ok(data(json!({"status": "ok"})))
+    Ok(Data::of(StatusOk::OK))
 }
 
 /// `GET /v1/sessions/all/status`: the team's live sessions.
-pub async fn all_status(State(state): State<AppState>, caller: Caller, RawQuery(raw): RawQuery) -> ApiResult {
+#[utoipa::path(
+    operation_id = "get_all_sessions_status",
+    get,
+    path = "/v1/sessions/all/status",
+    tag = "sessions",
+    summary = "The team's live sessions",
+    params(("tags" = Option<String>, Query, description = "Only sessions carrying every one of these tags (comma-separated or repeated)"), ("batch_id" = Option<String>, Query, description = "Only sessions of this batch"), ("created_from" = Option<String>, Query, description = "Created at or after this RFC 3339 time"), ("created_to" = Option<String>, Query, description = "Created at or before this RFC 3339 time")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "Starting and running sessions, newest first", body = Data<LiveSessions>), (status = 400, description = "A value is wrong; the message names it", body = ErrorBody), (status = 401, description = "Missing or unknown API key", body = ErrorBody))
+)]
+pub async fn all_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<LiveSessions> {
     let query = QueryMap::parse(raw.as_deref());
     let (sessions, total) = state
         .store
         .list_sessions(&live_filter(&caller, &query)?, &ALL_ROWS)
         .await?;
-    let items: Vec<Value> = sessions
-        .iter()
-        .map(|session| {
-            json!({
-                "session_id": session.id,
-                "status": session.status.as_str(),
-                "tags": session.tags,
-                "created_at": session.created_at.to_string(),
-                "live_view_url": state.live_view_url(session.id),
-            })
+    let items = sessions
+        .into_iter()
+        .map(|session| LiveSessionItem {
+            session_id: session.id,
+            status: session.status.as_str(),
+            created_at: session.created_at.to_string(),
+            live_view_url: state.live_view_url(session.id),
+            tags: session.tags,
         })
         .collect();
-    Ok(data(json!({"count": total, "items": items})))
+    Ok(Data::of(LiveSessions { count: total, items }))
 }
 
 /// `GET /v1/sessions`: the history page.
-pub async fn history(State(state): State<AppState>, caller: Caller, RawQuery(raw): RawQuery) -> ApiResult {
+#[utoipa::path(
+    operation_id = "list_sessions",
+    get,
+    path = "/v1/sessions",
+    tag = "sessions",
+    summary = "The team's session history, a page at a time",
+    params(("page" = Option<i64>, Query, description = "Page, from 1"), ("limit" = Option<i64>, Query, description = "Rows per page: 10, 20 (default) or 50"), ("sort_by" = Option<String>, Query, description = "created_at (default), session_id or status"), ("sort_order" = Option<String>, Query, description = "desc (default) or asc"), ("status" = Option<String>, Query, description = "starting, running, completed or failed"), ("tags" = Option<String>, Query, description = "Only sessions carrying every one of these tags (comma-separated or repeated)"), ("batch_id" = Option<String>, Query, description = "Only sessions of this batch"), ("created_from" = Option<String>, Query, description = "Created at or after this RFC 3339 time"), ("created_to" = Option<String>, Query, description = "Created at or before this RFC 3339 time")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "One page", body = Data<SessionHistory>), (status = 400, description = "A value is wrong; the message names it", body = ErrorBody), (status = 401, description = "Missing or unknown API key", body = ErrorBody))
+)]
+pub async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<SessionHistory> {
     let query = QueryMap::parse(raw.as_deref());
     let page = query.integer("page", 1, i64::from(i32::MAX))?.unwrap_or(1);
     let limit = match query.get("limit") {
@@ -343,51 +447,77 @@ pub async fn history(State(state): State<AppState>, caller: Caller, RawQuery(raw
             },
         )
         .await?;
-    let rows: Vec<Value> = sessions
-        .iter()
-        .map(|session| {
-            json!({
-                "id": session.id,
-                "status": session.status.as_str(),
-                "tags": session.tags,
-                "headless": session.headless,
-                "recording": session.recording,
-                "used_credits": 0,
-                "proxy_bytes": 0,
-                "proxy_type": null,
-                "steps": 0,
-                "duration": duration_seconds(session),
-                "created_at": session.created_at.to_string(),
-                "user_configuration": session.configuration,
-                "task_initiated": false,
-                "task_executions_count": 0,
-                "api_key_name": session.api_key_name,
-                "browser_ip": "",
-                "domains": [],
-                "batch_id": session.batch_id,
-                "end_reason": session.end_reason,
-            })
+    let rows = sessions
+        .into_iter()
+        .map(|session| HistoryRow {
+            id: session.id,
+            status: session.status.as_str(),
+            headless: session.headless,
+            recording: session.recording,
+            used_credits: 0,
+            proxy_bytes: 0,
+            proxy_type: None,
+            steps: 0,
+            duration: duration_seconds(&session),
+            created_at: session.created_at.to_string(),
+            tags: session.tags,
+            user_configuration: session.configuration,
+            task_initiated: false,
+            task_executions_count: 0,
+            api_key_name: session.api_key_name,
+            browser_ip: "",
+            domains: Vec::new(),
+            batch_id: session.batch_id,
+            end_reason: session.end_reason,
         })
         .collect();
     let total_pages = (total + limit - 1) / limit;
-    Ok(data(
-        json!({"sessions": rows, "total": total, "page": page, "total_pages": total_pages}),
-    ))
+    Ok(Data::of(SessionHistory {
+        sessions: rows,
+        total,
+        page,
+        total_pages,
+    }))
 }
 
 /// `GET /v1/sessions/{session_id}/pages`: the browser's open pages.
-pub async fn pages(State(state): State<AppState>, caller: Caller, IdPath(session_id): IdPath<SessionId>) -> ApiResult {
+#[utoipa::path(
+    operation_id = "get_session_pages",
+    get,
+    path = "/v1/sessions/{session_id}/pages",
+    tag = "sessions",
+    summary = "The pages open in a session's browser",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "Its pages (none once it has ended)", body = Data<SessionPages>), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such session for this team", body = ErrorBody), (status = 500, description = "A fault of the server; details are in its log", body = ErrorBody))
+)]
+pub async fn pages(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+) -> ApiResult<SessionPages> {
     owned_session(&state, &caller, session_id).await?;
     let Some(live) = state.fleet.live_session(caller.0.team_id, session_id) else {
-        return Ok(data(json!({"count": 0, "items": []})));
+        return Ok(Data::of(SessionPages {
+            count: 0,
+            items: Vec::new(),
+        }));
     };
     let pages = anchorage_browser::list_pages(&live.browser_websocket)
         .await
         .map_err(|error| ApiError::internal(format!("listing pages of {session_id}: {error}")))?;
     let frontend_url = state.live_view_url(session_id);
-    let items: Vec<Value> = pages
-        .iter()
-        .map(|page| json!({"id": page.id, "title": page.title, "url": page.url, "frontend_url": frontend_url}))
+    let items: Vec<PageItem> = pages
+        .into_iter()
+        .map(|page| PageItem {
+            id: page.id,
+            title: page.title,
+            url: page.url,
+            frontend_url: frontend_url.clone(),
+        })
         .collect();
-    Ok(data(json!({"count": items.len(), "items": items})))
+    Ok(Data::of(SessionPages {
+        count: items.len(),
+        items,
+    }))
 }

@@ -1,0 +1,107 @@
+//! `GET /openapi.json` (the OpenAPI 3.1 document, generated from the
+//! routes' annotations and the types of [`crate::wire`]) and `GET /docs` (a
+//! reference page that renders it, compiled into the binary).
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{batches, cdp, health, live, sessions};
+use crate::wire::BatchGone;
+
+/// The reference page; it fetches `/openapi.json` and renders it.
+const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
+
+/// The document. Every route the router serves is listed in `paths`; a
+/// test checks the two against each other.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "anchorage",
+        description = "A self-hosted browser fleet server. It speaks the AnchorBrowser HTTP API, so the official \
+                       `anchorbrowser` SDKs work against it unchanged. Success bodies are wrapped in `{\"data\": …}`; \
+                       errors are always `{\"error\": {\"code\", \"message\"}}`. Every `/v1` route takes the \
+                       `anchor-api-key` header; a team sees only its own sessions and batches.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        super::root,
+        openapi_json,
+        docs,
+        cdp::by_token,
+        live::page,
+        live::stream,
+        health::healthz,
+        health::readyz,
+        health::metrics,
+        sessions::create,
+        sessions::history,
+        sessions::create_async,
+        sessions::async_status_of,
+        sessions::delete_all,
+        sessions::all_status,
+        sessions::get,
+        sessions::delete,
+        sessions::pages,
+        batches::create,
+        batches::list,
+        batches::get,
+        batches::cancel,
+        batches::delete,
+        batches::retry,
+        batches::events,
+    ),
+    components(schemas(BatchGone)),
+    modifiers(&ApiKeyHeader),
+    tags(
+        (name = "sessions", description = "Start, inspect, list and end browser sessions"),
+        (name = "batches", description = "Many sessions with one call, provisioned in the background"),
+        (name = "connect", description = "CDP connections to a session's browser"),
+        (name = "live view", description = "Watching and steering a session from a web browser"),
+        (name = "operations", description = "Health, readiness, metrics, this document, and the dashboard"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Declares the `anchor-api-key` header scheme the `/v1` routes name.
+struct ApiKeyHeader;
+
+impl Modify for ApiKeyHeader {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "anchor-api-key",
+                "An API key (`anchorage keys create`); it belongs to one team.",
+            ))),
+        );
+    }
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(
+    operation_id = "openapi_json",
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    summary = "This document",
+    responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object))
+)]
+pub async fn openapi_json() -> Response {
+    axum::Json(ApiDoc::openapi()).into_response()
+}
+
+/// `GET /docs`.
+#[utoipa::path(
+    operation_id = "docs",
+    get,
+    path = "/docs",
+    tag = "operations",
+    summary = "The API reference, rendered from this document",
+    responses((status = 200, description = "An HTML page", content_type = "text/html", body = String))
+)]
+pub async fn docs() -> Response {
+    ([(header::CACHE_CONTROL, "no-cache")], Html(DOCS_PAGE)).into_response()
+}

@@ -1,0 +1,587 @@
+//! The shapes of the HTTP API: every success body the routes answer with,
+//! the error body, and the request bodies, as types. The routes build these
+//! (not free-form JSON), and `/openapi.json` is generated from the same
+//! types, so the document cannot drift from what is sent.
+//!
+//! Field names follow the upstream API exactly; descriptions are ours.
+//! Request bodies are decoded leniently by the routes (unknown fields are
+//! ignored, values are checked one by one so errors name the field); the
+//! request types here describe what the routes read.
+
+use anchorage_core::{BatchId, RequestId, SessionId, TeamId};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// Every success body: `{"data": …}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Data<T> {
+    /// The answer.
+    pub data: T,
+}
+
+impl<T> Data<T> {
+    /// Wraps an answer.
+    pub fn of(data: T) -> axum::Json<Self> {
+        axum::Json(Self { data })
+    }
+}
+
+/// Every error body: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The error itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// The HTTP status, repeated.
+    pub code: u16,
+    /// What went wrong and how to fix it.
+    pub message: String,
+}
+
+/// `{"status": "ok"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusOk {
+    /// `ok` (`ready` from `/readyz`).
+    pub status: &'static str,
+}
+
+impl StatusOk {
+    /// Done.
+    pub const OK: Self = Self { status: "ok" };
+    /// Ready to start sessions.
+    pub const READY: Self = Self { status: "ready" };
+}
+
+// ---------------------------------------------------------------- sessions
+
+/// A started session and where to reach it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionCreated {
+    /// The session's id.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: SessionId,
+    /// WebSocket URL for Playwright's `connectOverCDP` or Puppeteer's `connect`; carries a per-session token.
+    pub cdp_url: String,
+    /// Page that shows the session live; carries the same per-session token.
+    pub live_view_url: String,
+}
+
+/// An accepted asynchronous start.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AsyncAccepted {
+    /// Poll `GET /v1/sessions/async/{request_id}/status` with it.
+    #[schema(value_type = String, format = Uuid)]
+    pub request_id: RequestId,
+    /// Always `pending`.
+    pub status: &'static str,
+    /// Always null: the session does not exist yet.
+    #[schema(value_type = Option<String>)]
+    pub session_id: Option<SessionId>,
+}
+
+/// Where an asynchronous start is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AsyncStatus {
+    /// The request.
+    #[schema(value_type = String, format = Uuid)]
+    pub request_id: RequestId,
+    /// `pending`, `processing`, `ready` (connectable now), `completed` (its session has ended), `failed` or `cancelled`.
+    pub status: &'static str,
+    /// When the request was accepted.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// The request's session, once it has one or has failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<BatchItem>,
+    /// The phase it is in.
+    pub progress: Phase,
+}
+
+/// A phase of provisioning.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Phase {
+    /// `queued`, `provisioning` or `ready`.
+    pub current_phase: &'static str,
+}
+
+/// One session in full.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionDetail {
+    /// The session.
+    #[schema(value_type = String, format = Uuid)]
+    pub session_id: SessionId,
+    /// Its team.
+    #[schema(value_type = String, format = Uuid)]
+    pub team_id: TeamId,
+    /// `starting`, `running`, `completed` or `failed`.
+    pub status: &'static str,
+    /// Seconds it has run (so far, while it runs).
+    pub duration: i64,
+    /// The start body it was created with, as sent.
+    #[schema(value_type = Object)]
+    pub configuration: Value,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// When it was asked for.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When its browser was up.
+    #[schema(format = DateTime)]
+    pub started_at: Option<String>,
+    /// When it ended.
+    #[schema(format = DateTime)]
+    pub ended_at: Option<String>,
+    /// Why it ended (a client, a timeout, a cancel, the browser dying…).
+    pub end_reason: Option<String>,
+    /// The batch it belongs to.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub batch_id: Option<BatchId>,
+    /// Always 0: anchorage does not bill.
+    pub credits_used: i64,
+    /// Always 0: no proxy is in use.
+    pub proxy_bytes: i64,
+    /// Always 0: no agent steps are run.
+    pub steps: i64,
+    /// Always false.
+    pub playground: bool,
+}
+
+/// The team's live sessions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveSessions {
+    /// How many.
+    pub count: i64,
+    /// Them, newest first.
+    pub items: Vec<LiveSessionItem>,
+}
+
+/// One live session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LiveSessionItem {
+    /// The session.
+    #[schema(value_type = String, format = Uuid)]
+    pub session_id: SessionId,
+    /// `starting` or `running`.
+    pub status: &'static str,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// When it was asked for.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// Its live view (an anchorage addition).
+    pub live_view_url: String,
+}
+
+/// A page of the session history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionHistory {
+    /// The sessions of this page.
+    pub sessions: Vec<HistoryRow>,
+    /// Sessions matching the filters, on all pages.
+    pub total: i64,
+    /// This page, from 1.
+    pub page: i64,
+    /// Pages in all.
+    pub total_pages: i64,
+}
+
+/// One session of the history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryRow {
+    /// The session.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: SessionId,
+    /// `starting`, `running`, `completed` or `failed`.
+    pub status: &'static str,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Whether a headless browser was asked for.
+    pub headless: bool,
+    /// Whether recording was asked for (recorded, not active yet).
+    pub recording: bool,
+    /// Always 0.
+    pub used_credits: i64,
+    /// Always 0.
+    pub proxy_bytes: i64,
+    /// Always null.
+    pub proxy_type: Option<String>,
+    /// Always 0.
+    pub steps: i64,
+    /// Seconds it ran.
+    pub duration: i64,
+    /// When it was asked for.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// The start body, as sent.
+    #[schema(value_type = Object)]
+    pub user_configuration: Value,
+    /// Always false.
+    pub task_initiated: bool,
+    /// Always 0.
+    pub task_executions_count: i64,
+    /// The name of the key that started it.
+    pub api_key_name: String,
+    /// Always empty.
+    pub browser_ip: &'static str,
+    /// Always empty.
+    pub domains: Vec<String>,
+    /// The batch it belongs to.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub batch_id: Option<BatchId>,
+    /// Why it ended.
+    pub end_reason: Option<String>,
+}
+
+/// The pages open in a session's browser.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionPages {
+    /// How many.
+    pub count: usize,
+    /// Them.
+    pub items: Vec<PageItem>,
+}
+
+/// One open page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PageItem {
+    /// The CDP target id.
+    pub id: String,
+    /// Its title.
+    pub title: String,
+    /// Its URL.
+    pub url: String,
+    /// The session's live view.
+    pub frontend_url: String,
+}
+
+// ---------------------------------------------------------------- batches
+
+/// One item of a batch (and the session of an asynchronous start).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct BatchItem {
+    /// Its place in the batch, from 0.
+    pub item_index: i64,
+    /// Its session, once provisioning began.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub session_id: Option<SessionId>,
+    /// `pending`, `processing`, `completed` (its session is up), `failed` or `cancelled`.
+    pub status: &'static str,
+    /// Given while its session runs.
+    pub cdp_url: Option<String>,
+    /// Given while its session runs.
+    pub live_view_url: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Attempts after the first.
+    pub retry_count: i64,
+    /// When provisioning began.
+    #[schema(format = DateTime)]
+    pub started_at: Option<String>,
+    /// When it reached its state.
+    #[schema(format = DateTime)]
+    pub completed_at: Option<String>,
+    /// Per-item metadata (none is set by anchorage).
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+/// An accepted batch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchCreated {
+    /// The batch.
+    #[schema(value_type = String, format = Uuid)]
+    pub batch_id: BatchId,
+    /// Always `pending`.
+    pub status: &'static str,
+    /// How many sessions it asks for.
+    pub total_requests: i64,
+    /// When it was accepted.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// A page of batches.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchList {
+    /// Newest first.
+    pub batches: Vec<BatchRow>,
+    /// Where this page is.
+    pub pagination: Pagination,
+}
+
+/// One batch of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchRow {
+    /// The batch.
+    #[schema(value_type = String, format = Uuid)]
+    pub batch_id: BatchId,
+    /// `pending`, `processing`, `completed`, `failed` or `cancelled`.
+    pub status: &'static str,
+    /// Items in all.
+    pub total_requests: i64,
+    /// Items whose session came up.
+    pub completed_requests: i64,
+    /// Items that failed.
+    pub failed_requests: i64,
+    /// When it was accepted.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When it reached a final state.
+    #[schema(format = DateTime)]
+    pub actual_completion_time: Option<String>,
+}
+
+/// Paging of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Pagination {
+    /// This page, from 1.
+    pub current_page: i64,
+    /// Pages in all.
+    pub total_pages: i64,
+    /// Rows in all.
+    pub total_records: i64,
+    /// Whether a later page exists.
+    pub has_next: bool,
+    /// Whether an earlier page exists.
+    pub has_prev: bool,
+}
+
+/// The full status of a batch. The counts always add up to `total_requests`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct BatchStatusBody {
+    /// The batch.
+    #[schema(value_type = String, format = Uuid)]
+    pub batch_id: BatchId,
+    /// `pending`, `processing`, `completed`, `failed` or `cancelled`.
+    pub status: &'static str,
+    /// Items in all.
+    pub total_requests: i64,
+    /// Items whose session came up.
+    pub completed_requests: i64,
+    /// Items that failed.
+    pub failed_requests: i64,
+    /// Items being provisioned.
+    pub processing_requests: i64,
+    /// Items waiting.
+    pub pending_requests: i64,
+    /// Items cancelled (an anchorage addition; the remainder of the others).
+    pub cancelled_requests: i64,
+    /// When it was accepted.
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// When it reached a final state.
+    #[schema(format = DateTime)]
+    pub actual_completion_time: Option<String>,
+    /// A summary of its failures.
+    pub error: Option<String>,
+    /// The metadata it was created with.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// How far it is.
+    pub progress: BatchProgress,
+    /// Every item (absent in the events stream's `batch` events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<Vec<BatchItem>>,
+}
+
+/// How far a batch is.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct BatchProgress {
+    /// Items in a final state, in percent.
+    pub percentage: f64,
+    /// `queued`, `provisioning` or `ready`.
+    pub current_phase: &'static str,
+}
+
+/// A cancelled batch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchCancelled {
+    /// The batch.
+    #[schema(value_type = String, format = Uuid)]
+    pub batch_id: BatchId,
+    /// Always `cancelled`.
+    pub status: &'static str,
+    /// Running sessions that were ended.
+    pub cancelled_sessions: usize,
+    /// What happened.
+    pub message: String,
+}
+
+/// A deleted batch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchDeleted {
+    /// The batch.
+    #[schema(value_type = String, format = Uuid)]
+    pub batch_id: BatchId,
+    /// Running sessions that were ended.
+    pub deleted_sessions: usize,
+    /// Sessions that could not be ended.
+    pub failed_deletions: usize,
+    /// Why, per session (absent when none failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<DeletionError>>,
+    /// What happened.
+    pub message: String,
+}
+
+/// A session a delete could not end.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletionError {
+    /// The session.
+    #[schema(value_type = String, format = Uuid)]
+    pub session_id: SessionId,
+    /// Why.
+    pub error: String,
+}
+
+/// A retried batch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchRetried {
+    /// The batch.
+    #[schema(value_type = String, format = Uuid)]
+    pub batch_id: BatchId,
+    /// Its status now.
+    pub status: &'static str,
+    /// Items queued again.
+    pub retried_sessions: u64,
+    /// What happened.
+    pub message: String,
+}
+
+/// The `deleted` event of a batch's events stream.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchGone {
+    /// The batch that was removed.
+    #[schema(value_type = String, format = Uuid)]
+    pub batch_id: BatchId,
+}
+
+// ---------------------------------------------------------------- others
+
+/// What `GET /` answers a client that is not a web browser.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct About {
+    /// `anchorage`.
+    pub name: &'static str,
+    /// The server's version.
+    pub version: &'static str,
+    /// One line about it.
+    pub description: &'static str,
+    /// The API's base path.
+    pub api: &'static str,
+}
+
+// ---------------------------------------------------------------- request bodies
+
+/// The body of a session start (`SessionCreateRequestSchema` upstream). Every part is optional; unknown
+/// fields are ignored. Options anchorage does not act on yet (recording, proxy, profile, extensions, headful)
+/// are accepted and recorded in `configuration`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct StartBody {
+    /// Session options.
+    session: Option<SessionPart>,
+    /// Browser options.
+    browser: Option<BrowserPart>,
+}
+
+/// Session options of a start.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct SessionPart {
+    /// Page opened first: `http` or `https` only.
+    initial_url: Option<String>,
+    /// Up to 100 tags of up to 256 characters.
+    tags: Option<Vec<String>>,
+    /// `{"active": bool}`; recorded, not active yet.
+    #[schema(value_type = Option<Object>)]
+    recording: Option<Value>,
+    /// Proxy settings; recorded, not active yet.
+    #[schema(value_type = Option<Object>)]
+    proxy: Option<Value>,
+    /// Timeouts in minutes.
+    timeout: Option<TimeoutPart>,
+    /// Live view options.
+    live_view: Option<LiveViewPart>,
+}
+
+/// Timeouts of a start, in minutes; `-1` disables one.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct TimeoutPart {
+    /// Ends the session this long after it started (default 20).
+    max_duration: Option<i64>,
+    /// Ends it this long after its last client left, or after start if none came (default 5).
+    idle_timeout: Option<i64>,
+}
+
+/// Live view options of a start.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct LiveViewPart {
+    /// Viewers may watch but their input is not forwarded.
+    read_only: Option<bool>,
+}
+
+/// Browser options of a start.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct BrowserPart {
+    /// `{"active": bool}`: anchorage always runs headless; headful is recorded.
+    #[schema(value_type = Option<Object>)]
+    headless: Option<Value>,
+    /// The page's viewport (default 1440×900).
+    viewport: Option<ViewportPart>,
+    /// Profile settings; recorded, not active yet.
+    #[schema(value_type = Option<Object>)]
+    profile: Option<Value>,
+    /// Extension ids; recorded, not active yet.
+    extensions: Option<Vec<String>>,
+}
+
+/// A viewport size in CSS pixels.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ViewportPart {
+    /// Width.
+    width: Option<u32>,
+    /// Height.
+    height: Option<u32>,
+}
+
+/// The body of a batch.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct BatchBody {
+    /// How many sessions, 1 to the server's cap (1000 by default).
+    count: u32,
+    /// The start body every session of the batch gets.
+    configuration: Option<StartBody>,
+    /// Anything, kept with the batch.
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Map<String, Value>>,
+}
+
+/// The body of a cancel.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct CancelBody {
+    /// Must be `cancelled`.
+    #[schema(example = "cancelled")]
+    status: String,
+}
+
+/// The body of a retry.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct RetryBody {
+    /// Retry only failed items (default), or also completed items whose session has ended.
+    retry_failed_only: Option<bool>,
+    /// Attempts per item, 1 to 3 (default 1).
+    max_retries: Option<u8>,
+}
