@@ -1,32 +1,59 @@
 //! The `anchorage` binary: parses arguments, sets up logging, and calls into
-//! `anchorage-server`. No logic of its own.
+//! `anchorage-server` (`serve`, `keys`) or the HTTP client of [`client`]
+//! (`batch`, `session`).
+
+mod client;
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anchorage_server::{App, Config, Environment};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// A self-hosted browser fleet server that speaks the AnchorBrowser API.
 #[derive(Debug, Parser)]
 #[command(name = "anchorage", version)]
 struct Cli {
-    /// A TOML file of settings (environment variables win over it).
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The server's settings file.
+#[derive(Debug, Args)]
+struct Settings {
+    /// A TOML file of settings (environment variables win over it).
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve,
+    Serve {
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Manage API keys (works on the database directly).
     Keys {
+        #[command(flatten)]
+        settings: Settings,
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Create, watch, cancel, delete and retry batches on a running server.
+    Batch {
+        #[command(flatten)]
+        connection: client::Connection,
+        #[command(subcommand)]
+        command: client::BatchCommand,
+    },
+    /// Start, list and end sessions on a running server.
+    Session {
+        #[command(flatten)]
+        connection: client::Connection,
+        #[command(subcommand)]
+        command: client::SessionCommand,
     },
 }
 
@@ -96,23 +123,29 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::load(&Environment, cli.config.as_deref())?;
     match cli.command {
-        Command::Serve => serve(config).await,
-        Command::Keys {
-            command: KeysCommand::Create { team, name },
-        } => {
-            println!("{}", anchorage_server::keys::create(&config, &team, &name).await?);
+        Command::Serve { settings } => serve(Config::load(&Environment, settings.config.as_deref())?).await,
+        Command::Keys { settings, command } => {
+            let config = Config::load(&Environment, settings.config.as_deref())?;
+            keys(&config, command).await
+        }
+        Command::Batch { connection, command } => client::batch(connection, command).await,
+        Command::Session { connection, command } => client::session(connection, command).await,
+    }
+}
+
+async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create { team, name } => {
+            println!("{}", anchorage_server::keys::create(config, &team, &name).await?);
             Ok(())
         }
-        Command::Keys {
-            command: KeysCommand::List,
-        } => {
+        KeysCommand::List => {
             println!(
                 "{:<38} {:<14} {:<20} {:<20} {:<26} revoked",
                 "id", "prefix", "team", "name", "created"
             );
-            for key in anchorage_server::keys::list(&config).await? {
+            for key in anchorage_server::keys::list(config).await? {
                 let revoked = key.revoked_at.map_or_else(|| "-".to_owned(), |at| at.to_string());
                 println!(
                     "{:<38} {:<14} {:<20} {:<20} {:<26} {revoked}",
@@ -125,10 +158,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Keys {
-            command: KeysCommand::Revoke { key },
-        } => {
-            match anchorage_server::keys::revoke(&config, &key).await? {
+        KeysCommand::Revoke { key } => {
+            match anchorage_server::keys::revoke(config, &key).await? {
                 0 => anyhow::bail!("no live key has the id or prefix {key:?}"),
                 count => eprintln!("revoked {count} key(s)"),
             }

@@ -412,3 +412,116 @@ fn browser_groups(data_dir: &Path) -> usize {
     groups.dedup();
     groups.len()
 }
+
+/// Runs the command-line client against a server; parses stdout as JSON
+/// when the command succeeded with `--json`.
+fn cli(server: &Server, key: &str, args: &[&str]) -> (Output, Value) {
+    let output = run(args, &[("ANCHORAGE_URL", &server.base), ("ANCHORAGE_API_KEY", key)]);
+    let value = if output.status.success() && args.contains(&"--json") {
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&output.stdout)))
+    } else {
+        Value::Null
+    };
+    (output, value)
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn the_cli_creates_waits_for_and_manages_batches_and_sessions() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(data_dir.path(), &[]);
+    let (output, batch) = cli(&server, KEY, &["batch", "create", "--count", "3", "--wait", "--json"]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert_eq!(batch["completed_requests"], 3);
+    let items = batch["sessions"].as_array().expect("items");
+    assert_eq!(items.len(), 3);
+    assert!(items.iter().all(|item| item["cdp_url"].as_str().is_some()), "{batch}");
+    let batch_id = batch["batch_id"].as_str().expect("id").to_owned();
+
+    let (_, listed) = cli(&server, KEY, &["batch", "list", "--json"]);
+    assert_eq!(listed["batches"][0]["batch_id"], batch_id.as_str());
+    let (_, shown) = cli(&server, KEY, &["batch", "show", &batch_id, "--json"]);
+    assert_eq!(shown["total_requests"], 3);
+    let (output, _) = cli(&server, KEY, &["batch", "show", &batch_id]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("3 completed") && text.contains(&batch_id), "{text}");
+
+    let (_, started) = cli(&server, KEY, &["session", "create", "--tag", "cli", "--json"]);
+    let session_id = started["id"].as_str().expect("id").to_owned();
+    let (_, live) = cli(&server, KEY, &["session", "list", "--json"]);
+    assert_eq!(live["count"], 4, "{live}");
+    let (output, _) = cli(&server, KEY, &["session", "end", &session_id]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let (_, live) = cli(&server, KEY, &["session", "list", "--json"]);
+    assert_eq!(live["count"], 3, "{live}");
+
+    let (_, retried) = cli(&server, KEY, &["batch", "retry", &batch_id, "--json"]);
+    assert_eq!(retried["retried_sessions"], 0, "{retried}");
+    // A completed batch cannot be cancelled: the server's message, exit 1.
+    let (output, _) = cli(&server, KEY, &["batch", "cancel", &batch_id]);
+    assert!(!output.status.success());
+    assert!(stderr_of(&output).contains("already completed"), "{}", stderr_of(&output));
+    let (_, deleted) = cli(&server, KEY, &["batch", "delete", &batch_id, "--json"]);
+    assert_eq!(deleted["deleted_sessions"], 3, "{deleted}");
+
+    // Without --wait the answer comes at once, and a pending batch cancels.
+    let (_, accepted) = cli(&server, KEY, &["batch", "create", "--count", "2", "--json"]);
+    assert_eq!(accepted["status"], "pending");
+    let second = accepted["batch_id"].as_str().expect("id");
+    let (output, _) = cli(&server, KEY, &["batch", "cancel", second]);
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("batch cancelled"));
+    wait_until("no browser left", || browser_pids(data_dir.path()).is_empty());
+}
+
+#[test]
+fn every_cli_command_fails_with_the_servers_message() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(data_dir.path(), &[]);
+    let unknown = "6f1c2a4e-8d1b-4c5e-9a7f-0b2c3d4e5f60";
+    let commands: [&[&str]; 10] = [
+        &["batch", "create", "--count", "1"],
+        &["batch", "list"],
+        &["batch", "show", unknown],
+        &["batch", "cancel", unknown],
+        &["batch", "delete", unknown],
+        &["batch", "retry", unknown],
+        &["session", "create"],
+        &["session", "list"],
+        &["session", "end", unknown],
+        &["batch", "create", "--count", "1", "--wait"],
+    ];
+    for command in commands {
+        let (output, _) = cli(&server, "not-a-key", command);
+        assert!(!output.status.success(), "{command:?} succeeded with a bad key");
+        assert!(stderr_of(&output).contains("Invalid API Key"), "{command:?}: {}", stderr_of(&output));
+    }
+    for (command, message) in [
+        (&["batch", "show", unknown][..], "Batch not found"),
+        (&["batch", "cancel", unknown][..], "Batch not found"),
+        (&["batch", "delete", unknown][..], "Batch not found"),
+        (&["batch", "retry", unknown][..], "Batch not found"),
+        (&["batch", "show", "../../v1/sessions"][..], "Batch not found"),
+        (&["session", "end", unknown][..], "Session not found"),
+        (&["batch", "create", "--count", "0"][..], "count must be an integer"),
+    ] {
+        let (output, _) = cli(&server, KEY, command);
+        assert!(!output.status.success(), "{command:?} succeeded");
+        assert!(stderr_of(&output).contains(message), "{command:?}: {}", stderr_of(&output));
+    }
+    // No key at all, and no server.
+    let output = run(&["session", "list"], &[("ANCHORAGE_URL", &server.base)]);
+    assert!(!output.status.success());
+    assert!(stderr_of(&output).contains("--api-key"), "{}", stderr_of(&output));
+    let output = run(
+        &["session", "list", "--api-key", KEY],
+        &[("ANCHORAGE_URL", "http://127.0.0.1:9")],
+    );
+    assert!(!output.status.success());
+    assert!(stderr_of(&output).contains("cannot reach"), "{}", stderr_of(&output));
+}
