@@ -399,7 +399,11 @@ pub async fn session(connection: Connection, command: SessionCommand) -> anyhow:
 }
 
 fn batch_table(data: &Value) -> String {
-    let batches = data.get("batches").and_then(Value::as_array).cloned().unwrap_or_default();
+    let batches = data
+        .get("batches")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut out = format!(
         "{:<38} {:<11} {:>9} {:>6} {:>6}  created\n",
         "batch", "status", "completed", "failed", "total"
@@ -440,7 +444,11 @@ fn batch_details(data: &Value) -> String {
     if let Some(error) = data.get("error").and_then(Value::as_str) {
         out.push_str(&format!("  error: {error}\n"));
     }
-    let items = data.get("sessions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let items = data
+        .get("sessions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     for item in &items {
         let detail = match item.get("cdp_url").and_then(Value::as_str) {
             Some(url) => url.to_owned(),

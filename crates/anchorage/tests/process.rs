@@ -465,7 +465,11 @@ fn the_cli_creates_waits_for_and_manages_batches_and_sessions() {
     // A completed batch cannot be cancelled: the server's message, exit 1.
     let (output, _) = cli(&server, KEY, &["batch", "cancel", &batch_id]);
     assert!(!output.status.success());
-    assert!(stderr_of(&output).contains("already completed"), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains("already completed"),
+        "{}",
+        stderr_of(&output)
+    );
     let (_, deleted) = cli(&server, KEY, &["batch", "delete", &batch_id, "--json"]);
     assert_eq!(deleted["deleted_sessions"], 3, "{deleted}");
 
@@ -499,7 +503,11 @@ fn every_cli_command_fails_with_the_servers_message() {
     for command in commands {
         let (output, _) = cli(&server, "not-a-key", command);
         assert!(!output.status.success(), "{command:?} succeeded with a bad key");
-        assert!(stderr_of(&output).contains("Invalid API Key"), "{command:?}: {}", stderr_of(&output));
+        assert!(
+            stderr_of(&output).contains("Invalid API Key"),
+            "{command:?}: {}",
+            stderr_of(&output)
+        );
     }
     for (command, message) in [
         (&["batch", "show", unknown][..], "Batch not found"),
@@ -512,7 +520,11 @@ fn every_cli_command_fails_with_the_servers_message() {
     ] {
         let (output, _) = cli(&server, KEY, command);
         assert!(!output.status.success(), "{command:?} succeeded");
-        assert!(stderr_of(&output).contains(message), "{command:?}: {}", stderr_of(&output));
+        assert!(
+            stderr_of(&output).contains(message),
+            "{command:?}: {}",
+            stderr_of(&output)
+        );
     }
     // No key at all, and no server.
     let output = run(&["session", "list"], &[("ANCHORAGE_URL", &server.base)]);
