@@ -21,6 +21,8 @@ pub struct Metrics {
     pub sessions_ended: AtomicU64,
     /// Payload bytes the CDP proxy forwarded, both ways.
     pub proxied_bytes: AtomicU64,
+    /// WebSocket tasks (CDP proxies and live views) running now.
+    pub websocket_tasks: AtomicU64,
     launch_buckets: [AtomicU64; LAUNCH_BUCKETS.len()],
     launch_count: AtomicU64,
     launch_micros: AtomicU64,
@@ -97,6 +99,12 @@ impl Metrics {
             &plain(gauges.cdp_connections.to_string()),
         );
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed).to_string();
+        metric(
+            "anchorage_websocket_tasks",
+            "gauge",
+            "WebSocket tasks running: upgraded CDP and live-view connections, from the upgrade to the last close.",
+            &plain(load(&self.websocket_tasks)),
+        );
         metric(
             "anchorage_launches_total",
             "counter",

@@ -7,6 +7,7 @@
 //! done by hand (not with a framework helper) so that both legs are plain
 //! tungstenite streams with the same limits, and no compression is offered.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anchorage_browser::{pump, websocket_config};
@@ -125,7 +126,7 @@ async fn upgrade(state: AppState, session: Arc<LiveSession>, mut request: Reques
     };
     let guard = session.connect_client();
     let fleet = Arc::clone(&state.fleet);
-    handshake.finish(move |client| async move {
+    handshake.finish(&state, move |client| async move {
         let end = pump(client, browser, session.ending(), &fleet.metrics.proxied_bytes).await;
         tracing::debug!(session_id = %session.id, ?end, "CDP client disconnected");
         drop(guard);
@@ -166,14 +167,17 @@ impl Handshake {
         Ok(Self { on_upgrade, accept })
     }
 
-    /// Answers `101` and runs `serve` on the upgraded connection in its own task.
-    pub fn finish<F, Fut>(self, serve: F) -> Response
+    /// Answers `101` and runs `serve` on the upgraded connection in its own
+    /// task, counted in `anchorage_websocket_tasks` until it ends.
+    pub fn finish<F, Fut>(self, state: &AppState, serve: F) -> Response
     where
         F: FnOnce(WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let on_upgrade = self.on_upgrade;
+        let counted = RunningTask::start(Arc::clone(&state.fleet));
         tokio::spawn(async move {
+            let _counted = counted;
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => upgraded,
                 Err(error) => {
@@ -194,5 +198,21 @@ impl Handshake {
             response_headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
         }
         response
+    }
+}
+
+/// Counts one running WebSocket task while it lives.
+struct RunningTask(Arc<crate::fleet::Fleet>);
+
+impl RunningTask {
+    fn start(fleet: Arc<crate::fleet::Fleet>) -> Self {
+        fleet.metrics.websocket_tasks.fetch_add(1, Ordering::Relaxed);
+        Self(fleet)
+    }
+}
+
+impl Drop for RunningTask {
+    fn drop(&mut self) {
+        self.0.metrics.websocket_tasks.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -118,7 +118,7 @@ pub async fn stream(State(state): State<AppState>, Path(raw_id): Path<String>, m
     };
     let Some(session) = state.fleet.live_session_any_team(session_id) else {
         // The token is right, so the viewer may learn that the session is over.
-        return handshake.finish(|mut viewer| async move {
+        return handshake.finish(&state, |mut viewer| async move {
             let _ = send(&mut viewer, &ended_message("this session has ended")).await;
             let _ = viewer.close(None).await;
         });
@@ -132,7 +132,7 @@ pub async fn stream(State(state): State<AppState>, Path(raw_id): Path<String>, m
             return ApiError::internal(format!("opening the live view of {session_id}: {error}")).into_response();
         }
     };
-    handshake.finish(move |viewer| relay(session, screencast, viewer))
+    handshake.finish(&state, move |viewer| relay(session, screencast, viewer))
 }
 
 /// Relays frames to the viewer and input to the browser until either side

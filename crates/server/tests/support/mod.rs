@@ -239,6 +239,36 @@ pub async fn wait_until(what: &str, within: Duration, mut condition: impl FnMut(
     }
 }
 
+/// A Chromium for fault tests, written into `dir`: a launch whose arguments
+/// mention `anchorage-fail-launch` exits at once, one that mentions
+/// `anchorage-hang-launch` never opens DevTools (and keeps the browser's
+/// arguments, so it is found like a browser), any other runs the real one.
+pub fn fake_chromium(dir: &std::path::Path) -> PathBuf {
+    let real = [
+        "/usr/lib/chromium/chromium",
+        "/usr/lib/chromium-browser/chromium-browser",
+    ]
+    .into_iter()
+    .find(|path| std::path::Path::new(path).exists())
+    .unwrap_or("chromium");
+    let script = format!(
+        "#!/bin/sh\n\
+         for argument in \"$@\"; do\n\
+           case \"$argument\" in\n\
+             *anchorage-fail-launch*) echo 'refusing to start (a test asked)' >&2; exit 3 ;;\n\
+             *anchorage-hang-launch*) exec python3 -c 'import time; time.sleep(600)' \"$@\" ;;\n\
+           esac\n\
+         done\n\
+         exec {real} \"$@\"\n"
+    );
+    let path = dir.join("chromium");
+    std::fs::write(&path, script).expect("write the fake chromium");
+    let mut permissions = std::fs::metadata(&path).expect("metadata").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&path, permissions).expect("chmod");
+    path
+}
+
 /// A test page server on 127.0.0.1; returns its base URL.
 pub async fn serve_test_page() -> String {
     let router = axum::Router::new()

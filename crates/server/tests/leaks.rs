@@ -1,0 +1,227 @@
+//! The leak check: waves of sessions through every way a session can start,
+//! be used and end, after each of which everything must be back at its
+//! baseline: browser processes, profile and temp dirs, the server's open
+//! file descriptors, WebSocket tasks, session counts; and the process's
+//! memory must not grow wave over wave beyond noise.
+//!
+//! The server runs in this test process, so descriptors and memory are
+//! measured on the process itself; the test's HTTP client keeps no idle
+//! connections, so every socket it opens is closed again.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use support::{fake_chromium, serve_test_page, Cdp, TestServer};
+use tokio::io::AsyncWriteExt;
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+/// What must return to its baseline after every wave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Footprint {
+    browsers: usize,
+    session_dirs: usize,
+    short_tmp_dirs: usize,
+    open_files: usize,
+    websocket_tasks: String,
+    running_sessions: String,
+    connections: String,
+    queued: String,
+}
+
+fn open_files() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(Iterator::count).unwrap_or(0)
+}
+
+fn resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(Iterator::count).unwrap_or(0)
+}
+
+fn sample(metrics: &str, name: &str) -> String {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .unwrap_or("missing")
+        .to_owned()
+}
+
+async fn footprint(server: &TestServer, short_tmp_root: &Path) -> Footprint {
+    let metrics = server.metrics().await;
+    Footprint {
+        browsers: server.browser_pids().len(),
+        session_dirs: entries(&server.browsers_dir()),
+        short_tmp_dirs: entries(short_tmp_root),
+        open_files: open_files(),
+        websocket_tasks: sample(&metrics, "anchorage_websocket_tasks"),
+        running_sessions: sample(&metrics, "anchorage_running_sessions"),
+        connections: sample(&metrics, "anchorage_cdp_connections"),
+        queued: sample(&metrics, "anchorage_queued_requests"),
+    }
+}
+
+/// Waits until the footprint is back at the baseline (descriptors may be
+/// fewer: the database pool can shrink).
+async fn settle(server: &TestServer, short_tmp_root: &Path, baseline: &Footprint, wave: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = footprint(server, short_tmp_root).await;
+        let same_but_files = Footprint {
+            open_files: baseline.open_files,
+            ..now.clone()
+        };
+        if now.open_files <= baseline.open_files && same_but_files == *baseline {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after wave {wave} the server did not return to its baseline:\n  baseline {baseline:?}\n  now      {now:?}\n  open: {:?}",
+            std::fs::read_dir("/proc/self/fd")
+                .map(|fds| fds
+                    .filter_map(Result::ok)
+                    .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                    .collect::<Vec<PathBuf>>())
+                .unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One wave: every way in and out of a session, once.
+async fn wave(server: &TestServer, page: &str) {
+    // Create, connect, use, disconnect, end.
+    let session = server.create_session(json!({})).await;
+    let mut client = Cdp::connect(text(&session["cdp_url"])).await;
+    let tab = client.open_page(page).await;
+    client.evaluate(&tab, "document.title").await;
+    client.close().await;
+    server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
+
+    // A client that drops in the middle of the WebSocket handshake, and one
+    // that sends half a request and leaves.
+    let session = server.create_session(json!({})).await;
+    let cdp_url = url::Url::parse(text(&session["cdp_url"])).expect("cdp url");
+    let address = format!(
+        "{}:{}",
+        cdp_url.host_str().unwrap_or_default(),
+        cdp_url.port().unwrap_or(80)
+    );
+    let path = format!("{}?{}", cdp_url.path(), cdp_url.query().unwrap_or_default());
+    let mut dropped = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    let handshake = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    dropped.write_all(handshake.as_bytes()).await.expect("write");
+    drop(dropped);
+    let mut half = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    half.write_all(b"GET /v1/sessions HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    drop(half);
+
+    // Ended while a CDP client and a live-view viewer are connected.
+    let mut client = Cdp::connect(text(&session["cdp_url"])).await;
+    let (path, query) = text(&session["live_view_url"]).split_once('?').expect("token");
+    let stream_url = format!("{}/stream?{query}", path.replacen("http://", "ws://", 1));
+    let (mut viewer, _) = tokio_tungstenite::connect_async(stream_url).await.expect("live view");
+    server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
+    client.closed(Duration::from_secs(10)).await;
+    while viewer.next().await.is_some_and(|message| message.is_ok()) {}
+
+    // A launch that fails (twice: it is retried once).
+    let (status, _) = server
+        .post(
+            "/v1/sessions",
+            json!({"session": {"initial_url": "http://127.0.0.1:9/anchorage-fail-launch"}}),
+        )
+        .await;
+    assert_eq!(status, 500);
+
+    // A batch cancelled while it launches.
+    let batch_id = server.create_batch(json!({"count": 3})).await;
+    let (status, answer) = server
+        .patch(
+            &format!("/v1/batch-sessions/{batch_id}"),
+            json!({"status": "cancelled"}),
+        )
+        .await;
+    assert!(status == 200 || status == 409, "{answer}");
+    server.delete(&format!("/v1/batch-sessions/{batch_id}")).await;
+
+    // Ended by the idle timeout (nobody connects) and by max_duration (a
+    // client stays connected). One timeout minute lasts 300 ms here.
+    let idle = server
+        .create_session(json!({"session": {"timeout": {"idle_timeout": 1, "max_duration": -1}}}))
+        .await;
+    let busy = server
+        .create_session(json!({"session": {"timeout": {"idle_timeout": -1, "max_duration": 1}}}))
+        .await;
+    let mut client = Cdp::connect(text(&busy["cdp_url"])).await;
+    server
+        .wait_for_status(text(&idle["id"]), "completed", Duration::from_secs(20))
+        .await;
+    server
+        .wait_for_status(text(&busy["id"]), "completed", Duration::from_secs(20))
+        .await;
+    client.closed(Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waves_of_sessions_return_everything_to_its_baseline() {
+    let page = serve_test_page().await;
+    let tools = tempfile::tempdir().expect("temp dir");
+    let chromium = fake_chromium(tools.path());
+    let chromium_setting = chromium.display().to_string();
+    let mut server = TestServer::start_with(&[("ANCHORAGE_CHROMIUM", chromium_setting.as_str())], |config| {
+        config.timeout_minute = Duration::from_millis(300);
+    })
+    .await;
+    // Every socket the test opens is closed when it is done with it.
+    server.http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let short_tmp_root = anchorage_browser::BrowserDirs::new(server.browsers_dir())
+        .short_tmp_root()
+        .to_path_buf();
+
+    // A first wave warms up what is made once (the database pool, caches).
+    wave(&server, &page).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = footprint(&server, &short_tmp_root).await;
+    assert_eq!(baseline.browsers, 0, "{baseline:?}");
+    assert_eq!(baseline.websocket_tasks, "0", "{baseline:?}");
+    let mut resident = vec![resident_kib()];
+    for number in 1..=4 {
+        wave(&server, &page).await;
+        settle(&server, &short_tmp_root, &baseline, number).await;
+        resident.push(resident_kib());
+    }
+    eprintln!("resident memory after each wave, KiB: {resident:?}");
+    // Memory may move with the allocator, but not climb wave after wave.
+    let growth = resident.last().copied().unwrap_or(0).saturating_sub(resident[0]);
+    assert!(
+        growth < 24 * 1024,
+        "resident memory grew {growth} KiB over four waves: {resident:?}"
+    );
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
