@@ -44,6 +44,16 @@ impl Server {
         for (key, value) in extra {
             command.env(key, value);
         }
+        // A file-size limit (the full-disk test) must fail writes with EFBIG,
+        // as a full disk fails them with ENOSPC, not kill the server.
+        #[allow(unsafe_code)]
+        // SAFETY: only an async-signal-safe call between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            });
+        }
         let child = command.spawn().expect("spawn anchorage");
         let server = Self {
             child,
@@ -536,4 +546,177 @@ fn every_cli_command_fails_with_the_servers_message() {
     );
     assert!(!output.status.success());
     assert!(stderr_of(&output).contains("cannot reach"), "{}", stderr_of(&output));
+}
+
+/// Sets the server's limit on the size of files it writes (`None`: none).
+fn limit_file_size(server: &Server, bytes: Option<u64>) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes.unwrap_or(libc::RLIM_INFINITY),
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: a plain syscall on another process with a valid struct.
+    let result = unsafe {
+        libc::prlimit(
+            server.child.id() as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(result, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn a_full_disk_is_a_clear_503_and_the_server_recovers_when_space_returns() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(data_dir.path(), &[]);
+    let (status, _) = server.call(reqwest::Method::POST, "/v1/sessions", Some(json!({})));
+    assert_eq!(status, 200);
+
+    // No file of the server may grow past one byte: every database write fails.
+    limit_file_size(&server, Some(1));
+    for (method, path, body) in [
+        (reqwest::Method::POST, "/v1/sessions", json!({})),
+        (reqwest::Method::POST, "/v1/sessions/async", json!({})),
+        (reqwest::Method::POST, "/v1/batch-sessions", json!({"count": 2})),
+    ] {
+        let (status, answer) = server.call(method, path, Some(body));
+        assert_eq!(status, 503, "{path}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("database") && message.contains("try again"),
+            "{answer}"
+        );
+    }
+    let (status, live) = server.call(reqwest::Method::GET, "/v1/sessions/all/status", None);
+    assert_eq!(status, 200, "reads still work: {live}");
+    assert_eq!(live["data"]["count"], json!(1));
+
+    // Space returns: everything works again, and nothing refused was kept.
+    limit_file_size(&server, None);
+    let (status, answer) = server.call(reqwest::Method::POST, "/v1/sessions", Some(json!({})));
+    assert_eq!(status, 200, "{answer}");
+    let (_, batches) = server.call(reqwest::Method::GET, "/v1/batch-sessions", None);
+    assert_eq!(batches["data"]["pagination"]["total_records"], json!(0), "{batches}");
+    let (_, live) = server.call(reqwest::Method::GET, "/v1/sessions/all/status", None);
+    assert_eq!(live["data"]["count"], json!(2), "{live}");
+    drop(server);
+
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('PRAGMA integrity_check').fetchone()[0])")
+        .arg(data_dir.path().join("anchorage.db"))
+        .output()
+        .expect("python3");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "ok", "{output:?}");
+}
+
+/// A small deterministic generator, seeded from the clock (the seed is printed).
+struct Random(u64);
+
+impl Random {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % bound
+    }
+}
+
+/// Checks what must hold after any restart: every batch's counts add up,
+/// and nothing of a cancelled batch runs.
+fn check_batches(server: &Server, batches: &[String], cancelled: &[String]) {
+    for batch_id in batches {
+        let current = batch(server, batch_id);
+        let sum: i64 = [
+            "completed_requests",
+            "failed_requests",
+            "processing_requests",
+            "pending_requests",
+            "cancelled_requests",
+        ]
+        .iter()
+        .map(|key| current[key].as_i64().unwrap_or(-1000))
+        .sum();
+        assert_eq!(Some(sum), current["total_requests"].as_i64(), "{current}");
+    }
+    for batch_id in cancelled {
+        let current = batch(server, batch_id);
+        assert_eq!(current["status"], json!("cancelled"), "{current}");
+        let (_, running) = server.call(
+            reqwest::Method::GET,
+            &format!("/v1/sessions/all/status?batch_id={batch_id}"),
+            None,
+        );
+        assert_eq!(running["data"]["count"], json!(0), "a cancelled batch runs: {running}");
+    }
+}
+
+#[test]
+fn killed_at_random_points_of_batches_again_and_again_the_server_always_recovers() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    // ANCHORAGE_TEST_SEED replays a run.
+    let seed = std::env::var("ANCHORAGE_TEST_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |since| since.as_nanos() as u64)
+        });
+    eprintln!("seed {seed}");
+    let mut random = Random(seed);
+    let settings = [("ANCHORAGE_MAX_SESSIONS", "3")];
+    let (mut batches, mut cancelled) = (Vec::new(), Vec::new());
+    let mut orphans: Vec<u32> = Vec::new();
+    for _ in 0..5 {
+        let mut server = Server::start(data_dir.path(), &settings);
+        wait_until("the last run's browsers gone", || {
+            orphans.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        });
+        check_batches(&server, &batches, &cancelled);
+
+        let batch_id = create_batch(&server, 1 + random.below(4) as u32);
+        batches.push(batch_id.clone());
+        if random.below(2) == 0 {
+            std::thread::sleep(Duration::from_millis(random.below(400)));
+            let (status, _) = server.call(
+                reqwest::Method::PATCH,
+                &format!("/v1/batch-sessions/{batch_id}"),
+                Some(json!({"status": "cancelled"})),
+            );
+            if status == 200 {
+                cancelled.push(batch_id);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(random.below(1500)));
+        server.signal(libc::SIGKILL);
+        let _ = server.child.wait();
+        orphans = browser_pids(data_dir.path());
+        // The orphans are for the next start to clean up.
+        server.data_dir = std::path::PathBuf::new();
+    }
+
+    let server = Server::start(data_dir.path(), &settings);
+    wait_until("the last run's browsers gone", || {
+        orphans.iter().all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    });
+    // No item stays stuck: every batch gets to its end. Sessions that run
+    // hold their places (three here) until they end, so the test ends them
+    // as they come up, as their users would.
+    for batch_id in &batches {
+        wait_for_batch(&server, batch_id, |batch| {
+            let done = batch["pending_requests"] == json!(0) && batch["processing_requests"] == json!(0);
+            if !done {
+                server.call(reqwest::Method::DELETE, "/v1/sessions/all", None);
+            }
+            done
+        });
+    }
+    check_batches(&server, &batches, &cancelled);
+    let (_, live) = server.call(reqwest::Method::GET, "/v1/sessions/all/status", None);
+    let running = live["data"]["count"].as_u64().unwrap_or(0) as usize;
+    assert_eq!(browser_groups(data_dir.path()), running, "{live}");
 }

@@ -70,8 +70,17 @@ impl ApiError {
 }
 
 impl From<anchorage_store::StoreError> for ApiError {
+    /// A database that is locked, full or read-only is a `503` that says
+    /// so (nothing was changed; trying again later can work); anything else
+    /// is a fault of ours.
     fn from(error: anchorage_store::StoreError) -> Self {
-        Self::internal(error)
+        match error.unavailable() {
+            Some(why) => {
+                tracing::error!(%error, "the database cannot take work");
+                Self::Unavailable(format!("{why}; nothing was changed, try again later"))
+            }
+            None => Self::internal(error),
+        }
     }
 }
 

@@ -36,6 +36,35 @@ pub enum StoreError {
     UnsupportedUrl(String),
 }
 
+impl StoreError {
+    /// Why the database cannot take work right now, if that is the trouble:
+    /// it is locked by another process, out of space, read-only, or failing
+    /// to read or write its files, or the pool timed out waiting for it. Such
+    /// a failure changed nothing and is worth trying again later.
+    pub fn unavailable(&self) -> Option<&'static str> {
+        let Self::Database(error) = self else {
+            return None;
+        };
+        match error {
+            sqlx::Error::PoolTimedOut => Some("the database did not answer in time"),
+            sqlx::Error::Io(_) => Some("the database files cannot be read or written"),
+            sqlx::Error::Database(database) => {
+                // SQLite's primary result code is the low byte of the extended one.
+                let code = database.code()?.parse::<i32>().ok()? & 0xff;
+                match code {
+                    5 | 6 => Some("the database is locked by another process"),
+                    8 => Some("the database is read-only"),
+                    10 => Some("the database files cannot be read or written"),
+                    13 => Some("the disk holding the database is full"),
+                    14 => Some("the database file cannot be opened"),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
