@@ -33,6 +33,8 @@ pub struct LaunchSpec {
     /// The browser's window frame (window size minus viewport), when known:
     /// added to `window` so that the viewport comes out at `window`.
     pub window_frame: Option<(u32, u32)>,
+    /// Chromium `--host-resolver-rules`, e.g. to keep it from private hosts.
+    pub host_resolver_rules: Option<String>,
 }
 
 impl LaunchSpec {
@@ -51,6 +53,7 @@ impl LaunchSpec {
             initial_url,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             window_frame: None,
+            host_resolver_rules: None,
         }
     }
 
@@ -100,6 +103,9 @@ impl LaunchSpec {
         .collect();
         arguments.push(format!("--user-data-dir={}", self.profile_dir().display()));
         arguments.push(format!("--window-size={width},{height}"));
+        if let Some(rules) = &self.host_resolver_rules {
+            arguments.push(format!("--host-resolver-rules={rules}"));
+        }
         arguments.push(
             self.initial_url
                 .as_ref()

@@ -93,3 +93,85 @@ where
     let _ = tokio::time::timeout(grace, client_sink.close()).await;
     end
 }
+
+#[cfg(test)]
+mod properties {
+    use std::sync::atomic::AtomicU64;
+
+    use futures_util::{SinkExt, StreamExt};
+    use proptest::prelude::*;
+    use tokio::io::DuplexStream;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::WebSocketStream;
+
+    use super::*;
+
+    /// Two ends of an in-memory WebSocket.
+    async fn socket_pair() -> (WebSocketStream<DuplexStream>, WebSocketStream<DuplexStream>) {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let client = WebSocketStream::from_raw_socket(near, Role::Client, Some(websocket_config()));
+        let server = WebSocketStream::from_raw_socket(far, Role::Server, Some(websocket_config()));
+        tokio::join!(client, server)
+    }
+
+    fn frame() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            ".{0,300}".prop_map(Message::text),
+            prop::collection::vec(any::<u8>(), 0..2048).prop_map(Message::binary),
+        ]
+    }
+
+    /// Sends `frames` from one end and reads as many at the other.
+    async fn carry(
+        sender: &mut WebSocketStream<DuplexStream>,
+        receiver: &mut WebSocketStream<DuplexStream>,
+        frames: &[Message],
+    ) -> Vec<Message> {
+        let send = async {
+            for frame in frames {
+                sender.send(frame.clone()).await.expect("send");
+            }
+        };
+        let receive = async {
+            let mut received = Vec::new();
+            while received.len() < frames.len() {
+                match receiver.next().await {
+                    Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => received.push(message),
+                    Some(Ok(_)) => {}
+                    other => panic!("the pump closed early: {other:?}"),
+                }
+            }
+            received
+        };
+        tokio::join!(send, receive).1
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_frames_pass_both_ways_unchanged_and_in_order(
+            upstream in prop::collection::vec(frame(), 0..24),
+            downstream in prop::collection::vec(frame(), 0..24),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                let (mut client, client_side) = socket_pair().await;
+                let (browser_side, mut browser) = socket_pair().await;
+                let bytes = AtomicU64::new(0);
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let pumping = pump(client_side, browser_side, async { let _ = stopped.await; }, &bytes);
+                let checks = async {
+                    assert_eq!(carry(&mut client, &mut browser, &upstream).await, upstream);
+                    assert_eq!(carry(&mut browser, &mut client, &downstream).await, downstream);
+                    let _ = stop.send(());
+                };
+                let (end, ()) = tokio::join!(pumping, checks);
+                assert_eq!(end, PumpEnd::Stopped);
+                let total: usize = upstream.iter().chain(&downstream).map(Message::len).sum();
+                assert_eq!(bytes.load(std::sync::atomic::Ordering::Relaxed), total as u64);
+            });
+        }
+    }
+}

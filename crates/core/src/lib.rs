@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod batch;
 pub mod ids;
+pub mod network;
 pub mod options;
 pub mod request;
 pub mod session;

@@ -372,3 +372,98 @@ mod tests {
         assert!(error_of(json!({"session": {"tags": many}})).contains("at most"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// Any JSON value, a few levels deep.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|number| json!(number)),
+            any::<f64>().prop_map(|number| json!(number)),
+            ".{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z_]{1,12}", inner, 0..8)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A start body with the fields we read, each holding anything.
+    fn start_body() -> impl Strategy<Value = Value> {
+        let field = prop_oneof![
+            any_json(),
+            (-3_i64..20_000).prop_map(|number| json!(number)),
+            prop::collection::vec(".{0,300}", 0..120).prop_map(|tags| json!(tags)),
+            prop_oneof![
+                Just("https://example.test/"),
+                Just("file:///etc/passwd"),
+                Just("javascript:alert(1)"),
+                Just("http://[::1]:80/x")
+            ]
+            .prop_map(|url| json!(url)),
+        ];
+        (
+            field.clone(),
+            field.clone(),
+            field.clone(),
+            field.clone(),
+            field.clone(),
+            field,
+        )
+            .prop_map(|(url, tags, max, idle, width, height)| {
+                json!({
+                    "session": {"initial_url": url, "tags": tags,
+                                "timeout": {"max_duration": max, "idle_timeout": idle},
+                                "live_view": {"read_only": width.clone()}},
+                    "browser": {"viewport": {"width": width, "height": height}},
+                })
+            })
+    }
+
+    fn holds_its_promises(options: &SessionOptions) {
+        assert!(options.tags.len() <= MAX_TAGS);
+        assert!(options
+            .tags
+            .iter()
+            .all(|tag| !tag.is_empty() && tag.chars().count() <= MAX_TAG_CHARS));
+        if let Some(url) = &options.initial_url {
+            assert!(matches!(url.scheme(), "http" | "https"), "{url}");
+        }
+        for minutes in [options.max_duration_minutes, options.idle_timeout_minutes]
+            .into_iter()
+            .flatten()
+        {
+            assert!((1..=MAX_TIMEOUT_MINUTES).contains(&minutes));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_json_is_accepted_or_refused_without_a_panic(body in any_json()) {
+            if let Ok(options) = SessionOptions::from_configuration(&body) {
+                holds_its_promises(&options);
+            }
+        }
+
+        #[test]
+        fn start_bodies_are_accepted_only_within_their_limits(body in start_body()) {
+            match SessionOptions::from_configuration(&body) {
+                Ok(options) => holds_its_promises(&options),
+                // Every refusal names the field it is about.
+                Err(error) => prop_assert!(error.0.contains("session") || error.0.contains("browser"), "{}", error.0),
+            }
+        }
+    }
+}

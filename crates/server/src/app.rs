@@ -176,6 +176,11 @@ impl App {
             pool_size: config.pool_size,
             launch_timeout: config.launch_timeout,
             timeout_minute: config.timeout_minute,
+            host_resolver_rules: config.block_private_networks.then(|| {
+                // The server's own names too, as clients reach it.
+                let own_host = public_url.host_str().map(str::to_owned).into_iter().collect::<Vec<_>>();
+                anchorage_core::network::blocking_rules(&own_host)
+            }),
         };
         let fleet = Fleet::new(Arc::clone(&store), settings, shutdown.clone(), tasks.clone());
         fleet.start().await?;
@@ -194,6 +199,8 @@ impl App {
             tokens,
             public_url,
             max_body_bytes: config.max_body_bytes,
+            header_read_timeout: config.header_read_timeout,
+            block_private_networks: config.block_private_networks,
         };
         Ok(Self {
             listener,
@@ -239,25 +246,9 @@ impl App {
             ..
         } = self;
         let fleet = Arc::clone(&state.fleet);
+        let header_read_timeout = state.header_read_timeout;
         let router = crate::routes::router(state);
-        let stop = token.clone();
-        // CDP is many small messages both ways: no Nagle delay on them.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-        });
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    () = shutdown => {}
-                    () = stop.cancelled() => {}
-                }
-                // Sessions, launches, waiting starts and event streams end now,
-                // so that no open request holds the shutdown up.
-                stop.cancel();
-            })
-            .await;
+        let served = serve(listener, router, header_read_timeout, token.clone(), shutdown).await;
         tracing::info!("shutting down: ending every session");
         token.cancel();
         tasks.close();
@@ -271,6 +262,67 @@ impl App {
         }
         served
     }
+}
+
+/// Accepts connections and serves each until `shutdown` resolves or the
+/// token is cancelled; then stops accepting, cancels the token (so that
+/// sessions, waiting starts and event streams end and release their
+/// requests) and gives open connections a moment to finish.
+///
+/// This is `axum::serve` with two additions: TCP_NODELAY on every
+/// connection (CDP is many small messages both ways) and a deadline for a
+/// request's headers, so that a slow client cannot hold a connection open.
+async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    header_read_timeout: Duration,
+    stop: CancellationToken,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+            () = stop.cancelled() => break,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(error) => {
+                // Out of descriptors, say: wait a little instead of spinning.
+                tracing::warn!(%error, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tcp), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    // Sessions, launches, waiting starts and event streams end now, so that
+    // no open request holds the shutdown up.
+    stop.cancel();
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("some connections were still open at the end of the shutdown grace period");
+    }
+    Ok(())
 }
 
 fn derive_public_url(bound: SocketAddr) -> Url {

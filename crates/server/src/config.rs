@@ -57,6 +57,7 @@ struct FileConfig {
     max_batch: Option<u64>,
     team_max_sessions: Option<u64>,
     pool_size: Option<u64>,
+    block_private_networks: Option<bool>,
 }
 
 /// Everything the server needs to start.
@@ -95,6 +96,13 @@ pub struct Config {
     /// sixty seconds when read from settings; tests that exercise timeouts
     /// shorten it instead of waiting minutes.
     pub timeout_minute: Duration,
+    /// Whether sessions are kept from private addresses and the server's own
+    /// host (`ANCHORAGE_BLOCK_PRIVATE_NETWORKS`).
+    pub block_private_networks: bool,
+    /// How long a client may take to send a request's headers before its
+    /// connection is closed (slow clients must not hold connections open).
+    /// Thirty seconds when read from settings; tests shorten it.
+    pub header_read_timeout: Duration,
 }
 
 /// The core count of this machine.
@@ -217,6 +225,18 @@ impl Config {
         let team_max_sessions =
             number("ANCHORAGE_TEAM_MAX_SESSIONS", from_file.team_max_sessions, 1, 10_000)?.map(|value| value as usize);
 
+        let block_private_networks = match source.get("ANCHORAGE_BLOCK_PRIVATE_NETWORKS") {
+            None => from_file.block_private_networks.unwrap_or(false),
+            Some(text) => match text.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" | "" => false,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "ANCHORAGE_BLOCK_PRIVATE_NETWORKS={text:?} is not valid: set it to true or false"
+                    )))
+                }
+            },
+        };
         let pool_size = number("ANCHORAGE_POOL_SIZE", from_file.pool_size, 0, 1000)?.map_or(2, |value| value as usize);
 
         Ok(Self {
@@ -234,6 +254,8 @@ impl Config {
             team_max_sessions,
             pool_size,
             timeout_minute: Duration::from_secs(60),
+            block_private_networks,
+            header_read_timeout: Duration::from_secs(30),
         })
     }
 

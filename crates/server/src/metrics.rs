@@ -178,6 +178,6 @@ mod tests {
         assert!(text.contains("anchorage_launch_duration_seconds_bucket{le=\"0.3\"} 1\n"));
         assert!(text.contains("anchorage_launch_duration_seconds_count 1\n"));
         assert!(text.contains("anchorage_batch_items{status=\"pending\"} 2\n"));
-        assert_eq!(text.matches("# TYPE").count(), 10);
+        assert_eq!(text.matches("# TYPE").count(), 11);
     }
 }

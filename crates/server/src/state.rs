@@ -22,6 +22,10 @@ pub struct AppState {
     pub public_url: Url,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Whether `initial_url`s of private hosts are refused.
+    pub block_private_networks: bool,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: std::time::Duration,
     /// Most sessions in one batch.
     pub max_batch: usize,
 }

@@ -678,3 +678,65 @@ async fn the_batch_cap_is_a_setting() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn hostile_shapes_and_slow_clients_get_clear_errors_and_bounded_resources() {
+    let server = TestServer::start_with(&[], |config| {
+        config.header_read_timeout = std::time::Duration::from_millis(500);
+    })
+    .await;
+    let deep_metadata = format!(
+        "{{\"count\": 1, \"metadata\": {{\"a\": {}{}}}}}",
+        "[".repeat(5_000),
+        "]".repeat(5_000)
+    );
+    let huge_metadata = format!(
+        "{{\"count\": 1, \"metadata\": {{\"a\": \"{}\"}}}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let many_tags = json!({"session": {"tags": (0..5_000).map(|tag| tag.to_string()).collect::<Vec<_>>()}}).to_string();
+    for (path, body, status, message) in [
+        ("/v1/batch-sessions", deep_metadata.as_str(), 400, "not valid JSON"),
+        (
+            "/v1/batch-sessions",
+            huge_metadata.as_str(),
+            413,
+            "larger than the limit",
+        ),
+        ("/v1/sessions", many_tags.as_str(), 400, "at most 100"),
+        ("/v1/batch-sessions", "{\"count\": 1e400}", 400, ""),
+        ("/v1/sessions", "\"\\ud800\"", 400, ""),
+    ] {
+        let response = server
+            .http
+            .post(format!("{}{path}", server.base))
+            .header("anchor-api-key", TEST_KEY)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status().as_u16(), status, "{path} {:.80}", body);
+        let answer: Value = response.json().await.expect("a JSON error body");
+        let text = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(text.contains(message), "{answer}");
+    }
+
+    // A client that sends half its headers and waits is cut off.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a slow client kept its connection open");
+    // Meanwhile and afterwards, others are served.
+    let (status, _) = server.get("/v1/sessions/all/status").await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, batches) = server.get("/v1/batch-sessions").await;
+    assert_eq!(batches["data"]["pagination"]["total_records"], 0, "nothing was created");
+    assert!(server.browser_pids().is_empty());
+    server.stop().await;
+}

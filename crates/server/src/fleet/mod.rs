@@ -65,6 +65,8 @@ pub struct FleetSettings {
     pub launch_timeout: Duration,
     /// The length of a timeout minute (see `Config::timeout_minute`).
     pub timeout_minute: Duration,
+    /// Chromium host-resolver rules every browser gets (private networks).
+    pub host_resolver_rules: Option<String>,
 }
 
 /// Where a starting session's browser comes from.
@@ -752,6 +754,7 @@ impl Fleet {
         let spec = LaunchSpec {
             ready_timeout: self.settings.launch_timeout,
             window_frame,
+            host_resolver_rules: self.settings.host_resolver_rules.clone(),
             ..LaunchSpec::new(
                 self.settings.chromium.clone(),
                 self.settings

@@ -102,6 +102,7 @@ impl Fleet {
             let spec = LaunchSpec {
                 ready_timeout: fleet.settings.launch_timeout,
                 window_frame: fleet.window_frame(),
+                host_resolver_rules: fleet.settings.host_resolver_rules.clone(),
                 ..LaunchSpec::new(
                     fleet.settings.chromium.clone(),
                     fleet.settings.browser_dirs.for_session(&name),

@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use anchorage_core::{
-    failure_summary, BatchId, BatchStatus, RequestId, RequestStatus, SessionOptions, TeamId, Timestamp,
-};
+use anchorage_core::{failure_summary, BatchId, BatchStatus, RequestId, RequestStatus, TeamId, Timestamp};
 use anchorage_store::{BatchFilter, BatchItem, BatchRecord, BatchSummary, RequestRecord, RetryOutcome};
 use axum::extract::{RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -17,7 +15,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::extract::{IdPath, JsonBody, QueryMap};
-use super::sessions::batch_item;
+use super::sessions::{batch_item, validate_start};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::fleet::BatchEnd;
@@ -77,8 +75,8 @@ pub async fn create(
     let configuration = match body.get("configuration") {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(configuration @ Value::Object(_)) => {
-            SessionOptions::from_configuration(configuration)
-                .map_err(|error| ApiError::BadRequest(format!("configuration.{}", error.0)))?;
+            validate_start(&state, configuration)
+                .map_err(|message| ApiError::BadRequest(format!("configuration.{message}")))?;
             configuration.clone()
         }
         Some(_) => {

@@ -78,7 +78,7 @@ pub async fn by_token(State(state): State<AppState>, request: Request) -> Respon
         return ApiError::Unauthorized.into_response();
     }
     match state.fleet.live_session_any_team(session_id) {
-        Some(session) => upgrade(state, session, request).await,
+        Some(session) => upgrade(state, session, None, request).await,
         None => ApiError::session_not_found().into_response(),
     }
 }
@@ -96,12 +96,35 @@ pub async fn by_api_key(state: AppState, request: Request) -> Response {
         return ApiError::session_not_found().into_response();
     };
     match state.fleet.live_session(caller.team_id, session_id) {
-        Some(session) => upgrade(state, session, request).await,
+        Some(session) => upgrade(state, session, Some(key.to_owned()), request).await,
         None => ApiError::session_not_found().into_response(),
     }
 }
 
-async fn upgrade(state: AppState, session: Arc<LiveSession>, mut request: Request) -> Response {
+/// How often a connection opened with an API key checks that the key still
+/// stands; a revoked key's connections close within this.
+const KEY_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Resolves once `key` is revoked (or unknown): the connection it opened
+/// must close.
+async fn revoked(state: AppState, key: String) {
+    loop {
+        tokio::time::sleep(KEY_RECHECK).await;
+        // A database that cannot answer now is not a revocation.
+        if let Ok(None) = authenticate(&state, &key).await {
+            return;
+        }
+    }
+}
+
+/// Connects a client to a session's browser. A connection opened with an
+/// API key (`opened_with`) ends when the key is revoked.
+async fn upgrade(
+    state: AppState,
+    session: Arc<LiveSession>,
+    opened_with: Option<String>,
+    mut request: Request,
+) -> Response {
     let handshake = match Handshake::accept(&mut request) {
         Ok(handshake) => handshake,
         Err(refusal) => return refusal.into_response(),
@@ -126,8 +149,22 @@ async fn upgrade(state: AppState, session: Arc<LiveSession>, mut request: Reques
     };
     let guard = session.connect_client();
     let fleet = Arc::clone(&state.fleet);
+    let key_state = state.clone();
     handshake.finish(&state, move |client| async move {
-        let end = pump(client, browser, session.ending(), &fleet.metrics.proxied_bytes).await;
+        let stop = async {
+            match opened_with {
+                Some(key) => {
+                    tokio::select! {
+                        () = session.ending() => {}
+                        () = revoked(key_state, key) => {
+                            tracing::info!(session_id = %session.id, "closing a CDP connection: its API key was revoked");
+                        }
+                    }
+                }
+                None => session.ending().await,
+            }
+        };
+        let end = pump(client, browser, stop, &fleet.metrics.proxied_bytes).await;
         tracing::debug!(session_id = %session.id, ?end, "CDP client disconnected");
         drop(guard);
     })

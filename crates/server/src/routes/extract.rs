@@ -137,3 +137,24 @@ impl<T: PathId> axum::extract::FromRequestParts<AppState> for IdPath<T> {
         raw.parse().map(Self).map_err(|_| T::not_found())
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_query_string_is_read_or_refused_without_a_panic(raw in "(page|limit|created_from|%|=|&|[0-9a-zA-Z:+.-]){0,80}") {
+            let query = QueryMap::parse(Some(&raw));
+            if let Ok(Some(page)) = query.integer("page", 1, 100) {
+                prop_assert!((1..=100).contains(&page));
+            }
+            let _ = query.timestamp("created_from");
+            let _ = query.list("tags");
+        }
+    }
+}

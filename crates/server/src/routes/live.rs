@@ -396,4 +396,59 @@ mod tests {
             assert!(parse_input(bad).is_err(), "{bad} was accepted");
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        use super::super::*;
+
+        fn number() -> impl Strategy<Value = serde_json::Value> {
+            prop_oneof![
+                any::<f64>().prop_map(|value| json!(value)),
+                any::<i64>().prop_map(|value| json!(value)),
+                Just(json!("12")),
+                Just(json!(null)),
+            ]
+        }
+
+        fn message() -> impl Strategy<Value = String> {
+            let named = |names: Vec<&'static str>| prop::sample::select(names).prop_map(String::from);
+            let kinds = prop_oneof![named(vec!["mouse", "wheel", "key", "touch"]), ".{0,8}"];
+            let events = prop_oneof![named(vec!["down", "up", "move"]), ".{0,8}"];
+            (kinds, events, number(), number(), number(), ".{0,40}", any::<u32>()).prop_map(
+                |(kind, event, x, y, delta, key, modifiers)| {
+                    json!({"type": kind, "event": event, "x": x, "y": y, "delta_y": delta, "key": key,
+                           "text": key, "key_code": modifiers % 300, "modifiers": modifiers % 20, "clicks": modifiers % 5})
+                    .to_string()
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn any_text_is_parsed_or_refused_without_a_panic(text in ".{0,200}") {
+                let _ = parse_input(&text);
+            }
+
+            #[test]
+            fn accepted_input_is_always_within_range(text in message()) {
+                match parse_input(&text) {
+                    Ok(Input::Mouse { x, y, click_count, modifiers, .. }) => {
+                        prop_assert!(x.abs() <= MAX_COORDINATE && y.abs() <= MAX_COORDINATE);
+                        prop_assert!(click_count <= 3 && modifiers <= 15);
+                    }
+                    Ok(Input::Wheel { x, y, delta_x, delta_y, .. }) => {
+                        prop_assert!([x, y, delta_x, delta_y].iter().all(|value| value.is_finite()));
+                    }
+                    Ok(Input::Key { key, code, key_code, .. }) => {
+                        prop_assert!(key.chars().count() <= 32 && code.chars().count() <= 32 && key_code <= 255);
+                    }
+                    Err(message) => prop_assert!(!message.is_empty()),
+                }
+            }
+        }
+    }
 }

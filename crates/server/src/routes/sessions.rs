@@ -19,9 +19,28 @@ use crate::wire::{ErrorBody, StartBody};
 
 type ApiResult<T> = Result<Json<Data<T>>, ApiError>;
 
+/// Validates a start body, and its `initial_url` against the server's
+/// private-network setting; the error names the field.
+pub fn validate_start(state: &AppState, configuration: &Value) -> Result<SessionOptions, String> {
+    let options = SessionOptions::from_configuration(configuration).map_err(|error| error.0)?;
+    if state.block_private_networks
+        && options
+            .initial_url
+            .as_ref()
+            .is_some_and(anchorage_core::network::is_private_url)
+    {
+        return Err(
+            "session.initial_url points to a private or loopback address, which this server does not let \
+                    sessions reach (ANCHORAGE_BLOCK_PRIVATE_NETWORKS)"
+                .to_owned(),
+        );
+    }
+    Ok(options)
+}
+
 /// Validates a start body, checks the team's quota, and makes the request row.
 fn new_request(state: &AppState, caller: &Caller, configuration: Value) -> Result<RequestRecord, ApiError> {
-    SessionOptions::from_configuration(&configuration).map_err(|error| ApiError::BadRequest(error.0))?;
+    validate_start(state, &configuration).map_err(ApiError::BadRequest)?;
     if state.fleet.team_over_quota(caller.0.team_id) {
         return Err(ApiError::TooManyRequests {
             message:

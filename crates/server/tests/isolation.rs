@@ -1,0 +1,150 @@
+//! Isolation and secrets: private networks when they are blocked, a revoked
+//! key's open CDP connections, and the team quota following the browsers
+//! that really run.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::{kill_process, serve_test_page, wait_until, Cdp, TestServer};
+
+fn text(value: &serde_json::Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn blocked_private_networks_are_refused_at_the_api_and_unreachable_from_the_browser() {
+    let page = serve_test_page().await;
+    let server = TestServer::start_with(&[("ANCHORAGE_BLOCK_PRIVATE_NETWORKS", "true")], |_| {}).await;
+
+    for url in [
+        page.as_str(),
+        "http://localhost:9/",
+        "http://169.254.169.254/latest",
+        "http://[::1]/",
+    ] {
+        let (status, answer) = server
+            .post("/v1/sessions", json!({"session": {"initial_url": url}}))
+            .await;
+        assert_eq!(status, 400, "{url}: {answer}");
+        assert!(
+            text(&answer["error"]["message"]).contains("ANCHORAGE_BLOCK_PRIVATE_NETWORKS"),
+            "{answer}"
+        );
+    }
+    let (status, answer) = server
+        .post(
+            "/v1/batch-sessions",
+            json!({"count": 1, "configuration": {"session": {"initial_url": page}}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(text(&answer["error"]["message"]).starts_with("configuration.session.initial_url"));
+
+    // A session may not get there by navigating either: the names do not resolve.
+    let session = server.create_session(json!({})).await;
+    let mut client = Cdp::connect(text(&session["cdp_url"])).await;
+    let tab = client.open_page("about:blank").await;
+    for url in [
+        format!("{page}/"),
+        "http://localhost:3000/".to_owned(),
+        server.base.clone(),
+    ] {
+        let navigated = client.call("Page.navigate", json!({"url": url}), Some(&tab)).await;
+        assert!(
+            text(&navigated["errorText"]).contains("ERR_NAME_NOT_RESOLVED"),
+            "{url}: {navigated}"
+        );
+    }
+    let fetched = client
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": format!("fetch('{page}/').then(() => 'reached', () => 'blocked')"),
+                   "awaitPromise": true, "returnByValue": true}),
+            Some(&tab),
+        )
+        .await;
+    assert_eq!(fetched["result"]["value"], "blocked", "{fetched}");
+    client.close().await;
+    server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_key_stops_at_once_and_closes_the_connections_it_opened() {
+    let server = TestServer::start().await;
+    let key = anchorage_server::keys::create(&server.config, "default", "to-revoke")
+        .await
+        .expect("a second key");
+    let session = server.create_session(json!({})).await;
+    let session_id = text(&session["id"]).to_owned();
+    let by_key = format!(
+        "{}/?apiKey={key}&sessionId={session_id}",
+        server.base.replacen("http://", "ws://", 1)
+    );
+    let mut with_key = Cdp::connect(&by_key).await;
+    let mut with_token = Cdp::connect(text(&session["cdp_url"])).await;
+    with_key.call("Browser.getVersion", json!({}), None).await;
+
+    let prefix: String = key.chars().take(12).collect();
+    assert_eq!(
+        anchorage_server::keys::revoke(&server.config, &prefix)
+            .await
+            .expect("revoke"),
+        1
+    );
+    // HTTP at once, the open connection within moments.
+    let (status, _) = server
+        .request(reqwest::Method::GET, "/v1/sessions/all/status", Some(&key), None)
+        .await;
+    assert_eq!(status, 401);
+    with_key.closed(Duration::from_secs(10)).await;
+    assert_eq!(support::refused_upgrade_status(&by_key).await, 401);
+    // The session itself, and a connection that did not use the key, go on.
+    with_token.call("Browser.getVersion", json!({}), None).await;
+    assert_eq!(server.session_status(&session_id).await.0, "running");
+    with_token.close().await;
+    server.delete(&format!("/v1/sessions/{session_id}")).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_team_quota_follows_the_browsers_that_really_run() {
+    let server = TestServer::start_with(&[("ANCHORAGE_TEAM_MAX_SESSIONS", "2")], |_| {}).await;
+    let first = server.create_session(json!({})).await;
+    let second = server.create_session(json!({})).await;
+    let (status, answer) = server.post("/v1/sessions", json!({})).await;
+    assert_eq!(status, 429, "{answer}");
+
+    // Killed behind the server's back: the count follows, a start fits again.
+    let pid = server.main_browser_pid(text(&first["id"])).expect("browser");
+    kill_process(pid);
+    server
+        .wait_for_status(text(&first["id"]), "failed", Duration::from_secs(20))
+        .await;
+    wait_until("the killed browser's processes gone", Duration::from_secs(10), || {
+        server.main_browser_pid(text(&first["id"])).is_none()
+    })
+    .await;
+    let mut third = None;
+    for _ in 0..100 {
+        let (status, answer) = server.post("/v1/sessions", json!({})).await;
+        if status == 200 {
+            third = Some(answer["data"].clone());
+            break;
+        }
+        assert_eq!(status, 429, "{answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let third = third.expect("a start fits once the killed browser is gone");
+    let (_, live) = server.get("/v1/sessions/all/status").await;
+    assert_eq!(live["data"]["count"], 2, "{live}");
+    for session in [&second, &third] {
+        server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
+    }
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
