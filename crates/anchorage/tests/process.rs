@@ -29,6 +29,10 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path, extra: &[(&str, &str)]) -> Self {
+        Self::start_with_stderr(data_dir, extra, Stdio::null())
+    }
+
+    fn start_with_stderr(data_dir: &Path, extra: &[(&str, &str)], stderr: Stdio) -> Self {
         let port = free_port();
         let mut command = binary();
         command
@@ -40,7 +44,7 @@ impl Server {
             .env("ANCHORAGE_POOL_SIZE", "0")
             .env("ANCHORAGE_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(stderr);
         for (key, value) in extra {
             command.env(key, value);
         }
@@ -719,4 +723,48 @@ fn killed_at_random_points_of_batches_again_and_again_the_server_always_recovers
     let (_, live) = server.call(reqwest::Method::GET, "/v1/sessions/all/status", None);
     let running = live["data"]["count"].as_u64().unwrap_or(0) as usize;
     assert_eq!(browser_groups(data_dir.path()), running, "{live}");
+}
+
+#[test]
+fn no_key_or_token_reaches_the_log_even_at_debug_level() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let log_path = data_dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let server = Server::start_with_stderr(data_dir.path(), &[("ANCHORAGE_LOG", "debug")], Stdio::from(log));
+    let (_, created) = server.call(reqwest::Method::POST, "/v1/sessions", Some(json!({})));
+    let cdp_url = created["data"]["cdp_url"].as_str().expect("cdp url").to_owned();
+    let live_view_url = created["data"]["live_view_url"]
+        .as_str()
+        .expect("live view url")
+        .to_owned();
+    let session_id = created["data"]["id"].as_str().expect("id").to_owned();
+    let token = cdp_url.rsplit("token=").next().expect("token").to_owned();
+    let ws_base = server.base.replacen("http://", "ws://", 1);
+    // Every way a secret travels: the header, the SDK's query form, the token
+    // (right and wrong), the live view.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        for url in [
+            cdp_url.clone(),
+            format!("{ws_base}/?apiKey={KEY}&sessionId={session_id}"),
+            format!("{ws_base}/cdp/{session_id}?token=0{token}"),
+            format!("{ws_base}/?apiKey=wrong-{KEY}&sessionId={session_id}"),
+        ] {
+            if let Ok((mut socket, _)) = tokio_tungstenite::connect_async(url.as_str()).await {
+                let _ = socket.close(None).await;
+            }
+        }
+        let page = reqwest::get(&live_view_url).await.expect("live view page");
+        assert_eq!(page.status(), 200);
+    });
+    server.call(reqwest::Method::DELETE, &format!("/v1/sessions/{session_id}"), None);
+    drop(server);
+    let text = std::fs::read_to_string(&log_path).expect("log");
+    assert!(text.contains("request"), "the log has request lines: {text:.500}");
+    for secret in [KEY, token.as_str()] {
+        assert!(!text.contains(secret), "a secret is in the log:\n{text}");
+    }
 }

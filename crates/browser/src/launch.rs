@@ -35,6 +35,22 @@ pub struct LaunchSpec {
     pub window_frame: Option<(u32, u32)>,
     /// Chromium `--host-resolver-rules`, e.g. to keep it from private hosts.
     pub host_resolver_rules: Option<String>,
+    /// The user the browser runs as, when not the server's own.
+    pub run_as: Option<RunAs>,
+    /// Whether Chromium's own sandbox is on (it needs a user other than
+    /// root and user namespaces).
+    pub sandbox: bool,
+}
+
+/// An unprivileged user for browsers (when the server runs as root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// Its user id.
+    pub uid: u32,
+    /// Its group id.
+    pub gid: u32,
+    /// A cache directory it owns, shared by its browsers (the font cache).
+    pub cache_dir: PathBuf,
 }
 
 impl LaunchSpec {
@@ -54,6 +70,8 @@ impl LaunchSpec {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             window_frame: None,
             host_resolver_rules: None,
+            run_as: None,
+            sandbox: false,
         }
     }
 
@@ -94,13 +112,15 @@ impl LaunchSpec {
             // Without it, the first tab shows a banner about --no-sandbox that
             // steals height from its viewport.
             "--test-type",
-            // The sandbox needs an unprivileged user; until the server drops
-            // privileges for its browsers, it is off (see the README).
-            "--no-sandbox",
         ]
         .iter()
         .map(|flag| flag.to_string())
         .collect();
+        if !self.sandbox {
+            // Root cannot run Chromium's sandbox, and some kernels allow no
+            // user namespaces: then it is off (see the README).
+            arguments.push("--no-sandbox".to_owned());
+        }
         arguments.push(format!("--user-data-dir={}", self.profile_dir().display()));
         arguments.push(format!("--window-size={width},{height}"));
         if let Some(rules) = &self.host_resolver_rules {
@@ -367,6 +387,17 @@ pub async fn launch_until(
                 source,
             })?;
     }
+    if let Some(run_as) = &spec.run_as {
+        // The browser's user owns its dirs, and nothing else of the server's.
+        let mut owned = vec![spec.session_dir.clone(), spec.profile_dir(), spec.tmp_dir.clone()];
+        owned.dedup();
+        for dir in owned {
+            if let Err(source) = std::os::unix::fs::chown(&dir, Some(run_as.uid), Some(run_as.gid)) {
+                remove_dirs(spec).await;
+                return Err(LaunchError::Directory { path: dir, source });
+            }
+        }
+    }
     let prepared = started.elapsed();
     let mut command = Command::new(&spec.executable);
     command
@@ -381,6 +412,15 @@ pub async fn launch_until(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(run_as) = &spec.run_as {
+        // Another user's HOME is not the browser's; its own dir is, with a
+        // cache shared by the browsers of that user.
+        command
+            .uid(run_as.uid)
+            .gid(run_as.gid)
+            .env("HOME", spec.session_dir.clone())
+            .env("XDG_CACHE_HOME", run_as.cache_dir.clone());
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(source) => {

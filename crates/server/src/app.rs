@@ -75,6 +75,72 @@ fn ensure_writable_dir(dir: &Path, setting: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Readies the data dir for browsers that run as another user: that user
+/// may pass through the data dir to its own session dirs (and nothing else),
+/// gets a cache dir of its own, and cannot read the database. `None` when
+/// browsers run as the server's own user.
+fn prepare_browser_user(
+    config: &Config,
+    data_dir: &Path,
+    browsers_dir: &Path,
+) -> Result<Option<anchorage_browser::RunAs>, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(user) = &config.browser_user else {
+        return Ok(None);
+    };
+    let fail = |what: &str, error: std::io::Error| {
+        ConfigError(format!(
+            "ANCHORAGE_BROWSER_USER={}: cannot {what} ({error}); set ANCHORAGE_BROWSER_USER=\"\" to run browsers as the server's user",
+            user.name
+        ))
+    };
+    let add_mode = |path: &Path, bits: u32| -> std::io::Result<()> {
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & bits != bits {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | bits))?;
+        }
+        Ok(())
+    };
+    // Every directory above the data dir must let the user through.
+    for ancestor in data_dir.ancestors().skip(1) {
+        let mode = std::fs::metadata(ancestor)
+            .map_err(|error| fail("read the data dir's parents", error))?
+            .permissions()
+            .mode();
+        if mode & 0o001 == 0 {
+            return Err(ConfigError(format!(
+                "ANCHORAGE_DATA_DIR={}: browsers run as {} and cannot pass through {}; choose a data dir elsewhere (such as /var/lib/anchorage) or set ANCHORAGE_BROWSER_USER=\"\"",
+                data_dir.display(),
+                user.name,
+                ancestor.display()
+            )));
+        }
+    }
+    add_mode(data_dir, 0o001).map_err(|error| fail("let it through the data dir", error))?;
+    add_mode(browsers_dir, 0o001).map_err(|error| fail("let it through the browsers dir", error))?;
+    let cache_dir = data_dir.join("browser-cache");
+    std::fs::create_dir_all(&cache_dir).map_err(|error| fail("make its cache dir", error))?;
+    std::os::unix::fs::chown(&cache_dir, Some(user.uid), Some(user.gid))
+        .map_err(|error| fail("give it its cache dir", error))?;
+    // The database (keys' hashes, the token secret) stays the server's alone.
+    for entry in std::fs::read_dir(data_dir).map_err(|error| fail("read the data dir", error))? {
+        let path = entry.map_err(|error| fail("read the data dir", error))?.path();
+        let is_database = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with("anchorage.db"));
+        if is_database {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|error| fail("close the database to it", error))?;
+        }
+    }
+    Ok(Some(anchorage_browser::RunAs {
+        uid: user.uid,
+        gid: user.gid,
+        cache_dir,
+    }))
+}
+
 /// Makes sure the configured key exists, or on a first start makes a key;
 /// returns a key that must be shown to the operator.
 async fn ensure_keys(store: &dyn Store, configured: Option<&str>) -> Result<Option<String>, StartError> {
@@ -125,6 +191,7 @@ impl App {
         })?;
         let browsers_dir: PathBuf = data_dir.join("browsers");
         ensure_writable_dir(&browsers_dir, "ANCHORAGE_DATA_DIR")?;
+        let run_as = prepare_browser_user(&config, &data_dir, &browsers_dir)?;
         let browser_dirs = BrowserDirs::new(browsers_dir);
 
         // Whatever a previous run left is gone before anything new starts.
@@ -176,6 +243,8 @@ impl App {
             pool_size: config.pool_size,
             launch_timeout: config.launch_timeout,
             timeout_minute: config.timeout_minute,
+            run_as: run_as.clone(),
+            sandbox: config.browser_sandbox,
             host_resolver_rules: config.block_private_networks.then(|| {
                 // The server's own names too, as clients reach it.
                 let own_host = public_url.host_str().map(str::to_owned).into_iter().collect::<Vec<_>>();
@@ -185,8 +254,13 @@ impl App {
         let fleet = Fleet::new(Arc::clone(&store), settings, shutdown.clone(), tasks.clone());
         fleet.start().await?;
         let summary = format!(
-            "anchorage listening on {bound} (public URL {public_url}); chromium {}; max sessions {}; launch concurrency {}; pool {}; data in {}",
+            "anchorage listening on {bound} (public URL {public_url}); chromium {} as {}, sandbox {}; max sessions {}; launch concurrency {}; pool {}; data in {}",
             chromium.display(),
+            config
+                .browser_user
+                .as_ref()
+                .map_or_else(|| "the server's user".to_owned(), |user| format!("{} (uid {})", user.name, user.uid)),
+            if config.browser_sandbox { "on" } else { "off" },
             config.max_sessions,
             config.launch_concurrency,
             config.pool_size,

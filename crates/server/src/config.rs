@@ -58,6 +58,8 @@ struct FileConfig {
     team_max_sessions: Option<u64>,
     pool_size: Option<u64>,
     block_private_networks: Option<bool>,
+    browser_user: Option<String>,
+    browser_sandbox: Option<String>,
 }
 
 /// Everything the server needs to start.
@@ -99,6 +101,11 @@ pub struct Config {
     /// Whether sessions are kept from private addresses and the server's own
     /// host (`ANCHORAGE_BLOCK_PRIVATE_NETWORKS`).
     pub block_private_networks: bool,
+    /// The user browsers run as (`ANCHORAGE_BROWSER_USER`): `nobody` by
+    /// default when the server runs as root, else the server's own user.
+    pub browser_user: Option<BrowserUser>,
+    /// Whether Chromium's sandbox is on (`ANCHORAGE_BROWSER_SANDBOX`).
+    pub browser_sandbox: bool,
     /// How long a client may take to send a request's headers before its
     /// connection is closed (slow clients must not hold connections open).
     /// Thirty seconds when read from settings; tests shorten it.
@@ -124,6 +131,52 @@ fn total_memory_mib() -> Option<u64> {
 pub fn default_max_sessions() -> usize {
     let by_memory = total_memory_mib().map_or(8, |mib| (mib / 300) as usize);
     by_memory.min(core_count() * 16).max(1)
+}
+
+/// A user of this machine that browsers run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowserUser {
+    /// Its name (or the uid, when it has none).
+    pub name: String,
+    /// Its user id.
+    pub uid: u32,
+    /// Its primary group id.
+    pub gid: u32,
+}
+
+impl BrowserUser {
+    /// Finds a user by name or uid in `/etc/passwd`.
+    fn look_up(name_or_uid: &str) -> Option<Self> {
+        let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+        passwd.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            let (name, uid, gid) = (fields.first()?, fields.get(2)?, fields.get(3)?);
+            (*name == name_or_uid || *uid == name_or_uid).then(|| {
+                Some(Self {
+                    name: (*name).to_owned(),
+                    uid: uid.parse().ok()?,
+                    gid: gid.parse().ok()?,
+                })
+            })?
+        })
+    }
+}
+
+/// The server's effective user id, from `/proc/self/status`.
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Whether unprivileged users may make user namespaces (what Chromium's
+/// sandbox needs when it has no setuid helper).
+fn user_namespaces_allowed() -> bool {
+    let read = |path: &str| std::fs::read_to_string(path).ok().map(|text| text.trim().to_owned());
+    let allowed_by = |path: &str, allowed: &str| read(path).is_none_or(|value| value == allowed);
+    read("/proc/sys/user/max_user_namespaces").is_some_and(|value| value != "0")
+        && allowed_by("/proc/sys/kernel/unprivileged_userns_clone", "1")
+        && allowed_by("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "0")
 }
 
 fn parse_number(name: &str, text: &str, low: u64, high: u64) -> Result<u64, ConfigError> {
@@ -237,6 +290,41 @@ impl Config {
                 }
             },
         };
+        let server_is_root = effective_uid() == Some(0);
+        let browser_user = match text("ANCHORAGE_BROWSER_USER", from_file.browser_user) {
+            Some(name) if name.trim().is_empty() => None,
+            Some(name) => Some(BrowserUser::look_up(name.trim()).ok_or_else(|| {
+                ConfigError(format!(
+                    "ANCHORAGE_BROWSER_USER={name:?} is not a user of this machine: give a name or uid from /etc/passwd, or \"\" to run browsers as the server's user"
+                ))
+            })?),
+            None if server_is_root => BrowserUser::look_up("nobody"),
+            None => None,
+        };
+        let browsers_are_root = match &browser_user {
+            Some(user) => user.uid == 0,
+            None => server_is_root,
+        };
+        let browser_sandbox = match text("ANCHORAGE_BROWSER_SANDBOX", from_file.browser_sandbox)
+            .map(|value| value.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("auto") => !browsers_are_root && user_namespaces_allowed(),
+            Some("on" | "true" | "1") => {
+                if browsers_are_root {
+                    return Err(ConfigError(
+                        "ANCHORAGE_BROWSER_SANDBOX=on needs browsers that do not run as root: set ANCHORAGE_BROWSER_USER".to_owned(),
+                    ));
+                }
+                true
+            }
+            Some("off" | "false" | "0") => false,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "ANCHORAGE_BROWSER_SANDBOX={other:?} is not valid: set it to auto, on or off"
+                )))
+            }
+        };
         let pool_size = number("ANCHORAGE_POOL_SIZE", from_file.pool_size, 0, 1000)?.map_or(2, |value| value as usize);
 
         Ok(Self {
@@ -255,6 +343,8 @@ impl Config {
             pool_size,
             timeout_minute: Duration::from_secs(60),
             block_private_networks,
+            browser_user,
+            browser_sandbox,
             header_read_timeout: Duration::from_secs(30),
         })
     }

@@ -208,6 +208,9 @@ async fn failed_launches_are_retried_once_then_reported_and_a_retry_brings_them_
     )
     .expect("write wrapper");
     std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    // Browsers may run as another user (a root server's run as nobody).
+    std::fs::write(&counter, "0\n").expect("counter");
+    std::fs::set_permissions(&counter, std::os::unix::fs::PermissionsExt::from_mode(0o666)).expect("chmod");
     let wrapper_path = wrapper.display().to_string();
     let server = TestServer::start_with(
         &[

@@ -148,3 +148,54 @@ async fn the_team_quota_follows_the_browsers_that_really_run() {
     server.assert_no_browsers_left().await;
     server.stop().await;
 }
+
+/// The user id a process runs as.
+fn process_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[tokio::test]
+async fn browsers_of_a_root_server_run_unprivileged_and_cannot_read_the_database() {
+    let server = TestServer::start().await;
+    let server_uid = process_uid(std::process::id()).expect("own uid");
+    let session = server.create_session(json!({})).await;
+    let session_id = text(&session["id"]).to_owned();
+    let pid = server.main_browser_pid(&session_id).expect("browser");
+    let browser_uid = process_uid(pid).expect("browser uid");
+    let arguments = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    let sandboxed = !String::from_utf8_lossy(&arguments).contains("--no-sandbox");
+    eprintln!("server uid {server_uid}, browser uid {browser_uid}, sandbox {sandboxed}");
+    if server_uid != 0 {
+        // Not root: the browsers are the server's user, as configured.
+        assert_eq!(browser_uid, server_uid);
+    } else {
+        assert_ne!(browser_uid, 0, "a root server's browsers must not run as root");
+        assert_eq!(sandboxed, server.config.browser_sandbox);
+        // The database is the server's alone, and the browser cannot open it.
+        let database = server.data_dir.path().join("anchorage.db");
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&database).expect("db").permissions());
+        assert_eq!(mode & 0o077, 0, "database mode {mode:o}");
+        let mut client = Cdp::connect(text(&session["cdp_url"])).await;
+        let tab = client.open_page("about:blank").await;
+        let navigated = client
+            .call(
+                "Page.navigate",
+                json!({"url": format!("file://{}", database.display())}),
+                Some(&tab),
+            )
+            .await;
+        let shown = client
+            .evaluate(&tab, "document.body ? document.body.innerText.length : 0")
+            .await;
+        assert!(
+            navigated.get("errorText").is_some() || shown == 0,
+            "the browser read the database: {navigated} {shown}"
+        );
+        client.close().await;
+    }
+    server.delete(&format!("/v1/sessions/{session_id}")).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}

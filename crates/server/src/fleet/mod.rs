@@ -67,6 +67,10 @@ pub struct FleetSettings {
     pub timeout_minute: Duration,
     /// Chromium host-resolver rules every browser gets (private networks).
     pub host_resolver_rules: Option<String>,
+    /// The user browsers run as, when not the server's.
+    pub run_as: Option<anchorage_browser::RunAs>,
+    /// Whether Chromium's sandbox is on.
+    pub sandbox: bool,
 }
 
 /// Where a starting session's browser comes from.
@@ -755,6 +759,8 @@ impl Fleet {
             ready_timeout: self.settings.launch_timeout,
             window_frame,
             host_resolver_rules: self.settings.host_resolver_rules.clone(),
+            run_as: self.settings.run_as.clone(),
+            sandbox: self.settings.sandbox,
             ..LaunchSpec::new(
                 self.settings.chromium.clone(),
                 self.settings

@@ -103,6 +103,8 @@ impl Fleet {
                 ready_timeout: fleet.settings.launch_timeout,
                 window_frame: fleet.window_frame(),
                 host_resolver_rules: fleet.settings.host_resolver_rules.clone(),
+                run_as: fleet.settings.run_as.clone(),
+                sandbox: fleet.settings.sandbox,
                 ..LaunchSpec::new(
                     fleet.settings.chromium.clone(),
                     fleet.settings.browser_dirs.for_session(&name),
