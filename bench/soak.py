@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 
@@ -221,7 +222,10 @@ class Soak:
             try:
                 (self.batch if self.random.random() < 0.4 else self.single)()
             except Exception as error:  # noqa: BLE001
-                self.note("worker error", f"{type(error).__name__}: {error}")
+                # Where in this script it happened, to tell the steps apart.
+                frames = [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename == __file__]
+                where = f"{frames[-1].name}:{frames[-1].lineno}" if frames else "?"
+                self.note("worker error", f"{where}: {type(error).__name__}: {error}")
 
 
 def main():

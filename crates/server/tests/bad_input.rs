@@ -740,3 +740,38 @@ async fn hostile_shapes_and_slow_clients_get_clear_errors_and_bounded_resources(
     assert!(server.browser_pids().is_empty());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_websocket_frame_over_the_limit_closes_that_connection_only() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let cdp_url = session["cdp_url"].as_str().unwrap_or_default().to_owned();
+    // A client that allows itself more than the server takes.
+    let unlimited = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(&cdp_url, Some(unlimited), false)
+        .await
+        .expect("connect");
+    let oversized = vec![b'x'; anchorage_browser::MAX_FRAME_BYTES + 1];
+    // The server refuses the frame from its header on, so the send itself may fail.
+    let _ = socket.send(Message::binary(oversized)).await;
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(30), socket.next()).await {
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => break,
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => panic!("the connection was not closed"),
+        }
+    }
+    // The session runs on, and a new client is served.
+    let session_id = session["id"].as_str().unwrap_or_default();
+    assert_eq!(server.session_status(session_id).await.0, "running");
+    let mut client = support::Cdp::connect(&cdp_url).await;
+    client.call("Browser.getVersion", json!({}), None).await;
+    client.close().await;
+    server.delete(&format!("/v1/sessions/{session_id}")).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
