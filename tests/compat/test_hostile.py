@@ -33,14 +33,25 @@ def operations(base_url):
 
 
 def clean_up(base_url, response):
-    """Ends what a successful request started."""
-    requests.delete(base_url + "/v1/sessions/all", headers=HEADERS, timeout=60)
+    """Ends what a successful request started, including an asynchronous
+    start, which is waited for: it must not come up during a later test."""
     try:
-        batch_id = response.json().get("data", {}).get("batch_id")
+        data = response.json().get("data") or {}
     except (ValueError, AttributeError):
-        batch_id = None
-    if response.status_code == 200 and batch_id:
-        requests.delete(f"{base_url}/v1/batch-sessions/{batch_id}", headers=HEADERS, timeout=60)
+        data = {}
+    if response.status_code == 200 and isinstance(data, dict):
+        if data.get("batch_id"):
+            requests.delete(f"{base_url}/v1/batch-sessions/{data['batch_id']}", headers=HEADERS, timeout=60)
+        if data.get("request_id") and data.get("status") == "pending":
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                status = requests.get(
+                    f"{base_url}/v1/sessions/async/{data['request_id']}/status", headers=HEADERS, timeout=60
+                ).json()["data"]["status"]
+                if status not in ("pending", "processing"):
+                    break
+                time.sleep(0.1)
+    requests.delete(base_url + "/v1/sessions/all", headers=HEADERS, timeout=60)
 
 
 def check(case, response):

@@ -121,30 +121,40 @@ def test_the_dashboard_shows_a_batch_and_cancels_it(client, page_url):
     with sync_playwright() as playwright, viewer_page(client, playwright) as viewer:
         # The server runs four sessions at most and the viewer is one of them:
         # three items come up and two wait, so the batch is still processing.
+        # (So no other test's session may be running now.)
+        running = client.sessions.get_all_sessions_status().data
+        assert running.count == 1, f"sessions left running by an earlier test: {running}"
         batch = client.batch_sessions.create_batch_session(
             count=5, configuration={"session": {"initial_url": page_url + "colour/ffffff", "tags": ["dashboard"]}}
         ).data
-        base_url = str(client.base_url).rstrip("/")
-        viewer.goto(base_url + "/")
-        viewer.fill("#api-key", API_KEY)
-        viewer.click("#sign-in")
-        row = viewer.locator(f"[data-batch-id='{batch.batch_id}']")
-        row.wait_for()
-        # Progress arrives over the events stream.
-        row.locator(".progress-text").filter(has_text="3 / 5").wait_for(timeout=60_000)
-        row.locator(".status").filter(has_text="processing").wait_for()
-        # The running sessions, each with its live view link.
-        viewer.locator(".session-row a").nth(3).wait_for()
-        row.locator(".toggle").click()
-        viewer.locator(f"[data-items-of='{batch.batch_id}'] [data-item='4']").wait_for()
-        screenshot(viewer, "dashboard.png")
-
-        viewer.on("dialog", lambda dialog: dialog.accept())
-        row.locator("button.cancel").click()
-        row.locator(".status").filter(has_text="cancelled").wait_for()
-
-    assert client.batch_sessions.get_batch_session(batch.batch_id).data.status == "cancelled"
+        try:
+            check_the_dashboard(client, viewer, batch)
+        finally:
+            # Whatever happened, nothing of the batch may hold places for the next test.
+            client.batch_sessions.delete_batch_session(batch.batch_id)
     assert client.sessions.get_all_sessions_status().data.count == 0
+
+
+def check_the_dashboard(client, viewer, batch):
+    base_url = str(client.base_url).rstrip("/")
+    viewer.goto(base_url + "/")
+    viewer.fill("#api-key", API_KEY)
+    viewer.click("#sign-in")
+    row = viewer.locator(f"[data-batch-id='{batch.batch_id}']")
+    row.wait_for()
+    # Progress arrives over the events stream.
+    row.locator(".progress-text").filter(has_text="3 / 5").wait_for(timeout=60_000)
+    row.locator(".status").filter(has_text="processing").wait_for()
+    # The running sessions, each with its live view link.
+    viewer.locator(".session-row a").nth(3).wait_for()
+    row.locator(".toggle").click()
+    viewer.locator(f"[data-items-of='{batch.batch_id}'] [data-item='4']").wait_for()
+    screenshot(viewer, "dashboard.png")
+
+    viewer.on("dialog", lambda dialog: dialog.accept())
+    row.locator("button.cancel").click()
+    row.locator(".status").filter(has_text="cancelled").wait_for()
+    assert client.batch_sessions.get_batch_session(batch.batch_id).data.status == "cancelled"
 
 
 def test_the_openapi_document_is_valid_and_the_reference_page_renders_it(client):

@@ -182,7 +182,7 @@ impl Handshake {
         let headers = request.headers();
         if !is_websocket_upgrade(headers) {
             return Err(ApiError::BadRequest(
-                "this URL takes a WebSocket upgrade (connect with a CDP client)".to_owned(),
+                "this URL takes a WebSocket upgrade (connect with a CDP client, or open the live view page)".to_owned(),
             ));
         }
         if headers
