@@ -525,7 +525,9 @@ impl Progress {
     fn new(enabled: bool) -> Self {
         Self {
             enabled,
-            terminal: std::io::stderr().is_terminal(),
+            // A bar only for a person at a terminal; plain lines when the
+            // output goes to a file or a pipe.
+            terminal: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
             last: String::new(),
         }
     }
