@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anchorage_browser::{pump, websocket_config};
 use anchorage_core::SessionId;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use super::extract::QueryMap;
+use super::extract::{session_by_token, QueryMap};
 use crate::auth::authenticate;
 use crate::error::ApiError;
 use crate::fleet::LiveSession;
@@ -60,23 +60,11 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         (status = 404, description = "The session is not running", body = ErrorBody),
     )
 )]
-pub async fn by_token(State(state): State<AppState>, request: Request) -> Response {
-    let session_id = request
-        .uri()
-        .path()
-        .rsplit('/')
-        .next()
-        .and_then(|segment| segment.parse::<SessionId>().ok());
-    let query = QueryMap::parse(request.uri().query());
-    let Some(session_id) = session_id else {
-        return ApiError::session_not_found().into_response();
+pub async fn by_token(State(state): State<AppState>, Path(raw_id): Path<String>, request: Request) -> Response {
+    let session_id = match session_by_token(&state, &raw_id, request.uri().query()) {
+        Ok(session_id) => session_id,
+        Err(error) => return error.into_response(),
     };
-    let Some(token) = query.get("token") else {
-        return ApiError::Unauthorized.into_response();
-    };
-    if !state.tokens.verify(session_id, token) {
-        return ApiError::Unauthorized.into_response();
-    }
     match state.fleet.live_session_any_team(session_id) {
         Some(session) => upgrade(state, session, None, request).await,
         None => ApiError::session_not_found().into_response(),

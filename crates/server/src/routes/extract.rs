@@ -38,6 +38,28 @@ impl FromRequest<AppState> for JsonBody {
     }
 }
 
+/// The session a URL with a per-session token names (`/…/{session_id}?token=…`,
+/// the `cdp_url` and `live_view_url` forms): `404` for a path id that is not
+/// a session id, `401` for a missing or wrong token.
+pub fn session_by_token(
+    state: &crate::state::AppState,
+    raw_id: &str,
+    query: Option<&str>,
+) -> Result<anchorage_core::SessionId, ApiError> {
+    let session_id = raw_id
+        .parse::<anchorage_core::SessionId>()
+        .map_err(|_| ApiError::session_not_found())?;
+    let query = QueryMap::parse(query);
+    if query
+        .get("token")
+        .is_some_and(|token| state.tokens.verify(session_id, token))
+    {
+        Ok(session_id)
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
 /// The query string as name → value (the last one wins).
 #[derive(Debug, Default)]
 pub struct QueryMap(pub HashMap<String, String>);

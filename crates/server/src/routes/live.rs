@@ -21,7 +21,6 @@
 use std::sync::Arc;
 
 use anchorage_browser::{Input, MouseButton, MouseKind, Screencast, ScreencastEvent};
-use anchorage_core::SessionId;
 use axum::extract::{Path, Request, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
@@ -33,7 +32,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::cdp::Handshake;
-use super::extract::QueryMap;
+use super::extract::session_by_token;
 use crate::error::ApiError;
 use crate::fleet::LiveSession;
 use crate::state::AppState;
@@ -41,20 +40,6 @@ use crate::wire::ErrorBody;
 
 /// The viewer page; it reads the session id and token from its own URL.
 const LIVE_PAGE: &str = include_str!("../../assets/live.html");
-
-/// Checks `?token=` against the session id of the path.
-fn authorised(state: &AppState, raw_id: &str, query: Option<&str>) -> Result<SessionId, ApiError> {
-    let session_id = raw_id.parse::<SessionId>().map_err(|_| ApiError::session_not_found())?;
-    let query = QueryMap::parse(query);
-    if query
-        .get("token")
-        .is_some_and(|token| state.tokens.verify(session_id, token))
-    {
-        Ok(session_id)
-    } else {
-        Err(ApiError::Unauthorized)
-    }
-}
 
 /// `GET /live/{session_id}?token=…`: the viewer page.
 #[utoipa::path(
@@ -75,7 +60,7 @@ fn authorised(state: &AppState, raw_id: &str, query: Option<&str>) -> Result<Ses
     )
 )]
 pub async fn page(State(state): State<AppState>, Path(raw_id): Path<String>, request: Request) -> Response {
-    if let Err(error) = authorised(&state, &raw_id, request.uri().query()) {
+    if let Err(error) = session_by_token(&state, &raw_id, request.uri().query()) {
         return error.into_response();
     }
     (
@@ -108,7 +93,7 @@ pub async fn page(State(state): State<AppState>, Path(raw_id): Path<String>, req
     )
 )]
 pub async fn stream(State(state): State<AppState>, Path(raw_id): Path<String>, mut request: Request) -> Response {
-    let session_id = match authorised(&state, &raw_id, request.uri().query()) {
+    let session_id = match session_by_token(&state, &raw_id, request.uri().query()) {
         Ok(session_id) => session_id,
         Err(error) => return error.into_response(),
     };
