@@ -5,6 +5,8 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use url::Url;
 
+use crate::devtools::{Devtools, DevtoolsConnection};
+
 /// One open page of a browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageInfo {
@@ -17,8 +19,8 @@ pub struct PageInfo {
 }
 
 /// Asks the browser for its page targets with `Target.getTargets`.
-pub async fn list_pages(browser_websocket: &Url) -> Result<Vec<PageInfo>, String> {
-    let mut conversation = Conversation::open(browser_websocket).await?;
+pub async fn list_pages(devtools: &Devtools) -> Result<Vec<PageInfo>, String> {
+    let mut conversation = Conversation::open(devtools).await?;
     let answer = conversation.call("Target.getTargets", json!({}), None).await;
     conversation.close().await;
     let answer = answer?;
@@ -40,13 +42,14 @@ pub async fn list_pages(browser_websocket: &Url) -> Result<Vec<PageInfo>, String
 
 /// A CDP connection for the server's own short conversations.
 struct Conversation {
-    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    socket: DevtoolsConnection,
     next_id: u64,
 }
 
 impl Conversation {
-    async fn open(browser_websocket: &Url) -> Result<Self, String> {
-        let (socket, _) = tokio_tungstenite::connect_async(browser_websocket.as_str())
+    async fn open(devtools: &Devtools) -> Result<Self, String> {
+        let socket = devtools
+            .connect()
             .await
             .map_err(|error| format!("cannot reach the browser: {error}"))?;
         Ok(Self { socket, next_id: 0 })
@@ -108,15 +111,15 @@ impl Conversation {
     }
 
     async fn close(mut self) {
-        let _ = self.socket.close(None).await;
+        let _ = self.socket.close().await;
     }
 }
 
 /// Sizes the browser window so that its first page's viewport is exactly
 /// `width`×`height`, and returns the size of the window's own frame (window
 /// minus viewport), which is the same for every browser of one build.
-pub async fn fit_viewport(browser_websocket: &Url, width: u32, height: u32) -> Result<(u32, u32), String> {
-    let mut conversation = Conversation::open(browser_websocket).await?;
+pub async fn fit_viewport(devtools: &Devtools, width: u32, height: u32) -> Result<(u32, u32), String> {
+    let mut conversation = Conversation::open(devtools).await?;
     let outcome = async {
         let target_id = conversation.first_page().await?;
         let window = conversation
@@ -166,8 +169,8 @@ pub async fn fit_viewport(browser_websocket: &Url, width: u32, height: u32) -> R
 
 /// Navigates the browser's first page to `url` (for a browser launched
 /// before its session knew its `initial_url`); does not wait for the load.
-pub async fn open_in_first_page(browser_websocket: &Url, url: &Url) -> Result<(), String> {
-    let mut conversation = Conversation::open(browser_websocket).await?;
+pub async fn open_in_first_page(devtools: &Devtools, url: &Url) -> Result<(), String> {
+    let mut conversation = Conversation::open(devtools).await?;
     let outcome = async {
         let target_id = conversation.first_page().await?;
         let session = conversation.attach(&target_id).await?;

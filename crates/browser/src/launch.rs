@@ -4,10 +4,16 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 use tokio::sync::watch;
 use url::Url;
+
+use crate::devtools::Devtools;
 
 /// How long a browser may take to open its DevTools endpoint.
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,8 +93,9 @@ impl LaunchSpec {
         let (width, height) = (self.window.0 + frame_width, self.window.1 + frame_height);
         let mut arguments: Vec<String> = [
             "--headless=new",
-            "--remote-debugging-address=127.0.0.1",
-            "--remote-debugging-port=0",
+            // DevTools over the pipes at fds 3 and 4 (see `crate::devtools`):
+            // no port, so nothing else on the machine can reach the browser.
+            "--remote-debugging-pipe",
             "--no-first-run",
             "--no-default-browser-check",
             "--no-service-autorun",
@@ -158,6 +165,9 @@ pub enum LaunchError {
         /// Why.
         source: std::io::Error,
     },
+    /// The DevTools pipes could not be made.
+    #[error("cannot make the DevTools pipes: {0}")]
+    Pipe(std::io::Error),
     /// Chromium exited before DevTools was up.
     #[error("chromium exited with {status} before it was ready: {stderr_tail}")]
     Exited {
@@ -183,7 +193,7 @@ pub struct LaunchTimings {
     pub prepared: Duration,
     /// The process spawned.
     pub spawned: Duration,
-    /// DevTools announced its endpoint (the browser is connectable).
+    /// DevTools answered its first command (the browser is connectable).
     pub devtools_ready: Duration,
 }
 
@@ -206,7 +216,7 @@ pub enum BrowserExit {
 #[derive(Debug)]
 pub struct Browser {
     pid: u32,
-    websocket_url: Url,
+    devtools: Devtools,
     timings: LaunchTimings,
     dirs: [PathBuf; 2],
     exit: watch::Receiver<Option<BrowserExit>>,
@@ -219,9 +229,9 @@ impl Browser {
         self.pid
     }
 
-    /// The browser's own DevTools endpoint (`ws://127.0.0.1:PORT/devtools/browser/ID`).
-    pub fn websocket_url(&self) -> &Url {
-        &self.websocket_url
+    /// Its DevTools pipe, to open connections with.
+    pub fn devtools(&self) -> &Devtools {
+        &self.devtools
     }
 
     /// How long each phase of its launch took.
@@ -347,26 +357,89 @@ fn describe(status: ExitStatus) -> (String, bool) {
     }
 }
 
-/// Reads stderr lines until DevTools announces its endpoint. Returns the URL,
-/// or `None` at end of stream, keeping the last lines for error messages.
-async fn read_endpoint(lines: &mut tokio::io::Lines<BufReader<ChildStderr>>, tail: &mut Vec<String>) -> Option<Url> {
-    const MARKER: &str = "DevTools listening on ";
-    while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(rest) = line.strip_prefix(MARKER) {
-            if let Ok(url) = Url::parse(rest.trim()) {
-                return Some(url);
+/// The last lines a browser wrote to stderr, for launch errors; the reader
+/// keeps draining after the launch so that a chatty browser never blocks on
+/// a full pipe.
+#[derive(Clone, Default)]
+struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+
+impl StderrTail {
+    /// Reads `stderr` to its end in a task; the handle resolves at the end.
+    fn follow(&self, stderr: ChildStderr, pid: u32) -> tokio::task::JoinHandle<()> {
+        let tail = self.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::trace!(pid, %line, "chromium");
+                let mut kept = tail.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if kept.len() == STDERR_TAIL_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(line);
             }
-        }
-        if tail.len() == STDERR_TAIL_LINES {
-            tail.remove(0);
-        }
-        tail.push(line);
+        })
     }
-    None
+
+    fn joined(&self) -> String {
+        let kept = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.iter().map(String::as_str).collect::<Vec<_>>().join(" | ")
+    }
 }
 
-/// Launches Chromium and waits until its DevTools endpoint is announced. The
-/// announcement is read from stderr as it is printed: no polling.
+/// The pipes of `--remote-debugging-pipe`, made close-on-exec: the browser
+/// gets `for_browser` as its fds 3 (commands in) and 4 (messages out); the
+/// server keeps `for_server` (writes commands, reads messages).
+struct DevtoolsPipes {
+    for_browser: [OwnedFd; 2],
+    for_server: [OwnedFd; 2],
+}
+
+impl DevtoolsPipes {
+    fn new() -> std::io::Result<Self> {
+        let (browser_reads, server_writes) = std::io::pipe()?;
+        let (server_reads, browser_writes) = std::io::pipe()?;
+        Ok(Self {
+            for_browser: [browser_reads.into(), browser_writes.into()],
+            for_server: [server_writes.into(), server_reads.into()],
+        })
+    }
+
+    /// Arranges for the child to find its ends at fds 3 and 4.
+    #[allow(unsafe_code)]
+    fn hand_over(&self, command: &mut Command) {
+        let ends = [self.for_browser[0].as_raw_fd(), self.for_browser[1].as_raw_fd()];
+        // SAFETY: the closure runs in the child between fork and exec, and
+        // only calls fcntl and dup2, which are async-signal-safe; it touches
+        // no memory but the two integers it owns.
+        unsafe {
+            command.pre_exec(move || place_devtools_fds(ends));
+        }
+    }
+}
+
+/// In the child: puts `ends` at fds 3 and 4, open across exec. Each end is
+/// first copied above 9, so that neither can be overwritten by the other's
+/// move (they could be 3 or 4 themselves).
+#[allow(unsafe_code)]
+fn place_devtools_fds(ends: [RawFd; 2]) -> std::io::Result<()> {
+    let mut high = [0; 2];
+    for (copy, end) in high.iter_mut().zip(ends) {
+        // SAFETY: fcntl on a descriptor we own; no memory is passed.
+        *copy = unsafe { libc::fcntl(end, libc::F_DUPFD_CLOEXEC, 10) };
+        if *copy < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    for (copy, target) in high.into_iter().zip([3, 4]) {
+        // SAFETY: as above; dup2 leaves the new descriptor open across exec.
+        if unsafe { libc::dup2(copy, target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Launches Chromium and waits until its DevTools pipe answers.
 pub async fn launch(spec: &LaunchSpec) -> Result<Browser, LaunchError> {
     launch_until(spec, std::future::pending()).await
 }
@@ -398,6 +471,13 @@ pub async fn launch_until(
             }
         }
     }
+    let pipes = match DevtoolsPipes::new() {
+        Ok(pipes) => pipes,
+        Err(error) => {
+            remove_dirs(spec).await;
+            return Err(LaunchError::Pipe(error));
+        }
+    };
     let prepared = started.elapsed();
     let mut command = Command::new(&spec.executable);
     command
@@ -421,7 +501,15 @@ pub async fn launch_until(
             .env("HOME", spec.session_dir.clone())
             .env("XDG_CACHE_HOME", run_as.cache_dir.clone());
     }
-    let mut child = match command.spawn() {
+    pipes.hand_over(&mut command);
+    let spawned_child = command.spawn();
+    let DevtoolsPipes {
+        for_browser,
+        for_server,
+    } = pipes;
+    // The child has its copies; ours would keep the pipes open after it exits.
+    drop(for_browser);
+    let mut child = match spawned_child {
         Ok(child) => child,
         Err(source) => {
             remove_dirs(spec).await;
@@ -439,19 +527,23 @@ pub async fn launch_until(
         pid,
         dirs: Some([spec.session_dir.clone(), spec.tmp_dir.clone()]),
     };
-    let Some(stderr) = child.stderr.take() else {
-        kill_group(pid);
-        let _ = child.wait().await;
-        remove_dirs(spec).await;
-        return Err(LaunchError::Exited {
-            status: "no stderr".into(),
-            stderr_tail: String::new(),
-        });
+    let tail = StderrTail::default();
+    let stderr_done = child.stderr.take().map(|stderr| tail.follow(stderr, pid));
+    let [commands, messages] = for_server;
+    let devtools = match Devtools::start(commands, messages) {
+        Ok(devtools) => devtools,
+        Err(error) => {
+            kill_group(pid);
+            let _ = child.wait().await;
+            wait_group_gone(pid).await;
+            remove_dirs(spec).await;
+            return Err(LaunchError::Pipe(error));
+        }
     };
-    let mut lines = BufReader::new(stderr).lines();
-    let mut tail = Vec::new();
-    let announced = tokio::select! {
-        announced = tokio::time::timeout(spec.ready_timeout, read_endpoint(&mut lines, &mut tail)) => announced,
+    // The first command is read once the browser is up; its answer is the
+    // signal that it is. No polling.
+    let answered = tokio::select! {
+        answered = tokio::time::timeout(spec.ready_timeout, devtools.call("Browser.getVersion", serde_json::json!({}))) => answered,
         () = stop => {
             kill_group(pid);
             let _ = child.wait().await;
@@ -460,19 +552,24 @@ pub async fn launch_until(
             return Err(LaunchError::Stopped);
         }
     };
-    let websocket_url = match announced {
-        Ok(Some(url)) => url,
-        Ok(None) => {
+    match answered {
+        Ok(Ok(_version)) => {}
+        Ok(Err(error)) => {
             kill_group(pid);
             let status = child
                 .wait()
                 .await
                 .map(|status| describe(status).0)
                 .unwrap_or_else(|error| error.to_string());
+            // Its last words are read to the end before they are quoted.
+            if let Some(done) = stderr_done {
+                let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+            }
             remove_dirs(spec).await;
+            tracing::debug!(pid, %error, "the DevTools pipe closed before the browser was ready");
             return Err(LaunchError::Exited {
                 status,
-                stderr_tail: tail.join(" | "),
+                stderr_tail: tail.joined(),
             });
         }
         Err(_) => {
@@ -481,17 +578,11 @@ pub async fn launch_until(
             remove_dirs(spec).await;
             return Err(LaunchError::Timeout {
                 seconds: spec.ready_timeout.as_secs(),
-                stderr_tail: tail.join(" | "),
+                stderr_tail: tail.joined(),
             });
         }
-    };
+    }
 
-    // Keep draining stderr so that a chatty browser never blocks on a full pipe.
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::trace!(pid, %line, "chromium");
-        }
-    });
     let (exit_sender, exit) = watch::channel(None);
     let (killer, kill_requested) = tokio::sync::oneshot::channel();
     tokio::spawn(supervise(child, pid, exit_sender, kill_requested));
@@ -503,7 +594,7 @@ pub async fn launch_until(
     };
     Ok(Browser {
         pid,
-        websocket_url,
+        devtools,
         timings,
         dirs,
         exit,
@@ -577,7 +668,7 @@ mod tests {
             "--disable-component-update",
             "--disable-sync",
             "--no-first-run",
-            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-pipe",
             "--window-size=800,600",
             "--user-data-dir=/tmp/x/profile",
         ] {

@@ -2,7 +2,8 @@
 //!
 //! This crate alone spawns and kills processes. It launches one Chromium per
 //! session in its own process group with its own profile and temp dirs
-//! ([`launch`]), kills the whole group and removes the dirs when the session
+//! ([`launch`]), speaks DevTools with it over a pipe that any number of
+//! connections share ([`Devtools`]), kills the whole group and removes the dirs when the session
 //! ends ([`Browser::shut_down`]), finds and removes what a previous run left
 //! behind ([`reap_leftovers`]), pumps CDP frames between a client and a
 //! browser ([`pump`]), and streams a page to the live view and forwards its
@@ -10,6 +11,7 @@
 //! store.
 
 mod cdp;
+mod devtools;
 mod dirs;
 mod launch;
 mod pump;
@@ -17,6 +19,7 @@ mod reap;
 mod screencast;
 
 pub use cdp::{fit_viewport, list_pages, open_in_first_page, PageInfo};
+pub use devtools::{Devtools, DevtoolsConnection, PipeClosed, QUEUE_BUDGET_BYTES};
 pub use dirs::BrowserDirs;
 pub use launch::{launch, launch_until, Browser, BrowserExit, LaunchError, LaunchSpec, LaunchTimings, RunAs};
 pub use pump::{pump, websocket_config, PumpEnd, MAX_FRAME_BYTES};

@@ -5,7 +5,7 @@
 //! previous one was written to the other side, so a slow reader slows its
 //! writer down (TCP backpressure) instead of making the server buffer.
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -37,16 +37,17 @@ pub enum PumpEnd {
 /// Forwards frames until one side leaves or `stop` resolves, then closes
 /// both sides, adding the payload bytes forwarded (both ways) to `bytes`.
 /// Text and binary frames pass unchanged; ping and pong are answered per
-/// hop by the WebSocket layer and not forwarded.
-pub async fn pump<C, B>(
+/// hop by the WebSocket layer and not forwarded. The browser side is a
+/// [`crate::DevtoolsConnection`] in the server, or any WebSocket.
+pub async fn pump<C, B, E>(
     client: WebSocketStream<C>,
-    browser: WebSocketStream<B>,
+    browser: B,
     stop: impl std::future::Future<Output = ()> + Send,
     bytes: &std::sync::atomic::AtomicU64,
 ) -> PumpEnd
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
-    B: AsyncRead + AsyncWrite + Unpin + Send,
+    B: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin + Send,
 {
     let (mut client_sink, mut client_stream) = client.split();
     let (mut browser_sink, mut browser_stream) = browser.split();

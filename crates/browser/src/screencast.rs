@@ -17,13 +17,10 @@ use std::collections::HashMap;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use url::Url;
 
 use crate::cdp::command;
-use crate::pump::websocket_config;
+use crate::devtools::{Devtools, DevtoolsConnection};
 
 /// Largest frame side asked of the screencast, in device pixels.
 const MAX_FRAME_SIDE: u32 = 1920;
@@ -151,7 +148,7 @@ enum Pending {
 
 /// A live-view connection to one browser.
 pub struct Screencast {
-    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    socket: DevtoolsConnection,
     next_id: u64,
     pending: HashMap<u64, Pending>,
     /// Page targets that are open, oldest first.
@@ -164,11 +161,11 @@ pub struct Screencast {
 
 impl Screencast {
     /// Connects to the browser's DevTools endpoint and starts following its pages.
-    pub async fn open(browser_websocket: &Url) -> Result<Self, String> {
-        let (socket, _) =
-            tokio_tungstenite::connect_async_with_config(browser_websocket.as_str(), Some(websocket_config()), true)
-                .await
-                .map_err(|error| format!("cannot reach the browser: {error}"))?;
+    pub async fn open(devtools: &Devtools) -> Result<Self, String> {
+        let socket = devtools
+            .connect()
+            .await
+            .map_err(|error| format!("cannot reach the browser: {error}"))?;
         let mut screencast = Self {
             socket,
             next_id: 0,
@@ -316,7 +313,7 @@ impl Screencast {
 
     /// Closes the connection (the browser stops the screencast with it).
     pub async fn close(mut self) {
-        let _ = self.socket.close(None).await;
+        let _ = self.socket.close().await;
     }
 
     async fn answered(&mut self, id: u64, value: &Value) -> Result<ScreencastEvent, String> {

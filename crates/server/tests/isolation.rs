@@ -199,3 +199,110 @@ async fn browsers_of_a_root_server_run_unprivileged_and_cannot_read_the_database
     server.assert_no_browsers_left().await;
     server.stop().await;
 }
+
+/// The processes of a browser's group (its main process is the group leader).
+fn group_members(leader: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // After the command's closing parenthesis: state, parent, group.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok())
+                    == Some(leader)
+            })
+        })
+        .collect()
+}
+
+/// The inodes of the machine's listening TCP sockets.
+fn listening_tcp_inodes() -> std::collections::HashSet<String> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    // State 0A is LISTEN; the inode is the tenth field.
+                    (fields.get(3) == Some(&"0A")).then(|| fields.get(9).map(|inode| (*inode).to_owned()))?
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The browser opens no port: DevTools is a pair of pipes held by the
+/// server, and a local user other than root and the browser's own cannot
+/// open them through `/proc`.
+#[tokio::test]
+async fn devtools_is_a_pipe_that_other_local_users_cannot_reach() {
+    let server = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let session_id = text(&session["id"]).to_owned();
+    let pid = server.main_browser_pid(&session_id).expect("browser");
+    let arguments =
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline")).replace('\0', " ");
+    assert!(arguments.contains("--remote-debugging-pipe"), "{arguments}");
+    assert!(!arguments.contains("--remote-debugging-port"), "{arguments}");
+
+    // The browser is in use, and no process of it listens on TCP.
+    let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
+    let version = cdp.call("Browser.getVersion", json!({}), None).await;
+    assert!(text(&version["product"]).contains("Chrome"), "{version}");
+    let listening = listening_tcp_inodes();
+    let members = group_members(pid);
+    assert!(members.contains(&pid), "{members:?}");
+    for member in members {
+        let Ok(descriptors) = std::fs::read_dir(format!("/proc/{member}/fd")) else {
+            continue;
+        };
+        for descriptor in descriptors.filter_map(Result::ok) {
+            let Ok(target) = std::fs::read_link(descriptor.path()) else {
+                continue;
+            };
+            let target = target.to_string_lossy().into_owned();
+            if let Some(inode) = target.strip_prefix("socket:[").and_then(|rest| rest.strip_suffix(']')) {
+                assert!(
+                    !listening.contains(inode),
+                    "process {member} of the browser listens on TCP"
+                );
+            }
+        }
+    }
+
+    // Its DevTools pipes are fds 3 and 4; through /proc, root could open
+    // them, a stranger (neither root nor the browser's user) cannot.
+    let server_uid = process_uid(std::process::id()).expect("own uid");
+    if server_uid == 0 {
+        let browser_uid = process_uid(pid).expect("browser uid");
+        let stranger = (60_000..65_000).find(|uid| *uid != browser_uid).expect("a free uid");
+        let may = |uid: u32, test: &str, fd: u32| {
+            std::process::Command::new("sh")
+                .args(["-c", &format!("test {test} \"$0\"")])
+                .arg(format!("/proc/{pid}/fd/{fd}"))
+                .uid(uid)
+                .gid(uid)
+                .status()
+                .expect("sh")
+                .success()
+        };
+        for fd in [3, 4] {
+            let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).expect("the pipe");
+            assert!(target.to_string_lossy().starts_with("pipe:"), "fd {fd} is {target:?}");
+            assert!(may(0, "-e", fd), "the check itself works");
+            assert!(!may(stranger, "-e", fd), "uid {stranger} can reach fd {fd}");
+            assert!(!may(stranger, "-w", fd), "uid {stranger} can write fd {fd}");
+        }
+    }
+    cdp.close().await;
+    server.delete(&format!("/v1/sessions/{session_id}")).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}

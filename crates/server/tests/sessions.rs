@@ -131,6 +131,55 @@ async fn async_start_becomes_ready_and_reports_its_session() {
     server.stop().await;
 }
 
+/// Every client of a browser has its own browser session on the server's
+/// DevTools pipe: its command ids, the page sessions it attached and the
+/// contexts it made to go with it are its own, as on Chromium's own endpoint.
+#[tokio::test]
+async fn clients_of_one_browser_keep_their_own_ids_sessions_and_contexts() {
+    let page = serve_test_page().await;
+    let server = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let session_id = text(&session["id"]).to_owned();
+    let url = text(&session["cdp_url"]);
+    let (mut a, mut b) = (Cdp::connect(url).await, Cdp::connect(url).await);
+    let page_a = a.open_page(&format!("{page}/")).await;
+    let page_b = b.open_page(&format!("{page}/")).await;
+    // Both count their ids from 1: the same ids, in flight at once.
+    let (mark_a, mark_b) = tokio::join!(
+        a.evaluate(&page_a, "window.mark = 'a'"),
+        b.evaluate(&page_b, "window.mark = 'b'")
+    );
+    assert_eq!((mark_a, mark_b), (json!("a"), json!("b")));
+    let refused = b
+        .answer("Runtime.evaluate", json!({"expression": "window.mark"}), Some(&page_a))
+        .await;
+    assert_eq!(refused["error"]["code"], json!(-32001), "{refused}");
+
+    let created = a
+        .call("Target.createBrowserContext", json!({"disposeOnDetach": true}), None)
+        .await;
+    let context = text(&created["browserContextId"]).to_owned();
+    let contexts = |answer: Value| -> Vec<String> {
+        answer["browserContextIds"]
+            .as_array()
+            .map(|ids| ids.iter().map(|id| text(id).to_owned()).collect())
+            .unwrap_or_default()
+    };
+    assert!(contexts(b.call("Target.getBrowserContexts", json!({}), None).await).contains(&context));
+    a.close().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while contexts(b.call("Target.getBrowserContexts", json!({}), None).await).contains(&context) {
+        assert!(std::time::Instant::now() < deadline, "a's context outlived it");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // b goes on untouched.
+    assert_eq!(b.evaluate(&page_b, "window.mark").await, json!("b"));
+    b.close().await;
+    server.delete(&format!("/v1/sessions/{session_id}")).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn upgrades_with_wrong_credentials_are_refused_before_any_browser_is_touched() {
     let server = TestServer::start().await;

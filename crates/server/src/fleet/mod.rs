@@ -656,7 +656,7 @@ impl Fleet {
         let (outcome, capacity) = match start {
             Start::Pooled(pool::Pooled { browser, capacity }) => {
                 if let Some(url) = &options.initial_url {
-                    if let Err(error) = anchorage_browser::open_in_first_page(browser.websocket_url(), url).await {
+                    if let Err(error) = anchorage_browser::open_in_first_page(browser.devtools(), url).await {
                         tracing::warn!(session_id = %session.id, %error, "could not open initial_url in a pooled browser");
                     }
                 }
@@ -712,7 +712,7 @@ impl Fleet {
                     session.id,
                     session.team_id,
                     session.batch_id,
-                    browser.websocket_url().clone(),
+                    browser.devtools().clone(),
                     options.live_view_read_only,
                 ));
                 if let Ok(mut sessions) = self.live.lock() {
@@ -791,7 +791,7 @@ impl Fleet {
     /// Headless windows have an invisible frame; sizes the first window so
     /// its viewport is what was asked, and remembers the frame for the rest.
     async fn fit_first_viewport(&self, browser: &Browser, viewport: Viewport) {
-        match anchorage_browser::fit_viewport(browser.websocket_url(), viewport.width, viewport.height).await {
+        match anchorage_browser::fit_viewport(browser.devtools(), viewport.width, viewport.height).await {
             Ok(frame) => {
                 if let Ok(mut slot) = self.window_frame.lock() {
                     *slot = Some(frame);

@@ -5,12 +5,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anchorage_browser::Devtools;
 use anchorage_browser::{Browser, BrowserExit};
 use anchorage_core::{BatchId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use url::Url;
 
 use super::{Fleet, TeamSlot};
 
@@ -23,8 +23,8 @@ pub struct LiveSession {
     pub team_id: TeamId,
     /// The batch it belongs to.
     pub batch_id: Option<BatchId>,
-    /// The browser's own DevTools endpoint (loopback only).
-    pub browser_websocket: Url,
+    /// The browser's DevTools pipe (connections to it are made here only).
+    pub devtools: Devtools,
     /// Whether live-view viewers may only watch (`session.live_view.read_only`).
     pub live_view_read_only: bool,
     clients: watch::Sender<usize>,
@@ -52,7 +52,7 @@ impl LiveSession {
         id: SessionId,
         team_id: TeamId,
         batch_id: Option<BatchId>,
-        browser_websocket: Url,
+        devtools: Devtools,
         live_view_read_only: bool,
     ) -> Self {
         let (clients, _) = watch::channel(0_usize);
@@ -60,7 +60,7 @@ impl LiveSession {
             id,
             team_id,
             batch_id,
-            browser_websocket,
+            devtools,
             live_view_read_only,
             clients,
             stop: CancellationToken::new(),

@@ -119,14 +119,8 @@ async fn upgrade(
     };
 
     // Reach the browser first, so that a failure is still an HTTP answer.
-    let browser = match tokio_tungstenite::connect_async_with_config(
-        session.browser_websocket.as_str(),
-        Some(websocket_config()),
-        true,
-    )
-    .await
-    {
-        Ok((browser, _)) => browser,
+    let browser = match session.devtools.connect().await {
+        Ok(browser) => browser,
         Err(error) => {
             // The session ended while we connected: answer as for any ended one.
             if state.fleet.live_session_any_team(session.id).is_none() {

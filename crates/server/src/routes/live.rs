@@ -108,7 +108,7 @@ pub async fn stream(State(state): State<AppState>, Path(raw_id): Path<String>, m
             let _ = viewer.close(None).await;
         });
     };
-    let screencast = match Screencast::open(&session.browser_websocket).await {
+    let screencast = match Screencast::open(&session.devtools).await {
         Ok(screencast) => screencast,
         Err(error) => {
             if state.fleet.live_session_any_team(session_id).is_none() {

@@ -522,7 +522,7 @@ pub async fn pages(
             items: Vec::new(),
         }));
     };
-    let pages = anchorage_browser::list_pages(&live.browser_websocket)
+    let pages = anchorage_browser::list_pages(&live.devtools)
         .await
         .map_err(|error| ApiError::internal(format!("listing pages of {session_id}: {error}")))?;
     let frontend_url = state.live_view_url(session_id);

@@ -305,6 +305,13 @@ impl Cdp {
     }
 
     pub async fn call(&mut self, method: &str, params: Value, session_id: Option<&str>) -> Value {
+        let answer = self.answer(method, params, session_id).await;
+        assert!(answer.get("error").is_none(), "{method}: {answer}");
+        answer["result"].clone()
+    }
+
+    /// Sends a command and returns its whole answer, error or not.
+    pub async fn answer(&mut self, method: &str, params: Value, session_id: Option<&str>) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({"id": id, "method": method, "params": params});
@@ -324,8 +331,7 @@ impl Cdp {
             if let Message::Text(text) = message {
                 let value: Value = serde_json::from_str(&text).expect("CDP JSON");
                 if value["id"] == json!(id) {
-                    assert!(value.get("error").is_none(), "{method}: {value}");
-                    return value["result"].clone();
+                    return value;
                 }
             }
         }
