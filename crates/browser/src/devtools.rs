@@ -41,13 +41,14 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::sync::{oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::PollSender;
 
 /// How far (bytes of messages) a connection may fall behind before it is closed.
 pub const QUEUE_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 /// Largest message read from the browser; a longer one is skipped (logged).
 const MAX_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
-/// Commands of one connection waiting for the pipe.
-const COMMAND_QUEUE: usize = 16;
+/// Commands waiting for the pipe (of every connection).
+const COMMAND_QUEUE: usize = 64;
 
 /// The shared DevTools pipe of one browser. Cheap to clone.
 #[derive(Clone)]
@@ -68,11 +69,16 @@ impl std::fmt::Debug for Devtools {
 
 /// One connection to a browser, used like a WebSocket to its DevTools
 /// endpoint: a [`Sink`] of CDP commands and a [`Stream`] of answers and
-/// events. Dropping it (or closing its sink) detaches its sessions. The
+/// events. Dropping it detaches its sessions. The
 /// stream ends when the browser goes, or when the connection fell too far
 /// behind.
 pub struct DevtoolsConnection {
-    commands: mpsc::Sender<Message>,
+    hub: Arc<Hub>,
+    client: u64,
+    /// Its browser session.
+    session: String,
+    /// Commands go from the caller's task straight into the pipe's queue.
+    to_browser: PollSender<Vec<u8>>,
     messages: mpsc::UnboundedReceiver<Message>,
     queued: Arc<AtomicUsize>,
 }
@@ -97,23 +103,61 @@ impl Stream for DevtoolsConnection {
     }
 }
 
+/// Commands are rewritten in the caller's task as they are sent, so that a
+/// command crosses one task (the pipe's writer) on its way to the browser.
 impl Sink<Message> for DevtoolsConnection {
     type Error = PipeClosed;
 
     fn poll_ready(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Result<(), PipeClosed>> {
-        self.commands.poll_ready(context).map_err(|_| PipeClosed)
+        self.to_browser.poll_reserve(context).map_err(|_| PipeClosed)
     }
 
     fn start_send(mut self: Pin<&mut Self>, message: Message) -> Result<(), PipeClosed> {
-        self.commands.start_send(message).map_err(|_| PipeClosed)
+        let this = &mut *self;
+        let text = match &message {
+            Message::Text(text) => Ok(text.as_str()),
+            Message::Binary(bytes) => {
+                std::str::from_utf8(bytes).map_err(|_| Some(refusal(None, -32700, "Message is not UTF-8 text", None)))
+            }
+            // Control frames are the WebSocket layer's business.
+            _ => Err(None),
+        };
+        match text.and_then(|text| this.hub.command(this.client, &this.session, text)) {
+            Ok(bytes) => this.to_browser.send_item(bytes).map_err(|_| PipeClosed),
+            Err(refused) => {
+                this.to_browser.abort_send();
+                match refused {
+                    Some(refused) => this.hub.routes().deliver(this.client, refused),
+                    None if !this.hub.routes().clients.contains_key(&this.client) => return Err(PipeClosed),
+                    None => {}
+                }
+                Ok(())
+            }
+        }
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Result<(), PipeClosed>> {
-        Pin::new(&mut self.commands).poll_flush(context).map_err(|_| PipeClosed)
+    fn poll_flush(self: Pin<&mut Self>, _context: &mut Context<'_>) -> Poll<Result<(), PipeClosed>> {
+        Poll::Ready(Ok(()))
     }
 
-    fn poll_close(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Result<(), PipeClosed>> {
-        Pin::new(&mut self.commands).poll_close(context).map_err(|_| PipeClosed)
+    fn poll_close(mut self: Pin<&mut Self>, _context: &mut Context<'_>) -> Poll<Result<(), PipeClosed>> {
+        self.to_browser.close();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Leaving detaches the connection's browser session, which detaches every
+/// session under it and disposes the contexts it asked to.
+impl Drop for DevtoolsConnection {
+    fn drop(&mut self) {
+        self.hub.routes().forget(self.client);
+        let hub = Arc::clone(&self.hub);
+        let session = std::mem::take(&mut self.session);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                hub.tell("Target.detachFromTarget", json!({"sessionId": session})).await;
+            });
+        }
     }
 }
 
@@ -162,7 +206,6 @@ impl Devtools {
             .and_then(|value| value.get("sessionId")?.as_str().map(str::to_owned))
             .ok_or_else(|| format!("unexpected answer to Target.attachToBrowserTarget: {attached}"))?;
         let (deliver, messages) = mpsc::unbounded();
-        let (commands, incoming) = mpsc::channel(COMMAND_QUEUE);
         let queued = Arc::new(AtomicUsize::new(0));
         let client = {
             let mut routes = self.hub.routes();
@@ -182,9 +225,11 @@ impl Devtools {
             );
             client
         };
-        tokio::spawn(forward_commands(Arc::clone(&self.hub), client, session, incoming));
         Ok(DevtoolsConnection {
-            commands,
+            hub: Arc::clone(&self.hub),
+            client,
+            session,
+            to_browser: PollSender::new(self.hub.to_browser.clone()),
             messages,
             queued,
         })
@@ -567,37 +612,6 @@ struct ClientMessage<'a> {
     session_id: Option<&'a str>,
 }
 
-/// Carries one connection's commands to the pipe; when the connection is
-/// dropped, forgets it and detaches its browser session (which detaches
-/// every session under it and disposes the contexts it asked to).
-async fn forward_commands(hub: Arc<Hub>, client: u64, session: String, mut incoming: mpsc::Receiver<Message>) {
-    while let Some(message) = incoming.next().await {
-        let text = match &message {
-            Message::Text(text) => text.as_str(),
-            Message::Binary(bytes) => match std::str::from_utf8(bytes) {
-                Ok(text) => text,
-                Err(_) => {
-                    let refused = refusal(None, -32700, "Message is not UTF-8 text", None);
-                    hub.routes().deliver(client, refused);
-                    continue;
-                }
-            },
-            _ => continue,
-        };
-        match hub.command(client, &session, text) {
-            Ok(bytes) => {
-                if hub.to_browser.send(bytes).await.is_err() {
-                    break;
-                }
-            }
-            Err(Some(refused)) => hub.routes().deliver(client, refused),
-            Err(None) => break,
-        }
-    }
-    hub.routes().forget(client);
-    hub.tell("Target.detachFromTarget", json!({"sessionId": session})).await;
-}
-
 /// Writes queued commands to the browser, each followed by a NUL byte,
 /// until the hub goes or the browser closes its end.
 async fn write_commands(
@@ -941,5 +955,161 @@ mod tests {
             .is_none());
         drop(a);
         assert_eq!(fake.next().await["params"], json!({"sessionId": "BA"}));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A hub with one connection (browser session `B`, which attached `P`)
+    /// and no pipe behind it.
+    fn hub() -> (
+        Hub,
+        tokio::sync::mpsc::Receiver<Vec<u8>>,
+        mpsc::UnboundedReceiver<Message>,
+    ) {
+        let (to_browser, outgoing) = tokio::sync::mpsc::channel(16);
+        let (closed, _) = watch::channel(false);
+        let hub = Hub {
+            routes: Mutex::new(Routes {
+                budget: QUEUE_BUDGET_BYTES,
+                ..Routes::default()
+            }),
+            to_browser,
+            closed,
+        };
+        let (deliver, messages) = mpsc::unbounded();
+        {
+            let mut routes = hub.routes();
+            routes.clients.insert(
+                1,
+                Client {
+                    session: "B".to_owned(),
+                    deliver,
+                    queued: Arc::default(),
+                },
+            );
+            routes.owners.insert("B".to_owned(), 1);
+            routes.owners.insert("P".to_owned(), 1);
+        }
+        (hub, outgoing, messages)
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|number| json!(number)),
+            ".{0,12}".prop_map(Value::from),
+            prop_oneof![Just("B"), Just("P"), Just("Q"), Just("Target.getTargets")].prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(".{0,8}", inner, 0..4)
+                    .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Text near a command: any of its fields present or not, of any kind.
+    fn command_text() -> impl Strategy<Value = String> {
+        let field = |name: &'static str| prop::option::of(json_value()).prop_map(move |value| (name, value));
+        prop_oneof![
+            ".{0,64}",
+            (field("id"), field("method"), field("params"), field("sessionId")).prop_map(|fields| {
+                let (id, method, params, session) = fields;
+                let mut command = serde_json::Map::new();
+                for (name, value) in [id, method, params, session] {
+                    if let Some(value) = value {
+                        command.insert(name.to_owned(), value);
+                    }
+                }
+                Value::Object(command).to_string()
+            }),
+            (
+                any::<i64>(),
+                json_value(),
+                prop::option::of(prop_oneof![Just("B"), Just("P"), Just("Q")])
+            )
+                .prop_map(|(id, params, session)| {
+                    let mut command = json!({"id": id, "method": "Runtime.evaluate", "params": params});
+                    if let Some(session) = session {
+                        command["sessionId"] = json!(session);
+                    }
+                    command.to_string()
+                }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any text from a client is either sent on, well formed and to one
+        /// of its own sessions, or refused with a JSON error; an answer to
+        /// what was sent comes back with the client's own id.
+        #[test]
+        fn any_command_is_forwarded_intact_or_refused(text in command_text(), result in json_value()) {
+            let (hub, _outgoing, mut messages) = hub();
+            match hub.command(1, "B", &text) {
+                Ok(bytes) => {
+                    let sent: Value = serde_json::from_slice(&bytes).expect("the pipe gets JSON");
+                    let original: Value = serde_json::from_str(&text).expect("only JSON is sent on");
+                    prop_assert!(original["id"].is_i64() || original["id"].is_u64());
+                    prop_assert_eq!(&sent["method"], &original["method"]);
+                    prop_assert!(sent["method"].is_string());
+                    prop_assert!(["B", "P"].contains(&sent["sessionId"].as_str().unwrap_or("?")), "{}", sent);
+                    // `"params": null` is sent as no params.
+                    let given = original.get("params").filter(|params| !params.is_null());
+                    prop_assert_eq!(sent.get("params"), given);
+                    let answer = json!({"id": sent["id"], "result": result, "sessionId": sent["sessionId"]}).to_string();
+                    hub.dispatch(answer.as_bytes());
+                    // Compared as parsed from the same text (floats need not survive a round trip).
+                    let result = serde_json::from_str::<Value>(&answer).expect("JSON")["result"].clone();
+                    let delivered = messages.try_recv().expect("delivered");
+                    let delivered: Value = serde_json::from_str(delivered.to_text().expect("text")).expect("JSON");
+                    prop_assert_eq!(&delivered["id"], &original["id"]);
+                    prop_assert_eq!(&delivered["result"], &result);
+                    prop_assert_eq!(delivered.get("sessionId").is_some(), sent["sessionId"] == "P");
+                }
+                Err(Some(refusal)) => {
+                    let refusal: Value = serde_json::from_str(refusal.to_text().expect("text")).expect("JSON");
+                    prop_assert!(refusal["error"]["code"].is_i64(), "{}", refusal);
+                    prop_assert!(refusal["error"]["message"].is_string(), "{}", refusal);
+                }
+                Err(None) => prop_assert!(false, "the connection exists"),
+            }
+        }
+
+        /// Anything from the browser is routed or dropped without a panic,
+        /// and what reaches the client is JSON.
+        #[test]
+        fn any_browser_message_is_routed_or_dropped(
+            bytes in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..128),
+                (prop::option::of(0_u32..4), prop::option::of(json_value()), json_value(), prop::option::of(prop_oneof![Just("B"), Just("P"), Just("Q")]))
+                    .prop_map(|(id, method, params, session)| {
+                        let mut message = json!({"params": params});
+                        if let Some(id) = id { message["id"] = json!(id); }
+                        if let Some(method) = method { message["method"] = method; }
+                        if let Some(session) = session { message["sessionId"] = json!(session); }
+                        message.to_string().into_bytes()
+                    }),
+            ],
+        ) {
+            let (hub, _outgoing, mut messages) = hub();
+            // Something pending, for the answers to find.
+            let _ = hub.command(1, "B", r#"{"id": 5, "method": "Browser.getVersion"}"#);
+            hub.dispatch(&bytes);
+            while let Ok(message) = messages.try_recv() {
+                let value: Value = serde_json::from_str(message.to_text().expect("text")).expect("JSON");
+                prop_assert!(value.is_object());
+                prop_assert_ne!(value.get("sessionId"), Some(&json!("B")));
+            }
+        }
     }
 }

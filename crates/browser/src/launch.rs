@@ -15,7 +15,7 @@ use url::Url;
 
 use crate::devtools::Devtools;
 
-/// How long a browser may take to open its DevTools endpoint.
+/// How long a browser may take to answer its first DevTools command.
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many of the last stderr lines a launch failure quotes.
 const STDERR_TAIL_LINES: usize = 5;

@@ -160,7 +160,7 @@ pub struct Screencast {
 }
 
 impl Screencast {
-    /// Connects to the browser's DevTools endpoint and starts following its pages.
+    /// Opens a connection on the browser's DevTools pipe and starts following its pages.
     pub async fn open(devtools: &Devtools) -> Result<Self, String> {
         let socket = devtools
             .connect()

@@ -4,8 +4,10 @@
 //!
 //! Everything is checked before the upgrade is answered, so a wrong token,
 //! key or id is an HTTP `401`/`404` and no browser is touched. The upgrade is
-//! done by hand (not with a framework helper) so that both legs are plain
-//! tungstenite streams with the same limits, and no compression is offered.
+//! done by hand (not with a framework helper) so that the client's leg is a
+//! plain tungstenite stream with our limits, and no compression is offered.
+//! The browser's leg is a connection on its DevTools pipe
+//! (`anchorage_browser::Devtools`), with a browser session of its own.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
