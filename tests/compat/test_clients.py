@@ -8,6 +8,7 @@ import time
 import anchorbrowser
 import pytest
 from playwright.sync_api import sync_playwright
+from websockets.sync.client import connect as ws_connect
 
 from conftest import PAGE_TITLE, browser_pids
 
@@ -116,6 +117,55 @@ def test_puppeteer_connects_with_cdp_url(client, page_url):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["title"] == PAGE_TITLE
     client.sessions.delete_session(created.data.id)
+
+
+def test_playwright_and_puppeteer_share_a_session_each_on_its_own(client, page_url):
+    """Every client of a browser has its own session on the server's DevTools
+    pipe: Puppeteer coming and going leaves Playwright's pages alone, a bare
+    CDP client sees Playwright's context, and the context is gone once
+    Playwright has left. (That a context goes with a connection that just
+    drops, `disposeOnDetach`, is shown with a bare client in sessions.rs.)"""
+    created = client.sessions.create_session()
+    try:
+        with sync_playwright() as playwright:
+            first = playwright.chromium.connect_over_cdp(created.data.cdp_url)
+            context = first.new_context()
+            page = context.new_page()
+            page.goto(page_url)
+            page.evaluate("window.mark = 'playwright'")
+            assert len(first.contexts) == 2
+
+            result = subprocess.run(
+                ["node", str(NODE_DIR / "puppeteer_connect.mjs"), created.data.cdp_url, page_url],
+                capture_output=True, text=True, timeout=120, check=False,
+            )
+            assert result.returncode == 0, result.stderr
+            assert json.loads(result.stdout)["title"] == PAGE_TITLE
+
+            # Still connected, still its page.
+            assert page.evaluate("window.mark") == "playwright"
+            assert page.title() == PAGE_TITLE
+
+            # A bare CDP client at the same time sees the context Playwright made...
+            assert len(browser_contexts(created.data.cdp_url)) == 1
+            # ...and, once Playwright has left, none.
+            first.close()
+            deadline = time.monotonic() + 10
+            while browser_contexts(created.data.cdp_url):
+                assert time.monotonic() < deadline, "Playwright's context outlived its connection"
+                time.sleep(0.1)
+    finally:
+        client.sessions.delete_session(created.data.id)
+
+
+def browser_contexts(cdp_url):
+    """The browser contexts made by clients (`Target.getBrowserContexts`), asked over a connection of its own."""
+    with ws_connect(cdp_url) as socket:
+        socket.send(json.dumps({"id": 1, "method": "Target.getBrowserContexts"}))
+        while True:
+            answer = json.loads(socket.recv())
+            if answer.get("id") == 1:
+                return answer["result"]["browserContextIds"]
 
 
 def wait_for_batch(client, batch_id, done, timeout=90):
