@@ -47,6 +47,8 @@ use tokio_util::sync::PollSender;
 pub const QUEUE_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 /// Largest message read from the browser; a longer one is skipped (logged).
 const MAX_MESSAGE_BYTES: usize = 1024 * 1024 * 1024;
+/// How long a new connection waits for the browser to attach it.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Commands waiting for the pipe (of every connection).
 const COMMAND_QUEUE: usize = 64;
 
@@ -189,14 +191,21 @@ impl Devtools {
     }
 
     /// Opens a connection with a browser session of its own.
+    /// A browser that does not answer within [`CONNECT_TIMEOUT`] (hung, or
+    /// not reading its pipe) is an error.
     pub async fn connect(&self) -> Result<DevtoolsConnection, String> {
         // In a task of its own: if the caller gives up half-way, the
         // connection is still made and then dropped, which detaches the
         // browser session instead of leaving it attached in the browser.
         let devtools = self.clone();
-        tokio::spawn(async move { devtools.attach().await })
-            .await
-            .map_err(|error| format!("connecting to the browser failed: {error}"))?
+        let attaching = tokio::spawn(async move { devtools.attach().await });
+        match tokio::time::timeout(CONNECT_TIMEOUT, attaching).await {
+            Ok(attached) => attached.map_err(|error| format!("connecting to the browser failed: {error}"))?,
+            Err(_) => Err(format!(
+                "the browser did not answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )),
+        }
     }
 
     async fn attach(&self) -> Result<DevtoolsConnection, String> {
@@ -924,6 +933,16 @@ mod tests {
             .await
             .expect("closed");
         assert!(devtools.connect().await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_browser_that_does_not_answer_is_a_connect_error_in_time() {
+        let (devtools, mut fake) = hub(QUEUE_BUDGET_BYTES);
+        let connecting = tokio::spawn(async move { devtools.connect().await.map(|_| ()) });
+        // The browser reads the command and never answers.
+        assert_eq!(fake.next().await["method"], "Target.attachToBrowserTarget");
+        let outcome = connecting.await.expect("joined");
+        assert_eq!(outcome, Err("the browser did not answer within 30 s".to_owned()));
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ mod reap;
 mod screencast;
 
 pub use cdp::{fit_viewport, list_pages, open_in_first_page, PageInfo};
-pub use devtools::{Devtools, DevtoolsConnection, PipeClosed, QUEUE_BUDGET_BYTES};
+pub use devtools::{Devtools, DevtoolsConnection, PipeClosed, CONNECT_TIMEOUT, QUEUE_BUDGET_BYTES};
 pub use dirs::BrowserDirs;
 pub use launch::{launch, launch_until, Browser, BrowserExit, LaunchError, LaunchSpec, LaunchTimings, RunAs};
 pub use pump::{pump, websocket_config, PumpEnd, MAX_FRAME_BYTES};
