@@ -3,7 +3,9 @@
 //!
 //! Each direction reads one message and does not read the next until the
 //! previous one was written to the other side, so a slow reader slows its
-//! writer down (TCP backpressure) instead of making the server buffer.
+//! writer down (TCP backpressure) instead of making the pump buffer. Behind
+//! a slow client, the browser's messages wait in its DevTools connection's
+//! queue, which is bounded ([`crate::QUEUE_BUDGET_BYTES`]).
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
