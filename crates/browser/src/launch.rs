@@ -46,6 +46,10 @@ pub struct LaunchSpec {
     /// Whether Chromium's own sandbox is on (it needs a user other than
     /// root and user namespaces).
     pub sandbox: bool,
+    /// Launched ahead of need (a pool refill): every process of it runs at
+    /// the lowest CPU priority until [`Browser::raise_priority`], so that it
+    /// never slows the sessions in use.
+    pub background: bool,
 }
 
 /// An unprivileged user for browsers (when the server runs as root).
@@ -78,6 +82,7 @@ impl LaunchSpec {
             host_resolver_rules: None,
             run_as: None,
             sandbox: false,
+            background: false,
         }
     }
 
@@ -215,10 +220,11 @@ pub enum BrowserExit {
 /// and removes its directory, so no path of the server can leak one.
 #[derive(Debug)]
 pub struct Browser {
+    /// The process (group) id; 0 for a simulated browser, which has none.
     pid: u32,
     devtools: Devtools,
     timings: LaunchTimings,
-    dirs: [PathBuf; 2],
+    dirs: Vec<PathBuf>,
     exit: watch::Receiver<Option<BrowserExit>>,
     killer: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -263,6 +269,36 @@ impl Browser {
         kill_group(self.pid);
     }
 
+    /// Puts every process of a browser launched in the background back at
+    /// the normal CPU priority (nice 0), for the session it is handed to.
+    /// Lowering a nice value takes root (or `CAP_SYS_NICE`, or an
+    /// `RLIMIT_NICE` of 20); see [`can_raise_priority`].
+    pub fn raise_priority(&self) -> std::io::Result<()> {
+        set_group_priority(self.pid, 0)
+    }
+
+    /// A browser with no process behind it, for tests of the code that
+    /// schedules browsers (see [`crate::testing`]).
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn simulated(
+        devtools: Devtools,
+        exit: watch::Receiver<Option<BrowserExit>>,
+        killer: tokio::sync::oneshot::Sender<()>,
+    ) -> Self {
+        Self {
+            pid: 0,
+            devtools,
+            timings: LaunchTimings {
+                prepared: Duration::ZERO,
+                spawned: Duration::ZERO,
+                devtools_ready: Duration::ZERO,
+            },
+            dirs: Vec::new(),
+            exit,
+            killer: Some(killer),
+        }
+    }
+
     /// Kills the whole process group, waits for the main process to be
     /// reaped, and removes the browser's directory.
     pub async fn shut_down(mut self) {
@@ -305,9 +341,45 @@ pub(crate) fn kill_group(pgid: u32) {
     }
 }
 
+/// Sets the nice value of every process of a group.
+#[allow(unsafe_code)]
+fn set_group_priority(pgid: u32, nice: i32) -> std::io::Result<()> {
+    if pgid == 0 {
+        return Ok(());
+    }
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    let result = unsafe { libc::setpriority(libc::PRIO_PGRP, pgid, nice) };
+    if result < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether this process may put a browser launched in the background back at
+/// nice 0: root, or an `RLIMIT_NICE` that allows it. Without it, launching in
+/// the background would leave the session slow for its whole life.
+#[allow(unsafe_code)]
+pub fn can_raise_priority() -> bool {
+    // SAFETY: geteuid has no arguments; getrlimit writes into the struct we pass.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: as above.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_NICE, &mut limit) };
+    read == 0 && limit.rlim_cur >= 20
+}
+
 /// Whether any process of the group is alive (zombies, already dead and
 /// waiting for their reaper, do not count).
 pub(crate) fn group_alive(pgid: u32) -> bool {
+    if pgid == 0 {
+        // No process (a simulated browser); kernel threads have group 0.
+        return false;
+    }
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return false;
     };
@@ -404,15 +476,24 @@ impl DevtoolsPipes {
         })
     }
 
-    /// Arranges for the child to find its ends at fds 3 and 4.
+    /// Arranges for the child to find its ends at fds 3 and 4, and to run
+    /// at the lowest CPU priority when it is launched in the `background`.
     #[allow(unsafe_code)]
-    fn hand_over(&self, command: &mut Command) {
+    fn hand_over(&self, command: &mut Command, background: bool) {
         let ends = [self.for_browser[0].as_raw_fd(), self.for_browser[1].as_raw_fd()];
         // SAFETY: the closure runs in the child between fork and exec, and
-        // only calls fcntl and dup2, which are async-signal-safe; it touches
-        // no memory but the two integers it owns.
+        // only calls fcntl, dup2 and setpriority, which are async-signal-safe;
+        // it touches no memory but the integers it owns.
         unsafe {
-            command.pre_exec(move || place_devtools_fds(ends));
+            command.pre_exec(move || {
+                place_devtools_fds(ends)?;
+                // Raising one's own nice value is always allowed; every
+                // process the browser starts inherits it.
+                if background && libc::setpriority(libc::PRIO_PROCESS, 0, 19) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
     }
 }
@@ -444,9 +525,11 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Browser, LaunchError> {
     launch_until(spec, std::future::pending()).await
 }
 
-/// Like [`launch`], but gives up when `stop` resolves first: then the
-/// browser begun is killed, its group waited for and its dirs removed before
-/// this returns [`LaunchError::Stopped`].
+/// Like [`launch`], but gives up when `stop` resolves first. Whatever way a
+/// launch fails or stops, the browser begun is killed, its whole group waited
+/// for and its dirs removed before this returns (one path does it,
+/// [`UnfinishedLaunch::abandon`]); a launch future dropped half-way kills the
+/// group and removes the dirs as it drops.
 pub async fn launch_until(
     spec: &LaunchSpec,
     stop: impl std::future::Future<Output = ()>,
@@ -501,7 +584,7 @@ pub async fn launch_until(
             .env("HOME", spec.session_dir.clone())
             .env("XDG_CACHE_HOME", run_as.cache_dir.clone());
     }
-    pipes.hand_over(&mut command);
+    pipes.hand_over(&mut command, spec.background);
     let spawned_child = command.spawn();
     let DevtoolsPipes {
         for_browser,
@@ -521,11 +604,11 @@ pub async fn launch_until(
     };
     let spawned = started.elapsed();
     let pid = child.id().unwrap_or(0);
-    // If this future is dropped before the browser is handed out (the start
-    // was cancelled), the guard kills the group and removes the directories.
-    let mut unfinished = UnfinishedLaunch {
+    // From here every failure goes through the guard's `abandon`, and a
+    // dropped future through its `Drop`.
+    let unfinished = UnfinishedLaunch {
         pid,
-        dirs: Some([spec.session_dir.clone(), spec.tmp_dir.clone()]),
+        dirs: Some(vec![spec.session_dir.clone(), spec.tmp_dir.clone()]),
     };
     let tail = StderrTail::default();
     let stderr_done = child.stderr.take().map(|stderr| tail.follow(stderr, pid));
@@ -533,10 +616,7 @@ pub async fn launch_until(
     let devtools = match Devtools::start(commands, messages) {
         Ok(devtools) => devtools,
         Err(error) => {
-            kill_group(pid);
-            let _ = child.wait().await;
-            wait_group_gone(pid).await;
-            remove_dirs(spec).await;
+            unfinished.abandon(&mut child).await;
             return Err(LaunchError::Pipe(error));
         }
     };
@@ -545,27 +625,18 @@ pub async fn launch_until(
     let answered = tokio::select! {
         answered = tokio::time::timeout(spec.ready_timeout, devtools.call("Browser.getVersion", serde_json::json!({}))) => answered,
         () = stop => {
-            kill_group(pid);
-            let _ = child.wait().await;
-            wait_group_gone(pid).await;
-            remove_dirs(spec).await;
+            unfinished.abandon(&mut child).await;
             return Err(LaunchError::Stopped);
         }
     };
     match answered {
         Ok(Ok(_version)) => {}
         Ok(Err(error)) => {
-            kill_group(pid);
-            let status = child
-                .wait()
-                .await
-                .map(|status| describe(status).0)
-                .unwrap_or_else(|error| error.to_string());
+            let status = unfinished.abandon(&mut child).await;
             // Its last words are read to the end before they are quoted.
             if let Some(done) = stderr_done {
                 let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
             }
-            remove_dirs(spec).await;
             tracing::debug!(pid, %error, "the DevTools pipe closed before the browser was ready");
             return Err(LaunchError::Exited {
                 status,
@@ -573,9 +644,7 @@ pub async fn launch_until(
             });
         }
         Err(_) => {
-            kill_group(pid);
-            let _ = child.wait().await;
-            remove_dirs(spec).await;
+            unfinished.abandon(&mut child).await;
             return Err(LaunchError::Timeout {
                 seconds: spec.ready_timeout.as_secs(),
                 stderr_tail: tail.joined(),
@@ -583,10 +652,10 @@ pub async fn launch_until(
         }
     }
 
+    let dirs = unfinished.finish();
     let (exit_sender, exit) = watch::channel(None);
     let (killer, kill_requested) = tokio::sync::oneshot::channel();
     tokio::spawn(supervise(child, pid, exit_sender, kill_requested));
-    let dirs = unfinished.dirs.take().unwrap_or_default();
     let timings = LaunchTimings {
         prepared,
         spawned,
@@ -602,11 +671,38 @@ pub async fn launch_until(
     })
 }
 
-/// Kills a launch that was abandoned half-way. Disarmed (its `dirs` taken)
-/// once the [`Browser`] exists.
+/// A browser spawned but not yet handed out. The one way to give it up is
+/// [`UnfinishedLaunch::abandon`]: kill the group, reap the main process, wait
+/// until no process of the group is left, remove the dirs, and disarm. A
+/// guard still armed when dropped (the launch future itself was dropped)
+/// kills the group and removes the dirs on the spot.
 struct UnfinishedLaunch {
     pid: u32,
-    dirs: Option<[PathBuf; 2]>,
+    /// The dirs until they are removed or handed on; armed while set.
+    dirs: Option<Vec<PathBuf>>,
+}
+
+impl UnfinishedLaunch {
+    /// Kills the browser begun and waits until nothing of it is left;
+    /// returns how its main process ended.
+    async fn abandon(mut self, child: &mut Child) -> String {
+        kill_group(self.pid);
+        let status = child
+            .wait()
+            .await
+            .map(|status| describe(status).0)
+            .unwrap_or_else(|error| error.to_string());
+        wait_group_gone(self.pid).await;
+        for dir in self.dirs.take().unwrap_or_default() {
+            remove_dir(&dir).await;
+        }
+        status
+    }
+
+    /// The launch succeeded: the dirs go to the [`Browser`].
+    fn finish(mut self) -> Vec<PathBuf> {
+        self.dirs.take().unwrap_or_default()
+    }
 }
 
 impl Drop for UnfinishedLaunch {

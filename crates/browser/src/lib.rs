@@ -14,14 +14,20 @@ mod cdp;
 mod devtools;
 mod dirs;
 mod launch;
+mod launcher;
 mod pump;
 mod reap;
 mod screencast;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use cdp::{fit_viewport, list_pages, open_in_first_page, PageInfo};
 pub use devtools::{Devtools, DevtoolsConnection, PipeClosed, CONNECT_TIMEOUT, QUEUE_BUDGET_BYTES};
 pub use dirs::BrowserDirs;
-pub use launch::{launch, launch_until, Browser, BrowserExit, LaunchError, LaunchSpec, LaunchTimings, RunAs};
+pub use launch::{
+    can_raise_priority, launch, launch_until, Browser, BrowserExit, LaunchError, LaunchSpec, LaunchTimings, RunAs,
+};
+pub use launcher::{ChromiumLauncher, ChromiumSettings, LaunchRequest, Launcher};
 pub use pump::{pump, websocket_config, PumpEnd, MAX_FRAME_BYTES};
 pub use reap::{leftover_browser_pids, reap_leftovers, ReapReport};
 pub use screencast::{Frame, FrameAck, Input, MouseButton, MouseKind, Screencast, ScreencastEvent};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anchorage_browser::BrowserDirs;
+use anchorage_browser::{BrowserDirs, ChromiumLauncher, ChromiumSettings};
 use anchorage_core::Timestamp;
 use anchorage_store::{SqliteStore, Store, StoreError};
 use tokio::net::TcpListener;
@@ -25,6 +25,8 @@ use crate::state::AppState;
 pub const DEFAULT_TEAM: &str = "default";
 /// How long shutdown waits for sessions to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long pool refills wait after a handout (see `fleet::pool`).
+const POOL_HANDOUT_PAUSE: Duration = Duration::from_secs(1);
 
 /// Why the server could not start; one line each.
 #[derive(Debug, thiserror::Error)]
@@ -234,15 +236,10 @@ impl App {
 
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let settings = FleetSettings {
-            chromium: chromium.clone(),
-            browser_dirs,
-            max_sessions: config.max_sessions,
-            launch_concurrency: config.launch_concurrency,
-            team_max_sessions: config.team_max_sessions,
-            pool_size: config.pool_size,
-            launch_timeout: config.launch_timeout,
-            timeout_minute: config.timeout_minute,
+        let launcher = Arc::new(ChromiumLauncher::new(ChromiumSettings {
+            executable: chromium.clone(),
+            dirs: browser_dirs.clone(),
+            ready_timeout: config.launch_timeout,
             run_as: run_as.clone(),
             sandbox: config.browser_sandbox,
             host_resolver_rules: config.block_private_networks.then(|| {
@@ -250,8 +247,16 @@ impl App {
                 let own_host = public_url.host_str().map(str::to_owned).into_iter().collect::<Vec<_>>();
                 anchorage_core::network::blocking_rules(&own_host)
             }),
+        }));
+        let settings = FleetSettings {
+            max_sessions: config.max_sessions,
+            launch_concurrency: config.launch_concurrency,
+            team_max_sessions: config.team_max_sessions,
+            pool_size: config.pool_size,
+            pool_handout_pause: POOL_HANDOUT_PAUSE,
+            timeout_minute: config.timeout_minute,
         };
-        let fleet = Fleet::new(Arc::clone(&store), settings, shutdown.clone(), tasks.clone());
+        let fleet = Fleet::new(Arc::clone(&store), launcher, settings, shutdown.clone(), tasks.clone());
         fleet.start().await?;
         let summary = format!(
             "anchorage listening on {bound} (public URL {public_url}); chromium {} as {}, sandbox {}; max sessions {}; launch concurrency {}; pool {}; data in {}",
@@ -267,6 +272,7 @@ impl App {
             config.data_dir.display()
         );
         let state = AppState {
+            browser_dirs,
             max_batch: config.max_batch,
             store,
             fleet,
@@ -319,7 +325,7 @@ impl App {
             tasks,
             ..
         } = self;
-        let fleet = Arc::clone(&state.fleet);
+        let browser_dirs = state.browser_dirs.clone();
         let header_read_timeout = state.header_read_timeout;
         let router = crate::routes::router(state);
         let served = serve(listener, router, header_read_timeout, token.clone(), shutdown).await;
@@ -327,7 +333,7 @@ impl App {
         token.cancel();
         tasks.close();
         let finished = tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await;
-        fleet.tidy_after_shutdown();
+        browser_dirs.remove_empty_roots();
         if finished.is_err() {
             tracing::warn!(
                 remaining = tasks.len(),

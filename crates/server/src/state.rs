@@ -28,6 +28,8 @@ pub struct AppState {
     pub header_read_timeout: std::time::Duration,
     /// Most sessions in one batch.
     pub max_batch: usize,
+    /// Where browsers keep their directories.
+    pub browser_dirs: anchorage_browser::BrowserDirs,
 }
 
 impl AppState {

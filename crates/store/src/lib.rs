@@ -19,12 +19,19 @@ pub use records::{
 };
 pub use sqlite::SqliteStore;
 
-/// What can go wrong in the store.
+/// What can go wrong in the store. Backend errors are sorted into these
+/// variants where they arise, so that no caller sees a driver's types or
+/// a database's numeric codes.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database refused or failed.
+    /// The database cannot take work right now: locked by another process,
+    /// out of space, read-only, failing to read or write its files, or not
+    /// answering in time. Nothing was changed; trying again later can work.
+    #[error("{0}")]
+    Unavailable(&'static str),
+    /// The database refused or failed otherwise.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(String),
     /// A row holds something this version cannot read.
     #[error("stored data cannot be read: {0}")]
     Corrupt(String),
@@ -37,30 +44,41 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Why the database cannot take work right now, if that is the trouble:
-    /// it is locked by another process, out of space, read-only, or failing
-    /// to read or write its files, or the pool timed out waiting for it. Such
-    /// a failure changed nothing and is worth trying again later.
+    /// Why the database cannot take work right now, if that is the trouble
+    /// (see [`StoreError::Unavailable`]).
     pub fn unavailable(&self) -> Option<&'static str> {
-        let Self::Database(error) = self else {
-            return None;
-        };
-        match error {
+        match self {
+            Self::Unavailable(why) => Some(why),
+            _ => None,
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        let unavailable = match &error {
             sqlx::Error::PoolTimedOut => Some("the database did not answer in time"),
             sqlx::Error::Io(_) => Some("the database files cannot be read or written"),
             sqlx::Error::Database(database) => {
                 // SQLite's primary result code is the low byte of the extended one.
-                let code = database.code()?.parse::<i32>().ok()? & 0xff;
-                match code {
-                    5 | 6 => Some("the database is locked by another process"),
-                    8 => Some("the database is read-only"),
-                    10 => Some("the database files cannot be read or written"),
-                    13 => Some("the disk holding the database is full"),
-                    14 => Some("the database file cannot be opened"),
+                match database
+                    .code()
+                    .and_then(|code| code.parse::<i32>().ok())
+                    .map(|code| code & 0xff)
+                {
+                    Some(5 | 6) => Some("the database is locked by another process"),
+                    Some(8) => Some("the database is read-only"),
+                    Some(10) => Some("the database files cannot be read or written"),
+                    Some(13) => Some("the disk holding the database is full"),
+                    Some(14) => Some("the database file cannot be opened"),
                     _ => None,
                 }
             }
             _ => None,
+        };
+        match unavailable {
+            Some(why) => Self::Unavailable(why),
+            None => Self::Database(error.to_string()),
         }
     }
 }

@@ -33,7 +33,7 @@ impl Fleet {
     pub async fn submit_batch(&self, batch: &BatchRecord, items: Vec<RequestRecord>) -> Result<(), StoreError> {
         self.store.insert_batch(batch, &items).await?;
         for item in items {
-            self.enqueue(item);
+            self.admission.push(item);
         }
         self.batch_changed(batch.id);
         Ok(())
@@ -63,7 +63,7 @@ impl Fleet {
             BatchChange::Conflict(status) => return Ok(BatchEnd::Conflict(status)),
             BatchChange::Done(running) => running,
         };
-        self.unqueue(|request| request.batch_id == Some(batch_id));
+        self.admission.remove(|request| request.batch_id == Some(batch_id));
         self.abort_launches(|launch| launch.batch_id == Some(batch_id)).await;
         let ends = running
             .iter()
@@ -97,7 +97,7 @@ impl Fleet {
         let outcome = self.store.retry_batch(team_id, batch_id, failed_only, attempts).await?;
         if let RetryOutcome::Retried { pending, .. } = &outcome {
             for item in pending {
-                self.enqueue(item.clone());
+                self.admission.push(item.clone());
             }
             self.batch_changed(batch_id);
         }

@@ -2,32 +2,38 @@
 //! pipeline that starts them, for single starts and batches alike.
 //!
 //! Start requests are persisted rows (see `anchorage_core::request`) before
-//! anything launches. One worker takes pending requests fairly across teams
-//! (`anchorage_core::FairQueue`), in creation order within a team; it holds a
-//! capacity permit (`max_sessions`) and a team slot (for the per-team quota)
-//! for as long as the browser lives, and a launch permit
-//! (`launch_concurrency`) while it launches. A failed launch is tried once
-//! more at once; after that the item is `failed`, or `pending` again if a
-//! retry gave it attempts. Each running session has one supervisor task
-//! (`session.rs`) that owns its browser. The store is updated with
-//! conditional writes, so a cancel or end racing a launch has one winner, and
-//! the loser's browser is killed at once.
+//! anything launches. The fleet is made of parts with one job each:
+//!
+//! - [`admission`]: the queue and the limits a start must pass (a place, its
+//!   team's quota, a launch permit), in fair order across teams;
+//! - [`pool`]: browsers launched ahead, and when a refill may start;
+//! - `provision.rs`: the provisioning of one admitted start, from the
+//!   store's `begin_launch` to a running session, with one exit that does the
+//!   bookkeeping (tell the waiter, re-queue, publish the batch change);
+//! - `session.rs`: the supervisor that owns a running browser until it ends;
+//! - `batches.rs`: cancel, delete and retry of a batch.
+//!
+//! Browsers come from a [`Launcher`]: Chromium in the server, a fake in the
+//! unit tests of these rules (`tests.rs`). The store is updated with
+//! conditional writes, so a cancel or end racing a launch has one winner,
+//! and the loser's browser is killed at once.
 
+mod admission;
 mod batches;
 mod pool;
+mod provision;
 mod session;
+#[cfg(test)]
+mod tests;
 
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anchorage_browser::{launch_until, Browser, BrowserDirs, LaunchError, LaunchSpec};
-use anchorage_core::{
-    BatchId, FairQueue, RequestId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp, Viewport,
-};
-use anchorage_store::{LaunchFailure, RequestRecord, SessionRecord, Store, StoreError};
-use tokio::sync::{broadcast, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use anchorage_browser::{Browser, LaunchError, LaunchRequest, Launcher};
+use anchorage_core::{BatchId, RequestId, SessionId, SessionStatus, TeamId, Timestamp};
+use anchorage_store::{RequestRecord, Store, StoreError};
+use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,8 +41,11 @@ use tokio_util::task::TaskTracker;
 pub use batches::{BatchEnd, Ended};
 pub use session::{ClientGuard, EndWait, LiveSession};
 
+use admission::Admission;
+use pool::{Pool, Pooled, Refill};
+
 /// How a start request ended, for the caller waiting on it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartOutcome {
     /// The session is up.
     Started(SessionId),
@@ -44,16 +53,15 @@ pub enum StartOutcome {
     Failed(String),
     /// The request was withdrawn (cancel, end, shutdown) before it was up.
     Cancelled,
+    /// The database could not record the launch; the request is still
+    /// pending and is tried again shortly.
+    Unavailable(String),
 }
 
-/// Settings the fleet runs with.
+/// Settings of the scheduling (launch settings belong to the [`Launcher`]).
 #[derive(Debug, Clone)]
 pub struct FleetSettings {
-    /// The Chromium executable.
-    pub chromium: PathBuf,
-    /// Where per-session directories go.
-    pub browser_dirs: BrowserDirs,
-    /// Running browsers at most.
+    /// Running browsers at most (pooled ones included).
     pub max_sessions: usize,
     /// Launches at once at most.
     pub launch_concurrency: usize,
@@ -61,37 +69,15 @@ pub struct FleetSettings {
     pub team_max_sessions: Option<usize>,
     /// Browsers kept launched ahead for default starts.
     pub pool_size: usize,
-    /// How long a launch may take.
-    pub launch_timeout: Duration,
+    /// How long refills wait after a handout.
+    pub pool_handout_pause: Duration,
     /// The length of a timeout minute (see `Config::timeout_minute`).
     pub timeout_minute: Duration,
-    /// Chromium host-resolver rules every browser gets (private networks).
-    pub host_resolver_rules: Option<String>,
-    /// The user browsers run as, when not the server's.
-    pub run_as: Option<anchorage_browser::RunAs>,
-    /// Whether Chromium's sandbox is on.
-    pub sandbox: bool,
 }
 
-/// Where a starting session's browser comes from.
-enum Start {
-    /// A pooled browser, with its place.
-    Pooled(pool::Pooled),
-    /// A fresh launch into this place; `evicted` is a pooled browser that
-    /// gave its place up and must be ended first.
-    Cold {
-        capacity: OwnedSemaphorePermit,
-        evicted: Option<Browser>,
-        launch_permit: OwnedSemaphorePermit,
-    },
-}
-
-/// Requests waiting for a browser; each request at most once.
-#[derive(Default)]
-struct Waiting {
-    queue: FairQueue<TeamId, RequestRecord>,
-    queued: HashSet<RequestId>,
-}
+/// How long a start whose launch the store could not record waits before
+/// it is tried again.
+const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// A launch under way, so that a cancel can stop it and wait for it.
 struct Launching {
@@ -101,29 +87,17 @@ struct Launching {
     done: CancellationToken,
 }
 
-/// Every live session, and the queue of requests waiting for a browser.
+/// Every live session, and the pipeline that starts them.
 pub struct Fleet {
     store: Arc<dyn Store>,
+    launcher: Arc<dyn Launcher>,
     settings: FleetSettings,
+    admission: Arc<Admission>,
+    pool: Pool,
     live: Mutex<HashMap<SessionId, Arc<LiveSession>>>,
-    waiting: Mutex<Waiting>,
-    queue_changed: Notify,
-    waiters: Mutex<HashMap<RequestId, Vec<oneshot::Sender<StartOutcome>>>>,
+    /// The caller of a synchronous start, per request.
+    waiters: Mutex<HashMap<RequestId, oneshot::Sender<StartOutcome>>>,
     launching: Mutex<HashMap<RequestId, Launching>>,
-    /// Browsers of each team, launching or running.
-    team_load: Mutex<HashMap<TeamId, usize>>,
-    capacity: Arc<Semaphore>,
-    launches: Arc<Semaphore>,
-    /// Window size minus viewport, measured on the first launch.
-    window_frame: Mutex<Option<(u32, u32)>>,
-    /// Browsers launched ahead (see `pool.rs`).
-    pool: Mutex<Vec<pool::Pooled>>,
-    /// Pool refills under way.
-    refills: std::sync::atomic::AtomicUsize,
-    /// No refill before this moment (after a handout or a failed refill).
-    refill_paused_until: Mutex<Option<Instant>>,
-    /// Whether a wake-up for the end of that pause is set.
-    refill_timer: std::sync::atomic::AtomicBool,
     batch_changes: broadcast::Sender<BatchId>,
     /// Counters for `/metrics`.
     pub metrics: crate::metrics::Metrics,
@@ -140,52 +114,46 @@ impl std::fmt::Debug for Fleet {
     }
 }
 
-/// A team's place in its quota, held from admission until the browser is
-/// gone; dropping it frees the place and wakes the queue.
-pub(crate) struct TeamSlot {
+/// A synchronous start, accepted. Dropping it before the outcome (the
+/// client hung up) withdraws the request: a pending one is cancelled, a
+/// launching or running one has its session ended.
+pub struct StartTicket {
     fleet: Arc<Fleet>,
     team_id: TeamId,
-    /// Whether dropping it wakes the queue (not when it was never used).
-    wake_queue: bool,
-}
-
-impl TeamSlot {
-    /// Gives the place back without waking the queue: the request goes back
-    /// to wait, and waking the queue for it would only spin.
-    fn unused(mut self) {
-        self.wake_queue = false;
-    }
-}
-
-impl Drop for TeamSlot {
-    fn drop(&mut self) {
-        if let Ok(mut load) = self.fleet.team_load.lock() {
-            if let Some(count) = load.get_mut(&self.team_id) {
-                *count = count.saturating_sub(1);
-                if *count == 0 {
-                    load.remove(&self.team_id);
-                }
-            }
-        }
-        if self.wake_queue {
-            self.fleet.queue_changed.notify_one();
-        }
-    }
-}
-
-/// Removes a finished launch from the registry and tells whoever waits.
-struct LaunchingEntry<'a> {
-    fleet: &'a Fleet,
     request_id: RequestId,
-    done: CancellationToken,
+    receiver: Option<oneshot::Receiver<StartOutcome>>,
 }
 
-impl Drop for LaunchingEntry<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut launching) = self.fleet.launching.lock() {
-            launching.remove(&self.request_id);
+impl StartTicket {
+    /// The request's id.
+    pub fn request_id(&self) -> RequestId {
+        self.request_id
+    }
+
+    /// Waits for the outcome; `None` when the server shut down first (the
+    /// request then stays pending for the next start).
+    pub async fn outcome(mut self) -> Option<StartOutcome> {
+        let receiver = self.receiver.as_mut()?;
+        let outcome = receiver.await.ok();
+        // Answered: nothing to withdraw, unless the store could not take
+        // the launch, in which case the caller is told to go and the
+        // request must not start behind its back.
+        if !matches!(outcome, Some(StartOutcome::Unavailable(_))) {
+            self.receiver = None;
         }
-        self.done.cancel();
+        outcome
+    }
+}
+
+impl Drop for StartTicket {
+    fn drop(&mut self) {
+        if self.receiver.is_some() {
+            let fleet = Arc::clone(&self.fleet);
+            let (team_id, request_id) = (self.team_id, self.request_id);
+            self.fleet
+                .tasks
+                .spawn(async move { fleet.abandon(team_id, request_id).await });
+        }
     }
 }
 
@@ -193,26 +161,24 @@ impl Fleet {
     /// A fleet with nothing running. Call [`Fleet::start`] to begin work.
     pub fn new(
         store: Arc<dyn Store>,
+        launcher: Arc<dyn Launcher>,
         settings: FleetSettings,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
-            capacity: Arc::new(Semaphore::new(settings.max_sessions)),
-            launches: Arc::new(Semaphore::new(settings.launch_concurrency)),
+            launcher,
+            admission: Admission::new(
+                settings.max_sessions,
+                settings.launch_concurrency,
+                settings.team_max_sessions,
+            ),
+            pool: Pool::new(settings.pool_size, settings.pool_handout_pause),
             settings,
             live: Mutex::new(HashMap::new()),
-            waiting: Mutex::new(Waiting::default()),
-            queue_changed: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
             launching: Mutex::new(HashMap::new()),
-            team_load: Mutex::new(HashMap::new()),
-            window_frame: Mutex::new(None),
-            pool: Mutex::new(Vec::new()),
-            refills: std::sync::atomic::AtomicUsize::new(0),
-            refill_paused_until: Mutex::new(None),
-            refill_timer: std::sync::atomic::AtomicBool::new(false),
             batch_changes: broadcast::channel(1024).0,
             metrics: crate::metrics::Metrics::default(),
             shutdown,
@@ -220,26 +186,24 @@ impl Fleet {
         })
     }
 
-    /// Loads pending requests from the store and starts the worker.
+    /// Loads pending requests from the store and starts the admission loop.
     pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
         let pending = self.store.pending_requests().await?;
         if !pending.is_empty() {
             tracing::info!(count = pending.len(), "resuming pending start requests");
         }
         for request in pending {
-            self.enqueue(request);
+            self.admission.push(request);
         }
         let fleet = Arc::clone(self);
-        self.tasks.spawn(async move { fleet.provision_loop().await });
+        self.tasks.spawn(async move { fleet.run().await });
         Ok(())
     }
 
     /// The live session with this id, if it belongs to `team_id`.
     pub fn live_session(&self, team_id: TeamId, session_id: SessionId) -> Option<Arc<LiveSession>> {
-        let live = self.live.lock().ok()?;
-        live.get(&session_id)
+        self.live_session_any_team(session_id)
             .filter(|session| session.team_id == team_id)
-            .cloned()
     }
 
     /// The live session with this id, whoever owns it.
@@ -257,37 +221,21 @@ impl Fleet {
         crate::metrics::Gauges {
             running_sessions,
             cdp_connections,
-            pooled_browsers: self.pool.lock().map(|pool| pool.len()).unwrap_or(0),
-            queued_requests: self.waiting.lock().map(|waiting| waiting.queue.len()).unwrap_or(0),
+            pooled_browsers: self.pool.len(),
+            queued_requests: self.admission.queued(),
             batch_items: Vec::new(),
         }
     }
 
-    /// Whether the configured Chromium is there and executable.
-    pub fn chromium_ready(&self) -> bool {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(&self.settings.chromium)
-            .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
+    /// Whether browsers can be launched at all (the executable is in place).
+    pub fn launcher_ready(&self) -> bool {
+        self.launcher.ready()
     }
 
     /// Whether a team has as many browsers running, launching and queued as
     /// its quota allows, so that a single start must be refused (`429`).
     pub fn team_over_quota(&self, team_id: TeamId) -> bool {
-        let Some(quota) = self.settings.team_max_sessions else {
-            return false;
-        };
-        let load = self
-            .team_load
-            .lock()
-            .map(|load| load.get(&team_id).copied().unwrap_or(0))
-            .unwrap_or(0);
-        let queued = self
-            .waiting
-            .lock()
-            .map(|waiting| waiting.queue.team_len(&team_id))
-            .unwrap_or(0);
-        load + queued >= quota
+        self.admission.team_full(team_id)
     }
 
     /// Resolves when the server begins to shut down.
@@ -305,54 +253,51 @@ impl Fleet {
         let _ = self.batch_changes.send(batch_id);
     }
 
-    /// Queues a pending request unless it is queued already.
-    fn enqueue(&self, request: RequestRecord) {
-        if let Ok(mut waiting) = self.waiting.lock() {
-            if waiting.queued.insert(request.id) {
-                waiting.queue.push(request.team_id, request);
-            }
-        }
-        self.queue_changed.notify_one();
+    /// Persists a request nobody waits on (an asynchronous start) and queues it.
+    pub async fn submit(&self, request: RequestRecord) -> Result<(), StoreError> {
+        self.store.insert_request(&request).await?;
+        self.admission.push(request);
+        Ok(())
     }
 
-    /// Puts a request back at the head of its team's queue.
-    fn enqueue_front(&self, request: RequestRecord) {
-        if let Ok(mut waiting) = self.waiting.lock() {
-            if waiting.queued.insert(request.id) {
-                waiting.queue.push_front(request.team_id, request);
+    /// Persists a synchronous start and queues it; the ticket waits for its
+    /// outcome. The insert runs in a task of its own and the ticket is
+    /// made only once the row exists, so a caller that leaves at any point
+    /// either left no row, or drops a ticket that withdraws it.
+    pub async fn submit_waiting(self: &Arc<Self>, request: RequestRecord) -> Result<StartTicket, StoreError> {
+        let (answer, answered) = oneshot::channel();
+        let fleet = Arc::clone(self);
+        self.tasks.spawn(async move {
+            let (team_id, request_id) = (request.team_id, request.id);
+            let (sender, receiver) = oneshot::channel();
+            if let Ok(mut waiters) = fleet.waiters.lock() {
+                waiters.insert(request_id, sender);
             }
-        }
-    }
-
-    /// Drops queued requests that no longer need a browser.
-    fn unqueue(&self, mut gone: impl FnMut(&RequestRecord) -> bool) {
-        if let Ok(mut waiting) = self.waiting.lock() {
-            let Waiting { queue, queued } = &mut *waiting;
-            queue.retain(|request| {
-                let keep = !gone(request);
-                if !keep {
-                    queued.remove(&request.id);
+            let ticket = match fleet.submit(request).await {
+                Ok(()) => Ok(StartTicket {
+                    fleet: Arc::clone(&fleet),
+                    team_id,
+                    request_id,
+                    receiver: Some(receiver),
+                }),
+                Err(error) => {
+                    if let Ok(mut waiters) = fleet.waiters.lock() {
+                        waiters.remove(&request_id);
+                    }
+                    Err(error)
                 }
-                keep
-            });
+            };
+            // A caller that left drops the ticket here, which withdraws it.
+            let _ = answer.send(ticket);
+        });
+        match answered.await {
+            Ok(ticket) => ticket,
+            // The task cannot end without answering but by the runtime
+            // stopping, and then nobody reads this.
+            Err(_) => Err(StoreError::Corrupt(
+                "the server stopped while accepting the start".to_owned(),
+            )),
         }
-    }
-
-    /// Persists a single request and queues it. The receiver resolves when
-    /// the request reaches a final state.
-    pub async fn submit(&self, request: RequestRecord) -> Result<oneshot::Receiver<StartOutcome>, StoreError> {
-        let (sender, receiver) = oneshot::channel();
-        if let Ok(mut waiters) = self.waiters.lock() {
-            waiters.entry(request.id).or_default().push(sender);
-        }
-        if let Err(error) = self.store.insert_request(&request).await {
-            if let Ok(mut waiters) = self.waiters.lock() {
-                waiters.remove(&request.id);
-            }
-            return Err(error);
-        }
-        self.enqueue(request);
-        Ok(receiver)
     }
 
     /// Withdraws a request whose caller went away: a pending one is
@@ -361,7 +306,7 @@ impl Fleet {
         let reason = "the client that asked for this session disconnected before it was ready";
         match self.store.cancel_pending_request(request_id, Timestamp::now()).await {
             Ok(true) => {
-                self.unqueue(|request| request.id == request_id);
+                self.admission.remove(|request| request.id == request_id);
                 self.notify(request_id, StartOutcome::Cancelled);
             }
             Ok(false) => match self.store.request(team_id, request_id).await {
@@ -400,8 +345,7 @@ impl Fleet {
         reason: &str,
         until: EndWait,
     ) -> Result<bool, StoreError> {
-        let live = self.live.lock().ok().and_then(|live| live.get(&session_id).cloned());
-        match live {
+        match self.live_session_any_team(session_id) {
             Some(session) => Ok(session.end(status, reason, until).await),
             None => {
                 let ended = self
@@ -420,9 +364,9 @@ impl Fleet {
     async fn abort_launches(&self, matches: impl Fn(&Launching) -> bool) {
         let done: Vec<CancellationToken> = match self.launching.lock() {
             Ok(launching) => launching
-                .iter()
-                .filter(|(_, launch)| matches(launch))
-                .map(|(_, launch)| {
+                .values()
+                .filter(|launch| matches(launch))
+                .map(|launch| {
                     launch.abort.cancel();
                     launch.done.clone()
                 })
@@ -434,103 +378,68 @@ impl Fleet {
         }
     }
 
+    /// Tells the caller of a synchronous start how it ended.
     fn notify(&self, request_id: RequestId, outcome: StartOutcome) {
-        let senders = self
+        let sender = self
             .waiters
             .lock()
             .ok()
             .and_then(|mut waiters| waiters.remove(&request_id));
-        for sender in senders.into_iter().flatten() {
-            let _ = sender.send(outcome.clone());
+        if let Some(sender) = sender {
+            let _ = sender.send(outcome);
         }
     }
 
-    /// The next request whose team is under its quota, with its team slot.
-    fn pop_admissible(self: &Arc<Self>) -> Option<(RequestRecord, TeamSlot)> {
-        let mut waiting = self.waiting.lock().ok()?;
-        let mut load = self.team_load.lock().ok()?;
-        let quota = self.settings.team_max_sessions;
-        let (team_id, request) = waiting
-            .queue
-            .pop(|team| quota.is_none_or(|quota| load.get(team).copied().unwrap_or(0) < quota))?;
-        waiting.queued.remove(&request.id);
-        *load.entry(team_id).or_insert(0) += 1;
-        Some((
-            request,
-            TeamSlot {
-                fleet: Arc::clone(self),
-                team_id,
-                wake_queue: true,
-            },
-        ))
-    }
-
-    /// Runs admission until shutdown; then whoever still waits for a queued
-    /// start is told at once (it stays pending for the next start).
-    async fn provision_loop(self: Arc<Self>) {
-        self.admit().await;
+    /// Admits starts whenever something changes, until shutdown; then tells
+    /// whoever still waits (their requests stay pending for the next start)
+    /// and ends the pooled browsers.
+    async fn run(self: Arc<Self>) {
+        loop {
+            self.admit_ready();
+            tokio::select! {
+                () = self.admission.changed() => {}
+                () = self.shutdown.cancelled() => break,
+            }
+        }
         if let Ok(mut waiters) = self.waiters.lock() {
             waiters.clear();
         }
-        self.drain_pool().await;
-    }
-
-    /// What is left to tidy once every task has finished (at shutdown).
-    pub fn tidy_after_shutdown(&self) {
-        self.settings.browser_dirs.remove_empty_roots();
-    }
-
-    /// Admits requests whenever something changes (a request arrives, a
-    /// browser ends, a launch or refill finishes), and keeps the pool full.
-    async fn admit(self: &Arc<Self>) {
-        loop {
-            let changed = self.queue_changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            self.admit_ready();
-            tokio::select! {
-                () = changed => {}
-                () = self.shutdown.cancelled() => return,
-            }
+        for Pooled { browser, place } in self.pool.drain() {
+            browser.shut_down().await;
+            drop(place);
         }
     }
 
     /// Starts every request that can start now: each needs a place, which is
-    /// a free capacity permit or a pooled browser (taken, or ended to free
-    /// its permit). Then tops up the pool if nothing waits.
+    /// a free one or a pooled browser (taken, or ended to free its place).
+    /// Then tops up the pool if nothing waits.
     fn admit_ready(self: &Arc<Self>) {
-        loop {
-            let pooled_count = self.pool.lock().map(|pool| pool.len()).unwrap_or(0);
-            if self.capacity.available_permits() == 0 && pooled_count == 0 {
-                break;
-            }
-            let Some((request, team_slot)) = self.pop_admissible() else {
+        while self.admission.place_free() || self.pool.len() > 0 {
+            let Some((request, team_slot)) = self.admission.pop() else {
                 break;
             };
-            let wants_pool = SessionOptions::from_configuration(&request.configuration)
+            let wants_pool = anchorage_core::SessionOptions::from_configuration(&request.configuration)
                 .is_ok_and(|options| pool::poolable(&options));
-            let start = match wants_pool.then(|| self.take_pooled()).flatten() {
-                Some(pooled) => Start::Pooled(pooled),
+            let start = match wants_pool.then(|| self.pool.take()).flatten() {
+                Some(pooled) => provision::Start::Pooled(pooled),
                 None => {
-                    // Launches are taken here, in admission order, so that
-                    // items start in the order they were admitted.
-                    let Ok(launch_permit) = Arc::clone(&self.launches).try_acquire_owned() else {
-                        self.enqueue_front(request);
-                        team_slot.unused();
+                    // Launch permits are taken here, in admission order, so
+                    // that starts launch in the order they were admitted.
+                    let Some(launch_permit) = self.admission.try_launch() else {
+                        self.admission.push_back_unstarted(request, team_slot);
                         break;
                     };
-                    let place = match Arc::clone(&self.capacity).try_acquire_owned() {
-                        Ok(capacity) => Some((capacity, None)),
-                        Err(_) => self.take_pooled().map(|pooled| (pooled.capacity, Some(pooled.browser))),
+                    let place = match self.admission.try_place() {
+                        Some(place) => Some((place, None)),
+                        None => self.pool.take().map(|pooled| (pooled.place, Some(pooled.browser))),
                     };
-                    let Some((capacity, evicted)) = place else {
+                    let Some((place, evicted)) = place else {
                         // The pooled browsers counted above had died; wait for a place.
-                        self.enqueue_front(request);
-                        team_slot.unused();
+                        self.admission.push_back_unstarted(request, team_slot);
                         break;
                     };
-                    Start::Cold {
-                        capacity,
+                    provision::Start::Cold {
+                        place,
                         evicted,
                         launch_permit,
                     }
@@ -540,285 +449,97 @@ impl Fleet {
             self.tasks
                 .spawn(async move { fleet.provision(request, start, team_slot).await });
         }
-        let queue_empty = self
-            .waiting
-            .lock()
-            .map(|waiting| waiting.queue.is_empty())
-            .unwrap_or(false);
-        self.maybe_refill(queue_empty);
-    }
-
-    /// The window frame measured on the first launch, if any yet.
-    fn window_frame(&self) -> Option<(u32, u32)> {
-        self.window_frame.lock().ok().and_then(|frame| *frame)
-    }
-
-    /// Launches Chromium for `spec`, trying a second time if the first fails;
-    /// stops (with the browser gone) when `abort` fires or the server stops.
-    async fn launch_with_retry(
-        &self,
-        spec: &LaunchSpec,
-        session_id: SessionId,
-        abort: &CancellationToken,
-    ) -> Result<Browser, LaunchError> {
-        let stop = || async {
-            tokio::select! {
-                () = abort.cancelled() => {}
-                () = self.shutdown.cancelled() => {}
-            }
-        };
-        match launch_until(spec, stop()).await {
-            Err(LaunchError::Stopped) => Err(LaunchError::Stopped),
-            Err(error) => {
-                tracing::warn!(%session_id, %error, "launch failed; trying once more");
-                launch_until(spec, stop()).await
-            }
-            started => started,
+        if self.admission.queued() == 0 {
+            self.refill_pool();
         }
     }
 
-    async fn provision(self: Arc<Self>, request: RequestRecord, start: Start, team_slot: TeamSlot) {
-        let options = match SessionOptions::from_configuration(&request.configuration) {
-            Ok(options) => options,
-            Err(error) => {
-                // Bodies are validated when accepted; this is a row an older
-                // version accepted.
-                tracing::error!(request_id = %request.id, %error, "a stored request has an invalid configuration");
-                self.notify(
-                    request.id,
-                    StartOutcome::Failed(format!("stored configuration is not valid: {error}")),
-                );
-                return;
-            }
-        };
-        let session = SessionRecord {
-            id: SessionId::new_random(),
-            team_id: request.team_id,
-            api_key_id: request.api_key_id,
-            api_key_name: request.api_key_name.clone(),
-            request_id: Some(request.id),
-            batch_id: request.batch_id,
-            status: SessionStatus::Starting,
-            configuration: request.configuration.clone(),
-            tags: options.tags.clone(),
-            headless: options.headless_requested,
-            recording: options.recording_requested,
-            proxy: options.proxy_requested,
-            created_at: Timestamp::now(),
-            started_at: None,
-            ended_at: None,
-            end_reason: None,
-        };
-        // Registered before the store hears of the launch, so that a cancel
-        // that commits after `begin_launch` always finds it.
-        let abort = CancellationToken::new();
-        let done = CancellationToken::new();
-        if let Ok(mut launching) = self.launching.lock() {
-            launching.insert(
-                request.id,
-                Launching {
-                    batch_id: request.batch_id,
-                    session_id: session.id,
-                    abort: abort.clone(),
-                    done: done.clone(),
-                },
-            );
-        }
-        let _entry = LaunchingEntry {
-            fleet: &self,
-            request_id: request.id,
-            done,
-        };
-
-        match self.store.begin_launch(request.id, &session).await {
-            Ok(true) => {}
-            Ok(false) => {
-                // Withdrawn while queued; an unused pooled browser goes back.
-                if let Start::Pooled(pooled) = start {
-                    if let Ok(mut pool) = self.pool.lock() {
-                        pool.push(pooled);
-                    }
-                }
-                self.notify(request.id, StartOutcome::Cancelled);
-                return;
-            }
-            Err(error) => {
-                tracing::error!(request_id = %request.id, %error, "cannot record a launch; the request stays pending");
-                return;
-            }
-        }
-        if let Some(batch_id) = request.batch_id {
-            self.batch_changed(batch_id);
-        }
-
-        let started = Instant::now();
-        let from_pool = matches!(start, Start::Pooled(_));
-        let (outcome, capacity) = match start {
-            Start::Pooled(pool::Pooled { browser, capacity }) => {
-                if let Some(url) = &options.initial_url {
-                    if let Err(error) = anchorage_browser::open_in_first_page(browser.devtools(), url).await {
-                        tracing::warn!(session_id = %session.id, %error, "could not open initial_url in a pooled browser");
-                    }
-                }
-                (Some(Ok(browser)), capacity)
-            }
-            Start::Cold {
-                capacity,
-                evicted,
-                launch_permit,
-            } => {
-                if let Some(evicted) = evicted {
-                    // Its place is this start's: it must be gone first.
-                    evicted.shut_down().await;
-                }
-                (
-                    self.launch_cold(&session, &options, &abort, launch_permit).await,
-                    capacity,
-                )
-            }
-        };
-        let browser = match outcome {
-            None => {
-                // Whoever aborted has recorded why (a cancel, a delete); on
-                // shutdown the rows are left for the next start's recovery.
-                self.notify(request.id, StartOutcome::Cancelled);
-                return;
-            }
-            Some(Ok(browser)) => browser,
-            Some(Err(error)) => {
-                self.launch_failed(request, session.id, &error.to_string()).await;
-                return;
-            }
-        };
+    /// Starts one pool refill if the pool is short, the moment is right,
+    /// and a place and a launch permit are free.
+    fn refill_pool(self: &Arc<Self>) {
         if self.shutdown.is_cancelled() {
-            browser.shut_down().await;
-            self.notify(request.id, StartOutcome::Cancelled);
             return;
         }
-        match self.store.finish_launch(request.id, session.id, Timestamp::now()).await {
-            Ok(true) => {
-                let timings = browser.timings();
-                tracing::info!(
-                    session_id = %session.id,
-                    pid = browser.pid(),
-                    from_pool,
-                    start_ms = started.elapsed().as_secs_f64() * 1000.0,
-                    launch_prepared_ms = timings.prepared.as_secs_f64() * 1000.0,
-                    launch_spawned_ms = timings.spawned.as_secs_f64() * 1000.0,
-                    launch_devtools_ms = timings.devtools_ready.as_secs_f64() * 1000.0,
-                    "session running"
-                );
-                let live = Arc::new(LiveSession::new(
-                    session.id,
-                    session.team_id,
-                    session.batch_id,
-                    browser.devtools().clone(),
-                    options.live_view_read_only,
-                ));
-                if let Ok(mut sessions) = self.live.lock() {
-                    sessions.insert(session.id, Arc::clone(&live));
-                }
-                let fleet = Arc::clone(&self);
-                let holdings = session::Holdings {
-                    browser,
-                    capacity,
-                    team_slot,
+        match self.pool.plan_refill(Instant::now()) {
+            Refill::No | Refill::After { first: false, .. } => {}
+            Refill::After { at, first: true } => {
+                let fleet = Arc::clone(self);
+                self.tasks.spawn(async move {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = fleet.shutdown.cancelled() => {}
+                    }
+                    fleet.pool.timer_fired();
+                    fleet.admission.wake();
+                });
+            }
+            Refill::Start => {
+                let (Some(place), Some(launch_permit)) = (self.admission.try_place(), self.admission.try_launch())
+                else {
+                    self.pool.refill_skipped();
+                    return;
                 };
-                self.tasks
-                    .spawn(async move { fleet.supervise(live, options, holdings).await });
-                self.notify(request.id, StartOutcome::Started(session.id));
+                let fleet = Arc::clone(self);
+                self.tasks.spawn(async move {
+                    let request = LaunchRequest {
+                        name: format!("pool{}", uuid::Uuid::new_v4().simple()),
+                        window: (
+                            anchorage_core::Viewport::default().width,
+                            anchorage_core::Viewport::default().height,
+                        ),
+                        initial_url: None,
+                        ahead: true,
+                    };
+                    let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
+                    drop(launch_permit);
+                    let refilled = match launched {
+                        Ok(browser) if fleet.shutdown.is_cancelled() => {
+                            browser.shut_down().await;
+                            None
+                        }
+                        Ok(browser) => {
+                            tracing::debug!(pid = browser.pid(), "pool refilled");
+                            Some(Pooled { browser, place })
+                        }
+                        Err(LaunchError::Stopped) => None,
+                        Err(error) => {
+                            tracing::warn!(%error, "a pool refill failed; refills pause for a while");
+                            None
+                        }
+                    };
+                    fleet.pool.refilled(refilled);
+                    fleet.admission.wake();
+                });
             }
-            Ok(false) => {
-                // Cancelled or ended while launching: never leave it running.
-                browser.shut_down().await;
-                self.notify(request.id, StartOutcome::Cancelled);
-            }
-            Err(error) => {
-                tracing::error!(session_id = %session.id, %error, "cannot record a started session; ending it");
-                browser.shut_down().await;
-                self.launch_failed(request, session.id, "the server could not record the session")
-                    .await;
-            }
-        }
-        if let Some(batch_id) = session.batch_id {
-            self.batch_changed(batch_id);
         }
     }
 
-    /// Launches a fresh browser for a session, holding a launch permit.
-    /// `None` when the launch was stopped (an abort or shutdown).
-    async fn launch_cold(
-        &self,
-        session: &SessionRecord,
-        options: &SessionOptions,
-        abort: &CancellationToken,
-        launch_permit: OwnedSemaphorePermit,
-    ) -> Option<Result<Browser, LaunchError>> {
-        let window_frame = self.window_frame();
-        let spec = LaunchSpec {
-            ready_timeout: self.settings.launch_timeout,
-            window_frame,
-            host_resolver_rules: self.settings.host_resolver_rules.clone(),
-            run_as: self.settings.run_as.clone(),
-            sandbox: self.settings.sandbox,
-            ..LaunchSpec::new(
-                self.settings.chromium.clone(),
-                self.settings
-                    .browser_dirs
-                    .for_session(&session.id.as_uuid().simple().to_string()),
-                (options.viewport.width, options.viewport.height),
-                options.initial_url.clone(),
-            )
-        };
-        let outcome = match self.launch_with_retry(&spec, session.id, abort).await {
-            Err(LaunchError::Stopped) => None,
-            outcome => Some(outcome),
-        };
+    /// One launch, counted in the metrics whatever its outcome (a stop is
+    /// not a launch that failed).
+    async fn launch_counted(&self, request: &LaunchRequest, stop: CancellationToken) -> Result<Browser, LaunchError> {
+        let outcome = self.launcher.launch(request, stop).await;
         match &outcome {
-            Some(Ok(browser)) => self.metrics.launched(browser.timings().devtools_ready),
-            Some(Err(_)) => self.metrics.launch_failed(),
-            None => {}
+            Ok(browser) => self.metrics.launched(browser.timings().devtools_ready),
+            Err(LaunchError::Stopped) => {}
+            Err(_) => self.metrics.launch_failed(),
         }
-        if let (Some(Ok(browser)), None) = (&outcome, window_frame) {
-            self.fit_first_viewport(browser, options.viewport).await;
-        }
-        drop(launch_permit);
-        // A launch permit is free again: a pool refill may use it.
-        self.queue_changed.notify_one();
         outcome
     }
 
-    /// Headless windows have an invisible frame; sizes the first window so
-    /// its viewport is what was asked, and remembers the frame for the rest.
-    async fn fit_first_viewport(&self, browser: &Browser, viewport: Viewport) {
-        match anchorage_browser::fit_viewport(browser.devtools(), viewport.width, viewport.height).await {
-            Ok(frame) => {
-                if let Ok(mut slot) = self.window_frame.lock() {
-                    *slot = Some(frame);
-                }
-            }
-            Err(error) => tracing::warn!(%error, "could not fit the viewport"),
-        }
-    }
-
-    async fn launch_failed(&self, request: RequestRecord, session_id: SessionId, message: &str) {
-        tracing::warn!(request_id = %request.id, %session_id, error = %message, "launch failed");
-        let request_id = request.id;
-        let batch_id = request.batch_id;
-        match self
-            .store
-            .fail_launch(request_id, session_id, message, Timestamp::now())
-            .await
-        {
-            Ok(LaunchFailure::Requeued) => self.enqueue(request),
-            Ok(LaunchFailure::Failed) => self.notify(request_id, StartOutcome::Failed(message.to_owned())),
+    /// Launches a browser, trying a second time at once if the first try
+    /// fails; stops (with the browser gone) when `abort` fires.
+    async fn launch_with_retry(
+        &self,
+        request: &LaunchRequest,
+        abort: &CancellationToken,
+    ) -> Result<Browser, LaunchError> {
+        match self.launch_counted(request, abort.clone()).await {
+            Err(LaunchError::Stopped) => Err(LaunchError::Stopped),
             Err(error) => {
-                tracing::error!(%request_id, %error, "cannot record a failed launch");
-                self.notify(request_id, StartOutcome::Failed(message.to_owned()));
+                tracing::warn!(name = %request.name, %error, "launch failed; trying once more");
+                self.launch_counted(request, abort.clone()).await
             }
-        }
-        if let Some(batch_id) = batch_id {
-            self.batch_changed(batch_id);
+            started => started,
         }
     }
 }

@@ -1,156 +1,156 @@
-//! The warm pool: browsers launched ahead with the default configuration,
-//! each with a fresh profile, handed out whole to a start that matches.
+//! The warm pool: browsers launched ahead with the default window, each with
+//! a fresh profile, handed out whole to a start that matches.
 //!
-//! A pooled browser holds a capacity permit like any other, so the pool never
-//! takes the server past `max_sessions`; when a start needs a place and only
-//! pooled browsers hold them, one is ended to make room. Refills run only
-//! when no start is waiting and a launch permit is free, so they yield to
-//! user launches. A pooled browser leaves the pool exactly once: taken under
-//! the pool's lock, then owned by one session.
+//! A pooled browser holds a place like any other, so the pool never takes
+//! the server past `max_sessions`; when a start needs a place and only
+//! pooled browsers hold them, admission takes one and ends it to make room.
+//! A pooled browser leaves the pool exactly once: taken under the pool's
+//! lock, then owned by one session. Refills are launched at the lowest CPU
+//! priority (raised at handout, see `Launcher::hand_out`), only when no
+//! start waits and a launch permit is free, and not in the moment after a
+//! handout, while its session is being driven.
+//!
+//! This part keeps the browsers and decides when a refill may start; the
+//! fleet launches them.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use anchorage_browser::{launch_until, Browser, LaunchSpec};
+use anchorage_browser::Browser;
 use anchorage_core::{SessionOptions, Viewport};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::Fleet;
-
 /// How long refills pause after a failed one.
-const REFILL_BACKOFF: Duration = Duration::from_secs(5);
-/// How long after a handout refills wait: a launch keeps both cores of a
-/// small machine busy for about a second, and the session just handed out
-/// is being driven right now. Under a burst, refills wait until it is over.
-const REFILL_DELAY: Duration = Duration::from_secs(1);
+pub(super) const REFILL_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A browser waiting in the pool, with its place.
 pub(super) struct Pooled {
     pub browser: Browser,
-    pub capacity: OwnedSemaphorePermit,
+    pub place: OwnedSemaphorePermit,
 }
 
-/// Whether a start can take a pooled browser: the launch-time options (the
+/// Whether a start can take a pooled browser: its launch-time options (the
 /// window) are the defaults. An `initial_url` is opened after the handout.
 pub(super) fn poolable(options: &SessionOptions) -> bool {
     options.viewport == Viewport::default()
 }
 
-impl Fleet {
-    /// Takes a live browser from the pool, if there is one.
-    pub(super) fn take_pooled(&self) -> Option<Pooled> {
-        let mut pool = self.pool.lock().ok()?;
-        while let Some(pooled) = pool.pop() {
+/// Whether a refill may start now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refill {
+    /// Yes: one is counted as under way; report it with `refilled`.
+    Start,
+    /// Not before this moment; `first` is true for the first caller told
+    /// so, who sets the one timer that comes back then.
+    After { at: Instant, first: bool },
+    /// Not needed.
+    No,
+}
+
+#[derive(Default)]
+struct State {
+    browsers: Vec<Pooled>,
+    refilling: usize,
+    paused_until: Option<Instant>,
+    timer_set: bool,
+}
+
+/// The browsers launched ahead.
+pub(super) struct Pool {
+    size: usize,
+    /// How long refills wait after a handout.
+    handout_pause: Duration,
+    state: Mutex<State>,
+}
+
+impl Pool {
+    /// An empty pool that keeps `size` browsers.
+    pub(super) fn new(size: usize, handout_pause: Duration) -> Self {
+        Self {
+            size,
+            handout_pause,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Takes a live browser, if there is one; refills pause for a moment.
+    pub(super) fn take(&self) -> Option<Pooled> {
+        let mut state = self.state.lock().ok()?;
+        while let Some(pooled) = state.browsers.pop() {
             if !pooled.browser.has_exited() {
-                self.pause_refills(REFILL_DELAY);
+                let until = Instant::now() + self.handout_pause;
+                state.paused_until = Some(state.paused_until.map_or(until, |current| current.max(until)));
                 return Some(pooled);
             }
-            // Died while waiting: its permit goes back as it drops.
+            // Died while waiting: its place goes back as it drops.
             tracing::warn!(pid = pooled.browser.pid(), "a pooled browser had died; discarding it");
         }
         None
     }
 
-    /// Holds refills back for at least `pause` from now.
-    fn pause_refills(&self, pause: Duration) {
-        if let Ok(mut paused) = self.refill_paused_until.lock() {
-            let until = Instant::now() + pause;
-            *paused = Some(paused.map_or(until, |current| current.max(until)));
+    /// Puts back a browser that was taken but not used.
+    pub(super) fn put_back(&self, pooled: Pooled) {
+        if let Ok(mut state) = self.state.lock() {
+            state.browsers.push(pooled);
         }
     }
 
-    /// How many browsers are pooled or being launched for the pool.
-    fn pool_level(&self) -> usize {
-        self.pool.lock().map(|pool| pool.len()).unwrap_or(0) + self.refills.load(Ordering::SeqCst)
+    /// How many browsers wait in the pool.
+    pub(super) fn len(&self) -> usize {
+        self.state.lock().map(|state| state.browsers.len()).unwrap_or(0)
     }
 
-    /// Starts one refill if the pool is short, nothing waits, and a place and
-    /// a launch permit are free. Called by the admission loop only.
-    pub(super) fn maybe_refill(self: &Arc<Self>, queue_empty: bool) {
-        if !queue_empty || self.pool_level() >= self.settings.pool_size || self.shutdown.is_cancelled() {
-            return;
-        }
-        if let Some(until) = self.refill_paused_until.lock().ok().and_then(|until| *until) {
-            if Instant::now() < until {
-                // Come back when the pause is over (one timer at a time).
-                if !self.refill_timer.swap(true, Ordering::SeqCst) {
-                    let fleet = Arc::clone(self);
-                    self.tasks.spawn(async move {
-                        tokio::select! {
-                            () = tokio::time::sleep_until(until) => {}
-                            () = fleet.shutdown.cancelled() => {}
-                        }
-                        fleet.refill_timer.store(false, Ordering::SeqCst);
-                        fleet.queue_changed.notify_one();
-                    });
-                }
-                return;
-            }
-        }
-        let Ok(capacity) = Arc::clone(&self.capacity).try_acquire_owned() else {
-            return;
+    /// Whether a refill may start now, counting it as under way if so.
+    pub(super) fn plan_refill(&self, now: Instant) -> Refill {
+        let Ok(mut state) = self.state.lock() else {
+            return Refill::No;
         };
-        let Ok(launch_permit) = Arc::clone(&self.launches).try_acquire_owned() else {
-            return;
-        };
-        self.refills.fetch_add(1, Ordering::SeqCst);
-        let fleet = Arc::clone(self);
-        self.tasks.spawn(async move {
-            let name = format!("pool{}", uuid::Uuid::new_v4().simple());
-            let spec = LaunchSpec {
-                ready_timeout: fleet.settings.launch_timeout,
-                window_frame: fleet.window_frame(),
-                host_resolver_rules: fleet.settings.host_resolver_rules.clone(),
-                run_as: fleet.settings.run_as.clone(),
-                sandbox: fleet.settings.sandbox,
-                ..LaunchSpec::new(
-                    fleet.settings.chromium.clone(),
-                    fleet.settings.browser_dirs.for_session(&name),
-                    (Viewport::default().width, Viewport::default().height),
-                    None,
-                )
-            };
-            let launched = launch_until(&spec, fleet.shutdown.cancelled()).await;
-            drop(launch_permit);
-            match &launched {
-                Ok(browser) => fleet.metrics.launched(browser.timings().devtools_ready),
-                Err(anchorage_browser::LaunchError::Stopped) => {}
-                Err(_) => fleet.metrics.launch_failed(),
-            }
-            match launched {
-                Ok(browser) => {
-                    if spec.window_frame.is_none() {
-                        fleet.fit_first_viewport(&browser, Viewport::default()).await;
-                    }
-                    if fleet.shutdown.is_cancelled() {
-                        browser.shut_down().await;
-                    } else if let Ok(mut pool) = fleet.pool.lock() {
-                        tracing::debug!(pid = browser.pid(), "pool refilled");
-                        pool.push(Pooled { browser, capacity });
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "a pool refill failed; refills pause for a while");
-                    fleet.pause_refills(REFILL_BACKOFF);
-                }
-            }
-            fleet.refills.fetch_sub(1, Ordering::SeqCst);
-            fleet.queue_changed.notify_one();
-        });
+        if state.browsers.len() + state.refilling >= self.size {
+            return Refill::No;
+        }
+        if let Some(at) = state.paused_until.filter(|at| now < *at) {
+            let first = !state.timer_set;
+            state.timer_set = true;
+            return Refill::After { at, first };
+        }
+        state.refilling += 1;
+        Refill::Start
     }
 
-    /// Ends every pooled browser (on shutdown).
-    pub(super) async fn drain_pool(&self) {
-        let pooled: Vec<Pooled> = self
-            .pool
+    /// The timer set after `Refill::After { first: true }` went off.
+    pub(super) fn timer_fired(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.timer_set = false;
+        }
+    }
+
+    /// A refill planned with `Refill::Start` did not start after all.
+    pub(super) fn refill_skipped(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.refilling = state.refilling.saturating_sub(1);
+        }
+    }
+
+    /// A refill ended: with its browser, or failed (refills then pause).
+    pub(super) fn refilled(&self, outcome: Option<Pooled>) {
+        if let Ok(mut state) = self.state.lock() {
+            state.refilling = state.refilling.saturating_sub(1);
+            match outcome {
+                Some(pooled) => state.browsers.push(pooled),
+                None => {
+                    let until = Instant::now() + REFILL_BACKOFF;
+                    state.paused_until = Some(state.paused_until.map_or(until, |current| current.max(until)));
+                }
+            }
+        }
+    }
+
+    /// Every pooled browser, taken out (at shutdown).
+    pub(super) fn drain(&self) -> Vec<Pooled> {
+        self.state
             .lock()
-            .map(|mut pool| pool.drain(..).collect())
-            .unwrap_or_default();
-        for Pooled { browser, capacity } in pooled {
-            browser.shut_down().await;
-            drop(capacity);
-        }
+            .map(|mut state| state.browsers.drain(..).collect())
+            .unwrap_or_default()
     }
 }

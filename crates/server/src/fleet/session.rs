@@ -12,7 +12,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Fleet, TeamSlot};
+use super::admission::TeamSlot;
+use super::Fleet;
 
 /// A session whose browser is running.
 #[derive(Debug)]
@@ -121,7 +122,7 @@ impl Drop for ClientGuard {
 /// What a supervisor holds for as long as its browser lives.
 pub(super) struct Holdings {
     pub browser: Browser,
-    pub capacity: OwnedSemaphorePermit,
+    pub place: OwnedSemaphorePermit,
     pub team_slot: TeamSlot,
 }
 
@@ -136,7 +137,7 @@ impl Fleet {
     ) {
         let Holdings {
             browser,
-            capacity,
+            place,
             team_slot,
         } = holdings;
         let minute = self.settings.timeout_minute;
@@ -202,7 +203,7 @@ impl Fleet {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         session.recorded.cancel();
         browser.shut_down().await;
-        drop(capacity);
+        drop(place);
         drop(team_slot);
         if let Some(batch_id) = session.batch_id {
             self.batch_changed(batch_id);

@@ -44,7 +44,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Data<StatusOk>
             "not ready: the database does not answer".to_owned(),
         ));
     }
-    if !state.fleet.chromium_ready() {
+    if !state.fleet.launcher_ready() {
         return Err(ApiError::Unavailable(
             "not ready: the Chromium executable is missing".to_owned(),
         ));

@@ -68,24 +68,6 @@ fn new_request(state: &AppState, caller: &Caller, configuration: Value) -> Resul
     })
 }
 
-/// Withdraws a synchronous start whose caller hung up before the answer.
-struct AbandonOnDrop {
-    state: AppState,
-    caller: Caller,
-    request_id: RequestId,
-    armed: bool,
-}
-
-impl Drop for AbandonOnDrop {
-    fn drop(&mut self) {
-        if self.armed {
-            let fleet = self.state.fleet.clone();
-            let (team_id, request_id) = (self.caller.0.team_id, self.request_id);
-            tokio::spawn(async move { fleet.abandon(team_id, request_id).await });
-        }
-    }
-}
-
 /// `POST /v1/sessions`: start a session and answer once it is connectable.
 #[utoipa::path(
     operation_id = "create_session",
@@ -103,29 +85,26 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> ApiResult<SessionCreated> {
     let request = new_request(&state, &caller, body)?;
-    let request_id = request.id;
-    let waiting = state.fleet.submit(request).await?;
-    let mut guard = AbandonOnDrop {
-        state: state.clone(),
-        caller,
-        request_id,
-        armed: true,
-    };
-    let outcome = waiting.await;
-    guard.armed = false;
-    match outcome {
-        Ok(StartOutcome::Started(session_id)) => Ok(Data::of(SessionCreated {
+    // A client that hangs up from here on drops the ticket, which withdraws
+    // the start (see `StartTicket`).
+    let ticket = state.fleet.submit_waiting(request).await?;
+    let request_id = ticket.request_id();
+    match ticket.outcome().await {
+        Some(StartOutcome::Started(session_id)) => Ok(Data::of(SessionCreated {
             id: session_id,
             cdp_url: state.cdp_url(session_id),
             live_view_url: state.live_view_url(session_id),
         })),
-        Ok(StartOutcome::Failed(reason)) => Err(ApiError::internal(format!(
+        Some(StartOutcome::Failed(reason)) => Err(ApiError::internal(format!(
             "session start {request_id} failed: {reason}"
         ))),
-        Ok(StartOutcome::Cancelled) => Err(ApiError::Unavailable(
+        Some(StartOutcome::Cancelled) => Err(ApiError::Unavailable(
             "the session was ended before its browser was ready; start a new one".to_owned(),
         )),
-        Err(_) => Err(ApiError::Unavailable(
+        Some(StartOutcome::Unavailable(why)) => Err(ApiError::Unavailable(format!(
+            "{why}; the start was withdrawn, try again later"
+        ))),
+        None => Err(ApiError::Unavailable(
             "the server is shutting down; try again shortly".to_owned(),
         )),
     }
@@ -150,7 +129,7 @@ pub async fn create_async(
     let request = new_request(&state, &caller, body)?;
     let request_id = request.id;
     // Nobody waits on the receiver; the poller reads the store.
-    drop(state.fleet.submit(request).await?);
+    state.fleet.submit(request).await?;
     Ok(Data::of(AsyncAccepted {
         request_id,
         status: RequestStatus::Pending.as_str(),

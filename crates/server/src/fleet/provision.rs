@@ -1,0 +1,283 @@
+//! Provisioning one admitted start: record the launch, get a browser (from
+//! the pool, or launched with one retry), record it running, and hand it to
+//! its supervisor.
+//!
+//! [`Fleet::provision`] has one exit, [`Fleet::finish_provision`], which
+//! does what must happen whatever the outcome: tell the waiting caller,
+//! re-queue a request that gets another try, and publish the batch change.
+//! The steps in between only say how it ended ([`Provisioned`]).
+
+use std::sync::Arc;
+
+use anchorage_browser::{Browser, LaunchError, LaunchRequest};
+use anchorage_core::{RequestId, SessionId, SessionOptions, SessionStatus, Timestamp};
+use anchorage_store::{LaunchFailure, RequestRecord, SessionRecord};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::admission::TeamSlot;
+use super::pool::Pooled;
+use super::session::{Holdings, LiveSession};
+use super::{Fleet, Launching, StartOutcome, STORE_RETRY_DELAY};
+
+/// Where a starting session's browser comes from.
+pub(super) enum Start {
+    /// A pooled browser, with its place.
+    Pooled(Pooled),
+    /// A fresh launch into this place; `evicted` is a pooled browser that
+    /// gave its place up and must be ended first.
+    Cold {
+        place: OwnedSemaphorePermit,
+        evicted: Option<Browser>,
+        launch_permit: OwnedSemaphorePermit,
+    },
+}
+
+/// How a provisioning ended.
+enum Provisioned {
+    /// The session runs, under its supervisor.
+    Running(SessionId),
+    /// Withdrawn (a cancel, an end, an abandoned start, shutdown) before it
+    /// was up; whoever withdrew it recorded why.
+    Withdrawn,
+    /// The store could not record the start of the launch: nothing changed
+    /// and the request is still pending.
+    NotRecorded(String),
+    /// The browser did not come up, even on the second try.
+    LaunchFailed { session_id: SessionId, message: String },
+    /// The stored request cannot be read by this version.
+    Unreadable(String),
+}
+
+/// Takes a finished launch out of the registry (and tells a cancel waiting
+/// for it) however the provisioning ends.
+struct Registration<'a> {
+    fleet: &'a Fleet,
+    request_id: RequestId,
+    done: CancellationToken,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut launching) = self.fleet.launching.lock() {
+            launching.remove(&self.request_id);
+        }
+        self.done.cancel();
+    }
+}
+
+impl Fleet {
+    /// Provisions one admitted start; see the module doc.
+    pub(super) async fn provision(self: Arc<Self>, request: RequestRecord, start: Start, team_slot: TeamSlot) {
+        let provisioned = self.provision_steps(&request, start, team_slot).await;
+        self.finish_provision(request, provisioned).await;
+    }
+
+    /// The one exit of a provisioning.
+    async fn finish_provision(&self, request: RequestRecord, provisioned: Provisioned) {
+        let (request_id, batch_id) = (request.id, request.batch_id);
+        match provisioned {
+            Provisioned::Running(session_id) => self.notify(request_id, StartOutcome::Started(session_id)),
+            Provisioned::Withdrawn => self.notify(request_id, StartOutcome::Cancelled),
+            Provisioned::Unreadable(message) => self.notify(request_id, StartOutcome::Failed(message)),
+            Provisioned::NotRecorded(why) => {
+                tracing::error!(%request_id, error = %why, "cannot record a launch; the request is tried again shortly");
+                self.notify(request_id, StartOutcome::Unavailable(why));
+                let fleet_admission = Arc::clone(&self.admission);
+                let shutdown = self.shutdown.clone();
+                self.tasks.spawn(async move {
+                    tokio::select! {
+                        () = tokio::time::sleep(STORE_RETRY_DELAY) => fleet_admission.push(request),
+                        // Still pending in the store: the next start loads it.
+                        () = shutdown.cancelled() => {}
+                    }
+                });
+            }
+            Provisioned::LaunchFailed { session_id, message } => {
+                tracing::warn!(%request_id, %session_id, error = %message, "launch failed");
+                match self
+                    .store
+                    .fail_launch(request_id, session_id, &message, Timestamp::now())
+                    .await
+                {
+                    Ok(LaunchFailure::Requeued) => self.admission.push(request),
+                    Ok(LaunchFailure::Failed) => self.notify(request_id, StartOutcome::Failed(message)),
+                    Err(error) => {
+                        tracing::error!(%request_id, %error, "cannot record a failed launch");
+                        self.notify(request_id, StartOutcome::Failed(message));
+                    }
+                }
+            }
+        }
+        if let Some(batch_id) = batch_id {
+            self.batch_changed(batch_id);
+        }
+    }
+
+    async fn provision_steps(
+        self: &Arc<Self>,
+        request: &RequestRecord,
+        start: Start,
+        team_slot: TeamSlot,
+    ) -> Provisioned {
+        let options = match SessionOptions::from_configuration(&request.configuration) {
+            Ok(options) => options,
+            Err(error) => {
+                // Bodies are validated when accepted; this is a row an older
+                // version accepted.
+                tracing::error!(request_id = %request.id, %error, "a stored request has an invalid configuration");
+                return Provisioned::Unreadable(format!("stored configuration is not valid: {error}"));
+            }
+        };
+        let session = SessionRecord {
+            id: SessionId::new_random(),
+            team_id: request.team_id,
+            api_key_id: request.api_key_id,
+            api_key_name: request.api_key_name.clone(),
+            request_id: Some(request.id),
+            batch_id: request.batch_id,
+            status: SessionStatus::Starting,
+            configuration: request.configuration.clone(),
+            tags: options.tags.clone(),
+            headless: options.headless_requested,
+            recording: options.recording_requested,
+            proxy: options.proxy_requested,
+            created_at: Timestamp::now(),
+            started_at: None,
+            ended_at: None,
+            end_reason: None,
+        };
+        // Registered before the store hears of the launch, so that a cancel
+        // that commits after `begin_launch` always finds it. Shutdown stops
+        // it too (a child token).
+        let abort = self.shutdown.child_token();
+        let done = CancellationToken::new();
+        if let Ok(mut launching) = self.launching.lock() {
+            launching.insert(
+                request.id,
+                Launching {
+                    batch_id: request.batch_id,
+                    session_id: session.id,
+                    abort: abort.clone(),
+                    done: done.clone(),
+                },
+            );
+        }
+        let _registration = Registration {
+            fleet: self,
+            request_id: request.id,
+            done,
+        };
+
+        let recorded = self.store.begin_launch(request.id, &session).await;
+        if !matches!(recorded, Ok(true)) {
+            // An unused pooled browser goes back.
+            if let Start::Pooled(pooled) = start {
+                self.pool.put_back(pooled);
+            }
+            return match recorded {
+                Err(error) => {
+                    Provisioned::NotRecorded(error.unavailable().map_or_else(|| error.to_string(), str::to_owned))
+                }
+                // Withdrawn while queued.
+                _ => Provisioned::Withdrawn,
+            };
+        }
+        if let Some(batch_id) = request.batch_id {
+            self.batch_changed(batch_id);
+        }
+
+        let started = Instant::now();
+        let from_pool = matches!(start, Start::Pooled(_));
+        let (launched, place) = match start {
+            Start::Pooled(Pooled { browser, place }) => {
+                if let Err(error) = self.launcher.hand_out(&browser, options.initial_url.as_ref()).await {
+                    tracing::warn!(session_id = %session.id, %error, "could not ready a pooled browser fully");
+                }
+                (Ok(browser), place)
+            }
+            Start::Cold {
+                place,
+                evicted,
+                launch_permit,
+            } => {
+                if let Some(evicted) = evicted {
+                    // Its place is this start's: it must be gone first.
+                    evicted.shut_down().await;
+                }
+                let launch = LaunchRequest {
+                    name: session.id.as_uuid().simple().to_string(),
+                    window: (options.viewport.width, options.viewport.height),
+                    initial_url: options.initial_url.clone(),
+                    ahead: false,
+                };
+                let launched = self.launch_with_retry(&launch, &abort).await;
+                drop(launch_permit);
+                // A launch permit is free again: a waiting start or a refill may use it.
+                self.admission.wake();
+                (launched, place)
+            }
+        };
+        let browser = match launched {
+            Ok(browser) => browser,
+            Err(LaunchError::Stopped) => return Provisioned::Withdrawn,
+            Err(error) => {
+                return Provisioned::LaunchFailed {
+                    session_id: session.id,
+                    message: error.to_string(),
+                }
+            }
+        };
+        if abort.is_cancelled() {
+            browser.shut_down().await;
+            return Provisioned::Withdrawn;
+        }
+        match self.store.finish_launch(request.id, session.id, Timestamp::now()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Cancelled or ended while launching: never leave it running.
+                browser.shut_down().await;
+                return Provisioned::Withdrawn;
+            }
+            Err(error) => {
+                tracing::error!(session_id = %session.id, %error, "cannot record a started session; ending it");
+                browser.shut_down().await;
+                return Provisioned::LaunchFailed {
+                    session_id: session.id,
+                    message: "the server could not record the session".to_owned(),
+                };
+            }
+        }
+        let timings = browser.timings();
+        tracing::info!(
+            session_id = %session.id,
+            pid = browser.pid(),
+            from_pool,
+            start_ms = started.elapsed().as_secs_f64() * 1000.0,
+            launch_prepared_ms = timings.prepared.as_secs_f64() * 1000.0,
+            launch_spawned_ms = timings.spawned.as_secs_f64() * 1000.0,
+            launch_devtools_ms = timings.devtools_ready.as_secs_f64() * 1000.0,
+            "session running"
+        );
+        let live = Arc::new(LiveSession::new(
+            session.id,
+            session.team_id,
+            session.batch_id,
+            browser.devtools().clone(),
+            options.live_view_read_only,
+        ));
+        if let Ok(mut sessions) = self.live.lock() {
+            sessions.insert(session.id, Arc::clone(&live));
+        }
+        let fleet = Arc::clone(self);
+        let holdings = Holdings {
+            browser,
+            place,
+            team_slot,
+        };
+        self.tasks
+            .spawn(async move { fleet.supervise(live, options, holdings).await });
+        Provisioned::Running(session.id)
+    }
+}

@@ -1,0 +1,770 @@
+//! Unit tests of the scheduling rules, against a fake launcher (browsers with
+//! no process, `anchorage_browser::testing`) and an in-memory store that can
+//! be told to fail or to hold a call. No Chromium; each runs in milliseconds
+//! (the store-retry test waits its one-second delay).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anchorage_browser::testing::{simulated_browser, BrowserHandle};
+use anchorage_browser::{Browser, BrowserExit, LaunchError, LaunchRequest, Launcher};
+use anchorage_core::{BatchId, RequestId, RequestStatus, SessionId, SessionStatus, TeamId, Timestamp};
+use anchorage_store::{
+    ApiKeyRecord, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, LaunchFailure,
+    RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord, SqliteStore, Store,
+    StoreError, StoreResult, TeamRecord,
+};
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use url::Url;
+
+use super::{BatchEnd, EndWait, Fleet, FleetSettings, StartOutcome};
+
+/// What the fake does with one launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    /// Comes up.
+    Up,
+    /// Fails at once.
+    Fail,
+}
+
+/// A launcher whose browsers have no process. Launches can be held at a
+/// gate (to keep them in flight) and told to fail.
+#[derive(Default)]
+struct FakeLauncher {
+    script: Mutex<VecDeque<Behaviour>>,
+    requests: Mutex<Vec<LaunchRequest>>,
+    handles: Mutex<Vec<(String, BrowserHandle)>>,
+    handed_out: Mutex<Vec<Option<Url>>>,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+    /// While set, launches wait until a permit is added.
+    gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    stopped: AtomicUsize,
+}
+
+impl FakeLauncher {
+    fn then(&self, behaviours: &[Behaviour]) {
+        self.script.lock().unwrap().extend(behaviours.iter().copied());
+    }
+
+    fn hold(&self) -> Arc<tokio::sync::Semaphore> {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        *self.gate.lock().unwrap() = Some(Arc::clone(&gate));
+        gate
+    }
+
+    fn requests(&self) -> Vec<LaunchRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// First pages of the launches for sessions (not the pool), in launch order.
+    fn session_urls(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .filter(|request| !request.ahead)
+            .map(|request| {
+                let host = request.initial_url.as_ref().and_then(Url::host_str).unwrap_or("-");
+                host.trim_end_matches(".test").to_owned()
+            })
+            .collect()
+    }
+
+    /// How many of the browsers launched so far are still alive.
+    fn alive(&self) -> usize {
+        self.handles
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, handle)| !handle.is_gone())
+            .count()
+    }
+
+    fn crash(&self, index: usize) {
+        let mut handles = self.handles.lock().unwrap();
+        handles[index].1.exit_by_itself(BrowserExit::Exited {
+            status: "signal 11".to_owned(),
+            clean: false,
+        });
+    }
+}
+
+#[async_trait]
+impl Launcher for FakeLauncher {
+    async fn launch(&self, request: &LaunchRequest, stop: CancellationToken) -> Result<Browser, LaunchError> {
+        self.requests.lock().unwrap().push(request.clone());
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        let gate = self.gate.lock().unwrap().clone();
+        let passed = match gate {
+            Some(gate) => tokio::select! {
+                permit = gate.acquire() => { permit.map(|permit| permit.forget()).is_ok() }
+                () = stop.cancelled() => false,
+            },
+            None => !stop.is_cancelled(),
+        };
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if !passed {
+            self.stopped.fetch_add(1, Ordering::SeqCst);
+            return Err(LaunchError::Stopped);
+        }
+        let behaviour = self.script.lock().unwrap().pop_front().unwrap_or(Behaviour::Up);
+        match behaviour {
+            Behaviour::Up => {
+                let (browser, handle) = simulated_browser().map_err(LaunchError::Pipe)?;
+                self.handles.lock().unwrap().push((request.name.clone(), handle));
+                Ok(browser)
+            }
+            Behaviour::Fail => Err(LaunchError::Exited {
+                status: "exit status 1".to_owned(),
+                stderr_tail: "the fake was told to fail".to_owned(),
+            }),
+        }
+    }
+
+    async fn hand_out(&self, _browser: &Browser, initial_url: Option<&Url>) -> Result<(), String> {
+        self.handed_out.lock().unwrap().push(initial_url.cloned());
+        Ok(())
+    }
+
+    fn ready(&self) -> bool {
+        true
+    }
+}
+
+/// The in-memory store, with faults to order.
+struct FaultyStore {
+    inner: SqliteStore,
+    /// `begin_launch` fails this many more times.
+    begin_launch_failures: AtomicUsize,
+    /// While set, `insert_request` tells `entered` and waits for `release`.
+    insert_hold: Mutex<Option<(Arc<Notify>, Arc<Notify>)>>,
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+        self.inner.setting(key).await
+    }
+    async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
+        self.inner.setting_or_insert(key, value).await
+    }
+    async fn create_team(&self, name: &str) -> StoreResult<TeamRecord> {
+        self.inner.create_team(name).await
+    }
+    async fn team_by_name(&self, name: &str) -> StoreResult<Option<TeamRecord>> {
+        self.inner.team_by_name(name).await
+    }
+    async fn team_count(&self) -> StoreResult<i64> {
+        self.inner.team_count().await
+    }
+    async fn create_api_key(
+        &self,
+        team_id: TeamId,
+        name: &str,
+        key_hash: &str,
+        key_prefix: &str,
+    ) -> StoreResult<ApiKeyRecord> {
+        self.inner.create_api_key(team_id, name, key_hash, key_prefix).await
+    }
+    async fn authenticate(&self, key_hash: &str) -> StoreResult<Option<AuthenticatedKey>> {
+        self.inner.authenticate(key_hash).await
+    }
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        self.inner.list_api_keys().await
+    }
+    async fn revoke_api_key(&self, id_or_prefix: &str) -> StoreResult<u64> {
+        self.inner.revoke_api_key(id_or_prefix).await
+    }
+    async fn insert_request(&self, request: &RequestRecord) -> StoreResult<()> {
+        let hold = self.insert_hold.lock().unwrap().clone();
+        if let Some((entered, release)) = hold {
+            entered.notify_one();
+            release.notified().await;
+        }
+        self.inner.insert_request(request).await
+    }
+    async fn request(&self, team_id: TeamId, request_id: RequestId) -> StoreResult<Option<RequestRecord>> {
+        self.inner.request(team_id, request_id).await
+    }
+    async fn cancel_pending_request(&self, request_id: RequestId, at: Timestamp) -> StoreResult<bool> {
+        self.inner.cancel_pending_request(request_id, at).await
+    }
+    async fn pending_requests(&self) -> StoreResult<Vec<RequestRecord>> {
+        self.inner.pending_requests().await
+    }
+    async fn begin_launch(&self, request_id: RequestId, session: &SessionRecord) -> StoreResult<bool> {
+        let fail = self
+            .begin_launch_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1))
+            .is_ok();
+        if fail {
+            return Err(StoreError::Unavailable("the database is locked by another process"));
+        }
+        self.inner.begin_launch(request_id, session).await
+    }
+    async fn finish_launch(&self, request_id: RequestId, session_id: SessionId, at: Timestamp) -> StoreResult<bool> {
+        self.inner.finish_launch(request_id, session_id, at).await
+    }
+    async fn fail_launch(
+        &self,
+        request_id: RequestId,
+        session_id: SessionId,
+        error: &str,
+        at: Timestamp,
+    ) -> StoreResult<LaunchFailure> {
+        self.inner.fail_launch(request_id, session_id, error, at).await
+    }
+    async fn session(&self, team_id: TeamId, session_id: SessionId) -> StoreResult<Option<SessionRecord>> {
+        self.inner.session(team_id, session_id).await
+    }
+    async fn end_session(
+        &self,
+        session_id: SessionId,
+        status: SessionStatus,
+        reason: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        self.inner.end_session(session_id, status, reason, at).await
+    }
+    async fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+        page: &SessionPage,
+    ) -> StoreResult<(Vec<SessionRecord>, i64)> {
+        self.inner.list_sessions(filter, page).await
+    }
+    async fn insert_batch(&self, batch: &BatchRecord, items: &[RequestRecord]) -> StoreResult<()> {
+        self.inner.insert_batch(batch, items).await
+    }
+    async fn batch(&self, team_id: TeamId, batch_id: BatchId) -> StoreResult<Option<BatchSummary>> {
+        self.inner.batch(team_id, batch_id).await
+    }
+    async fn batch_items(&self, batch_id: BatchId) -> StoreResult<Vec<BatchItem>> {
+        self.inner.batch_items(batch_id).await
+    }
+    async fn list_batches(&self, filter: &BatchFilter) -> StoreResult<(Vec<BatchSummary>, i64)> {
+        self.inner.list_batches(filter).await
+    }
+    async fn cancel_batch(&self, team_id: TeamId, batch_id: BatchId, at: Timestamp) -> StoreResult<BatchChange> {
+        self.inner.cancel_batch(team_id, batch_id, at).await
+    }
+    async fn delete_batch(&self, team_id: TeamId, batch_id: BatchId, at: Timestamp) -> StoreResult<BatchChange> {
+        self.inner.delete_batch(team_id, batch_id, at).await
+    }
+    async fn retry_batch(
+        &self,
+        team_id: TeamId,
+        batch_id: BatchId,
+        failed_only: bool,
+        attempts: i64,
+    ) -> StoreResult<RetryOutcome> {
+        self.inner.retry_batch(team_id, batch_id, failed_only, attempts).await
+    }
+    async fn batch_item_counts(&self) -> StoreResult<anchorage_core::BatchCounts> {
+        self.inner.batch_item_counts().await
+    }
+    async fn recover_after_restart(&self, reason: &str, at: Timestamp) -> StoreResult<RecoveryReport> {
+        self.inner.recover_after_restart(reason, at).await
+    }
+}
+
+/// A fleet over the fake launcher and the faulty store, with two teams.
+struct Harness {
+    fleet: Arc<Fleet>,
+    store: Arc<FaultyStore>,
+    launcher: Arc<FakeLauncher>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    team_a: TeamId,
+    team_b: TeamId,
+}
+
+fn settings() -> FleetSettings {
+    FleetSettings {
+        max_sessions: 4,
+        launch_concurrency: 4,
+        team_max_sessions: None,
+        pool_size: 0,
+        pool_handout_pause: Duration::ZERO,
+        // Timeouts never fire during a test.
+        timeout_minute: Duration::from_secs(3600),
+    }
+}
+
+async fn harness(settings: FleetSettings) -> Harness {
+    let store = Arc::new(FaultyStore {
+        inner: SqliteStore::open("sqlite::memory:").await.unwrap(),
+        begin_launch_failures: AtomicUsize::new(0),
+        insert_hold: Mutex::new(None),
+    });
+    let team_a = store.create_team("a").await.unwrap().id;
+    let team_b = store.create_team("b").await.unwrap().id;
+    let launcher = Arc::new(FakeLauncher::default());
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let fleet = Fleet::new(
+        Arc::clone(&store) as Arc<dyn Store>,
+        Arc::clone(&launcher) as Arc<dyn Launcher>,
+        settings,
+        shutdown.clone(),
+        tasks.clone(),
+    );
+    fleet.start().await.unwrap();
+    Harness {
+        fleet,
+        store,
+        launcher,
+        shutdown,
+        tasks,
+        team_a,
+        team_b,
+    }
+}
+
+/// A start body whose `initial_url` host names it, so that launch order can
+/// be read off the launcher.
+fn body(name: &str) -> Value {
+    json!({"session": {"initial_url": format!("http://{name}.test/")}})
+}
+
+fn request(team_id: TeamId, configuration: Value) -> RequestRecord {
+    RequestRecord {
+        id: RequestId::new_random(),
+        team_id,
+        api_key_id: None,
+        api_key_name: "test".to_owned(),
+        batch_id: None,
+        item_index: 0,
+        status: RequestStatus::Pending,
+        session_id: None,
+        configuration,
+        error: None,
+        retry_count: 0,
+        metadata: None,
+        created_at: Timestamp::now(),
+        started_at: None,
+        completed_at: None,
+    }
+}
+
+/// Waits (polling, with a deadline) until `condition` holds.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+impl Harness {
+    async fn submit(&self, team_id: TeamId, configuration: Value) -> RequestId {
+        let request = request(team_id, configuration);
+        let id = request.id;
+        self.fleet.submit(request).await.unwrap();
+        id
+    }
+
+    async fn submit_batch(&self, team_id: TeamId, names: &[&str]) -> BatchId {
+        let batch = BatchRecord {
+            id: BatchId::new_random(),
+            team_id,
+            api_key_id: None,
+            total_requests: names.len() as i64,
+            configuration: json!({}),
+            metadata: None,
+            created_at: Timestamp::now(),
+        };
+        let items = names
+            .iter()
+            .enumerate()
+            .map(|(index, name)| RequestRecord {
+                batch_id: Some(batch.id),
+                item_index: index as i64,
+                ..request(team_id, body(name))
+            })
+            .collect();
+        self.fleet.submit_batch(&batch, items).await.unwrap();
+        batch.id
+    }
+
+    async fn request_status(&self, team_id: TeamId, request_id: RequestId) -> RequestRecord {
+        self.store.request(team_id, request_id).await.unwrap().unwrap()
+    }
+
+    fn running(&self) -> usize {
+        self.fleet.gauges().running_sessions
+    }
+
+    /// Ends the session launched for `name` and waits until it is gone.
+    async fn end_named(&self, name: &str) {
+        let session_id = self.session_for(name);
+        self.fleet
+            .end_session(session_id, SessionStatus::Completed, "test")
+            .await
+            .unwrap();
+    }
+
+    fn session_for(&self, name: &str) -> SessionId {
+        let url = format!("http://{name}.test/");
+        let request = self
+            .launcher
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|request| request.initial_url.as_ref().map(Url::as_str) == Some(url.as_str()))
+            .unwrap();
+        SessionId::from(uuid::Uuid::parse_str(&request.name).unwrap())
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
+            .await
+            .expect("every task ends at shutdown");
+    }
+}
+
+#[tokio::test]
+async fn teams_take_turns_and_each_team_keeps_its_order() {
+    let harness = harness(FleetSettings {
+        max_sessions: 1,
+        launch_concurrency: 1,
+        ..settings()
+    })
+    .await;
+    harness.submit_batch(harness.team_a, &["a0", "a1", "a2"]).await;
+    eventually("a0 runs", || harness.running() == 1).await;
+    // A single start of another team, late, is next: not behind the batch.
+    harness.submit(harness.team_b, body("b0")).await;
+    for name in ["a0", "b0", "a1", "a2"] {
+        eventually("one session runs", || harness.running() == 1).await;
+        assert_eq!(harness.launcher.session_urls().last().map(String::as_str), Some(name));
+        harness.end_named(name).await;
+    }
+    assert_eq!(harness.launcher.session_urls(), ["a0", "b0", "a1", "a2"]);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_team_at_its_quota_waits_while_other_teams_go_on() {
+    let harness = harness(FleetSettings {
+        team_max_sessions: Some(1),
+        ..settings()
+    })
+    .await;
+    harness.submit_batch(harness.team_a, &["a0", "a1"]).await;
+    harness.submit(harness.team_b, body("b0")).await;
+    eventually("a0 and b0 run", || harness.running() == 2).await;
+    assert!(harness.fleet.team_over_quota(harness.team_a));
+    assert_eq!(harness.fleet.gauges().queued_requests, 1);
+    harness.end_named("a0").await;
+    eventually("a1 runs", || harness.launcher.session_urls().len() == 3).await;
+    assert_eq!(harness.launcher.session_urls(), ["a0", "b0", "a1"]);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn no_more_launches_at_once_than_the_launch_concurrency_and_no_more_places_than_max_sessions() {
+    let harness = harness(FleetSettings {
+        max_sessions: 3,
+        launch_concurrency: 2,
+        ..settings()
+    })
+    .await;
+    let gate = harness.launcher.hold();
+    harness
+        .submit_batch(harness.team_a, &["a0", "a1", "a2", "a3", "a4"])
+        .await;
+    eventually("two launches are in flight", || {
+        harness.launcher.in_flight.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    gate.add_permits(10);
+    eventually("three run", || harness.running() == 3).await;
+    assert_eq!(harness.launcher.most_in_flight.load(Ordering::SeqCst), 2);
+    assert_eq!(harness.fleet.gauges().queued_requests, 2);
+    harness.end_named("a0").await;
+    eventually("a3 runs", || harness.launcher.session_urls().len() == 4).await;
+    assert_eq!(harness.running(), 3);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_pooled_browser_is_handed_to_a_default_start_and_the_pool_refills() {
+    let harness = harness(FleetSettings {
+        pool_size: 1,
+        ..settings()
+    })
+    .await;
+    eventually("the pool is full", || harness.fleet.gauges().pooled_browsers == 1).await;
+    assert!(harness.launcher.requests()[0].ahead);
+    let request_id = harness.submit(harness.team_a, body("a0")).await;
+    eventually("the session runs", || harness.running() == 1).await;
+    // The pooled browser was handed out (no launch for the session), with
+    // its initial_url opened at handout.
+    assert!(harness.launcher.session_urls().is_empty());
+    assert_eq!(
+        harness.launcher.handed_out.lock().unwrap().clone(),
+        vec![Some(Url::parse("http://a0.test/").unwrap())]
+    );
+    assert_eq!(
+        harness.request_status(harness.team_a, request_id).await.status,
+        RequestStatus::Completed
+    );
+    eventually("the pool refilled", || harness.fleet.gauges().pooled_browsers == 1).await;
+    assert_eq!(
+        harness
+            .launcher
+            .requests()
+            .iter()
+            .filter(|request| request.ahead)
+            .count(),
+        2
+    );
+    // A start with another window cannot use it and launches cold.
+    harness
+        .submit(
+            harness.team_a,
+            json!({"browser": {"viewport": {"width": 800, "height": 600}}}),
+        )
+        .await;
+    eventually("it runs", || harness.running() == 2).await;
+    assert_eq!(
+        harness.launcher.requests().last().map(|request| request.window),
+        Some((800, 600))
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn the_pool_gives_its_place_up_when_the_server_is_full() {
+    let harness = harness(FleetSettings {
+        max_sessions: 1,
+        pool_size: 1,
+        ..settings()
+    })
+    .await;
+    eventually("the pool is full", || harness.fleet.gauges().pooled_browsers == 1).await;
+    harness
+        .submit(
+            harness.team_a,
+            json!({"browser": {"viewport": {"width": 800, "height": 600}}}),
+        )
+        .await;
+    eventually("the cold start runs", || harness.running() == 1).await;
+    // The pooled browser was ended to make room; only the session's lives.
+    assert_eq!(harness.fleet.gauges().pooled_browsers, 0);
+    assert_eq!(harness.launcher.alive(), 1);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancel_during_launch_stops_the_launches_and_nothing_of_the_batch_starts_later() {
+    let harness = harness(FleetSettings {
+        launch_concurrency: 2,
+        ..settings()
+    })
+    .await;
+    let gate = harness.launcher.hold();
+    let batch_id = harness.submit_batch(harness.team_a, &["a0", "a1", "a2"]).await;
+    eventually("two launches are in flight", || {
+        harness.launcher.in_flight.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let ended = harness.fleet.cancel_batch(harness.team_a, batch_id).await.unwrap();
+    assert!(matches!(ended, BatchEnd::Done(_)), "{ended:?}");
+    // Both launches were stopped before the cancel answered.
+    assert_eq!(harness.launcher.stopped.load(Ordering::SeqCst), 2);
+    gate.add_permits(10);
+    let items = harness.store.batch_items(batch_id).await.unwrap();
+    assert!(items.iter().all(|item| item.request.status == RequestStatus::Cancelled));
+    assert_eq!(harness.fleet.gauges().queued_requests, 0);
+    assert_eq!(harness.launcher.requests().len(), 2);
+    assert_eq!(harness.running(), 0);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_launch_is_tried_once_more_and_every_try_is_counted() {
+    let harness = harness(settings()).await;
+    harness.launcher.then(&[Behaviour::Fail, Behaviour::Up]);
+    let ticket = harness
+        .fleet
+        .submit_waiting(request(harness.team_a, body("a0")))
+        .await
+        .unwrap();
+    assert!(matches!(ticket.outcome().await, Some(StartOutcome::Started(_))));
+    assert_eq!(harness.launcher.session_urls(), ["a0", "a0"]);
+    assert_eq!(harness.fleet.metrics.launches.load(Ordering::Relaxed), 2);
+    assert_eq!(harness.fleet.metrics.launch_failures.load(Ordering::Relaxed), 1);
+
+    harness.launcher.then(&[Behaviour::Fail, Behaviour::Fail]);
+    let ticket = harness
+        .fleet
+        .submit_waiting(request(harness.team_a, body("a1")))
+        .await
+        .unwrap();
+    let request_id = ticket.request_id();
+    assert!(matches!(ticket.outcome().await, Some(StartOutcome::Failed(_))));
+    assert_eq!(
+        harness.request_status(harness.team_a, request_id).await.status,
+        RequestStatus::Failed
+    );
+    assert_eq!(harness.fleet.metrics.launches.load(Ordering::Relaxed), 4);
+    assert_eq!(harness.fleet.metrics.launch_failures.load(Ordering::Relaxed), 3);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_browser_that_dies_ends_its_session_and_frees_its_place() {
+    let harness = harness(FleetSettings {
+        max_sessions: 1,
+        ..settings()
+    })
+    .await;
+    harness.submit(harness.team_a, body("a0")).await;
+    harness.submit(harness.team_a, body("a1")).await;
+    eventually("a0 runs", || harness.running() == 1).await;
+    let a0 = harness.session_for("a0");
+    harness.launcher.crash(0);
+    eventually("a1 runs in its place", || harness.launcher.session_urls().len() == 2).await;
+    let session = harness.store.session(harness.team_a, a0).await.unwrap().unwrap();
+    assert_eq!(session.status, SessionStatus::Failed);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_every_browser_and_tells_waiting_callers() {
+    let harness = harness(FleetSettings {
+        max_sessions: 1,
+        pool_size: 0,
+        ..settings()
+    })
+    .await;
+    harness.submit(harness.team_a, body("a0")).await;
+    eventually("a0 runs", || harness.running() == 1).await;
+    let waiting = harness
+        .fleet
+        .submit_waiting(request(harness.team_a, body("a1")))
+        .await
+        .unwrap();
+    let waiting_id = waiting.request_id();
+    let outcome = tokio::spawn(waiting.outcome());
+    harness.shutdown.cancel();
+    assert_eq!(outcome.await.unwrap(), None);
+    let launcher = Arc::clone(&harness.launcher);
+    let (store, team_a) = (Arc::clone(&harness.store), harness.team_a);
+    harness.stop().await;
+    assert_eq!(launcher.alive(), 0);
+    // The waiting start stays pending for the next run.
+    let request = store.request(team_a, waiting_id).await.unwrap().unwrap();
+    assert_eq!(request.status, RequestStatus::Pending);
+}
+
+/// Defect: a store error at `begin_launch` stranded the start (never
+/// re-queued, its waiter never told), so a synchronous start hung.
+#[tokio::test]
+async fn a_store_error_when_a_launch_begins_answers_the_caller_and_the_request_is_tried_again() {
+    let harness = harness(settings()).await;
+    harness.store.begin_launch_failures.store(1, Ordering::SeqCst);
+    let ticket = harness
+        .fleet
+        .submit_waiting(request(harness.team_a, body("a0")))
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), ticket.outcome())
+        .await
+        .expect("the caller is answered");
+    assert!(matches!(outcome, Some(StartOutcome::Unavailable(_))), "{outcome:?}");
+    // An asynchronous start, with nobody to tell, is tried again and runs.
+    harness.store.begin_launch_failures.store(1, Ordering::SeqCst);
+    let request_id = harness.submit(harness.team_b, body("b0")).await;
+    eventually("b0 runs", || harness.running() == 1).await;
+    assert_eq!(
+        harness.request_status(harness.team_b, request_id).await.status,
+        RequestStatus::Completed
+    );
+    // The synchronous one was withdrawn when its caller got the error.
+    assert_eq!(harness.launcher.session_urls(), ["b0"]);
+    harness.stop().await;
+}
+
+/// Defect: the abandon guard of a synchronous start was armed only after the
+/// insert, so a caller that left during it left a request nobody waited for.
+#[tokio::test]
+async fn a_caller_that_leaves_while_its_start_is_being_stored_leaves_nothing_behind() {
+    let harness = harness(settings()).await;
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    *harness.store.insert_hold.lock().unwrap() = Some((Arc::clone(&entered), Arc::clone(&release)));
+    let start = request(harness.team_a, body("a0"));
+    let request_id = start.id;
+    let fleet = Arc::clone(&harness.fleet);
+    let caller = tokio::spawn(async move { fleet.submit_waiting(start).await.map(|_| ()) });
+    entered.notified().await;
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    *harness.store.insert_hold.lock().unwrap() = None;
+    release.notify_one();
+    let (store, team_a) = (Arc::clone(&harness.store), harness.team_a);
+    let mut status = RequestStatus::Pending;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !status.is_final() {
+        assert!(tokio::time::Instant::now() < deadline, "the request is withdrawn");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        if let Some(request) = store.request(team_a, request_id).await.unwrap() {
+            status = request.status;
+        }
+    }
+    // Withdrawn before or after it launched: either way nothing runs.
+    eventually("nothing runs", || {
+        harness.running() == 0 && harness.launcher.alive() == 0
+    })
+    .await;
+    assert!(matches!(status, RequestStatus::Cancelled | RequestStatus::Completed));
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn an_end_answers_once_recorded_and_frees_the_place_when_the_browser_is_gone() {
+    let harness = harness(FleetSettings {
+        max_sessions: 1,
+        ..settings()
+    })
+    .await;
+    harness.submit(harness.team_a, body("a0")).await;
+    eventually("a0 runs", || harness.running() == 1).await;
+    let session_id = harness.session_for("a0");
+    let first = harness
+        .fleet
+        .end_session_waiting(session_id, SessionStatus::Completed, "test", EndWait::Recorded)
+        .await
+        .unwrap();
+    assert!(first);
+    let session = harness
+        .store
+        .session(harness.team_a, session_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.status, SessionStatus::Completed);
+    // A second end finds it ended.
+    let again = harness
+        .fleet
+        .end_session(session_id, SessionStatus::Completed, "test")
+        .await
+        .unwrap();
+    assert!(!again);
+    harness.submit(harness.team_a, body("a1")).await;
+    eventually("a1 gets the freed place", || harness.launcher.session_urls().len() == 2).await;
+    harness.stop().await;
+}
