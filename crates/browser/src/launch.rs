@@ -787,6 +787,51 @@ mod tests {
         assert!(!session_dir.exists());
     }
 
+    /// Defect: the exit and timeout paths of a launch did not wait for the
+    /// rest of the browser's group, so a helper could outlive the error.
+    #[tokio::test]
+    async fn a_launch_that_times_out_leaves_no_process_of_its_group() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let script = dir.path().join("fake-chromium");
+        // A helper in the browser's group that outlives its parent's
+        // answer, as Chromium's zygote would; the pipe never answers.
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nsleep 30 &\necho $! > \"$TMPDIR/../helper\"\nexec sleep 30\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let session_dir = dir.path().join("s1");
+        let spec = LaunchSpec {
+            ready_timeout: Duration::from_millis(500),
+            ..LaunchSpec::new(script, (session_dir.clone(), session_dir.join("tmp")), (800, 600), None)
+        };
+        let helper_file = session_dir.join("helper");
+        let launched = tokio::spawn(async move { launch(&spec).await });
+        let mut helper = None;
+        for _ in 0..400 {
+            helper = std::fs::read_to_string(&helper_file)
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok());
+            if helper.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let helper = helper.expect("the helper started");
+        assert!(matches!(
+            launched.await.expect("task"),
+            Err(LaunchError::Timeout { .. })
+        ));
+        // Gone, not only signalled: no live process of the group is left.
+        let state = crate::reap::process_state(helper);
+        assert!(
+            state.is_none_or(|(state, _)| state == 'Z' || state == 'X'),
+            "the helper is still alive: {state:?}"
+        );
+        assert!(!session_dir.exists());
+    }
+
     #[tokio::test]
     async fn a_browser_that_exits_early_is_reported_with_its_words() {
         let dir = tempfile::tempdir().expect("temp dir");
