@@ -9,42 +9,82 @@ use serde_json::{json, Value};
 
 const KEY: &str = "process-test-key-0123";
 
+/// The binary with a clean environment: only what a test sets, plus `PATH`
+/// (to find Chromium), `HOME` and `TMPDIR` (where the test run keeps its
+/// browsers), so that a developer's exported `ANCHORAGE_*` never leaks in.
 fn binary() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_anchorage"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_anchorage"));
+    command.env_clear();
+    for name in ["PATH", "HOME", "TMPDIR"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
 }
 
-/// A free loopback port (bound and released at once).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("port")
+/// Follows a server's stderr in a thread: copies it to `log` if given, and
+/// reads the address it listens on from its start line (the server binds
+/// port 0, so no two tests can race for a port).
+fn follow_stderr(
+    stderr: std::process::ChildStderr,
+    mut log: Option<std::fs::File>,
+) -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, Write};
+    let (address_sender, address) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut address_sender = Some(address_sender);
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(log) = log.as_mut() {
+                let _ = writeln!(log, "{line}");
+            }
+            let bound = line
+                .split("listening on ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|text| text.parse::<std::net::SocketAddr>().ok());
+            if let (Some(bound), Some(sender)) = (bound, address_sender.as_ref()) {
+                let _ = sender.send(bound);
+                address_sender = None;
+            }
+        }
+    });
+    let address = address
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server printed the address it listens on");
+    (address, reader)
 }
+
+/// A log filter that keeps the server's start line (the bound address).
+const QUIET_LOG: &str = "warn,anchorage=info";
 
 struct Server {
     child: Child,
     base: String,
     data_dir: std::path::PathBuf,
+    /// The thread copying its stderr; joined once it has exited, so that
+    /// the log is complete.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
     fn start(data_dir: &Path, extra: &[(&str, &str)]) -> Self {
-        Self::start_with_stderr(data_dir, extra, Stdio::null())
+        Self::start_with_log(data_dir, extra, None)
     }
 
-    fn start_with_stderr(data_dir: &Path, extra: &[(&str, &str)], stderr: Stdio) -> Self {
-        let port = free_port();
+    /// Starts a server; its stderr goes to `log` when one is given.
+    fn start_with_log(data_dir: &Path, extra: &[(&str, &str)], log: Option<std::fs::File>) -> Self {
         let mut command = binary();
         command
             .arg("serve")
-            .env("ANCHORAGE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ANCHORAGE_LISTEN", "127.0.0.1:0")
             .env("ANCHORAGE_DATA_DIR", data_dir)
             .env("ANCHORAGE_API_KEY", KEY)
             .env("ANCHORAGE_MAX_SESSIONS", "4")
             .env("ANCHORAGE_POOL_SIZE", "0")
-            .env("ANCHORAGE_LOG", "warn")
+            .env("ANCHORAGE_LOG", QUIET_LOG)
             .stdout(Stdio::null())
-            .stderr(stderr);
+            .stderr(Stdio::piped());
         for (key, value) in extra {
             command.env(key, value);
         }
@@ -58,11 +98,13 @@ impl Server {
                 Ok(())
             });
         }
-        let child = command.spawn().expect("spawn anchorage");
+        let mut child = command.spawn().expect("spawn anchorage");
+        let (bound, stderr_reader) = follow_stderr(child.stderr.take().expect("stderr"), log);
         let server = Self {
             child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("http://{bound}"),
             data_dir: data_dir.to_path_buf(),
+            stderr_reader: Some(stderr_reader),
         };
         server.wait_ready();
         server
@@ -118,6 +160,9 @@ impl Drop for Server {
             }
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
         }
         if self.data_dir.exists() {
             for pid in browser_pids(&self.data_dir) {
@@ -286,20 +331,22 @@ fn bad_settings_are_one_line_errors_naming_the_setting() {
 #[test]
 fn the_first_start_prints_a_key_that_works() {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
     let mut child = binary()
         .arg("serve")
-        .env_remove("ANCHORAGE_API_KEY")
-        .env("ANCHORAGE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ANCHORAGE_LISTEN", "127.0.0.1:0")
         .env("ANCHORAGE_DATA_DIR", data_dir.path())
-        .env("ANCHORAGE_LOG", "warn")
+        .env("ANCHORAGE_LOG", QUIET_LOG)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut bound = None;
     let key = lines.by_ref().map_while(Result::ok).find_map(|line| {
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            bound = rest.split_whitespace().next().map(str::to_owned);
+        }
         line.split_whitespace()
             .find(|word| word.starts_with("anc_"))
             .map(str::to_owned)
@@ -308,8 +355,9 @@ fn the_first_start_prints_a_key_that_works() {
     std::thread::spawn(move || lines.for_each(drop));
     let mut server = Server {
         child,
-        base: format!("http://127.0.0.1:{port}"),
+        base: format!("http://{}", bound.expect("the start line names the address")),
         data_dir: data_dir.path().to_path_buf(),
+        stderr_reader: None,
     };
     let key = key.expect("a key was printed");
     server.wait_ready();
@@ -730,7 +778,7 @@ fn no_key_or_token_reaches_the_log_even_at_debug_level() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let log_path = data_dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let server = Server::start_with_stderr(data_dir.path(), &[("ANCHORAGE_LOG", "debug")], Stdio::from(log));
+    let server = Server::start_with_log(data_dir.path(), &[("ANCHORAGE_LOG", "debug")], Some(log));
     let (_, created) = server.call(reqwest::Method::POST, "/v1/sessions", Some(json!({})));
     let cdp_url = created["data"]["cdp_url"].as_str().expect("cdp url").to_owned();
     let live_view_url = created["data"]["live_view_url"]

@@ -1,31 +1,42 @@
-//! Counters for `/metrics`, rendered in the Prometheus text format (0.0.4).
-//! Gauges that the fleet and the store already know (running sessions,
-//! pooled browsers, batch items by status, CDP connections) are read when
+//! The server's metrics, kept and rendered by the Prometheus project's Rust
+//! client (`prometheus-client`), which writes the OpenMetrics text format
+//! (histograms, label escaping and `# EOF` included). Gauges that the fleet
+//! and the store already know (running sessions, pooled browsers, queued
+//! starts, batch items by status, connected clients) are set from them when
 //! rendered, not kept twice.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds of the launch-duration histogram, in seconds.
 const LAUNCH_BUCKETS: [f64; 9] = [0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
 
-/// Counters the server keeps itself.
-#[derive(Debug, Default)]
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every metric of the server, registered once.
+#[derive(Debug)]
 pub struct Metrics {
-    /// Browsers launched (each try counts).
-    pub launches: AtomicU64,
-    /// Launches that failed.
-    pub launch_failures: AtomicU64,
-    /// Sessions that ended.
-    pub sessions_ended: AtomicU64,
-    /// Payload bytes the CDP proxy forwarded, both ways.
-    pub proxied_bytes: AtomicU64,
-    /// WebSocket tasks (CDP proxies and live views) running now.
-    pub websocket_tasks: AtomicU64,
-    launch_buckets: [AtomicU64; LAUNCH_BUCKETS.len()],
-    launch_count: AtomicU64,
-    launch_micros: AtomicU64,
+    registry: Registry,
+    launches: Counter,
+    launch_failures: Counter,
+    sessions_ended: Counter,
+    proxied_bytes: Counter,
+    websocket_tasks: Gauge,
+    launch_duration: Histogram,
+    running_sessions: Gauge,
+    pooled_browsers: Gauge,
+    queued_requests: Gauge,
+    cdp_connections: Gauge,
+    unseen_admission_changes: Gauge,
+    batch_items: Family<Vec<(String, String)>, Gauge>,
 }
 
 /// What `/metrics` shows besides the counters, read at render time.
@@ -39,120 +50,163 @@ pub struct Gauges {
     pub queued_requests: usize,
     /// CDP clients connected now.
     pub cdp_connections: usize,
+    /// Changes (a start queued, a place freed) the admission loop has not
+    /// looked at yet.
+    pub unseen_admission_changes: u64,
     /// Batch items by status.
     pub batch_items: Vec<(&'static str, i64)>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Self {
+            launches: Counter::default(),
+            launch_failures: Counter::default(),
+            sessions_ended: Counter::default(),
+            proxied_bytes: Counter::default(),
+            websocket_tasks: Gauge::default(),
+            launch_duration: Histogram::new(LAUNCH_BUCKETS),
+            running_sessions: Gauge::default(),
+            pooled_browsers: Gauge::default(),
+            queued_requests: Gauge::default(),
+            cdp_connections: Gauge::default(),
+            unseen_admission_changes: Gauge::default(),
+            batch_items: Family::default(),
+            registry: Registry::default(),
+        };
+        // Names are given without `_total`: the client adds it to counters.
+        let gauges: [(&str, &str, &Gauge); 6] = [
+            (
+                "anchorage_sessions_running",
+                "Sessions whose browser runs.",
+                &metrics.running_sessions,
+            ),
+            (
+                "anchorage_pool_browsers",
+                "Browsers waiting in the warm pool.",
+                &metrics.pooled_browsers,
+            ),
+            (
+                "anchorage_queued_requests",
+                "Start requests waiting for a browser.",
+                &metrics.queued_requests,
+            ),
+            (
+                "anchorage_cdp_connections",
+                "Clients connected to sessions: CDP clients through the proxy and live-view viewers.",
+                &metrics.cdp_connections,
+            ),
+            (
+                "anchorage_admission_unseen_changes",
+                "Changes (a start queued, a place freed) the admission loop has not looked at yet; 0 when it is idle.",
+                &metrics.unseen_admission_changes,
+            ),
+            (
+                "anchorage_websocket_tasks",
+                "WebSocket tasks running: upgraded CDP and live-view connections, from the upgrade to the last close.",
+                &metrics.websocket_tasks,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+        let counters: [(&str, &str, &Counter); 4] = [
+            (
+                "anchorage_launches",
+                "Browser launches tried (each try counts).",
+                &metrics.launches,
+            ),
+            (
+                "anchorage_launch_failures",
+                "Browser launches that failed.",
+                &metrics.launch_failures,
+            ),
+            (
+                "anchorage_sessions_ended",
+                "Sessions that ended.",
+                &metrics.sessions_ended,
+            ),
+            (
+                "anchorage_proxied_bytes",
+                "Payload bytes the CDP proxy forwarded, both ways.",
+                &metrics.proxied_bytes,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "anchorage_launch_duration_seconds",
+            "Time from spawn to DevTools ready.",
+            metrics.launch_duration.clone(),
+        );
+        registry.register(
+            "anchorage_batch_items",
+            "Batch items by status.",
+            metrics.batch_items.clone(),
+        );
+        Self { registry, ..metrics }
+    }
 }
 
 impl Metrics {
     /// Records one successful launch and how long it took to DevTools.
     pub fn launched(&self, took: Duration) {
-        self.launches.fetch_add(1, Ordering::Relaxed);
-        let seconds = took.as_secs_f64();
-        for (bound, bucket) in LAUNCH_BUCKETS.iter().zip(&self.launch_buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.launch_count.fetch_add(1, Ordering::Relaxed);
-        self.launch_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.launches.inc();
+        self.launch_duration.observe(took.as_secs_f64());
     }
 
     /// Records one failed launch.
     pub fn launch_failed(&self) {
-        self.launches.fetch_add(1, Ordering::Relaxed);
-        self.launch_failures.fetch_add(1, Ordering::Relaxed);
+        self.launches.inc();
+        self.launch_failures.inc();
     }
 
-    /// The exposition text.
+    /// Records a session that ended.
+    pub fn session_ended(&self) {
+        self.sessions_ended.inc();
+    }
+
+    /// The counter the CDP pump adds forwarded bytes to.
+    pub fn proxied_bytes(&self) -> &AtomicU64 {
+        self.proxied_bytes.inner()
+    }
+
+    /// Counts a WebSocket task that starts (`true`) or ends.
+    pub fn websocket_task(&self, starts: bool) {
+        if starts {
+            self.websocket_tasks.inc();
+        } else {
+            self.websocket_tasks.dec();
+        }
+    }
+
+    /// Launches tried and failed so far.
+    #[cfg(test)]
+    pub fn launch_counts(&self) -> (u64, u64) {
+        (self.launches.get(), self.launch_failures.get())
+    }
+
+    /// The exposition text (OpenMetrics).
     pub fn render(&self, gauges: &Gauges) -> String {
+        let count = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
+        self.running_sessions.set(count(gauges.running_sessions));
+        self.pooled_browsers.set(count(gauges.pooled_browsers));
+        self.queued_requests.set(count(gauges.queued_requests));
+        self.cdp_connections.set(count(gauges.cdp_connections));
+        self.unseen_admission_changes
+            .set(i64::try_from(gauges.unseen_admission_changes).unwrap_or(i64::MAX));
+        for (status, value) in &gauges.batch_items {
+            self.batch_items
+                .get_or_create(&vec![("status".to_owned(), (*status).to_owned())])
+                .set(*value);
+        }
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
-        };
-        let plain = |value: String| vec![(String::new(), value)];
-        metric(
-            "anchorage_sessions_running",
-            "gauge",
-            "Sessions whose browser runs.",
-            &plain(gauges.running_sessions.to_string()),
-        );
-        metric(
-            "anchorage_pool_browsers",
-            "gauge",
-            "Browsers waiting in the warm pool.",
-            &plain(gauges.pooled_browsers.to_string()),
-        );
-        metric(
-            "anchorage_queued_requests",
-            "gauge",
-            "Start requests waiting for a browser.",
-            &plain(gauges.queued_requests.to_string()),
-        );
-        metric(
-            "anchorage_cdp_connections",
-            "gauge",
-            "Clients connected to sessions: CDP clients through the proxy and live-view viewers.",
-            &plain(gauges.cdp_connections.to_string()),
-        );
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed).to_string();
-        metric(
-            "anchorage_websocket_tasks",
-            "gauge",
-            "WebSocket tasks running: upgraded CDP and live-view connections, from the upgrade to the last close.",
-            &plain(load(&self.websocket_tasks)),
-        );
-        metric(
-            "anchorage_launches_total",
-            "counter",
-            "Browser launches tried.",
-            &plain(load(&self.launches)),
-        );
-        metric(
-            "anchorage_launch_failures_total",
-            "counter",
-            "Browser launches that failed.",
-            &plain(load(&self.launch_failures)),
-        );
-        metric(
-            "anchorage_sessions_ended_total",
-            "counter",
-            "Sessions that ended.",
-            &plain(load(&self.sessions_ended)),
-        );
-        metric(
-            "anchorage_proxied_bytes_total",
-            "counter",
-            "Payload bytes the CDP proxy forwarded, both ways.",
-            &plain(load(&self.proxied_bytes)),
-        );
-        let mut buckets: Vec<(String, String)> = LAUNCH_BUCKETS
-            .iter()
-            .zip(&self.launch_buckets)
-            .map(|(bound, count)| (format!("_bucket{{le=\"{bound}\"}}"), load(count)))
-            .collect();
-        buckets.push(("_bucket{le=\"+Inf\"}".to_owned(), load(&self.launch_count)));
-        buckets.push((
-            "_sum".to_owned(),
-            format!("{}", self.launch_micros.load(Ordering::Relaxed) as f64 / 1e6),
-        ));
-        buckets.push(("_count".to_owned(), load(&self.launch_count)));
-        // The histogram's series carry their suffix where labels would go.
-        metric(
-            "anchorage_launch_duration_seconds",
-            "histogram",
-            "Time from spawn to DevTools ready.",
-            &buckets,
-        );
-        let items: Vec<(String, String)> = gauges
-            .batch_items
-            .iter()
-            .map(|(status, count)| (format!("{{status=\"{status}\"}}"), count.to_string()))
-            .collect();
-        metric("anchorage_batch_items", "gauge", "Batch items by status.", &items);
+        if let Err(error) = encode(&mut out, &self.registry) {
+            // Writing into a String cannot fail; say so if it ever does.
+            tracing::error!(%error, "could not render the metrics");
+        }
         out
     }
 }
@@ -172,12 +226,19 @@ mod tests {
             ..Gauges::default()
         };
         let text = metrics.render(&gauges);
-        assert!(text.contains("anchorage_sessions_running 3\n"));
-        assert!(text.contains("anchorage_launches_total 2\n"));
-        assert!(text.contains("anchorage_launch_duration_seconds_bucket{le=\"0.2\"} 0\n"));
-        assert!(text.contains("anchorage_launch_duration_seconds_bucket{le=\"0.3\"} 1\n"));
-        assert!(text.contains("anchorage_launch_duration_seconds_count 1\n"));
-        assert!(text.contains("anchorage_batch_items{status=\"pending\"} 2\n"));
-        assert_eq!(text.matches("# TYPE").count(), 11);
+        assert!(text.contains("anchorage_sessions_running 3\n"), "{text}");
+        assert!(text.contains("anchorage_launches_total 2\n"), "{text}");
+        assert!(
+            text.contains("anchorage_launch_duration_seconds_bucket{le=\"0.2\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("anchorage_launch_duration_seconds_bucket{le=\"0.3\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("anchorage_launch_duration_seconds_count 1\n"), "{text}");
+        assert!(text.contains("anchorage_batch_items{status=\"pending\"} 2\n"), "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 12, "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

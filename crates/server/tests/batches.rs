@@ -93,7 +93,7 @@ async fn cancel_under_a_full_server_ends_what_runs_and_starts_nothing_more() {
     assert_eq!(batch["status"], json!("processing"));
     assert_eq!(batch["progress"]["current_phase"], json!("provisioning"));
     // The rest wait for capacity.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.admission_settled().await;
     let batch = server.batch(&batch_id).await;
     assert_eq!(
         (batch["pending_requests"].clone(), batch["completed_requests"].clone()),
@@ -124,7 +124,7 @@ async fn cancel_under_a_full_server_ends_what_runs_and_starts_nothing_more() {
     assert!(text(&again["error"]["message"]).contains("cancelled"), "{again}");
 
     // Nothing of it starts later, though capacity is free now.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.admission_settled().await;
     assert!(server.browser_pids().is_empty());
     assert_eq!(server.batch(&batch_id).await["cancelled_requests"], json!(4));
     server.assert_no_browsers_left().await;
@@ -346,7 +346,7 @@ async fn a_team_at_its_quota_gets_429_on_single_starts_while_its_batch_waits() {
     server
         .wait_for_batch(&batch_id, WAIT, |batch| batch["completed_requests"] == json!(1))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.admission_settled().await;
     assert_eq!(server.batch(&batch_id).await["pending_requests"], json!(1));
 
     let response = server
@@ -446,7 +446,7 @@ async fn a_cancel_that_lands_during_launches_leaves_no_browser_behind() {
             "{answer} {batch}"
         );
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.admission_settled().await;
     server.assert_no_browsers_left().await;
     server.stop().await;
 }

@@ -218,8 +218,26 @@ async fn waves_of_sessions_return_everything_to_its_baseline() {
 
     // A first wave warms up what is made once (the database pool, caches).
     wave(&server, &page).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let baseline = footprint(&server, &short_tmp_root).await;
+    // The baseline is taken once the first wave is wholly gone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let baseline = loop {
+        let now = footprint(&server, &short_tmp_root).await;
+        let quiet = now.browsers == 0
+            && now.session_dirs == 0
+            && [
+                &now.websocket_tasks,
+                &now.running_sessions,
+                &now.connections,
+                &now.queued,
+            ]
+            .iter()
+            .all(|value| value.as_str() == "0");
+        if quiet {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "the first wave never ended: {now:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(baseline.browsers, 0, "{baseline:?}");
     // Nothing runs between waves; every sample exists.
     for value in [

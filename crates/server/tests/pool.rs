@@ -168,7 +168,7 @@ async fn the_pool_never_takes_the_server_past_its_capacity() {
     // Now the server is full: a third start waits.
     let (_, accepted) = server.post("/v1/sessions/async", json!({})).await;
     let status_path = format!("/v1/sessions/async/{}/status", text(&accepted["data"]["request_id"]));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.admission_settled().await;
     let (_, waiting) = server.get(&status_path).await;
     assert_eq!(waiting["data"]["status"], json!("pending"), "{waiting}");
 

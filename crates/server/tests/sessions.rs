@@ -310,8 +310,8 @@ async fn a_full_server_queues_starts_until_a_browser_is_freed() {
     let first = server.create_session(json!({})).await;
     let (_, accepted) = server.post("/v1/sessions/async", json!({})).await;
     let path = format!("/v1/sessions/async/{}/status", text(&accepted["data"]["request_id"]));
-    // Give the queue every chance to (wrongly) start it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the queue has looked at it, it has (rightly) not started it.
+    server.admission_settled().await;
     let (_, waiting) = server.get(&path).await;
     assert_eq!(waiting["data"]["status"], json!("pending"), "{waiting}");
     assert_eq!(waiting["data"]["progress"]["current_phase"], json!("queued"));

@@ -14,6 +14,7 @@
 //! know about the pool.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anchorage_core::{FairQueue, RequestId, TeamId};
@@ -37,6 +38,10 @@ pub(super) struct Admission {
     capacity: Arc<Semaphore>,
     launches: Arc<Semaphore>,
     changed: Notify,
+    /// Wake-ups so far, and how many of them a finished round had seen when
+    /// it began: equal when the loop has looked at every change.
+    wakes: AtomicU64,
+    seen: AtomicU64,
 }
 
 /// A team's place in its quota, held from admission until the browser is
@@ -73,12 +78,34 @@ impl Admission {
             capacity: Arc::new(Semaphore::new(max_sessions)),
             launches: Arc::new(Semaphore::new(launch_concurrency)),
             changed: Notify::new(),
+            wakes: AtomicU64::new(0),
+            seen: AtomicU64::new(0),
         })
     }
 
     /// Wakes the admission loop: something changed that may let a start through.
     pub(super) fn wake(&self) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
         self.changed.notify_one();
+    }
+
+    /// Wake-ups so far; a round reads it when it begins and reports it with
+    /// [`Admission::round_done`].
+    pub(super) fn round_begins(&self) -> u64 {
+        self.wakes.load(Ordering::SeqCst)
+    }
+
+    /// A round that began at `wakes` is done.
+    pub(super) fn round_done(&self, wakes: u64) {
+        self.seen.fetch_max(wakes, Ordering::SeqCst);
+    }
+
+    /// Changes no finished round has looked at yet (0: the loop is idle and
+    /// up to date).
+    pub(super) fn unseen_changes(&self) -> u64 {
+        self.wakes
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.seen.load(Ordering::SeqCst))
     }
 
     /// Resolves at the next [`Admission::wake`] (or at once if one came

@@ -223,6 +223,7 @@ impl Fleet {
             cdp_connections,
             pooled_browsers: self.pool.len(),
             queued_requests: self.admission.queued(),
+            unseen_admission_changes: self.admission.unseen_changes(),
             batch_items: Vec::new(),
         }
     }
@@ -395,7 +396,9 @@ impl Fleet {
     /// and ends the pooled browsers.
     async fn run(self: Arc<Self>) {
         loop {
+            let wakes = self.admission.round_begins();
             self.admit_ready();
+            self.admission.round_done(wakes);
             tokio::select! {
                 () = self.admission.changed() => {}
                 () = self.shutdown.cancelled() => break,

@@ -198,9 +198,7 @@ impl Fleet {
         if let Ok(mut live) = self.live.lock() {
             live.remove(&session.id);
         }
-        self.metrics
-            .sessions_ended
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.session_ended();
         session.recorded.cancel();
         browser.shut_down().await;
         drop(place);

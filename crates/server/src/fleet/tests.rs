@@ -494,8 +494,11 @@ async fn no_more_launches_at_once_than_the_launch_concurrency_and_no_more_places
     assert_eq!(harness.launcher.most_in_flight.load(Ordering::SeqCst), 2);
     assert_eq!(harness.fleet.gauges().queued_requests, 2);
     harness.end_named("a0").await;
-    eventually("a3 runs", || harness.launcher.session_urls().len() == 4).await;
-    assert_eq!(harness.running(), 3);
+    eventually("a3 runs in a0's place", || {
+        harness.running() == 3 && harness.launcher.session_urls().len() == 4
+    })
+    .await;
+    assert_eq!(harness.fleet.gauges().queued_requests, 1);
     harness.stop().await;
 }
 
@@ -605,8 +608,7 @@ async fn a_failed_launch_is_tried_once_more_and_every_try_is_counted() {
         .unwrap();
     assert!(matches!(ticket.outcome().await, Some(StartOutcome::Started(_))));
     assert_eq!(harness.launcher.session_urls(), ["a0", "a0"]);
-    assert_eq!(harness.fleet.metrics.launches.load(Ordering::Relaxed), 2);
-    assert_eq!(harness.fleet.metrics.launch_failures.load(Ordering::Relaxed), 1);
+    assert_eq!(harness.fleet.metrics.launch_counts(), (2, 1));
 
     harness.launcher.then(&[Behaviour::Fail, Behaviour::Fail]);
     let ticket = harness
@@ -620,8 +622,7 @@ async fn a_failed_launch_is_tried_once_more_and_every_try_is_counted() {
         harness.request_status(harness.team_a, request_id).await.status,
         RequestStatus::Failed
     );
-    assert_eq!(harness.fleet.metrics.launches.load(Ordering::Relaxed), 4);
-    assert_eq!(harness.fleet.metrics.launch_failures.load(Ordering::Relaxed), 3);
+    assert_eq!(harness.fleet.metrics.launch_counts(), (4, 3));
     harness.stop().await;
 }
 

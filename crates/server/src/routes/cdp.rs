@@ -9,7 +9,6 @@
 //! The browser's leg is a connection on its DevTools pipe
 //! (`anchorage_browser::Devtools`), with a browser session of its own.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anchorage_browser::{pump, websocket_config};
@@ -148,7 +147,7 @@ async fn upgrade(
                 None => session.ending().await,
             }
         };
-        let end = pump(client, browser, stop, &fleet.metrics.proxied_bytes).await;
+        let end = pump(client, browser, stop, fleet.metrics.proxied_bytes()).await;
         tracing::debug!(session_id = %session.id, ?end, "CDP client disconnected");
         drop(guard);
     })
@@ -227,13 +226,13 @@ struct RunningTask(Arc<crate::fleet::Fleet>);
 
 impl RunningTask {
     fn start(fleet: Arc<crate::fleet::Fleet>) -> Self {
-        fleet.metrics.websocket_tasks.fetch_add(1, Ordering::Relaxed);
+        fleet.metrics.websocket_task(true);
         Self(fleet)
     }
 }
 
 impl Drop for RunningTask {
     fn drop(&mut self) {
-        self.0.metrics.websocket_tasks.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.websocket_task(false);
     }
 }

@@ -58,8 +58,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Data<StatusOk>
     get,
     path = "/metrics",
     tag = "operations",
-    summary = "Metrics in the Prometheus text format",
-    responses((status = 200, description = "Sessions, pool, launches, batch items, connections, bytes proxied", content_type = "text/plain", body = String))
+    summary = "Metrics in the OpenMetrics text format",
+    responses((status = 200, description = "Sessions, pool, launches, batch items, connections, bytes proxied", content_type = "application/openmetrics-text", body = String))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let mut gauges = state.fleet.gauges();
@@ -72,9 +72,5 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         ("cancelled", counts.cancelled),
     ];
     let body = state.fleet.metrics.render(&gauges);
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        body,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response())
 }

@@ -21,13 +21,17 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub const TEST_KEY: &str = "test-key-0123456789";
 pub const TEST_PAGE_TITLE: &str = "anchorage test page";
 
-/// Settings for a test server, with the test source layered over the
-/// process environment (for `PATH`).
+/// Settings for a test server: only what the test gives, plus `PATH` from
+/// the environment (to find Chromium), so that a developer's exported
+/// `ANCHORAGE_*` never reaches a test.
 pub struct Settings(pub HashMap<String, String>);
 
 impl Source for Settings {
     fn get(&self, name: &str) -> Option<String> {
-        self.0.get(name).cloned().or_else(|| Environment.get(name))
+        match name {
+            "PATH" => Environment.get(name),
+            _ => self.0.get(name).cloned(),
+        }
     }
 }
 
@@ -125,6 +129,25 @@ impl TestServer {
         let text = response.text().await.expect("body");
         let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status} body is not JSON: {text:?}"));
         (status, value)
+    }
+
+    /// One sample of `/metrics`, by its series name.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in {text}"))
+    }
+
+    /// Waits until the admission loop has looked at every change so far
+    /// (a start queued, a place freed), so that a test can check that
+    /// something did *not* start without guessing a time to wait.
+    pub async fn admission_settled(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.metric("anchorage_admission_unseen_changes").await != 0.0 {
+            assert!(Instant::now() < deadline, "the admission loop did not catch up");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// The `/metrics` text.
