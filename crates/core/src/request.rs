@@ -3,12 +3,18 @@
 //!
 //! ```text
 //! pending ──> processing ──> completed   (its session is up)
-//!    │            │    └───> failed
-//!    └────────────┴────────> cancelled
+//!  ▲ │            │    └───> failed
+//!  │ └────────────┴────────> cancelled
+//!  └── requeue (from processing) / retry (from failed or completed)
 //! ```
 //!
-//! A `processing` request found by a restarting server goes back to
-//! `pending` (its half-launched browser is gone with the old run).
+//! Every move is a [`RequestMove`], with the states it may start from; the
+//! store's conditional writes take their `WHERE status IN (…)` from it, so
+//! the rules written here are the ones enforced. A `processing` request
+//! goes back to `pending` when its launch failed with attempts left, or when
+//! a restarting server finds it (its half-launched browser is gone with the
+//! old run); a batch retry moves failed items, and completed items whose
+//! session has ended, back to `pending`.
 
 use crate::wire_enum::wire_enum;
 
@@ -28,24 +34,75 @@ wire_enum! {
     }
 }
 
+/// A move of a start request, with the states it may start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestMove {
+    /// Its launch begins.
+    Begin,
+    /// Its session came up.
+    Complete,
+    /// Its launch failed for good.
+    Fail,
+    /// Back in the queue: a failed launch with attempts left, or a launch
+    /// the server's previous run left half-done.
+    Requeue,
+    /// Withdrawn before its launch began (an abandoned start).
+    Withdraw,
+    /// Withdrawn before its session came up (a batch cancel, an end of a
+    /// launching session).
+    Cancel,
+    /// A batch retry: failed, or completed with its session since ended.
+    Retry,
+}
+
+impl RequestMove {
+    /// Every move.
+    pub const ALL: [RequestMove; 7] = [
+        Self::Begin,
+        Self::Complete,
+        Self::Fail,
+        Self::Requeue,
+        Self::Withdraw,
+        Self::Cancel,
+        Self::Retry,
+    ];
+
+    /// The states the move may start from.
+    pub fn from(self) -> &'static [RequestStatus] {
+        use RequestStatus::*;
+        match self {
+            Self::Begin | Self::Withdraw => &[Pending],
+            Self::Complete | Self::Fail | Self::Requeue => &[Processing],
+            Self::Cancel => &[Pending, Processing],
+            Self::Retry => &[Failed, Completed],
+        }
+    }
+
+    /// The state it ends in.
+    pub fn to(self) -> RequestStatus {
+        use RequestStatus::*;
+        match self {
+            Self::Begin => Processing,
+            Self::Complete => Completed,
+            Self::Fail => Failed,
+            Self::Requeue | Self::Retry => Pending,
+            Self::Withdraw | Self::Cancel => Cancelled,
+        }
+    }
+}
+
 impl RequestStatus {
-    /// Whether the request can no longer change.
+    /// Whether the request is done: nothing changes it any more but an
+    /// explicit batch retry.
     pub fn is_final(&self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
     }
 
-    /// Whether moving from `self` to `next` is allowed.
+    /// Whether some move takes `self` to `next`.
     pub fn can_become(&self, next: RequestStatus) -> bool {
-        use RequestStatus::*;
-        matches!(
-            (self, next),
-            (Pending, Processing)
-                | (Pending, Cancelled)
-                | (Processing, Completed)
-                | (Processing, Failed)
-                | (Processing, Cancelled)
-                | (Processing, Pending)
-        )
+        RequestMove::ALL
+            .iter()
+            .any(|step| step.to() == next && step.from().contains(self))
     }
 
     /// The provisioning phase shown to pollers.
@@ -85,10 +142,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn final_states_never_move() {
-        for from in RequestStatus::ALL.iter().copied().filter(RequestStatus::is_final) {
+    fn final_states_move_only_by_a_retry() {
+        for step in RequestMove::ALL {
+            if step != RequestMove::Retry {
+                assert!(step.from().iter().all(|from| !from.is_final()), "{step:?}");
+            }
+        }
+        assert!(!RequestStatus::Cancelled.can_become(RequestStatus::Pending));
+        assert!(RequestStatus::Failed.can_become(RequestStatus::Pending));
+    }
+
+    #[test]
+    fn the_moves_are_the_diagram() {
+        use RequestStatus::*;
+        let allowed = [
+            (Pending, Processing),
+            (Pending, Cancelled),
+            (Processing, Completed),
+            (Processing, Failed),
+            (Processing, Cancelled),
+            (Processing, Pending),
+            (Failed, Pending),
+            (Completed, Pending),
+        ];
+        for from in RequestStatus::ALL.iter().copied() {
             for to in RequestStatus::ALL.iter().copied() {
-                assert!(!from.can_become(to), "{from} -> {to}");
+                assert_eq!(from.can_become(to), allowed.contains(&(from, to)), "{from} -> {to}");
             }
         }
     }

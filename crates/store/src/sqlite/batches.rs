@@ -2,7 +2,10 @@
 //! Rust by `BatchCounts::status` and in SQL by [`STATUS_EXPRESSION`] (for the
 //! list filter); a contract test keeps the two in agreement.
 
-use anchorage_core::{BatchCounts, BatchId, BatchStatus, SessionId, TeamId, Timestamp};
+use anchorage_core::{
+    BatchCounts, BatchId, BatchStatus, RequestMove, RequestStatus, SessionId, SessionMove, SessionStatus, TeamId,
+    Timestamp,
+};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
@@ -220,6 +223,8 @@ impl SqliteStore {
         reason: &str,
         at: Timestamp,
     ) -> StoreResult<()> {
+        // Launching sessions only: running ones are handed back to the
+        // fleet, whose supervisors end them.
         sqlx::query(
             "UPDATE sessions SET status = 'completed', end_reason = ?, ended_at = ? \
              WHERE batch_id = ? AND status = 'starting'",
@@ -270,10 +275,10 @@ impl SqliteStore {
             });
         }
         Self::end_starting_sessions(&mut transaction, batch_id, "the batch was cancelled", at).await?;
-        sqlx::query(
-            "UPDATE start_requests SET status = 'cancelled', completed_at = ? \
-             WHERE batch_id = ? AND status IN ('pending', 'processing')",
-        )
+        sqlx::query(&format!(
+            "UPDATE start_requests SET status = 'cancelled', completed_at = ? WHERE batch_id = ? AND {}",
+            super::request_guard(RequestMove::Cancel)
+        ))
         .bind(at.as_millis())
         .bind(batch_id.to_string())
         .execute(&mut *transaction)
@@ -323,11 +328,22 @@ impl SqliteStore {
         attempts: i64,
     ) -> StoreResult<RetryOutcome> {
         let mut transaction = self.pool.begin().await?;
+        // A retry starts from the states `RequestMove::Retry` allows: failed
+        // items, and (unless only failed ones are asked for) completed items
+        // whose session has ended.
+        debug_assert_eq!(
+            RequestMove::Retry.from(),
+            &[RequestStatus::Failed, RequestStatus::Completed]
+        );
         let which = if failed_only {
-            "status = 'failed'"
+            "status = 'failed'".to_owned()
         } else {
-            "(status = 'failed' OR (status = 'completed' AND NOT EXISTS (SELECT 1 FROM sessions s \
-              WHERE s.id = start_requests.session_id AND s.status IN ('starting', 'running'))))"
+            format!(
+                "{} AND (status = 'failed' OR NOT EXISTS (SELECT 1 FROM sessions s \
+                 WHERE s.id = start_requests.session_id AND {}))",
+                super::request_guard(RequestMove::Retry),
+                super::status_in("s.status", SessionMove::End.from().iter().map(SessionStatus::as_str)),
+            )
         };
         let retried = sqlx::query(&format!(
             "UPDATE start_requests SET status = 'pending', retry_count = retry_count + 1, attempts_left = ?, \

@@ -8,7 +8,9 @@ mod rows;
 use std::str::FromStr;
 use std::time::Duration;
 
-use anchorage_core::{ApiKeyId, BatchId, RequestId, RequestStatus, SessionId, SessionStatus, TeamId, Timestamp};
+use anchorage_core::{
+    ApiKeyId, BatchId, RequestId, RequestMove, RequestStatus, SessionId, SessionMove, SessionStatus, TeamId, Timestamp,
+};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
@@ -293,9 +295,10 @@ impl Store for SqliteStore {
     }
 
     async fn cancel_pending_request(&self, request_id: RequestId, at: Timestamp) -> StoreResult<bool> {
-        let result = sqlx::query(
-            "UPDATE start_requests SET status = 'cancelled', completed_at = ? WHERE id = ? AND status = 'pending'",
-        )
+        let result = sqlx::query(&format!(
+            "UPDATE start_requests SET status = 'cancelled', completed_at = ? WHERE id = ? AND {}",
+            request_guard(RequestMove::Withdraw)
+        ))
         .bind(at.as_millis())
         .bind(request_id.to_string())
         .execute(&self.pool)
@@ -314,9 +317,10 @@ impl Store for SqliteStore {
 
     async fn begin_launch(&self, request_id: RequestId, session: &SessionRecord) -> StoreResult<bool> {
         let mut transaction = self.pool.begin().await?;
-        let moved = sqlx::query(
-            "UPDATE start_requests SET status = 'processing', session_id = ?, started_at = ? WHERE id = ? AND status = 'pending'",
-        )
+        let moved = sqlx::query(&format!(
+            "UPDATE start_requests SET status = 'processing', session_id = ?, started_at = ? WHERE id = ? AND {}",
+            request_guard(RequestMove::Begin)
+        ))
         .bind(session.id.to_string())
         .bind(session.created_at.as_millis())
         .bind(request_id.to_string())
@@ -361,19 +365,22 @@ impl Store for SqliteStore {
 
     async fn finish_launch(&self, request_id: RequestId, session_id: SessionId, at: Timestamp) -> StoreResult<bool> {
         let mut transaction = self.pool.begin().await?;
-        let request = sqlx::query(
-            "UPDATE start_requests SET status = 'completed', completed_at = ? WHERE id = ? AND status = 'processing'",
-        )
+        let request = sqlx::query(&format!(
+            "UPDATE start_requests SET status = 'completed', completed_at = ? WHERE id = ? AND {}",
+            request_guard(RequestMove::Complete)
+        ))
         .bind(at.as_millis())
         .bind(request_id.to_string())
         .execute(&mut *transaction)
         .await?;
-        let session =
-            sqlx::query("UPDATE sessions SET status = 'running', started_at = ? WHERE id = ? AND status = 'starting'")
-                .bind(at.as_millis())
-                .bind(session_id.to_string())
-                .execute(&mut *transaction)
-                .await?;
+        let session = sqlx::query(&format!(
+            "UPDATE sessions SET status = 'running', started_at = ? WHERE id = ? AND {}",
+            session_guard(SessionMove::Run)
+        ))
+        .bind(at.as_millis())
+        .bind(session_id.to_string())
+        .execute(&mut *transaction)
+        .await?;
         if request.rows_affected() == 0 || session.rows_affected() == 0 {
             // Leave both as the winner of the race set them.
             transaction.rollback().await?;
@@ -391,7 +398,10 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> StoreResult<LaunchFailure> {
         let mut transaction = self.pool.begin().await?;
-        sqlx::query(
+        // A requeue with attempts left, a failure without; both start from
+        // the same states.
+        debug_assert_eq!(RequestMove::Requeue.from(), RequestMove::Fail.from());
+        sqlx::query(&format!(
             "UPDATE start_requests SET \
              status = CASE WHEN attempts_left > 0 THEN 'pending' ELSE 'failed' END, \
              retry_count = CASE WHEN attempts_left > 0 THEN retry_count + 1 ELSE retry_count END, \
@@ -400,17 +410,18 @@ impl Store for SqliteStore {
              session_id = CASE WHEN attempts_left > 0 THEN NULL ELSE session_id END, \
              attempts_left = CASE WHEN attempts_left > 0 THEN attempts_left - 1 ELSE 0 END, \
              error = ? \
-             WHERE id = ? AND status = 'processing'",
-        )
+             WHERE id = ? AND {}",
+            request_guard(RequestMove::Fail)
+        ))
         .bind(at.as_millis())
         .bind(error)
         .bind(request_id.to_string())
         .execute(&mut *transaction)
         .await?;
-        sqlx::query(
-            "UPDATE sessions SET status = 'failed', end_reason = ?, ended_at = ? \
-             WHERE id = ? AND status IN ('starting', 'running')",
-        )
+        sqlx::query(&format!(
+            "UPDATE sessions SET status = 'failed', end_reason = ?, ended_at = ? WHERE id = ? AND {}",
+            session_guard(SessionMove::End)
+        ))
         .bind(error)
         .bind(at.as_millis())
         .bind(session_id.to_string())
@@ -454,9 +465,10 @@ impl Store for SqliteStore {
             )));
         }
         let mut transaction = self.pool.begin().await?;
-        let ended = sqlx::query(
-            "UPDATE sessions SET status = ?, end_reason = ?, ended_at = ? WHERE id = ? AND status IN ('starting', 'running')",
-        )
+        let ended = sqlx::query(&format!(
+            "UPDATE sessions SET status = ?, end_reason = ?, ended_at = ? WHERE id = ? AND {}",
+            session_guard(SessionMove::End)
+        ))
         .bind(status.as_str())
         .bind(reason)
         .bind(at.as_millis())
@@ -464,15 +476,16 @@ impl Store for SqliteStore {
         .execute(&mut *transaction)
         .await?;
         // A request still launching this session will never see it come up.
-        let request_status = if status == SessionStatus::Failed {
-            RequestStatus::Failed
+        let request_move = if status == SessionStatus::Failed {
+            RequestMove::Fail
         } else {
-            RequestStatus::Cancelled
+            RequestMove::Cancel
         };
-        sqlx::query(
-            "UPDATE start_requests SET status = ?, error = ?, completed_at = ? WHERE session_id = ? AND status = 'processing'",
-        )
-        .bind(request_status.as_str())
+        sqlx::query(&format!(
+            "UPDATE start_requests SET status = ?, error = ?, completed_at = ? WHERE session_id = ? AND {}",
+            request_guard(request_move)
+        ))
+        .bind(request_move.to().as_str())
         .bind(reason)
         .bind(at.as_millis())
         .bind(session_id.to_string())
@@ -553,16 +566,18 @@ impl Store for SqliteStore {
 
     async fn recover_after_restart(&self, reason: &str, at: Timestamp) -> StoreResult<RecoveryReport> {
         let mut transaction = self.pool.begin().await?;
-        let sessions = sqlx::query(
-            "UPDATE sessions SET status = 'failed', end_reason = ?, ended_at = ? WHERE status IN ('starting', 'running')",
-        )
+        let sessions = sqlx::query(&format!(
+            "UPDATE sessions SET status = 'failed', end_reason = ?, ended_at = ? WHERE {}",
+            session_guard(SessionMove::End)
+        ))
         .bind(reason)
         .bind(at.as_millis())
         .execute(&mut *transaction)
         .await?;
-        let requests = sqlx::query(
-            "UPDATE start_requests SET status = 'pending', session_id = NULL, started_at = NULL WHERE status = 'processing'",
-        )
+        let requests = sqlx::query(&format!(
+            "UPDATE start_requests SET status = 'pending', session_id = NULL, started_at = NULL WHERE {}",
+            request_guard(RequestMove::Requeue)
+        ))
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
@@ -571,6 +586,23 @@ impl Store for SqliteStore {
             requests_requeued: requests.rows_affected(),
         })
     }
+}
+
+/// `status IN ('…', …)`: the states a request move may start from, as the
+/// condition of the store's write (see `anchorage_core::RequestMove`).
+pub(crate) fn request_guard(step: RequestMove) -> String {
+    status_in("status", step.from().iter().map(RequestStatus::as_str))
+}
+
+/// `status IN ('…', …)`: the states a session move may start from.
+pub(crate) fn session_guard(step: SessionMove) -> String {
+    status_in("status", step.from().iter().map(SessionStatus::as_str))
+}
+
+/// `column IN ('a', 'b')` for state names (fixed words, never input).
+pub(crate) fn status_in<'a>(column: &str, states: impl IntoIterator<Item = &'a str>) -> String {
+    let names: Vec<String> = states.into_iter().map(|state| format!("'{state}'")).collect();
+    format!("{column} IN ({})", names.join(", "))
 }
 
 #[cfg(test)]
