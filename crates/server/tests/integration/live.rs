@@ -2,13 +2,11 @@
 //! clock, tokens. (The page itself is tested in a real browser by
 //! `tests/compat/test_ui.py`.)
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{refused_upgrade_status, serve_test_page, Cdp, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use support::{refused_upgrade_status, serve_test_page, Cdp, TestServer};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};

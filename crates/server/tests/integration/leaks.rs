@@ -8,14 +8,12 @@
 //! measured on the process itself; the test's HTTP client keeps no idle
 //! connections, so every socket it opens is closed again.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::support::{fake_chromium, serve_test_page, Cdp, TestServer};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use support::{fake_chromium, serve_test_page, Cdp, TestServer};
 use tokio::io::AsyncWriteExt;
 
 fn text(value: &Value) -> &str {

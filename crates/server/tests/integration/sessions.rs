@@ -1,13 +1,11 @@
 //! Sessions end to end: real server, real Chromium, a local test page, CDP
 //! through our proxy.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{refused_upgrade_status, serve_test_page, wait_until, Cdp, TestServer, TEST_KEY, TEST_PAGE_TITLE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{refused_upgrade_status, serve_test_page, wait_until, Cdp, TestServer, TEST_KEY, TEST_PAGE_TITLE};
 
 fn text(value: &Value) -> &str {
     value.as_str().unwrap_or_default()
@@ -289,7 +287,7 @@ async fn a_browser_that_dies_fails_its_session_and_frees_its_place() {
     let session_id = text(&session["id"]).to_owned();
     let mut client = Cdp::connect(text(&session["cdp_url"])).await;
     let pid = server.main_browser_pid(&session_id).expect("browser process");
-    support::kill_process(pid);
+    crate::support::kill_process(pid);
 
     let failed = server
         .wait_for_status(&session_id, "failed", Duration::from_secs(20))

@@ -3,13 +3,11 @@
 //! `sessions.rs`; the server killed mid-batch and a full disk are process
 //! tests of the binary, in `crates/anchorage/tests/process.rs`.)
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::{fake_chromium, TestServer};
 use serde_json::json;
 use sqlx::Connection;
-use support::{fake_chromium, TestServer};
 
 #[tokio::test]
 async fn a_browser_that_never_opens_devtools_times_out_and_is_killed() {

@@ -2,13 +2,11 @@
 //! key's open CDP connections, and the team quota following the browsers
 //! that really run.
 
-mod support;
-
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
+use crate::support::{kill_process, serve_test_page, wait_until, Cdp, TestServer};
 use serde_json::json;
-use support::{kill_process, serve_test_page, wait_until, Cdp, TestServer};
 
 fn text(value: &serde_json::Value) -> &str {
     value.as_str().unwrap_or_default()
@@ -102,7 +100,7 @@ async fn a_revoked_key_stops_at_once_and_closes_the_connections_it_opened() {
         .await;
     assert_eq!(status, 401);
     with_key.closed(Duration::from_secs(10)).await;
-    assert_eq!(support::refused_upgrade_status(&by_key).await, 401);
+    assert_eq!(crate::support::refused_upgrade_status(&by_key).await, 401);
     // The session itself, and a connection that did not use the key, go on.
     with_token.call("Browser.getVersion", json!({}), None).await;
     assert_eq!(server.session_status(&session_id).await.0, "running");

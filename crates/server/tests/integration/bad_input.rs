@@ -2,11 +2,9 @@
 //! sessions, with status and JSON body checked, and proof that none of it
 //! starts a browser or hurts the server.
 
-mod support;
-
+use crate::support::{TestServer, TEST_KEY};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{TestServer, TEST_KEY};
 
 struct Row {
     method: Method,
@@ -768,7 +766,7 @@ async fn a_websocket_frame_over_the_limit_closes_that_connection_only() {
     // The session runs on, and a new client is served.
     let session_id = session["id"].as_str().unwrap_or_default();
     assert_eq!(server.session_status(session_id).await.0, "running");
-    let mut client = support::Cdp::connect(&cdp_url).await;
+    let mut client = crate::support::Cdp::connect(&cdp_url).await;
     client.call("Browser.getVersion", json!({}), None).await;
     client.close().await;
     server.delete(&format!("/v1/sessions/{session_id}")).await;

@@ -2,15 +2,13 @@
 //! the pool refills, starts that differ launch cold, the pool never takes the
 //! server past its capacity, and nothing of it outlives a shutdown.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{serve_test_page, wait_until, Cdp, TestServer, TEST_PAGE_TITLE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{serve_test_page, wait_until, Cdp, TestServer, TEST_PAGE_TITLE};
 
 fn text(value: &Value) -> &str {
     value.as_str().unwrap_or_default()

@@ -2,13 +2,11 @@
 //! server and under races, delete, retry after failed launches, fair
 //! admission across teams, quotas, and the events stream.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{serve_test_page, Cdp, TestServer, TEST_PAGE_TITLE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{serve_test_page, Cdp, TestServer, TEST_PAGE_TITLE};
 
 fn text(value: &Value) -> &str {
     value.as_str().unwrap_or_default()
@@ -183,7 +181,7 @@ async fn a_completed_batch_cannot_be_cancelled_but_can_be_deleted() {
         (reqwest::Method::POST, format!("{path}/retry")),
     ] {
         let (code, body) = server
-            .request(method, &route, Some(support::TEST_KEY), Some(json!({})))
+            .request(method, &route, Some(crate::support::TEST_KEY), Some(json!({})))
             .await;
         assert_eq!(code, StatusCode::NOT_FOUND, "{route}: {body}");
         assert_eq!(body["error"]["message"], json!("Batch not found"));
@@ -352,7 +350,7 @@ async fn a_team_at_its_quota_gets_429_on_single_starts_while_its_batch_waits() {
     let response = server
         .http
         .post(format!("{}/v1/sessions", server.base))
-        .header("anchor-api-key", support::TEST_KEY)
+        .header("anchor-api-key", crate::support::TEST_KEY)
         .json(&json!({}))
         .send()
         .await
@@ -379,7 +377,7 @@ async fn the_events_stream_follows_a_batch_to_its_end() {
     let mut response = server
         .http
         .get(format!("{}/v1/batch-sessions/{batch_id}/events", server.base))
-        .header("anchor-api-key", support::TEST_KEY)
+        .header("anchor-api-key", crate::support::TEST_KEY)
         .send()
         .await
         .expect("sent");

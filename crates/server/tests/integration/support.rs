@@ -1,7 +1,7 @@
 //! Shared test support: a real server in-process on port 0 with a temp data
 //! dir and real Chromium, a local test page, and a small CDP client.
 
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,0 +1,17 @@
+//! The integration tests of the server: the real server in-process (port 0,
+//! a temp data dir) with real Chromium and pages served on 127.0.0.1. One
+//! test binary with a module per area, sharing `support`, so that the suite
+//! builds and links once.
+
+#![allow(missing_docs)]
+
+mod support;
+
+mod bad_input;
+mod batches;
+mod chaos;
+mod isolation;
+mod leaks;
+mod live;
+mod pool;
+mod sessions;
