@@ -107,13 +107,13 @@ def wait_for_port(port, process=None, timeout=60):
 class Server:
     """An anchorage server on a free port with its own data dir."""
 
-    def __init__(self, binary, **settings):
+    def __init__(self, binary, log_file=None, **settings):
         self.data_dir = tempfile.mkdtemp(prefix="anchorage-bench-")
         port = free_port()
         env = dict(os.environ, ANCHORAGE_LISTEN=f"127.0.0.1:{port}", ANCHORAGE_DATA_DIR=self.data_dir,
-                   ANCHORAGE_API_KEY=KEY, ANCHORAGE_LOG="warn",
-                   **{f"ANCHORAGE_{name.upper()}": str(value) for name, value in settings.items()})
-        self.process = subprocess.Popen([binary, "serve"], env=env, stderr=subprocess.DEVNULL)
+                   ANCHORAGE_API_KEY=KEY, ANCHORAGE_LOG="warn")
+        env.update({f"ANCHORAGE_{name.upper()}": str(value) for name, value in settings.items()})
+        self.process = subprocess.Popen([binary, "serve"], env=env, stderr=log_file or subprocess.DEVNULL)
         self.base = f"http://127.0.0.1:{port}"
         wait_for_port(port, self.process)
 

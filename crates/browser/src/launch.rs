@@ -17,6 +17,13 @@ use crate::devtools::Devtools;
 
 /// How long a browser may take to answer its first DevTools command.
 const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The nice value browsers run at: a step below the server, so that the
+/// server's answers and its proxying (which every session's traffic goes
+/// through) never queue behind the browsers' own work on a busy machine.
+/// Raising one's nice value needs no privilege.
+pub const BROWSER_NICE: i32 = 2;
+/// The nice value of browsers launched ahead of need, until handed out.
+pub const BACKGROUND_NICE: i32 = 19;
 /// How many of the last stderr lines a launch failure quotes.
 const STDERR_TAIL_LINES: usize = 5;
 
@@ -263,18 +270,26 @@ impl Browser {
         }
     }
 
-    /// Sends SIGKILL to the whole process group now, without waiting; call
-    /// [`Browser::shut_down`] after to reap it and remove its directories.
+    /// Kills the browser's main process now, without waiting: from here
+    /// it serves no client (its DevTools pipe dies with it, and its helper
+    /// processes can do nothing without it). The signal is sent from a
+    /// blocking thread: a `kill` of a process with many threads wakes them
+    /// all to exit, and the sender can be kept off the CPU for milliseconds
+    /// while they do; the caller goes on at once. [`Browser::shut_down`]
+    /// then kills the rest of the group, waits until it is gone and removes
+    /// the directories.
     pub fn kill_now(&self) {
-        kill_group(self.pid);
+        let pid = self.pid;
+        tokio::task::spawn_blocking(move || kill_process(pid));
     }
 
     /// Puts every process of a browser launched in the background back at
-    /// the normal CPU priority (nice 0), for the session it is handed to.
+    /// the priority of browsers in use ([`BROWSER_NICE`]), for the session
+    /// it is handed to.
     /// Lowering a nice value takes root (or `CAP_SYS_NICE`, or an
     /// `RLIMIT_NICE` of 20); see [`can_raise_priority`].
     pub fn raise_priority(&self) -> std::io::Result<()> {
-        set_group_priority(self.pid, 0)
+        set_group_priority(self.pid, BROWSER_NICE)
     }
 
     /// A browser with no process behind it, for tests of the code that
@@ -341,6 +356,31 @@ pub(crate) fn kill_group(pgid: u32) {
     }
 }
 
+/// Sends SIGKILL to one process. An error (no such process) means it is
+/// already gone.
+#[allow(unsafe_code)]
+fn kill_process(pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else {
+        return;
+    };
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: kill takes plain integers and touches no memory of ours.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+/// Kills a browser's whole group, lowering its priority first: the
+/// teardown of dying processes (unmapping their memory, closing their files)
+/// is CPU work done in them, and at the lowest priority it yields to the
+/// server and to the sessions in use.
+fn end_group(pgid: u32) {
+    let _ = set_group_priority(pgid, BACKGROUND_NICE);
+    kill_group(pgid);
+}
+
 /// Sets the nice value of every process of a group.
 #[allow(unsafe_code)]
 fn set_group_priority(pgid: u32, nice: i32) -> std::io::Result<()> {
@@ -356,7 +396,7 @@ fn set_group_priority(pgid: u32, nice: i32) -> std::io::Result<()> {
 }
 
 /// Whether this process may put a browser launched in the background back at
-/// nice 0: root, or an `RLIMIT_NICE` that allows it. Without it, launching in
+/// [`BROWSER_NICE`]: root, or an `RLIMIT_NICE` that allows it. Without it, launching in
 /// the background would leave the session slow for its whole life.
 #[allow(unsafe_code)]
 pub fn can_raise_priority() -> bool {
@@ -370,7 +410,7 @@ pub fn can_raise_priority() -> bool {
     };
     // SAFETY: as above.
     let read = unsafe { libc::getrlimit(libc::RLIMIT_NICE, &mut limit) };
-    read == 0 && limit.rlim_cur >= 20
+    read == 0 && limit.rlim_cur >= u64::try_from(20 - BROWSER_NICE).unwrap_or(u64::MAX)
 }
 
 /// Whether any process of the group is alive (zombies, already dead and
@@ -477,7 +517,8 @@ impl DevtoolsPipes {
     }
 
     /// Arranges for the child to find its ends at fds 3 and 4, and to run
-    /// at the lowest CPU priority when it is launched in the `background`.
+    /// at [`BROWSER_NICE`], or [`BACKGROUND_NICE`] when it is launched in
+    /// the `background`.
     #[allow(unsafe_code)]
     fn hand_over(&self, command: &mut Command, background: bool) {
         let ends = [self.for_browser[0].as_raw_fd(), self.for_browser[1].as_raw_fd()];
@@ -487,11 +528,12 @@ impl DevtoolsPipes {
         unsafe {
             command.pre_exec(move || {
                 place_devtools_fds(ends)?;
-                // Raising one's own nice value is always allowed; every
-                // process the browser starts inherits it.
-                if background && libc::setpriority(libc::PRIO_PROCESS, 0, 19) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                // Every process the browser starts inherits it. Raising
+                // one's nice value is always allowed; a server that runs
+                // nicer than this already keeps its own (the call fails,
+                // which is no reason to fail the launch).
+                let nice = if background { BACKGROUND_NICE } else { BROWSER_NICE };
+                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
                 Ok(())
             });
         }
@@ -727,7 +769,7 @@ async fn supervise(
     let outcome = tokio::select! {
         status = child.wait() => {
             // The main process is gone; helpers of its group go with it.
-            kill_group(pid);
+            end_group(pid);
             match status {
                 Ok(status) => {
                     let (status, clean) = describe(status);
@@ -738,7 +780,7 @@ async fn supervise(
         }
         _ = kill_requested => {
             // Asked to stop, or the Browser was dropped: either way, kill.
-            kill_group(pid);
+            end_group(pid);
             let _ = child.wait().await;
             BrowserExit::Killed
         }

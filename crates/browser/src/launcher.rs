@@ -68,6 +68,10 @@ pub struct ChromiumSettings {
     pub run_as: Option<RunAs>,
     /// Whether Chromium's own sandbox is on.
     pub sandbox: bool,
+    /// Whether browsers launched ahead run at the lowest CPU priority until
+    /// handed out (where this process may raise it back, see
+    /// [`crate::can_raise_priority`]).
+    pub low_priority_ahead: bool,
 }
 
 /// Launches real Chromium processes.
@@ -87,9 +91,9 @@ impl ChromiumLauncher {
     /// A launcher with these settings.
     pub fn new(settings: ChromiumSettings) -> Self {
         Self {
-            settings,
             window_frame: Mutex::new(None),
-            background_launches: can_raise_priority(),
+            background_launches: settings.low_priority_ahead && can_raise_priority(),
+            settings,
         }
     }
 

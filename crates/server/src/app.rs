@@ -25,8 +25,6 @@ use crate::state::AppState;
 pub const DEFAULT_TEAM: &str = "default";
 /// How long shutdown waits for sessions to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
-/// How long pool refills wait after a handout (see `fleet::pool`).
-const POOL_HANDOUT_PAUSE: Duration = Duration::from_secs(1);
 
 /// Why the server could not start; one line each.
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +240,7 @@ impl App {
             ready_timeout: config.launch_timeout,
             run_as: run_as.clone(),
             sandbox: config.browser_sandbox,
+            low_priority_ahead: config.pool_refill_low_priority,
             host_resolver_rules: config.block_private_networks.then(|| {
                 // The server's own names too, as clients reach it.
                 let own_host = public_url.host_str().map(str::to_owned).into_iter().collect::<Vec<_>>();
@@ -253,7 +252,7 @@ impl App {
             launch_concurrency: config.launch_concurrency,
             team_max_sessions: config.team_max_sessions,
             pool_size: config.pool_size,
-            pool_handout_pause: POOL_HANDOUT_PAUSE,
+            pool_handout_pause: config.pool_refill_delay,
             timeout_minute: config.timeout_minute,
         };
         let fleet = Fleet::new(Arc::clone(&store), launcher, settings, shutdown.clone(), tasks.clone());

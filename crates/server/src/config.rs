@@ -57,6 +57,8 @@ struct FileConfig {
     max_batch: Option<u64>,
     team_max_sessions: Option<u64>,
     pool_size: Option<u64>,
+    pool_refill_delay_ms: Option<u64>,
+    pool_refill_priority: Option<String>,
     block_private_networks: Option<bool>,
     browser_user: Option<String>,
     browser_sandbox: Option<String>,
@@ -94,6 +96,13 @@ pub struct Config {
     pub team_max_sessions: Option<usize>,
     /// Browsers launched ahead for default starts (`ANCHORAGE_POOL_SIZE`).
     pub pool_size: usize,
+    /// How long pool refills wait after a handout
+    /// (`ANCHORAGE_POOL_REFILL_DELAY_MS`).
+    pub pool_refill_delay: Duration,
+    /// Whether pool refills launch at the lowest CPU priority until handed
+    /// out (`ANCHORAGE_POOL_REFILL_PRIORITY=low`, the default) or at the
+    /// priority of browsers in use (`normal`).
+    pub pool_refill_low_priority: bool,
     /// The length of one minute of `max_duration` and `idle_timeout`. Always
     /// sixty seconds when read from settings; tests that exercise timeouts
     /// shorten it instead of waiting minutes.
@@ -111,6 +120,9 @@ pub struct Config {
     /// Thirty seconds when read from settings; tests shorten it.
     pub header_read_timeout: Duration,
 }
+
+/// The default of `ANCHORAGE_POOL_REFILL_DELAY_MS` (see BENCHMARKS.md).
+const DEFAULT_POOL_REFILL_DELAY: Duration = Duration::ZERO;
 
 /// The core count of this machine.
 pub fn core_count() -> usize {
@@ -326,6 +338,25 @@ impl Config {
             }
         };
         let pool_size = number("ANCHORAGE_POOL_SIZE", from_file.pool_size, 0, 1000)?.map_or(2, |value| value as usize);
+        let pool_refill_delay = number(
+            "ANCHORAGE_POOL_REFILL_DELAY_MS",
+            from_file.pool_refill_delay_ms,
+            0,
+            60_000,
+        )?
+        .map_or(DEFAULT_POOL_REFILL_DELAY, Duration::from_millis);
+        let pool_refill_low_priority = match text("ANCHORAGE_POOL_REFILL_PRIORITY", from_file.pool_refill_priority)
+            .map(|value| value.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("low") => true,
+            Some("normal") => false,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "ANCHORAGE_POOL_REFILL_PRIORITY={other:?} is not valid: set it to low or normal"
+                )))
+            }
+        };
 
         Ok(Self {
             listen,
@@ -341,6 +372,8 @@ impl Config {
             max_batch,
             team_max_sessions,
             pool_size,
+            pool_refill_delay,
+            pool_refill_low_priority,
             timeout_minute: Duration::from_secs(60),
             block_private_networks,
             browser_user,

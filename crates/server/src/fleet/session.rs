@@ -182,12 +182,14 @@ impl Fleet {
             }
         };
 
-        // Clients go first, so that none of them sees a half-dead browser.
-        // The kill is sent before the end is recorded, so "ended" never names
-        // a browser that still works; its place is freed only once every
-        // process and directory of it is gone.
+        // Clients go first, so that none of them sees a half-dead browser,
+        // and from then on no new one gets through (the proxy and the live
+        // view close on `stop`). Then the end is recorded while the machine
+        // is quiet, and the browser process is killed (one signal: cheap) before
+        // the end call answers. The rest of its group is killed and waited
+        // for after the answer; its place is freed only once every process
+        // and directory of it is gone.
         session.stop.cancel();
-        browser.kill_now();
         if let Err(error) = self
             .store
             .end_session(session.id, status, &reason, Timestamp::now())
@@ -195,6 +197,7 @@ impl Fleet {
         {
             tracing::error!(session_id = %session.id, %error, "cannot record the end of a session");
         }
+        browser.kill_now();
         if let Ok(mut live) = self.live.lock() {
             live.remove(&session.id);
         }
