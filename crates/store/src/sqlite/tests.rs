@@ -1,4 +1,7 @@
-//! Contract tests of the store, run against SQLite on a temp file.
+//! Contract tests of the store. Every test but the first (SQLite's own
+//! reopening) speaks to the store only through `&dyn Store`, as the server
+//! does, so that a second backend runs the same tests by being returned from
+//! [`open`] too.
 
 use anchorage_core::{RequestId, RequestStatus, SessionId, SessionStatus, TeamId, Timestamp};
 use serde_json::json;
@@ -7,11 +10,12 @@ use super::SqliteStore;
 use crate::records::{RequestRecord, SessionFilter, SessionPage, SessionRecord, SessionSort};
 use crate::{Store, StoreError};
 
-async fn open() -> (tempfile::TempDir, SqliteStore) {
+/// A fresh store of the backend under test, as the trait object.
+async fn open() -> (tempfile::TempDir, Box<dyn Store>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
     let store = SqliteStore::open(&url).await.expect("open");
-    (dir, store)
+    (dir, Box::new(store))
 }
 
 fn request(team_id: TeamId) -> RequestRecord {
@@ -69,6 +73,7 @@ async fn reopening_keeps_data_and_does_not_migrate_twice() {
 #[tokio::test]
 async fn teams_and_keys() {
     let (_dir, store) = open().await;
+    let store: &dyn Store = store.as_ref();
     let team = store.create_team("alpha").await.expect("team");
     assert!(matches!(
         store.create_team("alpha").await,
@@ -92,6 +97,7 @@ async fn teams_and_keys() {
 #[tokio::test]
 async fn launch_lifecycle_and_races() {
     let (_dir, store) = open().await;
+    let store: &dyn Store = store.as_ref();
     let team = store.create_team("alpha").await.expect("team");
     let pending = request(team.id);
     store.insert_request(&pending).await.expect("insert");
@@ -136,6 +142,7 @@ async fn launch_lifecycle_and_races() {
 #[tokio::test]
 async fn an_end_during_launch_wins_over_the_launch() {
     let (_dir, store) = open().await;
+    let store: &dyn Store = store.as_ref();
     let team = store.create_team("alpha").await.expect("team");
     let pending = request(team.id);
     store.insert_request(&pending).await.expect("insert");
@@ -156,6 +163,7 @@ async fn an_end_during_launch_wins_over_the_launch() {
 #[tokio::test]
 async fn lists_filter_and_page() {
     let (_dir, store) = open().await;
+    let store: &dyn Store = store.as_ref();
     let team = store.create_team("alpha").await.expect("team");
     for index in 0..5 {
         let pending = request(team.id);
@@ -266,16 +274,17 @@ mod batches {
     #[tokio::test]
     async fn status_and_counts_follow_the_items_and_the_sql_filter_agrees() {
         let (_dir, store) = open().await;
+        let store: &dyn Store = store.as_ref();
         let team = store.create_team("alpha").await.expect("team").id;
-        let (pending, _) = new_batch(&store, team, 3).await;
-        let (processing, items) = new_batch(&store, team, 3).await;
-        launch(&store, &items[0], true).await;
-        let (completed, items) = new_batch(&store, team, 2).await;
-        launch(&store, &items[0], true).await;
-        launch(&store, &items[1], false).await;
-        let (failed, items) = new_batch(&store, team, 1).await;
-        launch(&store, &items[0], false).await;
-        let (cancelled, _) = new_batch(&store, team, 2).await;
+        let (pending, _) = new_batch(store, team, 3).await;
+        let (processing, items) = new_batch(store, team, 3).await;
+        launch(store, &items[0], true).await;
+        let (completed, items) = new_batch(store, team, 2).await;
+        launch(store, &items[0], true).await;
+        launch(store, &items[1], false).await;
+        let (failed, items) = new_batch(store, team, 1).await;
+        launch(store, &items[0], false).await;
+        let (cancelled, _) = new_batch(store, team, 2).await;
         assert!(matches!(
             store
                 .cancel_batch(team, cancelled, Timestamp::now())
@@ -328,10 +337,11 @@ mod batches {
     #[tokio::test]
     async fn of_two_racing_cancels_exactly_one_wins() {
         let (_dir, store) = open().await;
+        let store: &dyn Store = store.as_ref();
         let team = store.create_team("alpha").await.expect("team").id;
         for _ in 0..10 {
-            let (batch_id, items) = new_batch(&store, team, 4).await;
-            let running = launch(&store, &items[0], true).await;
+            let (batch_id, items) = new_batch(store, team, 4).await;
+            let running = launch(store, &items[0], true).await;
             let (first, second) = tokio::join!(
                 store.cancel_batch(team, batch_id, Timestamp::now()),
                 store.cancel_batch(team, batch_id, Timestamp::now())
@@ -355,8 +365,9 @@ mod batches {
     #[tokio::test]
     async fn cancel_ends_launching_sessions_and_refuses_final_batches() {
         let (_dir, store) = open().await;
+        let store: &dyn Store = store.as_ref();
         let team = store.create_team("alpha").await.expect("team").id;
-        let (batch_id, items) = new_batch(&store, team, 2).await;
+        let (batch_id, items) = new_batch(store, team, 2).await;
         let mut starting = session(team, items[0].id, &[]);
         starting.batch_id = Some(batch_id);
         assert!(store.begin_launch(items[0].id, &starting).await.expect("begin"));
@@ -375,8 +386,8 @@ mod batches {
         let ended = store.session(team, starting.id).await.expect("get").expect("found");
         assert_eq!(ended.status, SessionStatus::Completed);
 
-        let (done, items) = new_batch(&store, team, 1).await;
-        launch(&store, &items[0], true).await;
+        let (done, items) = new_batch(store, team, 1).await;
+        launch(store, &items[0], true).await;
         assert_eq!(
             store.cancel_batch(team, done, Timestamp::now()).await.expect("cancel"),
             BatchChange::Conflict(BatchStatus::Completed)
@@ -398,9 +409,10 @@ mod batches {
     #[tokio::test]
     async fn delete_removes_the_batch_and_hands_back_running_sessions() {
         let (_dir, store) = open().await;
+        let store: &dyn Store = store.as_ref();
         let team = store.create_team("alpha").await.expect("team").id;
-        let (batch_id, items) = new_batch(&store, team, 3).await;
-        let running = launch(&store, &items[0], true).await;
+        let (batch_id, items) = new_batch(store, team, 3).await;
+        let running = launch(store, &items[0], true).await;
         let other = store.create_team("beta").await.expect("team").id;
         assert_eq!(
             store
@@ -425,12 +437,13 @@ mod batches {
     #[tokio::test]
     async fn retry_requeues_failed_items_with_a_budget() {
         let (_dir, store) = open().await;
+        let store: &dyn Store = store.as_ref();
         let team = store.create_team("alpha").await.expect("team").id;
-        let (batch_id, items) = new_batch(&store, team, 3).await;
-        launch(&store, &items[0], true).await;
-        launch(&store, &items[1], false).await;
-        launch(&store, &items[2], false).await;
-        assert_eq!(status(&store, team, batch_id).await, BatchStatus::Completed);
+        let (batch_id, items) = new_batch(store, team, 3).await;
+        launch(store, &items[0], true).await;
+        launch(store, &items[1], false).await;
+        launch(store, &items[2], false).await;
+        assert_eq!(status(store, team, batch_id).await, BatchStatus::Completed);
 
         let RetryOutcome::Retried {
             retried: 2,
@@ -446,7 +459,7 @@ mod batches {
         assert!(requeued
             .iter()
             .all(|item| item.retry_count == 1 && item.status == RequestStatus::Pending));
-        assert_eq!(status(&store, team, batch_id).await, BatchStatus::Processing);
+        assert_eq!(status(store, team, batch_id).await, BatchStatus::Processing);
 
         // Item 1 fails again but has one more attempt; item 2 comes up.
         let mut retry_session = session(team, items[1].id, &[]);
@@ -459,14 +472,14 @@ mod batches {
                 .expect("fail"),
             LaunchFailure::Requeued
         );
-        launch(&store, &items[2], true).await;
-        launch(&store, &items[1], true).await;
+        launch(store, &items[2], true).await;
+        launch(store, &items[1], true).await;
         let items_now = store.batch_items(batch_id).await.expect("items");
         assert!(items_now
             .iter()
             .all(|item| item.request.status == RequestStatus::Completed));
         assert_eq!(items_now[1].request.retry_count, 2);
-        assert_eq!(status(&store, team, batch_id).await, BatchStatus::Completed);
+        assert_eq!(status(store, team, batch_id).await, BatchStatus::Completed);
 
         // Nothing failed: nothing to retry. A cancelled batch: refused.
         assert_eq!(
@@ -476,7 +489,7 @@ mod batches {
                 pending: vec![]
             }
         );
-        let (cancelled, _) = new_batch(&store, team, 1).await;
+        let (cancelled, _) = new_batch(store, team, 1).await;
         store
             .cancel_batch(team, cancelled, Timestamp::now())
             .await
