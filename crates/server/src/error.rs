@@ -1,5 +1,9 @@
 //! The one error type of the HTTP API and its mapping to the contract's JSON
-//! body `{"error": {"code", "message"}}`.
+//! body `{"error": {"code", "message"}}`, and the one table of error
+//! answers ([`Fault`]): each kind's status and documented meaning. The route
+//! table (`routes::table`) names, per route, the faults it can answer; the
+//! OpenAPI document's error responses are made from that, and the router
+//! holds each route to it.
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -42,7 +46,100 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// A kind of error answer: one status, one documented meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fault {
+    /// `400`.
+    BadRequest,
+    /// `401`.
+    Unauthorized,
+    /// `404`.
+    NotFound,
+    /// `405`.
+    MethodNotAllowed,
+    /// `409`.
+    Conflict,
+    /// `413`.
+    PayloadTooLarge,
+    /// `429`.
+    TooManyRequests,
+    /// `500`.
+    Internal,
+    /// `503`.
+    Unavailable,
+}
+
+impl Fault {
+    /// The table: status and documented meaning of each kind.
+    pub fn entry(self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest => (StatusCode::BAD_REQUEST, "A value is wrong; the message names it"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "Missing or unknown API key, or a wrong token"),
+            Self::NotFound => (
+                StatusCode::NOT_FOUND,
+                "No such resource for this team (unknown, malformed, or another team's id)",
+            ),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "The route does not take this method"),
+            Self::Conflict => (
+                StatusCode::CONFLICT,
+                "The resource's state does not allow this; the message says which",
+            ),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "The body is over the size limit"),
+            Self::TooManyRequests => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "The team is at its session quota; see Retry-After",
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "A fault of the server; details are in its log",
+            ),
+            Self::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The database cannot take work right now, or the server is shutting down; nothing was changed",
+            ),
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(self) -> StatusCode {
+        self.entry().0
+    }
+
+    /// The kind a status belongs to, if it is an error status of the table.
+    pub fn of_status(status: StatusCode) -> Option<Self> {
+        Self::ALL.into_iter().find(|fault| fault.status() == status)
+    }
+
+    /// Every kind.
+    pub const ALL: [Fault; 9] = [
+        Self::BadRequest,
+        Self::Unauthorized,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::Conflict,
+        Self::PayloadTooLarge,
+        Self::TooManyRequests,
+        Self::Internal,
+        Self::Unavailable,
+    ];
+}
+
 impl ApiError {
+    /// Its kind in the table.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::BadRequest(_) => Fault::BadRequest,
+            Self::Unauthorized => Fault::Unauthorized,
+            Self::NotFound(_) => Fault::NotFound,
+            Self::MethodNotAllowed(_) => Fault::MethodNotAllowed,
+            Self::Conflict(_) => Fault::Conflict,
+            Self::PayloadTooLarge(_) => Fault::PayloadTooLarge,
+            Self::TooManyRequests { .. } => Fault::TooManyRequests,
+            Self::Unavailable(_) => Fault::Unavailable,
+            Self::Internal(_) => Fault::Internal,
+        }
+    }
+
     /// A session id that is unknown, malformed, or another team's.
     pub fn session_not_found() -> Self {
         Self::NotFound("Session not found".to_owned())
@@ -55,17 +152,7 @@ impl ApiError {
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.fault().status()
     }
 }
 

@@ -1,7 +1,8 @@
 //! Plain rows as the store hands them out.
 
 use anchorage_core::{
-    ApiKeyId, BatchCounts, BatchId, BatchStatus, RequestId, RequestStatus, SessionId, SessionStatus, TeamId, Timestamp,
+    ApiKeyId, BatchCounts, BatchId, BatchStatus, RequestId, RequestStatus, SessionId, SessionOptions, SessionStatus,
+    TeamId, Timestamp,
 };
 use serde_json::Value;
 
@@ -65,8 +66,12 @@ pub struct RequestRecord {
     pub status: RequestStatus,
     /// The session made for it, once one is.
     pub session_id: Option<SessionId>,
-    /// The start body, as given.
+    /// The start body, as given (recorded; shown back as `configuration`).
     pub configuration: Value,
+    /// The same, validated: what the fleet acts on. Made once, at the edge
+    /// for a new request and by the store's row decoding for a stored one;
+    /// nothing downstream reads `configuration` again.
+    pub options: SessionOptions,
     /// Why it failed, if it did.
     pub error: Option<String>,
     /// How many times it was retried.
@@ -79,6 +84,38 @@ pub struct RequestRecord {
     pub started_at: Option<Timestamp>,
     /// When it reached a final state.
     pub completed_at: Option<Timestamp>,
+}
+
+impl RequestRecord {
+    /// A new `pending` request of `team_id` (a single start, until `batch_id`
+    /// and `item_index` are set), asked by `key` (its id and name).
+    pub fn pending(
+        team_id: TeamId,
+        key: Option<(ApiKeyId, String)>,
+        configuration: Value,
+        options: SessionOptions,
+        created_at: Timestamp,
+    ) -> Self {
+        let (api_key_id, api_key_name) = key.map_or((None, String::new()), |(id, name)| (Some(id), name));
+        Self {
+            id: RequestId::new_random(),
+            team_id,
+            api_key_id,
+            api_key_name,
+            batch_id: None,
+            item_index: 0,
+            status: RequestStatus::Pending,
+            session_id: None,
+            configuration,
+            options,
+            error: None,
+            retry_count: 0,
+            metadata: None,
+            created_at,
+            started_at: None,
+            completed_at: None,
+        }
+    }
 }
 
 /// One session.

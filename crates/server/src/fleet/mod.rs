@@ -421,8 +421,7 @@ impl Fleet {
             let Some((request, team_slot)) = self.admission.pop() else {
                 break;
             };
-            let wants_pool = anchorage_core::SessionOptions::from_configuration(&request.configuration)
-                .is_ok_and(|options| pool::poolable(&options));
+            let wants_pool = pool::poolable(&request.options);
             let start = match wants_pool.then(|| self.pool.take()).flatten() {
                 Some(pooled) => provision::Start::Pooled(pooled),
                 None => {

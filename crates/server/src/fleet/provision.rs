@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use anchorage_browser::{Browser, LaunchError, LaunchRequest};
-use anchorage_core::{RequestId, SessionId, SessionOptions, SessionStatus, Timestamp};
+use anchorage_core::{RequestId, SessionId, SessionStatus, Timestamp};
 use anchorage_store::{LaunchFailure, RequestRecord, SessionRecord};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -46,8 +46,6 @@ enum Provisioned {
     NotRecorded(String),
     /// The browser did not come up, even on the second try.
     LaunchFailed { session_id: SessionId, message: String },
-    /// The stored request cannot be read by this version.
-    Unreadable(String),
 }
 
 /// Takes a finished launch out of the registry (and tells a cancel waiting
@@ -80,7 +78,6 @@ impl Fleet {
         match provisioned {
             Provisioned::Running(session_id) => self.notify(request_id, StartOutcome::Started(session_id)),
             Provisioned::Withdrawn => self.notify(request_id, StartOutcome::Cancelled),
-            Provisioned::Unreadable(message) => self.notify(request_id, StartOutcome::Failed(message)),
             Provisioned::NotRecorded(why) => {
                 tracing::error!(%request_id, error = %why, "cannot record a launch; the request is tried again shortly");
                 self.notify(request_id, StartOutcome::Unavailable(why));
@@ -121,15 +118,7 @@ impl Fleet {
         start: Start,
         team_slot: TeamSlot,
     ) -> Provisioned {
-        let options = match SessionOptions::from_configuration(&request.configuration) {
-            Ok(options) => options,
-            Err(error) => {
-                // Bodies are validated when accepted; this is a row an older
-                // version accepted.
-                tracing::error!(request_id = %request.id, %error, "a stored request has an invalid configuration");
-                return Provisioned::Unreadable(format!("stored configuration is not valid: {error}"));
-            }
-        };
+        let options = request.options.clone();
         let session = SessionRecord {
             id: SessionId::new_random(),
             team_id: request.team_id,

@@ -337,23 +337,8 @@ fn body(name: &str) -> Value {
 }
 
 fn request(team_id: TeamId, configuration: Value) -> RequestRecord {
-    RequestRecord {
-        id: RequestId::new_random(),
-        team_id,
-        api_key_id: None,
-        api_key_name: "test".to_owned(),
-        batch_id: None,
-        item_index: 0,
-        status: RequestStatus::Pending,
-        session_id: None,
-        configuration,
-        error: None,
-        retry_count: 0,
-        metadata: None,
-        created_at: Timestamp::now(),
-        started_at: None,
-        completed_at: None,
-    }
+    let options = anchorage_core::SessionOptions::from_configuration(&configuration).unwrap();
+    RequestRecord::pending(team_id, None, configuration, options, Timestamp::now())
 }
 
 /// Waits (polling, with a deadline) until `condition` holds.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use anchorage_core::{failure_summary, BatchId, BatchStatus, RequestId, RequestStatus, TeamId, Timestamp};
+use anchorage_core::{failure_summary, BatchId, BatchStatus, TeamId, Timestamp};
 use anchorage_store::{BatchFilter, BatchItem, BatchRecord, BatchSummary, RequestRecord, RetryOutcome};
 use axum::extract::{RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -20,7 +20,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::fleet::BatchEnd;
 use crate::state::AppState;
-use crate::wire::{BatchBody, CancelBody, ErrorBody, RetryBody};
+use crate::wire::{BatchBody, CancelBody, RetryBody};
 use crate::wire::{
     BatchCancelled, BatchCreated, BatchDeleted, BatchGone, BatchItem as WireItem, BatchList, BatchProgress,
     BatchRetried, BatchRow, BatchStatusBody, Data, DeletionError, Pagination,
@@ -63,7 +63,7 @@ fn parse_count(body: &Map<String, Value>, max_batch: usize) -> Result<usize, Api
     summary = "Ask for a batch of sessions; provisioning runs in the background",
     request_body = BatchBody,
     security(("api_key" = [])),
-    responses((status = 200, description = "Accepted", body = Data<BatchCreated>), (status = 400, description = "A value is wrong; the message names it", body = ErrorBody), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 413, description = "The body is over the size limit", body = ErrorBody), (status = 503, description = "The server is shutting down", body = ErrorBody))
+    responses((status = 200, description = "Accepted", body = Data<BatchCreated>)   )
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -72,12 +72,12 @@ pub async fn create(
 ) -> ApiResult<BatchCreated> {
     let body = object_body(body)?;
     let count = parse_count(&body, state.max_batch)?;
-    let configuration = match body.get("configuration") {
-        None | Some(Value::Null) => Value::Object(Map::new()),
+    let (configuration, options) = match body.get("configuration") {
+        None | Some(Value::Null) => (Value::Object(Map::new()), anchorage_core::SessionOptions::default()),
         Some(configuration @ Value::Object(_)) => {
-            validate_start(&state, configuration)
+            let options = validate_start(&state, configuration)
                 .map_err(|message| ApiError::BadRequest(format!("configuration.{message}")))?;
-            configuration.clone()
+            (configuration.clone(), options)
         }
         Some(_) => {
             return Err(ApiError::BadRequest(
@@ -102,21 +102,15 @@ pub async fn create(
     };
     let items = (0..count)
         .map(|index| RequestRecord {
-            id: RequestId::new_random(),
-            team_id: caller.0.team_id,
-            api_key_id: Some(caller.0.key_id),
-            api_key_name: caller.0.key_name.clone(),
             batch_id: Some(batch.id),
             item_index: index as i64,
-            status: RequestStatus::Pending,
-            session_id: None,
-            configuration: configuration.clone(),
-            error: None,
-            retry_count: 0,
-            metadata: None,
-            created_at,
-            started_at: None,
-            completed_at: None,
+            ..RequestRecord::pending(
+                caller.0.team_id,
+                Some((caller.0.key_id, caller.0.key_name.clone())),
+                configuration.clone(),
+                options.clone(),
+                created_at,
+            )
         })
         .collect();
     state.fleet.submit_batch(&batch, items).await?;
@@ -185,7 +179,7 @@ async fn owned_batch(state: &AppState, team_id: TeamId, batch_id: BatchId) -> Re
     summary = "The team's batches, newest first",
     params(("status" = Option<String>, Query, description = "pending, processing, completed, failed or cancelled"), ("page" = Option<i64>, Query, description = "Page, from 1"), ("limit" = Option<i64>, Query, description = "Rows per page, 1 to 100 (default 20)"), ("created_after" = Option<String>, Query, description = "RFC 3339 time"), ("created_before" = Option<String>, Query, description = "RFC 3339 time")),
     security(("api_key" = [])),
-    responses((status = 200, description = "One page", body = Data<BatchList>), (status = 400, description = "A value is wrong; the message names it", body = ErrorBody), (status = 401, description = "Missing or unknown API key", body = ErrorBody))
+    responses((status = 200, description = "One page", body = Data<BatchList>) )
 )]
 pub async fn list(State(state): State<AppState>, caller: Caller, RawQuery(raw): RawQuery) -> ApiResult<BatchList> {
     let query = QueryMap::parse(raw.as_deref());
@@ -230,7 +224,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller, RawQuery(raw): 
     summary = "A batch's full status with every item",
     params(("batch_id" = String, Path, description = "The batch's id (a UUID)")),
     security(("api_key" = [])),
-    responses((status = 200, description = "The batch", body = Data<BatchStatusBody>), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such batch for this team", body = ErrorBody))
+    responses((status = 200, description = "The batch", body = Data<BatchStatusBody>) )
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -259,7 +253,7 @@ fn conflict_message(status: BatchStatus, action: &str) -> String {
     params(("batch_id" = String, Path, description = "The batch's id (a UUID)")),
     request_body = CancelBody,
     security(("api_key" = [])),
-    responses((status = 200, description = "Cancelled: its running sessions ended, nothing of it starts later", body = Data<BatchCancelled>), (status = 400, description = "A value is wrong; the message names it", body = ErrorBody), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such batch for this team", body = ErrorBody), (status = 409, description = "The batch's state does not allow this", body = ErrorBody))
+    responses((status = 200, description = "Cancelled: its running sessions ended, nothing of it starts later", body = Data<BatchCancelled>)   )
 )]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -305,7 +299,7 @@ pub async fn cancel(
     summary = "End every session of a batch and remove it",
     params(("batch_id" = String, Path, description = "The batch's id (a UUID)")),
     security(("api_key" = [])),
-    responses((status = 200, description = "Deleted", body = Data<BatchDeleted>), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such batch for this team", body = ErrorBody), (status = 409, description = "The batch's state does not allow this", body = ErrorBody))
+    responses((status = 200, description = "Deleted", body = Data<BatchDeleted>)  )
 )]
 pub async fn delete(
     State(state): State<AppState>,
@@ -345,7 +339,7 @@ pub async fn delete(
     params(("batch_id" = String, Path, description = "The batch's id (a UUID)")),
     request_body = RetryBody,
     security(("api_key" = [])),
-    responses((status = 200, description = "Queued again", body = Data<BatchRetried>), (status = 400, description = "A value is wrong; the message names it", body = ErrorBody), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such batch for this team", body = ErrorBody), (status = 409, description = "The batch's state does not allow this", body = ErrorBody))
+    responses((status = 200, description = "Queued again", body = Data<BatchRetried>)   )
 )]
 pub async fn retry(
     State(state): State<AppState>,
@@ -511,7 +505,7 @@ fn json_event(name: &str, body: &impl serde::Serialize) -> Event {
     summary = "Server-Sent Events of a batch's changes",
     params(("batch_id" = String, Path, description = "The batch's id (a UUID)")),
     security(("api_key" = [])),
-    responses((status = 200, description = "text/event-stream: `item` events (a BatchItem), `batch` events (a BatchStatusBody without sessions), `deleted` (a BatchGone); a full snapshot first, ending once the batch is final", content_type = "text/event-stream", body = String), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such batch for this team", body = ErrorBody))
+    responses((status = 200, description = "text/event-stream: `item` events (a BatchItem), `batch` events (a BatchStatusBody without sessions), `deleted` (a BatchGone); a full snapshot first, ending once the batch is final", content_type = "text/event-stream", body = String) )
 )]
 pub async fn events(
     State(state): State<AppState>,

@@ -27,7 +27,6 @@ use crate::auth::authenticate;
 use crate::error::ApiError;
 use crate::fleet::LiveSession;
 use crate::state::AppState;
-use crate::wire::ErrorBody;
 
 /// Whether the request asks for a WebSocket upgrade.
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
@@ -55,10 +54,7 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         ("token" = String, Query, description = "The session's own token, from its cdp_url"),
     ),
     responses(
-        (status = 101, description = "Switched to the WebSocket protocol"),
-        (status = 400, description = "Not a WebSocket upgrade", body = ErrorBody),
-        (status = 401, description = "Wrong or missing token", body = ErrorBody),
-        (status = 404, description = "The session is not running", body = ErrorBody),
+        (status = 101, description = "Switched to the WebSocket protocol")
     )
 )]
 pub async fn by_token(State(state): State<AppState>, Path(raw_id): Path<String>, request: Request) -> Response {

@@ -9,7 +9,7 @@ use axum::Json;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::wire::{Data, ErrorBody, StatusOk};
+use crate::wire::{Data, StatusOk};
 
 /// `GET /healthz`.
 #[utoipa::path(
@@ -33,8 +33,7 @@ pub async fn healthz() -> Json<Data<StatusOk>> {
     tag = "operations",
     summary = "Whether the server can start sessions",
     responses(
-        (status = 200, description = "The store answers and Chromium is in place", body = Data<StatusOk>),
-        (status = 503, description = "Not ready, and why", body = ErrorBody),
+        (status = 200, description = "The store answers and Chromium is in place", body = Data<StatusOk>)
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Data<StatusOk>>, ApiError> {

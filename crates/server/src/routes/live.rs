@@ -36,7 +36,6 @@ use super::extract::session_by_token;
 use crate::error::ApiError;
 use crate::fleet::LiveSession;
 use crate::state::AppState;
-use crate::wire::ErrorBody;
 
 /// The viewer page; it reads the session id and token from its own URL.
 const LIVE_PAGE: &str = include_str!("../../assets/live.html");
@@ -54,9 +53,7 @@ const LIVE_PAGE: &str = include_str!("../../assets/live.html");
         ("token" = String, Query, description = "The session's own token, from its live_view_url"),
     ),
     responses(
-        (status = 200, description = "The viewer page", content_type = "text/html", body = String),
-        (status = 401, description = "Wrong or missing token", body = ErrorBody),
-        (status = 404, description = "Not a session id", body = ErrorBody),
+        (status = 200, description = "The viewer page", content_type = "text/html", body = String)
     )
 )]
 pub async fn page(State(state): State<AppState>, Path(raw_id): Path<String>, request: Request) -> Response {
@@ -86,10 +83,7 @@ pub async fn page(State(state): State<AppState>, Path(raw_id): Path<String>, req
         ("token" = String, Query, description = "The session's own token"),
     ),
     responses(
-        (status = 101, description = "Switched to the WebSocket protocol"),
-        (status = 400, description = "Not a WebSocket upgrade", body = ErrorBody),
-        (status = 401, description = "Wrong or missing token", body = ErrorBody),
-        (status = 404, description = "Not a session id", body = ErrorBody),
+        (status = 101, description = "Switched to the WebSocket protocol")
     )
 )]
 pub async fn stream(State(state): State<AppState>, Path(raw_id): Path<String>, mut request: Request) -> Response {

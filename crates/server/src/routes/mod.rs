@@ -21,59 +21,183 @@ use axum::routing::{delete, get, patch, post, MethodRouter};
 use axum::{Json, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Fault};
 use crate::state::AppState;
-use crate::wire::{About, ErrorBody};
+use crate::wire::About;
 
-/// Every route we serve: method, path, handler. The router is built from
-/// this table alone, and a test checks it against `/openapi.json`.
-fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+/// One route: what it serves, and the error answers it can give besides a
+/// `500` (which every route can). Those are its documented error responses
+/// (`openapi.rs` adds them to the document from here) and the only ones it
+/// may answer: the router turns any other into a logged `500`.
+pub(crate) struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub handler: MethodRouter<AppState>,
+    pub faults: &'static [Fault],
+}
+
+/// What a `/v1` route that reads only can answer: a bad key, a database
+/// that cannot take work.
+const READ: &[Fault] = &[Fault::Unauthorized, Fault::Unavailable];
+/// … and one that names a resource by id.
+const READ_ONE: &[Fault] = &[Fault::Unauthorized, Fault::NotFound, Fault::Unavailable];
+/// … and one with a query to check.
+const QUERY: &[Fault] = &[Fault::BadRequest, Fault::Unauthorized, Fault::Unavailable];
+/// A start: a body to check, a quota.
+const START: &[Fault] = &[
+    Fault::BadRequest,
+    Fault::Unauthorized,
+    Fault::PayloadTooLarge,
+    Fault::TooManyRequests,
+    Fault::Unavailable,
+];
+/// A change of a batch's state, with a body.
+const BATCH_CHANGE: &[Fault] = &[
+    Fault::BadRequest,
+    Fault::Unauthorized,
+    Fault::NotFound,
+    Fault::Conflict,
+    Fault::PayloadTooLarge,
+    Fault::Unavailable,
+];
+/// A WebSocket upgrade that a session's token opens.
+const TOKEN_UPGRADE: &[Fault] = &[Fault::BadRequest, Fault::Unauthorized, Fault::NotFound];
+
+/// Every route the server serves. The router is built from it and the
+/// OpenAPI document's error responses come from it; a test checks the
+/// document's paths and methods against it.
+pub(crate) fn table() -> Vec<Route> {
+    let route = |method: Method, path: &'static str, handler: MethodRouter<AppState>, faults: &'static [Fault]| Route {
+        method,
+        path,
+        handler,
+        faults,
+    };
     vec![
-        (Method::GET, "/", get(root)),
-        (Method::GET, "/openapi.json", get(openapi::openapi_json)),
-        (Method::GET, "/docs", get(openapi::docs)),
-        (Method::GET, "/cdp/{session_id}", get(cdp::by_token)),
-        (Method::GET, "/healthz", get(health::healthz)),
-        (Method::GET, "/readyz", get(health::readyz)),
-        (Method::GET, "/metrics", get(health::metrics)),
-        (Method::GET, "/live/{session_id}", get(live::page)),
-        (Method::GET, "/live/{session_id}/stream", get(live::stream)),
-        (Method::POST, "/v1/sessions", post(sessions::create)),
-        (Method::GET, "/v1/sessions", get(sessions::history)),
-        (Method::POST, "/v1/sessions/async", post(sessions::create_async)),
-        (
+        route(
+            Method::GET,
+            "/",
+            get(root),
+            &[Fault::Unauthorized, Fault::NotFound, Fault::Unavailable],
+        ),
+        route(Method::GET, "/openapi.json", get(openapi::openapi_json), &[]),
+        route(Method::GET, "/docs", get(openapi::docs), &[]),
+        route(Method::GET, "/cdp/{session_id}", get(cdp::by_token), TOKEN_UPGRADE),
+        route(Method::GET, "/healthz", get(health::healthz), &[]),
+        route(Method::GET, "/readyz", get(health::readyz), &[Fault::Unavailable]),
+        route(Method::GET, "/metrics", get(health::metrics), &[Fault::Unavailable]),
+        route(
+            Method::GET,
+            "/live/{session_id}",
+            get(live::page),
+            &[Fault::Unauthorized, Fault::NotFound],
+        ),
+        route(
+            Method::GET,
+            "/live/{session_id}/stream",
+            get(live::stream),
+            TOKEN_UPGRADE,
+        ),
+        route(Method::POST, "/v1/sessions", post(sessions::create), START),
+        route(Method::GET, "/v1/sessions", get(sessions::history), QUERY),
+        route(Method::POST, "/v1/sessions/async", post(sessions::create_async), START),
+        route(
             Method::GET,
             "/v1/sessions/async/{request_id}/status",
             get(sessions::async_status_of),
+            READ_ONE,
         ),
-        (Method::DELETE, "/v1/sessions/all", delete(sessions::delete_all)),
-        (Method::GET, "/v1/sessions/all/status", get(sessions::all_status)),
-        (Method::GET, "/v1/sessions/{session_id}", get(sessions::get)),
-        (Method::DELETE, "/v1/sessions/{session_id}", delete(sessions::delete)),
-        (Method::GET, "/v1/sessions/{session_id}/pages", get(sessions::pages)),
-        (Method::POST, "/v1/batch-sessions", post(batches::create)),
-        (Method::GET, "/v1/batch-sessions", get(batches::list)),
-        (Method::GET, "/v1/batch-sessions/{batch_id}", get(batches::get)),
-        (Method::PATCH, "/v1/batch-sessions/{batch_id}", patch(batches::cancel)),
-        (Method::DELETE, "/v1/batch-sessions/{batch_id}", delete(batches::delete)),
-        (
+        route(Method::DELETE, "/v1/sessions/all", delete(sessions::delete_all), READ),
+        route(Method::GET, "/v1/sessions/all/status", get(sessions::all_status), QUERY),
+        route(Method::GET, "/v1/sessions/{session_id}", get(sessions::get), READ_ONE),
+        route(
+            Method::DELETE,
+            "/v1/sessions/{session_id}",
+            delete(sessions::delete),
+            READ_ONE,
+        ),
+        route(
+            Method::GET,
+            "/v1/sessions/{session_id}/pages",
+            get(sessions::pages),
+            READ_ONE,
+        ),
+        route(
+            Method::POST,
+            "/v1/batch-sessions",
+            post(batches::create),
+            &[
+                Fault::BadRequest,
+                Fault::Unauthorized,
+                Fault::PayloadTooLarge,
+                Fault::Unavailable,
+            ],
+        ),
+        route(Method::GET, "/v1/batch-sessions", get(batches::list), QUERY),
+        route(
+            Method::GET,
+            "/v1/batch-sessions/{batch_id}",
+            get(batches::get),
+            READ_ONE,
+        ),
+        route(
+            Method::PATCH,
+            "/v1/batch-sessions/{batch_id}",
+            patch(batches::cancel),
+            BATCH_CHANGE,
+        ),
+        route(
+            Method::DELETE,
+            "/v1/batch-sessions/{batch_id}",
+            delete(batches::delete),
+            READ_ONE,
+        ),
+        route(
             Method::POST,
             "/v1/batch-sessions/{batch_id}/retry",
             post(batches::retry),
+            BATCH_CHANGE,
         ),
-        (
+        route(
             Method::GET,
             "/v1/batch-sessions/{batch_id}/events",
             get(batches::events),
+            READ_ONE,
         ),
     ]
 }
 
-/// The router, with its fallbacks and layers.
+/// Holds a route to its table row: an error answer the row does not name
+/// (besides `500`) is a bug, logged and answered as a `500`, so that the
+/// document never tells a client less than the route can answer.
+async fn declared_answers_only(State(faults): State<&'static [Fault]>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| request.uri().path().to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    match Fault::of_status(response.status()) {
+        Some(fault) if fault != Fault::Internal && !faults.contains(&fault) => {
+            tracing::error!(%method, %route, status = %response.status(), "a route answered an error its table does not declare");
+            ApiError::internal(format!(
+                "{method} {route} answered the undeclared status {}",
+                response.status()
+            ))
+            .into_response()
+        }
+        _ => response,
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let body_limit = state.max_body_bytes;
     let mut by_path: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
-    for (_, path, handler) in table() {
+    for Route {
+        path, handler, faults, ..
+    } in table()
+    {
+        let handler = handler.route_layer(middleware::from_fn_with_state(faults, declared_answers_only));
         let merged = match by_path.remove(path) {
             Some(existing) => existing.merge(handler),
             None => handler,
@@ -93,8 +217,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The dashboard page: a static page that calls the API with the key the
-/// user signs in with.
 const DASHBOARD_PAGE: &str = include_str!("../../assets/dashboard.html");
 
 /// `GET /`: a CDP upgrade when asked for one (the SDK's form), the dashboard
@@ -117,9 +239,7 @@ const DASHBOARD_PAGE: &str = include_str!("../../assets/dashboard.html");
             (About = "application/json"),
             (String = "text/html"),
         )),
-        (status = 101, description = "Switched to the WebSocket protocol (the CDP form)"),
-        (status = 401, description = "The CDP form with a missing or unknown key", body = ErrorBody),
-        (status = 404, description = "The CDP form with a session that is not running", body = ErrorBody),
+        (status = 101, description = "Switched to the WebSocket protocol (the CDP form)")
     )
 )]
 async fn root(State(state): State<AppState>, request: Request) -> Response {
@@ -182,17 +302,15 @@ async fn log_request(request: Request, next: Next) -> Response {
 mod tests {
     use std::collections::BTreeSet;
 
-    use utoipa::OpenApi;
-
     use super::*;
 
     #[test]
     fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {
         let served: BTreeSet<(String, String)> = table()
             .into_iter()
-            .map(|(method, path, _)| (method.as_str().to_owned(), path.to_owned()))
+            .map(|route| (route.method.as_str().to_owned(), route.path.to_owned()))
             .collect();
-        let document = serde_json::to_value(openapi::ApiDoc::openapi()).unwrap_or_default();
+        let document = serde_json::to_value(openapi::document()).unwrap_or_default();
         let mut documented = BTreeSet::new();
         for (path, item) in document["paths"].as_object().into_iter().flatten() {
             for method in item.as_object().into_iter().flatten().map(|(method, _)| method) {
@@ -201,5 +319,41 @@ mod tests {
         }
         assert_eq!(served, documented);
         assert_eq!(served.len(), table().len(), "a route is in the table twice");
+    }
+
+    #[test]
+    fn each_route_documents_exactly_the_errors_its_row_declares() {
+        let document = serde_json::to_value(openapi::document()).unwrap_or_default();
+        for route in table() {
+            let responses = &document["paths"][route.path][route.method.as_str().to_lowercase()]["responses"];
+            let documented: BTreeSet<u16> = responses
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(status, _)| status.parse::<u16>().ok())
+                .filter(|status| *status >= 400)
+                .collect();
+            let declared: BTreeSet<u16> = route
+                .faults
+                .iter()
+                .chain([&Fault::Internal])
+                .map(|fault| fault.status().as_u16())
+                .collect();
+            assert_eq!(documented, declared, "{} {}", route.method, route.path);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_error_a_route_does_not_declare_is_answered_as_a_logged_500() {
+        use axum::body::Body;
+        use tower::ServiceExt;
+
+        let handler: MethodRouter<()> = get(|| async { ApiError::Conflict("not declared".to_owned()) }).route_layer(
+            middleware::from_fn_with_state(&[Fault::NotFound][..], declared_answers_only),
+        );
+        let app = Router::new().route("/x", handler);
+        let request = Request::builder().uri("/x").body(Body::empty()).unwrap_or_default();
+        let response = app.oneshot(request).await.map(|response| response.status()).ok();
+        assert_eq!(response, Some(StatusCode::INTERNAL_SERVER_ERROR));
     }
 }

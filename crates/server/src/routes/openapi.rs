@@ -2,13 +2,15 @@
 //! routes' annotations and the types of [`crate::wire`]) and `GET /docs` (a
 //! reference page that renders it, compiled into the binary).
 
-use axum::http::header;
+use axum::http::{header, Method};
 use axum::response::{Html, IntoResponse, Response};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{batches, cdp, health, live, sessions};
-use crate::wire::BatchGone;
+use crate::error::Fault;
+use crate::wire::{BatchGone, ErrorBody};
 
 /// The reference page; it fetches `/openapi.json` and renders it.
 const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
@@ -52,7 +54,7 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         batches::retry,
         batches::events,
     ),
-    components(schemas(BatchGone)),
+    components(schemas(BatchGone, ErrorBody)),
     modifiers(&ApiKeyHeader),
     tags(
         (name = "sessions", description = "Start, inspect, list and end browser sessions"),
@@ -80,6 +82,47 @@ impl Modify for ApiKeyHeader {
     }
 }
 
+/// The document served: the routes' annotations (success answers,
+/// parameters, bodies), with every route's error answers added from its row
+/// of the route table (`routes::table`) and the error table (`Fault`), the
+/// one place that decides them. Every route can also answer `500`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut document = ApiDoc::openapi();
+    for route in super::table() {
+        let Some(item) = document.paths.paths.get_mut(route.path) else {
+            continue;
+        };
+        let operation = match route.method {
+            Method::GET => item.get.as_mut(),
+            Method::POST => item.post.as_mut(),
+            Method::PATCH => item.patch.as_mut(),
+            Method::DELETE => item.delete.as_mut(),
+            Method::PUT => item.put.as_mut(),
+            _ => None,
+        };
+        let Some(operation) = operation else {
+            continue;
+        };
+        for fault in route.faults.iter().copied().chain([Fault::Internal]) {
+            let (status, meaning) = fault.entry();
+            let answer = ResponseBuilder::new()
+                .description(meaning)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build();
+            operation
+                .responses
+                .responses
+                .insert(status.as_u16().to_string(), answer.into());
+        }
+    }
+    document
+}
+
 /// `GET /openapi.json`.
 #[utoipa::path(
     operation_id = "openapi_json",
@@ -90,7 +133,7 @@ impl Modify for ApiKeyHeader {
     responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object))
 )]
 pub async fn openapi_json() -> Response {
-    axum::Json(ApiDoc::openapi()).into_response()
+    axum::Json(document()).into_response()
 }
 
 /// `GET /docs`.

@@ -11,11 +11,11 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::fleet::{EndWait, StartOutcome};
 use crate::state::AppState;
+use crate::wire::StartBody;
 use crate::wire::{
     AsyncAccepted, AsyncStatus, BatchItem, Data, HistoryRow, LiveSessionItem, LiveSessions, PageItem, Phase,
     SessionCreated, SessionDetail, SessionHistory, SessionPages, StatusOk,
 };
-use crate::wire::{ErrorBody, StartBody};
 
 type ApiResult<T> = Result<Json<Data<T>>, ApiError>;
 
@@ -40,7 +40,7 @@ pub fn validate_start(state: &AppState, configuration: &Value) -> Result<Session
 
 /// Validates a start body, checks the team's quota, and makes the request row.
 fn new_request(state: &AppState, caller: &Caller, configuration: Value) -> Result<RequestRecord, ApiError> {
-    validate_start(state, &configuration).map_err(ApiError::BadRequest)?;
+    let options = validate_start(state, &configuration).map_err(ApiError::BadRequest)?;
     if state.fleet.team_over_quota(caller.0.team_id) {
         return Err(ApiError::TooManyRequests {
             message:
@@ -49,23 +49,13 @@ fn new_request(state: &AppState, caller: &Caller, configuration: Value) -> Resul
             retry_after_seconds: 5,
         });
     }
-    Ok(RequestRecord {
-        id: RequestId::new_random(),
-        team_id: caller.0.team_id,
-        api_key_id: Some(caller.0.key_id),
-        api_key_name: caller.0.key_name.clone(),
-        batch_id: None,
-        item_index: 0,
-        status: RequestStatus::Pending,
-        session_id: None,
+    Ok(RequestRecord::pending(
+        caller.0.team_id,
+        Some((caller.0.key_id, caller.0.key_name.clone())),
         configuration,
-        error: None,
-        retry_count: 0,
-        metadata: None,
-        created_at: Timestamp::now(),
-        started_at: None,
-        completed_at: None,
-    })
+        options,
+        Timestamp::now(),
+    ))
 }
 
 /// `POST /v1/sessions`: start a session and answer once it is connectable.
@@ -77,7 +67,7 @@ fn new_request(state: &AppState, caller: &Caller, configuration: Value) -> Resul
     summary = "Start a session and wait until it is connectable",
     request_body = StartBody,
     security(("api_key" = [])),
-    responses((status = 200, description = "The session runs", body = Data<SessionCreated>), (status = 400, description = "A value is wrong; the message names it", body = ErrorBody), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 413, description = "The body is over the size limit", body = ErrorBody), (status = 429, description = "The team is at its session quota; see Retry-After", body = ErrorBody), (status = 500, description = "A fault of the server; details are in its log", body = ErrorBody), (status = 503, description = "The server is shutting down", body = ErrorBody))
+    responses((status = 200, description = "The session runs", body = Data<SessionCreated>)     )
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -119,7 +109,7 @@ pub async fn create(
     summary = "Accept a session start and answer at once",
     request_body = StartBody,
     security(("api_key" = [])),
-    responses((status = 200, description = "Accepted; poll its status", body = Data<AsyncAccepted>), (status = 400, description = "A value is wrong; the message names it", body = ErrorBody), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 413, description = "The body is over the size limit", body = ErrorBody), (status = 429, description = "The team is at its session quota; see Retry-After", body = ErrorBody), (status = 503, description = "The server is shutting down", body = ErrorBody))
+    responses((status = 200, description = "Accepted; poll its status", body = Data<AsyncAccepted>)    )
 )]
 pub async fn create_async(
     State(state): State<AppState>,
@@ -176,7 +166,7 @@ pub fn batch_item(state: &AppState, request: &RequestRecord, session_status: Opt
     summary = "Where an asynchronous start is",
     params(("request_id" = String, Path, description = "The request id from the asynchronous start")),
     security(("api_key" = [])),
-    responses((status = 200, description = "Its status", body = Data<AsyncStatus>), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such request for this team", body = ErrorBody))
+    responses((status = 200, description = "Its status", body = Data<AsyncStatus>) )
 )]
 pub async fn async_status_of(
     State(state): State<AppState>,
@@ -230,7 +220,7 @@ fn duration_seconds(session: &SessionRecord) -> i64 {
     summary = "One session",
     params(("session_id" = String, Path, description = "The session's id (a UUID)")),
     security(("api_key" = [])),
-    responses((status = 200, description = "The session", body = Data<SessionDetail>), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such session for this team", body = ErrorBody))
+    responses((status = 200, description = "The session", body = Data<SessionDetail>) )
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -266,7 +256,7 @@ pub async fn get(
     summary = "End a session (ending an ended one is fine)",
     params(("session_id" = String, Path, description = "The session's id (a UUID)")),
     security(("api_key" = [])),
-    responses((status = 200, description = "Ended: the browser was killed and the end recorded", body = Data<StatusOk>), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such session for this team", body = ErrorBody))
+    responses((status = 200, description = "Ended: the browser was killed and the end recorded", body = Data<StatusOk>) )
 )]
 pub async fn delete(
     State(state): State<AppState>,
@@ -327,7 +317,7 @@ const ALL_ROWS: SessionPage = SessionPage {
     tag = "sessions",
     summary = "End every running session of the team",
     security(("api_key" = [])),
-    responses((status = 200, description = "All ended", body = Data<StatusOk>), (status = 401, description = "Missing or unknown API key", body = ErrorBody))
+    responses((status = 200, description = "All ended", body = Data<StatusOk>))
 )]
 pub async fn delete_all(State(state): State<AppState>, caller: Caller) -> ApiResult<StatusOk> {
     let filter = SessionFilter {
@@ -359,7 +349,7 @@ pub async fn delete_all(State(state): State<AppState>, caller: Caller) -> ApiRes
     summary = "The team's live sessions",
     params(("tags" = Option<String>, Query, description = "Only sessions carrying every one of these tags (comma-separated or repeated)"), ("batch_id" = Option<String>, Query, description = "Only sessions of this batch"), ("created_from" = Option<String>, Query, description = "Created at or after this RFC 3339 time"), ("created_to" = Option<String>, Query, description = "Created at or before this RFC 3339 time")),
     security(("api_key" = [])),
-    responses((status = 200, description = "Starting and running sessions, newest first", body = Data<LiveSessions>), (status = 400, description = "A value is wrong; the message names it", body = ErrorBody), (status = 401, description = "Missing or unknown API key", body = ErrorBody))
+    responses((status = 200, description = "Starting and running sessions, newest first", body = Data<LiveSessions>) )
 )]
 pub async fn all_status(
     State(state): State<AppState>,
@@ -393,7 +383,7 @@ pub async fn all_status(
     summary = "The team's session history, a page at a time",
     params(("page" = Option<i64>, Query, description = "Page, from 1"), ("limit" = Option<i64>, Query, description = "Rows per page: 10, 20 (default) or 50"), ("sort_by" = Option<String>, Query, description = "created_at (default), session_id or status"), ("sort_order" = Option<String>, Query, description = "desc (default) or asc"), ("status" = Option<String>, Query, description = "starting, running, completed or failed"), ("tags" = Option<String>, Query, description = "Only sessions carrying every one of these tags (comma-separated or repeated)"), ("batch_id" = Option<String>, Query, description = "Only sessions of this batch"), ("created_from" = Option<String>, Query, description = "Created at or after this RFC 3339 time"), ("created_to" = Option<String>, Query, description = "Created at or before this RFC 3339 time")),
     security(("api_key" = [])),
-    responses((status = 200, description = "One page", body = Data<SessionHistory>), (status = 400, description = "A value is wrong; the message names it", body = ErrorBody), (status = 401, description = "Missing or unknown API key", body = ErrorBody))
+    responses((status = 200, description = "One page", body = Data<SessionHistory>) )
 )]
 pub async fn history(
     State(state): State<AppState>,
@@ -491,7 +481,7 @@ pub async fn history(
     summary = "The pages open in a session's browser",
     params(("session_id" = String, Path, description = "The session's id (a UUID)")),
     security(("api_key" = [])),
-    responses((status = 200, description = "Its pages (none once it has ended)", body = Data<SessionPages>), (status = 401, description = "Missing or unknown API key", body = ErrorBody), (status = 404, description = "No such session for this team", body = ErrorBody), (status = 500, description = "A fault of the server; details are in its log", body = ErrorBody))
+    responses((status = 200, description = "Its pages (none once it has ended)", body = Data<SessionPages>)  )
 )]
 pub async fn pages(
     State(state): State<AppState>,

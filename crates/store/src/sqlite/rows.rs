@@ -82,6 +82,11 @@ pub(super) fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
 
 pub(super) fn request_from_row(row: &SqliteRow) -> StoreResult<RequestRecord> {
     let metadata: Option<String> = row.try_get("metadata")?;
+    let configuration = json(row, "configuration")?;
+    // Accepted bodies were validated at the edge; one that no longer passes
+    // was accepted by another version, and cannot be acted on.
+    let options = anchorage_core::SessionOptions::from_configuration(&configuration)
+        .map_err(|error| StoreError::Corrupt(format!("a stored start body is not valid: {error}")))?;
     Ok(RequestRecord {
         id: parse_id(row, "id")?,
         team_id: parse_id(row, "team_id")?,
@@ -91,7 +96,8 @@ pub(super) fn request_from_row(row: &SqliteRow) -> StoreResult<RequestRecord> {
         item_index: row.try_get("item_index")?,
         status: parse_id(row, "status")?,
         session_id: parse_optional_id(row, "session_id")?,
-        configuration: json(row, "configuration")?,
+        configuration,
+        options,
         error: row.try_get("error")?,
         retry_count: row.try_get("retry_count")?,
         metadata: metadata

@@ -19,23 +19,13 @@ async fn open() -> (tempfile::TempDir, Box<dyn Store>) {
 }
 
 fn request(team_id: TeamId) -> RequestRecord {
-    RequestRecord {
-        id: RequestId::new_random(),
+    RequestRecord::pending(
         team_id,
-        api_key_id: None,
-        api_key_name: "test".into(),
-        batch_id: None,
-        item_index: 0,
-        status: RequestStatus::Pending,
-        session_id: None,
-        configuration: json!({}),
-        error: None,
-        retry_count: 0,
-        metadata: None,
-        created_at: Timestamp::now(),
-        started_at: None,
-        completed_at: None,
-    }
+        None,
+        json!({}),
+        anchorage_core::SessionOptions::default(),
+        Timestamp::now(),
+    )
 }
 
 fn session(team_id: TeamId, request_id: RequestId, tags: &[&str]) -> SessionRecord {
