@@ -160,9 +160,6 @@ impl Launcher for ChromiumLauncher {
     }
 
     fn ready(&self) -> bool {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(&self.settings.executable)
-            .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
+        crate::host::is_executable(&self.settings.executable)
     }
 }

@@ -13,6 +13,7 @@
 mod cdp;
 mod devtools;
 mod dirs;
+pub mod host;
 mod launch;
 mod launcher;
 mod pump;
@@ -24,6 +25,7 @@ pub mod testing;
 pub use cdp::{fit_viewport, list_pages, open_in_first_page, PageInfo};
 pub use devtools::{Devtools, DevtoolsConnection, PipeClosed, CONNECT_TIMEOUT, QUEUE_BUDGET_BYTES};
 pub use dirs::BrowserDirs;
+pub use host::SystemUser;
 pub use launch::{
     can_raise_priority, launch, launch_until, Browser, BrowserExit, LaunchError, LaunchSpec, LaunchTimings, RunAs,
 };

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anchorage_browser::{BrowserDirs, ChromiumLauncher, ChromiumSettings};
+use anchorage_browser::{host, BrowserDirs, ChromiumLauncher, ChromiumSettings};
 use anchorage_core::Timestamp;
 use anchorage_store::{SqliteStore, Store, StoreError};
 use tokio::net::TcpListener;
@@ -75,70 +75,31 @@ fn ensure_writable_dir(dir: &Path, setting: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Readies the data dir for browsers that run as another user: that user
-/// may pass through the data dir to its own session dirs (and nothing else),
-/// gets a cache dir of its own, and cannot read the database. `None` when
-/// browsers run as the server's own user.
+/// Readies the data dir for browsers that run as another user (see
+/// `anchorage_browser::host::prepare_for_user`); `None` when browsers run as
+/// the server's own user.
 fn prepare_browser_user(
     config: &Config,
     data_dir: &Path,
     browsers_dir: &Path,
 ) -> Result<Option<anchorage_browser::RunAs>, ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
     let Some(user) = &config.browser_user else {
         return Ok(None);
     };
-    let fail = |what: &str, error: std::io::Error| {
-        ConfigError(format!(
-            "ANCHORAGE_BROWSER_USER={}: cannot {what} ({error}); set ANCHORAGE_BROWSER_USER=\"\" to run browsers as the server's user",
-            user.name
-        ))
-    };
-    let add_mode = |path: &Path, bits: u32| -> std::io::Result<()> {
-        let mode = std::fs::metadata(path)?.permissions().mode();
-        if mode & bits != bits {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | bits))?;
-        }
-        Ok(())
-    };
-    // Every directory above the data dir must let the user through.
-    for ancestor in data_dir.ancestors().skip(1) {
-        let mode = std::fs::metadata(ancestor)
-            .map_err(|error| fail("read the data dir's parents", error))?
-            .permissions()
-            .mode();
-        if mode & 0o001 == 0 {
-            return Err(ConfigError(format!(
+    host::prepare_for_user(user, data_dir, browsers_dir)
+        .map(Some)
+        .map_err(|error| match error {
+            host::PrepareError::CannotPass { blocked } => ConfigError(format!(
                 "ANCHORAGE_DATA_DIR={}: browsers run as {} and cannot pass through {}; choose a data dir elsewhere (such as /var/lib/anchorage) or set ANCHORAGE_BROWSER_USER=\"\"",
                 data_dir.display(),
                 user.name,
-                ancestor.display()
-            )));
-        }
-    }
-    add_mode(data_dir, 0o001).map_err(|error| fail("let it through the data dir", error))?;
-    add_mode(browsers_dir, 0o001).map_err(|error| fail("let it through the browsers dir", error))?;
-    let cache_dir = data_dir.join("browser-cache");
-    std::fs::create_dir_all(&cache_dir).map_err(|error| fail("make its cache dir", error))?;
-    std::os::unix::fs::chown(&cache_dir, Some(user.uid), Some(user.gid))
-        .map_err(|error| fail("give it its cache dir", error))?;
-    // The database (keys' hashes, the token secret) stays the server's alone.
-    for entry in std::fs::read_dir(data_dir).map_err(|error| fail("read the data dir", error))? {
-        let path = entry.map_err(|error| fail("read the data dir", error))?.path();
-        let is_database = path
-            .file_name()
-            .and_then(|name| name.to_str())
-            .is_some_and(|name| name.starts_with("anchorage.db"));
-        if is_database {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|error| fail("close the database to it", error))?;
-        }
-    }
-    Ok(Some(anchorage_browser::RunAs {
-        uid: user.uid,
-        gid: user.gid,
-        cache_dir,
-    }))
+                blocked.display()
+            )),
+            host::PrepareError::Io { what, source } => ConfigError(format!(
+                "ANCHORAGE_BROWSER_USER={}: cannot {what} ({source}); set ANCHORAGE_BROWSER_USER=\"\" to run browsers as the server's user",
+                user.name
+            )),
+        })
 }
 
 /// Makes sure the configured key exists, or on a first start makes a key;

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anchorage_browser::host::{self, SystemUser};
 use serde::Deserialize;
 use url::Url;
 
@@ -112,7 +113,7 @@ pub struct Config {
     pub block_private_networks: bool,
     /// The user browsers run as (`ANCHORAGE_BROWSER_USER`): `nobody` by
     /// default when the server runs as root, else the server's own user.
-    pub browser_user: Option<BrowserUser>,
+    pub browser_user: Option<SystemUser>,
     /// Whether Chromium's sandbox is on (`ANCHORAGE_BROWSER_SANDBOX`).
     pub browser_sandbox: bool,
     /// How long a client may take to send a request's headers before its
@@ -143,52 +144,6 @@ fn total_memory_mib() -> Option<u64> {
 pub fn default_max_sessions() -> usize {
     let by_memory = total_memory_mib().map_or(8, |mib| (mib / 300) as usize);
     by_memory.min(core_count() * 16).max(1)
-}
-
-/// A user of this machine that browsers run as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrowserUser {
-    /// Its name (or the uid, when it has none).
-    pub name: String,
-    /// Its user id.
-    pub uid: u32,
-    /// Its primary group id.
-    pub gid: u32,
-}
-
-impl BrowserUser {
-    /// Finds a user by name or uid in `/etc/passwd`.
-    fn look_up(name_or_uid: &str) -> Option<Self> {
-        let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-        passwd.lines().find_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            let (name, uid, gid) = (fields.first()?, fields.get(2)?, fields.get(3)?);
-            (*name == name_or_uid || *uid == name_or_uid).then(|| {
-                Some(Self {
-                    name: (*name).to_owned(),
-                    uid: uid.parse().ok()?,
-                    gid: gid.parse().ok()?,
-                })
-            })?
-        })
-    }
-}
-
-/// The server's effective user id, from `/proc/self/status`.
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-/// Whether unprivileged users may make user namespaces (what Chromium's
-/// sandbox needs when it has no setuid helper).
-fn user_namespaces_allowed() -> bool {
-    let read = |path: &str| std::fs::read_to_string(path).ok().map(|text| text.trim().to_owned());
-    let allowed_by = |path: &str, allowed: &str| read(path).is_none_or(|value| value == allowed);
-    read("/proc/sys/user/max_user_namespaces").is_some_and(|value| value != "0")
-        && allowed_by("/proc/sys/kernel/unprivileged_userns_clone", "1")
-        && allowed_by("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "0")
 }
 
 fn parse_number(name: &str, text: &str, low: u64, high: u64) -> Result<u64, ConfigError> {
@@ -302,15 +257,15 @@ impl Config {
                 }
             },
         };
-        let server_is_root = effective_uid() == Some(0);
+        let server_is_root = host::effective_uid() == Some(0);
         let browser_user = match text("ANCHORAGE_BROWSER_USER", from_file.browser_user) {
             Some(name) if name.trim().is_empty() => None,
-            Some(name) => Some(BrowserUser::look_up(name.trim()).ok_or_else(|| {
+            Some(name) => Some(SystemUser::look_up(name.trim()).ok_or_else(|| {
                 ConfigError(format!(
                     "ANCHORAGE_BROWSER_USER={name:?} is not a user of this machine: give a name or uid from /etc/passwd, or \"\" to run browsers as the server's user"
                 ))
             })?),
-            None if server_is_root => BrowserUser::look_up("nobody"),
+            None if server_is_root => SystemUser::look_up("nobody"),
             None => None,
         };
         let browsers_are_root = match &browser_user {
@@ -321,7 +276,7 @@ impl Config {
             .map(|value| value.trim().to_ascii_lowercase())
             .as_deref()
         {
-            None | Some("auto") => !browsers_are_root && user_namespaces_allowed(),
+            None | Some("auto") => !browsers_are_root && host::user_namespaces_allowed(),
             Some("on" | "true" | "1") => {
                 if browsers_are_root {
                     return Err(ConfigError(
@@ -383,10 +338,11 @@ impl Config {
     }
 
     /// The Chromium to run: the configured one, or the first of `chromium`,
-    /// `chromium-browser`, `google-chrome` on `PATH`.
+    /// `chromium-browser`, `google-chrome` on `PATH` (the binary, when that
+    /// is a distribution's launcher script; see `anchorage_browser::host`).
     pub fn resolve_chromium(&self, source: &dyn Source) -> Result<PathBuf, ConfigError> {
         if let Some(path) = &self.chromium {
-            return if is_executable(path) {
+            return if host::is_executable(path) {
                 Ok(path.clone())
             } else {
                 Err(ConfigError(format!(
@@ -395,55 +351,12 @@ impl Config {
                 )))
             };
         }
-        let path = source.get("PATH").unwrap_or_default();
-        for name in ["chromium", "chromium-browser", "google-chrome"] {
-            for dir in std::env::split_paths(&path) {
-                let candidate = dir.join(name);
-                if is_executable(&candidate) {
-                    return Ok(skip_launcher_script(candidate));
-                }
-            }
-        }
-        Err(ConfigError(
-            "no Chromium found on PATH (chromium, chromium-browser, google-chrome): install it with `apt-get install chromium` or set ANCHORAGE_CHROMIUM".to_owned(),
-        ))
-    }
-}
-
-/// Where distributions put the real browser behind their launcher scripts.
-const REAL_BINARIES: [&str; 3] = [
-    "/usr/lib/chromium/chromium",
-    "/usr/lib/chromium-browser/chromium-browser",
-    "/opt/google/chrome/chrome",
-];
-
-/// Debian's `/usr/bin/chromium` is a shell script that sources
-/// `/etc/chromium.d`, cleans old crash reports and probes `/dev/shm` on every
-/// start (about 25 ms here) before running the real binary. Found on `PATH`,
-/// such a script is replaced by the binary it runs; a path given in
-/// `ANCHORAGE_CHROMIUM` is always used as given.
-fn skip_launcher_script(found: PathBuf) -> PathBuf {
-    let is_script = std::fs::File::open(&found)
-        .and_then(|mut file| {
-            let mut start = [0_u8; 2];
-            std::io::Read::read_exact(&mut file, &mut start).map(|()| start == *b"#!")
+        host::find_chromium(&source.get("PATH").unwrap_or_default()).ok_or_else(|| {
+            ConfigError(
+                "no Chromium found on PATH (chromium, chromium-browser, google-chrome): install it with `apt-get install chromium` or set ANCHORAGE_CHROMIUM".to_owned(),
+            )
         })
-        .unwrap_or(false);
-    if !is_script {
-        return found;
     }
-    REAL_BINARIES
-        .iter()
-        .map(PathBuf::from)
-        .find(|binary| is_executable(binary))
-        .unwrap_or(found)
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 #[cfg(test)]
