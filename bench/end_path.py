@@ -84,6 +84,8 @@ def main():
     parser.add_argument("--binary", default=str(pathlib.Path(__file__).resolve().parents[1] / "target/release/anchorage"))
     parser.add_argument("--server", action="append", default=[], metavar="NAME=VALUE",
                         help="an ANCHORAGE_ setting for the server (name without the prefix, or with it)")
+    parser.add_argument("--compare", metavar="BINARY",
+                        help="also run the cycles against this build (its defaults), in the same go")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     settings = {"pool_size": 2, "max_sessions": 8}
@@ -100,39 +102,51 @@ def main():
             time.sleep(max(0.0, args.period - (time.perf_counter() - started)))
         return rows
 
-    with sync_playwright() as playwright:
-        floors = paced(lambda: floor(playwright, page_url, args.floor_settle))
+    def run_cycles(playwright, binary, server_settings):
         # The server's own request log gives the time it took to answer each
         # DELETE, without the client's HTTP overhead.
         log = tempfile.TemporaryFile(mode="w+")
-        server = Server(args.binary, log_file=log, log="warn,anchorage_server::routes=info", **settings)
+        server = Server(binary, log_file=log, log="warn,anchorage_server::routes=info", **server_settings)
         try:
             # Warm up: the first launch measures the window frame.
             ours(playwright, server, page_url)
             time.sleep(3)
-            cycles = paced(lambda: ours(playwright, server, page_url))
+            rows = paced(lambda: ours(playwright, server, page_url))
         finally:
             server.close()
+        log.seek(0)
+        answered = [float(match.group(1)) for match in re.finditer(
+            r"method=DELETE route=/v1/sessions/\{session_id\} status=200 latency_ms=([0-9.]+)",
+            re.sub(r"\x1b\[[0-9;]*m", "", log.read()))]
+        return rows, answered
 
-    log.seek(0)
-    answered = [float(match.group(1)) for match in re.finditer(
-        r"method=DELETE route=/v1/sessions/\{session_id\} status=200 latency_ms=([0-9.]+)",
-        re.sub(r"\x1b\[[0-9;]*m", "", log.read()))]
+    with sync_playwright() as playwright:
+        floors = paced(lambda: floor(playwright, page_url, args.floor_settle))
+        runs = {"this build": run_cycles(playwright, args.binary, settings)}
+        if args.compare:
+            runs[args.compare] = run_cycles(playwright, args.compare, {"pool_size": 2, "max_sessions": 8})
 
     def median(rows, steps):
         return statistics.median(sum(row[step] for step in steps) for row in rows)
 
     page_steps = ["connect", "page", "goto", "title", "disconnect"]
+    floor_ms = median(floors, page_steps)
     figures = {
-        "settings": settings, "runs": args.runs, "period_s": args.period,
-        "cycle_ms": median(cycles, STEPS), "floor_ms": median(floors, page_steps),
-        "cycle_page_steps_ms": median(cycles, page_steps),
-        "steps_ms": {step: statistics.median(row[step] for row in cycles) for step in STEPS},
-        "delete_p90_ms": percentile([row["delete"] for row in cycles], 0.9),
-        "delete_server_ms": {"p50": statistics.median(answered), "p90": percentile(answered, 0.9)} if answered else None,
+        "settings": settings, "runs": args.runs, "period_s": args.period, "floor_settle_s": args.floor_settle,
+        "floor_ms": floor_ms,
         "floor_steps_ms": {step: statistics.median(row[step] for row in floors) for step in page_steps},
+        "builds": {},
     }
-    figures["cycle_over_floor"] = figures["cycle_ms"] / figures["floor_ms"]
+    for name, (rows, answered) in runs.items():
+        figures["builds"][name] = {
+            "cycle_ms": median(rows, STEPS),
+            "cycle_over_floor": median(rows, STEPS) / floor_ms,
+            "page_steps_ms": median(rows, page_steps),
+            "steps_ms": {step: statistics.median(row[step] for row in rows) for step in STEPS},
+            "delete_client_p90_ms": percentile([row["delete"] for row in rows], 0.9),
+            "delete_server_ms": {"p50": statistics.median(answered), "p90": percentile(answered, 0.9)}
+            if answered else None,
+        }
     print(json.dumps(figures, indent=2))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(figures, indent=2))
