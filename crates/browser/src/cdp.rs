@@ -1,4 +1,9 @@
-//! Small CDP conversations the server has with a browser on its own behalf.
+//! The one CDP client of this crate ([`CdpClient`]), a connection of the
+//! browser's DevTools hub with numbered commands, and the small
+//! conversations the server has with a browser on its own behalf (the
+//! pages, the first window's size, a page to open). The live view's
+//! screencast speaks through the same client. Errors are typed
+//! ([`CdpError`]).
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -18,16 +23,41 @@ pub struct PageInfo {
     pub url: String,
 }
 
+/// What can go wrong in a CDP conversation.
+#[derive(Debug, thiserror::Error)]
+pub enum CdpError {
+    /// No connection could be opened on the browser's pipe.
+    #[error("cannot reach the browser: {0}")]
+    Unreachable(String),
+    /// The connection ended (the browser went, or closed it).
+    #[error("the browser closed the connection")]
+    Closed,
+    /// A command could not be sent.
+    #[error("the browser connection failed: {0}")]
+    Send(String),
+    /// The browser answered a command with an error.
+    #[error("{method} failed: {error}")]
+    Failed {
+        /// The command.
+        method: String,
+        /// The browser's error object.
+        error: Value,
+    },
+    /// An answer did not have the shape the protocol gives it.
+    #[error("unexpected answer: {0}")]
+    Malformed(String),
+}
+
 /// Asks the browser for its page targets with `Target.getTargets`.
-pub async fn list_pages(devtools: &Devtools) -> Result<Vec<PageInfo>, String> {
-    let mut conversation = Conversation::open(devtools).await?;
+pub async fn list_pages(devtools: &Devtools) -> Result<Vec<PageInfo>, CdpError> {
+    let mut conversation = CdpClient::open(devtools).await?;
     let answer = conversation.call("Target.getTargets", json!({}), None).await;
     conversation.close().await;
     let answer = answer?;
     let infos = answer
         .pointer("/targetInfos")
         .and_then(Value::as_array)
-        .ok_or_else(|| format!("unexpected answer to Target.getTargets: {answer}"))?;
+        .ok_or_else(|| CdpError::Malformed(format!("Target.getTargets gave {answer}")))?;
     let text = |info: &Value, key: &str| info.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
     Ok(infos
         .iter()
@@ -40,56 +70,85 @@ pub async fn list_pages(devtools: &Devtools) -> Result<Vec<PageInfo>, String> {
         .collect())
 }
 
-/// A CDP connection for the server's own short conversations.
-struct Conversation {
+/// A connection of the browser's DevTools hub that numbers its commands:
+/// `call` waits for a command's answer, `send` only sends (its answer comes
+/// through `next` like any message).
+pub(crate) struct CdpClient {
     socket: DevtoolsConnection,
     next_id: u64,
 }
 
-impl Conversation {
-    async fn open(devtools: &Devtools) -> Result<Self, String> {
-        let socket = devtools
-            .connect()
-            .await
-            .map_err(|error| format!("cannot reach the browser: {error}"))?;
+impl CdpClient {
+    /// Opens a connection with a browser session of its own.
+    pub(crate) async fn open(devtools: &Devtools) -> Result<Self, CdpError> {
+        let socket = devtools.connect().await.map_err(CdpError::Unreachable)?;
         Ok(Self { socket, next_id: 0 })
     }
 
-    /// Sends one command and returns its `result`.
-    async fn call(&mut self, method: &str, params: Value, session_id: Option<&str>) -> Result<Value, String> {
+    /// Sends one command, addressed to a flat-mode CDP session if given;
+    /// returns its id.
+    pub(crate) async fn send(
+        &mut self,
+        method: &str,
+        params: Value,
+        session_id: Option<&str>,
+    ) -> Result<u64, CdpError> {
         self.next_id += 1;
         let id = self.next_id;
         self.socket
             .send(command(id, method, params, session_id))
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| CdpError::Send(error.to_string()))?;
+        Ok(id)
+    }
+
+    /// Sends one command and returns its `result`; other messages that
+    /// arrive meanwhile are passed over.
+    pub(crate) async fn call(
+        &mut self,
+        method: &str,
+        params: Value,
+        session_id: Option<&str>,
+    ) -> Result<Value, CdpError> {
+        let id = self.send(method, params, session_id).await?;
+        loop {
+            let Some(Message::Text(text)) = self.next().await else {
+                return Err(CdpError::Closed);
+            };
+            let value: Value = serde_json::from_str(&text).map_err(|error| CdpError::Malformed(error.to_string()))?;
+            if value.get("id") != Some(&json!(id)) {
+                continue;
+            }
+            if let Some(error) = value.get("error") {
+                return Err(CdpError::Failed {
+                    method: method.to_owned(),
+                    error: error.clone(),
+                });
+            }
+            return Ok(value.get("result").cloned().unwrap_or(Value::Null));
+        }
+    }
+
+    /// The next text message from the browser; `None` once the connection
+    /// has ended. Cancel-safe.
+    pub(crate) async fn next(&mut self) -> Option<Message> {
         loop {
             match self.socket.next().await {
-                Some(Ok(Message::Text(text))) => {
-                    let value: Value = serde_json::from_str(&text).map_err(|error| error.to_string())?;
-                    if value.get("id") != Some(&json!(id)) {
-                        continue;
-                    }
-                    if let Some(error) = value.get("error") {
-                        return Err(format!("{method} failed: {error}"));
-                    }
-                    return Ok(value.get("result").cloned().unwrap_or(Value::Null));
-                }
+                Some(Ok(message @ Message::Text(_))) => return Some(message),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
                 Some(Ok(_)) => continue,
-                Some(Err(error)) => return Err(error.to_string()),
-                None => return Err("the browser closed the connection".to_owned()),
             }
         }
     }
 
     /// The first page target's id.
-    async fn first_page(&mut self) -> Result<String, String> {
+    async fn first_page(&mut self) -> Result<String, CdpError> {
         let targets = self.call("Target.getTargets", json!({}), None).await?;
-        first_page_target(&targets).ok_or_else(|| "the browser has no page".to_owned())
+        first_page_target(&targets).ok_or_else(|| CdpError::Malformed("the browser has no page".to_owned()))
     }
 
     /// Attaches to a target (flat mode) and returns the CDP session id.
-    async fn attach(&mut self, target_id: &str) -> Result<String, String> {
+    async fn attach(&mut self, target_id: &str) -> Result<String, CdpError> {
         let attached = self
             .call(
                 "Target.attachToTarget",
@@ -101,7 +160,7 @@ impl Conversation {
             .get("sessionId")
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .ok_or_else(|| "no session id".to_owned())
+            .ok_or_else(|| CdpError::Malformed("Target.attachToTarget gave no session id".to_owned()))
     }
 
     async fn detach(&mut self, session: &str) {
@@ -110,7 +169,8 @@ impl Conversation {
             .await;
     }
 
-    async fn close(mut self) {
+    /// Closes the connection (the hub detaches its browser session).
+    pub(crate) async fn close(mut self) {
         let _ = self.socket.close().await;
     }
 }
@@ -118,14 +178,17 @@ impl Conversation {
 /// Sizes the browser window so that its first page's viewport is exactly
 /// `width`×`height`, and returns the size of the window's own frame (window
 /// minus viewport), which is the same for every browser of one build.
-pub async fn fit_viewport(devtools: &Devtools, width: u32, height: u32) -> Result<(u32, u32), String> {
-    let mut conversation = Conversation::open(devtools).await?;
+pub async fn fit_viewport(devtools: &Devtools, width: u32, height: u32) -> Result<(u32, u32), CdpError> {
+    let mut conversation = CdpClient::open(devtools).await?;
     let outcome = async {
         let target_id = conversation.first_page().await?;
         let window = conversation
             .call("Browser.getWindowForTarget", json!({"targetId": target_id}), None)
             .await?;
-        let window_id = window.get("windowId").cloned().ok_or("no window id")?;
+        let window_id = window
+            .get("windowId")
+            .cloned()
+            .ok_or_else(|| CdpError::Malformed("Browser.getWindowForTarget gave no window id".to_owned()))?;
         let bounds = |key: &str| {
             window
                 .pointer(&format!("/bounds/{key}"))
@@ -160,7 +223,7 @@ pub async fn fit_viewport(devtools: &Devtools, width: u32, height: u32) -> Resul
                 .await?;
         }
         conversation.detach(&session).await;
-        Ok::<_, String>((frame_width, frame_height))
+        Ok::<_, CdpError>((frame_width, frame_height))
     }
     .await;
     conversation.close().await;
@@ -169,8 +232,8 @@ pub async fn fit_viewport(devtools: &Devtools, width: u32, height: u32) -> Resul
 
 /// Navigates the browser's first page to `url` (for a browser launched
 /// before its session knew its `initial_url`); does not wait for the load.
-pub async fn open_in_first_page(devtools: &Devtools, url: &Url) -> Result<(), String> {
-    let mut conversation = Conversation::open(devtools).await?;
+pub async fn open_in_first_page(devtools: &Devtools, url: &Url) -> Result<(), CdpError> {
+    let mut conversation = CdpClient::open(devtools).await?;
     let outcome = async {
         let target_id = conversation.first_page().await?;
         let session = conversation.attach(&target_id).await?;
@@ -178,7 +241,7 @@ pub async fn open_in_first_page(devtools: &Devtools, url: &Url) -> Result<(), St
             .call("Page.navigate", json!({"url": url.as_str()}), Some(&session))
             .await?;
         conversation.detach(&session).await;
-        Ok::<_, String>(())
+        Ok::<_, CdpError>(())
     }
     .await;
     conversation.close().await;

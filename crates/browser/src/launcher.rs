@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use crate::cdp::CdpError;
 use crate::launch::{can_raise_priority, launch_until, Browser, LaunchError, LaunchSpec, RunAs};
 use crate::BrowserDirs;
 
@@ -47,7 +48,7 @@ pub trait Launcher: Send + Sync + 'static {
 
     /// Readies a browser launched ahead for the session it is handed to:
     /// normal CPU priority, and `initial_url` opened in its first page.
-    async fn hand_out(&self, browser: &Browser, initial_url: Option<&Url>) -> Result<(), String>;
+    async fn hand_out(&self, browser: &Browser, initial_url: Option<&Url>) -> Result<(), CdpError>;
 
     /// Whether launches can work at all (the executable is in place).
     fn ready(&self) -> bool;
@@ -147,7 +148,7 @@ impl Launcher for ChromiumLauncher {
         Ok(browser)
     }
 
-    async fn hand_out(&self, browser: &Browser, initial_url: Option<&Url>) -> Result<(), String> {
+    async fn hand_out(&self, browser: &Browser, initial_url: Option<&Url>) -> Result<(), CdpError> {
         if self.background_launches {
             if let Err(error) = browser.raise_priority() {
                 tracing::warn!(pid = browser.pid(), %error, "could not put a pooled browser back at normal priority");

@@ -15,12 +15,11 @@
 
 use std::collections::HashMap;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::cdp::command;
-use crate::devtools::{Devtools, DevtoolsConnection};
+use crate::cdp::{CdpClient, CdpError};
+use crate::devtools::Devtools;
 
 /// Largest frame side asked of the screencast, in device pixels.
 const MAX_FRAME_SIDE: u32 = 1920;
@@ -148,8 +147,7 @@ enum Pending {
 
 /// A live-view connection to one browser.
 pub struct Screencast {
-    socket: DevtoolsConnection,
-    next_id: u64,
+    client: CdpClient,
     pending: HashMap<u64, Pending>,
     /// Page targets that are open, oldest first.
     pages: Vec<String>,
@@ -161,14 +159,9 @@ pub struct Screencast {
 
 impl Screencast {
     /// Opens a connection on the browser's DevTools pipe and starts following its pages.
-    pub async fn open(devtools: &Devtools) -> Result<Self, String> {
-        let socket = devtools
-            .connect()
-            .await
-            .map_err(|error| format!("cannot reach the browser: {error}"))?;
+    pub async fn open(devtools: &Devtools) -> Result<Self, CdpError> {
         let mut screencast = Self {
-            socket,
-            next_id: 0,
+            client: CdpClient::open(devtools).await?,
             pending: HashMap::new(),
             pages: Vec::new(),
             shown: None,
@@ -185,17 +178,11 @@ impl Screencast {
     /// Reads the next browser message; `None` once the browser has gone.
     /// Cancel-safe.
     pub async fn recv(&mut self) -> Option<Message> {
-        loop {
-            match self.socket.next().await {
-                Some(Ok(message @ Message::Text(_))) => return Some(message),
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
-                Some(Ok(_)) => continue,
-            }
-        }
+        self.client.next().await
     }
 
     /// Acts on one message from [`Self::recv`] and says what it meant.
-    pub async fn handle(&mut self, message: Message) -> Result<ScreencastEvent, String> {
+    pub async fn handle(&mut self, message: Message) -> Result<ScreencastEvent, CdpError> {
         let Message::Text(text) = message else {
             return Ok(ScreencastEvent::Nothing);
         };
@@ -240,7 +227,7 @@ impl Screencast {
     }
 
     /// Tells the browser the frame was passed on, so it sends the next.
-    pub async fn ack(&mut self, ack: FrameAck) -> Result<(), String> {
+    pub async fn ack(&mut self, ack: FrameAck) -> Result<(), CdpError> {
         self.send(
             "Page.screencastFrameAck",
             json!({"sessionId": ack.frame_number}),
@@ -251,7 +238,7 @@ impl Screencast {
     }
 
     /// Dispatches an input event to the shown page (dropped if none is shown).
-    pub async fn dispatch(&mut self, input: &Input) -> Result<(), String> {
+    pub async fn dispatch(&mut self, input: &Input) -> Result<(), CdpError> {
         let Some((_, cdp_session)) = self.shown.clone() else {
             return Ok(());
         };
@@ -312,11 +299,11 @@ impl Screencast {
     }
 
     /// Closes the connection (the browser stops the screencast with it).
-    pub async fn close(mut self) {
-        let _ = self.socket.close().await;
+    pub async fn close(self) {
+        self.client.close().await;
     }
 
-    async fn answered(&mut self, id: u64, value: &Value) -> Result<ScreencastEvent, String> {
+    async fn answered(&mut self, id: u64, value: &Value) -> Result<ScreencastEvent, CdpError> {
         let Some(pending) = self.pending.remove(&id) else {
             return Ok(ScreencastEvent::Nothing);
         };
@@ -379,7 +366,7 @@ impl Screencast {
         })
     }
 
-    async fn show(&mut self, target_id: &str) -> Result<(), String> {
+    async fn show(&mut self, target_id: &str) -> Result<(), CdpError> {
         let id = self
             .send(
                 "Target.attachToTarget",
@@ -391,14 +378,8 @@ impl Screencast {
         Ok(())
     }
 
-    async fn send(&mut self, method: &str, params: Value, cdp_session: Option<&str>) -> Result<u64, String> {
-        self.next_id += 1;
-        let id = self.next_id;
-        self.socket
-            .send(command(id, method, params, cdp_session))
-            .await
-            .map_err(|error| format!("the browser connection failed: {error}"))?;
-        Ok(id)
+    async fn send(&mut self, method: &str, params: Value, cdp_session: Option<&str>) -> Result<u64, CdpError> {
+        self.client.send(method, params, cdp_session).await
     }
 }
 

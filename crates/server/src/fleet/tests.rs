@@ -130,7 +130,7 @@ impl Launcher for FakeLauncher {
         }
     }
 
-    async fn hand_out(&self, _browser: &Browser, initial_url: Option<&Url>) -> Result<(), String> {
+    async fn hand_out(&self, _browser: &Browser, initial_url: Option<&Url>) -> Result<(), anchorage_browser::CdpError> {
         self.handed_out.lock().unwrap().push(initial_url.cloned());
         Ok(())
     }
