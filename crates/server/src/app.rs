@@ -213,7 +213,7 @@ impl App {
             launch_concurrency: config.launch_concurrency,
             team_max_sessions: config.team_max_sessions,
             pool_size: config.pool_size,
-            pool_handout_pause: config.pool_refill_delay,
+            pool_refill_delay: config.pool_refill_delay,
             timeout_minute: config.timeout_minute,
         };
         let fleet = Fleet::new(Arc::clone(&store), launcher, settings, shutdown.clone(), tasks.clone());

@@ -70,7 +70,7 @@ pub struct FleetSettings {
     /// Browsers kept launched ahead for default starts.
     pub pool_size: usize,
     /// How long refills wait after a handout.
-    pub pool_handout_pause: Duration,
+    pub pool_refill_delay: Duration,
     /// The length of a timeout minute (see `Config::timeout_minute`).
     pub timeout_minute: Duration,
 }
@@ -174,7 +174,7 @@ impl Fleet {
                 settings.launch_concurrency,
                 settings.team_max_sessions,
             ),
-            pool: Pool::new(settings.pool_size, settings.pool_handout_pause),
+            pool: Pool::new(settings.pool_size, settings.pool_refill_delay),
             settings,
             live: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),

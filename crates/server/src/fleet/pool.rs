@@ -60,16 +60,16 @@ struct State {
 pub(super) struct Pool {
     size: usize,
     /// How long refills wait after a handout.
-    handout_pause: Duration,
+    refill_delay: Duration,
     state: Mutex<State>,
 }
 
 impl Pool {
     /// An empty pool that keeps `size` browsers.
-    pub(super) fn new(size: usize, handout_pause: Duration) -> Self {
+    pub(super) fn new(size: usize, refill_delay: Duration) -> Self {
         Self {
             size,
-            handout_pause,
+            refill_delay,
             state: Mutex::new(State::default()),
         }
     }
@@ -79,7 +79,7 @@ impl Pool {
         let mut state = self.state.lock().ok()?;
         while let Some(pooled) = state.browsers.pop() {
             if !pooled.browser.has_exited() {
-                let until = Instant::now() + self.handout_pause;
+                let until = Instant::now() + self.refill_delay;
                 state.paused_until = Some(state.paused_until.map_or(until, |current| current.max(until)));
                 return Some(pooled);
             }

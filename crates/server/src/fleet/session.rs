@@ -40,9 +40,9 @@ pub struct LiveSession {
 /// How long an end waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndWait {
-    /// Until the browser has been sent SIGKILL and the end is recorded; its
-    /// processes and directories disappear moments later (its place is freed
-    /// only then).
+    /// Until the end is recorded and the browser's kill is under way (its
+    /// clients were cut off before); its processes and directories
+    /// disappear moments later (its place is freed only then).
     Recorded,
     /// Until no process or directory of the session is left.
     Gone,

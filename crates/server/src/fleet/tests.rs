@@ -294,7 +294,7 @@ fn settings() -> FleetSettings {
         launch_concurrency: 4,
         team_max_sessions: None,
         pool_size: 0,
-        pool_handout_pause: Duration::ZERO,
+        pool_refill_delay: Duration::ZERO,
         // Timeouts never fire during a test.
         timeout_minute: Duration::from_secs(3600),
     }
