@@ -6,6 +6,7 @@
 //! SDKs may send fields we do not act on yet), and known ones we do not act on
 //! yet are recorded as asked, never pretended.
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -90,78 +91,169 @@ fn invalid(message: impl Into<String>) -> OptionsError {
     OptionsError(message.into())
 }
 
-/// Reads `parent[key]` as an object; absent and `null` are `None`.
-fn object<'a>(
-    parent: &'a Map<String, Value>,
-    key: &str,
-    path: &str,
-) -> Result<Option<&'a Map<String, Value>>, OptionsError> {
-    match parent.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(map)) => Ok(Some(map)),
-        Some(_) => Err(invalid(format!("{path} must be an object"))),
-    }
+/// The body of a session start (`SessionCreateRequestSchema` upstream).
+/// Every part is optional and unknown fields are ignored (the SDKs may send
+/// fields anchorage does not act on yet); options it does not act on yet
+/// (recording, proxy, profile, extensions, headful) are accepted and
+/// recorded in the session's `configuration`. Decoded with serde, so a value
+/// of the wrong type is refused with its field's path; the limits are
+/// checked by [`SessionOptions::from_body`].
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct StartBody {
+    /// Session options.
+    pub session: Option<SessionPart>,
+    /// Browser options.
+    pub browser: Option<BrowserPart>,
+    /// Hosted integrations; accepted, not acted on.
+    #[cfg_attr(feature = "schema", schema(value_type = Option<Vec<Object>>))]
+    pub integrations: Option<Vec<Value>>,
+    /// Hosted identities; accepted, not acted on.
+    #[cfg_attr(feature = "schema", schema(value_type = Option<Vec<Object>>))]
+    pub identities: Option<Vec<Value>>,
 }
 
-fn boolean(parent: &Map<String, Value>, key: &str, path: &str) -> Result<Option<bool>, OptionsError> {
-    match parent.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(flag)) => Ok(Some(*flag)),
-        Some(_) => Err(invalid(format!("{path} must be true or false"))),
-    }
+/// Session options of a start.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct SessionPart {
+    /// Page opened first: `http` or `https` only.
+    pub initial_url: Option<String>,
+    /// Up to 100 tags of up to 256 characters.
+    pub tags: Option<Vec<String>>,
+    /// Recording; recorded, not active yet.
+    pub recording: Option<ActivePart>,
+    /// Proxy settings; recorded, not active yet (`active` defaults to true).
+    pub proxy: Option<ActivePart>,
+    /// Timeouts in minutes.
+    pub timeout: Option<TimeoutPart>,
+    /// Live view options.
+    pub live_view: Option<LiveViewPart>,
 }
 
-fn integer_in(
-    parent: &Map<String, Value>,
-    key: &str,
-    path: &str,
-    low: i64,
-    high: i64,
-) -> Result<Option<i64>, OptionsError> {
-    let message = || invalid(format!("{path} must be an integer between {low} and {high}"));
-    match parent.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(number)) => {
-            let value = number.as_i64().ok_or_else(message)?;
-            if (low..=high).contains(&value) {
-                Ok(Some(value))
-            } else {
-                Err(message())
-            }
-        }
-        Some(_) => Err(message()),
-    }
+/// A part that is switched on or off.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct ActivePart {
+    /// On or off.
+    pub active: Option<bool>,
 }
 
-/// A timeout in minutes: `-1` disables, otherwise 1 up to a week.
-fn timeout_minutes(parent: &Map<String, Value>, key: &str, default: i64) -> Result<Option<i64>, OptionsError> {
-    let path = format!("session.timeout.{key}");
-    let message = || {
-        invalid(format!(
-            "{path} must be -1 (no limit) or an integer number of minutes between 1 and {MAX_TIMEOUT_MINUTES}"
-        ))
+/// Timeouts of a start, in minutes; `-1` disables one.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct TimeoutPart {
+    /// Ends the session this long after it started (default 20).
+    pub max_duration: Option<i64>,
+    /// Ends it this long after its last client left, or after start if none came (default 5).
+    pub idle_timeout: Option<i64>,
+}
+
+/// Live view options of a start.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct LiveViewPart {
+    /// Viewers may watch but their input is not forwarded.
+    pub read_only: Option<bool>,
+}
+
+/// Browser options of a start.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct BrowserPart {
+    /// `{"active": bool}`: a headless browser; headful is recorded, not active yet.
+    pub headless: Option<ActivePart>,
+    /// The page's viewport (default 1440×900).
+    pub viewport: Option<ViewportPart>,
+    /// Profile settings; recorded, not active yet.
+    #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
+    pub profile: Option<Map<String, Value>>,
+    /// Ad blocking; recorded, not active yet.
+    #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
+    pub adblock: Option<Map<String, Value>>,
+    /// Popup blocking; recorded, not active yet.
+    #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
+    pub popup_blocker: Option<Map<String, Value>>,
+    /// Captcha solving (hosted only); recorded, not active.
+    #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
+    pub captcha_solver: Option<Map<String, Value>>,
+    /// Fullscreen; recorded, not active yet.
+    #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
+    pub fullscreen: Option<Map<String, Value>>,
+    /// Extension ids; recorded, not active yet.
+    #[cfg_attr(feature = "schema", schema(value_type = Option<Vec<String>>))]
+    pub extensions: Option<Vec<Value>>,
+}
+
+/// A viewport size in CSS pixels.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct ViewportPart {
+    /// Width, 100 to 7680.
+    pub width: Option<i64>,
+    /// Height, 100 to 4320.
+    pub height: Option<i64>,
+}
+
+/// What a field of the start body must be, for the message that refuses a
+/// value of the wrong type (`path` without array indices).
+fn expected_at(path: &str) -> String {
+    let expectation = match path {
+        "session"
+        | "browser"
+        | "session.recording"
+        | "session.proxy"
+        | "session.timeout"
+        | "session.live_view"
+        | "browser.headless"
+        | "browser.viewport"
+        | "browser.profile"
+        | "browser.adblock"
+        | "browser.popup_blocker"
+        | "browser.captcha_solver"
+        | "browser.fullscreen" => "must be an object".to_owned(),
+        "session.recording.active"
+        | "session.proxy.active"
+        | "session.live_view.read_only"
+        | "browser.headless.active" => "must be true or false".to_owned(),
+        "session.initial_url" => "must be a string holding an http or https URL".to_owned(),
+        "session.tags" => "must be an array of strings".to_owned(),
+        "session.timeout.max_duration" | "session.timeout.idle_timeout" => timeout_expectation(),
+        "browser.viewport.width" => "must be an integer between 100 and 7680".to_owned(),
+        "browser.viewport.height" => "must be an integer between 100 and 4320".to_owned(),
+        "browser.extensions" => "must be an array of extension ids".to_owned(),
+        "integrations" | "identities" => "must be an array".to_owned(),
+        _ => "has the wrong type".to_owned(),
     };
-    match parent.get(key) {
-        None | Some(Value::Null) => Ok(Some(default)),
-        Some(Value::Number(number)) => match number.as_i64() {
-            Some(-1) => Ok(None),
-            Some(minutes) if (1..=MAX_TIMEOUT_MINUTES).contains(&minutes) => Ok(Some(minutes)),
-            _ => Err(message()),
-        },
-        Some(_) => Err(message()),
+    format!("{path} {expectation}")
+}
+
+fn timeout_expectation() -> String {
+    format!("must be -1 (no limit) or an integer number of minutes between 1 and {MAX_TIMEOUT_MINUTES}")
+}
+
+/// A timeout in minutes: absent is the default, `-1` disables, otherwise 1
+/// up to a week.
+fn timeout_minutes(value: Option<i64>, key: &str, default: i64) -> Result<Option<i64>, OptionsError> {
+    match value {
+        None => Ok(Some(default)),
+        Some(-1) => Ok(None),
+        Some(minutes) if (1..=MAX_TIMEOUT_MINUTES).contains(&minutes) => Ok(Some(minutes)),
+        Some(_) => Err(invalid(format!("session.timeout.{key} {}", timeout_expectation()))),
     }
 }
 
-fn parse_initial_url(value: &Value) -> Result<Option<Url>, OptionsError> {
-    let text = match value {
-        Value::Null => return Ok(None),
-        Value::String(text) => text,
-        _ => {
-            return Err(invalid(
-                "session.initial_url must be a string holding an http or https URL",
-            ))
-        }
-    };
+fn viewport_side(value: Option<i64>, key: &str, high: i64, default: u32) -> Result<u32, OptionsError> {
+    match value {
+        None => Ok(default),
+        Some(side) if (100..=high).contains(&side) => u32::try_from(side).map_err(|_| invalid(key)),
+        Some(_) => Err(invalid(format!(
+            "browser.viewport.{key} must be an integer between 100 and {high}"
+        ))),
+    }
+}
+
+fn parse_initial_url(text: &str) -> Result<Option<Url>, OptionsError> {
     if text.is_empty() {
         return Ok(None);
     }
@@ -180,20 +272,12 @@ fn parse_initial_url(value: &Value) -> Result<Option<Url>, OptionsError> {
     }
 }
 
-fn parse_tags(value: &Value) -> Result<Vec<String>, OptionsError> {
-    let items = match value {
-        Value::Null => return Ok(Vec::new()),
-        Value::Array(items) => items,
-        _ => return Err(invalid("session.tags must be an array of strings")),
-    };
+fn parse_tags(items: &[String]) -> Result<Vec<String>, OptionsError> {
     if items.len() > MAX_TAGS {
         return Err(invalid(format!("session.tags must hold at most {MAX_TAGS} tags")));
     }
     let mut tags: Vec<String> = Vec::with_capacity(items.len());
-    for item in items {
-        let Value::String(tag) = item else {
-            return Err(invalid("session.tags must be an array of strings"));
-        };
+    for tag in items {
         if tag.is_empty() || tag.chars().count() > MAX_TAG_CHARS {
             return Err(invalid(format!(
                 "each of session.tags must be 1 to {MAX_TAG_CHARS} characters long"
@@ -206,75 +290,72 @@ fn parse_tags(value: &Value) -> Result<Vec<String>, OptionsError> {
     Ok(tags)
 }
 
-impl SessionOptions {
-    /// Validates a start body and reads the options we act on.
-    pub fn from_configuration(configuration: &Value) -> Result<Self, OptionsError> {
-        let root = match configuration {
-            Value::Object(map) => map,
+impl StartBody {
+    /// Decodes a start body; a value of the wrong type is refused with its
+    /// field's path and what it must be.
+    pub fn decode(configuration: &Value) -> Result<Self, OptionsError> {
+        match configuration {
+            Value::Object(_) => {}
             Value::Null => return Ok(Self::default()),
             _ => return Err(invalid("the request body must be a JSON object")),
-        };
-        let mut options = Self::default();
+        }
+        serde_path_to_error::deserialize(configuration).map_err(|error| {
+            let path: Vec<String> = error
+                .path()
+                .iter()
+                .filter_map(|segment| match segment {
+                    serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                    serde_path_to_error::Segment::Enum { variant } => Some(variant.clone()),
+                    serde_path_to_error::Segment::Seq { .. } | serde_path_to_error::Segment::Unknown => None,
+                })
+                .collect();
+            invalid(expected_at(&path.join(".")))
+        })
+    }
+}
 
-        if let Some(session) = object(root, "session", "session")? {
-            if let Some(url) = session.get("initial_url") {
+impl SessionOptions {
+    /// Validates a start body given as JSON and reads the options we act on.
+    pub fn from_configuration(configuration: &Value) -> Result<Self, OptionsError> {
+        Self::from_body(&StartBody::decode(configuration)?)
+    }
+
+    /// Checks a decoded start body's limits and reads the options we act on.
+    pub fn from_body(body: &StartBody) -> Result<Self, OptionsError> {
+        let mut options = Self::default();
+        if let Some(session) = &body.session {
+            if let Some(url) = &session.initial_url {
                 options.initial_url = parse_initial_url(url)?;
             }
-            if let Some(tags) = session.get("tags") {
+            if let Some(tags) = &session.tags {
                 options.tags = parse_tags(tags)?;
             }
-            if let Some(recording) = object(session, "recording", "session.recording")? {
-                if let Some(active) = boolean(recording, "active", "session.recording.active")? {
-                    options.recording_requested = active;
-                }
+            if let Some(active) = session.recording.as_ref().and_then(|part| part.active) {
+                options.recording_requested = active;
             }
-            match session.get("proxy") {
-                None | Some(Value::Null) => {}
-                Some(Value::Object(proxy)) => {
-                    options.proxy_requested = boolean(proxy, "active", "session.proxy.active")?.unwrap_or(true);
-                }
-                Some(_) => return Err(invalid("session.proxy must be an object")),
+            if let Some(proxy) = &session.proxy {
+                options.proxy_requested = proxy.active.unwrap_or(true);
             }
-            if let Some(timeout) = object(session, "timeout", "session.timeout")? {
-                options.max_duration_minutes = timeout_minutes(timeout, "max_duration", DEFAULT_MAX_DURATION_MINUTES)?;
-                options.idle_timeout_minutes = timeout_minutes(timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT_MINUTES)?;
+            if let Some(timeout) = &session.timeout {
+                options.max_duration_minutes =
+                    timeout_minutes(timeout.max_duration, "max_duration", DEFAULT_MAX_DURATION_MINUTES)?;
+                options.idle_timeout_minutes =
+                    timeout_minutes(timeout.idle_timeout, "idle_timeout", DEFAULT_IDLE_TIMEOUT_MINUTES)?;
             }
-            if let Some(live_view) = object(session, "live_view", "session.live_view")? {
-                if let Some(read_only) = boolean(live_view, "read_only", "session.live_view.read_only")? {
-                    options.live_view_read_only = read_only;
-                }
+            if let Some(read_only) = session.live_view.as_ref().and_then(|part| part.read_only) {
+                options.live_view_read_only = read_only;
             }
         }
-
-        if let Some(browser) = object(root, "browser", "browser")? {
-            if let Some(headless) = object(browser, "headless", "browser.headless")? {
-                if let Some(active) = boolean(headless, "active", "browser.headless.active")? {
-                    options.headless_requested = active;
-                }
+        if let Some(browser) = &body.browser {
+            if let Some(active) = browser.headless.as_ref().and_then(|part| part.active) {
+                options.headless_requested = active;
             }
-            if let Some(viewport) = object(browser, "viewport", "browser.viewport")? {
+            if let Some(viewport) = &browser.viewport {
                 let defaults = Viewport::default();
-                let width = integer_in(viewport, "width", "browser.viewport.width", 100, 7680)?;
-                let height = integer_in(viewport, "height", "browser.viewport.height", 100, 4320)?;
-                // The bounds above keep both in u32 range.
                 options.viewport = Viewport {
-                    width: width.map_or(defaults.width, |value| value as u32),
-                    height: height.map_or(defaults.height, |value| value as u32),
+                    width: viewport_side(viewport.width, "width", 7680, defaults.width)?,
+                    height: viewport_side(viewport.height, "height", 4320, defaults.height)?,
                 };
-            }
-            for key in ["profile", "adblock", "popup_blocker", "captcha_solver", "fullscreen"] {
-                object(browser, key, &format!("browser.{key}"))?;
-            }
-            match browser.get("extensions") {
-                None | Some(Value::Null) | Some(Value::Array(_)) => {}
-                Some(_) => return Err(invalid("browser.extensions must be an array of extension ids")),
-            }
-        }
-
-        for key in ["integrations", "identities"] {
-            match root.get(key) {
-                None | Some(Value::Null) | Some(Value::Array(_)) => {}
-                Some(_) => return Err(invalid(format!("{key} must be an array"))),
             }
         }
         Ok(options)

@@ -478,81 +478,9 @@ pub struct About {
 
 // ---------------------------------------------------------------- request bodies
 
-/// The body of a session start (`SessionCreateRequestSchema` upstream). Every part is optional; unknown
-/// fields are ignored. Options anchorage does not act on yet (recording, proxy, profile, extensions, headful)
-/// are accepted and recorded in `configuration`.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct StartBody {
-    /// Session options.
-    session: Option<SessionPart>,
-    /// Browser options.
-    browser: Option<BrowserPart>,
-}
-
-/// Session options of a start.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct SessionPart {
-    /// Page opened first: `http` or `https` only.
-    initial_url: Option<String>,
-    /// Up to 100 tags of up to 256 characters.
-    tags: Option<Vec<String>>,
-    /// `{"active": bool}`; recorded, not active yet.
-    #[schema(value_type = Option<Object>)]
-    recording: Option<Value>,
-    /// Proxy settings; recorded, not active yet.
-    #[schema(value_type = Option<Object>)]
-    proxy: Option<Value>,
-    /// Timeouts in minutes.
-    timeout: Option<TimeoutPart>,
-    /// Live view options.
-    live_view: Option<LiveViewPart>,
-}
-
-/// Timeouts of a start, in minutes; `-1` disables one.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct TimeoutPart {
-    /// Ends the session this long after it started (default 20).
-    max_duration: Option<i64>,
-    /// Ends it this long after its last client left, or after start if none came (default 5).
-    idle_timeout: Option<i64>,
-}
-
-/// Live view options of a start.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct LiveViewPart {
-    /// Viewers may watch but their input is not forwarded.
-    read_only: Option<bool>,
-}
-
-/// Browser options of a start.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct BrowserPart {
-    /// `{"active": bool}`: anchorage always runs headless; headful is recorded.
-    #[schema(value_type = Option<Object>)]
-    headless: Option<Value>,
-    /// The page's viewport (default 1440×900).
-    viewport: Option<ViewportPart>,
-    /// Profile settings; recorded, not active yet.
-    #[schema(value_type = Option<Object>)]
-    profile: Option<Value>,
-    /// Extension ids; recorded, not active yet.
-    extensions: Option<Vec<String>>,
-}
-
-/// A viewport size in CSS pixels.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
-pub struct ViewportPart {
-    /// Width.
-    width: Option<u32>,
-    /// Height.
-    height: Option<u32>,
-}
+/// The body of a session start: the typed request struct in core, which the
+/// routes decode bodies through (and whose schema the document shows).
+pub use anchorage_core::options::StartBody;
 
 /// The body of a batch.
 #[derive(Debug, ToSchema)]
