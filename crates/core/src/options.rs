@@ -290,6 +290,28 @@ fn parse_tags(items: &[String]) -> Result<Vec<String>, OptionsError> {
     Ok(tags)
 }
 
+/// Decodes a JSON value into a typed request struct. A value of the wrong
+/// type is refused with `expected(path)`, where `path` names the field (its
+/// keys joined by dots, array indices left out: `session.tags`), so that the
+/// message says which field and what it must be.
+pub fn decode_with<T: serde::de::DeserializeOwned>(
+    value: &Value,
+    expected: impl FnOnce(&str) -> String,
+) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path: Vec<String> = error
+            .path()
+            .iter()
+            .filter_map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Enum { variant } => Some(variant.clone()),
+                serde_path_to_error::Segment::Seq { .. } | serde_path_to_error::Segment::Unknown => None,
+            })
+            .collect();
+        expected(&path.join("."))
+    })
+}
+
 impl StartBody {
     /// Decodes a start body; a value of the wrong type is refused with its
     /// field's path and what it must be.
@@ -299,18 +321,7 @@ impl StartBody {
             Value::Null => return Ok(Self::default()),
             _ => return Err(invalid("the request body must be a JSON object")),
         }
-        serde_path_to_error::deserialize(configuration).map_err(|error| {
-            let path: Vec<String> = error
-                .path()
-                .iter()
-                .filter_map(|segment| match segment {
-                    serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-                    serde_path_to_error::Segment::Enum { variant } => Some(variant.clone()),
-                    serde_path_to_error::Segment::Seq { .. } | serde_path_to_error::Segment::Unknown => None,
-                })
-                .collect();
-            invalid(expected_at(&path.join(".")))
-        })
+        decode_with(configuration, expected_at).map_err(invalid)
     }
 }
 

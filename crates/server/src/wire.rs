@@ -9,7 +9,7 @@
 //! request types here describe what the routes read.
 
 use anchorage_core::{BatchId, RequestId, SessionId, TeamId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -483,33 +483,34 @@ pub struct About {
 pub use anchorage_core::options::StartBody;
 
 /// The body of a batch.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct BatchBody {
     /// How many sessions, 1 to the server's cap (1000 by default).
-    count: u32,
-    /// The start body every session of the batch gets.
-    configuration: Option<StartBody>,
+    #[schema(value_type = u32)]
+    pub count: Option<u64>,
+    /// The start body every session of the batch gets (kept as given, to be
+    /// recorded; decoded as a `StartBody`).
+    #[schema(value_type = Option<StartBody>)]
+    pub configuration: Option<Value>,
     /// Anything, kept with the batch.
     #[schema(value_type = Option<Object>)]
-    metadata: Option<Map<String, Value>>,
+    pub metadata: Option<Map<String, Value>>,
 }
 
 /// The body of a cancel.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CancelBody {
     /// Must be `cancelled`.
-    #[schema(example = "cancelled")]
-    status: String,
+    #[schema(example = "cancelled", value_type = String)]
+    pub status: Option<String>,
 }
 
 /// The body of a retry.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct RetryBody {
     /// Retry only failed items (default), or also completed items whose session has ended.
-    retry_failed_only: Option<bool>,
+    pub retry_failed_only: Option<bool>,
     /// Attempts per item, 1 to 3 (default 1).
-    max_retries: Option<u8>,
+    #[schema(value_type = Option<u8>)]
+    pub max_retries: Option<i64>,
 }

@@ -14,7 +14,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::extract::{IdPath, JsonBody, QueryMap};
+use super::extract::{decode_body, IdPath, JsonBody, QueryMap};
 use super::sessions::{batch_item, validate_start};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -30,28 +30,6 @@ type ApiResult<T> = Result<Json<Data<T>>, ApiError>;
 
 fn batch_not_found() -> ApiError {
     ApiError::NotFound("Batch not found".to_owned())
-}
-
-fn object_body(body: Value) -> Result<Map<String, Value>, ApiError> {
-    match body {
-        Value::Object(map) => Ok(map),
-        _ => Err(ApiError::BadRequest(
-            "the request body must be a JSON object".to_owned(),
-        )),
-    }
-}
-
-/// Reads `count`: a whole number from 1 to the cap. `2.5`, `"3"` and `null`
-/// are refused, not coerced.
-fn parse_count(body: &Map<String, Value>, max_batch: usize) -> Result<usize, ApiError> {
-    let message = || ApiError::BadRequest(format!("count must be an integer between 1 and {max_batch}"));
-    let Some(Value::Number(number)) = body.get("count") else {
-        return Err(message());
-    };
-    match number.as_u64() {
-        Some(count) if count >= 1 && count <= max_batch as u64 => Ok(count as usize),
-        _ => Err(message()),
-    }
 }
 
 /// `POST /v1/batch-sessions`: accept a batch and answer at once.
@@ -70,14 +48,24 @@ pub async fn create(
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> ApiResult<BatchCreated> {
-    let body = object_body(body)?;
-    let count = parse_count(&body, state.max_batch)?;
-    let (configuration, options) = match body.get("configuration") {
+    let max_batch = state.max_batch;
+    let count_message = || format!("count must be an integer between 1 and {max_batch}");
+    let body: BatchBody = decode_body(&body, |path| match path {
+        "configuration" => "configuration must be an object (a session start body)".to_owned(),
+        "metadata" => "metadata must be an object".to_owned(),
+        _ => count_message(),
+    })?;
+    // Whole numbers from 1 to the cap; `2.5`, `"3"` and `null` are refused, not coerced.
+    let count = body
+        .count
+        .filter(|count| (1..=max_batch as u64).contains(count))
+        .ok_or_else(|| ApiError::BadRequest(count_message()))? as usize;
+    let (configuration, options) = match body.configuration {
         None | Some(Value::Null) => (Value::Object(Map::new()), anchorage_core::SessionOptions::default()),
         Some(configuration @ Value::Object(_)) => {
-            let options = validate_start(&state, configuration)
+            let options = validate_start(&state, &configuration)
                 .map_err(|message| ApiError::BadRequest(format!("configuration.{message}")))?;
-            (configuration.clone(), options)
+            (configuration, options)
         }
         Some(_) => {
             return Err(ApiError::BadRequest(
@@ -85,11 +73,7 @@ pub async fn create(
             ))
         }
     };
-    let metadata = match body.get("metadata") {
-        None | Some(Value::Null) => None,
-        Some(metadata @ Value::Object(_)) => Some(metadata.clone()),
-        Some(_) => return Err(ApiError::BadRequest("metadata must be an object".to_owned())),
-    };
+    let metadata = body.metadata.map(Value::Object);
     let created_at = Timestamp::now();
     let batch = BatchRecord {
         id: BatchId::new_random(),
@@ -261,19 +245,16 @@ pub async fn cancel(
     IdPath(batch_id): IdPath<BatchId>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<BatchCancelled> {
-    let body = object_body(body)?;
-    match body.get("status") {
-        Some(Value::String(status)) if status == "cancelled" => {}
-        None | Some(Value::Null) => {
+    let refused = "status must be \"cancelled\": cancelling is the only change a batch accepts";
+    let body: CancelBody = decode_body(&body, |_| refused.to_owned())?;
+    match body.status.as_deref() {
+        Some("cancelled") => {}
+        None => {
             return Err(ApiError::BadRequest(
                 "status is required: send {\"status\": \"cancelled\"}".to_owned(),
             ))
         }
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "status must be \"cancelled\": cancelling is the only change a batch accepts".to_owned(),
-            ))
-        }
+        Some(_) => return Err(ApiError::BadRequest(refused.to_owned())),
     }
     match state.fleet.cancel_batch(caller.0.team_id, batch_id).await? {
         BatchEnd::NotFound => Err(batch_not_found()),
@@ -347,31 +328,16 @@ pub async fn retry(
     IdPath(batch_id): IdPath<BatchId>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<BatchRetried> {
-    let body = object_body(body)?;
-    let failed_only = match body.get("retry_failed_only") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(flag)) => *flag,
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "retry_failed_only must be true or false".to_owned(),
-            ))
-        }
-    };
-    let attempts = match body.get("max_retries") {
-        None | Some(Value::Null) => 1,
-        Some(Value::Number(number)) => match number.as_i64() {
-            Some(value @ 1..=3) => value,
-            _ => {
-                return Err(ApiError::BadRequest(
-                    "max_retries must be an integer between 1 and 3".to_owned(),
-                ))
-            }
-        },
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "max_retries must be an integer between 1 and 3".to_owned(),
-            ))
-        }
+    let attempts_message = "max_retries must be an integer between 1 and 3";
+    let body: RetryBody = decode_body(&body, |path| match path {
+        "retry_failed_only" => "retry_failed_only must be true or false".to_owned(),
+        _ => attempts_message.to_owned(),
+    })?;
+    let failed_only = body.retry_failed_only.unwrap_or(true);
+    let attempts = match body.max_retries {
+        None => 1,
+        Some(value @ 1..=3) => value,
+        Some(_) => return Err(ApiError::BadRequest(attempts_message.to_owned())),
     };
     match state
         .fleet

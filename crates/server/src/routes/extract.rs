@@ -38,6 +38,21 @@ impl FromRequest<AppState> for JsonBody {
     }
 }
 
+/// Decodes a JSON body (an object) into its typed request struct; a value of
+/// the wrong type is refused with `expected(path)` (see
+/// `anchorage_core::options::decode_with`).
+pub fn decode_body<T: serde::de::DeserializeOwned>(
+    body: &Value,
+    expected: impl FnOnce(&str) -> String,
+) -> Result<T, ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::BadRequest(
+            "the request body must be a JSON object".to_owned(),
+        ));
+    }
+    anchorage_core::options::decode_with(body, expected).map_err(ApiError::BadRequest)
+}
+
 /// The session a URL with a per-session token names (`/…/{session_id}?token=…`,
 /// the `cdp_url` and `live_view_url` forms): `404` for a path id that is not
 /// a session id, `401` for a missing or wrong token.
