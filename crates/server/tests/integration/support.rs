@@ -517,3 +517,21 @@ pub fn assert_counts_add_up(batch: &Value) {
     let items = batch["sessions"].as_array().map_or(0, Vec::len) as i64;
     assert_eq!(items, count("total_requests"), "{batch}");
 }
+
+/// Defect: test settings fell back to the whole process environment, so a
+/// developer's exported `ANCHORAGE_*` reached every test server.
+#[test]
+fn test_settings_take_nothing_from_the_environment_but_path() {
+    use anchorage_server::Source;
+    let settings = Settings(HashMap::from([("ANCHORAGE_MAX_SESSIONS".to_owned(), "4".to_owned())]));
+    // Whatever else the environment holds does not come through.
+    for (name, _) in std::env::vars().filter(|(name, _)| name != "PATH" && name != "ANCHORAGE_MAX_SESSIONS") {
+        assert_eq!(settings.get(&name), None, "{name} leaked into the test settings");
+    }
+    assert_eq!(settings.get("ANCHORAGE_LOG"), None);
+    assert_eq!(settings.get("ANCHORAGE_MAX_SESSIONS").as_deref(), Some("4"));
+    assert_eq!(
+        settings.get("PATH"),
+        std::env::var("PATH").ok().filter(|path| !path.is_empty())
+    );
+}
