@@ -6,7 +6,7 @@
 //! SDKs may send fields we do not act on yet), and known ones we do not act on
 //! yet are recorded as asked, never pretended.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -24,7 +24,7 @@ pub const MAX_TAG_CHARS: usize = 256;
 pub const MAX_URL_BYTES: usize = 8192;
 
 /// A browser window size in CSS pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Viewport {
     /// Width in pixels.
     pub width: u32,
@@ -42,8 +42,9 @@ impl Default for Viewport {
     }
 }
 
-/// What a start asked for, in the form the server acts on.
-#[derive(Debug, Clone, PartialEq)]
+/// What a start asked for, in the form the server acts on. Serialized only
+/// by the store, which keeps it with the request it belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionOptions {
     /// Page to open first; `None` opens a blank page.
     pub initial_url: Option<Url>,

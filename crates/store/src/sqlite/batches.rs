@@ -88,11 +88,15 @@ impl SqliteStore {
         .execute(&mut *transaction)
         .await?;
         for chunk in items.chunks(INSERT_CHUNK) {
+            let options = chunk
+                .iter()
+                .map(|item| super::options_text(&item.options))
+                .collect::<StoreResult<Vec<String>>>()?;
             let mut builder: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
                 "INSERT INTO start_requests (id, team_id, api_key_id, api_key_name, batch_id, item_index, status, \
-                 session_id, configuration, error, retry_count, metadata, created_at, started_at, completed_at) ",
+                 session_id, configuration, options, error, retry_count, metadata, created_at, started_at, completed_at) ",
             );
-            builder.push_values(chunk, |mut values, item| {
+            builder.push_values(chunk.iter().zip(options), |mut values, (item, options)| {
                 values
                     .push_bind(item.id.to_string())
                     .push_bind(item.team_id.to_string())
@@ -103,6 +107,7 @@ impl SqliteStore {
                     .push_bind(item.status.as_str())
                     .push_bind(item.session_id.map(|id| id.to_string()))
                     .push_bind(json_text(&item.configuration))
+                    .push_bind(options)
                     .push_bind(item.error.clone())
                     .push_bind(item.retry_count)
                     .push_bind(item.metadata.as_ref().map(json_text))

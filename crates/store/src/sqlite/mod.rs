@@ -23,7 +23,11 @@ use crate::{Store, StoreError, StoreResult};
 use rows::{api_key_from_row, request_from_row, session_from_row, team_from_row};
 
 /// Each migration, in order; the index plus one is its version.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema_2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("schema_2.sql"),
+    include_str!("schema_3.sql"),
+];
 
 const SESSION_COLUMNS: &str = "s.id, s.team_id, s.api_key_id, s.api_key_name, s.request_id, s.batch_id, s.status, \
      s.configuration, s.headless, s.recording, s.proxy, s.created_at, s.started_at, s.ended_at, s.end_reason";
@@ -88,6 +92,11 @@ impl SqliteStore {
 
 fn json_text(value: &serde_json::Value) -> String {
     value.to_string()
+}
+
+/// A request's validated options as stored (see `schema_3.sql`).
+pub(super) fn options_text(options: &anchorage_core::SessionOptions) -> StoreResult<String> {
+    serde_json::to_string(options).map_err(|error| StoreError::Corrupt(format!("options: {error}")))
 }
 
 fn push_session_filter(builder: &mut QueryBuilder<'_, Sqlite>, filter: &SessionFilter) {
@@ -262,8 +271,8 @@ impl Store for SqliteStore {
     async fn insert_request(&self, request: &RequestRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO start_requests (id, team_id, api_key_id, api_key_name, batch_id, item_index, status, session_id, \
-             configuration, error, retry_count, metadata, created_at, started_at, completed_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             configuration, options, error, retry_count, metadata, created_at, started_at, completed_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(request.id.to_string())
         .bind(request.team_id.to_string())
@@ -274,6 +283,7 @@ impl Store for SqliteStore {
         .bind(request.status.as_str())
         .bind(request.session_id.map(|id| id.to_string()))
         .bind(json_text(&request.configuration))
+        .bind(options_text(&request.options)?)
         .bind(&request.error)
         .bind(request.retry_count)
         .bind(request.metadata.as_ref().map(json_text))

@@ -83,10 +83,15 @@ pub(super) fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
 pub(super) fn request_from_row(row: &SqliteRow) -> StoreResult<RequestRecord> {
     let metadata: Option<String> = row.try_get("metadata")?;
     let configuration = json(row, "configuration")?;
-    // Accepted bodies were validated at the edge; one that no longer passes
-    // was accepted by another version, and cannot be acted on.
-    let options = anchorage_core::SessionOptions::from_configuration(&configuration)
-        .map_err(|error| StoreError::Corrupt(format!("a stored start body is not valid: {error}")))?;
+    let stored_options: Option<String> = row.try_get("options")?;
+    let options = match stored_options {
+        Some(text) => serde_json::from_str(&text).map_err(|error| StoreError::Corrupt(format!("options: {error}")))?,
+        // A row of a version before the typed column: derived from its body,
+        // which that version validated (one that no longer passes cannot be
+        // acted on).
+        None => anchorage_core::SessionOptions::from_configuration(&configuration)
+            .map_err(|error| StoreError::Corrupt(format!("a stored start body is not valid: {error}")))?,
+    };
     Ok(RequestRecord {
         id: parse_id(row, "id")?,
         team_id: parse_id(row, "team_id")?,

@@ -60,6 +60,42 @@ async fn reopening_keeps_data_and_does_not_migrate_twice() {
     assert_eq!(store.team_count().await.expect("count"), 1);
 }
 
+/// A request written before the typed `options` column existed has its
+/// options derived from its body when read.
+#[tokio::test]
+async fn rows_without_typed_options_read_them_from_their_body() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let store = SqliteStore::open(&url).await.expect("open");
+    let team = store.create_team("alpha").await.expect("team");
+    let body = json!({"browser": {"viewport": {"width": 800, "height": 600}}});
+    let options = anchorage_core::SessionOptions::from_configuration(&body).expect("valid");
+    let pending = RequestRecord::pending(team.id, None, body, options.clone(), Timestamp::now());
+    store.insert_request(&pending).await.expect("insert");
+    sqlx::query("UPDATE start_requests SET options = NULL")
+        .execute(&store.pool)
+        .await
+        .expect("forget the typed options");
+    let read = store.request(team.id, pending.id).await.expect("get").expect("found");
+    assert_eq!(read.options, options);
+}
+
+#[tokio::test]
+async fn a_request_keeps_its_typed_options() {
+    let (_dir, store) = open().await;
+    let store: &dyn Store = store.as_ref();
+    let team = store.create_team("alpha").await.expect("team");
+    let body = json!({"session": {"initial_url": "https://example.test/", "tags": ["a"],
+                      "timeout": {"idle_timeout": -1}}, "browser": {"viewport": {"width": 800, "height": 600}}});
+    let options = anchorage_core::SessionOptions::from_configuration(&body).expect("valid");
+    let pending = RequestRecord::pending(team.id, None, body.clone(), options.clone(), Timestamp::now());
+    store.insert_request(&pending).await.expect("insert");
+    let read = store.request(team.id, pending.id).await.expect("get").expect("found");
+    assert_eq!((read.options, read.configuration), (options.clone(), body));
+    let queued = store.pending_requests().await.expect("pending");
+    assert_eq!(queued.first().map(|request| &request.options), Some(&options));
+}
+
 #[tokio::test]
 async fn teams_and_keys() {
     let (_dir, store) = open().await;
