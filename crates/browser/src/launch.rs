@@ -288,8 +288,13 @@ impl Browser {
     /// it is handed to.
     /// Lowering a nice value takes root (or `CAP_SYS_NICE`, or an
     /// `RLIMIT_NICE` of 20); see [`can_raise_priority`].
-    pub fn raise_priority(&self) -> std::io::Result<()> {
-        set_group_priority(self.pid, BROWSER_NICE)
+    /// The group is walked by the kernel process by process, so the call
+    /// runs on a blocking thread.
+    pub async fn raise_priority(&self) -> std::io::Result<()> {
+        let pid = self.pid;
+        tokio::task::spawn_blocking(move || set_group_priority(pid, BROWSER_NICE))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     /// A browser with no process behind it, for tests of the code that
@@ -375,10 +380,18 @@ fn kill_process(pid: u32) {
 /// Kills a browser's whole group, lowering its priority first: the
 /// teardown of dying processes (unmapping their memory, closing their files)
 /// is CPU work done in them, and at the lowest priority it yields to the
-/// server and to the sessions in use.
-fn end_group(pgid: u32) {
-    let _ = set_group_priority(pgid, BACKGROUND_NICE);
-    kill_group(pgid);
+/// server and to the sessions in use. Both calls walk the group and wake
+/// its threads, which takes milliseconds: they run on a blocking thread.
+async fn end_group(pgid: u32) {
+    let ended = tokio::task::spawn_blocking(move || {
+        let _ = set_group_priority(pgid, BACKGROUND_NICE);
+        kill_group(pgid);
+    })
+    .await;
+    if ended.is_err() {
+        // The blocking pool is gone (the runtime is stopping): kill here.
+        kill_group(pgid);
+    }
 }
 
 /// Sets the nice value of every process of a group.
@@ -769,7 +782,7 @@ async fn supervise(
     let outcome = tokio::select! {
         status = child.wait() => {
             // The main process is gone; helpers of its group go with it.
-            end_group(pid);
+            end_group(pid).await;
             match status {
                 Ok(status) => {
                     let (status, clean) = describe(status);
@@ -780,7 +793,7 @@ async fn supervise(
         }
         _ = kill_requested => {
             // Asked to stop, or the Browser was dropped: either way, kill.
-            end_group(pid);
+            end_group(pid).await;
             let _ = child.wait().await;
             BrowserExit::Killed
         }

@@ -150,7 +150,7 @@ impl Launcher for ChromiumLauncher {
 
     async fn hand_out(&self, browser: &Browser, initial_url: Option<&Url>) -> Result<(), CdpError> {
         if self.background_launches {
-            if let Err(error) = browser.raise_priority() {
+            if let Err(error) = browser.raise_priority().await {
                 tracing::warn!(pid = browser.pid(), %error, "could not put a pooled browser back at normal priority");
             }
         }

@@ -295,9 +295,7 @@ impl Fleet {
             Ok(ticket) => ticket,
             // The task cannot end without answering but by the runtime
             // stopping, and then nobody reads this.
-            Err(_) => Err(StoreError::Corrupt(
-                "the server stopped while accepting the start".to_owned(),
-            )),
+            Err(_) => Err(StoreError::Unavailable("the server is shutting down")),
         }
     }
 
