@@ -36,6 +36,17 @@ CLICK_PAGE = (
     "document.body.style.background = '#00ff00'; });</script>"
 )
 
+# A page for the REST actions: a button at (0,0)-(200,100) counting clicks
+# and double clicks, a text input at (0,200)-(300,240), and room to scroll.
+ACTIONS_PAGE = (
+    "<!doctype html><title>actions</title>"
+    "<style>body{margin:0;height:5000px}#b{position:absolute;left:0;top:0;width:200px;height:100px}"
+    "#t{position:absolute;left:0;top:200px;width:300px;height:40px}</style>"
+    "<button id=b>b</button><input id=t>"
+    "<script>window.clicks=0;window.doubles=0;"
+    "b.addEventListener('click',()=>clicks++);b.addEventListener('dblclick',()=>doubles++);</script>"
+)
+
 # A page with something to look at, for the live view's screenshot; the
 # centre of its viewport is the card's colour, #2d7ff9.
 DEMO_PAGE = (
@@ -59,6 +70,8 @@ class PageHandler(http.server.BaseHTTPRequestHandler):
             body = DEMO_PAGE.encode()
         elif self.path == "/clicks":
             body = CLICK_PAGE.encode()
+        elif self.path == "/actions":
+            body = ACTIONS_PAGE.encode()
         else:
             body = f"<!doctype html><title>{PAGE_TITLE}</title><h1>compat</h1>".encode()
         self.send_response(200)

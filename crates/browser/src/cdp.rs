@@ -46,6 +46,9 @@ pub enum CdpError {
     /// An answer did not have the shape the protocol gives it.
     #[error("unexpected answer: {0}")]
     Malformed(String),
+    /// The browser did not answer in time.
+    #[error("the browser did not answer in time ({0})")]
+    Timeout(String),
 }
 
 /// Asks the browser for its page targets with `Target.getTargets`.

@@ -10,6 +10,7 @@
 //! input ([`Screencast`]). It knows nothing of HTTP routes, teams or the
 //! store.
 
+mod actions;
 mod cdp;
 mod devtools;
 mod dirs;
@@ -22,6 +23,7 @@ mod screencast;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use actions::{Button, Key, PageControl};
 pub use cdp::{fit_viewport, list_pages, open_in_first_page, CdpError, PageInfo};
 pub use devtools::{Devtools, DevtoolsConnection, PipeClosed, CONNECT_TIMEOUT, QUEUE_BUDGET_BYTES};
 pub use dirs::BrowserDirs;

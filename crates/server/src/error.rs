@@ -41,6 +41,9 @@ pub enum ApiError {
     /// 503: no capacity and the request cannot be queued, or shutting down.
     #[error("{0}")]
     Unavailable(String),
+    /// 504: the browser or its page did not answer in time.
+    #[error("{0}")]
+    Timeout(String),
     /// 500: a fault of ours. The cause goes to the log, never to the client.
     #[error("internal error: {0}")]
     Internal(String),
@@ -67,6 +70,8 @@ pub enum Fault {
     Internal,
     /// `503`.
     Unavailable,
+    /// `504`.
+    Timeout,
 }
 
 impl Fault {
@@ -97,6 +102,10 @@ impl Fault {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The database cannot take work right now, or the server is shutting down; nothing was changed",
             ),
+            Self::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "The browser or its page did not answer in time",
+            ),
         }
     }
 
@@ -111,7 +120,7 @@ impl Fault {
     }
 
     /// Every kind.
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 10] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::NotFound,
@@ -121,6 +130,7 @@ impl Fault {
         Self::TooManyRequests,
         Self::Internal,
         Self::Unavailable,
+        Self::Timeout,
     ];
 }
 
@@ -136,6 +146,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => Fault::PayloadTooLarge,
             Self::TooManyRequests { .. } => Fault::TooManyRequests,
             Self::Unavailable(_) => Fault::Unavailable,
+            Self::Timeout(_) => Fault::Timeout,
             Self::Internal(_) => Fault::Internal,
         }
     }

@@ -514,3 +514,92 @@ pub struct RetryBody {
     #[schema(value_type = Option<u8>)]
     pub max_retries: Option<i64>,
 }
+
+// ---------------------------------------------------------------- session actions
+
+/// The answer of an action on a session (`Sessions…Response` upstream).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionDone {
+    /// What was done (`"clicked"`, `"typed"`, …).
+    pub status: &'static str,
+}
+
+/// A click, by coordinates (`mouse/click`).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ClickBody {
+    /// X coordinate in CSS pixels of the viewport.
+    pub x: Option<f64>,
+    /// Y coordinate in CSS pixels of the viewport.
+    pub y: Option<f64>,
+    /// `left` (default), `middle` or `right`.
+    pub button: Option<String>,
+    /// A CSS selector to click instead of coordinates: not supported yet (refused with `400`).
+    pub selector: Option<String>,
+    /// With a selector: how long to wait for it, in ms.
+    pub timeout: Option<f64>,
+    /// With a selector: which of its matches.
+    pub index: Option<f64>,
+}
+
+/// A mouse event at coordinates (`mouse/doubleClick`, `mouse/down`, `mouse/up`, `mouse/move`).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PointBody {
+    /// X coordinate in CSS pixels of the viewport.
+    #[schema(value_type = f64)]
+    pub x: Option<f64>,
+    /// Y coordinate in CSS pixels of the viewport.
+    #[schema(value_type = f64)]
+    pub y: Option<f64>,
+    /// `left` (default), `middle` or `right`; not for `move`.
+    pub button: Option<String>,
+}
+
+/// A scroll with the wheel at coordinates.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScrollBody {
+    /// X coordinate in CSS pixels of the viewport.
+    #[schema(value_type = f64)]
+    pub x: Option<f64>,
+    /// Y coordinate in CSS pixels of the viewport.
+    #[schema(value_type = f64)]
+    pub y: Option<f64>,
+    /// Horizontal amount in pixels (positive is right).
+    pub delta_x: Option<f64>,
+    /// Vertical amount in pixels (positive is down).
+    #[schema(value_type = f64)]
+    pub delta_y: Option<f64>,
+    /// Steps to split the scroll into, 1 to 100 (default 1).
+    pub steps: Option<u32>,
+    /// Accepted and ignored: every scroll is real wheel input.
+    pub use_os: Option<bool>,
+}
+
+/// Text to type.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TypeBody {
+    /// The text, up to 10000 characters.
+    #[schema(value_type = String)]
+    pub text: Option<String>,
+    /// Milliseconds between keys, 0 to 1000 (default 0).
+    pub delay: Option<u64>,
+}
+
+/// Keys to press together.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShortcutBody {
+    /// Key names (`Control`, `Shift`, `a`, `Enter`, `F5`…), 1 to 8, modifiers first.
+    #[schema(value_type = Vec<String>)]
+    pub keys: Option<Vec<String>>,
+    /// Milliseconds to hold them, 0 to 10000 (default 0).
+    pub hold_time: Option<u64>,
+}
+
+/// Where to navigate.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct GotoBody {
+    /// An `http` or `https` URL.
+    #[schema(value_type = String)]
+    pub url: Option<String>,
+}

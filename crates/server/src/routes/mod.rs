@@ -2,6 +2,7 @@
 //! This module alone speaks HTTP; handlers call the fleet and the store and
 //! turn their answers into the contract's JSON.
 
+mod actions;
 mod batches;
 mod cdp;
 pub mod extract;
@@ -59,6 +60,16 @@ const BATCH_CHANGE: &[Fault] = &[
     Fault::Conflict,
     Fault::PayloadTooLarge,
     Fault::Unavailable,
+];
+/// An action on a running session, with a body.
+const ACTION: &[Fault] = &[
+    Fault::BadRequest,
+    Fault::Unauthorized,
+    Fault::NotFound,
+    Fault::Conflict,
+    Fault::PayloadTooLarge,
+    Fault::Unavailable,
+    Fault::Timeout,
 ];
 /// A WebSocket upgrade that a session's token opens.
 const TOKEN_UPGRADE: &[Fault] = &[Fault::BadRequest, Fault::Unauthorized, Fault::NotFound];
@@ -121,6 +132,72 @@ pub(crate) fn table() -> Vec<Route> {
             "/v1/sessions/{session_id}/pages",
             get(sessions::pages),
             READ_ONE,
+        ),
+        route(
+            Method::GET,
+            "/v1/sessions/{session_id}/screenshot",
+            get(actions::screenshot),
+            &[
+                Fault::Unauthorized,
+                Fault::NotFound,
+                Fault::Conflict,
+                Fault::Unavailable,
+                Fault::Timeout,
+            ],
+        ),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/mouse/click",
+            post(actions::mouse_click),
+            ACTION,
+        ),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/mouse/doubleClick",
+            post(actions::mouse_double_click),
+            ACTION,
+        ),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/mouse/down",
+            post(actions::mouse_down),
+            ACTION,
+        ),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/mouse/up",
+            post(actions::mouse_up),
+            ACTION,
+        ),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/mouse/move",
+            post(actions::mouse_move),
+            ACTION,
+        ),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/scroll",
+            post(actions::scroll),
+            ACTION,
+        ),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/keyboard/type",
+            post(actions::keyboard_type),
+            ACTION,
+        ),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/keyboard/shortcut",
+            post(actions::keyboard_shortcut),
+            ACTION,
+        ),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/goto",
+            post(actions::goto),
+            ACTION,
         ),
         route(
             Method::POST,

@@ -8,7 +8,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{batches, cdp, health, live, sessions};
+use super::{actions, batches, cdp, health, live, sessions};
 use crate::error::Fault;
 use crate::wire::{BatchGone, ErrorBody};
 
@@ -46,6 +46,16 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         sessions::get,
         sessions::delete,
         sessions::pages,
+        actions::screenshot,
+        actions::mouse_click,
+        actions::mouse_double_click,
+        actions::mouse_down,
+        actions::mouse_up,
+        actions::mouse_move,
+        actions::scroll,
+        actions::keyboard_type,
+        actions::keyboard_shortcut,
+        actions::goto,
         batches::create,
         batches::list,
         batches::get,
@@ -59,6 +69,7 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
     tags(
         (name = "sessions", description = "Start, inspect, list and end browser sessions"),
         (name = "batches", description = "Many sessions with one call, provisioned in the background"),
+        (name = "actions", description = "What an agent does to a running session over REST: screenshot, mouse, keyboard, navigation"),
         (name = "connect", description = "CDP connections to a session's browser"),
         (name = "live view", description = "Watching and steering a session from a web browser"),
         (name = "operations", description = "Health, readiness, metrics, this document, and the dashboard"),

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod actions;
 mod bad_input;
 mod batches;
 mod chaos;

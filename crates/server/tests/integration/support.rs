@@ -304,12 +304,26 @@ pub async fn serve_test_page() -> String {
         .route(
             "/second",
             axum::routing::get(|| async { axum::response::Html("<!doctype html><title>second page</title>") }),
+        )
+        .route(
+            "/actions",
+            axum::routing::get(|| async { axum::response::Html(ACTIONS_PAGE) }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address: SocketAddr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, router).await });
     format!("http://{address}")
 }
+
+/// A page for the REST actions: a button at (0,0)-(200,100) that counts
+/// clicks and double clicks, a text input at (0,200)-(300,240), and a body
+/// tall enough to scroll.
+pub const ACTIONS_PAGE: &str = "<!doctype html><title>actions</title>\
+    <style>body{margin:0;height:5000px}#b{position:absolute;left:0;top:0;width:200px;height:100px}\
+    #t{position:absolute;left:0;top:200px;width:300px;height:40px}</style>\
+    <button id=b>b</button><input id=t>\
+    <script>window.clicks=0;window.doubles=0;\
+    b.addEventListener('click',()=>clicks++);b.addEventListener('dblclick',()=>doubles++);</script>";
 
 /// A minimal CDP client.
 pub struct Cdp {
@@ -382,6 +396,29 @@ impl Cdp {
             assert!(Instant::now() < deadline, "page {url} did not load");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Attaches to the newest page the browser has (the one REST actions
+    /// act on) and returns the CDP session id.
+    pub async fn attach_newest_page(&mut self) -> String {
+        let targets = self.call("Target.getTargets", json!({}), None).await;
+        let target_id = targets["targetInfos"]
+            .as_array()
+            .expect("targets")
+            .iter()
+            .rev()
+            .find(|info| info["type"] == json!("page"))
+            .and_then(|info| info["targetId"].as_str())
+            .expect("a page")
+            .to_owned();
+        let attached = self
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": target_id, "flatten": true}),
+                None,
+            )
+            .await;
+        attached["sessionId"].as_str().expect("session id").to_owned()
     }
 
     pub async fn evaluate(&mut self, session: &str, expression: &str) -> Value {

@@ -1,0 +1,323 @@
+//! REST actions on a session's active page: a screenshot, mouse, wheel and
+//! keyboard input, navigation. Each call opens its own DevTools connection
+//! (so it never disturbs a client's or the live view's), attaches to the
+//! active page, acts with real CDP input (`Input.dispatch*`, so pages see
+//! trusted events) and detaches.
+//!
+//! **The active page** is the newest page target of the browser, the same
+//! rule the live view follows for a page opened while it watches.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+use url::Url;
+
+use crate::cdp::{CdpClient, CdpError};
+use crate::devtools::Devtools;
+
+/// A mouse button.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Button {
+    /// The primary button.
+    Left,
+    /// The wheel button.
+    Middle,
+    /// The secondary button.
+    Right,
+}
+
+impl Button {
+    fn as_cdp(self) -> &'static str {
+        match self {
+            Self::Left => "left",
+            Self::Middle => "middle",
+            Self::Right => "right",
+        }
+    }
+}
+
+/// One key of a shortcut or of typed text, as CDP wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    /// The DOM `key` value (`a`, `Enter`, `Control`).
+    pub key: String,
+    /// The DOM `code` value (`KeyA`, `Enter`, `ControlLeft`).
+    pub code: String,
+    /// The Windows virtual key code Chromium expects.
+    pub key_code: u32,
+    /// The text the key types, if any.
+    pub text: Option<String>,
+    /// Its bit in CDP's modifier mask when it is a modifier.
+    pub modifier: u32,
+}
+
+impl Key {
+    /// The key named `name` (DOM key names, case-insensitive for named keys;
+    /// one character for a printable key), `None` if it is unknown.
+    pub fn named(name: &str) -> Option<Self> {
+        let named = |key: &str, code: &str, key_code: u32, modifier: u32| {
+            Some(Self {
+                key: key.to_owned(),
+                code: code.to_owned(),
+                key_code,
+                text: None,
+                modifier,
+            })
+        };
+        let mut characters = name.chars();
+        if let (Some(character), None) = (characters.next(), characters.next()) {
+            return Some(Self::character(character));
+        }
+        match name.to_ascii_lowercase().as_str() {
+            "control" | "ctrl" | "controlormeta" => named("Control", "ControlLeft", 17, 2),
+            "shift" => named("Shift", "ShiftLeft", 16, 8),
+            "alt" | "option" => named("Alt", "AltLeft", 18, 1),
+            "meta" | "command" | "cmd" => named("Meta", "MetaLeft", 91, 4),
+            "enter" | "return" => Some(Self {
+                text: Some("\r".to_owned()),
+                ..named("Enter", "Enter", 13, 0)?
+            }),
+            "tab" => named("Tab", "Tab", 9, 0),
+            "escape" | "esc" => named("Escape", "Escape", 27, 0),
+            "backspace" => named("Backspace", "Backspace", 8, 0),
+            "delete" => named("Delete", "Delete", 46, 0),
+            "space" => Some(Self::character(' ')),
+            "arrowleft" | "left" => named("ArrowLeft", "ArrowLeft", 37, 0),
+            "arrowup" | "up" => named("ArrowUp", "ArrowUp", 38, 0),
+            "arrowright" | "right" => named("ArrowRight", "ArrowRight", 39, 0),
+            "arrowdown" | "down" => named("ArrowDown", "ArrowDown", 40, 0),
+            "home" => named("Home", "Home", 36, 0),
+            "end" => named("End", "End", 35, 0),
+            "pageup" => named("PageUp", "PageUp", 33, 0),
+            "pagedown" => named("PageDown", "PageDown", 34, 0),
+            "insert" => named("Insert", "Insert", 45, 0),
+            other => {
+                let number = other.strip_prefix('f')?.parse::<u32>().ok()?;
+                if !(1..=12).contains(&number) {
+                    return None;
+                }
+                let name = format!("F{number}");
+                named(&name, &name, 111 + number, 0)
+            }
+        }
+    }
+
+    /// A printable character's key.
+    pub fn character(character: char) -> Self {
+        let upper = character.to_ascii_uppercase();
+        let (code, key_code) = match character {
+            'a'..='z' | 'A'..='Z' => (format!("Key{upper}"), u32::from(upper)),
+            '0'..='9' => (format!("Digit{character}"), u32::from(character)),
+            ' ' => ("Space".to_owned(), 32),
+            _ => (String::new(), 0),
+        };
+        Self {
+            key: character.to_string(),
+            code,
+            key_code,
+            text: Some(character.to_string()),
+            modifier: 0,
+        }
+    }
+}
+
+/// A connection to a session's active page.
+pub struct PageControl {
+    client: CdpClient,
+    session: String,
+}
+
+/// How long one CDP answer may take before the action fails.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl PageControl {
+    /// Opens a connection and attaches to the active page.
+    pub async fn open(devtools: &Devtools) -> Result<Self, CdpError> {
+        let mut client = CdpClient::open(devtools).await?;
+        let targets = client.call("Target.getTargets", json!({}), None).await?;
+        let page = targets
+            .pointer("/targetInfos")
+            .and_then(Value::as_array)
+            .and_then(|infos| {
+                infos
+                    .iter()
+                    .rev()
+                    .filter(|info| info.get("type").and_then(Value::as_str) == Some("page"))
+                    .find_map(|info| info.get("targetId").and_then(Value::as_str))
+                    .map(str::to_owned)
+            })
+            .ok_or_else(|| CdpError::Malformed("the browser has no page".to_owned()))?;
+        let attached = client
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": page, "flatten": true}),
+                None,
+            )
+            .await?;
+        let session = attached
+            .get("sessionId")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| CdpError::Malformed("Target.attachToTarget gave no session id".to_owned()))?;
+        Ok(Self { client, session })
+    }
+
+    async fn call(&mut self, method: &str, params: Value) -> Result<Value, CdpError> {
+        let session = self.session.clone();
+        tokio::time::timeout(ANSWER_TIMEOUT, self.client.call(method, params, Some(&session)))
+            .await
+            .map_err(|_| CdpError::Timeout(method.to_owned()))?
+    }
+
+    /// The viewport's size in CSS pixels.
+    pub async fn viewport(&mut self) -> Result<(f64, f64), CdpError> {
+        let metrics = self.call("Page.getLayoutMetrics", json!({})).await?;
+        let side = |key: &str| {
+            metrics
+                .pointer(&format!("/cssLayoutViewport/{key}"))
+                .and_then(Value::as_f64)
+        };
+        match (side("clientWidth"), side("clientHeight")) {
+            (Some(width), Some(height)) => Ok((width, height)),
+            _ => Err(CdpError::Malformed(format!("Page.getLayoutMetrics gave {metrics}"))),
+        }
+    }
+
+    /// A PNG of the viewport.
+    pub async fn screenshot(&mut self) -> Result<Vec<u8>, CdpError> {
+        let shot = self.call("Page.captureScreenshot", json!({"format": "png"})).await?;
+        let data = shot
+            .get("data")
+            .and_then(Value::as_str)
+            .ok_or_else(|| CdpError::Malformed("Page.captureScreenshot gave no data".to_owned()))?;
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|error| CdpError::Malformed(format!("the screenshot is not base64: {error}")))
+    }
+
+    /// One mouse event (`mousePressed`, `mouseReleased`, `mouseMoved`) at `x`, `y`.
+    pub async fn mouse(
+        &mut self,
+        kind: &str,
+        x: f64,
+        y: f64,
+        button: Option<Button>,
+        clicks: u32,
+    ) -> Result<(), CdpError> {
+        let mut params = json!({"type": kind, "x": x, "y": y, "clickCount": clicks});
+        if let Some(button) = button {
+            params["button"] = json!(button.as_cdp());
+        }
+        self.call("Input.dispatchMouseEvent", params).await.map(drop)
+    }
+
+    /// A click: press and release, `clicks` times in a row (2 for a double click).
+    pub async fn click(&mut self, x: f64, y: f64, button: Button, clicks: u32) -> Result<(), CdpError> {
+        self.mouse("mouseMoved", x, y, None, 0).await?;
+        for count in 1..=clicks {
+            self.mouse("mousePressed", x, y, Some(button), count).await?;
+            self.mouse("mouseReleased", x, y, Some(button), count).await?;
+        }
+        Ok(())
+    }
+
+    /// The wheel at `x`, `y`, in `steps` equal parts.
+    pub async fn wheel(&mut self, x: f64, y: f64, delta_x: f64, delta_y: f64, steps: u32) -> Result<(), CdpError> {
+        let steps = steps.max(1);
+        for _ in 0..steps {
+            self.call(
+                "Input.dispatchMouseEvent",
+                json!({"type": "mouseWheel", "x": x, "y": y,
+                       "deltaX": delta_x / f64::from(steps), "deltaY": delta_y / f64::from(steps)}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A key down (with the modifiers held) or up.
+    async fn key(&mut self, key: &Key, down: bool, modifiers: u32) -> Result<(), CdpError> {
+        let kind = match (down, &key.text) {
+            (false, _) => "keyUp",
+            // A modified key types nothing (Control+A selects, it does not type "a").
+            (true, Some(_)) if modifiers & !8 == 0 => "keyDown",
+            (true, _) => "rawKeyDown",
+        };
+        let mut params = json!({"type": kind, "key": key.key, "code": key.code,
+            "windowsVirtualKeyCode": key.key_code, "nativeVirtualKeyCode": key.key_code, "modifiers": modifiers});
+        if kind == "keyDown" {
+            if let Some(text) = &key.text {
+                params["text"] = json!(text);
+                params["unmodifiedText"] = json!(text);
+            }
+        }
+        self.call("Input.dispatchKeyEvent", params).await.map(drop)
+    }
+
+    /// Types `text`, a key per character, waiting `delay` between keys.
+    pub async fn type_text(&mut self, text: &str, delay: Duration) -> Result<(), CdpError> {
+        for (index, character) in text.chars().enumerate() {
+            if index > 0 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let key = Key::character(character);
+            self.key(&key, true, 0).await?;
+            self.key(&key, false, 0).await?;
+        }
+        Ok(())
+    }
+
+    /// Presses `keys` together (modifiers first, in order), holds them for
+    /// `hold`, and releases them in reverse order.
+    pub async fn shortcut(&mut self, keys: &[Key], hold: Duration) -> Result<(), CdpError> {
+        let mut modifiers = 0;
+        for key in keys {
+            modifiers |= key.modifier;
+            self.key(key, true, modifiers).await?;
+        }
+        if !hold.is_zero() {
+            tokio::time::sleep(hold).await;
+        }
+        for key in keys.iter().rev() {
+            self.key(key, false, modifiers).await?;
+            modifiers &= !key.modifier;
+        }
+        Ok(())
+    }
+
+    /// Navigates to `url` and waits for its load event (or `timeout`).
+    pub async fn goto(&mut self, url: &Url, timeout: Duration) -> Result<(), CdpError> {
+        self.call("Page.enable", json!({})).await?;
+        let navigated = self.call("Page.navigate", json!({"url": url.as_str()})).await?;
+        if let Some(error) = navigated.get("errorText").and_then(Value::as_str) {
+            return Err(CdpError::Failed {
+                method: "Page.navigate".to_owned(),
+                error: json!(error),
+            });
+        }
+        let session = self.session.clone();
+        let loaded = async {
+            while let Some(Message::Text(text)) = self.client.next().await {
+                let Ok(message) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
+                if message.get("method").and_then(Value::as_str) == Some("Page.loadEventFired")
+                    && message.get("sessionId").and_then(Value::as_str) == Some(session.as_str())
+                {
+                    return Ok(());
+                }
+            }
+            Err(CdpError::Closed)
+        };
+        tokio::time::timeout(timeout, loaded)
+            .await
+            .map_err(|_| CdpError::Timeout("the page's load".to_owned()))?
+    }
+
+    /// Detaches and closes the connection.
+    pub async fn close(self) {
+        self.client.close().await;
+    }
+}

@@ -1,0 +1,461 @@
+//! `/v1/sessions/{session_id}/…`: what an agent does to a running session
+//! over REST: a screenshot, mouse and wheel input, the keyboard, navigation.
+//! Each call acts on the session's active page through a DevTools
+//! connection of its own (`anchorage_browser::PageControl`), so it never
+//! disturbs a CDP client or a live viewer of the same session.
+//!
+//! Errors: `404` for an unknown session, `409` for one that is not running
+//! (ended, or still starting), `400` naming the field for bad parameters
+//! (coordinates outside the viewport among them), `504` when the page does
+//! not answer in time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anchorage_browser::{Button, CdpError, Key, PageControl};
+use anchorage_core::SessionId;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::Value;
+use url::Url;
+
+use super::extract::{decode_body, IdPath, JsonBody};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::fleet::LiveSession;
+use crate::state::AppState;
+use crate::wire::{ActionDone, ClickBody, GotoBody, PointBody, ScrollBody, ShortcutBody, TypeBody};
+
+/// Most characters one `keyboard/type` call types.
+const MAX_TYPED_CHARACTERS: usize = 10_000;
+/// Most keys of one shortcut.
+const MAX_SHORTCUT_KEYS: usize = 8;
+/// How long a `goto` waits for the page's load event.
+const GOTO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The running session `session_id` of the caller's team: `404` if there is
+/// none, `409` if it exists but is not running.
+async fn running(state: &AppState, caller: &Caller, session_id: SessionId) -> Result<Arc<LiveSession>, ApiError> {
+    if let Some(session) = state.fleet.live_session(caller.0.team_id, session_id) {
+        return Ok(session);
+    }
+    match state.store.session(caller.0.team_id, session_id).await? {
+        Some(session) => Err(ApiError::Conflict(format!(
+            "the session is {}, not running: actions need a running session",
+            session.status
+        ))),
+        None => Err(ApiError::session_not_found()),
+    }
+}
+
+/// What a failed conversation with the page means for the caller.
+fn page_error(error: CdpError) -> ApiError {
+    match error {
+        CdpError::Timeout(what) => ApiError::Timeout(format!("the page did not answer in time ({what})")),
+        CdpError::Closed | CdpError::Unreachable(_) => {
+            ApiError::Conflict("the session's browser went away during the action".to_owned())
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+/// Runs `act` on the session's active page, on a connection of its own.
+async fn on_page<T>(
+    session: &LiveSession,
+    act: impl AsyncFnOnce(&mut PageControl) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let mut page = PageControl::open(&session.devtools).await.map_err(page_error)?;
+    let outcome = act(&mut page).await;
+    page.close().await;
+    outcome
+}
+
+fn done(status: &'static str) -> Json<ActionDone> {
+    Json(ActionDone { status })
+}
+
+fn button(name: Option<&str>) -> Result<Button, ApiError> {
+    match name.unwrap_or("left") {
+        "left" => Ok(Button::Left),
+        "middle" => Ok(Button::Middle),
+        "right" => Ok(Button::Right),
+        _ => Err(ApiError::BadRequest("button must be left, middle or right".to_owned())),
+    }
+}
+
+/// The message for a value of the wrong type in an action's body.
+fn expected(path: &str) -> String {
+    match path {
+        "x" | "y" | "deltaX" | "deltaY" | "timeout" | "index" => format!("{path} must be a number"),
+        "button" | "selector" | "text" | "url" => format!("{path} must be a string"),
+        "steps" | "delay" | "holdTime" => format!("{path} must be a whole number"),
+        "keys" => "keys must be an array of key names".to_owned(),
+        "useOs" => "useOs must be true or false".to_owned(),
+        _ => format!("{path} has the wrong type"),
+    }
+}
+
+/// Checks that `x`, `y` are given and fall inside the page's viewport.
+async fn point(page: &mut PageControl, x: Option<f64>, y: Option<f64>) -> Result<(f64, f64), ApiError> {
+    let (Some(x), Some(y)) = (x, y) else {
+        return Err(ApiError::BadRequest("x and y are required".to_owned()));
+    };
+    let (width, height) = page.viewport().await.map_err(page_error)?;
+    for (name, value, limit) in [("x", x, width), ("y", y, height)] {
+        if !(value.is_finite() && value >= 0.0 && value < limit) {
+            return Err(ApiError::BadRequest(format!(
+                "{name} must be within the viewport: 0 to {} (the viewport is {width}x{height})",
+                limit - 1.0
+            )));
+        }
+    }
+    Ok((x, y))
+}
+
+/// `GET /v1/sessions/{session_id}/screenshot`.
+#[utoipa::path(
+    operation_id = "get_session_screenshot",
+    get,
+    path = "/v1/sessions/{session_id}/screenshot",
+    tag = "actions",
+    summary = "A PNG of the active page's viewport",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "The PNG", content_type = "image/png", body = Vec<u8>))
+)]
+pub async fn screenshot(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+) -> Result<Response, ApiError> {
+    let session = running(&state, &caller, session_id).await?;
+    let png = on_page(&session, async |page| page.screenshot().await.map_err(page_error)).await?;
+    Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
+}
+
+/// `POST /v1/sessions/{session_id}/mouse/click`.
+#[utoipa::path(
+    operation_id = "mouse_click",
+    post,
+    path = "/v1/sessions/{session_id}/mouse/click",
+    tag = "actions",
+    summary = "Click at coordinates of the viewport",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    request_body = ClickBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Clicked", body = ActionDone))
+)]
+pub async fn mouse_click(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ActionDone>, ApiError> {
+    let body: ClickBody = decode_body(&body, expected)?;
+    if body.selector.is_some() {
+        return Err(ApiError::BadRequest(
+            "selector: clicking by selector is not supported yet; give x and y".to_owned(),
+        ));
+    }
+    let button = button(body.button.as_deref())?;
+    let session = running(&state, &caller, session_id).await?;
+    on_page(&session, async |page| {
+        let (x, y) = point(page, body.x, body.y).await?;
+        page.click(x, y, button, 1).await.map_err(page_error)
+    })
+    .await?;
+    Ok(done("clicked"))
+}
+
+/// The mouse routes that take a point and maybe a button.
+async fn mouse_at(
+    state: &AppState,
+    caller: &Caller,
+    session_id: SessionId,
+    body: Value,
+    act: &'static str,
+) -> Result<Json<ActionDone>, ApiError> {
+    let body: PointBody = decode_body(&body, expected)?;
+    let button = button(body.button.as_deref())?;
+    let session = running(state, caller, session_id).await?;
+    on_page(&session, async |page| {
+        let (x, y) = point(page, body.x, body.y).await?;
+        match act {
+            "doubleClick" => page.click(x, y, button, 2).await,
+            "down" => page.mouse("mousePressed", x, y, Some(button), 1).await,
+            "up" => page.mouse("mouseReleased", x, y, Some(button), 1).await,
+            _ => page.mouse("mouseMoved", x, y, None, 0).await,
+        }
+        .map_err(page_error)
+    })
+    .await?;
+    Ok(done(match act {
+        "doubleClick" => "double-clicked",
+        "down" => "pressed",
+        "up" => "released",
+        _ => "moved",
+    }))
+}
+
+/// `POST /v1/sessions/{session_id}/mouse/doubleClick`.
+#[utoipa::path(
+    operation_id = "mouse_double_click",
+    post,
+    path = "/v1/sessions/{session_id}/mouse/doubleClick",
+    tag = "actions",
+    summary = "Double-click at coordinates of the viewport",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    request_body = PointBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Double-clicked", body = ActionDone))
+)]
+pub async fn mouse_double_click(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ActionDone>, ApiError> {
+    mouse_at(&state, &caller, session_id, body, "doubleClick").await
+}
+
+/// `POST /v1/sessions/{session_id}/mouse/down`.
+#[utoipa::path(
+    operation_id = "mouse_down",
+    post,
+    path = "/v1/sessions/{session_id}/mouse/down",
+    tag = "actions",
+    summary = "Press a mouse button at coordinates of the viewport",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    request_body = PointBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Pressed", body = ActionDone))
+)]
+pub async fn mouse_down(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ActionDone>, ApiError> {
+    mouse_at(&state, &caller, session_id, body, "down").await
+}
+
+/// `POST /v1/sessions/{session_id}/mouse/up`.
+#[utoipa::path(
+    operation_id = "mouse_up",
+    post,
+    path = "/v1/sessions/{session_id}/mouse/up",
+    tag = "actions",
+    summary = "Release a mouse button at coordinates of the viewport",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    request_body = PointBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Released", body = ActionDone))
+)]
+pub async fn mouse_up(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ActionDone>, ApiError> {
+    mouse_at(&state, &caller, session_id, body, "up").await
+}
+
+/// `POST /v1/sessions/{session_id}/mouse/move`.
+#[utoipa::path(
+    operation_id = "mouse_move",
+    post,
+    path = "/v1/sessions/{session_id}/mouse/move",
+    tag = "actions",
+    summary = "Move the mouse to coordinates of the viewport",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    request_body = PointBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Moved", body = ActionDone))
+)]
+pub async fn mouse_move(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ActionDone>, ApiError> {
+    mouse_at(&state, &caller, session_id, body, "move").await
+}
+
+/// `POST /v1/sessions/{session_id}/scroll`.
+#[utoipa::path(
+    operation_id = "scroll",
+    post,
+    path = "/v1/sessions/{session_id}/scroll",
+    tag = "actions",
+    summary = "Scroll with the wheel at coordinates of the viewport",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    request_body = ScrollBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Scrolled", body = ActionDone))
+)]
+pub async fn scroll(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ActionDone>, ApiError> {
+    let body: ScrollBody = decode_body(&body, expected)?;
+    let Some(delta_y) = body.delta_y.filter(|delta| delta.is_finite()) else {
+        return Err(ApiError::BadRequest(
+            "deltaY is required: a number of pixels".to_owned(),
+        ));
+    };
+    let delta_x = body.delta_x.unwrap_or(0.0);
+    if !delta_x.is_finite() {
+        return Err(ApiError::BadRequest("deltaX must be a number of pixels".to_owned()));
+    }
+    let steps = body.steps.unwrap_or(1);
+    if !(1..=100).contains(&steps) {
+        return Err(ApiError::BadRequest("steps must be between 1 and 100".to_owned()));
+    }
+    let session = running(&state, &caller, session_id).await?;
+    on_page(&session, async |page| {
+        let (x, y) = point(page, body.x, body.y).await?;
+        page.wheel(x, y, delta_x, delta_y, steps).await.map_err(page_error)
+    })
+    .await?;
+    Ok(done("scrolled"))
+}
+
+/// `POST /v1/sessions/{session_id}/keyboard/type`.
+#[utoipa::path(
+    operation_id = "keyboard_type",
+    post,
+    path = "/v1/sessions/{session_id}/keyboard/type",
+    tag = "actions",
+    summary = "Type text into the focused element, a key per character",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    request_body = TypeBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Typed", body = ActionDone))
+)]
+pub async fn keyboard_type(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ActionDone>, ApiError> {
+    let body: TypeBody = decode_body(&body, expected)?;
+    let Some(text) = body.text else {
+        return Err(ApiError::BadRequest("text is required".to_owned()));
+    };
+    if text.chars().count() > MAX_TYPED_CHARACTERS {
+        return Err(ApiError::BadRequest(format!(
+            "text must be at most {MAX_TYPED_CHARACTERS} characters long"
+        )));
+    }
+    let delay = body.delay.unwrap_or(0);
+    if delay > 1000 {
+        return Err(ApiError::BadRequest("delay must be between 0 and 1000 ms".to_owned()));
+    }
+    let session = running(&state, &caller, session_id).await?;
+    on_page(&session, async |page| {
+        page.type_text(&text, Duration::from_millis(delay))
+            .await
+            .map_err(page_error)
+    })
+    .await?;
+    Ok(done("typed"))
+}
+
+/// `POST /v1/sessions/{session_id}/keyboard/shortcut`.
+#[utoipa::path(
+    operation_id = "keyboard_shortcut",
+    post,
+    path = "/v1/sessions/{session_id}/keyboard/shortcut",
+    tag = "actions",
+    summary = "Press keys together (Control+A, Shift+Tab, Enter…)",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    request_body = ShortcutBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Pressed", body = ActionDone))
+)]
+pub async fn keyboard_shortcut(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ActionDone>, ApiError> {
+    let body: ShortcutBody = decode_body(&body, expected)?;
+    let names = body.keys.unwrap_or_default();
+    if names.is_empty() || names.len() > MAX_SHORTCUT_KEYS {
+        return Err(ApiError::BadRequest(format!(
+            "keys must hold 1 to {MAX_SHORTCUT_KEYS} key names"
+        )));
+    }
+    let keys = names
+        .iter()
+        .map(|name| {
+            Key::named(name)
+                .ok_or_else(|| ApiError::BadRequest(format!("keys: {name:?} is not a key name this server knows")))
+        })
+        .collect::<Result<Vec<Key>, ApiError>>()?;
+    let hold = body.hold_time.unwrap_or(0);
+    if hold > 10_000 {
+        return Err(ApiError::BadRequest(
+            "holdTime must be between 0 and 10000 ms".to_owned(),
+        ));
+    }
+    let session = running(&state, &caller, session_id).await?;
+    on_page(&session, async |page| {
+        page.shortcut(&keys, Duration::from_millis(hold))
+            .await
+            .map_err(page_error)
+    })
+    .await?;
+    Ok(done("pressed"))
+}
+
+/// `POST /v1/sessions/{session_id}/goto`.
+#[utoipa::path(
+    operation_id = "goto",
+    post,
+    path = "/v1/sessions/{session_id}/goto",
+    tag = "actions",
+    summary = "Navigate the active page and wait for it to load",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    request_body = GotoBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Loaded", body = ActionDone))
+)]
+pub async fn goto(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ActionDone>, ApiError> {
+    let body: GotoBody = decode_body(&body, expected)?;
+    let Some(text) = body.url else {
+        return Err(ApiError::BadRequest("url is required".to_owned()));
+    };
+    let url = Url::parse(&text).map_err(|error| ApiError::BadRequest(format!("url is not a valid URL: {error}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ApiError::BadRequest(
+            "url must be an http or https URL with a host".to_owned(),
+        ));
+    }
+    if state.block_private_networks && anchorage_core::network::is_private_url(&url) {
+        return Err(ApiError::BadRequest(
+            "url points to a private or loopback address, which this server does not let sessions reach \
+             (ANCHORAGE_BLOCK_PRIVATE_NETWORKS)"
+                .to_owned(),
+        ));
+    }
+    let session = running(&state, &caller, session_id).await?;
+    on_page(&session, async |page| match page.goto(&url, GOTO_TIMEOUT).await {
+        Err(CdpError::Failed { error, .. }) => Err(ApiError::BadRequest(format!(
+            "url could not be loaded: {}",
+            error.as_str().unwrap_or("the browser refused it")
+        ))),
+        other => other.map_err(page_error),
+    })
+    .await?;
+    Ok(done("navigated"))
+}

@@ -1,0 +1,161 @@
+//! The REST actions on a running session with real Chromium: each call's
+//! effect is read back from the page (clicks counted, typed text, the
+//! selection a shortcut made, the scroll position, the screenshot's size),
+//! and each route's bad inputs get the contract's errors.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::{serve_test_page, Cdp, TestServer};
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+/// Polls an expression on the page until it equals `wanted`.
+async fn page_shows(cdp: &mut Cdp, page: &str, expression: &str, wanted: Value) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = cdp.evaluate(page, expression).await;
+        if value == wanted {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{expression} is {value}, not {wanted}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn actions_act_on_the_active_page_and_bad_inputs_are_refused() {
+    let server = TestServer::start().await;
+    let pages = serve_test_page().await;
+    let session = server.create_session(json!({})).await;
+    let id = text(&session["id"]).to_owned();
+    let action = |path: &str| format!("/v1/sessions/{id}/{path}");
+
+    let (status, answer) = server
+        .post(&action("goto"), json!({"url": format!("{pages}/actions")}))
+        .await;
+    assert_eq!((status, &answer), (StatusCode::OK, &json!({"status": "navigated"})));
+    let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
+    let page = cdp.attach_newest_page().await;
+    assert_eq!(cdp.evaluate(&page, "document.title").await, json!("actions"));
+
+    // Mouse: a click, a double click (two more clicks), a press and release.
+    assert_eq!(
+        server.post(&action("mouse/click"), json!({"x": 100, "y": 50})).await.0,
+        StatusCode::OK
+    );
+    page_shows(&mut cdp, &page, "clicks", json!(1)).await;
+    let (status, _) = server
+        .post(&action("mouse/doubleClick"), json!({"x": 100, "y": 50}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    page_shows(&mut cdp, &page, "[clicks, doubles]", json!([3, 1])).await;
+    for step in ["mouse/move", "mouse/down", "mouse/up"] {
+        assert_eq!(
+            server.post(&action(step), json!({"x": 20, "y": 20})).await.0,
+            StatusCode::OK,
+            "{step}"
+        );
+    }
+    page_shows(&mut cdp, &page, "clicks", json!(4)).await;
+
+    // Keyboard: focus the input, type, select all with a shortcut, type over it.
+    assert_eq!(
+        server.post(&action("mouse/click"), json!({"x": 150, "y": 220})).await.0,
+        StatusCode::OK
+    );
+    let (status, _) = server
+        .post(&action("keyboard/type"), json!({"text": "hello", "delay": 5}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    page_shows(&mut cdp, &page, "t.value", json!("hello")).await;
+    let (status, _) = server
+        .post(&action("keyboard/shortcut"), json!({"keys": ["Control", "a"]}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    page_shows(&mut cdp, &page, "[t.selectionStart, t.selectionEnd]", json!([0, 5])).await;
+    server.post(&action("keyboard/type"), json!({"text": "x"})).await;
+    page_shows(&mut cdp, &page, "t.value", json!("x")).await;
+
+    // The wheel scrolls the page.
+    let (status, _) = server
+        .post(
+            &action("scroll"),
+            json!({"x": 400, "y": 400, "deltaY": 600, "steps": 3}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    page_shows(&mut cdp, &page, "scrollY > 0", json!(true)).await;
+
+    // The screenshot is a PNG of the viewport (1440x900 by default).
+    let response = server
+        .http
+        .get(format!("{}{}", server.base, action("screenshot")))
+        .header("anchor-api-key", crate::support::TEST_KEY)
+        .send()
+        .await
+        .expect("screenshot");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "image/png");
+    let png = response.bytes().await.expect("body");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let side = |at: usize| u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]);
+    assert_eq!((side(16), side(20)), (1440, 900));
+
+    // Bad inputs: each names what is wrong, and nothing happens on the page.
+    for (path, body, wanted) in [
+        (
+            "mouse/click",
+            json!({"x": 5000, "y": 10}),
+            "x must be within the viewport",
+        ),
+        ("mouse/click", json!({"x": 10}), "x and y are required"),
+        ("mouse/click", json!({"x": "ten", "y": 10}), "x must be a number"),
+        (
+            "mouse/click",
+            json!({"x": 1, "y": 1, "button": "side"}),
+            "button must be",
+        ),
+        ("mouse/click", json!({"selector": "#b"}), "selector"),
+        ("mouse/down", json!({"x": 1, "y": -1}), "y must be within the viewport"),
+        ("scroll", json!({"x": 1, "y": 1}), "deltaY is required"),
+        ("scroll", json!({"x": 1, "y": 1, "deltaY": 1, "steps": 0}), "steps"),
+        ("keyboard/type", json!({}), "text is required"),
+        ("keyboard/type", json!({"text": "a", "delay": 5000}), "delay"),
+        ("keyboard/shortcut", json!({"keys": []}), "keys must hold"),
+        (
+            "keyboard/shortcut",
+            json!({"keys": ["Hyper"]}),
+            "\"Hyper\" is not a key name",
+        ),
+        ("goto", json!({"url": "ftp://example.test/"}), "http or https"),
+        ("goto", json!({"url": "not a url"}), "url is not a valid URL"),
+        ("goto", json!([]), "JSON object"),
+    ] {
+        let (status, answer) = server.post(&action(path), body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}: {answer}");
+        assert!(
+            text(&answer["error"]["message"]).contains(wanted),
+            "{path} {body}: {answer}"
+        );
+    }
+    page_shows(&mut cdp, &page, "[clicks, doubles, t.value]", json!([4, 1, "x"])).await;
+    cdp.close().await;
+
+    // Unknown, and another team's, sessions are 404; an ended one is 409.
+    let unknown = format!("/v1/sessions/{}/mouse/click", uuid::Uuid::new_v4());
+    assert_eq!(
+        server.post(&unknown, json!({"x": 1, "y": 1})).await.0,
+        StatusCode::NOT_FOUND
+    );
+    server.delete(&format!("/v1/sessions/{id}")).await;
+    let (status, answer) = server.post(&action("mouse/click"), json!({"x": 1, "y": 1})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert!(text(&answer["error"]["message"]).contains("not running"), "{answer}");
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}

@@ -1,0 +1,64 @@
+"""The official SDK's session actions (screenshot, mouse, keyboard, scroll,
+goto) against anchorage with strict response validation, each effect read
+back from the page with Playwright."""
+
+import struct
+import time
+
+import anchorbrowser
+import pytest
+from playwright.sync_api import sync_playwright
+
+from conftest import API_KEY
+
+
+@pytest.fixture()
+def strict(server):
+    return anchorbrowser.Anchorbrowser(api_key=API_KEY, base_url=server["base_url"], _strict_response_validation=True)
+
+
+def eventually(read, wanted, within=10.0):
+    deadline = time.monotonic() + within
+    while (value := read()) != wanted:
+        assert time.monotonic() < deadline, f"{value!r} is not {wanted!r}"
+        time.sleep(0.02)
+
+
+def test_sdk_actions_act_on_the_page(strict, page_url):
+    session = strict.sessions.create_session().data
+    try:
+        assert strict.sessions.goto(session.id, url=page_url + "actions").status == "navigated"
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.connect_over_cdp(session.cdp_url)
+            page = browser.contexts[0].pages[-1]
+            assert page.title() == "actions"
+
+            assert strict.sessions.mouse_click(session.id, x=100, y=50).status == "clicked"
+            eventually(lambda: page.evaluate("clicks"), 1)
+            assert strict.sessions.mouse_double_click(session.id, x=100, y=50).status == "double-clicked"
+            eventually(lambda: page.evaluate("[clicks, doubles]"), [3, 1])
+            strict.sessions.mouse_move(session.id, x=20, y=20)
+            strict.sessions.mouse_down(session.id, x=20, y=20)
+            strict.sessions.mouse_up(session.id, x=20, y=20)
+            eventually(lambda: page.evaluate("clicks"), 4)
+
+            strict.sessions.mouse_click(session.id, x=150, y=220)
+            assert strict.sessions.keyboard_type(session.id, text="typed", delay=5).status == "typed"
+            eventually(lambda: page.evaluate("t.value"), "typed")
+            assert strict.sessions.keyboard_shortcut(session.id, keys=["Control", "a"]).status == "pressed"
+            eventually(lambda: page.evaluate("[t.selectionStart, t.selectionEnd]"), [0, 5])
+
+            assert strict.sessions.scroll(session.id, x=400, y=400, delta_y=500).status == "scrolled"
+            eventually(lambda: page.evaluate("scrollY > 0"), True)
+
+            png = strict.sessions.get_session_screenshot(session.id).read()
+            assert png[:8] == b"\x89PNG\r\n\x1a\n"
+            assert struct.unpack(">II", png[16:24]) == (1440, 900)
+            browser.close()
+
+        with pytest.raises(anchorbrowser.BadRequestError, match="within the viewport"):
+            strict.sessions.mouse_click(session.id, x=9999, y=1)
+    finally:
+        strict.sessions.delete_session(session.id)
+    with pytest.raises(anchorbrowser.ConflictError, match="not running"):
+        strict.sessions.mouse_click(session.id, x=1, y=1)
