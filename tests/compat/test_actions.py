@@ -1,5 +1,5 @@
 """The official SDK's session actions (screenshot, mouse, keyboard, scroll,
-goto) against anchorage with strict response validation, each effect read
+goto, clipboard, drag and drop) against anchorage with strict response validation, each effect read
 back from the page with Playwright."""
 
 import struct
@@ -48,8 +48,20 @@ def test_sdk_actions_act_on_the_page(strict, page_url):
             assert strict.sessions.keyboard_shortcut(session.id, keys=["Control", "a"]).status == "pressed"
             eventually(lambda: page.evaluate("[t.selectionStart, t.selectionEnd]"), [0, 5])
 
+            assert strict.sessions.copy(session.id).text == "typed"
+            assert strict.sessions.get_clipboard(session.id).data.text == "typed"
+            assert strict.sessions.paste(session.id, text="!").status == "pasted"
+            eventually(lambda: page.evaluate("t.value"), "!")
+            strict.sessions.set_clipboard(session.id, text="kept")
+            assert strict.sessions.get_clipboard(session.id).data.text == "kept"
+
+            assert strict.sessions.drag_and_drop(session.id, start_x=425, start_y=25, end_x=625, end_y=225).status == "dragged"
+            eventually(lambda: page.evaluate("[d.style.left, d.style.top]"), ["600px", "200px"])
+
             assert strict.sessions.scroll(session.id, x=400, y=400, delta_y=500).status == "scrolled"
             eventually(lambda: page.evaluate("scrollY > 0"), True)
+            assert strict.sessions.mouse_click(session.id, selector="#far").status == "clicked"
+            eventually(lambda: page.evaluate("farClicks"), 1)
 
             png = strict.sessions.get_session_screenshot(session.id).read()
             assert png[:8] == b"\x89PNG\r\n\x1a\n"

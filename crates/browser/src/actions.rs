@@ -316,6 +316,107 @@ impl PageControl {
             .map_err(|_| CdpError::Timeout("the page's load".to_owned()))?
     }
 
+    /// Evaluates `expression` in the page and returns its value.
+    async fn evaluate(&mut self, expression: &str) -> Result<Value, CdpError> {
+        let answer = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+            )
+            .await?;
+        if let Some(exception) = answer.get("exceptionDetails") {
+            return Err(CdpError::Failed {
+                method: "Runtime.evaluate".to_owned(),
+                error: exception.clone(),
+            });
+        }
+        Ok(answer.pointer("/result/value").cloned().unwrap_or(Value::Null))
+    }
+
+    /// The text selected in the page: in the focused text field, or the
+    /// document's selection.
+    pub async fn selected_text(&mut self) -> Result<String, CdpError> {
+        let value = self
+            .evaluate(
+                "(() => { const e = document.activeElement; \
+                 if (e && (e.tagName === 'INPUT' || e.tagName === 'TEXTAREA') && typeof e.selectionStart === 'number') \
+                 { return e.value.slice(e.selectionStart, e.selectionEnd); } \
+                 return String(getSelection()); })()",
+            )
+            .await?;
+        Ok(value.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Pastes `text` at the caret as a paste would: a `paste` event with the
+    /// text on its clipboard data goes to the focused element first, and the
+    /// text is inserted unless the page cancelled it.
+    pub async fn paste(&mut self, text: &str) -> Result<(), CdpError> {
+        let literal = serde_json::to_string(text).map_err(|error| CdpError::Malformed(error.to_string()))?;
+        let proceed = self
+            .evaluate(&format!(
+                "(() => {{ const data = new DataTransfer(); data.setData('text/plain', {literal}); \
+                 const event = new ClipboardEvent('paste', {{clipboardData: data, bubbles: true, cancelable: true}}); \
+                 return (document.activeElement || document.body).dispatchEvent(event); }})()"
+            ))
+            .await?;
+        if proceed == json!(true) {
+            self.call("Input.insertText", json!({"text": text})).await?;
+        }
+        Ok(())
+    }
+
+    /// The centre of the `index`th element `selector` matches, scrolled into
+    /// view; `Ok(None)` if nothing matches within `timeout`.
+    pub async fn element_centre(
+        &mut self,
+        selector: &str,
+        index: usize,
+        timeout: Duration,
+    ) -> Result<Option<(f64, f64)>, CdpError> {
+        let literal = serde_json::to_string(selector).map_err(|error| CdpError::Malformed(error.to_string()))?;
+        // Scrolled into view, then measured frame by frame until it holds
+        // still (a smooth scroll still under way would move it after).
+        let expression = format!(
+            "(async () => {{ const element = document.querySelectorAll({literal})[{index}]; if (!element) return null; \
+             let previous = null; \
+             for (let frame = 0; frame < 60; frame++) {{ \
+               if (frame % 10 === 0) element.scrollIntoView({{block: 'center', inline: 'center'}}); \
+               await new Promise(resolve => requestAnimationFrame(() => resolve())); \
+               const box = element.getBoundingClientRect(); \
+               const centre = [box.x + box.width / 2, box.y + box.height / 2]; \
+               if (previous && previous[0] === centre[0] && previous[1] === centre[1]) return centre; \
+               previous = centre; }} \
+             return previous; }})()"
+        );
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let found = self.evaluate(&expression).await?;
+            if let (Some(x), Some(y)) = (
+                found.get(0).and_then(Value::as_f64),
+                found.get(1).and_then(Value::as_f64),
+            ) {
+                return Ok(Some((x, y)));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Presses at `from`, moves to `to` in steps, and releases there.
+    pub async fn drag(&mut self, from: (f64, f64), to: (f64, f64), button: Button) -> Result<(), CdpError> {
+        const STEPS: u32 = 10;
+        self.mouse("mouseMoved", from.0, from.1, None, 0).await?;
+        self.mouse("mousePressed", from.0, from.1, Some(button), 1).await?;
+        for step in 1..=STEPS {
+            let part = f64::from(step) / f64::from(STEPS);
+            let (x, y) = (from.0 + (to.0 - from.0) * part, from.1 + (to.1 - from.1) * part);
+            self.mouse("mouseMoved", x, y, Some(button), 0).await?;
+        }
+        self.mouse("mouseReleased", to.0, to.1, Some(button), 1).await
+    }
+
     /// Detaches and closes the connection.
     pub async fn close(self) {
         self.client.close().await;

@@ -603,3 +603,45 @@ pub struct GotoBody {
     #[schema(value_type = String)]
     pub url: Option<String>,
 }
+
+/// A drag from one point of the viewport to another.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DragBody {
+    /// Where the drag starts (X).
+    #[schema(value_type = f64)]
+    pub start_x: Option<f64>,
+    /// Where the drag starts (Y).
+    #[schema(value_type = f64)]
+    pub start_y: Option<f64>,
+    /// Where it ends (X).
+    #[schema(value_type = f64)]
+    pub end_x: Option<f64>,
+    /// Where it ends (Y).
+    #[schema(value_type = f64)]
+    pub end_y: Option<f64>,
+    /// `left` (default), `middle` or `right`.
+    pub button: Option<String>,
+}
+
+/// Text for the clipboard, or to paste.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ClipboardBody {
+    /// The text, up to 1 MiB.
+    #[schema(value_type = String)]
+    pub text: Option<String>,
+}
+
+/// The session's clipboard.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClipboardText {
+    /// What was last set or copied in the session.
+    pub text: String,
+}
+
+/// What `copy` copied.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Copied {
+    /// The selected text, now on the session's clipboard.
+    pub text: String,
+}

@@ -29,6 +29,9 @@ pub struct LiveSession {
     /// Whether live-view viewers may only watch (`session.live_view.read_only`).
     pub live_view_read_only: bool,
     clients: watch::Sender<usize>,
+    /// The session's clipboard: headless browsers have no system clipboard,
+    /// so what `copy` and `clipboard` set is kept here, for this session only.
+    clipboard: Mutex<String>,
     stop: CancellationToken,
     stop_reason: Mutex<Option<(SessionStatus, String)>>,
     /// Fires when the browser has been killed and the end recorded.
@@ -64,6 +67,7 @@ impl LiveSession {
             devtools,
             live_view_read_only,
             clients,
+            clipboard: Mutex::new(String::new()),
             stop: CancellationToken::new(),
             stop_reason: Mutex::new(None),
             recorded: CancellationToken::new(),
@@ -82,6 +86,18 @@ impl LiveSession {
     /// Resolves when the session starts ending (clients must go).
     pub async fn ending(&self) {
         self.stop.cancelled().await;
+    }
+
+    /// What was last set or copied in this session.
+    pub fn clipboard(&self) -> String {
+        self.clipboard.lock().map(|text| text.clone()).unwrap_or_default()
+    }
+
+    /// Sets the session's clipboard.
+    pub fn set_clipboard(&self, text: String) {
+        if let Ok(mut clipboard) = self.clipboard.lock() {
+            *clipboard = text;
+        }
     }
 
     /// How many CDP clients are connected now.

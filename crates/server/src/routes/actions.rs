@@ -26,12 +26,26 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::fleet::LiveSession;
 use crate::state::AppState;
-use crate::wire::{ActionDone, ClickBody, GotoBody, PointBody, ScrollBody, ShortcutBody, TypeBody};
+use crate::wire::{
+    ActionDone, ClickBody, ClipboardBody, ClipboardText, Copied, Data, DragBody, GotoBody, PointBody, ScrollBody,
+    ShortcutBody, TypeBody,
+};
 
 /// Most characters one `keyboard/type` call types.
 const MAX_TYPED_CHARACTERS: usize = 10_000;
 /// Most keys of one shortcut.
 const MAX_SHORTCUT_KEYS: usize = 8;
+/// How long a click by selector waits for a match, by default (ms).
+const DEFAULT_SELECTOR_TIMEOUT_MS: f64 = 5_000.0;
+/// Most bytes of text for the clipboard or a paste.
+const MAX_CLIPBOARD_BYTES: usize = 1024 * 1024;
+
+/// What a click aims at.
+enum Target {
+    Point(Option<f64>, Option<f64>),
+    Selector(String, usize, Duration),
+}
+
 /// How long a `goto` waits for the page's load event.
 const GOTO_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -88,7 +102,9 @@ fn button(name: Option<&str>) -> Result<Button, ApiError> {
 /// The message for a value of the wrong type in an action's body.
 fn expected(path: &str) -> String {
     match path {
-        "x" | "y" | "deltaX" | "deltaY" | "timeout" | "index" => format!("{path} must be a number"),
+        "x" | "y" | "deltaX" | "deltaY" | "timeout" | "index" | "startX" | "startY" | "endX" | "endY" => {
+            format!("{path} must be a number")
+        }
         "button" | "selector" | "text" | "url" => format!("{path} must be a string"),
         "steps" | "delay" | "holdTime" => format!("{path} must be a whole number"),
         "keys" => "keys must be an array of key names".to_owned(),
@@ -154,15 +170,48 @@ pub async fn mouse_click(
     JsonBody(body): JsonBody,
 ) -> Result<Json<ActionDone>, ApiError> {
     let body: ClickBody = decode_body(&body, expected)?;
-    if body.selector.is_some() {
-        return Err(ApiError::BadRequest(
-            "selector: clicking by selector is not supported yet; give x and y".to_owned(),
-        ));
-    }
     let button = button(body.button.as_deref())?;
+    let target = match &body.selector {
+        Some(selector) => {
+            if selector.trim().is_empty() || selector.len() > 4096 {
+                return Err(ApiError::BadRequest(
+                    "selector must be a CSS selector of 1 to 4096 bytes".to_owned(),
+                ));
+            }
+            let wait = body.timeout.unwrap_or(DEFAULT_SELECTOR_TIMEOUT_MS);
+            if !(0.0..=60_000.0).contains(&wait) {
+                return Err(ApiError::BadRequest(
+                    "timeout must be between 0 and 60000 ms".to_owned(),
+                ));
+            }
+            let index = body.index.unwrap_or(0.0);
+            if !(index >= 0.0 && index.fract() == 0.0 && index < 10_000.0) {
+                return Err(ApiError::BadRequest("index must be a whole number from 0".to_owned()));
+            }
+            Target::Selector(selector.clone(), index as usize, Duration::from_millis(wait as u64))
+        }
+        None => Target::Point(body.x, body.y),
+    };
     let session = running(&state, &caller, session_id).await?;
     on_page(&session, async |page| {
-        let (x, y) = point(page, body.x, body.y).await?;
+        let (x, y) = match target {
+            Target::Point(x, y) => point(page, x, y).await?,
+            Target::Selector(selector, index, wait) => match page.element_centre(&selector, index, wait).await {
+                Ok(Some(centre)) => centre,
+                Ok(None) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "selector {selector:?} matched no element (index {index}) within {} ms",
+                        wait.as_millis()
+                    )))
+                }
+                Err(CdpError::Failed { .. }) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "selector {selector:?} is not a valid CSS selector"
+                    )))
+                }
+                Err(error) => return Err(page_error(error)),
+            },
+        };
         page.click(x, y, button, 1).await.map_err(page_error)
     })
     .await?;
@@ -458,4 +507,151 @@ pub async fn goto(
     })
     .await?;
     Ok(done("navigated"))
+}
+
+/// `POST /v1/sessions/{session_id}/drag-and-drop`.
+#[utoipa::path(
+    operation_id = "drag_and_drop",
+    post,
+    path = "/v1/sessions/{session_id}/drag-and-drop",
+    tag = "actions",
+    summary = "Press at one point of the viewport, move to another, release",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    request_body = DragBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Dragged", body = ActionDone))
+)]
+pub async fn drag_and_drop(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ActionDone>, ApiError> {
+    let body: DragBody = decode_body(&body, expected)?;
+    let button = button(body.button.as_deref())?;
+    let session = running(&state, &caller, session_id).await?;
+    on_page(&session, async |page| {
+        let from = point(page, body.start_x, body.start_y)
+            .await
+            .map_err(start_end("start"))?;
+        let to = point(page, body.end_x, body.end_y).await.map_err(start_end("end"))?;
+        page.drag(from, to, button).await.map_err(page_error)
+    })
+    .await?;
+    Ok(done("dragged"))
+}
+
+/// Names the point of a drag in a coordinate error (`x` → `startX`).
+fn start_end(which: &'static str) -> impl Fn(ApiError) -> ApiError {
+    move |error| match error {
+        ApiError::BadRequest(message) => ApiError::BadRequest(format!("{which}: {message}")),
+        other => other,
+    }
+}
+
+/// The text of a clipboard or paste body.
+fn clipboard_text(body: &Value) -> Result<String, ApiError> {
+    let body: ClipboardBody = decode_body(body, expected)?;
+    let text = body
+        .text
+        .ok_or_else(|| ApiError::BadRequest("text is required".to_owned()))?;
+    if text.len() > MAX_CLIPBOARD_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "text must be at most {MAX_CLIPBOARD_BYTES} bytes long"
+        )));
+    }
+    Ok(text)
+}
+
+/// `GET /v1/sessions/{session_id}/clipboard`.
+#[utoipa::path(
+    operation_id = "get_clipboard",
+    get,
+    path = "/v1/sessions/{session_id}/clipboard",
+    tag = "actions",
+    summary = "What was last set or copied in the session",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "The session's clipboard", body = Data<ClipboardText>))
+)]
+pub async fn get_clipboard(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+) -> Result<Json<Data<ClipboardText>>, ApiError> {
+    let session = running(&state, &caller, session_id).await?;
+    Ok(Data::of(ClipboardText {
+        text: session.clipboard(),
+    }))
+}
+
+/// `POST /v1/sessions/{session_id}/clipboard`.
+#[utoipa::path(
+    operation_id = "set_clipboard",
+    post,
+    path = "/v1/sessions/{session_id}/clipboard",
+    tag = "actions",
+    summary = "Set the session's clipboard",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    request_body = ClipboardBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Set", body = ActionDone))
+)]
+pub async fn set_clipboard(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ActionDone>, ApiError> {
+    let text = clipboard_text(&body)?;
+    let session = running(&state, &caller, session_id).await?;
+    session.set_clipboard(text);
+    Ok(done("set"))
+}
+
+/// `POST /v1/sessions/{session_id}/copy`.
+#[utoipa::path(
+    operation_id = "copy",
+    post,
+    path = "/v1/sessions/{session_id}/copy",
+    tag = "actions",
+    summary = "Copy the page's selected text to the session's clipboard",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "What was copied", body = Copied))
+)]
+pub async fn copy(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+) -> Result<Json<Copied>, ApiError> {
+    let session = running(&state, &caller, session_id).await?;
+    let text = on_page(&session, async |page| page.selected_text().await.map_err(page_error)).await?;
+    session.set_clipboard(text.clone());
+    Ok(Json(Copied { text }))
+}
+
+/// `POST /v1/sessions/{session_id}/paste`.
+#[utoipa::path(
+    operation_id = "paste",
+    post,
+    path = "/v1/sessions/{session_id}/paste",
+    tag = "actions",
+    summary = "Paste text at the caret, as a paste would (a paste event, then the text)",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    request_body = ClipboardBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Pasted", body = ActionDone))
+)]
+pub async fn paste(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<ActionDone>, ApiError> {
+    let text = clipboard_text(&body)?;
+    let session = running(&state, &caller, session_id).await?;
+    on_page(&session, async |page| page.paste(&text).await.map_err(page_error)).await?;
+    session.set_clipboard(text);
+    Ok(done("pasted"))
 }

@@ -201,6 +201,47 @@ pub(crate) fn table() -> Vec<Route> {
         ),
         route(
             Method::POST,
+            "/v1/sessions/{session_id}/drag-and-drop",
+            post(actions::drag_and_drop),
+            ACTION,
+        ),
+        route(
+            Method::GET,
+            "/v1/sessions/{session_id}/clipboard",
+            get(actions::get_clipboard),
+            &[
+                Fault::Unauthorized,
+                Fault::NotFound,
+                Fault::Conflict,
+                Fault::Unavailable,
+            ],
+        ),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/clipboard",
+            post(actions::set_clipboard),
+            ACTION,
+        ),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/copy",
+            post(actions::copy),
+            &[
+                Fault::Unauthorized,
+                Fault::NotFound,
+                Fault::Conflict,
+                Fault::Unavailable,
+                Fault::Timeout,
+            ],
+        ),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/paste",
+            post(actions::paste),
+            ACTION,
+        ),
+        route(
+            Method::POST,
             "/v1/batch-sessions",
             post(batches::create),
             &[

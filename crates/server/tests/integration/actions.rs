@@ -78,8 +78,43 @@ async fn actions_act_on_the_active_page_and_bad_inputs_are_refused() {
         .await;
     assert_eq!(status, StatusCode::OK);
     page_shows(&mut cdp, &page, "[t.selectionStart, t.selectionEnd]", json!([0, 5])).await;
+
+    // The clipboard: copy the selection, read it back, paste, set.
+    let (status, copied) = server.post(&action("copy"), json!({})).await;
+    assert_eq!((status, copied), (StatusCode::OK, json!({"text": "hello"})));
+    assert_eq!(
+        server.get(&action("clipboard")).await.1,
+        json!({"data": {"text": "hello"}})
+    );
     server.post(&action("keyboard/type"), json!({"text": "x"})).await;
     page_shows(&mut cdp, &page, "t.value", json!("x")).await;
+    let (status, _) = server.post(&action("paste"), json!({"text": " pasted"})).await;
+    assert_eq!(status, StatusCode::OK);
+    page_shows(&mut cdp, &page, "t.value", json!("x pasted")).await;
+    assert_eq!(
+        server.post(&action("clipboard"), json!({"text": "set"})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server.get(&action("clipboard")).await.1,
+        json!({"data": {"text": "set"}})
+    );
+
+    // A drag moves the box that follows the mouse.
+    let (status, _) = server
+        .post(
+            &action("drag-and-drop"),
+            json!({"startX": 425, "startY": 25, "endX": 625, "endY": 225}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    page_shows(
+        &mut cdp,
+        &page,
+        "[d.style.left, d.style.top]",
+        json!(["600px", "200px"]),
+    )
+    .await;
 
     // The wheel scrolls the page.
     let (status, _) = server
@@ -90,6 +125,11 @@ async fn actions_act_on_the_active_page_and_bad_inputs_are_refused() {
         .await;
     assert_eq!(status, StatusCode::OK);
     page_shows(&mut cdp, &page, "scrollY > 0", json!(true)).await;
+
+    // A click by selector scrolls its element into view and clicks it.
+    let (status, _) = server.post(&action("mouse/click"), json!({"selector": "#far"})).await;
+    assert_eq!(status, StatusCode::OK);
+    page_shows(&mut cdp, &page, "farClicks", json!(1)).await;
 
     // The screenshot is a PNG of the viewport (1440x900 by default).
     let response = server
@@ -120,7 +160,24 @@ async fn actions_act_on_the_active_page_and_bad_inputs_are_refused() {
             json!({"x": 1, "y": 1, "button": "side"}),
             "button must be",
         ),
-        ("mouse/click", json!({"selector": "#b"}), "selector"),
+        (
+            "mouse/click",
+            json!({"selector": "#nothing", "timeout": 100}),
+            "matched no element",
+        ),
+        (
+            "mouse/click",
+            json!({"selector": "[[", "timeout": 100}),
+            "not a valid CSS selector",
+        ),
+        ("mouse/click", json!({"selector": "#b", "index": -1}), "index"),
+        (
+            "drag-and-drop",
+            json!({"startX": 1, "startY": 1, "endX": 99999, "endY": 1}),
+            "end: x must be within",
+        ),
+        ("paste", json!({}), "text is required"),
+        ("clipboard", json!({"text": 5}), "text must be a string"),
         ("mouse/down", json!({"x": 1, "y": -1}), "y must be within the viewport"),
         ("scroll", json!({"x": 1, "y": 1}), "deltaY is required"),
         ("scroll", json!({"x": 1, "y": 1, "deltaY": 1, "steps": 0}), "steps"),
@@ -143,7 +200,13 @@ async fn actions_act_on_the_active_page_and_bad_inputs_are_refused() {
             "{path} {body}: {answer}"
         );
     }
-    page_shows(&mut cdp, &page, "[clicks, doubles, t.value]", json!([4, 1, "x"])).await;
+    page_shows(
+        &mut cdp,
+        &page,
+        "[clicks, doubles, farClicks, t.value]",
+        json!([4, 1, 1, "x pasted"]),
+    )
+    .await;
     cdp.close().await;
 
     // Unknown, and another team's, sessions are 404; an ended one is 409.

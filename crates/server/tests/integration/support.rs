@@ -316,14 +316,21 @@ pub async fn serve_test_page() -> String {
 }
 
 /// A page for the REST actions: a button at (0,0)-(200,100) that counts
-/// clicks and double clicks, a text input at (0,200)-(300,240), and a body
-/// tall enough to scroll.
+/// clicks and double clicks, a text input at (0,200)-(300,240), a box at
+/// (400,0)-(450,50) that follows a drag, a button far down (`#far`), and a
+/// body tall enough to scroll.
 pub const ACTIONS_PAGE: &str = "<!doctype html><title>actions</title>\
     <style>body{margin:0;height:5000px}#b{position:absolute;left:0;top:0;width:200px;height:100px}\
-    #t{position:absolute;left:0;top:200px;width:300px;height:40px}</style>\
-    <button id=b>b</button><input id=t>\
-    <script>window.clicks=0;window.doubles=0;\
-    b.addEventListener('click',()=>clicks++);b.addEventListener('dblclick',()=>doubles++);</script>";
+    #t{position:absolute;left:0;top:200px;width:300px;height:40px}\
+    #d{position:absolute;left:400px;top:0;width:50px;height:50px;background:red}\
+    #far{position:absolute;left:0;top:3000px}</style>\
+    <button id=b>b</button><input id=t><div id=d></div><button id=far>far</button>\
+    <script>window.clicks=0;window.doubles=0;window.farClicks=0;let dragging=false;\
+    b.addEventListener('click',()=>clicks++);b.addEventListener('dblclick',()=>doubles++);\
+    far.addEventListener('click',()=>farClicks++);\
+    d.addEventListener('mousedown',()=>{dragging=true});\
+    addEventListener('mousemove',e=>{if(dragging){d.style.left=(e.clientX-25)+'px';d.style.top=(e.clientY-25)+'px'}});\
+    addEventListener('mouseup',()=>{dragging=false});</script>";
 
 /// A minimal CDP client.
 pub struct Cdp {
