@@ -74,3 +74,19 @@ def test_sdk_actions_act_on_the_page(strict, page_url):
         strict.sessions.delete_session(session.id)
     with pytest.raises(anchorbrowser.ConflictError, match="not running"):
         strict.sessions.mouse_click(session.id, x=1, y=1)
+
+
+def test_sdk_tools_capture_print_and_fetch(strict, page_url):
+    from conftest import PAGE_TITLE
+
+    png = strict.tools.screenshot_webpage(url=page_url, width=800, height=600).read()
+    assert struct.unpack(">II", png[16:24]) == (800, 600)
+    assert strict.tools.create_page_pdf(url=page_url, print_background=True).read().startswith(b"%PDF")
+    assert PAGE_TITLE in strict.tools.fetch_webpage(url=page_url)
+    # In a running session, in a tab of its own.
+    session = strict.sessions.create_session().data
+    try:
+        png = strict.tools.screenshot_webpage(url=page_url, session_id=session.id).read()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        strict.sessions.delete_session(session.id)

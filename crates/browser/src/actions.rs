@@ -123,10 +123,32 @@ impl Key {
     }
 }
 
-/// A connection to a session's active page.
+/// The bytes of a CDP answer's base64 `data`.
+fn decode_data(answer: &Value, method: &str) -> Result<Vec<u8>, CdpError> {
+    let data = answer
+        .get("data")
+        .and_then(Value::as_str)
+        .ok_or_else(|| CdpError::Malformed(format!("{method} gave no data")))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|error| CdpError::Malformed(format!("{method} gave data that is not base64: {error}")))
+}
+
+/// A connection to a session's active page, or to a tab of its own.
 pub struct PageControl {
     client: CdpClient,
     session: String,
+    /// The tab this connection opened, closed again with it.
+    own_tab: Option<String>,
+}
+
+/// How a capture of a page is made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Capture {
+    /// JPEG at this quality (1 to 99); PNG when `None`.
+    pub jpeg_quality: Option<u8>,
+    /// The whole height of the page, not only the viewport.
+    pub full_height: bool,
 }
 
 /// How long one CDP answer may take before the action fails.
@@ -161,7 +183,51 @@ impl PageControl {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .ok_or_else(|| CdpError::Malformed("Target.attachToTarget gave no session id".to_owned()))?;
-        Ok(Self { client, session })
+        Ok(Self {
+            client,
+            session,
+            own_tab: None,
+        })
+    }
+
+    /// Opens a tab of its own in the browser (closed again by
+    /// [`PageControl::close`]), with a viewport of `window` when given, so
+    /// that the session's own pages are left as they were.
+    pub async fn open_tab(devtools: &Devtools, window: Option<(u32, u32)>) -> Result<Self, CdpError> {
+        let mut client = CdpClient::open(devtools).await?;
+        let created = client
+            .call("Target.createTarget", json!({"url": "about:blank"}), None)
+            .await?;
+        let target = created
+            .get("targetId")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| CdpError::Malformed("Target.createTarget gave no target id".to_owned()))?;
+        let attached = client
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": target, "flatten": true}),
+                None,
+            )
+            .await?;
+        let session = attached
+            .get("sessionId")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| CdpError::Malformed("Target.attachToTarget gave no session id".to_owned()))?;
+        let mut page = Self {
+            client,
+            session,
+            own_tab: Some(target),
+        };
+        if let Some((width, height)) = window {
+            page.call(
+                "Emulation.setDeviceMetricsOverride",
+                json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+            )
+            .await?;
+        }
+        Ok(page)
     }
 
     async fn call(&mut self, method: &str, params: Value) -> Result<Value, CdpError> {
@@ -187,14 +253,11 @@ impl PageControl {
 
     /// A PNG of the viewport.
     pub async fn screenshot(&mut self) -> Result<Vec<u8>, CdpError> {
-        let shot = self.call("Page.captureScreenshot", json!({"format": "png"})).await?;
-        let data = shot
-            .get("data")
-            .and_then(Value::as_str)
-            .ok_or_else(|| CdpError::Malformed("Page.captureScreenshot gave no data".to_owned()))?;
-        base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .map_err(|error| CdpError::Malformed(format!("the screenshot is not base64: {error}")))
+        self.capture(Capture {
+            jpeg_quality: None,
+            full_height: false,
+        })
+        .await
     }
 
     /// One mouse event (`mousePressed`, `mouseReleased`, `mouseMoved`) at `x`, `y`.
@@ -417,8 +480,64 @@ impl PageControl {
         self.mouse("mouseReleased", to.0, to.1, Some(button), 1).await
     }
 
-    /// Detaches and closes the connection.
-    pub async fn close(self) {
+    /// A capture of the page as it is now (see [`Capture`]).
+    pub async fn capture(&mut self, capture: Capture) -> Result<Vec<u8>, CdpError> {
+        let mut params = match capture.jpeg_quality {
+            Some(quality) => json!({"format": "jpeg", "quality": quality}),
+            None => json!({"format": "png"}),
+        };
+        if capture.full_height {
+            let metrics = self.call("Page.getLayoutMetrics", json!({})).await?;
+            let size = |key: &str| {
+                metrics
+                    .pointer(&format!("/cssContentSize/{key}"))
+                    .and_then(Value::as_f64)
+            };
+            let width = metrics
+                .pointer("/cssLayoutViewport/clientWidth")
+                .and_then(Value::as_f64)
+                .or(size("width"))
+                .unwrap_or(0.0);
+            let height = size("height").unwrap_or(0.0);
+            params["captureBeyondViewport"] = json!(true);
+            params["clip"] = json!({"x": 0, "y": 0, "width": width, "height": height, "scale": 1});
+        }
+        let shot = self.call("Page.captureScreenshot", params).await?;
+        decode_data(&shot, "Page.captureScreenshot")
+    }
+
+    /// Scrolls to the bottom of the page and back, so that content loaded
+    /// on scroll is there for a capture.
+    pub async fn scroll_through(&mut self) -> Result<(), CdpError> {
+        self.evaluate(
+            "(async () => { const pause = () => new Promise(resolve => setTimeout(resolve, 100)); \
+             for (let y = 0; y < document.documentElement.scrollHeight; y += innerHeight) \
+             { scrollTo(0, y); await pause(); } scrollTo(0, 0); await pause(); })()",
+        )
+        .await
+        .map(drop)
+    }
+
+    /// The page printed to PDF with `Page.printToPDF` parameters.
+    pub async fn pdf(&mut self, parameters: Value) -> Result<Vec<u8>, CdpError> {
+        let printed = self.call("Page.printToPDF", parameters).await?;
+        decode_data(&printed, "Page.printToPDF")
+    }
+
+    /// The rendered document's HTML.
+    pub async fn html(&mut self) -> Result<String, CdpError> {
+        let html = self.evaluate("document.documentElement.outerHTML").await?;
+        Ok(html.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Detaches and closes the connection, and the tab it opened, if any.
+    pub async fn close(mut self) {
+        if let Some(target) = self.own_tab.take() {
+            let _ = self
+                .client
+                .call("Target.closeTarget", json!({"targetId": target}), None)
+                .await;
+        }
         self.client.close().await;
     }
 }

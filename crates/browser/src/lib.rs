@@ -23,7 +23,7 @@ mod screencast;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use actions::{Button, Key, PageControl};
+pub use actions::{Button, Capture, Key, PageControl};
 pub use cdp::{fit_viewport, list_pages, open_in_first_page, CdpError, PageInfo};
 pub use devtools::{Devtools, DevtoolsConnection, PipeClosed, CONNECT_TIMEOUT, QUEUE_BUDGET_BYTES};
 pub use dirs::BrowserDirs;

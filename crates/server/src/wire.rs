@@ -645,3 +645,68 @@ pub struct Copied {
     /// The selected text, now on the session's clipboard.
     pub text: String,
 }
+
+// ---------------------------------------------------------------- tools
+
+/// A screenshot of a web page (`tools.screenshot_webpage`).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ScreenshotToolBody {
+    /// The page (`http`/`https`); without it, a given session's active page is captured.
+    pub url: Option<String>,
+    /// Viewport width, 100 to 7680 (default 1440).
+    pub width: Option<i64>,
+    /// Viewport height, 100 to 4320 (default 900).
+    pub height: Option<i64>,
+    /// 1 to 100: below 100 a JPEG of that quality, 100 (default) a PNG.
+    pub image_quality: Option<i64>,
+    /// Milliseconds to wait after the load, 0 to 30000.
+    pub wait: Option<i64>,
+    /// Scroll through the page first, so content loaded on scroll is there.
+    pub scroll_all_content: Option<bool>,
+    /// Capture the whole height of the page.
+    pub capture_full_height: Option<bool>,
+}
+
+/// A PDF of a web page (`tools.create_page_pdf`); lengths in inches.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PdfToolBody {
+    /// The page (`http`/`https`).
+    #[schema(value_type = String)]
+    pub url: Option<String>,
+    /// Paper orientation.
+    pub landscape: Option<bool>,
+    /// Print the header and footer templates.
+    pub display_header_footer: Option<bool>,
+    /// Print background graphics.
+    pub print_background: Option<bool>,
+    /// Rendering scale, 0.1 to 2.
+    pub scale: Option<f64>,
+    /// Paper width (default 8.5).
+    pub paper_width: Option<f64>,
+    /// Paper height (default 11).
+    pub paper_height: Option<f64>,
+    /// Top margin.
+    pub margin_top: Option<f64>,
+    /// Bottom margin.
+    pub margin_bottom: Option<f64>,
+    /// Left margin.
+    pub margin_left: Option<f64>,
+    /// Right margin.
+    pub margin_right: Option<f64>,
+    /// Pages to print, e.g. `1-5, 8`.
+    pub page_ranges: Option<String>,
+    /// HTML of the header.
+    pub header_template: Option<String>,
+    /// HTML of the footer.
+    pub footer_template: Option<String>,
+    /// Prefer the page size the page's CSS gives.
+    pub prefer_css_page_size: Option<bool>,
+}
+
+/// A page to fetch, rendered (`tools.fetch_webpage`).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct FetchToolBody {
+    /// The page (`http`/`https`).
+    #[schema(value_type = String)]
+    pub url: Option<String>,
+}

@@ -51,7 +51,11 @@ const GOTO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The running session `session_id` of the caller's team: `404` if there is
 /// none, `409` if it exists but is not running.
-async fn running(state: &AppState, caller: &Caller, session_id: SessionId) -> Result<Arc<LiveSession>, ApiError> {
+pub(super) async fn running(
+    state: &AppState,
+    caller: &Caller,
+    session_id: SessionId,
+) -> Result<Arc<LiveSession>, ApiError> {
     if let Some(session) = state.fleet.live_session(caller.0.team_id, session_id) {
         return Ok(session);
     }
@@ -65,7 +69,7 @@ async fn running(state: &AppState, caller: &Caller, session_id: SessionId) -> Re
 }
 
 /// What a failed conversation with the page means for the caller.
-fn page_error(error: CdpError) -> ApiError {
+pub(super) fn page_error(error: CdpError) -> ApiError {
     match error {
         CdpError::Timeout(what) => ApiError::Timeout(format!("the page did not answer in time ({what})")),
         CdpError::Closed | CdpError::Unreachable(_) => {
@@ -481,10 +485,19 @@ pub async fn goto(
     JsonBody(body): JsonBody,
 ) -> Result<Json<ActionDone>, ApiError> {
     let body: GotoBody = decode_body(&body, expected)?;
-    let Some(text) = body.url else {
+    let url = page_url(&state, body.url.as_deref())?;
+    let session = running(&state, &caller, session_id).await?;
+    on_page(&session, async |page| load(page, &url).await).await?;
+    Ok(done("navigated"))
+}
+
+/// A URL a session may be sent to: given, `http`/`https` with a host, and
+/// not private when `ANCHORAGE_BLOCK_PRIVATE_NETWORKS` is on.
+pub(super) fn page_url(state: &AppState, text: Option<&str>) -> Result<Url, ApiError> {
+    let Some(text) = text else {
         return Err(ApiError::BadRequest("url is required".to_owned()));
     };
-    let url = Url::parse(&text).map_err(|error| ApiError::BadRequest(format!("url is not a valid URL: {error}")))?;
+    let url = Url::parse(text).map_err(|error| ApiError::BadRequest(format!("url is not a valid URL: {error}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
         return Err(ApiError::BadRequest(
             "url must be an http or https URL with a host".to_owned(),
@@ -497,16 +510,19 @@ pub async fn goto(
                 .to_owned(),
         ));
     }
-    let session = running(&state, &caller, session_id).await?;
-    on_page(&session, async |page| match page.goto(&url, GOTO_TIMEOUT).await {
+    Ok(url)
+}
+
+/// Navigates `page` to `url` and waits for its load event; a page the
+/// browser cannot load is the caller's `400`.
+pub(super) async fn load(page: &mut PageControl, url: &Url) -> Result<(), ApiError> {
+    match page.goto(url, GOTO_TIMEOUT).await {
         Err(CdpError::Failed { error, .. }) => Err(ApiError::BadRequest(format!(
             "url could not be loaded: {}",
             error.as_str().unwrap_or("the browser refused it")
         ))),
         other => other.map_err(page_error),
-    })
-    .await?;
-    Ok(done("navigated"))
+    }
 }
 
 /// `POST /v1/sessions/{session_id}/drag-and-drop`.

@@ -10,6 +10,7 @@ mod health;
 mod live;
 mod openapi;
 mod sessions;
+mod tools;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -68,6 +69,17 @@ const ACTION: &[Fault] = &[
     Fault::NotFound,
     Fault::Conflict,
     Fault::PayloadTooLarge,
+    Fault::Unavailable,
+    Fault::Timeout,
+];
+/// A one-shot tool: an action, plus the team's quota for the session it may start.
+const TOOL: &[Fault] = &[
+    Fault::BadRequest,
+    Fault::Unauthorized,
+    Fault::NotFound,
+    Fault::Conflict,
+    Fault::PayloadTooLarge,
+    Fault::TooManyRequests,
     Fault::Unavailable,
     Fault::Timeout,
 ];
@@ -239,6 +251,20 @@ pub(crate) fn table() -> Vec<Route> {
             "/v1/sessions/{session_id}/paste",
             post(actions::paste),
             ACTION,
+        ),
+        route(Method::POST, "/v1/tools/screenshot", post(tools::screenshot), TOOL),
+        route(Method::POST, "/v1/tools/page-pdf", post(tools::page_pdf), TOOL),
+        route(
+            Method::POST,
+            "/v1/tools/fetch/webpage",
+            post(tools::fetch_webpage),
+            TOOL,
+        ),
+        route(
+            Method::POST,
+            "/v1/tools/fetch-webpage",
+            post(tools::fetch_webpage_npm),
+            TOOL,
         ),
         route(
             Method::POST,

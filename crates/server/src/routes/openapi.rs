@@ -8,7 +8,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{actions, batches, cdp, health, live, sessions};
+use super::{actions, batches, cdp, health, live, sessions, tools};
 use crate::error::Fault;
 use crate::wire::{BatchGone, ErrorBody};
 
@@ -61,6 +61,10 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         actions::set_clipboard,
         actions::copy,
         actions::paste,
+        tools::screenshot,
+        tools::page_pdf,
+        tools::fetch_webpage,
+        tools::fetch_webpage_npm,
         batches::create,
         batches::list,
         batches::get,
@@ -74,6 +78,7 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
     tags(
         (name = "sessions", description = "Start, inspect, list and end browser sessions"),
         (name = "batches", description = "Many sessions with one call, provisioned in the background"),
+        (name = "tools", description = "One-shot tools on a web page: a screenshot, a PDF, the rendered HTML"),
         (name = "actions", description = "What an agent does to a running session over REST: screenshot, mouse, keyboard, navigation"),
         (name = "connect", description = "CDP connections to a session's browser"),
         (name = "live view", description = "Watching and steering a session from a web browser"),

@@ -39,7 +39,7 @@ pub fn validate_start(state: &AppState, configuration: &Value) -> Result<Session
 }
 
 /// Validates a start body, checks the team's quota, and makes the request row.
-fn new_request(state: &AppState, caller: &Caller, configuration: Value) -> Result<RequestRecord, ApiError> {
+pub(super) fn new_request(state: &AppState, caller: &Caller, configuration: Value) -> Result<RequestRecord, ApiError> {
     let options = validate_start(state, &configuration).map_err(ApiError::BadRequest)?;
     if state.fleet.team_over_quota(caller.0.team_id) {
         return Err(ApiError::TooManyRequests {

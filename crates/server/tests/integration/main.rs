@@ -16,3 +16,4 @@ mod leaks;
 mod live;
 mod pool;
 mod sessions;
+mod tools;

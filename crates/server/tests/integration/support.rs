@@ -131,6 +131,27 @@ impl TestServer {
         (status, value)
     }
 
+    /// A call whose answer is not JSON (an image, a PDF, HTML): status,
+    /// content type and bytes.
+    pub async fn post_for_bytes(&self, path: &str, body: Value) -> (StatusCode, String, Vec<u8>) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("anchor-api-key", TEST_KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, content_type, response.bytes().await.expect("body").to_vec())
+    }
+
     /// One sample of `/metrics`, by its series name.
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.metrics().await;

@@ -1,0 +1,357 @@
+//! `/v1/tools/…`: one-shot tools on a web page: a screenshot, a PDF, the
+//! rendered HTML. With a `sessionId` they run in a tab of their own in that
+//! running session and close it, leaving the session's pages as they were;
+//! without one they start a session of the caller's team through the usual
+//! pipeline (the warm pool serves it when the window is the default), and
+//! end it before they answer (or when the caller hangs up).
+
+use anchorage_browser::{Capture, PageControl};
+use anchorage_core::{SessionId, SessionStatus};
+use axum::extract::{RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+use url::Url;
+
+use super::actions::{load, page_error, page_url, running};
+use super::extract::{decode_body, JsonBody, QueryMap};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::fleet::{EndWait, Fleet, StartOutcome};
+use crate::state::AppState;
+use crate::wire::{FetchToolBody, PdfToolBody, ScreenshotToolBody};
+
+/// A session a tool started for itself; ended when the tool is done, or by
+/// its drop if the caller went away first.
+struct ToolSession {
+    fleet: std::sync::Arc<Fleet>,
+    session_id: SessionId,
+    ended: bool,
+}
+
+const TOOL_SESSION_END: &str = "a tool's session, ended once the tool answered";
+
+impl ToolSession {
+    async fn end(mut self) {
+        self.ended = true;
+        if let Err(error) = self
+            .fleet
+            .end_session_waiting(
+                self.session_id,
+                SessionStatus::Completed,
+                TOOL_SESSION_END,
+                EndWait::Recorded,
+            )
+            .await
+        {
+            tracing::warn!(session_id = %self.session_id, %error, "could not end a tool's session");
+        }
+    }
+}
+
+impl Drop for ToolSession {
+    fn drop(&mut self) {
+        if !self.ended {
+            let (fleet, session_id) = (std::sync::Arc::clone(&self.fleet), self.session_id);
+            tokio::spawn(async move {
+                let _ = fleet
+                    .end_session(session_id, SessionStatus::Completed, TOOL_SESSION_END)
+                    .await;
+            });
+        }
+    }
+}
+
+/// Where a tool runs.
+enum Place {
+    /// A tab of its own in the caller's running session.
+    Session(SessionId),
+    /// A session of its own, with this window.
+    Own(Option<(u32, u32)>),
+}
+
+/// Runs `work` on a page at `url` (or, in a session and without a URL, on
+/// its active page) and ends whatever it started.
+async fn on_tool_page<T>(
+    state: &AppState,
+    caller: &Caller,
+    place: Place,
+    url: Option<&Url>,
+    work: impl AsyncFnOnce(&mut PageControl) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let run = async |page: &mut PageControl| {
+        if let Some(url) = url {
+            load(page, url).await?;
+        }
+        work(page).await
+    };
+    match place {
+        Place::Session(session_id) => {
+            let session = running(state, caller, session_id).await?;
+            let mut page = match url {
+                Some(_) => PageControl::open_tab(&session.devtools, None).await,
+                None => PageControl::open(&session.devtools).await,
+            }
+            .map_err(page_error)?;
+            let outcome = run(&mut page).await;
+            page.close().await;
+            outcome
+        }
+        Place::Own(window) => {
+            let mut configuration = Map::new();
+            configuration.insert("session".to_owned(), json!({"tags": ["tool"]}));
+            if let Some((width, height)) = window {
+                configuration.insert(
+                    "browser".to_owned(),
+                    json!({"viewport": {"width": width, "height": height}}),
+                );
+            }
+            let request = super::sessions::new_request(state, caller, Value::Object(configuration))?;
+            let ticket = state.fleet.submit_waiting(request).await?;
+            let session_id = match ticket.outcome().await {
+                Some(StartOutcome::Started(session_id)) => session_id,
+                Some(StartOutcome::Failed(reason)) => {
+                    return Err(ApiError::internal(format!(
+                        "the tool's browser could not start: {reason}"
+                    )))
+                }
+                Some(StartOutcome::Unavailable(why)) => return Err(ApiError::Unavailable(why)),
+                Some(StartOutcome::Cancelled) | None => {
+                    return Err(ApiError::Unavailable(
+                        "the server is shutting down; try again shortly".to_owned(),
+                    ))
+                }
+            };
+            let own = ToolSession {
+                fleet: std::sync::Arc::clone(&state.fleet),
+                session_id,
+                ended: false,
+            };
+            let outcome = async {
+                let session = state
+                    .fleet
+                    .live_session(caller.0.team_id, session_id)
+                    .ok_or_else(|| ApiError::internal("the tool's session ended before it was used"))?;
+                let mut page = PageControl::open(&session.devtools).await.map_err(page_error)?;
+                let outcome = run(&mut page).await;
+                page.close().await;
+                outcome
+            }
+            .await;
+            own.end().await;
+            outcome
+        }
+    }
+}
+
+/// The `sessionId` query parameter: a running session of the caller's team.
+fn place(query: Option<&str>, window: Option<(u32, u32)>) -> Result<Place, ApiError> {
+    match QueryMap::parse(query).get("sessionId") {
+        Some(text) => text
+            .parse::<SessionId>()
+            .map(Place::Session)
+            .map_err(|_| ApiError::session_not_found()),
+        None => Ok(Place::Own(window)),
+    }
+}
+
+fn expected(path: &str) -> String {
+    match path {
+        "url" | "page_ranges" | "header_template" | "footer_template" => format!("{path} must be a string"),
+        "landscape"
+        | "display_header_footer"
+        | "print_background"
+        | "prefer_css_page_size"
+        | "scroll_all_content"
+        | "capture_full_height" => format!("{path} must be true or false"),
+        _ => format!("{path} must be a number"),
+    }
+}
+
+fn within(name: &str, value: Option<i64>, low: i64, high: i64) -> Result<Option<i64>, ApiError> {
+    match value {
+        Some(value) if !(low..=high).contains(&value) => {
+            Err(ApiError::BadRequest(format!("{name} must be between {low} and {high}")))
+        }
+        other => Ok(other),
+    }
+}
+
+/// `POST /v1/tools/screenshot`.
+#[utoipa::path(
+    operation_id = "screenshot_webpage",
+    post,
+    path = "/v1/tools/screenshot",
+    tag = "tools",
+    summary = "A screenshot of a web page",
+    params(("sessionId" = Option<String>, Query, description = "Run in this running session (a tab of its own), or without a URL capture its active page")),
+    request_body = ScreenshotToolBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "The image (PNG, or JPEG below quality 100)", content_type = "image/png", body = Vec<u8>))
+)]
+pub async fn screenshot(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let body: ScreenshotToolBody = decode_body(&body, expected)?;
+    let width = within("width", body.width, 100, 7680)?;
+    let height = within("height", body.height, 100, 4320)?;
+    let quality = within("image_quality", body.image_quality, 1, 100)?;
+    let wait = within("wait", body.wait, 0, 30_000)?.unwrap_or(0);
+    let window = (width.is_some() || height.is_some()).then(|| {
+        let defaults = anchorage_core::Viewport::default();
+        (
+            width.map_or(defaults.width, |value| value as u32),
+            height.map_or(defaults.height, |value| value as u32),
+        )
+    });
+    let place = place(query.as_deref(), window)?;
+    let url = match (&place, body.url.as_deref()) {
+        (Place::Session(_), None) => None,
+        (_, text) => Some(page_url(&state, text)?),
+    };
+    let capture = Capture {
+        jpeg_quality: quality.filter(|quality| *quality < 100).map(|quality| quality as u8),
+        full_height: body.capture_full_height.unwrap_or(false),
+    };
+    let scroll = body.scroll_all_content.unwrap_or(false);
+    let image = on_tool_page(&state, &caller, place, url.as_ref(), async |page| {
+        if wait > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+        }
+        if scroll {
+            page.scroll_through().await.map_err(page_error)?;
+        }
+        page.capture(capture).await.map_err(page_error)
+    })
+    .await?;
+    let content_type = if capture.jpeg_quality.is_some() {
+        "image/jpeg"
+    } else {
+        "image/png"
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], image).into_response())
+}
+
+/// `POST /v1/tools/page-pdf`.
+#[utoipa::path(
+    operation_id = "create_page_pdf",
+    post,
+    path = "/v1/tools/page-pdf",
+    tag = "tools",
+    summary = "A web page printed to PDF",
+    params(("sessionId" = Option<String>, Query, description = "Run in this running session, in a tab of its own")),
+    request_body = PdfToolBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "The PDF", content_type = "application/pdf", body = Vec<u8>))
+)]
+pub async fn page_pdf(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let body: PdfToolBody = decode_body(&body, expected)?;
+    let url = page_url(&state, body.url.as_deref())?;
+    let mut parameters = Map::new();
+    let lengths = [
+        ("paper_width", "paperWidth", body.paper_width, 1.0, 100.0),
+        ("paper_height", "paperHeight", body.paper_height, 1.0, 100.0),
+        ("margin_top", "marginTop", body.margin_top, 0.0, 50.0),
+        ("margin_bottom", "marginBottom", body.margin_bottom, 0.0, 50.0),
+        ("margin_left", "marginLeft", body.margin_left, 0.0, 50.0),
+        ("margin_right", "marginRight", body.margin_right, 0.0, 50.0),
+        ("scale", "scale", body.scale, 0.1, 2.0),
+    ];
+    for (name, cdp_name, value, low, high) in lengths {
+        if let Some(value) = value {
+            if !(low..=high).contains(&value) {
+                return Err(ApiError::BadRequest(format!("{name} must be between {low} and {high}")));
+            }
+            parameters.insert(cdp_name.to_owned(), json!(value));
+        }
+    }
+    let flags = [
+        ("landscape", body.landscape),
+        ("displayHeaderFooter", body.display_header_footer),
+        ("printBackground", body.print_background),
+        ("preferCSSPageSize", body.prefer_css_page_size),
+    ];
+    for (cdp_name, value) in flags {
+        if let Some(value) = value {
+            parameters.insert(cdp_name.to_owned(), json!(value));
+        }
+    }
+    let texts = [
+        ("pageRanges", body.page_ranges),
+        ("headerTemplate", body.header_template),
+        ("footerTemplate", body.footer_template),
+    ];
+    for (cdp_name, value) in texts {
+        if let Some(value) = value {
+            parameters.insert(cdp_name.to_owned(), json!(value));
+        }
+    }
+    let place = place(query.as_deref(), None)?;
+    let pdf = on_tool_page(&state, &caller, place, Some(&url), async |page| {
+        page.pdf(Value::Object(parameters)).await.map_err(|error| match error {
+            anchorage_browser::CdpError::Failed { error, .. } => {
+                ApiError::BadRequest(format!("the PDF options were refused: {error}"))
+            }
+            other => page_error(other),
+        })
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/pdf")], pdf).into_response())
+}
+
+/// `POST /v1/tools/fetch/webpage` (and `/v1/tools/fetch-webpage`, the npm SDK's path).
+#[utoipa::path(
+    operation_id = "fetch_webpage",
+    post,
+    path = "/v1/tools/fetch/webpage",
+    tag = "tools",
+    summary = "A web page's HTML once rendered",
+    params(("sessionId" = Option<String>, Query, description = "Run in this running session, in a tab of its own")),
+    request_body = FetchToolBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "The rendered HTML", content_type = "text/html", body = String))
+)]
+pub async fn fetch_webpage(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let body: FetchToolBody = decode_body(&body, expected)?;
+    let url = page_url(&state, body.url.as_deref())?;
+    let place = place(query.as_deref(), None)?;
+    let html = on_tool_page(&state, &caller, place, Some(&url), async |page| {
+        page.html().await.map_err(page_error)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
+}
+
+/// `POST /v1/tools/fetch-webpage`: the same as `/v1/tools/fetch/webpage`.
+#[utoipa::path(
+    operation_id = "fetch_webpage_npm",
+    post,
+    path = "/v1/tools/fetch-webpage",
+    tag = "tools",
+    summary = "A web page's HTML once rendered (the npm SDK's path)",
+    params(("sessionId" = Option<String>, Query, description = "Run in this running session, in a tab of its own")),
+    request_body = FetchToolBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "The rendered HTML", content_type = "text/html", body = String))
+)]
+pub async fn fetch_webpage_npm(
+    state: State<AppState>,
+    caller: Caller,
+    query: RawQuery,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    fetch_webpage(state, caller, query, body).await
+}

@@ -1,0 +1,143 @@
+//! The one-shot tools with real Chromium: a screenshot (its size, full
+//! height, JPEG), a PDF, the rendered HTML, each without a session (a
+//! session of its own, ended before the answer) and in a running session (a
+//! tab of its own, closed after), and their bad inputs.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::{serve_test_page, TestServer, TEST_PAGE_TITLE};
+
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    let side = |at: usize| u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]);
+    (side(16), side(20))
+}
+
+async fn live_sessions(server: &TestServer) -> u64 {
+    server.get("/v1/sessions/all/status").await.1["data"]["count"]
+        .as_u64()
+        .unwrap_or(u64::MAX)
+}
+
+#[tokio::test]
+async fn tools_capture_print_and_fetch_pages_and_leave_nothing_running() {
+    let server = TestServer::start().await;
+    let pages = serve_test_page().await;
+    let actions = format!("{pages}/actions");
+
+    // Without a session: a session of its own, ended before the answer.
+    let (status, content_type, png) = server
+        .post_for_bytes(
+            "/v1/tools/screenshot",
+            json!({"url": actions, "width": 800, "height": 600}),
+        )
+        .await;
+    assert_eq!((status, content_type.as_str()), (StatusCode::OK, "image/png"));
+    assert_eq!(png_size(&png), (800, 600));
+    let (_, _, tall) = server
+        .post_for_bytes(
+            "/v1/tools/screenshot",
+            json!({"url": actions, "capture_full_height": true}),
+        )
+        .await;
+    assert_eq!(png_size(&tall), (1440, 5000));
+    let (status, content_type, jpeg) = server
+        .post_for_bytes("/v1/tools/screenshot", json!({"url": actions, "image_quality": 50}))
+        .await;
+    assert_eq!((status, content_type.as_str()), (StatusCode::OK, "image/jpeg"));
+    assert_eq!(&jpeg[..2], b"\xff\xd8");
+    let (status, content_type, pdf) = server
+        .post_for_bytes("/v1/tools/page-pdf", json!({"url": actions, "landscape": true}))
+        .await;
+    assert_eq!((status, content_type.as_str()), (StatusCode::OK, "application/pdf"));
+    assert!(pdf.starts_with(b"%PDF"));
+    for path in ["/v1/tools/fetch/webpage", "/v1/tools/fetch-webpage"] {
+        let (status, content_type, html) = server.post_for_bytes(path, json!({"url": format!("{pages}/")})).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(content_type.starts_with("text/html"), "{content_type}");
+        assert!(String::from_utf8_lossy(&html).contains(TEST_PAGE_TITLE), "{path}");
+    }
+    assert_eq!(live_sessions(&server).await, 0, "every tool ended its own session");
+
+    // In a running session: a tab of its own, closed after; the session's pages stay.
+    let session = server.create_session(json!({})).await;
+    let id = session["id"].as_str().unwrap_or_default().to_owned();
+    let pages_before = server.get(&format!("/v1/sessions/{id}/pages")).await.1;
+    let (status, _, png) = server
+        .post_for_bytes(&format!("/v1/tools/screenshot?sessionId={id}"), json!({"url": actions}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(png_size(&png), (1440, 900));
+    let (status, _, html) = server
+        .post_for_bytes(
+            &format!("/v1/tools/fetch/webpage?sessionId={id}"),
+            json!({"url": actions}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&html).contains("<title>actions</title>"));
+    // Without a URL, the session's active page as it is.
+    let (status, _, png) = server
+        .post_for_bytes(&format!("/v1/tools/screenshot?sessionId={id}"), json!({}))
+        .await;
+    assert_eq!((status, png_size(&png)), (StatusCode::OK, (1440, 900)));
+    assert_eq!(server.get(&format!("/v1/sessions/{id}/pages")).await.1, pages_before);
+
+    // Bad inputs.
+    let unknown = uuid::Uuid::new_v4();
+    for (path, body, wanted_status, wanted) in [
+        ("/v1/tools/screenshot", json!({}), 400, "url is required"),
+        (
+            "/v1/tools/screenshot",
+            json!({"url": actions, "width": 50}),
+            400,
+            "width must be between",
+        ),
+        (
+            "/v1/tools/screenshot",
+            json!({"url": "ftp://example.test/"}),
+            400,
+            "http or https",
+        ),
+        (
+            "/v1/tools/screenshot",
+            json!({"url": actions, "wait": "soon"}),
+            400,
+            "wait must be a number",
+        ),
+        (
+            "/v1/tools/page-pdf",
+            json!({"url": actions, "scale": 9}),
+            400,
+            "scale must be between",
+        ),
+        ("/v1/tools/page-pdf", json!({}), 400, "url is required"),
+        (
+            "/v1/tools/fetch/webpage",
+            json!({"url": 5}),
+            400,
+            "url must be a string",
+        ),
+    ] {
+        let (status, answer) = server.post(path, body.clone()).await;
+        assert_eq!(status.as_u16(), wanted_status, "{path} {body}: {answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap_or_default().contains(wanted),
+            "{path} {body}: {answer}"
+        );
+    }
+    for query in [format!("sessionId={unknown}"), "sessionId=nope".to_owned()] {
+        let (status, answer) = server
+            .post(&format!("/v1/tools/fetch/webpage?{query}"), json!({"url": actions}))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{query}: {answer}");
+    }
+    server.delete(&format!("/v1/sessions/{id}")).await;
+    let (status, answer): (StatusCode, Value) = server
+        .post(&format!("/v1/tools/screenshot?sessionId={id}"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
