@@ -90,3 +90,13 @@ def test_sdk_tools_capture_print_and_fetch(strict, page_url):
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         strict.sessions.delete_session(session.id)
+
+
+def test_sdk_uploads_a_file_for_a_file_input(strict):
+    session = strict.sessions.create_session().data
+    try:
+        uploaded = strict.sessions.upload_file(session.id, file=("report.csv", b"a,b\n1,2\n")).data
+        assert uploaded.status == "uploaded"
+        assert "/uploads/report.csv" in uploaded.message
+    finally:
+        strict.sessions.delete_session(session.id)

@@ -247,6 +247,13 @@ impl Browser {
         &self.devtools
     }
 
+    /// The directory this browser owns alone (its profile is inside, and
+    /// anything else of its session goes there too); `None` for a browser
+    /// with no process.
+    pub fn session_dir(&self) -> Option<&Path> {
+        self.dirs.first().map(PathBuf::as_path)
+    }
+
     /// How long each phase of its launch took.
     pub fn timings(&self) -> LaunchTimings {
         self.timings

@@ -239,6 +239,7 @@ impl App {
             tokens,
             public_url,
             max_body_bytes: config.max_body_bytes,
+            max_upload_bytes: config.max_upload_bytes,
             header_read_timeout: config.header_read_timeout,
             block_private_networks: config.block_private_networks,
         };

@@ -54,6 +54,7 @@ struct FileConfig {
     launch_concurrency: Option<u64>,
     api_key: Option<String>,
     max_body_bytes: Option<u64>,
+    max_upload_bytes: Option<u64>,
     launch_timeout_seconds: Option<u64>,
     max_batch: Option<u64>,
     team_max_sessions: Option<u64>,
@@ -88,6 +89,8 @@ pub struct Config {
     pub api_key: Option<String>,
     /// Largest request body (`ANCHORAGE_MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// Largest file one upload may carry (`ANCHORAGE_MAX_UPLOAD_BYTES`).
+    pub max_upload_bytes: u64,
     /// How long a browser may take to come up (`ANCHORAGE_LAUNCH_TIMEOUT_SECONDS`).
     pub launch_timeout: Duration,
     /// Most sessions one batch may ask for (`ANCHORAGE_MAX_BATCH`).
@@ -226,6 +229,13 @@ impl Config {
                 ));
             }
         }
+        let max_upload_bytes = number(
+            "ANCHORAGE_MAX_UPLOAD_BYTES",
+            from_file.max_upload_bytes,
+            1,
+            16 * 1024 * 1024 * 1024,
+        )?
+        .unwrap_or(100 * 1024 * 1024);
         let max_body_bytes = number(
             "ANCHORAGE_MAX_BODY_BYTES",
             from_file.max_body_bytes,
@@ -323,6 +333,7 @@ impl Config {
             launch_concurrency,
             api_key,
             max_body_bytes,
+            max_upload_bytes,
             launch_timeout,
             max_batch,
             team_max_sessions,

@@ -710,3 +710,22 @@ pub struct FetchToolBody {
     #[schema(value_type = String)]
     pub url: Option<String>,
 }
+
+/// A file for the session (`multipart/form-data`).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct UploadBody {
+    /// The file; saved in the session's uploads folder under its own name.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// What an upload did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Uploaded {
+    /// `uploaded`.
+    pub status: &'static str,
+    /// Where the file is: the path a CDP client passes to
+    /// `DOM.setFileInputFiles` to give it to a file input.
+    pub message: String,
+}

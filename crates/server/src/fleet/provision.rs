@@ -255,6 +255,7 @@ impl Fleet {
             session.batch_id,
             browser.devtools().clone(),
             options.live_view_read_only,
+            browser.session_dir().map(std::path::Path::to_path_buf),
         ));
         if let Ok(mut sessions) = self.live.lock() {
             sessions.insert(session.id, Arc::clone(&live));

@@ -28,6 +28,9 @@ pub struct LiveSession {
     pub devtools: Devtools,
     /// Whether live-view viewers may only watch (`session.live_view.read_only`).
     pub live_view_read_only: bool,
+    /// The browser's own directory (removed with it): uploads go in its
+    /// `uploads` folder.
+    pub files_dir: Option<std::path::PathBuf>,
     clients: watch::Sender<usize>,
     /// The session's clipboard: headless browsers have no system clipboard,
     /// so what `copy` and `clipboard` set is kept here, for this session only.
@@ -58,6 +61,7 @@ impl LiveSession {
         batch_id: Option<BatchId>,
         devtools: Devtools,
         live_view_read_only: bool,
+        files_dir: Option<std::path::PathBuf>,
     ) -> Self {
         let (clients, _) = watch::channel(0_usize);
         Self {
@@ -66,6 +70,7 @@ impl LiveSession {
             batch_id,
             devtools,
             live_view_read_only,
+            files_dir,
             clients,
             clipboard: Mutex::new(String::new()),
             stop: CancellationToken::new(),

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use anchorage_browser::{Button, CdpError, Key, PageControl};
 use anchorage_core::SessionId;
+use std::os::unix::fs::PermissionsExt;
+
+use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -28,7 +31,7 @@ use crate::fleet::LiveSession;
 use crate::state::AppState;
 use crate::wire::{
     ActionDone, ClickBody, ClipboardBody, ClipboardText, Copied, Data, DragBody, GotoBody, PointBody, ScrollBody,
-    ShortcutBody, TypeBody,
+    ShortcutBody, TypeBody, UploadBody, Uploaded,
 };
 
 /// Most characters one `keyboard/type` call types.
@@ -670,4 +673,111 @@ pub async fn paste(
     on_page(&session, async |page| page.paste(&text).await.map_err(page_error)).await?;
     session.set_clipboard(text);
     Ok(done("pasted"))
+}
+
+/// A file name safe to keep: its last component, letters, digits, `.`,
+/// `-` and `_` kept, anything else `_`; never empty, never `.` or `..`.
+fn safe_file_name(given: Option<&str>) -> String {
+    let last = given.unwrap_or_default().rsplit(['/', '\\']).next().unwrap_or_default();
+    let name: String = last
+        .chars()
+        .take(200)
+        .map(|character| {
+            if character.is_ascii_alphanumeric() || matches!(character, '.' | '-' | '_') {
+                character
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.trim_matches('.').is_empty() {
+        "upload".to_owned()
+    } else {
+        name
+    }
+}
+
+/// `POST /v1/sessions/{session_id}/uploads`.
+#[utoipa::path(
+    operation_id = "upload_file",
+    post,
+    path = "/v1/sessions/{session_id}/uploads",
+    tag = "actions",
+    summary = "Put a file in the session's uploads folder, for a file input",
+    description = "The file is streamed to disk (never held whole), up to ANCHORAGE_MAX_UPLOAD_BYTES, and removed \
+                   with the session. The answer's message names its path: a CDP client gives it to a file input \
+                   with DOM.setFileInputFiles.",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    request_body(content = UploadBody, content_type = "multipart/form-data"),
+    security(("api_key" = [])),
+    responses((status = 200, description = "Saved", body = Data<Uploaded>))
+)]
+pub async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Json<Data<Uploaded>>, ApiError> {
+    use tokio::io::AsyncWriteExt;
+
+    let session = running(&state, &caller, session_id).await?;
+    let mut multipart = multipart.map_err(|rejection| {
+        ApiError::BadRequest(format!(
+            "the body must be multipart/form-data with a `file` part: {rejection}"
+        ))
+    })?;
+    let Some(dir) = session.files_dir.as_ref().map(|dir| dir.join("uploads")) else {
+        return Err(ApiError::Conflict("this session's browser keeps no files".to_owned()));
+    };
+    let unreadable = |error: axum::extract::multipart::MultipartError| {
+        ApiError::BadRequest(format!("the multipart body could not be read: {error}"))
+    };
+    while let Some(mut field) = multipart.next_field().await.map_err(unreadable)? {
+        if field.name() != Some("file") {
+            continue;
+        }
+        tokio::fs::create_dir_all(&dir).await.map_err(ApiError::internal)?;
+        let name = safe_file_name(field.file_name());
+        let mut path = dir.join(&name);
+        let mut copy = 1;
+        while tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            copy += 1;
+            path = dir.join(format!("{copy}-{name}"));
+        }
+        let mut file = tokio::fs::File::create(&path).await.map_err(ApiError::internal)?;
+        let mut written: u64 = 0;
+        let outcome = async {
+            while let Some(chunk) = field.chunk().await.map_err(unreadable)? {
+                written += chunk.len() as u64;
+                if written > state.max_upload_bytes {
+                    return Err(ApiError::PayloadTooLarge(
+                        usize::try_from(state.max_upload_bytes).unwrap_or(usize::MAX),
+                    ));
+                }
+                file.write_all(&chunk).await.map_err(ApiError::internal)?;
+            }
+            file.flush().await.map_err(ApiError::internal)
+        }
+        .await;
+        if let Err(error) = outcome {
+            drop(file);
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(error);
+        }
+        // The browser may run as another user: it reads the file, nothing more.
+        let readable = std::fs::Permissions::from_mode(0o644);
+        tokio::fs::set_permissions(&path, readable)
+            .await
+            .map_err(ApiError::internal)?;
+        return Ok(Data::of(Uploaded {
+            status: "uploaded",
+            message: format!(
+                "saved as {} ({written} bytes); give it to a file input with DOM.setFileInputFiles",
+                path.display()
+            ),
+        }));
+    }
+    Err(ApiError::BadRequest(
+        "file is required: send it as the `file` part".to_owned(),
+    ))
 }

@@ -252,6 +252,20 @@ pub(crate) fn table() -> Vec<Route> {
             post(actions::paste),
             ACTION,
         ),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/uploads",
+            // Streamed to disk with its own limit (ANCHORAGE_MAX_UPLOAD_BYTES).
+            post(actions::upload).layer(DefaultBodyLimit::disable()),
+            &[
+                Fault::BadRequest,
+                Fault::Unauthorized,
+                Fault::NotFound,
+                Fault::Conflict,
+                Fault::PayloadTooLarge,
+                Fault::Unavailable,
+            ],
+        ),
         route(Method::POST, "/v1/tools/screenshot", post(tools::screenshot), TOOL),
         route(Method::POST, "/v1/tools/page-pdf", post(tools::page_pdf), TOOL),
         route(

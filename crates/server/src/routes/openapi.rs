@@ -61,6 +61,7 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         actions::set_clipboard,
         actions::copy,
         actions::paste,
+        actions::upload,
         tools::screenshot,
         tools::page_pdf,
         tools::fetch_webpage,

@@ -222,3 +222,102 @@ async fn actions_act_on_the_active_page_and_bad_inputs_are_refused() {
     server.assert_no_browsers_left().await;
     server.stop().await;
 }
+
+/// Uploads the `file` part `contents` named `name`; the status and answer.
+async fn upload(server: &TestServer, session_id: &str, name: &str, contents: &'static [u8]) -> (StatusCode, Value) {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(contents).file_name(name.to_owned()),
+    );
+    let response = server
+        .http
+        .post(format!("{}/v1/sessions/{session_id}/uploads", server.base))
+        .header("anchor-api-key", crate::support::TEST_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    let status = response.status();
+    (status, response.json().await.expect("JSON"))
+}
+
+#[tokio::test]
+async fn an_uploaded_file_reaches_a_file_input_and_an_oversized_one_is_refused() {
+    let server = TestServer::start_with(&[("ANCHORAGE_MAX_UPLOAD_BYTES", "64")], |_| {}).await;
+    let pages = serve_test_page().await;
+    let session = server.create_session(json!({})).await;
+    let id = text(&session["id"]).to_owned();
+    server
+        .post(
+            &format!("/v1/sessions/{id}/goto"),
+            json!({"url": format!("{pages}/actions")}),
+        )
+        .await;
+
+    let (status, answer) = upload(&server, &id, "../../notes.txt", b"uploaded words").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["data"]["status"], json!("uploaded"));
+    let message = text(&answer["data"]["message"]);
+    let path = message
+        .strip_prefix("saved as ")
+        .and_then(|rest| rest.split(" (").next())
+        .expect("the path")
+        .to_owned();
+    // The name was kept to its last part, in the session's uploads folder.
+    assert!(path.ends_with("/uploads/notes.txt"), "{path}");
+    assert!(path.starts_with(&server.browsers_dir().display().to_string()), "{path}");
+
+    // A CDP client gives it to the page's file input; the page reads it.
+    let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
+    let page = cdp.attach_newest_page().await;
+    let document = cdp.call("DOM.getDocument", json!({}), Some(&page)).await;
+    let input = cdp
+        .call(
+            "DOM.querySelector",
+            json!({"nodeId": document["root"]["nodeId"], "selector": "#f"}),
+            Some(&page),
+        )
+        .await;
+    cdp.call(
+        "DOM.setFileInputFiles",
+        json!({"files": [path], "nodeId": input["nodeId"]}),
+        Some(&page),
+    )
+    .await;
+    let read = cdp
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": "f.files[0].text()", "awaitPromise": true, "returnByValue": true}),
+            Some(&page),
+        )
+        .await;
+    assert_eq!(read["result"]["value"], json!("uploaded words"));
+    cdp.close().await;
+
+    // Over ANCHORAGE_MAX_UPLOAD_BYTES: 413, and nothing of it is kept.
+    let (status, answer) = upload(&server, &id, "big.bin", &[7; 100]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    let uploads = std::path::Path::new(&path).parent().expect("folder").to_owned();
+    let kept: Vec<_> = std::fs::read_dir(&uploads)
+        .expect("uploads")
+        .flatten()
+        .map(|entry| entry.file_name())
+        .collect();
+    assert_eq!(kept, vec![std::ffi::OsString::from("notes.txt")]);
+    // Not multipart, or without a file part: 400.
+    let (status, answer) = server.post(&format!("/v1/sessions/{id}/uploads"), json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+
+    // The folder goes with the session.
+    server.delete(&format!("/v1/sessions/{id}")).await;
+    server.assert_no_browsers_left().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while uploads.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the uploads folder outlived its session"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}

@@ -346,6 +346,7 @@ pub const ACTIONS_PAGE: &str = "<!doctype html><title>actions</title>\
     #d{position:absolute;left:400px;top:0;width:50px;height:50px;background:red}\
     #far{position:absolute;left:0;top:3000px}</style>\
     <button id=b>b</button><input id=t><div id=d></div><button id=far>far</button>\
+    <input type=file id=f style=\"position:absolute;left:0;top:400px\">\
     <script>window.clicks=0;window.doubles=0;window.farClicks=0;let dragging=false;\
     b.addEventListener('click',()=>clicks++);b.addEventListener('dblclick',()=>doubles++);\
     far.addEventListener('click',()=>farClicks++);\
