@@ -100,3 +100,12 @@ def test_sdk_uploads_a_file_for_a_file_input(strict):
         assert "/uploads/report.csv" in uploaded.message
     finally:
         strict.sessions.delete_session(session.id)
+
+
+def test_sdk_reads_the_usage_history(strict):
+    session = strict.sessions.create_session().data
+    strict.sessions.delete_session(session.id)
+    history = strict.sessions.get_sessions_history(granularity="day", metrics=["session_count", "session_hours"])
+    assert history.data and history.data[-1].session_count >= 1
+    assert history.summary.total_sessions >= 1
+    assert history.pagination.current_page == 1

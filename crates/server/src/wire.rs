@@ -729,3 +729,57 @@ pub struct Uploaded {
     /// `DOM.setFileInputFiles` to give it to a file input.
     pub message: String,
 }
+
+// ---------------------------------------------------------------- usage history
+
+/// One period of the team's usage (`SessionHistoryDataPoint`). Metrics this
+/// server does not track (proxy bytes, AI steps, credits, screenshots,
+/// network bytes) are left out.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsagePoint {
+    /// The period: `2026-12-01T13:00:00Z` (hour), `2026-12-01` (day, and a week by its Monday), `2026-12` (month).
+    pub date: String,
+    /// Sessions created in the period.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_count: Option<f64>,
+    /// Hours the sessions created in the period ran (to now for running ones).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_hours: Option<f64>,
+}
+
+/// Totals of the range (`SessionHistorySummary`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageSummary {
+    /// Sessions created in the range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_sessions: Option<f64>,
+    /// Their hours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_session_hours: Option<f64>,
+}
+
+/// The page of periods.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsagePagination {
+    /// This page (from 1).
+    pub current_page: i64,
+    /// How many pages.
+    pub total_pages: i64,
+    /// How many periods.
+    pub total_records: i64,
+    /// Whether a next page exists.
+    pub has_next: bool,
+    /// Whether a previous page exists.
+    pub has_prev: bool,
+}
+
+/// The team's usage by period (`SessionHistoryResponse`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageHistory {
+    /// The periods of this page, oldest first.
+    pub data: Vec<UsagePoint>,
+    /// Totals of the whole range.
+    pub summary: UsageSummary,
+    /// Where this page is.
+    pub pagination: UsagePagination,
+}

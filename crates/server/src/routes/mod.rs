@@ -11,6 +11,7 @@ mod live;
 mod openapi;
 mod sessions;
 mod tools;
+mod usage;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -131,6 +132,7 @@ pub(crate) fn table() -> Vec<Route> {
             READ_ONE,
         ),
         route(Method::DELETE, "/v1/sessions/all", delete(sessions::delete_all), READ),
+        route(Method::GET, "/v1/sessions/history", get(usage::history), QUERY),
         route(Method::GET, "/v1/sessions/all/status", get(sessions::all_status), QUERY),
         route(Method::GET, "/v1/sessions/{session_id}", get(sessions::get), READ_ONE),
         route(

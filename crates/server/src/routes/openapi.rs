@@ -8,7 +8,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{actions, batches, cdp, health, live, sessions, tools};
+use super::{actions, batches, cdp, health, live, sessions, tools, usage};
 use crate::error::Fault;
 use crate::wire::{BatchGone, ErrorBody};
 
@@ -42,6 +42,7 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         sessions::create_async,
         sessions::async_status_of,
         sessions::delete_all,
+        usage::history,
         sessions::all_status,
         sessions::get,
         sessions::delete,

@@ -502,3 +502,67 @@ async fn health_readiness_and_metrics_that_follow_the_sessions() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_usage_history_counts_the_teams_sessions_by_period() {
+    let server = TestServer::start().await;
+    let ended = server.create_session(json!({})).await;
+    let running = server.create_session(json!({})).await;
+    server
+        .delete(&format!("/v1/sessions/{}", ended["id"].as_str().unwrap_or_default()))
+        .await;
+
+    let (status, history) = server.get("/v1/sessions/history?granularity=day").await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert_eq!(history["data"].as_array().map(Vec::len), Some(1), "{history}");
+    assert_eq!(history["data"][0]["date"], json!(today));
+    assert_eq!(history["data"][0]["session_count"], json!(2.0));
+    assert!(
+        history["data"][0]["session_hours"]
+            .as_f64()
+            .is_some_and(|hours| hours > 0.0),
+        "{history}"
+    );
+    assert_eq!(history["summary"]["total_sessions"], json!(2.0));
+    assert_eq!(
+        history["pagination"],
+        json!({"current_page": 1, "total_pages": 1, "total_records": 1, "has_next": false, "has_prev": false})
+    );
+    // Only what was asked; metrics this server does not track are left out, not made up.
+    let (_, counted) = server
+        .get("/v1/sessions/history?metrics=session_count,credits_used")
+        .await;
+    assert_eq!(
+        counted["data"][0],
+        json!({"date": today, "session_count": 2.0}),
+        "{counted}"
+    );
+    // A range without sessions has no periods.
+    let (_, empty) = server
+        .get("/v1/sessions/history?from_date=2020-01-01T00:00:00Z&to_date=2020-02-01T00:00:00Z")
+        .await;
+    assert_eq!(empty["data"], json!([]), "{empty}");
+    for (query, wanted) in [
+        ("granularity=year", "granularity"),
+        ("metrics=bogus", "metrics"),
+        (
+            "from_date=2026-02-01T00:00:00Z&to_date=2026-01-01T00:00:00Z",
+            "from_date",
+        ),
+        ("to_date=tomorrow", "to_date"),
+        ("limit=0", "limit"),
+    ] {
+        let (status, answer) = server.get(&format!("/v1/sessions/history?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap_or_default().contains(wanted),
+            "{query}: {answer}"
+        );
+    }
+    server
+        .delete(&format!("/v1/sessions/{}", running["id"].as_str().unwrap_or_default()))
+        .await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
