@@ -98,6 +98,8 @@ def test_sdk_uploads_a_file_for_a_file_input(strict):
         uploaded = strict.sessions.upload_file(session.id, file=("report.csv", b"a,b\n1,2\n")).data
         assert uploaded.status == "uploaded"
         assert "/uploads/report.csv" in uploaded.message
+        downloads = strict.sessions.get_session_downloads(session.id).data
+        assert downloads.count == 0 and downloads.items == []
     finally:
         strict.sessions.delete_session(session.id)
 

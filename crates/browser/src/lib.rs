@@ -14,6 +14,7 @@ mod actions;
 mod cdp;
 mod devtools;
 mod dirs;
+mod downloads;
 pub mod host;
 mod launch;
 mod launcher;
@@ -27,6 +28,7 @@ pub use actions::{Button, Capture, Key, PageControl};
 pub use cdp::{fit_viewport, list_pages, open_in_first_page, CdpError, PageInfo};
 pub use devtools::{Devtools, DevtoolsConnection, PipeClosed, CONNECT_TIMEOUT, QUEUE_BUDGET_BYTES};
 pub use dirs::BrowserDirs;
+pub use downloads::{download_path, follow_downloads, Download, Downloads};
 pub use host::SystemUser;
 pub use launch::{
     can_raise_priority, launch, launch_until, Browser, BrowserExit, LaunchError, LaunchSpec, LaunchTimings, RunAs,

@@ -783,3 +783,27 @@ pub struct UsageHistory {
     /// Where this page is.
     pub pagination: UsagePagination,
 }
+
+/// One download of a session (`DownloadItem`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DownloadRow {
+    /// The browser's id for it.
+    pub id: String,
+    /// Where it was downloaded from.
+    pub original_download_url: String,
+    /// Its file name in the session's downloads folder.
+    pub suggested_file_name: String,
+    /// Bytes on disk (received so far while it is in progress).
+    pub size: u64,
+    /// When it began.
+    pub created_at: String,
+}
+
+/// A session's downloads (`DownloadListResponse`'s data).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DownloadList {
+    /// How many.
+    pub count: usize,
+    /// Oldest first.
+    pub items: Vec<DownloadRow>,
+}

@@ -260,6 +260,22 @@ impl Fleet {
         if let Ok(mut sessions) = self.live.lock() {
             sessions.insert(session.id, Arc::clone(&live));
         }
+        if let Some(folder) = live.files_dir.as_ref().map(|dir| dir.join("downloads")) {
+            // Downloads go to the session's folder for as long as it lives.
+            let (devtools, downloads, stop) = (live.devtools.clone(), live.downloads.clone(), live.ending_token());
+            let session_id = session.id;
+            self.tasks.spawn(async move {
+                // Whatever it is doing (connecting, too), it lets go of the
+                // browser as soon as the session ends.
+                let followed = tokio::select! {
+                    followed = anchorage_browser::follow_downloads(&devtools, &folder, downloads, stop.clone()) => followed,
+                    () = stop.cancelled() => Ok(()),
+                };
+                if let Err(error) = followed {
+                    tracing::debug!(%session_id, %error, "downloads are not followed for this session");
+                }
+            });
+        }
         let fleet = Arc::clone(self);
         let holdings = Holdings {
             browser,

@@ -29,8 +29,10 @@ pub struct LiveSession {
     /// Whether live-view viewers may only watch (`session.live_view.read_only`).
     pub live_view_read_only: bool,
     /// The browser's own directory (removed with it): uploads go in its
-    /// `uploads` folder.
+    /// `uploads` folder, downloads in `downloads`.
     pub files_dir: Option<std::path::PathBuf>,
+    /// What the browser downloaded (followed from the session's start).
+    pub downloads: anchorage_browser::Downloads,
     clients: watch::Sender<usize>,
     /// The session's clipboard: headless browsers have no system clipboard,
     /// so what `copy` and `clipboard` set is kept here, for this session only.
@@ -71,6 +73,7 @@ impl LiveSession {
             devtools,
             live_view_read_only,
             files_dir,
+            downloads: anchorage_browser::Downloads::default(),
             clients,
             clipboard: Mutex::new(String::new()),
             stop: CancellationToken::new(),
@@ -91,6 +94,11 @@ impl LiveSession {
     /// Resolves when the session starts ending (clients must go).
     pub async fn ending(&self) {
         self.stop.cancelled().await;
+    }
+
+    /// A token that fires when the session starts ending.
+    pub(super) fn ending_token(&self) -> CancellationToken {
+        self.stop.clone()
     }
 
     /// What was last set or copied in this session.

@@ -30,8 +30,8 @@ use crate::error::ApiError;
 use crate::fleet::LiveSession;
 use crate::state::AppState;
 use crate::wire::{
-    ActionDone, ClickBody, ClipboardBody, ClipboardText, Copied, Data, DragBody, GotoBody, PointBody, ScrollBody,
-    ShortcutBody, TypeBody, UploadBody, Uploaded,
+    ActionDone, ClickBody, ClipboardBody, ClipboardText, Copied, Data, DownloadList, DownloadRow, DragBody, GotoBody,
+    PointBody, ScrollBody, ShortcutBody, TypeBody, UploadBody, Uploaded,
 };
 
 /// Most characters one `keyboard/type` call types.
@@ -780,4 +780,47 @@ pub async fn upload(
     Err(ApiError::BadRequest(
         "file is required: send it as the `file` part".to_owned(),
     ))
+}
+
+/// `GET /v1/sessions/{session_id}/downloads`.
+#[utoipa::path(
+    operation_id = "get_session_downloads",
+    get,
+    path = "/v1/sessions/{session_id}/downloads",
+    tag = "actions",
+    summary = "What the session's browser downloaded (into the session's own folder)",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "Its downloads, oldest first", body = Data<DownloadList>))
+)]
+pub async fn downloads(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+) -> Result<Json<Data<DownloadList>>, ApiError> {
+    let session = running(&state, &caller, session_id).await?;
+    let folder = session.files_dir.as_ref().map(|dir| dir.join("downloads"));
+    let mut items = Vec::new();
+    for download in session.downloads.list() {
+        let on_disk = match &folder {
+            Some(folder) if download.state == "completed" => {
+                tokio::fs::metadata(anchorage_browser::download_path(folder, &download))
+                    .await
+                    .map(|meta| meta.len())
+                    .ok()
+            }
+            _ => None,
+        };
+        items.push(DownloadRow {
+            id: download.guid.clone(),
+            original_download_url: download.url.clone(),
+            suggested_file_name: download.file_name.clone(),
+            size: on_disk.unwrap_or(download.received_bytes),
+            created_at: anchorage_core::Timestamp::from_millis(download.began_at_millis).to_string(),
+        });
+    }
+    Ok(Data::of(DownloadList {
+        count: items.len(),
+        items,
+    }))
 }

@@ -268,6 +268,17 @@ pub(crate) fn table() -> Vec<Route> {
                 Fault::Unavailable,
             ],
         ),
+        route(
+            Method::GET,
+            "/v1/sessions/{session_id}/downloads",
+            get(actions::downloads),
+            &[
+                Fault::Unauthorized,
+                Fault::NotFound,
+                Fault::Conflict,
+                Fault::Unavailable,
+            ],
+        ),
         route(Method::POST, "/v1/tools/screenshot", post(tools::screenshot), TOOL),
         route(Method::POST, "/v1/tools/page-pdf", post(tools::page_pdf), TOOL),
         route(

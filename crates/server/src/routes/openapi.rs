@@ -63,6 +63,7 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         actions::copy,
         actions::paste,
         actions::upload,
+        actions::downloads,
         tools::screenshot,
         tools::page_pdf,
         tools::fetch_webpage,

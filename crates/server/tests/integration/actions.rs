@@ -321,3 +321,57 @@ async fn an_uploaded_file_reaches_a_file_input_and_an_oversized_one_is_refused()
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_download_lands_in_the_sessions_folder_and_is_listed_with_its_size() {
+    let server = TestServer::start().await;
+    let pages = serve_test_page().await;
+    let session = server.create_session(json!({})).await;
+    let id = text(&session["id"]).to_owned();
+    server
+        .post(
+            &format!("/v1/sessions/{id}/goto"),
+            json!({"url": format!("{pages}/actions")}),
+        )
+        .await;
+    assert_eq!(
+        server.get(&format!("/v1/sessions/{id}/downloads")).await.1,
+        json!({"data": {"count": 0, "items": []}})
+    );
+    let (status, _) = server
+        .post(&format!("/v1/sessions/{id}/mouse/click"), json!({"selector": "#dl"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let size = crate::support::DOWNLOAD_BODY.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let (_, listed) = server.get(&format!("/v1/sessions/{id}/downloads")).await;
+        if listed["data"]["items"][0]["size"] == json!(size) {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "the download was not listed: {listed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let item = &listed["data"]["items"][0];
+    assert_eq!(item["suggested_file_name"], json!("report.csv"));
+    assert_eq!(item["original_download_url"], json!(format!("{pages}/report.csv")));
+    // The file is in the session's own folder, which goes with the session.
+    let file = std::fs::read_dir(server.browsers_dir())
+        .expect("browsers")
+        .flatten()
+        .map(|entry| entry.path().join("downloads/report.csv"))
+        .find(|file| file.exists())
+        .expect("the downloaded file");
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("read"),
+        crate::support::DOWNLOAD_BODY
+    );
+    server.delete(&format!("/v1/sessions/{id}")).await;
+    server.assert_no_browsers_left().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while file.exists() {
+        assert!(Instant::now() < deadline, "the download outlived its session");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}

@@ -329,12 +329,30 @@ pub async fn serve_test_page() -> String {
         .route(
             "/actions",
             axum::routing::get(|| async { axum::response::Html(ACTIONS_PAGE) }),
+        )
+        .route(
+            "/report.csv",
+            axum::routing::get(|| async {
+                (
+                    [
+                        (axum::http::header::CONTENT_TYPE, "text/csv"),
+                        (
+                            axum::http::header::CONTENT_DISPOSITION,
+                            "attachment; filename=\"report.csv\"",
+                        ),
+                    ],
+                    DOWNLOAD_BODY,
+                )
+            }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address: SocketAddr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, router).await });
     format!("http://{address}")
 }
+
+/// What `/report.csv` of the test page server answers, as an attachment.
+pub const DOWNLOAD_BODY: &str = "a,b\n1,2\n";
 
 /// A page for the REST actions: a button at (0,0)-(200,100) that counts
 /// clicks and double clicks, a text input at (0,200)-(300,240), a box at
@@ -347,6 +365,7 @@ pub const ACTIONS_PAGE: &str = "<!doctype html><title>actions</title>\
     #far{position:absolute;left:0;top:3000px}</style>\
     <button id=b>b</button><input id=t><div id=d></div><button id=far>far</button>\
     <input type=file id=f style=\"position:absolute;left:0;top:400px\">\
+    <a id=dl href=/report.csv download style=\"position:absolute;left:0;top:500px\">report</a>\
     <script>window.clicks=0;window.doubles=0;window.farClicks=0;let dragging=false;\
     b.addEventListener('click',()=>clicks++);b.addEventListener('dblclick',()=>doubles++);\
     far.addEventListener('click',()=>farClicks++);\
