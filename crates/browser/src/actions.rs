@@ -171,18 +171,7 @@ impl PageControl {
                     .map(str::to_owned)
             })
             .ok_or_else(|| CdpError::Malformed("the browser has no page".to_owned()))?;
-        let attached = client
-            .call(
-                "Target.attachToTarget",
-                json!({"targetId": page, "flatten": true}),
-                None,
-            )
-            .await?;
-        let session = attached
-            .get("sessionId")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| CdpError::Malformed("Target.attachToTarget gave no session id".to_owned()))?;
+        let session = client.attach(&page).await?;
         Ok(Self {
             client,
             session,
@@ -203,18 +192,7 @@ impl PageControl {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .ok_or_else(|| CdpError::Malformed("Target.createTarget gave no target id".to_owned()))?;
-        let attached = client
-            .call(
-                "Target.attachToTarget",
-                json!({"targetId": target, "flatten": true}),
-                None,
-            )
-            .await?;
-        let session = attached
-            .get("sessionId")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| CdpError::Malformed("Target.attachToTarget gave no session id".to_owned()))?;
+        let session = client.attach(&target).await?;
         let mut page = Self {
             client,
             session,

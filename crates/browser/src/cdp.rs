@@ -151,7 +151,7 @@ impl CdpClient {
     }
 
     /// Attaches to a target (flat mode) and returns the CDP session id.
-    async fn attach(&mut self, target_id: &str) -> Result<String, CdpError> {
+    pub(crate) async fn attach(&mut self, target_id: &str) -> Result<String, CdpError> {
         let attached = self
             .call(
                 "Target.attachToTarget",

@@ -63,6 +63,21 @@ const BATCH_CHANGE: &[Fault] = &[
     Fault::PayloadTooLarge,
     Fault::Unavailable,
 ];
+/// A read of a running session's state kept by the server.
+const RUNNING_READ: &[Fault] = &[
+    Fault::Unauthorized,
+    Fault::NotFound,
+    Fault::Conflict,
+    Fault::Unavailable,
+];
+/// A read of a running session's page, without a body.
+const PAGE_READ: &[Fault] = &[
+    Fault::Unauthorized,
+    Fault::NotFound,
+    Fault::Conflict,
+    Fault::Unavailable,
+    Fault::Timeout,
+];
 /// An action on a running session, with a body.
 const ACTION: &[Fault] = &[
     Fault::BadRequest,
@@ -151,13 +166,7 @@ pub(crate) fn table() -> Vec<Route> {
             Method::GET,
             "/v1/sessions/{session_id}/screenshot",
             get(actions::screenshot),
-            &[
-                Fault::Unauthorized,
-                Fault::NotFound,
-                Fault::Conflict,
-                Fault::Unavailable,
-                Fault::Timeout,
-            ],
+            PAGE_READ,
         ),
         route(
             Method::POST,
@@ -223,12 +232,7 @@ pub(crate) fn table() -> Vec<Route> {
             Method::GET,
             "/v1/sessions/{session_id}/clipboard",
             get(actions::get_clipboard),
-            &[
-                Fault::Unauthorized,
-                Fault::NotFound,
-                Fault::Conflict,
-                Fault::Unavailable,
-            ],
+            RUNNING_READ,
         ),
         route(
             Method::POST,
@@ -240,13 +244,7 @@ pub(crate) fn table() -> Vec<Route> {
             Method::POST,
             "/v1/sessions/{session_id}/copy",
             post(actions::copy),
-            &[
-                Fault::Unauthorized,
-                Fault::NotFound,
-                Fault::Conflict,
-                Fault::Unavailable,
-                Fault::Timeout,
-            ],
+            PAGE_READ,
         ),
         route(
             Method::POST,
@@ -272,12 +270,7 @@ pub(crate) fn table() -> Vec<Route> {
             Method::GET,
             "/v1/sessions/{session_id}/downloads",
             get(actions::downloads),
-            &[
-                Fault::Unauthorized,
-                Fault::NotFound,
-                Fault::Conflict,
-                Fault::Unavailable,
-            ],
+            RUNNING_READ,
         ),
         route(Method::POST, "/v1/tools/screenshot", post(tools::screenshot), TOOL),
         route(Method::POST, "/v1/tools/page-pdf", post(tools::page_pdf), TOOL),
