@@ -44,8 +44,9 @@ ACTIONS_PAGE = (
     "<style>body{margin:0;height:5000px}#b{position:absolute;left:0;top:0;width:200px;height:100px}"
     "#t{position:absolute;left:0;top:200px;width:300px;height:40px}"
     "#d{position:absolute;left:400px;top:0;width:50px;height:50px;background:red}"
-    "#far{position:absolute;left:0;top:3000px}</style>"
+    "#far{position:absolute;left:0;top:3000px}#dl{position:absolute;left:0;top:300px}</style>"
     "<button id=b>b</button><input id=t><div id=d></div><button id=far>far</button>"
+    "<a id=dl href=/figures.csv download>figures</a>"
     "<script>window.clicks=0;window.doubles=0;window.farClicks=0;let dragging=false;"
     "b.addEventListener('click',()=>clicks++);b.addEventListener('dblclick',()=>doubles++);"
     "far.addEventListener('click',()=>farClicks++);"
@@ -53,6 +54,9 @@ ACTIONS_PAGE = (
     "addEventListener('mousemove',e=>{if(dragging){d.style.left=(e.clientX-25)+'px';d.style.top=(e.clientY-25)+'px'}});"
     "addEventListener('mouseup',()=>{dragging=false});</script>"
 )
+
+# What the actions page's download link serves.
+FIGURES_CSV = b"quarter,revenue\nQ1,112\nQ2,125\n"
 
 # A page with something to look at, for the live view's screenshot; the
 # centre of its viewport is the card's colour, #2d7ff9.
@@ -79,6 +83,15 @@ class PageHandler(http.server.BaseHTTPRequestHandler):
             body = CLICK_PAGE.encode()
         elif self.path == "/actions":
             body = ACTIONS_PAGE.encode()
+        elif self.path == "/figures.csv":
+            body = FIGURES_CSV
+            self.send_response(200)
+            self.send_header("content-type", "text/csv")
+            self.send_header("content-disposition", 'attachment; filename="figures.csv"')
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         else:
             body = f"<!doctype html><title>{PAGE_TITLE}</title><h1>compat</h1>".encode()
         self.send_response(200)

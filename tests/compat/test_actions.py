@@ -6,10 +6,11 @@ import struct
 import time
 
 import anchorbrowser
+import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
-from conftest import API_KEY
+from conftest import API_KEY, FIGURES_CSV
 
 
 @pytest.fixture()
@@ -100,6 +101,25 @@ def test_sdk_uploads_a_file_for_a_file_input(strict):
         assert "/uploads/report.csv" in uploaded.message
         downloads = strict.sessions.get_session_downloads(session.id).data
         assert downloads.count == 0 and downloads.items == []
+    finally:
+        strict.sessions.delete_session(session.id)
+
+
+def test_sdk_lists_a_download_and_its_file_link_serves_it(strict, page_url):
+    session = strict.sessions.create_session().data
+    try:
+        strict.sessions.goto(session.id, url=page_url + "actions")
+        strict.sessions.mouse_click(session.id, selector="#dl")
+        deadline = time.monotonic() + 20
+        while not (downloads := strict.sessions.get_session_downloads(session.id).data).items:
+            assert time.monotonic() < deadline, "the download was not listed"
+            time.sleep(0.05)
+        item = downloads.items[0]
+        assert downloads.count == 1 and item.suggested_file_name == "figures.csv"
+        assert item.size == len(FIGURES_CSV) and str(item.original_download_url) == page_url + "figures.csv"
+        fetched = httpx.get(str(item.file_link), headers={"anchor-api-key": API_KEY})
+        assert fetched.status_code == 200 and fetched.content == FIGURES_CSV
+        assert httpx.get(str(item.file_link)).status_code == 401
     finally:
         strict.sessions.delete_session(session.id)
 

@@ -16,6 +16,7 @@ use url::Url;
 
 use crate::cdp::{CdpClient, CdpError};
 use crate::devtools::Devtools;
+use crate::pages::PageOrder;
 
 /// A mouse button.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,11 +136,35 @@ fn decode_data(answer: &Value, method: &str) -> Result<Vec<u8>, CdpError> {
 }
 
 /// A connection to a session's active page, or to a tab of its own.
+///
+/// One opened with [`PageControl::open`] follows the browser's pages (see
+/// [`crate::pages`]): [`PageControl::refresh`] moves it to the page that is
+/// active now, so a caller may keep it across calls.
 pub struct PageControl {
     client: CdpClient,
+    /// The CDP session attached to the page, and that page's target id.
     session: String,
+    target: String,
+    /// The pages followed, for a connection to the active page.
+    order: Option<PageOrder>,
+    /// Whether the connection failed (closed, or a call went unanswered);
+    /// such a connection is closed, never kept.
+    broken: bool,
+    /// Whether the page closed under a command and no other took its place.
+    page_gone: bool,
     /// The tab this connection opened, closed again with it.
     own_tab: Option<String>,
+}
+
+impl std::fmt::Debug for PageControl {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PageControl")
+            .field("target", &self.target)
+            .field("session", &self.session)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a capture of a page is made.
@@ -158,25 +183,56 @@ impl PageControl {
     /// Opens a connection and attaches to the active page.
     pub async fn open(devtools: &Devtools) -> Result<Self, CdpError> {
         let mut client = CdpClient::open(devtools).await?;
-        let targets = client.call("Target.getTargets", json!({}), None).await?;
-        let page = targets
-            .pointer("/targetInfos")
-            .and_then(Value::as_array)
-            .and_then(|infos| {
-                infos
-                    .iter()
-                    .rev()
-                    .filter(|info| info.get("type").and_then(Value::as_str) == Some("page"))
-                    .find_map(|info| info.get("targetId").and_then(Value::as_str))
-                    .map(str::to_owned)
-            })
+        client.keep_target_events();
+        // Every existing target is announced before the answer.
+        client
+            .call("Target.setDiscoverTargets", json!({"discover": true}), None)
+            .await?;
+        let mut order = PageOrder::default();
+        for event in client.take_events()? {
+            order.observe(&event);
+        }
+        let target = order
+            .active()
+            .map(str::to_owned)
             .ok_or_else(|| CdpError::Malformed("the browser has no page".to_owned()))?;
-        let session = client.attach(&page).await?;
+        let session = client.attach(&target).await?;
         Ok(Self {
             client,
             session,
+            target,
+            order: Some(order),
+            broken: false,
+            page_gone: false,
             own_tab: None,
         })
+    }
+
+    /// Moves a connection opened with [`PageControl::open`] to the page that
+    /// is active now, if that is another one.
+    pub async fn refresh(&mut self) -> Result<(), CdpError> {
+        let Some(order) = self.order.as_mut() else {
+            return Ok(());
+        };
+        let events = self.client.take_events().inspect_err(|_| self.broken = true)?;
+        for event in &events {
+            order.observe(event);
+        }
+        let active = order
+            .active()
+            .map(str::to_owned)
+            .ok_or_else(|| CdpError::Malformed("the browser has no page".to_owned()))?;
+        if active != self.target {
+            let previous = std::mem::replace(&mut self.session, self.client.attach(&active).await?);
+            self.target = active;
+            self.client.detach(&previous).await;
+        }
+        Ok(())
+    }
+
+    /// Whether the connection still works (a broken one is closed, not kept).
+    pub fn is_usable(&self) -> bool {
+        !self.broken && !self.page_gone
     }
 
     /// Opens a tab of its own in the browser (closed again by
@@ -196,6 +252,10 @@ impl PageControl {
         let mut page = Self {
             client,
             session,
+            target: target.clone(),
+            order: None,
+            broken: false,
+            page_gone: false,
             own_tab: Some(target),
         };
         if let Some((width, height)) = window {
@@ -208,11 +268,42 @@ impl PageControl {
         Ok(page)
     }
 
+    /// One command to the page. On a connection that follows the active
+    /// page, a command that finds its page closed (a tab closed just before,
+    /// its end not yet announced) is sent once more to the page active now.
     async fn call(&mut self, method: &str, params: Value) -> Result<Value, CdpError> {
+        let answer = self.call_once(method, params.clone()).await;
+        if !answer.as_ref().is_err_and(CdpError::is_page_gone) {
+            return answer;
+        }
+        let Some(order) = self.order.as_mut() else {
+            self.page_gone = true;
+            return answer;
+        };
+        order.forget(&self.target);
+        if let Err(error) = self.refresh().await {
+            self.page_gone = true;
+            return Err(error);
+        }
+        let again = self.call_once(method, params).await;
+        if again.as_ref().is_err_and(CdpError::is_page_gone) {
+            self.page_gone = true;
+        }
+        again
+    }
+
+    async fn call_once(&mut self, method: &str, params: Value) -> Result<Value, CdpError> {
         let session = self.session.clone();
-        tokio::time::timeout(ANSWER_TIMEOUT, self.client.call(method, params, Some(&session)))
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, self.client.call(method, params, Some(&session)))
             .await
-            .map_err(|_| CdpError::Timeout(method.to_owned()))?
+            .unwrap_or_else(|_| Err(CdpError::Timeout(method.to_owned())));
+        if matches!(
+            answer,
+            Err(CdpError::Closed | CdpError::Send(_) | CdpError::Timeout(_) | CdpError::Unreachable(_))
+        ) {
+            self.broken = true;
+        }
+        answer
     }
 
     /// The viewport's size in CSS pixels.
@@ -349,12 +440,20 @@ impl PageControl {
                 {
                     return Ok(());
                 }
+                self.client.keep(message);
             }
             Err(CdpError::Closed)
         };
-        tokio::time::timeout(timeout, loaded)
+        let outcome = tokio::time::timeout(timeout, loaded)
             .await
-            .map_err(|_| CdpError::Timeout("the page's load".to_owned()))?
+            .unwrap_or_else(|_| Err(CdpError::Timeout("the page's load".to_owned())));
+        if matches!(outcome, Err(CdpError::Closed)) {
+            self.broken = true;
+        } else {
+            // A kept connection gets no page events while it waits for its next call.
+            let _ = self.call("Page.disable", json!({})).await;
+        }
+        outcome
     }
 
     /// Evaluates `expression` in the page and returns its value.

@@ -51,6 +51,23 @@ pub enum CdpError {
     Timeout(String),
 }
 
+impl CdpError {
+    /// Whether the page a command was sent to had closed (its CDP session
+    /// was gone when the command reached the browser).
+    pub fn is_page_gone(&self) -> bool {
+        match self {
+            Self::Failed { error, .. } => {
+                let message = error.get("message").and_then(Value::as_str).unwrap_or_default();
+                error.get("code").and_then(Value::as_i64) == Some(-32001)
+                    || message.contains("Session with given id not found")
+                    || message.contains("No target with given id")
+                    || message.contains("Target closed")
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Asks the browser for its page targets with `Target.getTargets`.
 pub async fn list_pages(devtools: &Devtools) -> Result<Vec<PageInfo>, CdpError> {
     let mut conversation = CdpClient::open(devtools).await?;
@@ -79,13 +96,49 @@ pub async fn list_pages(devtools: &Devtools) -> Result<Vec<PageInfo>, CdpError> 
 pub(crate) struct CdpClient {
     socket: DevtoolsConnection,
     next_id: u64,
+    /// Whether target events that arrive while a call waits are kept for
+    /// [`CdpClient::take_events`] instead of being passed over.
+    keep_target_events: bool,
+    kept: Vec<Value>,
 }
 
 impl CdpClient {
     /// Opens a connection with a browser session of its own.
     pub(crate) async fn open(devtools: &Devtools) -> Result<Self, CdpError> {
         let socket = devtools.connect().await.map_err(CdpError::Unreachable)?;
-        Ok(Self { socket, next_id: 0 })
+        Ok(Self {
+            socket,
+            next_id: 0,
+            keep_target_events: false,
+            kept: Vec::new(),
+        })
+    }
+
+    /// From now on, keeps the target events that arrive during calls.
+    pub(crate) fn keep_target_events(&mut self) {
+        self.keep_target_events = true;
+    }
+
+    /// Keeps `message` if it is a target event and they are being kept.
+    pub(crate) fn keep(&mut self, message: Value) {
+        if self.keep_target_events && crate::pages::is_target_event(&message) {
+            self.kept.push(message);
+        }
+    }
+
+    /// The target events kept so far and those already waiting, without
+    /// waiting for more; `Err(Closed)` once the connection has ended.
+    pub(crate) fn take_events(&mut self) -> Result<Vec<Value>, CdpError> {
+        use futures_util::FutureExt;
+        while let Some(message) = self.next().now_or_never() {
+            let Some(Message::Text(text)) = message else {
+                return Err(CdpError::Closed);
+            };
+            if let Ok(value) = serde_json::from_str::<Value>(&text) {
+                self.keep(value);
+            }
+        }
+        Ok(std::mem::take(&mut self.kept))
     }
 
     /// Sends one command, addressed to a flat-mode CDP session if given;
@@ -120,6 +173,7 @@ impl CdpClient {
             };
             let value: Value = serde_json::from_str(&text).map_err(|error| CdpError::Malformed(error.to_string()))?;
             if value.get("id") != Some(&json!(id)) {
+                self.keep(value);
                 continue;
             }
             if let Some(error) = value.get("error") {
@@ -166,7 +220,7 @@ impl CdpClient {
             .ok_or_else(|| CdpError::Malformed("Target.attachToTarget gave no session id".to_owned()))
     }
 
-    async fn detach(&mut self, session: &str) {
+    pub(crate) async fn detach(&mut self, session: &str) {
         let _ = self
             .call("Target.detachFromTarget", json!({"sessionId": session}), None)
             .await;

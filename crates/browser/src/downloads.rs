@@ -30,6 +30,8 @@ pub struct Download {
     pub state: String,
     /// When it began, in milliseconds since the epoch.
     pub began_at_millis: i64,
+    /// When it completed, in milliseconds since the epoch.
+    pub completed_at_millis: Option<i64>,
 }
 
 /// The downloads of one browser, in the order they began.
@@ -43,6 +45,13 @@ impl Downloads {
             .lock()
             .map(|downloads| downloads.values().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The completed download with this id.
+    pub fn completed(&self, guid: &str) -> Option<Download> {
+        self.list()
+            .into_iter()
+            .find(|download| download.guid == guid && download.state == "completed")
     }
 
     fn update(&self, guid: &str, change: impl FnOnce(&mut Download)) {
@@ -93,6 +102,7 @@ pub async fn follow_downloads(
                     received_bytes: 0,
                     state: "inProgress".to_owned(),
                     began_at_millis: began,
+                    completed_at_millis: None,
                 };
                 if let Ok(mut all) = downloads.0.lock() {
                     all.insert((began, download.guid.clone()), download);
@@ -102,6 +112,9 @@ pub async fn follow_downloads(
                 let received = params["receivedBytes"].as_f64().unwrap_or(0.0) as u64;
                 let state = text_of("state");
                 downloads.update(&text_of("guid"), |download| {
+                    if state == "completed" && download.completed_at_millis.is_none() {
+                        download.completed_at_millis = Some(chrono_free_now_millis());
+                    }
                     download.received_bytes = received;
                     download.state = state;
                 });

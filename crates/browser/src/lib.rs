@@ -18,6 +18,7 @@ mod downloads;
 pub mod host;
 mod launch;
 mod launcher;
+mod pages;
 mod pump;
 mod reap;
 mod screencast;

@@ -9,9 +9,8 @@
 //! it has passed them on, so a slow viewer slows the screencast down instead
 //! of making anyone buffer.
 //!
-//! Which page is shown: the first page at start, then the newest page opened
-//! (a new tab or popup is usually what the user looks at), then, when the
-//! shown page closes, another page that is still open.
+//! Which page is shown: the browser's active page (see [`crate::pages`]),
+//! followed as tabs and popups open and close.
 
 use std::collections::HashMap;
 
@@ -20,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::cdp::{CdpClient, CdpError};
 use crate::devtools::Devtools;
+use crate::pages::PageOrder;
 
 /// Largest frame side asked of the screencast, in device pixels.
 const MAX_FRAME_SIDE: u32 = 1920;
@@ -149,8 +149,8 @@ enum Pending {
 pub struct Screencast {
     client: CdpClient,
     pending: HashMap<u64, Pending>,
-    /// Page targets that are open, oldest first.
-    pages: Vec<String>,
+    /// The browser's open pages, to show the active one.
+    order: PageOrder,
     /// The shown target and the CDP session attached to it.
     shown: Option<(String, String)>,
     /// Whether the existing targets have all been announced.
@@ -163,7 +163,7 @@ impl Screencast {
         let mut screencast = Self {
             client: CdpClient::open(devtools).await?,
             pending: HashMap::new(),
-            pages: Vec::new(),
+            order: PageOrder::default(),
             shown: None,
             discovered: false,
         };
@@ -196,26 +196,23 @@ impl Screencast {
         match value.get("method").and_then(Value::as_str) {
             Some("Page.screencastFrame") => Ok(self.frame(&value, &params)),
             Some("Target.targetCreated") => {
-                let info = params.get("targetInfo").cloned().unwrap_or(Value::Null);
-                match page_target_id(&info) {
-                    Some(target_id) if !self.pages.contains(&target_id) => {
-                        self.pages.push(target_id.clone());
-                        if self.discovered {
-                            self.show(&target_id).await?;
-                        }
-                        Ok(ScreencastEvent::Nothing)
+                if self.order.observe(&value) && self.discovered {
+                    if let Some(newest) = self.order.active().map(str::to_owned) {
+                        self.show(&newest).await?;
                     }
-                    _ => Ok(ScreencastEvent::Nothing),
                 }
+                Ok(ScreencastEvent::Nothing)
             }
             Some("Target.targetDestroyed") => {
-                let Some(target_id) = params.get("targetId").and_then(Value::as_str) else {
-                    return Ok(ScreencastEvent::Nothing);
-                };
-                self.pages.retain(|page| page != target_id);
-                if self.shown.as_ref().is_some_and(|(shown, _)| shown == target_id) {
+                self.order.observe(&value);
+                let gone = params.get("targetId").and_then(Value::as_str);
+                if self
+                    .shown
+                    .as_ref()
+                    .is_some_and(|(shown, _)| Some(shown.as_str()) == gone)
+                {
                     self.shown = None;
-                    if let Some(newest) = self.pages.last().cloned() {
+                    if let Some(newest) = self.order.active().map(str::to_owned) {
                         self.show(&newest).await?;
                     }
                     return Ok(ScreencastEvent::PageChanged);
@@ -311,8 +308,8 @@ impl Screencast {
             Pending::Discover => {
                 self.discovered = true;
                 if self.shown.is_none() {
-                    if let Some(first) = self.pages.first().cloned() {
-                        self.show(&first).await?;
+                    if let Some(active) = self.order.active().map(str::to_owned) {
+                        self.show(&active).await?;
                     }
                 }
                 Ok(ScreencastEvent::Nothing)
@@ -381,12 +378,4 @@ impl Screencast {
     async fn send(&mut self, method: &str, params: Value, cdp_session: Option<&str>) -> Result<u64, CdpError> {
         self.client.send(method, params, cdp_session).await
     }
-}
-
-/// The target id of a page target's info, `None` for other target types.
-fn page_target_id(info: &Value) -> Option<String> {
-    if info.get("type").and_then(Value::as_str) != Some("page") {
-        return None;
-    }
-    info.get("targetId").and_then(Value::as_str).map(str::to_owned)
 }

@@ -47,6 +47,13 @@ impl AppState {
         url.to_string()
     }
 
+    /// This server's public URL for an API path (given without its leading `/`).
+    pub fn api_url(&self, path: &str) -> String {
+        let mut url = self.public_url.clone();
+        url.set_path(&format!("{}{path}", base_path(&self.public_url)));
+        url.to_string()
+    }
+
     /// The `live_view_url` of a session.
     pub fn live_view_url(&self, session_id: SessionId) -> String {
         let mut url = self.public_url.clone();

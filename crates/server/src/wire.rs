@@ -793,7 +793,12 @@ pub struct DownloadRow {
     pub original_download_url: String,
     /// Its file name in the session's downloads folder.
     pub suggested_file_name: String,
-    /// Bytes on disk (received so far while it is in progress).
+    /// Where to fetch the file from this server (with the API key) while
+    /// the session runs.
+    pub file_link: String,
+    /// How long the download took, in milliseconds.
+    pub duration: i64,
+    /// Its size in bytes.
     pub size: u64,
     /// When it began.
     pub created_at: String,

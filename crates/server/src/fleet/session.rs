@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anchorage_browser::Devtools;
 use anchorage_browser::{Browser, BrowserExit};
+use anchorage_browser::{Devtools, PageControl};
 use anchorage_core::{BatchId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -33,6 +33,9 @@ pub struct LiveSession {
     pub files_dir: Option<std::path::PathBuf>,
     /// What the browser downloaded (followed from the session's start).
     pub downloads: anchorage_browser::Downloads,
+    /// The server's own connection to the active page, kept between REST
+    /// actions (taken out while one runs; a concurrent action opens another).
+    pub kept_page: tokio::sync::Mutex<Option<PageControl>>,
     clients: watch::Sender<usize>,
     /// The session's clipboard: headless browsers have no system clipboard,
     /// so what `copy` and `clipboard` set is kept here, for this session only.
@@ -74,6 +77,7 @@ impl LiveSession {
             live_view_read_only,
             files_dir,
             downloads: anchorage_browser::Downloads::default(),
+            kept_page: tokio::sync::Mutex::new(None),
             clients,
             clipboard: Mutex::new(String::new()),
             stop: CancellationToken::new(),

@@ -18,7 +18,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
@@ -78,18 +78,34 @@ pub(super) fn page_error(error: CdpError) -> ApiError {
         CdpError::Closed | CdpError::Unreachable(_) => {
             ApiError::Conflict("the session's browser went away during the action".to_owned())
         }
+        gone if gone.is_page_gone() => ApiError::Conflict("the page closed during the action".to_owned()),
         other => ApiError::internal(other),
     }
 }
 
-/// Runs `act` on the session's active page, on a connection of its own.
+/// Runs `act` on the session's active page, on the session's kept
+/// connection when no other action is using it (one of its own otherwise).
 async fn on_page<T>(
     session: &LiveSession,
     act: impl AsyncFnOnce(&mut PageControl) -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
-    let mut page = PageControl::open(&session.devtools).await.map_err(page_error)?;
+    let mut slot = session.kept_page.try_lock().ok();
+    let kept = slot.as_mut().and_then(|slot| slot.take());
+    let mut page = match kept {
+        Some(mut page) => match page.refresh().await {
+            Ok(()) => page,
+            Err(_) => {
+                page.close().await;
+                PageControl::open(&session.devtools).await.map_err(page_error)?
+            }
+        },
+        None => PageControl::open(&session.devtools).await.map_err(page_error)?,
+    };
     let outcome = act(&mut page).await;
-    page.close().await;
+    match slot {
+        Some(mut slot) if page.is_usable() => *slot = Some(page),
+        _ => page.close().await,
+    }
     outcome
 }
 
@@ -201,9 +217,9 @@ pub async fn mouse_click(
     };
     let session = running(&state, &caller, session_id).await?;
     on_page(&session, async |page| {
-        let (x, y) = match target {
-            Target::Point(x, y) => point(page, x, y).await?,
-            Target::Selector(selector, index, wait) => match page.element_centre(&selector, index, wait).await {
+        let (x, y) = match &target {
+            Target::Point(x, y) => point(page, *x, *y).await?,
+            Target::Selector(selector, index, wait) => match page.element_centre(selector, *index, *wait).await {
                 Ok(Some(centre)) => centre,
                 Ok(None) => {
                     return Err(ApiError::BadRequest(format!(
@@ -211,6 +227,7 @@ pub async fn mouse_click(
                         wait.as_millis()
                     )))
                 }
+                Err(error) if error.is_page_gone() => return Err(page_error(error)),
                 Err(CdpError::Failed { .. }) => {
                     return Err(ApiError::BadRequest(format!(
                         "selector {selector:?} is not a valid CSS selector"
@@ -782,13 +799,62 @@ pub async fn upload(
     ))
 }
 
+/// `GET /v1/sessions/{session_id}/downloads/{download_id}`: one downloaded
+/// file's bytes, streamed from the session's folder.
+#[utoipa::path(
+    operation_id = "get_session_download_file",
+    get,
+    path = "/v1/sessions/{session_id}/downloads/{download_id}",
+    tag = "actions",
+    summary = "A file the session's browser downloaded (its `file_link`), while the session runs",
+    params(
+        ("session_id" = String, Path, description = "The session's id (a UUID)"),
+        ("download_id" = String, Path, description = "The download's `id`"),
+    ),
+    security(("api_key" = [])),
+    responses((status = 200, description = "The file", content_type = "application/octet-stream", body = Vec<u8>))
+)]
+pub async fn download_file(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Path((raw_session, download_id)): axum::extract::Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let session_id: SessionId = raw_session.parse().map_err(|_| ApiError::session_not_found())?;
+    let session = running(&state, &caller, session_id).await?;
+    let not_found = || ApiError::NotFound("Download not found".to_owned());
+    let download = session.downloads.completed(&download_id).ok_or_else(not_found)?;
+    let folder = session.files_dir.as_ref().ok_or_else(not_found)?.join("downloads");
+    let file = tokio::fs::File::open(anchorage_browser::download_path(&folder, &download))
+        .await
+        .map_err(|_| not_found())?;
+    let length = file.metadata().await.map_err(ApiError::internal)?.len();
+    let disposition = format!(
+        "attachment; filename=\"{}\"",
+        download
+            .file_name
+            .replace(['"', '\\'], "_")
+            .replace(|c: char| c.is_control(), "_")
+    );
+    let mut response = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(axum::http::header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        headers.insert(axum::http::header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
 /// `GET /v1/sessions/{session_id}/downloads`.
 #[utoipa::path(
     operation_id = "get_session_downloads",
     get,
     path = "/v1/sessions/{session_id}/downloads",
     tag = "actions",
-    summary = "What the session's browser downloaded (into the session's own folder)",
+    summary = "The files the session's browser finished downloading (into the session's own folder)",
     params(("session_id" = String, Path, description = "The session's id (a UUID)")),
     security(("api_key" = [])),
     responses((status = 200, description = "Its downloads, oldest first", body = Data<DownloadList>))
@@ -802,20 +868,20 @@ pub async fn downloads(
     let folder = session.files_dir.as_ref().map(|dir| dir.join("downloads"));
     let mut items = Vec::new();
     for download in session.downloads.list() {
-        let on_disk = match &folder {
-            Some(folder) if download.state == "completed" => {
-                tokio::fs::metadata(anchorage_browser::download_path(folder, &download))
-                    .await
-                    .map(|meta| meta.len())
-                    .ok()
-            }
-            _ => None,
+        // Only finished files are listed: a listed file can be fetched.
+        let (Some(folder), Some(completed)) = (&folder, download.completed_at_millis) else {
+            continue;
+        };
+        let Ok(meta) = tokio::fs::metadata(anchorage_browser::download_path(folder, &download)).await else {
+            continue;
         };
         items.push(DownloadRow {
             id: download.guid.clone(),
             original_download_url: download.url.clone(),
             suggested_file_name: download.file_name.clone(),
-            size: on_disk.unwrap_or(download.received_bytes),
+            file_link: state.api_url(&format!("v1/sessions/{session_id}/downloads/{}", download.guid)),
+            duration: completed.saturating_sub(download.began_at_millis).max(0),
+            size: meta.len(),
             created_at: anchorage_core::Timestamp::from_millis(download.began_at_millis).to_string(),
         });
     }

@@ -272,6 +272,12 @@ pub(crate) fn table() -> Vec<Route> {
             get(actions::downloads),
             RUNNING_READ,
         ),
+        route(
+            Method::GET,
+            "/v1/sessions/{session_id}/downloads/{download_id}",
+            get(actions::download_file),
+            RUNNING_READ,
+        ),
         route(Method::POST, "/v1/tools/screenshot", post(tools::screenshot), TOOL),
         route(Method::POST, "/v1/tools/page-pdf", post(tools::page_pdf), TOOL),
         route(

@@ -64,6 +64,7 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         actions::paste,
         actions::upload,
         actions::downloads,
+        actions::download_file,
         tools::screenshot,
         tools::page_pdf,
         tools::fetch_webpage,

@@ -323,6 +323,52 @@ async fn an_uploaded_file_reaches_a_file_input_and_an_oversized_one_is_refused()
 }
 
 #[tokio::test]
+async fn actions_follow_the_newest_tab_and_come_back_when_it_closes() {
+    let server = TestServer::start().await;
+    let pages = serve_test_page().await;
+    let session = server.create_session(json!({})).await;
+    let id = text(&session["id"]).to_owned();
+    let click = format!("/v1/sessions/{id}/mouse/click");
+    server
+        .post(
+            &format!("/v1/sessions/{id}/goto"),
+            json!({"url": format!("{pages}/actions")}),
+        )
+        .await;
+    let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
+    let first = cdp.attach_newest_page().await;
+    assert_eq!(server.post(&click, json!({"x": 100, "y": 50})).await.0, StatusCode::OK);
+    page_shows(&mut cdp, &first, "clicks", json!(1)).await;
+
+    // A tab opened by a client becomes the active page.
+    let second = cdp.open_page(&format!("{pages}/actions")).await;
+    assert_eq!(server.post(&click, json!({"x": 100, "y": 50})).await.0, StatusCode::OK);
+    page_shows(&mut cdp, &second, "clicks", json!(1)).await;
+    assert_eq!(cdp.evaluate(&first, "clicks").await, json!(1));
+
+    // Closed again, the first page is the active one once more.
+    let target = cdp.call("Target.getTargetInfo", json!({}), Some(&second)).await["targetInfo"]["targetId"].clone();
+    cdp.call("Target.closeTarget", json!({"targetId": target}), None).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert_eq!(server.post(&click, json!({"x": 100, "y": 50})).await.0, StatusCode::OK);
+        if cdp.evaluate(&first, "clicks").await != json!(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the click never reached the first page again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    page_shows(&mut cdp, &first, "clicks", json!(2)).await;
+    cdp.close().await;
+    server.delete(&format!("/v1/sessions/{id}")).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_download_lands_in_the_sessions_folder_and_is_listed_with_its_size() {
     let server = TestServer::start().await;
     let pages = serve_test_page().await;
@@ -355,6 +401,23 @@ async fn a_download_lands_in_the_sessions_folder_and_is_listed_with_its_size() {
     let item = &listed["data"]["items"][0];
     assert_eq!(item["suggested_file_name"], json!("report.csv"));
     assert_eq!(item["original_download_url"], json!(format!("{pages}/report.csv")));
+    assert!(item["duration"].as_i64().is_some_and(|ms| ms >= 0), "{item}");
+    // Its file_link serves the bytes, with the API key.
+    let link = text(&item["file_link"]).to_owned();
+    let (status, content_type, bytes) = server.get_url_for_bytes(&link).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type, "application/octet-stream");
+    assert_eq!(bytes, crate::support::DOWNLOAD_BODY.as_bytes());
+    let (status, error) = server
+        .get(&format!(
+            "/v1/sessions/{id}/downloads/8a6e0804-2bd0-4672-b79d-d97027f22166"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{error}");
+    let (status, _) = server
+        .request(reqwest::Method::GET, link.trim_start_matches(&server.base), None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     // The file is in the session's own folder, which goes with the session.
     let file = std::fs::read_dir(server.browsers_dir())
         .expect("browsers")

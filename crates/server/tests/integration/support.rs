@@ -142,14 +142,21 @@ impl TestServer {
             .send()
             .await
             .expect("request sent");
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        (status, content_type, response.bytes().await.expect("body").to_vec())
+        bytes_of(response).await
+    }
+
+    /// A `GET` of a full URL this server gave (a `file_link`) with the API
+    /// key: status, content type and bytes.
+    pub async fn get_url_for_bytes(&self, url: &str) -> (StatusCode, String, Vec<u8>) {
+        assert!(url.starts_with(&self.base), "{url} is not on this server");
+        let response = self
+            .http
+            .get(url)
+            .header("anchor-api-key", TEST_KEY)
+            .send()
+            .await
+            .expect("request sent");
+        bytes_of(response).await
     }
 
     /// One sample of `/metrics`, by its series name.
@@ -619,4 +626,16 @@ fn test_settings_take_nothing_from_the_environment_but_path() {
         settings.get("PATH"),
         std::env::var("PATH").ok().filter(|path| !path.is_empty())
     );
+}
+
+/// An answer's status, content type and bytes.
+async fn bytes_of(response: reqwest::Response) -> (StatusCode, String, Vec<u8>) {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, content_type, response.bytes().await.expect("body").to_vec())
 }
