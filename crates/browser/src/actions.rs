@@ -345,9 +345,12 @@ impl PageControl {
         self.call("Input.dispatchMouseEvent", params).await.map(drop)
     }
 
-    /// A click: press and release, `clicks` times in a row (2 for a double click).
+    /// A click: press and release, `clicks` times in a row (2 for a double
+    /// click). No move comes first: a move waits for the page's next frame
+    /// (Chromium lines moves up with its animation frames), and the press
+    /// itself moves the pointer there, with the enter and over events a page
+    /// expects.
     pub async fn click(&mut self, x: f64, y: f64, button: Button, clicks: u32) -> Result<(), CdpError> {
-        self.mouse("mouseMoved", x, y, None, 0).await?;
         for count in 1..=clicks {
             self.mouse("mousePressed", x, y, Some(button), count).await?;
             self.mouse("mouseReleased", x, y, Some(button), count).await?;

@@ -492,6 +492,22 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_api_reference_lists_every_route() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"));
+        let reference = readme
+            .split("## API reference")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap_or_default();
+        let missing: Vec<String> = table()
+            .into_iter()
+            .map(|route| format!("`{} {}`", route.method, route.path))
+            .filter(|listed| !reference.contains(listed.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "README's API reference lacks {missing:?}");
+    }
+
+    #[test]
     fn each_route_documents_exactly_the_errors_its_row_declares() {
         let document = serde_json::to_value(openapi::document()).unwrap_or_default();
         for route in table() {
