@@ -176,6 +176,9 @@ pub struct Capture {
     pub full_height: bool,
 }
 
+/// Most screens `scroll_through` scrolls down (100 ms each).
+const SCROLL_SCREENS: u32 = 100;
+
 /// How long one CDP answer may take before the action fails.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -589,11 +592,15 @@ impl PageControl {
     /// Scrolls to the bottom of the page and back, so that content loaded
     /// on scroll is there for a capture.
     pub async fn scroll_through(&mut self) -> Result<(), CdpError> {
-        self.evaluate(
-            "(async () => { const pause = () => new Promise(resolve => setTimeout(resolve, 100)); \
-             for (let y = 0; y < document.documentElement.scrollHeight; y += innerHeight) \
-             { scrollTo(0, y); await pause(); } scrollTo(0, 0); await pause(); })()",
-        )
+        // The height is read again at each step, so content that loads on
+        // the way down is scrolled through too, up to SCROLL_SCREENS screens
+        // (an endless page would never end).
+        self.evaluate(&format!(
+            "(async () => {{ const pause = () => new Promise(resolve => setTimeout(resolve, 100)); \
+             for (let y = 0, n = 0; n <= {SCROLL_SCREENS} && y < document.documentElement.scrollHeight; \
+             y += innerHeight, n++) {{ scrollTo(0, y); await pause(); }} \
+             scrollTo(0, document.documentElement.scrollHeight); await pause(); scrollTo(0, 0); await pause(); }})()",
+        ))
         .await
         .map(drop)
     }

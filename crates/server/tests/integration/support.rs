@@ -338,6 +338,10 @@ pub async fn serve_test_page() -> String {
             axum::routing::get(|| async { axum::response::Html(ACTIONS_PAGE) }),
         )
         .route(
+            "/lazy",
+            axum::routing::get(|| async { axum::response::Html(LAZY_PAGE) }),
+        )
+        .route(
             "/report.csv",
             axum::routing::get(|| async {
                 (
@@ -357,6 +361,13 @@ pub async fn serve_test_page() -> String {
     tokio::spawn(async move { axum::serve(listener, router).await });
     format!("http://{address}")
 }
+
+/// A page that loads more as it is scrolled: 2000 px tall, it grows to
+/// 4000 px once its bottom has been in view (as lazy and endless pages do).
+pub const LAZY_PAGE: &str = "<!doctype html><title>lazy</title>\
+    <style>body{margin:0}#more{height:1px}</style><div id=first style=\"height:2000px\"></div><div id=more></div>\
+    <script>new IntersectionObserver((seen)=>{if(seen.some(e=>e.isIntersecting)){first.style.height='4000px';}})\
+    .observe(document.getElementById('more'));</script>";
 
 /// What `/report.csv` of the test page server answers, as an attachment.
 pub const DOWNLOAD_BODY: &str = "a,b\n1,2\n";

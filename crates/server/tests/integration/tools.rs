@@ -42,6 +42,22 @@ async fn tools_capture_print_and_fetch_pages_and_leave_nothing_running() {
         )
         .await;
     assert_eq!(png_size(&tall), (1440, 5000));
+    // scroll_all_content scrolls the page through first, so what loads on
+    // the way down is in the picture; without it the page stays as loaded.
+    let lazy = format!("{pages}/lazy");
+    for (scroll, height) in [(false, 2001), (true, 4001)] {
+        let (status, _, png) = server
+            .post_for_bytes(
+                "/v1/tools/screenshot",
+                json!({"url": lazy, "capture_full_height": true, "scroll_all_content": scroll}),
+            )
+            .await;
+        assert_eq!(
+            (status, png_size(&png)),
+            (StatusCode::OK, (1440, height)),
+            "scroll {scroll}"
+        );
+    }
     let (status, content_type, jpeg) = server
         .post_for_bytes("/v1/tools/screenshot", json!({"url": actions, "image_quality": 50}))
         .await;
