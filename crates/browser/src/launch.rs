@@ -57,6 +57,9 @@ pub struct LaunchSpec {
     /// the lowest CPU priority until [`Browser::raise_priority`], so that it
     /// never slows the sessions in use.
     pub background: bool,
+    /// A saved profile copied into the new profile dir before the browser
+    /// starts, and the most bytes it may hold.
+    pub profile_seed: Option<(PathBuf, u64)>,
 }
 
 /// An unprivileged user for browsers (when the server runs as root).
@@ -90,6 +93,7 @@ impl LaunchSpec {
             run_as: None,
             sandbox: false,
             background: false,
+            profile_seed: None,
         }
     }
 
@@ -252,6 +256,28 @@ impl Browser {
     /// with no process.
     pub fn session_dir(&self) -> Option<&Path> {
         self.dirs.first().map(PathBuf::as_path)
+    }
+
+    /// Its profile (user-data-dir); `None` for a browser with no process.
+    pub fn profile_dir(&self) -> Option<PathBuf> {
+        self.session_dir().map(|dir| dir.join("profile"))
+    }
+
+    /// Asks the browser to close (`Browser.close`), so that it writes what
+    /// it keeps in memory (cookies, local storage) to its profile, and waits
+    /// up to `within` for every process of it to be gone. `true` if it closed
+    /// in time; the caller kills it otherwise.
+    pub async fn close_gracefully(&self, within: Duration) -> bool {
+        let asked = async {
+            if let Ok(mut client) = crate::cdp::CdpClient::open(&self.devtools).await {
+                let _ = client.send("Browser.close", serde_json::json!({}), None).await;
+                // The connection stays open until the browser goes.
+                let _ = self.exited().await;
+                drop(client);
+            }
+            wait_group_gone(self.pid).await;
+        };
+        tokio::time::timeout(within, asked).await.is_ok() && self.exit.borrow().is_some()
     }
 
     /// How long each phase of its launch took.
@@ -614,6 +640,24 @@ pub async fn launch_until(
                 remove_dirs(spec).await;
                 return Err(LaunchError::Directory { path: dir, source });
             }
+        }
+    }
+    if let Some((seed, max_bytes)) = spec.profile_seed.clone() {
+        let limits = crate::CopyLimits {
+            max_bytes,
+            owner: spec.run_as.as_ref().map(|run_as| (run_as.uid, run_as.gid)),
+        };
+        let profile = spec.profile_dir();
+        let copied = tokio::task::spawn_blocking(move || crate::copy_profile(&seed, &profile, limits))
+            .await
+            .map_err(|error| std::io::Error::other(error.to_string()))
+            .and_then(|copied| copied.map_err(std::io::Error::other));
+        if let Err(source) = copied {
+            remove_dirs(spec).await;
+            return Err(LaunchError::Directory {
+                path: spec.profile_dir(),
+                source,
+            });
         }
     }
     let pipes = match DevtoolsPipes::new() {

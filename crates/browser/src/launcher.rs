@@ -36,6 +36,9 @@ pub struct LaunchRequest {
     /// Launched ahead of need (a pool refill): at the lowest CPU priority
     /// until [`Launcher::hand_out`], so that it never slows sessions in use.
     pub ahead: bool,
+    /// A saved profile to start from (copied in before the browser starts),
+    /// and the most bytes it may hold.
+    pub profile_seed: Option<(PathBuf, u64)>,
 }
 
 /// Starts browsers. The fleet schedules; this launches.
@@ -116,6 +119,7 @@ impl ChromiumLauncher {
             run_as: self.settings.run_as.clone(),
             sandbox: self.settings.sandbox,
             background: request.ahead && self.background_launches,
+            profile_seed: request.profile_seed.clone(),
             ..LaunchSpec::new(
                 self.settings.executable.clone(),
                 self.settings.dirs.for_session(&request.name),

@@ -19,6 +19,7 @@ pub mod host;
 mod launch;
 mod launcher;
 mod pages;
+mod profile_files;
 mod pump;
 mod reap;
 mod screencast;
@@ -35,6 +36,7 @@ pub use launch::{
     can_raise_priority, launch, launch_until, Browser, BrowserExit, LaunchError, LaunchSpec, LaunchTimings, RunAs,
 };
 pub use launcher::{ChromiumLauncher, ChromiumSettings, LaunchRequest, Launcher};
+pub use profile_files::{copy_profile, CopyError, CopyLimits};
 pub use pump::{pump, websocket_config, PumpEnd, MAX_FRAME_BYTES};
 pub use reap::{leftover_browser_pids, reap_leftovers, ReapReport};
 pub use screencast::{Frame, FrameAck, Input, MouseButton, MouseKind, Screencast, ScreencastEvent};

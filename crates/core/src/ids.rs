@@ -69,6 +69,10 @@ uuid_id!(
     /// A request to start one session (sync, async, or one item of a batch).
     RequestId
 );
+uuid_id!(
+    /// A team's saved browser profile.
+    ProfileId
+);
 
 #[cfg(test)]
 mod tests {

@@ -64,6 +64,35 @@ pub struct SessionOptions {
     pub proxy_requested: bool,
     /// The window size.
     pub viewport: Viewport,
+    /// The saved profile the browser starts from (`browser.profile`).
+    #[serde(default)]
+    pub profile: Option<ProfileUse>,
+}
+
+/// A saved profile a session starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileUse {
+    /// The profile's name, within the team.
+    pub name: String,
+    /// Whether the session's state is written back to it when it ends.
+    pub persist: bool,
+}
+
+/// Longest profile name, in characters.
+pub const MAX_PROFILE_NAME_CHARS: usize = 128;
+
+/// Checks a profile name: 1 to 128 characters, none of them a control
+/// character or a slash. `field` names it in the message.
+pub fn check_profile_name(name: &str, field: &str) -> Result<(), OptionsError> {
+    if name.trim().is_empty()
+        || name.chars().count() > MAX_PROFILE_NAME_CHARS
+        || name.chars().any(|c| c.is_control() || c == '/' || c == '\\')
+    {
+        return Err(invalid(format!(
+            "{field} must be 1 to {MAX_PROFILE_NAME_CHARS} characters, without slashes or control characters"
+        )));
+    }
+    Ok(())
 }
 
 impl Default for SessionOptions {
@@ -78,6 +107,7 @@ impl Default for SessionOptions {
             recording_requested: true,
             proxy_requested: false,
             viewport: Viewport::default(),
+            profile: None,
         }
     }
 }
@@ -166,9 +196,9 @@ pub struct BrowserPart {
     pub headless: Option<ActivePart>,
     /// The page's viewport (default 1440×900).
     pub viewport: Option<ViewportPart>,
-    /// Profile settings; recorded, not active yet.
-    #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
-    pub profile: Option<Map<String, Value>>,
+    /// The saved profile to start from, and whether to write the session's
+    /// state back to it when it ends.
+    pub profile: Option<ProfilePart>,
     /// Ad blocking; recorded, not active yet.
     #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
     pub adblock: Option<Map<String, Value>>,
@@ -184,6 +214,16 @@ pub struct BrowserPart {
     /// Extension ids; recorded, not active yet.
     #[cfg_attr(feature = "schema", schema(value_type = Option<Vec<String>>))]
     pub extensions: Option<Vec<Value>>,
+}
+
+/// `browser.profile` of a start.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct ProfilePart {
+    /// A profile of the team (made with `POST /v1/profiles`).
+    pub name: Option<String>,
+    /// Write the session's state back to the profile when it ends (default false).
+    pub persist: Option<bool>,
 }
 
 /// A viewport size in CSS pixels.
@@ -223,6 +263,8 @@ fn expected_at(path: &str) -> String {
         "browser.viewport.width" => "must be an integer between 100 and 7680".to_owned(),
         "browser.viewport.height" => "must be an integer between 100 and 4320".to_owned(),
         "browser.extensions" => "must be an array of extension ids".to_owned(),
+        "browser.profile.name" => "must be a string".to_owned(),
+        "browser.profile.persist" => "must be true or false".to_owned(),
         "integrations" | "identities" => "must be an array".to_owned(),
         _ => "has the wrong type".to_owned(),
     };
@@ -361,6 +403,21 @@ impl SessionOptions {
         if let Some(browser) = &body.browser {
             if let Some(active) = browser.headless.as_ref().and_then(|part| part.active) {
                 options.headless_requested = active;
+            }
+            if let Some(profile) = &browser.profile {
+                match (&profile.name, profile.persist) {
+                    (Some(name), persist) => {
+                        check_profile_name(name, "browser.profile.name")?;
+                        options.profile = Some(ProfileUse {
+                            name: name.clone(),
+                            persist: persist.unwrap_or(false),
+                        });
+                    }
+                    (None, Some(true)) => {
+                        return Err(invalid("browser.profile.name is required to persist a profile"));
+                    }
+                    (None, _) => {}
+                }
             }
             if let Some(viewport) = &browser.viewport {
                 let defaults = Viewport::default();

@@ -19,6 +19,7 @@ use url::Url;
 use crate::auth::{generate_api_key, hash_api_key, key_prefix, TokenSigner};
 use crate::config::{Config, ConfigError, Source};
 use crate::fleet::{Fleet, FleetSettings};
+use crate::profiles::ProfileFiles;
 use crate::state::AppState;
 
 /// Name of the team made on first start.
@@ -208,6 +209,8 @@ impl App {
                 anchorage_core::network::blocking_rules(&own_host)
             }),
         }));
+        let profiles = Arc::new(ProfileFiles::new(data_dir.join("profiles"), config.max_profile_bytes));
+        profiles.sweep(store.as_ref()).await?;
         let settings = FleetSettings {
             max_sessions: config.max_sessions,
             launch_concurrency: config.launch_concurrency,
@@ -215,6 +218,7 @@ impl App {
             pool_size: config.pool_size,
             pool_refill_delay: config.pool_refill_delay,
             timeout_minute: config.timeout_minute,
+            profiles: Some(profiles),
         };
         let fleet = Fleet::new(Arc::clone(&store), launcher, settings, shutdown.clone(), tasks.clone());
         fleet.start().await?;

@@ -55,6 +55,7 @@ struct FileConfig {
     api_key: Option<String>,
     max_body_bytes: Option<u64>,
     max_upload_bytes: Option<u64>,
+    max_profile_bytes: Option<u64>,
     launch_timeout_seconds: Option<u64>,
     max_batch: Option<u64>,
     team_max_sessions: Option<u64>,
@@ -91,6 +92,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Largest file one upload may carry (`ANCHORAGE_MAX_UPLOAD_BYTES`).
     pub max_upload_bytes: u64,
+    /// Largest saved profile (`ANCHORAGE_MAX_PROFILE_BYTES`): a save above
+    /// it fails and the profile keeps its previous copy.
+    pub max_profile_bytes: u64,
     /// How long a browser may take to come up (`ANCHORAGE_LAUNCH_TIMEOUT_SECONDS`).
     pub launch_timeout: Duration,
     /// Most sessions one batch may ask for (`ANCHORAGE_MAX_BATCH`).
@@ -236,6 +240,13 @@ impl Config {
             16 * 1024 * 1024 * 1024,
         )?
         .unwrap_or(100 * 1024 * 1024);
+        let max_profile_bytes = number(
+            "ANCHORAGE_MAX_PROFILE_BYTES",
+            from_file.max_profile_bytes,
+            1024 * 1024,
+            64 * 1024 * 1024 * 1024,
+        )?
+        .unwrap_or(1024 * 1024 * 1024);
         let max_body_bytes = number(
             "ANCHORAGE_MAX_BODY_BYTES",
             from_file.max_body_bytes,
@@ -334,6 +345,7 @@ impl Config {
             api_key,
             max_body_bytes,
             max_upload_bytes,
+            max_profile_bytes,
             launch_timeout,
             max_batch,
             team_max_sessions,

@@ -12,6 +12,7 @@ pub mod error;
 pub mod fleet;
 pub mod keys;
 pub mod metrics;
+pub mod profiles;
 mod routes;
 pub mod state;
 pub mod wire;

@@ -812,3 +812,51 @@ pub struct DownloadList {
     /// Oldest first.
     pub items: Vec<DownloadRow>,
 }
+
+/// `POST /v1/profiles` (`ProfileRequestSchema` upstream).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ProfileBody {
+    /// The profile's name, unique within the team (1 to 128 characters, no slashes).
+    pub name: String,
+    /// What it is for.
+    pub description: Option<String>,
+    /// `session`: save a running session's state into it when that session ends.
+    pub source: Option<String>,
+    /// The running session, with `source: "session"`.
+    pub session_id: Option<String>,
+    /// Hosted only (a dedicated residential IP); `true` is refused.
+    pub dedicated_sticky_ip: Option<bool>,
+}
+
+/// One profile (`ProfileResponseSchema` upstream).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProfileItem {
+    /// Its name.
+    pub name: String,
+    /// What it is for.
+    pub description: Option<String>,
+    /// `session` when made from a session.
+    pub source: Option<String>,
+    /// The session it was made from.
+    pub session_id: Option<String>,
+    /// `pending` (its session has not ended yet), `ready`, or `failed` (nothing could be saved).
+    pub status: String,
+    /// When it was made.
+    pub created_at: String,
+}
+
+/// A team's profiles.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProfileList {
+    /// How many.
+    pub count: usize,
+    /// Oldest first.
+    pub items: Vec<ProfileItem>,
+}
+
+/// `{"status": "success"}`, upstream's `SuccessResponse` data.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Success {
+    /// `success`.
+    pub status: &'static str,
+}

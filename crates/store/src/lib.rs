@@ -15,7 +15,8 @@ use async_trait::async_trait;
 
 pub use records::{
     ApiKeyRecord, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, LaunchFailure,
-    RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord, SessionSort, TeamRecord,
+    ProfileRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord, SessionSort,
+    TeamRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -191,4 +192,33 @@ pub trait Store: Send + Sync + 'static {
     /// After an unclean stop: every live session becomes `failed` with
     /// `reason`, every `processing` request goes back to `pending`.
     async fn recover_after_restart(&self, reason: &str, at: Timestamp) -> StoreResult<RecoveryReport>;
+
+    /// Records a new profile; `AlreadyExists` if its team has one of that name.
+    async fn create_profile(&self, profile: &ProfileRecord) -> StoreResult<()>;
+
+    /// A team's profile by name.
+    async fn profile(&self, team_id: TeamId, name: &str) -> StoreResult<Option<ProfileRecord>>;
+
+    /// A team's profiles, oldest first.
+    async fn list_profiles(&self, team_id: TeamId) -> StoreResult<Vec<ProfileRecord>>;
+
+    /// Every team's profiles (for the metrics and the start-up sweep of
+    /// their folders).
+    async fn all_profiles(&self) -> StoreResult<Vec<ProfileRecord>>;
+
+    /// Removes a team's profile and hands it back (its folder is the
+    /// caller's to remove).
+    async fn delete_profile(&self, team_id: TeamId, name: &str) -> StoreResult<Option<ProfileRecord>>;
+
+    /// A save of a profile ended: with `Some(version)` it now uses that
+    /// copy (`ready`), with `None` it keeps what it had and takes `status`.
+    /// Hands back the version it used before (its folder is the caller's
+    /// to remove), or `None` if the profile is gone.
+    async fn profile_saved(
+        &self,
+        id: anchorage_core::ProfileId,
+        saved: Option<(&str, i64)>,
+        status: &str,
+        at: Timestamp,
+    ) -> StoreResult<Option<Option<String>>>;
 }

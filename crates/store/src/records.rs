@@ -330,3 +330,30 @@ pub enum LaunchFailure {
     /// The item is `failed`.
     Failed,
 }
+
+/// A team's saved browser profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileRecord {
+    /// Its id (names its folder in the data dir).
+    pub id: anchorage_core::ProfileId,
+    /// Its team.
+    pub team_id: TeamId,
+    /// Its name, unique within the team.
+    pub name: String,
+    /// What the user said it is.
+    pub description: Option<String>,
+    /// `session` when made from a running session.
+    pub source: Option<String>,
+    /// The session it was made from, if any.
+    pub session_id: Option<SessionId>,
+    /// `pending` (waiting for its session to end), `ready`, or `failed`.
+    pub status: String,
+    /// The saved copy in use; `None` until one is saved.
+    pub version: Option<String>,
+    /// Bytes of the saved copy.
+    pub size_bytes: i64,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}

@@ -73,6 +73,8 @@ pub struct FleetSettings {
     pub pool_refill_delay: Duration,
     /// The length of a timeout minute (see `Config::timeout_minute`).
     pub timeout_minute: Duration,
+    /// Saved profiles' files; `None` where sessions cannot use profiles.
+    pub profiles: Option<Arc<crate::profiles::ProfileFiles>>,
 }
 
 /// How long a start whose launch the store could not record waits before
@@ -184,6 +186,11 @@ impl Fleet {
             shutdown,
             tasks,
         })
+    }
+
+    /// Saved profiles' files, where sessions can use profiles.
+    pub fn profiles(&self) -> Option<&Arc<crate::profiles::ProfileFiles>> {
+        self.settings.profiles.as_ref()
     }
 
     /// Loads pending requests from the store and starts the admission loop.
@@ -489,6 +496,7 @@ impl Fleet {
                         ),
                         initial_url: None,
                         ahead: true,
+                        profile_seed: None,
                     };
                     let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
                     drop(launch_permit);

@@ -33,7 +33,7 @@ pub(super) struct Pooled {
 /// Whether a start can take a pooled browser: its launch-time options (the
 /// window) are the defaults. An `initial_url` is opened after the handout.
 pub(super) fn poolable(options: &SessionOptions) -> bool {
-    options.viewport == Viewport::default()
+    options.viewport == Viewport::default() && options.profile.is_none()
 }
 
 /// Whether a refill may start now.

@@ -179,6 +179,7 @@ impl Fleet {
 
         let started = Instant::now();
         let from_pool = matches!(start, Start::Pooled(_));
+        let mut profile_id = None;
         let (launched, place) = match start {
             Start::Pooled(Pooled { browser, place }) => {
                 if let Err(error) = self.launcher.hand_out(&browser, options.initial_url.as_ref()).await {
@@ -195,13 +196,41 @@ impl Fleet {
                     // Its place is this start's: it must be gone first.
                     evicted.shut_down().await;
                 }
+                // A saved profile is read (held against removal) until the launch has copied it.
+                let mut seed = None;
+                if let Some(profile) = &options.profile {
+                    let found = match &self.settings.profiles {
+                        Some(files) => files.seed(self.store.as_ref(), session.team_id, &profile.name).await,
+                        None => None,
+                    };
+                    match found {
+                        Some((id, copy)) => {
+                            profile_id = Some(id);
+                            seed = copy;
+                        }
+                        None => {
+                            drop(launch_permit);
+                            self.admission.wake();
+                            drop(place);
+                            return Provisioned::LaunchFailed {
+                                session_id: session.id,
+                                message: format!(
+                                    "browser.profile.name: the profile {:?} does not exist (any more)",
+                                    profile.name
+                                ),
+                            };
+                        }
+                    }
+                }
                 let launch = LaunchRequest {
                     name: session.id.as_uuid().simple().to_string(),
                     window: (options.viewport.width, options.viewport.height),
                     initial_url: options.initial_url.clone(),
                     ahead: false,
+                    profile_seed: seed.as_ref().map(|seed| (seed.folder.clone(), seed.max_bytes)),
                 };
                 let launched = self.launch_with_retry(&launch, &abort).await;
+                drop(seed);
                 drop(launch_permit);
                 // A launch permit is free again: a waiting start or a refill may use it.
                 self.admission.wake();
@@ -257,6 +286,9 @@ impl Fleet {
             options.live_view_read_only,
             browser.session_dir().map(std::path::Path::to_path_buf),
         ));
+        if let (Some(id), Some(true)) = (profile_id, options.profile.as_ref().map(|profile| profile.persist)) {
+            live.save_into_on_end(id);
+        }
         if let Ok(mut sessions) = self.live.lock() {
             sessions.insert(session.id, Arc::clone(&live));
         }

@@ -36,6 +36,8 @@ pub struct LiveSession {
     /// The server's own connection to the active page, kept between REST
     /// actions (taken out while one runs; a concurrent action opens another).
     pub kept_page: tokio::sync::Mutex<Option<PageControl>>,
+    /// Profiles the browser's state is saved into when the session ends.
+    save_into: Mutex<Vec<anchorage_core::ProfileId>>,
     clients: watch::Sender<usize>,
     /// The session's clipboard: headless browsers have no system clipboard,
     /// so what `copy` and `clipboard` set is kept here, for this session only.
@@ -78,6 +80,7 @@ impl LiveSession {
             files_dir,
             downloads: anchorage_browser::Downloads::default(),
             kept_page: tokio::sync::Mutex::new(None),
+            save_into: Mutex::new(Vec::new()),
             clients,
             clipboard: Mutex::new(String::new()),
             stop: CancellationToken::new(),
@@ -115,6 +118,22 @@ impl LiveSession {
         if let Ok(mut clipboard) = self.clipboard.lock() {
             *clipboard = text;
         }
+    }
+
+    /// Saves the browser's state into `profile` when the session ends.
+    pub fn save_into_on_end(&self, profile: anchorage_core::ProfileId) {
+        if let Ok(mut profiles) = self.save_into.lock() {
+            if !profiles.contains(&profile) {
+                profiles.push(profile);
+            }
+        }
+    }
+
+    fn profiles_to_save(&self) -> Vec<anchorage_core::ProfileId> {
+        self.save_into
+            .lock()
+            .map(|profiles| profiles.clone())
+            .unwrap_or_default()
     }
 
     /// How many CDP clients are connected now.
@@ -230,12 +249,29 @@ impl Fleet {
         {
             tracing::error!(session_id = %session.id, %error, "cannot record the end of a session");
         }
-        browser.kill_now();
+        // A session whose state is saved into a profile is asked to close
+        // (so that it writes out what it keeps in memory) after the end call
+        // has its answer; the save runs before its place is freed.
+        let saves = session.profiles_to_save();
+        let profiles = self.settings.profiles.clone().filter(|_| !saves.is_empty());
+        if profiles.is_none() {
+            browser.kill_now();
+        }
         if let Ok(mut live) = self.live.lock() {
             live.remove(&session.id);
         }
         self.metrics.session_ended();
         session.recorded.cancel();
+        if let (Some(profiles), Some(folder)) = (profiles, browser.profile_dir()) {
+            if !browser.close_gracefully(PROFILE_CLOSE_WAIT).await {
+                tracing::warn!(session_id = %session.id, "the browser did not close in time; its profile is saved as it is");
+                browser.kill_now();
+                let _ = browser.exited().await;
+            }
+            for profile in saves {
+                profiles.save(self.store.as_ref(), profile, &folder).await;
+            }
+        }
         browser.shut_down().await;
         drop(place);
         drop(team_slot);
@@ -246,6 +282,9 @@ impl Fleet {
         session.finished.cancel();
     }
 }
+
+/// How long a browser whose profile is saved may take to close on its own.
+const PROFILE_CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {

@@ -275,6 +275,30 @@ impl Store for FaultyStore {
     async fn recover_after_restart(&self, reason: &str, at: Timestamp) -> StoreResult<RecoveryReport> {
         self.inner.recover_after_restart(reason, at).await
     }
+    async fn create_profile(&self, profile: &anchorage_store::ProfileRecord) -> StoreResult<()> {
+        self.inner.create_profile(profile).await
+    }
+    async fn profile(&self, team_id: TeamId, name: &str) -> StoreResult<Option<anchorage_store::ProfileRecord>> {
+        self.inner.profile(team_id, name).await
+    }
+    async fn list_profiles(&self, team_id: TeamId) -> StoreResult<Vec<anchorage_store::ProfileRecord>> {
+        self.inner.list_profiles(team_id).await
+    }
+    async fn all_profiles(&self) -> StoreResult<Vec<anchorage_store::ProfileRecord>> {
+        self.inner.all_profiles().await
+    }
+    async fn delete_profile(&self, team_id: TeamId, name: &str) -> StoreResult<Option<anchorage_store::ProfileRecord>> {
+        self.inner.delete_profile(team_id, name).await
+    }
+    async fn profile_saved(
+        &self,
+        id: anchorage_core::ProfileId,
+        saved: Option<(&str, i64)>,
+        status: &str,
+        at: Timestamp,
+    ) -> StoreResult<Option<Option<String>>> {
+        self.inner.profile_saved(id, saved, status, at).await
+    }
 }
 
 /// A fleet over the fake launcher and the faulty store, with two teams.
@@ -297,6 +321,7 @@ fn settings() -> FleetSettings {
         pool_refill_delay: Duration::ZERO,
         // Timeouts never fire during a test.
         timeout_minute: Duration::from_secs(3600),
+        profiles: None,
     }
 }
 

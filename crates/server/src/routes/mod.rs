@@ -9,6 +9,7 @@ pub mod extract;
 mod health;
 mod live;
 mod openapi;
+mod profiles;
 mod sessions;
 mod tools;
 mod usage;
@@ -56,6 +57,15 @@ const START: &[Fault] = &[
 ];
 /// A change of a batch's state, with a body.
 const BATCH_CHANGE: &[Fault] = &[
+    Fault::BadRequest,
+    Fault::Unauthorized,
+    Fault::NotFound,
+    Fault::Conflict,
+    Fault::PayloadTooLarge,
+    Fault::Unavailable,
+];
+/// Making a profile (from a running session, when one is named).
+const PROFILE_CREATE: &[Fault] = &[
     Fault::BadRequest,
     Fault::Unauthorized,
     Fault::NotFound,
@@ -277,6 +287,15 @@ pub(crate) fn table() -> Vec<Route> {
             "/v1/sessions/{session_id}/downloads/{download_id}",
             get(actions::download_file),
             RUNNING_READ,
+        ),
+        route(Method::POST, "/v1/profiles", post(profiles::create), PROFILE_CREATE),
+        route(Method::GET, "/v1/profiles", get(profiles::list), READ),
+        route(Method::GET, "/v1/profiles/{name}", get(profiles::get), READ_ONE),
+        route(
+            Method::DELETE,
+            "/v1/profiles/{name}",
+            delete(profiles::delete),
+            READ_ONE,
         ),
         route(Method::POST, "/v1/tools/screenshot", post(tools::screenshot), TOOL),
         route(Method::POST, "/v1/tools/page-pdf", post(tools::page_pdf), TOOL),

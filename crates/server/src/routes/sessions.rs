@@ -38,9 +38,38 @@ pub fn validate_start(state: &AppState, configuration: &Value) -> Result<Session
     Ok(options)
 }
 
+/// Refuses a start that names a profile its team does not have.
+pub(super) async fn check_profile(
+    state: &AppState,
+    caller: &Caller,
+    options: &SessionOptions,
+    field_prefix: &str,
+) -> Result<(), ApiError> {
+    let Some(profile) = &options.profile else {
+        return Ok(());
+    };
+    if state.fleet.profiles().is_none() {
+        return Err(ApiError::BadRequest(format!(
+            "{field_prefix}browser.profile: this server keeps no profiles"
+        )));
+    }
+    match state.store.profile(caller.0.team_id, &profile.name).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::BadRequest(format!(
+            "{field_prefix}browser.profile.name: your team has no profile named {:?} (make it with POST /v1/profiles)",
+            profile.name
+        ))),
+    }
+}
+
 /// Validates a start body, checks the team's quota, and makes the request row.
-pub(super) fn new_request(state: &AppState, caller: &Caller, configuration: Value) -> Result<RequestRecord, ApiError> {
+pub(super) async fn new_request(
+    state: &AppState,
+    caller: &Caller,
+    configuration: Value,
+) -> Result<RequestRecord, ApiError> {
     let options = validate_start(state, &configuration).map_err(ApiError::BadRequest)?;
+    check_profile(state, caller, &options, "").await?;
     if state.fleet.team_over_quota(caller.0.team_id) {
         return Err(ApiError::TooManyRequests {
             message:
@@ -74,7 +103,7 @@ pub async fn create(
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> ApiResult<SessionCreated> {
-    let request = new_request(&state, &caller, body)?;
+    let request = new_request(&state, &caller, body).await?;
     // A client that hangs up from here on drops the ticket, which withdraws
     // the start (see `StartTicket`).
     let ticket = state.fleet.submit_waiting(request).await?;
@@ -116,7 +145,7 @@ pub async fn create_async(
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> ApiResult<AsyncAccepted> {
-    let request = new_request(&state, &caller, body)?;
+    let request = new_request(&state, &caller, body).await?;
     let request_id = request.id;
     // Nobody waits on the receiver; the poller reads the store.
     state.fleet.submit(request).await?;

@@ -106,7 +106,7 @@ async fn on_tool_page<T>(
                     json!({"viewport": {"width": width, "height": height}}),
                 );
             }
-            let request = super::sessions::new_request(state, caller, Value::Object(configuration))?;
+            let request = super::sessions::new_request(state, caller, Value::Object(configuration)).await?;
             let ticket = state.fleet.submit_waiting(request).await?;
             let session_id = match ticket.outcome().await {
                 Some(StartOutcome::Started(session_id)) => session_id,

@@ -15,5 +15,6 @@ mod isolation;
 mod leaks;
 mod live;
 mod pool;
+mod profiles;
 mod sessions;
 mod tools;

@@ -3,6 +3,7 @@
 //! transaction, so racing callers get exactly one winner.
 
 mod batches;
+mod profiles;
 mod rows;
 
 use std::str::FromStr;
@@ -17,7 +18,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::records::{
     ApiKeyRecord, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, LaunchFailure,
-    RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord, SessionSort, TeamRecord,
+    ProfileRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord, SessionSort,
+    TeamRecord,
 };
 use crate::{Store, StoreError, StoreResult};
 use rows::{api_key_from_row, request_from_row, session_from_row, team_from_row};
@@ -27,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema.sql"),
     include_str!("schema_2.sql"),
     include_str!("schema_3.sql"),
+    include_str!("schema_4.sql"),
 ];
 
 const SESSION_COLUMNS: &str = "s.id, s.team_id, s.api_key_id, s.api_key_name, s.request_id, s.batch_id, s.status, \
@@ -550,6 +553,36 @@ impl Store for SqliteStore {
 
     async fn list_batches(&self, filter: &BatchFilter) -> StoreResult<(Vec<BatchSummary>, i64)> {
         self.batch_page(filter).await
+    }
+
+    async fn create_profile(&self, profile: &ProfileRecord) -> StoreResult<()> {
+        self.insert_profile(profile).await
+    }
+
+    async fn profile(&self, team_id: TeamId, name: &str) -> StoreResult<Option<ProfileRecord>> {
+        Ok(self.profile_rows(Some(team_id), Some(name)).await?.into_iter().next())
+    }
+
+    async fn list_profiles(&self, team_id: TeamId) -> StoreResult<Vec<ProfileRecord>> {
+        self.profile_rows(Some(team_id), None).await
+    }
+
+    async fn all_profiles(&self) -> StoreResult<Vec<ProfileRecord>> {
+        self.profile_rows(None, None).await
+    }
+
+    async fn delete_profile(&self, team_id: TeamId, name: &str) -> StoreResult<Option<ProfileRecord>> {
+        self.remove_profile(team_id, name).await
+    }
+
+    async fn profile_saved(
+        &self,
+        id: anchorage_core::ProfileId,
+        saved: Option<(&str, i64)>,
+        status: &str,
+        at: Timestamp,
+    ) -> StoreResult<Option<Option<String>>> {
+        self.record_profile_save(id, saved, status, at).await
     }
 
     async fn cancel_batch(&self, team_id: TeamId, batch_id: BatchId, at: Timestamp) -> StoreResult<BatchChange> {

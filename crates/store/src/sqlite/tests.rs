@@ -97,6 +97,87 @@ async fn a_request_keeps_its_typed_options() {
 }
 
 #[tokio::test]
+async fn profiles_are_per_team_and_a_save_switches_versions() {
+    let (_dir, store) = open().await;
+    let store: &dyn Store = store.as_ref();
+    let alpha = store.create_team("alpha").await.expect("team");
+    let beta = store.create_team("beta").await.expect("team");
+    let now = Timestamp::now();
+    let profile = crate::ProfileRecord {
+        id: anchorage_core::ProfileId::new_random(),
+        team_id: alpha.id,
+        name: "shop login".to_owned(),
+        description: Some("logged in".to_owned()),
+        source: None,
+        session_id: None,
+        status: "ready".to_owned(),
+        version: None,
+        size_bytes: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    store.create_profile(&profile).await.expect("created");
+    assert!(matches!(
+        store.create_profile(&profile).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    // The same name in another team is another profile.
+    let theirs = crate::ProfileRecord {
+        id: anchorage_core::ProfileId::new_random(),
+        team_id: beta.id,
+        ..profile.clone()
+    };
+    store.create_profile(&theirs).await.expect("other team");
+    assert_eq!(
+        store.list_profiles(alpha.id).await.expect("list"),
+        vec![profile.clone()]
+    );
+    assert_eq!(store.all_profiles().await.expect("all").len(), 2);
+    assert!(store.profile(beta.id, "nope").await.expect("read").is_none());
+
+    // A save hands back the version it replaces; a failed one keeps it.
+    let first = store
+        .profile_saved(profile.id, Some(("v1", 10)), "ready", now)
+        .await
+        .expect("saved");
+    assert_eq!(first, Some(None));
+    let second = store
+        .profile_saved(profile.id, Some(("v2", 20)), "ready", now)
+        .await
+        .expect("saved");
+    assert_eq!(second, Some(Some("v1".to_owned())));
+    store
+        .profile_saved(profile.id, None, "failed", now)
+        .await
+        .expect("failed");
+    let read = store
+        .profile(alpha.id, "shop login")
+        .await
+        .expect("read")
+        .expect("there");
+    assert_eq!(
+        (read.version.as_deref(), read.size_bytes, read.status.as_str()),
+        (Some("v2"), 20, "failed")
+    );
+
+    let deleted = store.delete_profile(alpha.id, "shop login").await.expect("deleted");
+    assert_eq!(deleted.map(|gone| gone.id), Some(profile.id));
+    assert!(store
+        .delete_profile(alpha.id, "shop login")
+        .await
+        .expect("again")
+        .is_none());
+    assert_eq!(
+        store
+            .profile_saved(profile.id, Some(("v3", 1)), "ready", now)
+            .await
+            .expect("gone"),
+        None
+    );
+    assert!(store.profile(beta.id, "shop login").await.expect("read").is_some());
+}
+
+#[tokio::test]
 async fn teams_and_keys() {
     let (_dir, store) = open().await;
     let store: &dyn Store = store.as_ref();

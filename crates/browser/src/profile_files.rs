@@ -1,0 +1,113 @@
+//! Copying a browser's profile (its user-data-dir: cookies, local storage,
+//! IndexedDB, cache) out of a session and into a new one.
+//!
+//! Only plain files and directories are copied. Symbolic links, sockets and
+//! Chromium's own lock files (`Singleton*`, `lockfile`, `*.lock`) are left
+//! out: a link written by a page's browser could otherwise point the copy at
+//! any file the server can read, and a lock of a dead browser would make the
+//! next one refuse the profile.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+/// Where copied files go and whose they become.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CopyLimits {
+    /// The copy fails once this many bytes have been copied.
+    pub max_bytes: u64,
+    /// The owner (uid, gid) given to every copied entry, when not the server's.
+    pub owner: Option<(u32, u32)>,
+}
+
+/// Why a copy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// More than the limit.
+    #[error("the profile is larger than {0} bytes")]
+    TooLarge(u64),
+    /// Reading or writing failed.
+    #[error("cannot copy the profile: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Copies the tree under `from` into `to` (made if missing) and returns
+/// the bytes copied. Blocking: run it on a blocking thread.
+pub fn copy_profile(from: &Path, to: &Path, limits: CopyLimits) -> Result<u64, CopyError> {
+    let mut copied = 0;
+    copy_dir(from, to, limits, &mut copied)?;
+    Ok(copied)
+}
+
+/// Whether a file name is one of Chromium's locks of a running browser.
+fn is_lock(name: &str) -> bool {
+    name.starts_with("Singleton") || name == "lockfile" || name.ends_with(".lock") || name == "DevToolsActivePort"
+}
+
+fn copy_dir(from: &Path, to: &Path, limits: CopyLimits, copied: &mut u64) -> Result<(), CopyError> {
+    fs::create_dir_all(to)?;
+    own(to, limits)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if is_lock(&name.to_string_lossy()) {
+            continue;
+        }
+        // The entry's own type: a symbolic link is not followed.
+        let kind = entry.file_type()?;
+        let target = to.join(&name);
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &target, limits, copied)?;
+        } else if kind.is_file() {
+            let length = entry.metadata()?.len();
+            if copied.saturating_add(length) > limits.max_bytes {
+                return Err(CopyError::TooLarge(limits.max_bytes));
+            }
+            *copied += fs::copy(entry.path(), &target)?;
+            own(&target, limits)?;
+        }
+    }
+    Ok(())
+}
+
+fn own(path: &Path, limits: CopyLimits) -> io::Result<()> {
+    match limits.owner {
+        Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_files_and_folders_but_no_links_or_locks() {
+        let from = tempfile::tempdir().expect("from");
+        let to = tempfile::tempdir().expect("to");
+        fs::create_dir_all(from.path().join("Default/Local Storage")).expect("dirs");
+        fs::write(from.path().join("Default/Cookies"), b"cookies").expect("file");
+        fs::write(from.path().join("Default/Local Storage/000003.log"), b"storage").expect("file");
+        fs::write(from.path().join("SingletonLock"), b"x").expect("lock");
+        std::os::unix::fs::symlink("/etc/passwd", from.path().join("Default/link")).expect("link");
+        let limits = CopyLimits {
+            max_bytes: 1000,
+            owner: None,
+        };
+        let copied = copy_profile(from.path(), &to.path().join("copy"), limits).expect("copied");
+        assert_eq!(copied, 14);
+        let copy = to.path().join("copy");
+        assert_eq!(fs::read(copy.join("Default/Cookies")).expect("read"), b"cookies");
+        assert!(copy.join("Default/Local Storage/000003.log").is_file());
+        assert!(!copy.join("SingletonLock").exists());
+        assert!(fs::symlink_metadata(copy.join("Default/link")).is_err());
+        let small = CopyLimits {
+            max_bytes: 10,
+            owner: None,
+        };
+        assert!(matches!(
+            copy_profile(from.path(), &to.path().join("small"), small),
+            Err(CopyError::TooLarge(10))
+        ));
+    }
+}

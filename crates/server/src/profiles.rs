@@ -1,0 +1,199 @@
+//! The files of saved browser profiles: `<data dir>/profiles/<profile id>/<version>`.
+//!
+//! A save copies the ended browser's profile into a new `<version>.partial`
+//! folder, renames it to `<version>` once complete, and only then switches
+//! the store's row to it; the version it replaced is removed after. A crash
+//! at any point leaves the row on a complete copy (the previous one until
+//! the switch), and [`ProfileFiles::sweep`] removes what no row names.
+//!
+//! A start copies the version in use into its browser's new profile while
+//! holding that profile's read lock; a switch takes the write lock only for
+//! the store update, so a save never removes a copy a start is reading, and
+//! neither ever waits for another session's copy to finish.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anchorage_browser::{copy_profile, CopyError, CopyLimits};
+use anchorage_core::{ProfileId, Timestamp};
+use anchorage_store::Store;
+use tokio::sync::{OwnedRwLockReadGuard, RwLock};
+
+/// Where profiles' files are, and how large one may be.
+#[derive(Debug)]
+pub struct ProfileFiles {
+    root: PathBuf,
+    max_bytes: u64,
+    locks: Mutex<HashMap<ProfileId, Arc<RwLock<()>>>>,
+}
+
+/// A profile copy a start reads from; the copy stays while this is held.
+#[derive(Debug)]
+pub struct ProfileSeed {
+    /// The folder to copy from.
+    pub folder: PathBuf,
+    /// The most bytes it may hold.
+    pub max_bytes: u64,
+    _reading: OwnedRwLockReadGuard<()>,
+}
+
+impl ProfileFiles {
+    /// Profiles under `root`, each at most `max_bytes`.
+    pub fn new(root: PathBuf, max_bytes: u64) -> Self {
+        Self {
+            root,
+            max_bytes,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock_of(&self, id: ProfileId) -> Arc<RwLock<()>> {
+        match self.locks.lock() {
+            Ok(mut locks) => Arc::clone(locks.entry(id).or_default()),
+            // A poisoned map: a lock of its own is still correct for this call.
+            Err(_) => Arc::new(RwLock::new(())),
+        }
+    }
+
+    fn folder(&self, id: ProfileId) -> PathBuf {
+        self.root.join(id.as_uuid().simple().to_string())
+    }
+
+    /// The profile a start names, and the copy it begins from (the version
+    /// the store names now; `None` for a profile with nothing saved yet).
+    /// `None` when the team has no such profile.
+    pub async fn seed(
+        &self,
+        store: &dyn Store,
+        team: anchorage_core::TeamId,
+        name: &str,
+    ) -> Option<(ProfileId, Option<ProfileSeed>)> {
+        let record = store.profile(team, name).await.ok().flatten()?;
+        let reading = self.lock_of(record.id).read_owned().await;
+        // Read again under the lock: a switch may have happened meanwhile.
+        let record = store.profile(team, name).await.ok().flatten()?;
+        let seed = record.version.map(|version| ProfileSeed {
+            folder: self.folder(record.id).join(version),
+            max_bytes: self.max_bytes,
+            _reading: reading,
+        });
+        Some((record.id, seed))
+    }
+
+    /// Saves the profile folder of an ended browser as the profile's new
+    /// version. Failures are recorded on the profile and logged; the
+    /// previous version stays in use.
+    pub async fn save(&self, store: &dyn Store, id: ProfileId, from: &Path) {
+        let version = format!("v{}-{:08x}", Timestamp::now().as_millis(), rand_suffix());
+        let folder = self.folder(id);
+        let partial = folder.join(format!("{version}.partial"));
+        let complete = folder.join(&version);
+        let limits = CopyLimits {
+            max_bytes: self.max_bytes,
+            owner: None,
+        };
+        let (source, target) = (from.to_path_buf(), partial.clone());
+        let copied = tokio::task::spawn_blocking(move || copy_profile(&source, &target, limits))
+            .await
+            .unwrap_or_else(|error| Err(CopyError::Io(std::io::Error::other(error.to_string()))));
+        let size = match copied {
+            Ok(size) => size,
+            Err(error) => {
+                tracing::warn!(profile_id = %id, %error, "a profile could not be saved; it keeps its previous copy");
+                remove(partial).await;
+                self.record_failure(store, id).await;
+                return;
+            }
+        };
+        if let Err(error) = tokio::fs::rename(&partial, &complete).await {
+            tracing::warn!(profile_id = %id, %error, "a profile could not be saved; it keeps its previous copy");
+            remove(partial).await;
+            self.record_failure(store, id).await;
+            return;
+        }
+        let switched = {
+            let _writing = self.lock_of(id).write_owned().await;
+            let size = i64::try_from(size).unwrap_or(i64::MAX);
+            store
+                .profile_saved(id, Some((&version, size)), "ready", Timestamp::now())
+                .await
+        };
+        match switched {
+            Ok(Some(Some(previous))) => remove(folder.join(previous)).await,
+            Ok(Some(None)) => {}
+            // Deleted while it was being saved: the copy goes too.
+            Ok(None) => remove(folder).await,
+            Err(error) => {
+                tracing::error!(profile_id = %id, %error, "cannot record a saved profile; it keeps its previous copy");
+                remove(complete).await;
+            }
+        }
+    }
+
+    async fn record_failure(&self, store: &dyn Store, id: ProfileId) {
+        let has_copy = store
+            .all_profiles()
+            .await
+            .ok()
+            .and_then(|profiles| profiles.into_iter().find(|profile| profile.id == id))
+            .is_some_and(|profile| profile.version.is_some());
+        let status = if has_copy { "ready" } else { "failed" };
+        let _ = store.profile_saved(id, None, status, Timestamp::now()).await;
+    }
+
+    /// Removes a deleted profile's files (after any start reading them).
+    pub async fn remove(&self, id: ProfileId) {
+        let _writing = self.lock_of(id).write_owned().await;
+        remove(self.folder(id)).await;
+        if let Ok(mut locks) = self.locks.lock() {
+            locks.remove(&id);
+        }
+    }
+
+    /// At start-up: removes folders no profile names (deleted profiles,
+    /// replaced versions, unfinished saves), and marks profiles that waited
+    /// for a session of the previous run as saved or failed.
+    pub async fn sweep(&self, store: &dyn Store) -> Result<(), anchorage_store::StoreError> {
+        let profiles = store.all_profiles().await?;
+        for profile in profiles.iter().filter(|profile| profile.status == "pending") {
+            let status = if profile.version.is_some() { "ready" } else { "failed" };
+            store.profile_saved(profile.id, None, status, Timestamp::now()).await?;
+        }
+        let Ok(mut entries) = tokio::fs::read_dir(&self.root).await else {
+            return Ok(());
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(profile) = profiles
+                .iter()
+                .find(|profile| profile.id.as_uuid().simple().to_string() == name)
+            else {
+                remove(entry.path()).await;
+                continue;
+            };
+            let Ok(mut versions) = tokio::fs::read_dir(entry.path()).await else {
+                continue;
+            };
+            while let Ok(Some(version)) = versions.next_entry().await {
+                if profile.version.as_deref() != Some(&*version.file_name().to_string_lossy()) {
+                    remove(version.path()).await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn remove(path: PathBuf) {
+    let _ = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => tracing::warn!(path = %path.display(), %error, "cannot remove a profile folder"),
+    })
+    .await;
+}
+
+fn rand_suffix() -> u32 {
+    uuid::Uuid::new_v4().as_u128() as u32
+}

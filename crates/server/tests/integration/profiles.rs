@@ -1,0 +1,253 @@
+//! Saved profiles with real Chromium: a cookie and a localStorage value
+//! set in a session that persists into a profile are there in the next
+//! session started from it, and not in one without; a profile made from a
+//! running session is saved when that session ends; another team sees
+//! none of it; bad requests change nothing.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::{serve_test_page, Cdp, TestServer};
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+/// Starts a session, opens the test page in it, and reads its cookie and
+/// localStorage value; then `write` (JavaScript) runs, and the session ends.
+async fn visit(server: &TestServer, pages: &str, body: Value, write: &str) -> (Value, Value) {
+    let session = server.create_session(body).await;
+    let id = text(&session["id"]).to_owned();
+    let (status, _) = server
+        .post(&format!("/v1/sessions/{id}/goto"), json!({"url": format!("{pages}/")}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
+    let page = cdp.attach_newest_page().await;
+    let cookie = cdp.evaluate(&page, "document.cookie").await;
+    let stored = cdp.evaluate(&page, "localStorage.getItem('visits')").await;
+    if !write.is_empty() {
+        cdp.evaluate(&page, write).await;
+    }
+    cdp.close().await;
+    let (status, _) = server.delete(&format!("/v1/sessions/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    (cookie, stored)
+}
+
+const WRITE: &str = "document.cookie = 'login=yes; max-age=3600; path=/'; localStorage.setItem('visits', '1'); 1";
+
+#[tokio::test]
+async fn a_persisting_session_saves_its_state_and_the_next_one_starts_from_it() {
+    let server = TestServer::start().await;
+    let pages = serve_test_page().await;
+    let (status, made) = server.post("/v1/profiles", json!({"name": "shop login"})).await;
+    assert_eq!((status, made), (StatusCode::OK, json!({"data": {"status": "success"}})));
+
+    let with_profile = json!({"browser": {"profile": {"name": "shop login", "persist": true}}});
+    let (cookie, stored) = visit(&server, &pages, with_profile.clone(), WRITE).await;
+    assert_eq!((cookie, stored), (json!(""), Value::Null), "a new profile is empty");
+    // The save is done before the session's place is freed.
+    server.assert_no_browsers_left().await;
+
+    let (cookie, stored) = visit(&server, &pages, with_profile, "").await;
+    assert_eq!(
+        (cookie, stored),
+        (json!("login=yes"), json!("1")),
+        "the next session has the state"
+    );
+    let (cookie, stored) = visit(&server, &pages, json!({}), "").await;
+    assert_eq!(
+        (cookie, stored),
+        (json!(""), Value::Null),
+        "a session without the profile has none of it"
+    );
+    server.assert_no_browsers_left().await;
+
+    // Without persist, a session's changes are not written back.
+    let read_only = json!({"browser": {"profile": {"name": "shop login"}}});
+    visit(
+        &server,
+        &pages,
+        read_only.clone(),
+        "localStorage.setItem('visits', '2'); 1",
+    )
+    .await;
+    server.assert_no_browsers_left().await;
+    let (_, stored) = visit(&server, &pages, read_only, "").await;
+    assert_eq!(stored, json!("1"));
+
+    let (status, listed) = server.get("/v1/profiles").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["data"]["count"], json!(1));
+    assert_eq!(listed["data"]["items"][0]["name"], json!("shop login"));
+    assert_eq!(listed["data"]["items"][0]["status"], json!("ready"));
+
+    // Deleted: gone from the list and the disk; a start naming it is refused.
+    let profiles_dir = server.data_dir.path().join("profiles");
+    let (status, _) = server.delete("/v1/profiles/shop%20login").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(server.get("/v1/profiles/shop%20login").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        std::fs::read_dir(&profiles_dir)
+            .map(|entries| entries.count())
+            .unwrap_or(0),
+        0,
+        "the profile's files are gone"
+    );
+    let (status, error) = server
+        .post("/v1/sessions", json!({"browser": {"profile": {"name": "shop login"}}}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        text(&error["error"]["message"]).contains("browser.profile.name"),
+        "{error}"
+    );
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_profile_made_from_a_running_session_is_saved_when_it_ends() {
+    let server = TestServer::start().await;
+    let pages = serve_test_page().await;
+    let session = server.create_session(json!({})).await;
+    let id = text(&session["id"]).to_owned();
+    server
+        .post(&format!("/v1/sessions/{id}/goto"), json!({"url": format!("{pages}/")}))
+        .await;
+    let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
+    let page = cdp.attach_newest_page().await;
+    cdp.evaluate(&page, WRITE).await;
+    cdp.close().await;
+    let (status, _) = server
+        .post(
+            "/v1/profiles",
+            json!({"name": "from session", "description": "made live", "source": "session", "session_id": id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, profile) = server.get("/v1/profiles/from%20session").await;
+    assert_eq!(profile["data"]["status"], json!("pending"));
+    assert_eq!(profile["data"]["session_id"], json!(id));
+    server.delete(&format!("/v1/sessions/{id}")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.get("/v1/profiles/from%20session").await.1["data"]["status"] != json!("ready") {
+        assert!(Instant::now() < deadline, "the profile was not saved");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (cookie, stored) = visit(
+        &server,
+        &pages,
+        json!({"browser": {"profile": {"name": "from session"}}}),
+        "",
+    )
+    .await;
+    assert_eq!((cookie, stored), (json!("login=yes"), json!("1")));
+
+    // Another team sees none of it.
+    let other = anchorage_server::keys::create(&server.config, "second team", "test")
+        .await
+        .expect("key");
+    for path in ["/v1/profiles/from%20session"] {
+        let (status, _) = server.request(reqwest::Method::GET, path, Some(&other), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = server.request(reqwest::Method::DELETE, path, Some(&other), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    let (_, theirs) = server
+        .request(reqwest::Method::GET, "/v1/profiles", Some(&other), None)
+        .await;
+    assert_eq!(theirs, json!({"data": {"count": 0, "items": []}}));
+    let (status, _) = server
+        .request(
+            reqwest::Method::POST,
+            "/v1/sessions",
+            Some(&other),
+            Some(json!({"browser": {"profile": {"name": "from session"}}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_profile_requests_are_refused_and_change_nothing() {
+    let server = TestServer::start().await;
+    server.post("/v1/profiles", json!({"name": "kept"})).await;
+    let unknown_session = "8a6e0804-2bd0-4672-b79d-d97027f22166";
+    for (body, wanted, needle) in [
+        (json!({}), StatusCode::BAD_REQUEST, "name"),
+        (json!({"name": ""}), StatusCode::BAD_REQUEST, "name"),
+        (json!({"name": "a/b"}), StatusCode::BAD_REQUEST, "name"),
+        (json!({"name": 5}), StatusCode::BAD_REQUEST, "name"),
+        (json!({"name": "x".repeat(129)}), StatusCode::BAD_REQUEST, "name"),
+        (json!({"name": "kept"}), StatusCode::CONFLICT, "kept"),
+        (
+            json!({"name": "n", "source": "upload"}),
+            StatusCode::BAD_REQUEST,
+            "source",
+        ),
+        (
+            json!({"name": "n", "source": "session"}),
+            StatusCode::BAD_REQUEST,
+            "session_id",
+        ),
+        (
+            json!({"name": "n", "source": "session", "session_id": "nope"}),
+            StatusCode::BAD_REQUEST,
+            "session_id",
+        ),
+        (
+            json!({"name": "n", "source": "session", "session_id": unknown_session}),
+            StatusCode::NOT_FOUND,
+            "Session",
+        ),
+        (
+            json!({"name": "n", "dedicated_sticky_ip": true}),
+            StatusCode::BAD_REQUEST,
+            "hosted",
+        ),
+        (
+            json!({"name": "n", "description": "d".repeat(1001)}),
+            StatusCode::BAD_REQUEST,
+            "description",
+        ),
+    ] {
+        let (status, error) = server.post("/v1/profiles", body.clone()).await;
+        assert_eq!(status, wanted, "{body}: {error}");
+        assert!(text(&error["error"]["message"]).contains(needle), "{body}: {error}");
+    }
+    for body in [
+        json!({"browser": {"profile": {"name": 3}}}),
+        json!({"browser": {"profile": {"persist": true}}}),
+        json!({"browser": {"profile": {"name": "missing"}}}),
+        json!({"browser": {"profile": {"name": "kept", "persist": "yes"}}}),
+    ] {
+        let (status, error) = server.post("/v1/sessions", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {error}");
+        assert!(
+            text(&error["error"]["message"]).contains("browser.profile"),
+            "{body}: {error}"
+        );
+    }
+    let (status, error) = server
+        .post(
+            "/v1/batch-sessions",
+            json!({"count": 2, "configuration": {"browser": {"profile": {"name": "missing"}}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert!(
+        text(&error["error"]["message"]).contains("configuration.browser.profile.name"),
+        "{error}"
+    );
+    assert_eq!(server.get("/v1/profiles").await.1["data"]["count"], json!(1));
+    assert_eq!(server.get("/v1/profiles/missing").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(server.delete("/v1/profiles/missing").await.0, StatusCode::NOT_FOUND);
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
