@@ -37,6 +37,8 @@ pub struct Metrics {
     cdp_connections: Gauge,
     unseen_admission_changes: Gauge,
     batch_items: Family<Vec<(String, String)>, Gauge>,
+    stored_items: Family<Vec<(String, String)>, Gauge>,
+    stored_bytes: Family<Vec<(String, String)>, Gauge>,
 }
 
 /// What `/metrics` shows besides the counters, read at render time.
@@ -55,6 +57,8 @@ pub struct Gauges {
     pub unseen_admission_changes: u64,
     /// Batch items by status.
     pub batch_items: Vec<(&'static str, i64)>,
+    /// What teams keep on the server, by kind (`profiles`): how many, and their bytes.
+    pub stored: Vec<(&'static str, i64, i64)>,
 }
 
 impl Default for Metrics {
@@ -73,6 +77,8 @@ impl Default for Metrics {
             cdp_connections: Gauge::default(),
             unseen_admission_changes: Gauge::default(),
             batch_items: Family::default(),
+            stored_items: Family::default(),
+            stored_bytes: Family::default(),
             registry: Registry::default(),
         };
         // Names are given without `_total`: the client adds it to counters.
@@ -146,6 +152,16 @@ impl Default for Metrics {
             "Batch items by status.",
             metrics.batch_items.clone(),
         );
+        registry.register(
+            "anchorage_stored_items",
+            "What teams keep on the server, by kind (profiles).",
+            metrics.stored_items.clone(),
+        );
+        registry.register(
+            "anchorage_stored_bytes",
+            "Bytes of what teams keep on the server, by kind (profiles: their saved copies).",
+            metrics.stored_bytes.clone(),
+        );
         Self { registry, ..metrics }
     }
 }
@@ -202,6 +218,11 @@ impl Metrics {
                 .get_or_create(&vec![("status".to_owned(), (*status).to_owned())])
                 .set(*value);
         }
+        for (kind, items, bytes) in &gauges.stored {
+            let label = vec![("kind".to_owned(), (*kind).to_owned())];
+            self.stored_items.get_or_create(&label).set(*items);
+            self.stored_bytes.get_or_create(&label).set(*bytes);
+        }
         let mut out = String::new();
         if let Err(error) = encode(&mut out, &self.registry) {
             // Writing into a String cannot fail; say so if it ever does.
@@ -223,6 +244,7 @@ mod tests {
         let gauges = Gauges {
             running_sessions: 3,
             batch_items: vec![("pending", 2)],
+            stored: vec![("profiles", 2, 4096)],
             ..Gauges::default()
         };
         let text = metrics.render(&gauges);
@@ -238,7 +260,12 @@ mod tests {
         );
         assert!(text.contains("anchorage_launch_duration_seconds_count 1\n"), "{text}");
         assert!(text.contains("anchorage_batch_items{status=\"pending\"} 2\n"), "{text}");
-        assert_eq!(text.matches("# TYPE").count(), 12, "{text}");
+        assert!(text.contains("anchorage_stored_items{kind=\"profiles\"} 2\n"), "{text}");
+        assert!(
+            text.contains("anchorage_stored_bytes{kind=\"profiles\"} 4096\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("# TYPE").count(), 14, "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -26,6 +26,8 @@ pub struct ProfileFiles {
     root: PathBuf,
     max_bytes: u64,
     locks: Mutex<HashMap<ProfileId, Arc<RwLock<()>>>>,
+    /// Saves announced and not finished, per profile (shown as `saving`).
+    saving: Mutex<HashMap<ProfileId, usize>>,
 }
 
 /// A profile copy a start reads from; the copy stays while this is held.
@@ -45,6 +47,7 @@ impl ProfileFiles {
             root,
             max_bytes,
             locks: Mutex::new(HashMap::new()),
+            saving: Mutex::new(HashMap::new()),
         }
     }
 
@@ -81,10 +84,39 @@ impl ProfileFiles {
         Some((record.id, seed))
     }
 
+    /// Announces saves about to run (the session has ended, the browser
+    /// still closes), so that the profiles show `saving` until they are done.
+    pub fn announce_saves(&self, ids: &[ProfileId]) {
+        if let Ok(mut saving) = self.saving.lock() {
+            for id in ids {
+                *saving.entry(*id).or_default() += 1;
+            }
+        }
+    }
+
+    /// Whether a save of the profile is announced and not finished.
+    pub fn is_saving(&self, id: ProfileId) -> bool {
+        self.saving.lock().is_ok_and(|saving| saving.contains_key(&id))
+    }
+
+    /// Saves the profile folder of an ended browser as the profile's new
+    /// version, and ends its announcement (see [`Self::announce_saves`]).
+    pub async fn save_announced(&self, store: &dyn Store, id: ProfileId, from: &Path) {
+        self.save(store, id, from).await;
+        if let Ok(mut saving) = self.saving.lock() {
+            if let Some(count) = saving.get_mut(&id) {
+                *count -= 1;
+                if *count == 0 {
+                    saving.remove(&id);
+                }
+            }
+        }
+    }
+
     /// Saves the profile folder of an ended browser as the profile's new
     /// version. Failures are recorded on the profile and logged; the
     /// previous version stays in use.
-    pub async fn save(&self, store: &dyn Store, id: ProfileId, from: &Path) {
+    async fn save(&self, store: &dyn Store, id: ProfileId, from: &Path) {
         let version = format!("v{}-{:08x}", Timestamp::now().as_millis(), rand_suffix());
         let folder = self.folder(id);
         let partial = folder.join(format!("{version}.partial"));

@@ -839,7 +839,8 @@ pub struct ProfileItem {
     pub source: Option<String>,
     /// The session it was made from.
     pub session_id: Option<String>,
-    /// `pending` (its session has not ended yet), `ready`, or `failed` (nothing could be saved).
+    /// `pending` (its session has not ended yet), `saving` (a session's state
+    /// is being written into it), `ready`, or `failed` (nothing could be saved).
     pub status: String,
     /// When it was made.
     pub created_at: String,

@@ -232,6 +232,7 @@ impl Fleet {
             queued_requests: self.admission.queued(),
             unseen_admission_changes: self.admission.unseen_changes(),
             batch_items: Vec::new(),
+            stored: Vec::new(),
         }
     }
 

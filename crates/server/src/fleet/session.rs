@@ -257,19 +257,23 @@ impl Fleet {
         if profiles.is_none() {
             browser.kill_now();
         }
+        if let Some(profiles) = &profiles {
+            profiles.announce_saves(&saves);
+        }
         if let Ok(mut live) = self.live.lock() {
             live.remove(&session.id);
         }
         self.metrics.session_ended();
         session.recorded.cancel();
-        if let (Some(profiles), Some(folder)) = (profiles, browser.profile_dir()) {
+        if let Some(profiles) = profiles {
+            let folder = browser.profile_dir().unwrap_or_default();
             if !browser.close_gracefully(PROFILE_CLOSE_WAIT).await {
                 tracing::warn!(session_id = %session.id, "the browser did not close in time; its profile is saved as it is");
                 browser.kill_now();
                 let _ = browser.exited().await;
             }
             for profile in saves {
-                profiles.save(self.store.as_ref(), profile, &folder).await;
+                profiles.save_announced(self.store.as_ref(), profile, &folder).await;
             }
         }
         browser.shut_down().await;

@@ -70,6 +70,12 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         ("failed", counts.failed),
         ("cancelled", counts.cancelled),
     ];
+    let profiles = state.store.all_profiles().await?;
+    gauges.stored = vec![(
+        "profiles",
+        i64::try_from(profiles.len()).unwrap_or(i64::MAX),
+        profiles.iter().map(|profile| profile.size_bytes).sum(),
+    )];
     let body = state.fleet.metrics.render(&gauges);
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response())
 }

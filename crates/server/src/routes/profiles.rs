@@ -19,13 +19,16 @@ use crate::wire::{Data, ProfileBody, ProfileItem, ProfileList, Success};
 /// Longest description, in characters.
 const MAX_DESCRIPTION_CHARS: usize = 1000;
 
-fn item(profile: ProfileRecord) -> ProfileItem {
+/// A profile as answered: `saving` while a session's state is being
+/// written into it.
+fn item(state: &AppState, profile: ProfileRecord) -> ProfileItem {
+    let saving = state.fleet.profiles().is_some_and(|files| files.is_saving(profile.id));
     ProfileItem {
         name: profile.name,
         description: profile.description,
         source: profile.source,
         session_id: profile.session_id.map(|id| id.to_string()),
-        status: profile.status,
+        status: if saving { "saving".to_owned() } else { profile.status },
         created_at: profile.created_at.to_string(),
     }
 }
@@ -150,7 +153,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<
         .list_profiles(caller.0.team_id)
         .await?
         .into_iter()
-        .map(item)
+        .map(|profile| item(&state, profile))
         .collect();
     Ok(Data::of(ProfileList {
         count: items.len(),
@@ -179,7 +182,7 @@ pub async fn get(
         .profile(caller.0.team_id, &name)
         .await?
         .ok_or_else(not_found)?;
-    Ok(Data::of(item(profile)))
+    Ok(Data::of(item(&state, profile)))
 }
 
 /// `DELETE /v1/profiles/{name}`.
