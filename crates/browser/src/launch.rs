@@ -60,6 +60,8 @@ pub struct LaunchSpec {
     /// A saved profile copied into the new profile dir before the browser
     /// starts, and the most bytes it may hold.
     pub profile_seed: Option<(PathBuf, u64)>,
+    /// Chromium `--proxy-server`: `scheme://host:port`, never credentials.
+    pub proxy_server: Option<String>,
 }
 
 /// An unprivileged user for browsers (when the server runs as root).
@@ -94,6 +96,7 @@ impl LaunchSpec {
             sandbox: false,
             background: false,
             profile_seed: None,
+            proxy_server: None,
         }
     }
 
@@ -146,6 +149,9 @@ impl LaunchSpec {
         }
         arguments.push(format!("--user-data-dir={}", self.profile_dir().display()));
         arguments.push(format!("--window-size={width},{height}"));
+        if let Some(server) = &self.proxy_server {
+            arguments.push(format!("--proxy-server={server}"));
+        }
         if let Some(rules) = &self.host_resolver_rules {
             arguments.push(format!("--host-resolver-rules={rules}"));
         }

@@ -39,6 +39,9 @@ pub struct LaunchRequest {
     /// A saved profile to start from (copied in before the browser starts),
     /// and the most bytes it may hold.
     pub profile_seed: Option<(PathBuf, u64)>,
+    /// Chromium `--proxy-server` (`scheme://host:port`); credentials are
+    /// answered over DevTools, never put on the command line.
+    pub proxy_server: Option<String>,
 }
 
 /// Starts browsers. The fleet schedules; this launches.
@@ -120,6 +123,7 @@ impl ChromiumLauncher {
             sandbox: self.settings.sandbox,
             background: request.ahead && self.background_launches,
             profile_seed: request.profile_seed.clone(),
+            proxy_server: request.proxy_server.clone(),
             ..LaunchSpec::new(
                 self.settings.executable.clone(),
                 self.settings.dirs.for_session(&request.name),

@@ -20,6 +20,7 @@ mod launch;
 mod launcher;
 mod pages;
 mod profile_files;
+mod proxy_auth;
 mod pump;
 mod reap;
 mod screencast;
@@ -37,6 +38,7 @@ pub use launch::{
 };
 pub use launcher::{ChromiumLauncher, ChromiumSettings, LaunchRequest, Launcher};
 pub use profile_files::{copy_profile, CopyError, CopyLimits};
+pub use proxy_auth::ProxyAuthenticator;
 pub use pump::{pump, websocket_config, PumpEnd, MAX_FRAME_BYTES};
 pub use reap::{leftover_browser_pids, reap_leftovers, ReapReport};
 pub use screencast::{Frame, FrameAck, Input, MouseButton, MouseKind, Screencast, ScreencastEvent};

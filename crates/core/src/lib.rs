@@ -18,7 +18,9 @@ mod wire_enum;
 pub use admission::FairQueue;
 pub use batch::{failure_summary, BatchCounts, BatchStatus};
 pub use ids::{ApiKeyId, BatchId, ProfileId, RequestId, SessionId, TeamId};
-pub use options::{check_profile_name, OptionsError, ProfileUse, SessionOptions, Viewport};
+pub use options::{
+    check_profile_name, redact_configuration, CustomProxy, OptionsError, ProfileUse, SessionOptions, Viewport,
+};
 pub use request::{RequestMove, RequestPhase, RequestStatus};
 pub use session::{SessionMove, SessionStatus};
 pub use time::Timestamp;

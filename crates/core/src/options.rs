@@ -67,6 +67,49 @@ pub struct SessionOptions {
     /// The saved profile the browser starts from (`browser.profile`).
     #[serde(default)]
     pub profile: Option<ProfileUse>,
+    /// The proxy of the user's own the browser sends its traffic through
+    /// (`session.proxy` of type `custom`).
+    #[serde(default)]
+    pub proxy: Option<CustomProxy>,
+}
+
+/// A proxy of the user's own (`session.proxy` with `type: "custom"`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomProxy {
+    /// `scheme://host:port` (`http`, `https`, `socks4` or `socks5`), as Chromium's `--proxy-server` takes it.
+    pub server: String,
+    /// For a proxy that asks for credentials, answered over DevTools.
+    pub username: Option<String>,
+    /// Never shown: see [`redact_configuration`].
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for CustomProxy {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("CustomProxy")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| REDACTED))
+            .finish()
+    }
+}
+
+/// What stands for a password wherever a start body is shown.
+pub const REDACTED: &str = "[redacted]";
+
+/// Replaces the proxy password of a start body (as it is kept and shown in
+/// a session's `configuration`) with [`REDACTED`].
+pub fn redact_configuration(configuration: &mut Value) {
+    if let Some(password) = configuration
+        .get_mut("session")
+        .and_then(|session| session.get_mut("proxy"))
+        .and_then(|proxy| proxy.get_mut("password"))
+    {
+        if !password.is_null() {
+            *password = Value::String(REDACTED.to_owned());
+        }
+    }
 }
 
 /// A saved profile a session starts from.
@@ -108,6 +151,7 @@ impl Default for SessionOptions {
             proxy_requested: false,
             viewport: Viewport::default(),
             profile: None,
+            proxy: None,
         }
     }
 }
@@ -154,12 +198,100 @@ pub struct SessionPart {
     pub tags: Option<Vec<String>>,
     /// Recording; recorded, not active yet.
     pub recording: Option<ActivePart>,
-    /// Proxy settings; recorded, not active yet (`active` defaults to true).
-    pub proxy: Option<ActivePart>,
+    /// A proxy: `type: "custom"` with `server` (and `username`, `password`)
+    /// is used; the hosted `anchor_proxy` is refused.
+    pub proxy: Option<ProxyPart>,
     /// Timeouts in minutes.
     pub timeout: Option<TimeoutPart>,
     /// Live view options.
     pub live_view: Option<LiveViewPart>,
+}
+
+/// `session.proxy` of a start.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct ProxyPart {
+    /// `custom` (a proxy of your own) or `anchor_proxy` (hosted only, refused).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// On or off (default on).
+    pub active: Option<bool>,
+    /// For `custom`: `scheme://host:port`.
+    pub server: Option<String>,
+    /// For `custom`: the proxy's user name.
+    pub username: Option<String>,
+    /// For `custom`: the proxy's password (never shown back).
+    pub password: Option<String>,
+    /// For `anchor_proxy` (hosted only).
+    #[cfg_attr(feature = "schema", schema(value_type = Option<String>))]
+    pub country_code: Option<Value>,
+    /// For `anchor_proxy` (hosted only).
+    #[cfg_attr(feature = "schema", schema(value_type = Option<String>))]
+    pub region: Option<Value>,
+    /// For `anchor_proxy` (hosted only).
+    #[cfg_attr(feature = "schema", schema(value_type = Option<String>))]
+    pub city: Option<Value>,
+}
+
+/// Longest proxy server, user name or password, in bytes.
+const MAX_PROXY_FIELD_BYTES: usize = 1024;
+
+fn parse_proxy(part: &ProxyPart) -> Result<Option<CustomProxy>, OptionsError> {
+    if part.active == Some(false) {
+        return Ok(None);
+    }
+    match part.kind.as_deref() {
+        Some("custom") => {}
+        None | Some("anchor_proxy") => {
+            return Err(invalid(
+                "session.proxy: the anchor_proxy (a residential proxy by country) is a hosted AnchorBrowser                  service that anchorage does not have; use {\"type\": \"custom\", \"server\": \"http://host:port\", \
+                 \"username\": …, \"password\": …, \"active\": true} with a proxy of your own",
+            ))
+        }
+        Some(other) => {
+            return Err(invalid(format!(
+                "session.proxy.type must be \"custom\" (a proxy of your own), not {other:?}"
+            )))
+        }
+    }
+    let server = part
+        .server
+        .as_deref()
+        .ok_or_else(|| invalid("session.proxy.server is required for a custom proxy (scheme://host:port)"))?;
+    let url = Url::parse(server).ok().filter(|url| {
+        matches!(url.scheme(), "http" | "https" | "socks4" | "socks5")
+            && url.host().is_some()
+            && url.username().is_empty()
+            && url.password().is_none()
+            && matches!(url.path(), "" | "/")
+            && url.query().is_none()
+            && url.fragment().is_none()
+    });
+    let Some(url) = url.filter(|_| server.len() <= MAX_PROXY_FIELD_BYTES) else {
+        return Err(invalid(
+            "session.proxy.server must be scheme://host:port with scheme http, https, socks4 or socks5              (credentials go in username and password)",
+        ));
+    };
+    for (name, value) in [("username", &part.username), ("password", &part.password)] {
+        if value
+            .as_ref()
+            .is_some_and(|value| value.len() > MAX_PROXY_FIELD_BYTES || value.chars().any(char::is_control))
+        {
+            return Err(invalid(format!(
+                "session.proxy.{name} must be at most {MAX_PROXY_FIELD_BYTES} bytes, without control characters"
+            )));
+        }
+    }
+    let host = url.host_str().unwrap_or_default();
+    let port = url
+        .port_or_known_default()
+        .map(|port| format!(":{port}"))
+        .unwrap_or_default();
+    Ok(Some(CustomProxy {
+        server: format!("{}://{host}{port}", url.scheme()),
+        username: part.username.clone().filter(|name| !name.is_empty()),
+        password: part.password.clone(),
+    }))
 }
 
 /// A part that is switched on or off.
@@ -253,6 +385,9 @@ fn expected_at(path: &str) -> String {
         | "browser.popup_blocker"
         | "browser.captcha_solver"
         | "browser.fullscreen" => "must be an object".to_owned(),
+        "session.proxy.type" | "session.proxy.server" | "session.proxy.username" | "session.proxy.password" => {
+            "must be a string".to_owned()
+        }
         "session.recording.active"
         | "session.proxy.active"
         | "session.live_view.read_only"
@@ -388,7 +523,8 @@ impl SessionOptions {
                 options.recording_requested = active;
             }
             if let Some(proxy) = &session.proxy {
-                options.proxy_requested = proxy.active.unwrap_or(true);
+                options.proxy = parse_proxy(proxy)?;
+                options.proxy_requested = options.proxy.is_some();
             }
             if let Some(timeout) = &session.timeout {
                 options.max_duration_minutes =
@@ -468,7 +604,7 @@ mod tests {
                 "recording": {"active": false},
                 "timeout": {"max_duration": -1, "idle_timeout": 3},
                 "live_view": {"read_only": true},
-                "proxy": {"type": "anchor_proxy", "active": true},
+                "proxy": {"type": "custom", "server": "http://proxy.test:3128", "username": "u", "password": "p", "active": true},
                 "unknown": 1
             },
             "browser": {"headless": {"active": true}, "viewport": {"width": 800, "height": 600}},
@@ -485,6 +621,15 @@ mod tests {
         assert_eq!(options.idle_timeout_minutes, Some(3));
         assert!(options.live_view_read_only);
         assert!(options.proxy_requested);
+        let proxy = options.proxy.as_ref().expect("proxy");
+        assert_eq!(
+            (proxy.server.as_str(), proxy.username.as_deref()),
+            ("http://proxy.test:3128", Some("u"))
+        );
+        assert!(
+            !format!("{proxy:?}").contains("\"p\""),
+            "the password is not in Debug output"
+        );
         assert!(options.headless_requested);
         assert_eq!(
             options.viewport,

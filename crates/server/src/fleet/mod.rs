@@ -498,6 +498,7 @@ impl Fleet {
                         initial_url: None,
                         ahead: true,
                         profile_seed: None,
+                        proxy_server: None,
                     };
                     let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
                     drop(launch_permit);

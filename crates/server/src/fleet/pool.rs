@@ -31,9 +31,9 @@ pub(super) struct Pooled {
 }
 
 /// Whether a start can take a pooled browser: its launch-time options (the
-/// window) are the defaults. An `initial_url` is opened after the handout.
+/// window, a profile, a proxy) are the defaults. An `initial_url` is opened after the handout.
 pub(super) fn poolable(options: &SessionOptions) -> bool {
-    options.viewport == Viewport::default() && options.profile.is_none()
+    options.viewport == Viewport::default() && options.profile.is_none() && options.proxy.is_none()
 }
 
 /// Whether a refill may start now.

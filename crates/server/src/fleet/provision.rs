@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use anchorage_browser::{Browser, LaunchError, LaunchRequest};
-use anchorage_core::{RequestId, SessionId, SessionStatus, Timestamp};
+use anchorage_core::{RequestId, SessionId, SessionOptions, SessionStatus, Timestamp};
 use anchorage_store::{LaunchFailure, RequestRecord, SessionRecord};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -225,9 +225,15 @@ impl Fleet {
                 let launch = LaunchRequest {
                     name: session.id.as_uuid().simple().to_string(),
                     window: (options.viewport.width, options.viewport.height),
-                    initial_url: options.initial_url.clone(),
+                    // Behind a proxy that wants credentials, the first page
+                    // opens once they can be answered (below).
+                    initial_url: options
+                        .initial_url
+                        .clone()
+                        .filter(|_| !proxy_needs_credentials(&options)),
                     ahead: false,
                     profile_seed: seed.as_ref().map(|seed| (seed.folder.clone(), seed.max_bytes)),
+                    proxy_server: options.proxy.as_ref().map(|proxy| proxy.server.clone()),
                 };
                 let launched = self.launch_with_retry(&launch, &abort).await;
                 drop(seed);
@@ -251,6 +257,16 @@ impl Fleet {
             browser.shut_down().await;
             return Provisioned::Withdrawn;
         }
+        let authenticating = match self.answer_proxy_credentials(&options, &browser).await {
+            Ok(authenticating) => authenticating,
+            Err(message) => {
+                browser.shut_down().await;
+                return Provisioned::LaunchFailed {
+                    session_id: session.id,
+                    message,
+                };
+            }
+        };
         match self.store.finish_launch(request.id, session.id, Timestamp::now()).await {
             Ok(true) => {}
             Ok(false) => {
@@ -289,6 +305,14 @@ impl Fleet {
         if let (Some(id), Some(true)) = (profile_id, options.profile.as_ref().map(|profile| profile.persist)) {
             live.save_into_on_end(id);
         }
+        if let Some(authenticating) = authenticating {
+            // It answers for as long as the session lives.
+            let ending = live.ending_token();
+            self.tasks.spawn(async move {
+                ending.cancelled().await;
+                authenticating.cancel();
+            });
+        }
         if let Ok(mut sessions) = self.live.lock() {
             sessions.insert(session.id, Arc::clone(&live));
         }
@@ -318,4 +342,38 @@ impl Fleet {
             .spawn(async move { fleet.supervise(live, options, holdings).await });
         Provisioned::Running(session.id)
     }
+
+    /// For a session behind a proxy that wants credentials: starts
+    /// answering them over DevTools (until the returned token fires, or the
+    /// browser goes), then opens the first page (held back at launch).
+    async fn answer_proxy_credentials(
+        &self,
+        options: &SessionOptions,
+        browser: &anchorage_browser::Browser,
+    ) -> Result<Option<CancellationToken>, String> {
+        let Some(proxy) = options.proxy.as_ref().filter(|_| proxy_needs_credentials(options)) else {
+            return Ok(None);
+        };
+        let authenticator = anchorage_browser::ProxyAuthenticator::enable(
+            browser.devtools(),
+            proxy.username.as_deref().unwrap_or_default(),
+            proxy.password.as_deref().unwrap_or_default(),
+        )
+        .await
+        .map_err(|error| format!("cannot answer the proxy's credentials: {error}"))?;
+        let stop = CancellationToken::new();
+        self.tasks.spawn(authenticator.run(stop.clone()));
+        if let Some(url) = &options.initial_url {
+            if let Err(error) = anchorage_browser::open_in_first_page(browser.devtools(), url).await {
+                stop.cancel();
+                return Err(format!("cannot open session.initial_url: {error}"));
+            }
+        }
+        Ok(Some(stop))
+    }
+}
+
+/// Whether a session's proxy wants credentials answered.
+fn proxy_needs_credentials(options: &SessionOptions) -> bool {
+    options.proxy.as_ref().is_some_and(|proxy| proxy.username.is_some())
 }

@@ -66,6 +66,8 @@ pub async fn create(
             let options = validate_start(&state, &configuration)
                 .map_err(|message| ApiError::BadRequest(format!("configuration.{message}")))?;
             check_profile(&state, &caller, &options, "configuration.").await?;
+            let mut configuration = configuration;
+            anchorage_core::redact_configuration(&mut configuration);
             (configuration, options)
         }
         Some(_) => {

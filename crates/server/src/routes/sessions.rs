@@ -70,6 +70,9 @@ pub(super) async fn new_request(
 ) -> Result<RequestRecord, ApiError> {
     let options = validate_start(state, &configuration).map_err(ApiError::BadRequest)?;
     check_profile(state, caller, &options, "").await?;
+    // The options keep the proxy's password; the body as kept and shown does not.
+    let mut configuration = configuration;
+    anchorage_core::redact_configuration(&mut configuration);
     if state.fleet.team_over_quota(caller.0.team_id) {
         return Err(ApiError::TooManyRequests {
             message:

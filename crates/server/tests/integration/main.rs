@@ -16,5 +16,6 @@ mod leaks;
 mod live;
 mod pool;
 mod profiles;
+mod proxy;
 mod sessions;
 mod tools;
