@@ -62,6 +62,9 @@ pub struct LaunchSpec {
     pub profile_seed: Option<(PathBuf, u64)>,
     /// Chromium `--proxy-server`: `scheme://host:port`, never credentials.
     pub proxy_server: Option<String>,
+    /// Unpacked extensions, copied into the browser's own folder (so that
+    /// its user owns them) and loaded.
+    pub extensions: Vec<PathBuf>,
 }
 
 /// An unprivileged user for browsers (when the server runs as root).
@@ -97,7 +100,13 @@ impl LaunchSpec {
             background: false,
             profile_seed: None,
             proxy_server: None,
+            extensions: Vec::new(),
         }
+    }
+
+    /// Where the browser's copy of its `index`th extension goes.
+    fn extension_dir(&self, index: usize) -> PathBuf {
+        self.session_dir.join("extensions").join(index.to_string())
     }
 
     fn profile_dir(&self) -> PathBuf {
@@ -126,7 +135,7 @@ impl LaunchSpec {
             "--disable-breakpad",
             "--disable-crash-reporter",
             "--disable-client-side-phishing-detection",
-            "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider,InterestFeedContentSuggestions,CertificateTransparencyComponentUpdater,AutofillServerCommunication",
+            "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider,InterestFeedContentSuggestions,CertificateTransparencyComponentUpdater,AutofillServerCommunication,DisableLoadExtensionCommandLineSwitch",
             "--disable-quic",
             "--disable-gpu",
             "--disable-dev-shm-usage",
@@ -149,6 +158,13 @@ impl LaunchSpec {
         }
         arguments.push(format!("--user-data-dir={}", self.profile_dir().display()));
         arguments.push(format!("--window-size={width},{height}"));
+        if !self.extensions.is_empty() {
+            let folders: Vec<String> = (0..self.extensions.len())
+                .map(|index| self.extension_dir(index).display().to_string())
+                .collect();
+            arguments.push(format!("--load-extension={}", folders.join(",")));
+            arguments.push(format!("--disable-extensions-except={}", folders.join(",")));
+        }
         if let Some(server) = &self.proxy_server {
             arguments.push(format!("--proxy-server={server}"));
         }
@@ -648,22 +664,27 @@ pub async fn launch_until(
             }
         }
     }
-    if let Some((seed, max_bytes)) = spec.profile_seed.clone() {
+    // A saved profile and extensions are copied in before the browser starts.
+    let mut copies: Vec<(PathBuf, PathBuf, u64)> = Vec::new();
+    if let Some((seed, max_bytes)) = &spec.profile_seed {
+        copies.push((seed.clone(), spec.profile_dir(), *max_bytes));
+    }
+    for (index, extension) in spec.extensions.iter().enumerate() {
+        copies.push((extension.clone(), spec.extension_dir(index), u64::MAX));
+    }
+    for (from, to, max_bytes) in copies {
         let limits = crate::CopyLimits {
             max_bytes,
             owner: spec.run_as.as_ref().map(|run_as| (run_as.uid, run_as.gid)),
         };
-        let profile = spec.profile_dir();
-        let copied = tokio::task::spawn_blocking(move || crate::copy_profile(&seed, &profile, limits))
+        let target = to.clone();
+        let copied = tokio::task::spawn_blocking(move || crate::copy_profile(&from, &target, limits))
             .await
             .map_err(|error| std::io::Error::other(error.to_string()))
             .and_then(|copied| copied.map_err(std::io::Error::other));
         if let Err(source) = copied {
             remove_dirs(spec).await;
-            return Err(LaunchError::Directory {
-                path: spec.profile_dir(),
-                source,
-            });
+            return Err(LaunchError::Directory { path: to, source });
         }
     }
     let pipes = match DevtoolsPipes::new() {

@@ -42,6 +42,8 @@ pub struct LaunchRequest {
     /// Chromium `--proxy-server` (`scheme://host:port`); credentials are
     /// answered over DevTools, never put on the command line.
     pub proxy_server: Option<String>,
+    /// Unpacked extensions to load (copied into the browser's folder first).
+    pub extensions: Vec<PathBuf>,
 }
 
 /// Starts browsers. The fleet schedules; this launches.
@@ -124,6 +126,7 @@ impl ChromiumLauncher {
             background: request.ahead && self.background_launches,
             profile_seed: request.profile_seed.clone(),
             proxy_server: request.proxy_server.clone(),
+            extensions: request.extensions.clone(),
             ..LaunchSpec::new(
                 self.settings.executable.clone(),
                 self.settings.dirs.for_session(&request.name),

@@ -73,6 +73,10 @@ uuid_id!(
     /// A team's saved browser profile.
     ProfileId
 );
+uuid_id!(
+    /// A browser extension a team uploaded.
+    ExtensionId
+);
 
 #[cfg(test)]
 mod tests {

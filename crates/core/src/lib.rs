@@ -17,7 +17,7 @@ mod wire_enum;
 
 pub use admission::FairQueue;
 pub use batch::{failure_summary, BatchCounts, BatchStatus};
-pub use ids::{ApiKeyId, BatchId, ProfileId, RequestId, SessionId, TeamId};
+pub use ids::{ApiKeyId, BatchId, ExtensionId, ProfileId, RequestId, SessionId, TeamId};
 pub use options::{
     check_profile_name, redact_configuration, CustomProxy, OptionsError, ProfileUse, SessionOptions, Viewport,
 };

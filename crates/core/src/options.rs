@@ -71,7 +71,13 @@ pub struct SessionOptions {
     /// (`session.proxy` of type `custom`).
     #[serde(default)]
     pub proxy: Option<CustomProxy>,
+    /// Uploaded extensions loaded into the browser (`browser.extensions`).
+    #[serde(default)]
+    pub extensions: Vec<crate::ExtensionId>,
 }
+
+/// Most extensions one session loads.
+pub const MAX_SESSION_EXTENSIONS: usize = 20;
 
 /// A proxy of the user's own (`session.proxy` with `type: "custom"`).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +158,7 @@ impl Default for SessionOptions {
             viewport: Viewport::default(),
             profile: None,
             proxy: None,
+            extensions: Vec::new(),
         }
     }
 }
@@ -343,7 +350,7 @@ pub struct BrowserPart {
     /// Fullscreen; recorded, not active yet.
     #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
     pub fullscreen: Option<Map<String, Value>>,
-    /// Extension ids; recorded, not active yet.
+    /// Ids of the team's uploaded extensions to load (`POST /v1/extensions`).
     #[cfg_attr(feature = "schema", schema(value_type = Option<Vec<String>>))]
     pub extensions: Option<Vec<Value>>,
 }
@@ -553,6 +560,22 @@ impl SessionOptions {
                         return Err(invalid("browser.profile.name is required to persist a profile"));
                     }
                     (None, _) => {}
+                }
+            }
+            if let Some(extensions) = &browser.extensions {
+                if extensions.len() > MAX_SESSION_EXTENSIONS {
+                    return Err(invalid(format!(
+                        "browser.extensions may name at most {MAX_SESSION_EXTENSIONS} extensions"
+                    )));
+                }
+                for id in extensions {
+                    let id = id
+                        .as_str()
+                        .and_then(|text| text.parse::<crate::ExtensionId>().ok())
+                        .ok_or_else(|| invalid("browser.extensions must be an array of extension ids"))?;
+                    if !options.extensions.contains(&id) {
+                        options.extensions.push(id);
+                    }
                 }
             }
             if let Some(viewport) = &browser.viewport {

@@ -211,6 +211,8 @@ impl App {
         }));
         let profiles = Arc::new(ProfileFiles::new(data_dir.join("profiles"), config.max_profile_bytes));
         profiles.sweep(store.as_ref()).await?;
+        let extensions_root = data_dir.join("extensions");
+        crate::extensions::sweep(store.as_ref(), &extensions_root).await?;
         let settings = FleetSettings {
             max_sessions: config.max_sessions,
             launch_concurrency: config.launch_concurrency,
@@ -219,6 +221,7 @@ impl App {
             pool_refill_delay: config.pool_refill_delay,
             timeout_minute: config.timeout_minute,
             profiles: Some(profiles),
+            extensions_root: Some(extensions_root),
         };
         let fleet = Fleet::new(Arc::clone(&store), launcher, settings, shutdown.clone(), tasks.clone());
         fleet.start().await?;
@@ -244,6 +247,7 @@ impl App {
             public_url,
             max_body_bytes: config.max_body_bytes,
             max_upload_bytes: config.max_upload_bytes,
+            max_extension_bytes: config.max_extension_bytes,
             header_read_timeout: config.header_read_timeout,
             block_private_networks: config.block_private_networks,
         };

@@ -56,6 +56,7 @@ struct FileConfig {
     max_body_bytes: Option<u64>,
     max_upload_bytes: Option<u64>,
     max_profile_bytes: Option<u64>,
+    max_extension_bytes: Option<u64>,
     launch_timeout_seconds: Option<u64>,
     max_batch: Option<u64>,
     team_max_sessions: Option<u64>,
@@ -95,6 +96,8 @@ pub struct Config {
     /// Largest saved profile (`ANCHORAGE_MAX_PROFILE_BYTES`): a save above
     /// it fails and the profile keeps its previous copy.
     pub max_profile_bytes: u64,
+    /// Largest extension, zipped and unpacked (`ANCHORAGE_MAX_EXTENSION_BYTES`).
+    pub max_extension_bytes: u64,
     /// How long a browser may take to come up (`ANCHORAGE_LAUNCH_TIMEOUT_SECONDS`).
     pub launch_timeout: Duration,
     /// Most sessions one batch may ask for (`ANCHORAGE_MAX_BATCH`).
@@ -247,6 +250,13 @@ impl Config {
             64 * 1024 * 1024 * 1024,
         )?
         .unwrap_or(1024 * 1024 * 1024);
+        let max_extension_bytes = number(
+            "ANCHORAGE_MAX_EXTENSION_BYTES",
+            from_file.max_extension_bytes,
+            64 * 1024,
+            4 * 1024 * 1024 * 1024,
+        )?
+        .unwrap_or(50 * 1024 * 1024);
         let max_body_bytes = number(
             "ANCHORAGE_MAX_BODY_BYTES",
             from_file.max_body_bytes,
@@ -346,6 +356,7 @@ impl Config {
             max_body_bytes,
             max_upload_bytes,
             max_profile_bytes,
+            max_extension_bytes,
             launch_timeout,
             max_batch,
             team_max_sessions,

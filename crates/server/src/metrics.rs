@@ -57,7 +57,7 @@ pub struct Gauges {
     pub unseen_admission_changes: u64,
     /// Batch items by status.
     pub batch_items: Vec<(&'static str, i64)>,
-    /// What teams keep on the server, by kind (`profiles`): how many, and their bytes.
+    /// What teams keep on the server, by kind (`profiles`, `extensions`): how many, and their bytes.
     pub stored: Vec<(&'static str, i64, i64)>,
 }
 
@@ -154,12 +154,12 @@ impl Default for Metrics {
         );
         registry.register(
             "anchorage_stored_items",
-            "What teams keep on the server, by kind (profiles).",
+            "What teams keep on the server, by kind (profiles, extensions).",
             metrics.stored_items.clone(),
         );
         registry.register(
             "anchorage_stored_bytes",
-            "Bytes of what teams keep on the server, by kind (profiles: their saved copies).",
+            "Bytes of what teams keep on the server, by kind (profiles: their saved copies; extensions: unpacked).",
             metrics.stored_bytes.clone(),
         );
         Self { registry, ..metrics }

@@ -24,6 +24,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Largest file one upload may carry.
     pub max_upload_bytes: u64,
+    /// Largest extension, zipped and unpacked.
+    pub max_extension_bytes: u64,
     /// Whether `initial_url`s of private hosts are refused.
     pub block_private_networks: bool,
     /// How long a client may take to send a request's headers.

@@ -861,3 +861,29 @@ pub struct Success {
     /// `success`.
     pub status: &'static str,
 }
+
+/// One uploaded extension (`ExtensionResponseSchema` upstream).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExtensionItem {
+    /// Its id, for `browser.extensions`.
+    pub id: String,
+    /// The name given at upload.
+    pub name: String,
+    /// Its `manifest.json`.
+    #[schema(value_type = Object)]
+    pub manifest: Value,
+    /// When it was uploaded.
+    #[serde(rename = "createdAt")]
+    pub created_at: String,
+    /// When it last changed.
+    #[serde(rename = "updatedAt")]
+    pub updated_at: String,
+}
+
+/// `{"data": {"status": "success"}}` inside `data`, as upstream's delete of an
+/// extension answers (`ExtensionsDeleteExtensionResponse`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    /// `{"status": "success"}`.
+    pub data: Success,
+}

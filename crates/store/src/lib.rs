@@ -14,9 +14,9 @@ use anchorage_core::{BatchId, RequestId, SessionId, SessionStatus, TeamId, Times
 use async_trait::async_trait;
 
 pub use records::{
-    ApiKeyRecord, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, LaunchFailure,
-    ProfileRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord, SessionSort,
-    TeamRecord,
+    ApiKeyRecord, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, ExtensionRecord,
+    LaunchFailure, ProfileRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage,
+    SessionRecord, SessionSort, TeamRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -221,4 +221,22 @@ pub trait Store: Send + Sync + 'static {
         status: &str,
         at: Timestamp,
     ) -> StoreResult<Option<Option<String>>>;
+
+    /// Records an uploaded extension.
+    async fn create_extension(&self, extension: &ExtensionRecord) -> StoreResult<()>;
+
+    /// One extension of a team.
+    async fn extension(&self, team_id: TeamId, id: anchorage_core::ExtensionId)
+        -> StoreResult<Option<ExtensionRecord>>;
+
+    /// A team's extensions (every team's with `None`), oldest first.
+    async fn list_extensions(&self, team_id: Option<TeamId>) -> StoreResult<Vec<ExtensionRecord>>;
+
+    /// Removes a team's extension and hands it back (its folder is the
+    /// caller's to remove).
+    async fn delete_extension(
+        &self,
+        team_id: TeamId,
+        id: anchorage_core::ExtensionId,
+    ) -> StoreResult<Option<ExtensionRecord>>;
 }

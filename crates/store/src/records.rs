@@ -357,3 +357,22 @@ pub struct ProfileRecord {
     /// When it last changed.
     pub updated_at: Timestamp,
 }
+
+/// A browser extension a team uploaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExtensionRecord {
+    /// Its id (names its folder in the data dir).
+    pub id: anchorage_core::ExtensionId,
+    /// Its team.
+    pub team_id: TeamId,
+    /// The name the user gave it.
+    pub name: String,
+    /// Its `manifest.json`.
+    pub manifest: Value,
+    /// Bytes unpacked.
+    pub size_bytes: i64,
+    /// When it was uploaded.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}

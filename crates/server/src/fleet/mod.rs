@@ -75,6 +75,9 @@ pub struct FleetSettings {
     pub timeout_minute: Duration,
     /// Saved profiles' files; `None` where sessions cannot use profiles.
     pub profiles: Option<Arc<crate::profiles::ProfileFiles>>,
+    /// Where uploaded extensions are unpacked (`<root>/<id, 32 hex>`);
+    /// `None` where sessions cannot load extensions.
+    pub extensions_root: Option<std::path::PathBuf>,
 }
 
 /// How long a start whose launch the store could not record waits before
@@ -191,6 +194,14 @@ impl Fleet {
     /// Saved profiles' files, where sessions can use profiles.
     pub fn profiles(&self) -> Option<&Arc<crate::profiles::ProfileFiles>> {
         self.settings.profiles.as_ref()
+    }
+
+    /// Where an uploaded extension's files are, where sessions can load extensions.
+    pub fn extension_dir(&self, id: anchorage_core::ExtensionId) -> Option<std::path::PathBuf> {
+        self.settings
+            .extensions_root
+            .as_ref()
+            .map(|root| root.join(id.as_uuid().simple().to_string()))
     }
 
     /// Loads pending requests from the store and starts the admission loop.
@@ -499,6 +510,7 @@ impl Fleet {
                         ahead: true,
                         profile_seed: None,
                         proxy_server: None,
+                        extensions: Vec::new(),
                     };
                     let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
                     drop(launch_permit);

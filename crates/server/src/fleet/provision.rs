@@ -234,6 +234,11 @@ impl Fleet {
                     ahead: false,
                     profile_seed: seed.as_ref().map(|seed| (seed.folder.clone(), seed.max_bytes)),
                     proxy_server: options.proxy.as_ref().map(|proxy| proxy.server.clone()),
+                    extensions: options
+                        .extensions
+                        .iter()
+                        .filter_map(|id| self.extension_dir(*id))
+                        .collect(),
                 };
                 let launched = self.launch_with_retry(&launch, &abort).await;
                 drop(seed);

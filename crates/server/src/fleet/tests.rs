@@ -299,6 +299,26 @@ impl Store for FaultyStore {
     ) -> StoreResult<Option<Option<String>>> {
         self.inner.profile_saved(id, saved, status, at).await
     }
+    async fn create_extension(&self, extension: &anchorage_store::ExtensionRecord) -> StoreResult<()> {
+        self.inner.create_extension(extension).await
+    }
+    async fn extension(
+        &self,
+        team_id: TeamId,
+        id: anchorage_core::ExtensionId,
+    ) -> StoreResult<Option<anchorage_store::ExtensionRecord>> {
+        self.inner.extension(team_id, id).await
+    }
+    async fn list_extensions(&self, team_id: Option<TeamId>) -> StoreResult<Vec<anchorage_store::ExtensionRecord>> {
+        self.inner.list_extensions(team_id).await
+    }
+    async fn delete_extension(
+        &self,
+        team_id: TeamId,
+        id: anchorage_core::ExtensionId,
+    ) -> StoreResult<Option<anchorage_store::ExtensionRecord>> {
+        self.inner.delete_extension(team_id, id).await
+    }
 }
 
 /// A fleet over the fake launcher and the faulty store, with two teams.
@@ -322,6 +342,7 @@ fn settings() -> FleetSettings {
         // Timeouts never fire during a test.
         timeout_minute: Duration::from_secs(3600),
         profiles: None,
+        extensions_root: None,
     }
 }
 

@@ -24,7 +24,7 @@ use axum::Json;
 use serde_json::Value;
 use url::Url;
 
-use super::extract::{decode_body, IdPath, JsonBody};
+use super::extract::{decode_body, field_to_file, unreadable_multipart, IdPath, JsonBody};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::fleet::LiveSession;
@@ -735,8 +735,6 @@ pub async fn upload(
     IdPath(session_id): IdPath<SessionId>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<Data<Uploaded>>, ApiError> {
-    use tokio::io::AsyncWriteExt;
-
     let session = running(&state, &caller, session_id).await?;
     let mut multipart = multipart.map_err(|rejection| {
         ApiError::BadRequest(format!(
@@ -746,10 +744,7 @@ pub async fn upload(
     let Some(dir) = session.files_dir.as_ref().map(|dir| dir.join("uploads")) else {
         return Err(ApiError::Conflict("this session's browser keeps no files".to_owned()));
     };
-    let unreadable = |error: axum::extract::multipart::MultipartError| {
-        ApiError::BadRequest(format!("the multipart body could not be read: {error}"))
-    };
-    while let Some(mut field) = multipart.next_field().await.map_err(unreadable)? {
+    while let Some(mut field) = multipart.next_field().await.map_err(unreadable_multipart)? {
         if field.name() != Some("file") {
             continue;
         }
@@ -761,26 +756,7 @@ pub async fn upload(
             copy += 1;
             path = dir.join(format!("{copy}-{name}"));
         }
-        let mut file = tokio::fs::File::create(&path).await.map_err(ApiError::internal)?;
-        let mut written: u64 = 0;
-        let outcome = async {
-            while let Some(chunk) = field.chunk().await.map_err(unreadable)? {
-                written += chunk.len() as u64;
-                if written > state.max_upload_bytes {
-                    return Err(ApiError::PayloadTooLarge(
-                        usize::try_from(state.max_upload_bytes).unwrap_or(usize::MAX),
-                    ));
-                }
-                file.write_all(&chunk).await.map_err(ApiError::internal)?;
-            }
-            file.flush().await.map_err(ApiError::internal)
-        }
-        .await;
-        if let Err(error) = outcome {
-            drop(file);
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(error);
-        }
+        let written = field_to_file(&mut field, &path, state.max_upload_bytes).await?;
         // The browser may run as another user: it reads the file, nothing more.
         let readable = std::fs::Permissions::from_mode(0o644);
         tokio::fs::set_permissions(&path, readable)

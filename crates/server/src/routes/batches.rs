@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::extract::{decode_body, IdPath, JsonBody, QueryMap};
-use super::sessions::{batch_item, check_profile, validate_start};
+use super::sessions::{batch_item, check_named_resources, validate_start};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::fleet::BatchEnd;
@@ -65,7 +65,7 @@ pub async fn create(
         Some(configuration @ Value::Object(_)) => {
             let options = validate_start(&state, &configuration)
                 .map_err(|message| ApiError::BadRequest(format!("configuration.{message}")))?;
-            check_profile(&state, &caller, &options, "configuration.").await?;
+            check_named_resources(&state, &caller, &options, "configuration.").await?;
             let mut configuration = configuration;
             anchorage_core::redact_configuration(&mut configuration);
             (configuration, options)

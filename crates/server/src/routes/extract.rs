@@ -175,6 +175,42 @@ impl<T: PathId> axum::extract::FromRequestParts<AppState> for IdPath<T> {
     }
 }
 
+/// Streams one multipart field into a new file at `path`, at most `limit`
+/// bytes (`413` beyond); on any error the file is removed. Returns the bytes
+/// written.
+pub async fn field_to_file(
+    field: &mut axum::extract::multipart::Field<'_>,
+    path: &std::path::Path,
+    limit: u64,
+) -> Result<u64, ApiError> {
+    use tokio::io::AsyncWriteExt;
+
+    let mut file = tokio::fs::File::create(path).await.map_err(ApiError::internal)?;
+    let mut written: u64 = 0;
+    let outcome = async {
+        while let Some(chunk) = field.chunk().await.map_err(unreadable_multipart)? {
+            written += chunk.len() as u64;
+            if written > limit {
+                return Err(ApiError::PayloadTooLarge(usize::try_from(limit).unwrap_or(usize::MAX)));
+            }
+            file.write_all(&chunk).await.map_err(ApiError::internal)?;
+        }
+        file.flush().await.map_err(ApiError::internal)
+    }
+    .await;
+    if let Err(error) = outcome {
+        drop(file);
+        let _ = tokio::fs::remove_file(path).await;
+        return Err(error);
+    }
+    Ok(written)
+}
+
+/// A multipart body that could not be read.
+pub fn unreadable_multipart(error: axum::extract::multipart::MultipartError) -> ApiError {
+    ApiError::BadRequest(format!("the multipart body could not be read: {error}"))
+}
+
 #[cfg(test)]
 mod properties {
     use proptest::prelude::*;

@@ -71,11 +71,20 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         ("cancelled", counts.cancelled),
     ];
     let profiles = state.store.all_profiles().await?;
-    gauges.stored = vec![(
-        "profiles",
-        i64::try_from(profiles.len()).unwrap_or(i64::MAX),
-        profiles.iter().map(|profile| profile.size_bytes).sum(),
-    )];
+    let extensions = state.store.list_extensions(None).await?;
+    let count = |len: usize| i64::try_from(len).unwrap_or(i64::MAX);
+    gauges.stored = vec![
+        (
+            "profiles",
+            count(profiles.len()),
+            profiles.iter().map(|profile| profile.size_bytes).sum(),
+        ),
+        (
+            "extensions",
+            count(extensions.len()),
+            extensions.iter().map(|extension| extension.size_bytes).sum(),
+        ),
+    ];
     let body = state.fleet.metrics.render(&gauges);
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response())
 }

@@ -5,6 +5,7 @@
 mod actions;
 mod batches;
 mod cdp;
+mod extensions;
 pub mod extract;
 mod health;
 mod live;
@@ -61,6 +62,13 @@ const BATCH_CHANGE: &[Fault] = &[
     Fault::Unauthorized,
     Fault::NotFound,
     Fault::Conflict,
+    Fault::PayloadTooLarge,
+    Fault::Unavailable,
+];
+/// An upload of a file the server checks and keeps.
+const UPLOAD: &[Fault] = &[
+    Fault::BadRequest,
+    Fault::Unauthorized,
     Fault::PayloadTooLarge,
     Fault::Unavailable,
 ];
@@ -295,6 +303,15 @@ pub(crate) fn table() -> Vec<Route> {
             Method::DELETE,
             "/v1/profiles/{name}",
             delete(profiles::delete),
+            READ_ONE,
+        ),
+        route(Method::POST, "/v1/extensions", post(extensions::upload), UPLOAD),
+        route(Method::GET, "/v1/extensions", get(extensions::list), READ),
+        route(Method::GET, "/v1/extensions/{id}", get(extensions::get), READ_ONE),
+        route(
+            Method::DELETE,
+            "/v1/extensions/{id}",
+            delete(extensions::delete),
             READ_ONE,
         ),
         route(Method::POST, "/v1/tools/screenshot", post(tools::screenshot), TOOL),

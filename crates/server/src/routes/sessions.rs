@@ -38,13 +38,20 @@ pub fn validate_start(state: &AppState, configuration: &Value) -> Result<Session
     Ok(options)
 }
 
-/// Refuses a start that names a profile its team does not have.
-pub(super) async fn check_profile(
+/// Refuses a start that names a profile or an extension its team does not have.
+pub(super) async fn check_named_resources(
     state: &AppState,
     caller: &Caller,
     options: &SessionOptions,
     field_prefix: &str,
 ) -> Result<(), ApiError> {
+    for id in &options.extensions {
+        if state.fleet.extension_dir(*id).is_none() || state.store.extension(caller.0.team_id, *id).await?.is_none() {
+            return Err(ApiError::BadRequest(format!(
+                "{field_prefix}browser.extensions: your team has no extension {id} (upload it with POST /v1/extensions)"
+            )));
+        }
+    }
     let Some(profile) = &options.profile else {
         return Ok(());
     };
@@ -69,7 +76,7 @@ pub(super) async fn new_request(
     configuration: Value,
 ) -> Result<RequestRecord, ApiError> {
     let options = validate_start(state, &configuration).map_err(ApiError::BadRequest)?;
-    check_profile(state, caller, &options, "").await?;
+    check_named_resources(state, caller, &options, "").await?;
     // The options keep the proxy's password; the body as kept and shown does not.
     let mut configuration = configuration;
     anchorage_core::redact_configuration(&mut configuration);

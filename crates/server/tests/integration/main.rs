@@ -11,6 +11,7 @@ mod actions;
 mod bad_input;
 mod batches;
 mod chaos;
+mod extensions;
 mod isolation;
 mod leaks;
 mod live;

@@ -3,6 +3,7 @@
 //! transaction, so racing callers get exactly one winner.
 
 mod batches;
+mod extensions;
 mod profiles;
 mod rows;
 
@@ -17,9 +18,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::records::{
-    ApiKeyRecord, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, LaunchFailure,
-    ProfileRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord, SessionSort,
-    TeamRecord,
+    ApiKeyRecord, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, ExtensionRecord,
+    LaunchFailure, ProfileRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage,
+    SessionRecord, SessionSort, TeamRecord,
 };
 use crate::{Store, StoreError, StoreResult};
 use rows::{api_key_from_row, request_from_row, session_from_row, team_from_row};
@@ -30,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_2.sql"),
     include_str!("schema_3.sql"),
     include_str!("schema_4.sql"),
+    include_str!("schema_5.sql"),
 ];
 
 const SESSION_COLUMNS: &str = "s.id, s.team_id, s.api_key_id, s.api_key_name, s.request_id, s.batch_id, s.status, \
@@ -583,6 +585,30 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> StoreResult<Option<Option<String>>> {
         self.record_profile_save(id, saved, status, at).await
+    }
+
+    async fn create_extension(&self, extension: &ExtensionRecord) -> StoreResult<()> {
+        self.insert_extension(extension).await
+    }
+
+    async fn extension(
+        &self,
+        team_id: TeamId,
+        id: anchorage_core::ExtensionId,
+    ) -> StoreResult<Option<ExtensionRecord>> {
+        Ok(self.extension_rows(Some(team_id), Some(id)).await?.into_iter().next())
+    }
+
+    async fn list_extensions(&self, team_id: Option<TeamId>) -> StoreResult<Vec<ExtensionRecord>> {
+        self.extension_rows(team_id, None).await
+    }
+
+    async fn delete_extension(
+        &self,
+        team_id: TeamId,
+        id: anchorage_core::ExtensionId,
+    ) -> StoreResult<Option<ExtensionRecord>> {
+        self.remove_extension(team_id, id).await
     }
 
     async fn cancel_batch(&self, team_id: TeamId, batch_id: BatchId, at: Timestamp) -> StoreResult<BatchChange> {

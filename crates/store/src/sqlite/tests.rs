@@ -178,6 +178,47 @@ async fn profiles_are_per_team_and_a_save_switches_versions() {
 }
 
 #[tokio::test]
+async fn extensions_are_per_team() {
+    let (_dir, store) = open().await;
+    let store: &dyn Store = store.as_ref();
+    let alpha = store.create_team("alpha").await.expect("team");
+    let beta = store.create_team("beta").await.expect("team");
+    let now = Timestamp::now();
+    let extension = crate::ExtensionRecord {
+        id: anchorage_core::ExtensionId::new_random(),
+        team_id: alpha.id,
+        name: "marker".to_owned(),
+        manifest: json!({"manifest_version": 3, "name": "m", "version": "1"}),
+        size_bytes: 120,
+        created_at: now,
+        updated_at: now,
+    };
+    store.create_extension(&extension).await.expect("created");
+    assert_eq!(
+        store.extension(alpha.id, extension.id).await.expect("read"),
+        Some(extension.clone())
+    );
+    assert_eq!(store.extension(beta.id, extension.id).await.expect("read"), None);
+    assert_eq!(store.list_extensions(Some(alpha.id)).await.expect("list").len(), 1);
+    assert!(store.list_extensions(Some(beta.id)).await.expect("list").is_empty());
+    assert_eq!(store.list_extensions(None).await.expect("all").len(), 1);
+    assert!(store
+        .delete_extension(beta.id, extension.id)
+        .await
+        .expect("theirs")
+        .is_none());
+    assert_eq!(
+        store
+            .delete_extension(alpha.id, extension.id)
+            .await
+            .expect("ours")
+            .map(|gone| gone.id),
+        Some(extension.id)
+    );
+    assert!(store.list_extensions(None).await.expect("all").is_empty());
+}
+
+#[tokio::test]
 async fn teams_and_keys() {
     let (_dir, store) = open().await;
     let store: &dyn Store = store.as_ref();
