@@ -11,13 +11,29 @@ as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-ensure_chromium() {
-    if command -v chromium >/dev/null 2>&1 || [ -n "${ANCHORAGE_CHROMIUM:-}" ]; then
+ensure_browser_packages() {
+    local missing=()
+    if ! command -v chromium >/dev/null 2>&1 && [ -z "${ANCHORAGE_CHROMIUM:-}" ]; then
+        missing+=(chromium)
+    fi
+    # certutil puts the CA certificates a session trusts into its browser's NSS database.
+    command -v certutil >/dev/null 2>&1 || missing+=(libnss3-tools)
+    if [ "${#missing[@]}" = 0 ]; then
         return
     fi
-    say "installing Chromium from Debian's packages"
+    say "installing ${missing[*]} from Debian's packages"
     as_root apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+}
+
+# The tests make certificates and serve HTTPS with openssl.
+ensure_openssl() {
+    if command -v openssl >/dev/null 2>&1; then
+        return
+    fi
+    say "installing openssl from Debian's packages"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl
 }
 
 ensure_rust() {

@@ -41,6 +41,16 @@ pub fn find_chromium(path: &str) -> Option<PathBuf> {
     })
 }
 
+/// The first executable called `name` on this process's `PATH`, or in
+/// `/usr/bin` when `PATH` has none.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(std::iter::once(PathBuf::from("/usr/bin")))
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
 fn skip_launcher_script(found: PathBuf) -> PathBuf {
     let is_script = std::fs::File::open(&found)
         .and_then(|mut file| {

@@ -65,6 +65,9 @@ pub struct LaunchSpec {
     /// Unpacked extensions, copied into the browser's own folder (so that
     /// its user owns them) and loaded.
     pub extensions: Vec<PathBuf>,
+    /// CA certificates (name, PEM) the browser trusts: put in an NSS
+    /// database under a home folder of the browser's own.
+    pub trusted_cas: Vec<(String, String)>,
 }
 
 /// An unprivileged user for browsers (when the server runs as root).
@@ -101,7 +104,13 @@ impl LaunchSpec {
             profile_seed: None,
             proxy_server: None,
             extensions: Vec::new(),
+            trusted_cas: Vec::new(),
         }
+    }
+
+    /// The browser's own home folder, for a browser that trusts CAs of its own.
+    fn home_dir(&self) -> PathBuf {
+        self.session_dir.join("home")
     }
 
     /// Where the browser's copy of its `index`th extension goes.
@@ -449,6 +458,80 @@ async fn end_group(pgid: u32) {
     }
 }
 
+/// Makes the NSS database a browser reads its trusted CAs from
+/// (`<home>/.pki/nssdb`) with the spec's CAs in it, trusted for servers.
+async fn trust_cas(spec: &LaunchSpec) -> std::io::Result<()> {
+    let certutil = crate::host::find_in_path("certutil").ok_or_else(|| {
+        std::io::Error::other(
+            "certutil is not installed (Debian package libnss3-tools); it is needed to trust CA certificates",
+        )
+    })?;
+    let db = spec.home_dir().join(".pki").join("nssdb");
+    tokio::fs::create_dir_all(&db).await?;
+    let database = format!("sql:{}", db.display());
+    let run = |arguments: Vec<String>| {
+        let certutil = certutil.clone();
+        async move {
+            let output = tokio::process::Command::new(certutil)
+                .args(&arguments)
+                .stdin(Stdio::null())
+                .output()
+                .await?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!(
+                    "certutil failed: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                )))
+            }
+        }
+    };
+    run(vec![
+        "-N".into(),
+        "-d".into(),
+        database.clone(),
+        "--empty-password".into(),
+    ])
+    .await?;
+    for (index, (name, pem)) in spec.trusted_cas.iter().enumerate() {
+        let file = db.join(format!("ca-{index}.pem"));
+        tokio::fs::write(&file, pem).await?;
+        let added = run(vec![
+            "-A".into(),
+            "-d".into(),
+            database.clone(),
+            "-n".into(),
+            name.clone(),
+            "-t".into(),
+            "C,,".into(),
+            "-i".into(),
+            file.display().to_string(),
+        ])
+        .await;
+        let _ = tokio::fs::remove_file(&file).await;
+        added?;
+    }
+    if let Some(run_as) = &spec.run_as {
+        let (home, owner) = (spec.home_dir(), (run_as.uid, run_as.gid));
+        tokio::task::spawn_blocking(move || chown_tree(&home, owner))
+            .await
+            .map_err(|error| std::io::Error::other(error.to_string()))??;
+    }
+    Ok(())
+}
+
+/// Gives a folder and everything in it to `owner` (uid, gid).
+fn chown_tree(path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
+    std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), owner)?;
+        }
+    }
+    Ok(())
+}
+
 /// Sets the nice value of every process of a group.
 #[allow(unsafe_code)]
 fn set_group_priority(pgid: u32, nice: i32) -> std::io::Result<()> {
@@ -687,6 +770,15 @@ pub async fn launch_until(
             return Err(LaunchError::Directory { path: to, source });
         }
     }
+    if !spec.trusted_cas.is_empty() {
+        if let Err(source) = trust_cas(spec).await {
+            remove_dirs(spec).await;
+            return Err(LaunchError::Directory {
+                path: spec.home_dir(),
+                source,
+            });
+        }
+    }
     let pipes = match DevtoolsPipes::new() {
         Ok(pipes) => pipes,
         Err(error) => {
@@ -716,6 +808,19 @@ pub async fn launch_until(
             .gid(run_as.gid)
             .env("HOME", spec.session_dir.clone())
             .env("XDG_CACHE_HOME", run_as.cache_dir.clone());
+    }
+    if !spec.trusted_cas.is_empty() {
+        // Chromium reads the CAs it trusts from $HOME/.pki/nssdb; the font
+        // cache stays where it was, shared.
+        command.env("HOME", spec.home_dir());
+        if spec.run_as.is_none() {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")));
+            if let Some(cache) = cache {
+                command.env("XDG_CACHE_HOME", cache);
+            }
+        }
     }
     pipes.hand_over(&mut command, spec.background);
     let spawned_child = command.spawn();

@@ -44,6 +44,8 @@ pub struct LaunchRequest {
     pub proxy_server: Option<String>,
     /// Unpacked extensions to load (copied into the browser's folder first).
     pub extensions: Vec<PathBuf>,
+    /// CA certificates (name, PEM) the browser trusts.
+    pub trusted_cas: Vec<(String, String)>,
 }
 
 /// Starts browsers. The fleet schedules; this launches.
@@ -127,6 +129,7 @@ impl ChromiumLauncher {
             profile_seed: request.profile_seed.clone(),
             proxy_server: request.proxy_server.clone(),
             extensions: request.extensions.clone(),
+            trusted_cas: request.trusted_cas.clone(),
             ..LaunchSpec::new(
                 self.settings.executable.clone(),
                 self.settings.dirs.for_session(&request.name),

@@ -77,6 +77,10 @@ uuid_id!(
     /// A browser extension a team uploaded.
     ExtensionId
 );
+uuid_id!(
+    /// A CA certificate a team uploaded.
+    CertificateId
+);
 
 #[cfg(test)]
 mod tests {

@@ -17,9 +17,10 @@ mod wire_enum;
 
 pub use admission::FairQueue;
 pub use batch::{failure_summary, BatchCounts, BatchStatus};
-pub use ids::{ApiKeyId, BatchId, ExtensionId, ProfileId, RequestId, SessionId, TeamId};
+pub use ids::{ApiKeyId, BatchId, CertificateId, ExtensionId, ProfileId, RequestId, SessionId, TeamId};
 pub use options::{
-    check_profile_name, redact_configuration, CustomProxy, OptionsError, ProfileUse, SessionOptions, Viewport,
+    check_certificate_name, check_profile_name, redact_configuration, CustomProxy, OptionsError, ProfileUse,
+    SessionOptions, Viewport,
 };
 pub use request::{RequestMove, RequestPhase, RequestStatus};
 pub use session::{SessionMove, SessionStatus};

@@ -74,6 +74,21 @@ pub struct SessionOptions {
     /// Uploaded extensions loaded into the browser (`browser.extensions`).
     #[serde(default)]
     pub extensions: Vec<crate::ExtensionId>,
+    /// Names of the team's CA certificates the browser trusts
+    /// (`browser.certificates`).
+    #[serde(default)]
+    pub certificates: Vec<String>,
+}
+
+/// Checks a certificate name: 1 to 255 letters, digits, hyphens and
+/// underscores. `field` names it in the message.
+pub fn check_certificate_name(name: &str, field: &str) -> Result<(), OptionsError> {
+    if name.is_empty() || name.len() > 255 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(invalid(format!(
+            "{field} must be 1 to 255 letters, digits, hyphens or underscores"
+        )));
+    }
+    Ok(())
 }
 
 /// Most extensions one session loads.
@@ -159,6 +174,7 @@ impl Default for SessionOptions {
             profile: None,
             proxy: None,
             extensions: Vec::new(),
+            certificates: Vec::new(),
         }
     }
 }
@@ -350,6 +366,8 @@ pub struct BrowserPart {
     /// Fullscreen; recorded, not active yet.
     #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
     pub fullscreen: Option<Map<String, Value>>,
+    /// Names of the team's CA certificates the browser trusts (`POST /v1/certificates`).
+    pub certificates: Option<Vec<String>>,
     /// Ids of the team's uploaded extensions to load (`POST /v1/extensions`).
     #[cfg_attr(feature = "schema", schema(value_type = Option<Vec<String>>))]
     pub extensions: Option<Vec<Value>>,
@@ -405,6 +423,7 @@ fn expected_at(path: &str) -> String {
         "browser.viewport.width" => "must be an integer between 100 and 7680".to_owned(),
         "browser.viewport.height" => "must be an integer between 100 and 4320".to_owned(),
         "browser.extensions" => "must be an array of extension ids".to_owned(),
+        "browser.certificates" => "must be an array of certificate names".to_owned(),
         "browser.profile.name" => "must be a string".to_owned(),
         "browser.profile.persist" => "must be true or false".to_owned(),
         "integrations" | "identities" => "must be an array".to_owned(),
@@ -575,6 +594,19 @@ impl SessionOptions {
                         .ok_or_else(|| invalid("browser.extensions must be an array of extension ids"))?;
                     if !options.extensions.contains(&id) {
                         options.extensions.push(id);
+                    }
+                }
+            }
+            if let Some(names) = &browser.certificates {
+                if names.len() > MAX_SESSION_EXTENSIONS {
+                    return Err(invalid(format!(
+                        "browser.certificates may name at most {MAX_SESSION_EXTENSIONS} certificates"
+                    )));
+                }
+                for name in names {
+                    check_certificate_name(name, "each of browser.certificates")?;
+                    if !options.certificates.contains(name) {
+                        options.certificates.push(name.clone());
                     }
                 }
             }

@@ -154,7 +154,7 @@ impl Default for Metrics {
         );
         registry.register(
             "anchorage_stored_items",
-            "What teams keep on the server, by kind (profiles, extensions).",
+            "What teams keep on the server, by kind (profiles, extensions, certificates).",
             metrics.stored_items.clone(),
         );
         registry.register(

@@ -887,3 +887,17 @@ pub struct Deleted {
     /// `{"status": "success"}`.
     pub data: Success,
 }
+
+/// One uploaded CA certificate (`CertificateResponseSchema` upstream).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CertificateItem {
+    /// Its id.
+    pub id: String,
+    /// Its name, for `browser.certificates`.
+    pub name: String,
+    /// What it is for.
+    pub description: Option<String>,
+    /// When it was uploaded.
+    #[serde(rename = "createdAt")]
+    pub created_at: String,
+}

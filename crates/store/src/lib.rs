@@ -14,9 +14,9 @@ use anchorage_core::{BatchId, RequestId, SessionId, SessionStatus, TeamId, Times
 use async_trait::async_trait;
 
 pub use records::{
-    ApiKeyRecord, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, ExtensionRecord,
-    LaunchFailure, ProfileRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage,
-    SessionRecord, SessionSort, TeamRecord,
+    ApiKeyRecord, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, CertificateRecord,
+    ExtensionRecord, LaunchFailure, ProfileRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter,
+    SessionPage, SessionRecord, SessionSort, TeamRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -239,4 +239,14 @@ pub trait Store: Send + Sync + 'static {
         team_id: TeamId,
         id: anchorage_core::ExtensionId,
     ) -> StoreResult<Option<ExtensionRecord>>;
+
+    /// Records an uploaded CA certificate; `AlreadyExists` if its team has
+    /// one of that name.
+    async fn create_certificate(&self, certificate: &CertificateRecord) -> StoreResult<()>;
+
+    /// A team's certificates (every team's with `None`), oldest first.
+    async fn list_certificates(&self, team_id: Option<TeamId>) -> StoreResult<Vec<CertificateRecord>>;
+
+    /// Removes a team's certificate by name and hands it back.
+    async fn delete_certificate(&self, team_id: TeamId, name: &str) -> StoreResult<Option<CertificateRecord>>;
 }

@@ -376,3 +376,20 @@ pub struct ExtensionRecord {
     /// When it last changed.
     pub updated_at: Timestamp,
 }
+
+/// A CA certificate a team uploaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRecord {
+    /// Its id.
+    pub id: anchorage_core::CertificateId,
+    /// Its team.
+    pub team_id: TeamId,
+    /// Its name, unique within the team (what a session names).
+    pub name: String,
+    /// What the user said it is.
+    pub description: Option<String>,
+    /// The certificate, PEM.
+    pub pem: String,
+    /// When it was uploaded.
+    pub created_at: Timestamp,
+}

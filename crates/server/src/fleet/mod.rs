@@ -511,6 +511,7 @@ impl Fleet {
                         profile_seed: None,
                         proxy_server: None,
                         extensions: Vec::new(),
+                        trusted_cas: Vec::new(),
                     };
                     let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
                     drop(launch_permit);

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use anchorage_browser::{Browser, LaunchError, LaunchRequest};
-use anchorage_core::{RequestId, SessionId, SessionOptions, SessionStatus, Timestamp};
+use anchorage_core::{RequestId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp};
 use anchorage_store::{LaunchFailure, RequestRecord, SessionRecord};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -222,7 +222,20 @@ impl Fleet {
                         }
                     }
                 }
+                let trusted_cas = match self.trusted_cas(session.team_id, &options.certificates).await {
+                    Ok(found) => found,
+                    Err(message) => {
+                        drop(launch_permit);
+                        self.admission.wake();
+                        drop(place);
+                        return Provisioned::LaunchFailed {
+                            session_id: session.id,
+                            message,
+                        };
+                    }
+                };
                 let launch = LaunchRequest {
+                    trusted_cas,
                     name: session.id.as_uuid().simple().to_string(),
                     window: (options.viewport.width, options.viewport.height),
                     // Behind a proxy that wants credentials, the first page
@@ -375,6 +388,30 @@ impl Fleet {
             }
         }
         Ok(Some(stop))
+    }
+}
+
+impl Fleet {
+    /// The team's CA certificates a start names (name, PEM), or why not.
+    async fn trusted_cas(&self, team_id: TeamId, names: &[String]) -> Result<Vec<(String, String)>, String> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let known = self
+            .store
+            .list_certificates(Some(team_id))
+            .await
+            .map_err(|error| format!("cannot read the team's certificates: {error}"))?;
+        names
+            .iter()
+            .map(|name| {
+                known
+                    .iter()
+                    .find(|certificate| &certificate.name == name)
+                    .map(|certificate| (certificate.name.clone(), certificate.pem.clone()))
+                    .ok_or_else(|| format!("browser.certificates: the certificate {name:?} does not exist (any more)"))
+            })
+            .collect()
     }
 }
 

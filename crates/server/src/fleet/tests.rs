@@ -319,6 +319,19 @@ impl Store for FaultyStore {
     ) -> StoreResult<Option<anchorage_store::ExtensionRecord>> {
         self.inner.delete_extension(team_id, id).await
     }
+    async fn create_certificate(&self, certificate: &anchorage_store::CertificateRecord) -> StoreResult<()> {
+        self.inner.create_certificate(certificate).await
+    }
+    async fn list_certificates(&self, team_id: Option<TeamId>) -> StoreResult<Vec<anchorage_store::CertificateRecord>> {
+        self.inner.list_certificates(team_id).await
+    }
+    async fn delete_certificate(
+        &self,
+        team_id: TeamId,
+        name: &str,
+    ) -> StoreResult<Option<anchorage_store::CertificateRecord>> {
+        self.inner.delete_certificate(team_id, name).await
+    }
 }
 
 /// A fleet over the fake launcher and the faulty store, with two teams.

@@ -72,6 +72,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
     ];
     let profiles = state.store.all_profiles().await?;
     let extensions = state.store.list_extensions(None).await?;
+    let certificates = state.store.list_certificates(None).await?;
     let count = |len: usize| i64::try_from(len).unwrap_or(i64::MAX);
     gauges.stored = vec![
         (
@@ -83,6 +84,14 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
             "extensions",
             count(extensions.len()),
             extensions.iter().map(|extension| extension.size_bytes).sum(),
+        ),
+        (
+            "certificates",
+            count(certificates.len()),
+            certificates
+                .iter()
+                .map(|certificate| count(certificate.pem.len()))
+                .sum(),
         ),
     ];
     let body = state.fleet.metrics.render(&gauges);

@@ -5,6 +5,7 @@
 mod actions;
 mod batches;
 mod cdp;
+mod certificates;
 mod extensions;
 pub mod extract;
 mod health;
@@ -69,6 +70,14 @@ const BATCH_CHANGE: &[Fault] = &[
 const UPLOAD: &[Fault] = &[
     Fault::BadRequest,
     Fault::Unauthorized,
+    Fault::PayloadTooLarge,
+    Fault::Unavailable,
+];
+/// … of a file kept under a name its team may already use.
+const UPLOAD_NAMED: &[Fault] = &[
+    Fault::BadRequest,
+    Fault::Unauthorized,
+    Fault::Conflict,
     Fault::PayloadTooLarge,
     Fault::Unavailable,
 ];
@@ -303,6 +312,19 @@ pub(crate) fn table() -> Vec<Route> {
             Method::DELETE,
             "/v1/profiles/{name}",
             delete(profiles::delete),
+            READ_ONE,
+        ),
+        route(
+            Method::POST,
+            "/v1/certificates",
+            post(certificates::create),
+            UPLOAD_NAMED,
+        ),
+        route(Method::GET, "/v1/certificates", get(certificates::list), READ),
+        route(
+            Method::DELETE,
+            "/v1/certificates/{name}",
+            delete(certificates::delete),
             READ_ONE,
         ),
         route(Method::POST, "/v1/extensions", post(extensions::upload), UPLOAD),

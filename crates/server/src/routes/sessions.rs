@@ -38,7 +38,7 @@ pub fn validate_start(state: &AppState, configuration: &Value) -> Result<Session
     Ok(options)
 }
 
-/// Refuses a start that names a profile or an extension its team does not have.
+/// Refuses a start that names a profile, an extension or a certificate its team does not have.
 pub(super) async fn check_named_resources(
     state: &AppState,
     caller: &Caller,
@@ -49,6 +49,18 @@ pub(super) async fn check_named_resources(
         if state.fleet.extension_dir(*id).is_none() || state.store.extension(caller.0.team_id, *id).await?.is_none() {
             return Err(ApiError::BadRequest(format!(
                 "{field_prefix}browser.extensions: your team has no extension {id} (upload it with POST /v1/extensions)"
+            )));
+        }
+    }
+    if !options.certificates.is_empty() {
+        let known = state.store.list_certificates(Some(caller.0.team_id)).await?;
+        if let Some(missing) = options
+            .certificates
+            .iter()
+            .find(|name| !known.iter().any(|certificate| &&certificate.name == name))
+        {
+            return Err(ApiError::BadRequest(format!(
+                "{field_prefix}browser.certificates: your team has no certificate named {missing:?} (upload it with POST /v1/certificates)"
             )));
         }
     }

@@ -10,6 +10,7 @@ mod support;
 mod actions;
 mod bad_input;
 mod batches;
+mod certificates;
 mod chaos;
 mod extensions;
 mod isolation;

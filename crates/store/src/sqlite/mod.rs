@@ -3,6 +3,7 @@
 //! transaction, so racing callers get exactly one winner.
 
 mod batches;
+mod certificates;
 mod extensions;
 mod profiles;
 mod rows;
@@ -18,9 +19,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::records::{
-    ApiKeyRecord, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, ExtensionRecord,
-    LaunchFailure, ProfileRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage,
-    SessionRecord, SessionSort, TeamRecord,
+    ApiKeyRecord, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, CertificateRecord,
+    ExtensionRecord, LaunchFailure, ProfileRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter,
+    SessionPage, SessionRecord, SessionSort, TeamRecord,
 };
 use crate::{Store, StoreError, StoreResult};
 use rows::{api_key_from_row, request_from_row, session_from_row, team_from_row};
@@ -32,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_3.sql"),
     include_str!("schema_4.sql"),
     include_str!("schema_5.sql"),
+    include_str!("schema_6.sql"),
 ];
 
 const SESSION_COLUMNS: &str = "s.id, s.team_id, s.api_key_id, s.api_key_name, s.request_id, s.batch_id, s.status, \
@@ -609,6 +611,18 @@ impl Store for SqliteStore {
         id: anchorage_core::ExtensionId,
     ) -> StoreResult<Option<ExtensionRecord>> {
         self.remove_extension(team_id, id).await
+    }
+
+    async fn create_certificate(&self, certificate: &CertificateRecord) -> StoreResult<()> {
+        self.insert_certificate(certificate).await
+    }
+
+    async fn list_certificates(&self, team_id: Option<TeamId>) -> StoreResult<Vec<CertificateRecord>> {
+        self.certificate_rows(team_id).await
+    }
+
+    async fn delete_certificate(&self, team_id: TeamId, name: &str) -> StoreResult<Option<CertificateRecord>> {
+        self.remove_certificate(team_id, name).await
     }
 
     async fn cancel_batch(&self, team_id: TeamId, batch_id: BatchId, at: Timestamp) -> StoreResult<BatchChange> {

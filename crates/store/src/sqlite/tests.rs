@@ -219,6 +219,43 @@ async fn extensions_are_per_team() {
 }
 
 #[tokio::test]
+async fn certificates_are_per_team_and_unique_by_name() {
+    let (_dir, store) = open().await;
+    let store: &dyn Store = store.as_ref();
+    let alpha = store.create_team("alpha").await.expect("team");
+    let beta = store.create_team("beta").await.expect("team");
+    let certificate = crate::CertificateRecord {
+        id: anchorage_core::CertificateId::new_random(),
+        team_id: alpha.id,
+        name: "corp-ca".to_owned(),
+        description: None,
+        pem: "-----BEGIN CERTIFICATE-----".to_owned(),
+        created_at: Timestamp::now(),
+    };
+    store.create_certificate(&certificate).await.expect("created");
+    assert!(matches!(
+        store.create_certificate(&certificate).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert_eq!(
+        store.list_certificates(Some(alpha.id)).await.expect("list"),
+        vec![certificate.clone()]
+    );
+    assert!(store.list_certificates(Some(beta.id)).await.expect("list").is_empty());
+    assert!(store
+        .delete_certificate(beta.id, "corp-ca")
+        .await
+        .expect("theirs")
+        .is_none());
+    assert!(store
+        .delete_certificate(alpha.id, "corp-ca")
+        .await
+        .expect("ours")
+        .is_some());
+    assert!(store.list_certificates(None).await.expect("all").is_empty());
+}
+
+#[tokio::test]
 async fn teams_and_keys() {
     let (_dir, store) = open().await;
     let store: &dyn Store = store.as_ref();
