@@ -229,16 +229,13 @@ async fn upload(server: &TestServer, session_id: &str, name: &str, contents: &'s
         "file",
         reqwest::multipart::Part::bytes(contents).file_name(name.to_owned()),
     );
-    let response = server
-        .http
-        .post(format!("{}/v1/sessions/{session_id}/uploads", server.base))
-        .header("anchor-api-key", crate::support::TEST_KEY)
-        .multipart(form)
-        .send()
+    server
+        .post_multipart(
+            &format!("/v1/sessions/{session_id}/uploads"),
+            crate::support::TEST_KEY,
+            form,
+        )
         .await
-        .expect("upload");
-    let status = response.status();
-    (status, response.json().await.expect("JSON"))
 }
 
 #[tokio::test]

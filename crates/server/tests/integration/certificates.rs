@@ -138,16 +138,7 @@ async fn upload(server: &TestServer, key: &str, name: &str, file: Vec<u8>) -> (S
         .text("name", name.to_owned())
         .text("description", "the test's CA")
         .part("file", reqwest::multipart::Part::bytes(file).file_name("ca.pem"));
-    let response = server
-        .http
-        .post(format!("{}/v1/certificates", server.base))
-        .header("anchor-api-key", key)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload");
-    let status = response.status();
-    (status, response.json().await.expect("JSON"))
+    server.post_multipart("/v1/certificates", key, form).await
 }
 
 /// The title the session shows for `url`, once it has one.

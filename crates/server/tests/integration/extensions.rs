@@ -32,16 +32,7 @@ async fn upload(server: &TestServer, key: &str, name: Option<&str>, zip: Option<
     if let Some(zip) = zip {
         form = form.part("file", reqwest::multipart::Part::bytes(zip).file_name("ext.zip"));
     }
-    let response = server
-        .http
-        .post(format!("{}/v1/extensions", server.base))
-        .header("anchor-api-key", key)
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload");
-    let status = response.status();
-    (status, response.json().await.expect("JSON"))
+    server.post_multipart("/v1/extensions", key, form).await
 }
 
 async fn marked(server: &TestServer, pages: &str, body: Value) -> Value {

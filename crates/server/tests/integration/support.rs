@@ -159,6 +159,20 @@ impl TestServer {
         bytes_of(response).await
     }
 
+    /// A multipart `POST` with an API key: status and JSON answer.
+    pub async fn post_multipart(&self, path: &str, key: &str, form: reqwest::multipart::Form) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("anchor-api-key", key)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload");
+        let status = response.status();
+        (status, response.json().await.expect("JSON"))
+    }
+
     /// One sample of `/metrics`, by its series name.
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.metrics().await;
