@@ -68,6 +68,8 @@ pub struct LaunchSpec {
     /// CA certificates (name, PEM) the browser trusts: put in an NSS
     /// database under a home folder of the browser's own.
     pub trusted_cas: Vec<(String, String)>,
+    /// Further Chromium switches a session's options ask for.
+    pub switches: Vec<&'static str>,
 }
 
 /// An unprivileged user for browsers (when the server runs as root).
@@ -105,6 +107,7 @@ impl LaunchSpec {
             proxy_server: None,
             extensions: Vec::new(),
             trusted_cas: Vec::new(),
+            switches: Vec::new(),
         }
     }
 
@@ -174,6 +177,7 @@ impl LaunchSpec {
             arguments.push(format!("--load-extension={}", folders.join(",")));
             arguments.push(format!("--disable-extensions-except={}", folders.join(",")));
         }
+        arguments.extend(self.switches.iter().map(|switch| (*switch).to_owned()));
         if let Some(server) = &self.proxy_server {
             arguments.push(format!("--proxy-server={server}"));
         }

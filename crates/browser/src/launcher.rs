@@ -46,6 +46,8 @@ pub struct LaunchRequest {
     pub extensions: Vec<PathBuf>,
     /// CA certificates (name, PEM) the browser trusts.
     pub trusted_cas: Vec<(String, String)>,
+    /// Further Chromium switches (`--disable-web-security`, …).
+    pub switches: Vec<&'static str>,
 }
 
 /// Starts browsers. The fleet schedules; this launches.
@@ -130,6 +132,7 @@ impl ChromiumLauncher {
             proxy_server: request.proxy_server.clone(),
             extensions: request.extensions.clone(),
             trusted_cas: request.trusted_cas.clone(),
+            switches: request.switches.clone(),
             ..LaunchSpec::new(
                 self.settings.executable.clone(),
                 self.settings.dirs.for_session(&request.name),

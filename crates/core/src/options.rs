@@ -78,6 +78,30 @@ pub struct SessionOptions {
     /// (`browser.certificates`).
     #[serde(default)]
     pub certificates: Vec<String>,
+    /// Chromium switches the start's browser options ask for
+    /// (`browser.disable_web_security`, `browser.popup_blocker`).
+    #[serde(default)]
+    pub switches: Vec<BrowserSwitch>,
+}
+
+/// A Chromium switch a start's browser options turn on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrowserSwitch {
+    /// `browser.disable_web_security.active: true`: no same-origin policy or CORS checks.
+    DisableWebSecurity,
+    /// `browser.popup_blocker.active: false`: pages may open windows without a user gesture.
+    AllowPopups,
+}
+
+impl BrowserSwitch {
+    /// The command-line switch.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::DisableWebSecurity => "--disable-web-security",
+            Self::AllowPopups => "--disable-popup-blocking",
+        }
+    }
 }
 
 /// Checks a certificate name: 1 to 255 letters, digits, hyphens and
@@ -175,6 +199,7 @@ impl Default for SessionOptions {
             proxy: None,
             extensions: Vec::new(),
             certificates: Vec::new(),
+            switches: Vec::new(),
         }
     }
 }
@@ -357,9 +382,11 @@ pub struct BrowserPart {
     /// Ad blocking; recorded, not active yet.
     #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
     pub adblock: Option<Map<String, Value>>,
-    /// Popup blocking; recorded, not active yet.
-    #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
-    pub popup_blocker: Option<Map<String, Value>>,
+    /// Popup blocking: on by default (Chromium's own: no window opens
+    /// without a user gesture); `{"active": false}` lets pages open them.
+    pub popup_blocker: Option<ActivePart>,
+    /// `{"active": true}`: no same-origin policy or CORS checks.
+    pub disable_web_security: Option<ActivePart>,
     /// Captcha solving (hosted only); recorded, not active.
     #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
     pub captcha_solver: Option<Map<String, Value>>,
@@ -408,6 +435,7 @@ fn expected_at(path: &str) -> String {
         | "browser.profile"
         | "browser.adblock"
         | "browser.popup_blocker"
+        | "browser.disable_web_security"
         | "browser.captcha_solver"
         | "browser.fullscreen" => "must be an object".to_owned(),
         "session.proxy.type" | "session.proxy.server" | "session.proxy.username" | "session.proxy.password" => {
@@ -416,7 +444,9 @@ fn expected_at(path: &str) -> String {
         "session.recording.active"
         | "session.proxy.active"
         | "session.live_view.read_only"
-        | "browser.headless.active" => "must be true or false".to_owned(),
+        | "browser.headless.active"
+        | "browser.popup_blocker.active"
+        | "browser.disable_web_security.active" => "must be true or false".to_owned(),
         "session.initial_url" => "must be a string holding an http or https URL".to_owned(),
         "session.tags" => "must be an array of strings".to_owned(),
         "session.timeout.max_duration" | "session.timeout.idle_timeout" => timeout_expectation(),
@@ -609,6 +639,12 @@ impl SessionOptions {
                         options.certificates.push(name.clone());
                     }
                 }
+            }
+            if browser.disable_web_security.as_ref().and_then(|part| part.active) == Some(true) {
+                options.switches.push(BrowserSwitch::DisableWebSecurity);
+            }
+            if browser.popup_blocker.as_ref().and_then(|part| part.active) == Some(false) {
+                options.switches.push(BrowserSwitch::AllowPopups);
             }
             if let Some(viewport) = &browser.viewport {
                 let defaults = Viewport::default();

@@ -512,6 +512,7 @@ impl Fleet {
                         proxy_server: None,
                         extensions: Vec::new(),
                         trusted_cas: Vec::new(),
+                        switches: Vec::new(),
                     };
                     let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
                     drop(launch_permit);

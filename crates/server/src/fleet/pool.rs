@@ -31,13 +31,14 @@ pub(super) struct Pooled {
 }
 
 /// Whether a start can take a pooled browser: its launch-time options (the
-/// window, a profile, a proxy, extensions, CA certificates) are the defaults. An `initial_url` is opened after the handout.
+/// window, a profile, a proxy, extensions, CA certificates, Chromium switches) are the defaults. An `initial_url` is opened after the handout.
 pub(super) fn poolable(options: &SessionOptions) -> bool {
     options.viewport == Viewport::default()
         && options.profile.is_none()
         && options.proxy.is_none()
         && options.extensions.is_empty()
         && options.certificates.is_empty()
+        && options.switches.is_empty()
 }
 
 /// Whether a refill may start now.

@@ -236,6 +236,7 @@ impl Fleet {
                 };
                 let launch = LaunchRequest {
                     trusted_cas,
+                    switches: options.switches.iter().map(|switch| switch.flag()).collect(),
                     name: session.id.as_uuid().simple().to_string(),
                     window: (options.viewport.width, options.viewport.height),
                     // Behind a proxy that wants credentials, the first page

@@ -13,6 +13,7 @@ mod batches;
 mod certificates;
 mod chaos;
 mod extensions;
+mod flags;
 mod isolation;
 mod leaks;
 mod live;

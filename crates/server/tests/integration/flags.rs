@@ -1,0 +1,91 @@
+//! Browser options that are Chromium switches, each shown by its effect on
+//! a page: `browser.disable_web_security` lets a page read another origin
+//! without CORS headers; `browser.popup_blocker.active: false` lets a page
+//! open a window without a user gesture (blocked by default).
+
+use serde_json::{json, Value};
+
+use crate::support::{serve_test_page, Cdp, TestServer};
+
+/// What `expression` gives on the test page in a session started with `body`.
+async fn on_page(server: &TestServer, pages: &str, body: Value, expression: &str) -> Value {
+    let session = server.create_session(body).await;
+    let id = session["id"].as_str().unwrap_or_default().to_owned();
+    server
+        .post(&format!("/v1/sessions/{id}/goto"), json!({"url": format!("{pages}/")}))
+        .await;
+    let mut cdp = Cdp::connect(session["cdp_url"].as_str().unwrap_or_default()).await;
+    let page = cdp.attach_newest_page().await;
+    let answer = cdp
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": expression, "awaitPromise": true, "returnByValue": true}),
+            Some(&page),
+        )
+        .await;
+    cdp.close().await;
+    server.delete(&format!("/v1/sessions/{id}")).await;
+    answer["result"]["value"].clone()
+}
+
+#[tokio::test]
+async fn browser_switches_show_their_effect_on_pages() {
+    let server = TestServer::start().await;
+    let pages = serve_test_page().await;
+    // Another origin (another port) that sends no CORS headers.
+    let other = serve_test_page().await;
+    let read_other = format!("fetch('{other}/').then(r => r.text()).then(() => 'read', () => 'blocked')");
+    assert_eq!(on_page(&server, &pages, json!({}), &read_other).await, json!("blocked"));
+    assert_eq!(
+        on_page(
+            &server,
+            &pages,
+            json!({"browser": {"disable_web_security": {"active": true}}}),
+            &read_other
+        )
+        .await,
+        json!("read")
+    );
+
+    let open = "window.open('about:blank') ? 'opened' : 'blocked'";
+    assert_eq!(on_page(&server, &pages, json!({}), open).await, json!("blocked"));
+    assert_eq!(
+        on_page(
+            &server,
+            &pages,
+            json!({"browser": {"popup_blocker": {"active": true}}}),
+            open
+        )
+        .await,
+        json!("blocked")
+    );
+    assert_eq!(
+        on_page(
+            &server,
+            &pages,
+            json!({"browser": {"popup_blocker": {"active": false}}}),
+            open
+        )
+        .await,
+        json!("opened")
+    );
+    for (body, needle) in [
+        (
+            json!({"browser": {"popup_blocker": {"active": "no"}}}),
+            "browser.popup_blocker.active",
+        ),
+        (
+            json!({"browser": {"disable_web_security": true}}),
+            "browser.disable_web_security",
+        ),
+    ] {
+        let (status, error) = server.post("/v1/sessions", body.clone()).await;
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            error["error"]["message"].as_str().unwrap_or_default().contains(needle),
+            "{error}"
+        );
+    }
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
