@@ -13,6 +13,7 @@
 mod actions;
 mod cdp;
 mod devtools;
+mod dialogs;
 mod dirs;
 mod downloads;
 pub mod host;
@@ -30,6 +31,7 @@ pub mod testing;
 pub use actions::{Button, Capture, Key, PageControl};
 pub use cdp::{fit_viewport, list_pages, open_in_first_page, CdpError, PageInfo};
 pub use devtools::{Devtools, DevtoolsConnection, PipeClosed, CONNECT_TIMEOUT, QUEUE_BUDGET_BYTES};
+pub use dialogs::DialogDismisser;
 pub use dirs::BrowserDirs;
 pub use downloads::{download_path, follow_downloads, Download, Downloads};
 pub use host::SystemUser;

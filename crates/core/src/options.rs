@@ -82,6 +82,10 @@ pub struct SessionOptions {
     /// (`browser.disable_web_security`, `browser.popup_blocker`).
     #[serde(default)]
     pub switches: Vec<BrowserSwitch>,
+    /// Whether JavaScript dialogs are dismissed by the server
+    /// (`browser.disable_dialogs.active`).
+    #[serde(default)]
+    pub dismiss_dialogs: bool,
 }
 
 /// A Chromium switch a start's browser options turn on.
@@ -200,6 +204,7 @@ impl Default for SessionOptions {
             extensions: Vec::new(),
             certificates: Vec::new(),
             switches: Vec::new(),
+            dismiss_dialogs: false,
         }
     }
 }
@@ -387,6 +392,8 @@ pub struct BrowserPart {
     pub popup_blocker: Option<ActivePart>,
     /// `{"active": true}`: no same-origin policy or CORS checks.
     pub disable_web_security: Option<ActivePart>,
+    /// `{"active": true}`: JavaScript dialogs are dismissed as they open.
+    pub disable_dialogs: Option<ActivePart>,
     /// Captcha solving (hosted only); recorded, not active.
     #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
     pub captcha_solver: Option<Map<String, Value>>,
@@ -436,6 +443,7 @@ fn expected_at(path: &str) -> String {
         | "browser.adblock"
         | "browser.popup_blocker"
         | "browser.disable_web_security"
+        | "browser.disable_dialogs"
         | "browser.captcha_solver"
         | "browser.fullscreen" => "must be an object".to_owned(),
         "session.proxy.type" | "session.proxy.server" | "session.proxy.username" | "session.proxy.password" => {
@@ -446,7 +454,8 @@ fn expected_at(path: &str) -> String {
         | "session.live_view.read_only"
         | "browser.headless.active"
         | "browser.popup_blocker.active"
-        | "browser.disable_web_security.active" => "must be true or false".to_owned(),
+        | "browser.disable_web_security.active"
+        | "browser.disable_dialogs.active" => "must be true or false".to_owned(),
         "session.initial_url" => "must be a string holding an http or https URL".to_owned(),
         "session.tags" => "must be an array of strings".to_owned(),
         "session.timeout.max_duration" | "session.timeout.idle_timeout" => timeout_expectation(),
@@ -643,6 +652,7 @@ impl SessionOptions {
             if browser.disable_web_security.as_ref().and_then(|part| part.active) == Some(true) {
                 options.switches.push(BrowserSwitch::DisableWebSecurity);
             }
+            options.dismiss_dialogs = browser.disable_dialogs.as_ref().and_then(|part| part.active) == Some(true);
             if browser.popup_blocker.as_ref().and_then(|part| part.active) == Some(false) {
                 options.switches.push(BrowserSwitch::AllowPopups);
             }

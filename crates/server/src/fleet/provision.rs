@@ -286,6 +286,16 @@ impl Fleet {
                 };
             }
         };
+        let dismissing = match self.dismiss_dialogs(&options, &browser).await {
+            Ok(dismissing) => dismissing,
+            Err(message) => {
+                browser.shut_down().await;
+                return Provisioned::LaunchFailed {
+                    session_id: session.id,
+                    message,
+                };
+            }
+        };
         match self.store.finish_launch(request.id, session.id, Timestamp::now()).await {
             Ok(true) => {}
             Ok(false) => {
@@ -324,12 +334,12 @@ impl Fleet {
         if let (Some(id), Some(true)) = (profile_id, options.profile.as_ref().map(|profile| profile.persist)) {
             live.save_into_on_end(id);
         }
-        if let Some(authenticating) = authenticating {
-            // It answers for as long as the session lives.
+        // The helpers answer for as long as the session lives.
+        for helper in [authenticating, dismissing].into_iter().flatten() {
             let ending = live.ending_token();
             self.tasks.spawn(async move {
                 ending.cancelled().await;
-                authenticating.cancel();
+                helper.cancel();
             });
         }
         if let Ok(mut sessions) = self.live.lock() {
@@ -393,6 +403,24 @@ impl Fleet {
 }
 
 impl Fleet {
+    /// For a session with `browser.disable_dialogs`: starts dismissing its
+    /// pages' dialogs (until the returned token fires, or the browser goes).
+    async fn dismiss_dialogs(
+        &self,
+        options: &SessionOptions,
+        browser: &anchorage_browser::Browser,
+    ) -> Result<Option<CancellationToken>, String> {
+        if !options.dismiss_dialogs {
+            return Ok(None);
+        }
+        let dismisser = anchorage_browser::DialogDismisser::enable(browser.devtools())
+            .await
+            .map_err(|error| format!("cannot watch the pages' dialogs: {error}"))?;
+        let stop = CancellationToken::new();
+        self.tasks.spawn(dismisser.run(stop.clone()));
+        Ok(Some(stop))
+    }
+
     /// The team's CA certificates a start names (name, PEM), or why not.
     async fn trusted_cas(&self, team_id: TeamId, names: &[String]) -> Result<Vec<(String, String)>, String> {
         if names.is_empty() {

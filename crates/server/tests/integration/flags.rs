@@ -1,7 +1,9 @@
 //! Browser options that are Chromium switches, each shown by its effect on
 //! a page: `browser.disable_web_security` lets a page read another origin
 //! without CORS headers; `browser.popup_blocker.active: false` lets a page
-//! open a window without a user gesture (blocked by default).
+//! open a window without a user gesture (blocked by default);
+//! `browser.disable_dialogs` answers a page's dialogs as Cancel would, in
+//! every tab.
 
 use serde_json::{json, Value};
 
@@ -86,6 +88,41 @@ async fn browser_switches_show_their_effect_on_pages() {
             "{error}"
         );
     }
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn dialogs_are_dismissed_in_every_tab_of_a_session_that_asks() {
+    let server = TestServer::start().await;
+    let pages = serve_test_page().await;
+    let session = server
+        .create_session(json!({"browser": {"disable_dialogs": {"active": true}}}))
+        .await;
+    let id = session["id"].as_str().unwrap_or_default().to_owned();
+    let mut cdp = Cdp::connect(session["cdp_url"].as_str().unwrap_or_default()).await;
+    let first = cdp.attach_newest_page().await;
+    let dialogs = "[confirm('sure?'), prompt('name?'), (alert('hi'), 'after the alert')]";
+    let answer = cdp
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": dialogs, "returnByValue": true}),
+            Some(&first),
+        )
+        .await;
+    assert_eq!(answer["result"]["value"], json!([false, null, "after the alert"]));
+    // A tab opened later too.
+    let second = cdp.open_page(&format!("{pages}/")).await;
+    let answer = cdp
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": "confirm('again?')", "returnByValue": true}),
+            Some(&second),
+        )
+        .await;
+    assert_eq!(answer["result"]["value"], json!(false));
+    cdp.close().await;
+    server.delete(&format!("/v1/sessions/{id}")).await;
     server.assert_no_browsers_left().await;
     server.stop().await;
 }
