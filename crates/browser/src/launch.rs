@@ -70,6 +70,9 @@ pub struct LaunchSpec {
     pub trusted_cas: Vec<(String, String)>,
     /// Further Chromium switches a session's options ask for.
     pub switches: Vec<&'static str>,
+    /// PDFs are downloaded instead of shown in Chromium's viewer (a
+    /// preference written into the profile before the browser starts).
+    pub pdfs_downloaded: bool,
 }
 
 /// An unprivileged user for browsers (when the server runs as root).
@@ -108,6 +111,7 @@ impl LaunchSpec {
             extensions: Vec::new(),
             trusted_cas: Vec::new(),
             switches: Vec::new(),
+            pdfs_downloaded: false,
         }
     }
 
@@ -462,6 +466,37 @@ async fn end_group(pgid: u32) {
     }
 }
 
+/// Sets one preference in the profile's `Default/Preferences` (kept with
+/// whatever a saved profile brought), before the browser starts.
+async fn set_preference(spec: &LaunchSpec, path: &[&str], value: serde_json::Value) -> std::io::Result<()> {
+    let file = spec.profile_dir().join("Default").join("Preferences");
+    if let Some(parent) = file.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    let mut preferences: serde_json::Value = match tokio::fs::read(&file).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::json!({})),
+        Err(_) => serde_json::json!({}),
+    };
+    let mut slot = &mut preferences;
+    for key in path {
+        if !slot.is_object() {
+            *slot = serde_json::json!({});
+        }
+        slot = slot
+            .as_object_mut()
+            .map(|object| object.entry((*key).to_owned()).or_insert(serde_json::Value::Null))
+            .ok_or_else(|| std::io::Error::other("preferences are not an object"))?;
+    }
+    *slot = value;
+    tokio::fs::write(&file, preferences.to_string()).await?;
+    if let Some(run_as) = &spec.run_as {
+        for path in [spec.profile_dir().join("Default"), file] {
+            std::os::unix::fs::chown(&path, Some(run_as.uid), Some(run_as.gid))?;
+        }
+    }
+    Ok(())
+}
+
 /// Makes the NSS database a browser reads its trusted CAs from
 /// (`<home>/.pki/nssdb`) with the spec's CAs in it, trusted for servers.
 async fn trust_cas(spec: &LaunchSpec) -> std::io::Result<()> {
@@ -772,6 +807,15 @@ pub async fn launch_until(
         if let Err(source) = copied {
             remove_dirs(spec).await;
             return Err(LaunchError::Directory { path: to, source });
+        }
+    }
+    if spec.pdfs_downloaded {
+        if let Err(source) = set_preference(spec, &["plugins", "always_open_pdf_externally"], true.into()).await {
+            remove_dirs(spec).await;
+            return Err(LaunchError::Directory {
+                path: spec.profile_dir(),
+                source,
+            });
         }
     }
     if !spec.trusted_cas.is_empty() {

@@ -48,6 +48,8 @@ pub struct LaunchRequest {
     pub trusted_cas: Vec<(String, String)>,
     /// Further Chromium switches (`--disable-web-security`, …).
     pub switches: Vec<&'static str>,
+    /// PDFs are downloaded instead of shown.
+    pub pdfs_downloaded: bool,
 }
 
 /// Starts browsers. The fleet schedules; this launches.
@@ -133,6 +135,7 @@ impl ChromiumLauncher {
             extensions: request.extensions.clone(),
             trusted_cas: request.trusted_cas.clone(),
             switches: request.switches.clone(),
+            pdfs_downloaded: request.pdfs_downloaded,
             ..LaunchSpec::new(
                 self.settings.executable.clone(),
                 self.settings.dirs.for_session(&request.name),

@@ -513,6 +513,7 @@ impl Fleet {
                         extensions: Vec::new(),
                         trusted_cas: Vec::new(),
                         switches: Vec::new(),
+                        pdfs_downloaded: false,
                     };
                     let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
                     drop(launch_permit);

@@ -39,6 +39,7 @@ pub(super) fn poolable(options: &SessionOptions) -> bool {
         && options.extensions.is_empty()
         && options.certificates.is_empty()
         && options.switches.is_empty()
+        && !options.pdfs_downloaded
 }
 
 /// Whether a refill may start now.

@@ -2,6 +2,7 @@
 //! a page: `browser.disable_web_security` lets a page read another origin
 //! without CORS headers; `browser.popup_blocker.active: false` lets a page
 //! open a window without a user gesture (blocked by default);
+//! `browser.pdf_viewer.active: false` turns Chromium's PDF viewer off;
 //! `browser.disable_dialogs` answers a page's dialogs as Cancel would, in
 //! every tab.
 
@@ -47,6 +48,19 @@ async fn browser_switches_show_their_effect_on_pages() {
         )
         .await,
         json!("read")
+    );
+
+    let viewer = "navigator.pdfViewerEnabled";
+    assert_eq!(on_page(&server, &pages, json!({}), viewer).await, json!(true));
+    assert_eq!(
+        on_page(
+            &server,
+            &pages,
+            json!({"browser": {"pdf_viewer": {"active": false}}}),
+            viewer
+        )
+        .await,
+        json!(false)
     );
 
     let open = "window.open('about:blank') ? 'opened' : 'blocked'";
