@@ -45,7 +45,7 @@ def test_sdk_extension_marks_the_pages_of_sessions_that_load_it(strict, page_url
     uploaded = strict.extensions.upload_extension(name="sdk marker", file=("marker.zip", archive.getvalue())).data
     assert uploaded.manifest.name == "sdk marker"
     assert strict.extensions.get_extension(str(uploaded.id)).name == "sdk marker"
-    assert [str(item.id) for item in strict.extensions.list_extensions().data] == [str(uploaded.id)]
+    assert str(uploaded.id) in [str(item.id) for item in strict.extensions.list_extensions().data]
 
     created, playwright, connected, page = page_of(strict, browser={"extensions": [str(uploaded.id)]})
     try:
@@ -78,7 +78,7 @@ def test_sdk_certificate_is_trusted_by_the_sessions_that_name_it(strict, tmp_pat
         made = strict.certificates.create_certificate(name="sdk-ca", file=("ca.pem", (tmp_path / "ca.pem").read_bytes()),
                                                       description="made by the test").data
         assert made.name == "sdk-ca" and made.description == "made by the test"
-        assert [item.name for item in strict.certificates.list_certificates().data] == ["sdk-ca"]
+        assert "sdk-ca" in [item.name for item in strict.certificates.list_certificates().data]
         url = f"https://127.0.0.1:{port}/index.html"
         for browser, wanted in (({"certificates": ["sdk-ca"]}, "sdk secure page"), ({}, "Privacy error")):
             created, playwright, connected, page = page_of(strict, browser=browser)
