@@ -1,7 +1,8 @@
 //! Copying a browser's profile (its user-data-dir: cookies, local storage,
 //! IndexedDB, cache) out of a session and into a new one.
 //!
-//! Only plain files and directories are copied. Symbolic links, sockets and
+//! Only plain files and directories are copied (files Chromium writes once
+//! are hard-linked, see `is_write_once`). Symbolic links, sockets and
 //! Chromium's own lock files (`Singleton*`, `lockfile`, `*.lock`) are left
 //! out: a link written by a page's browser could otherwise point the copy at
 //! any file the server can read, and a lock of a dead browser would make the
@@ -44,6 +45,19 @@ fn is_lock(name: &str) -> bool {
     name.starts_with("Singleton") || name == "lockfile" || name.ends_with(".lock") || name == "DevToolsActivePort"
 }
 
+/// Whether Chromium writes a profile file once and never changes it in
+/// place (it deletes it instead): LevelDB tables (`*.ldb`) and the blob
+/// files of IndexedDB (anything under a `*.blob` folder). Such files are
+/// hard-linked rather than copied, which makes a large profile cheap to
+/// save and to start from; a deletion in one copy leaves the other's link.
+fn is_write_once(path: &Path) -> bool {
+    path.extension().is_some_and(|extension| extension == "ldb")
+        || path
+            .ancestors()
+            .skip(1)
+            .any(|dir| dir.extension().is_some_and(|extension| extension == "blob"))
+}
+
 fn copy_dir(from: &Path, to: &Path, limits: CopyLimits, copied: &mut u64) -> Result<(), CopyError> {
     fs::create_dir_all(to)?;
     own(to, limits)?;
@@ -63,8 +77,19 @@ fn copy_dir(from: &Path, to: &Path, limits: CopyLimits, copied: &mut u64) -> Res
             if copied.saturating_add(length) > limits.max_bytes {
                 return Err(CopyError::TooLarge(limits.max_bytes));
             }
-            *copied += fs::copy(entry.path(), &target)?;
-            own(&target, limits)?;
+            let source = entry.path();
+            if is_write_once(&source) && fs::hard_link(&source, &target).is_ok() {
+                // Shared with the other copy: another user's browser may
+                // read it (the folders around it keep it from anyone else),
+                // and neither may change it.
+                if limits.owner.is_some() {
+                    fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+                }
+                *copied += length;
+            } else {
+                *copied += fs::copy(&source, &target)?;
+                own(&target, limits)?;
+            }
         }
     }
     Ok(())
@@ -101,6 +126,25 @@ mod tests {
         assert!(copy.join("Default/Local Storage/000003.log").is_file());
         assert!(!copy.join("SingletonLock").exists());
         assert!(fs::symlink_metadata(copy.join("Default/link")).is_err());
+        // Write-once files are linked, the others copied.
+        fs::create_dir_all(from.path().join("Default/IndexedDB/x.blob/1")).expect("blob dir");
+        fs::write(from.path().join("Default/IndexedDB/x.blob/1/7"), b"blob").expect("blob");
+        fs::write(from.path().join("Default/000005.ldb"), b"table").expect("table");
+        copy_profile(from.path(), &to.path().join("linked"), limits).expect("copied");
+        let inode = |path: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).expect("meta"));
+        let linked = to.path().join("linked");
+        assert_eq!(
+            inode(&linked.join("Default/IndexedDB/x.blob/1/7")),
+            inode(&from.path().join("Default/IndexedDB/x.blob/1/7"))
+        );
+        assert_eq!(
+            inode(&linked.join("Default/000005.ldb")),
+            inode(&from.path().join("Default/000005.ldb"))
+        );
+        assert_ne!(
+            inode(&linked.join("Default/Cookies")),
+            inode(&from.path().join("Default/Cookies"))
+        );
         let small = CopyLimits {
             max_bytes: 10,
             owner: None,

@@ -187,6 +187,12 @@ impl ProfileFiles {
     /// replaced versions, unfinished saves), and marks profiles that waited
     /// for a session of the previous run as saved or failed.
     pub async fn sweep(&self, store: &dyn Store) -> Result<(), anchorage_store::StoreError> {
+        // Only the server may pass through: a browser reaches the files of
+        // its own profile through the links in its own folder, nothing else.
+        if tokio::fs::create_dir_all(&self.root).await.is_ok() {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = tokio::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700)).await;
+        }
         let profiles = store.all_profiles().await?;
         for profile in profiles.iter().filter(|profile| profile.status == "pending") {
             let status = if profile.version.is_some() { "ready" } else { "failed" };

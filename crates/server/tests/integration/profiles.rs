@@ -123,6 +123,63 @@ async fn a_persisting_session_saves_its_state_and_the_next_one_starts_from_it() 
     server.stop().await;
 }
 
+/// Opens (making it if missing) the page's IndexedDB store of blobs.
+const OPEN_DB: &str = "new Promise((ok, fail) => { const open = indexedDB.open('kept', 1); \
+    open.onupgradeneeded = () => open.result.createObjectStore('blobs'); \
+    open.onsuccess = () => ok(open.result); open.onerror = () => fail(open.error); })";
+
+async fn awaited(cdp: &mut Cdp, page: &str, expression: &str) -> Value {
+    let answer = cdp
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": expression, "awaitPromise": true, "returnByValue": true}),
+            Some(page),
+        )
+        .await;
+    answer["result"]["value"].clone()
+}
+
+#[tokio::test]
+async fn indexeddb_blobs_come_back_from_a_saved_profile() {
+    // Blob files are linked, not copied, between a profile and its sessions.
+    let server = TestServer::start().await;
+    let pages = serve_test_page().await;
+    server.post("/v1/profiles", json!({"name": "blobs"})).await;
+    let body = json!({"browser": {"profile": {"name": "blobs", "persist": true}}});
+    let blob_of = |size: usize| format!("new Blob([new Uint8Array({size}).fill(7)])");
+    for round in 0..2 {
+        let session = server.create_session(body.clone()).await;
+        let id = text(&session["id"]).to_owned();
+        server
+            .post(&format!("/v1/sessions/{id}/goto"), json!({"url": format!("{pages}/")}))
+            .await;
+        let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
+        let page = cdp.attach_newest_page().await;
+        let read = format!(
+            "{OPEN_DB}.then(db => new Promise((ok, fail) => {{ const get = db.transaction('blobs').objectStore('blobs').get(1); \
+             get.onsuccess = () => get.result ? get.result.arrayBuffer().then(b => ok(new Uint8Array(b).reduce((s, x) => s + x, 0))) : ok(null); \
+             get.onerror = () => fail(get.error); }}))"
+        );
+        let write = format!(
+            "{OPEN_DB}.then(db => new Promise((ok, fail) => {{ const put = db.transaction('blobs', 'readwrite').objectStore('blobs').put({}, 1); \
+             put.onsuccess = () => ok('kept'); put.onerror = () => fail(put.error); }}))",
+            blob_of(300_000)
+        );
+        let before = awaited(&mut cdp, &page, &read).await;
+        if round == 0 {
+            assert_eq!(before, Value::Null, "a new profile has no blob");
+            assert_eq!(awaited(&mut cdp, &page, &write).await, json!("kept"));
+        } else {
+            assert_eq!(before, json!(2_100_000), "the blob came back whole");
+        }
+        cdp.close().await;
+        server.delete(&format!("/v1/sessions/{id}")).await;
+        wait_until_ready(&server, "blobs").await;
+    }
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_profile_made_from_a_running_session_is_saved_when_it_ends() {
     let server = TestServer::start().await;
