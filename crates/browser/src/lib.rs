@@ -13,12 +13,12 @@
 mod actions;
 mod cdp;
 mod devtools;
-mod dialogs;
 mod dirs;
 mod downloads;
 pub mod host;
 mod launch;
 mod launcher;
+mod page_rules;
 mod pages;
 mod profile_files;
 mod proxy_auth;
@@ -31,7 +31,6 @@ pub mod testing;
 pub use actions::{Button, Capture, Key, PageControl};
 pub use cdp::{fit_viewport, list_pages, open_in_first_page, CdpError, PageInfo};
 pub use devtools::{Devtools, DevtoolsConnection, PipeClosed, CONNECT_TIMEOUT, QUEUE_BUDGET_BYTES};
-pub use dialogs::DialogDismisser;
 pub use dirs::BrowserDirs;
 pub use downloads::{download_path, follow_downloads, Download, Downloads};
 pub use host::SystemUser;
@@ -39,6 +38,7 @@ pub use launch::{
     can_raise_priority, launch, launch_until, Browser, BrowserExit, LaunchError, LaunchSpec, LaunchTimings, RunAs,
 };
 pub use launcher::{ChromiumLauncher, ChromiumSettings, LaunchRequest, Launcher};
+pub use page_rules::{PageRules, PageRulesConnection};
 pub use profile_files::{copy_profile, CopyError, CopyLimits};
 pub use proxy_auth::ProxyAuthenticator;
 pub use pump::{pump, websocket_config, PumpEnd, MAX_FRAME_BYTES};

@@ -86,6 +86,10 @@ pub struct SessionOptions {
     /// (`browser.disable_dialogs.active`).
     #[serde(default)]
     pub dismiss_dialogs: bool,
+    /// Whether popups open as tabs of the opener's window
+    /// (`browser.force_popups_as_tabs.active`).
+    #[serde(default)]
+    pub popups_as_tabs: bool,
     /// Whether PDFs are downloaded instead of shown in Chromium's viewer
     /// (`browser.pdf_viewer.active: false`).
     #[serde(default)]
@@ -209,6 +213,7 @@ impl Default for SessionOptions {
             certificates: Vec::new(),
             switches: Vec::new(),
             dismiss_dialogs: false,
+            popups_as_tabs: false,
             pdfs_downloaded: false,
         }
     }
@@ -399,6 +404,8 @@ pub struct BrowserPart {
     pub disable_web_security: Option<ActivePart>,
     /// `{"active": true}`: JavaScript dialogs are dismissed as they open.
     pub disable_dialogs: Option<ActivePart>,
+    /// `{"active": true}`: a popup opens as a tab of its opener's window.
+    pub force_popups_as_tabs: Option<ActivePart>,
     /// `{"active": false}`: PDFs are downloaded, not shown (the viewer is on by default).
     pub pdf_viewer: Option<ActivePart>,
     /// Captcha solving (hosted only); recorded, not active.
@@ -452,6 +459,7 @@ fn expected_at(path: &str) -> String {
         | "browser.disable_web_security"
         | "browser.disable_dialogs"
         | "browser.pdf_viewer"
+        | "browser.force_popups_as_tabs"
         | "browser.captcha_solver"
         | "browser.fullscreen" => "must be an object".to_owned(),
         "session.proxy.type" | "session.proxy.server" | "session.proxy.username" | "session.proxy.password" => {
@@ -464,7 +472,8 @@ fn expected_at(path: &str) -> String {
         | "browser.popup_blocker.active"
         | "browser.disable_web_security.active"
         | "browser.disable_dialogs.active"
-        | "browser.pdf_viewer.active" => "must be true or false".to_owned(),
+        | "browser.pdf_viewer.active"
+        | "browser.force_popups_as_tabs.active" => "must be true or false".to_owned(),
         "session.initial_url" => "must be a string holding an http or https URL".to_owned(),
         "session.tags" => "must be an array of strings".to_owned(),
         "session.timeout.max_duration" | "session.timeout.idle_timeout" => timeout_expectation(),
@@ -662,6 +671,7 @@ impl SessionOptions {
                 options.switches.push(BrowserSwitch::DisableWebSecurity);
             }
             options.dismiss_dialogs = browser.disable_dialogs.as_ref().and_then(|part| part.active) == Some(true);
+            options.popups_as_tabs = browser.force_popups_as_tabs.as_ref().and_then(|part| part.active) == Some(true);
             options.pdfs_downloaded = browser.pdf_viewer.as_ref().and_then(|part| part.active) == Some(false);
             if browser.popup_blocker.as_ref().and_then(|part| part.active) == Some(false) {
                 options.switches.push(BrowserSwitch::AllowPopups);

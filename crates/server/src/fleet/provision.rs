@@ -287,7 +287,7 @@ impl Fleet {
                 };
             }
         };
-        let dismissing = match self.dismiss_dialogs(&options, &browser).await {
+        let dismissing = match self.apply_page_rules(&options, &browser).await {
             Ok(dismissing) => dismissing,
             Err(message) => {
                 browser.shut_down().await;
@@ -404,19 +404,24 @@ impl Fleet {
 }
 
 impl Fleet {
-    /// For a session with `browser.disable_dialogs`: starts dismissing its
-    /// pages' dialogs (until the returned token fires, or the browser goes).
-    async fn dismiss_dialogs(
+    /// For a session with `browser.disable_dialogs` or
+    /// `force_popups_as_tabs`: starts applying them to its pages (until the
+    /// returned token fires, or the browser goes).
+    async fn apply_page_rules(
         &self,
         options: &SessionOptions,
         browser: &anchorage_browser::Browser,
     ) -> Result<Option<CancellationToken>, String> {
-        if !options.dismiss_dialogs {
+        let rules = anchorage_browser::PageRules {
+            dismiss_dialogs: options.dismiss_dialogs,
+            popups_as_tabs: options.popups_as_tabs,
+        };
+        if rules == anchorage_browser::PageRules::default() {
             return Ok(None);
         }
-        let dismisser = anchorage_browser::DialogDismisser::enable(browser.devtools())
+        let dismisser = anchorage_browser::PageRulesConnection::enable(browser.devtools(), rules)
             .await
-            .map_err(|error| format!("cannot watch the pages' dialogs: {error}"))?;
+            .map_err(|error| format!("cannot set the pages up: {error}"))?;
         let stop = CancellationToken::new();
         self.tasks.spawn(dismisser.run(stop.clone()));
         Ok(Some(stop))

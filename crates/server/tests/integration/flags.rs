@@ -4,7 +4,8 @@
 //! open a window without a user gesture (blocked by default);
 //! `browser.pdf_viewer.active: false` turns Chromium's PDF viewer off;
 //! `browser.disable_dialogs` answers a page's dialogs as Cancel would, in
-//! every tab.
+//! every tab; `browser.force_popups_as_tabs` opens a popup in its opener's
+//! window.
 
 use serde_json::{json, Value};
 
@@ -137,6 +138,65 @@ async fn dialogs_are_dismissed_in_every_tab_of_a_session_that_asks() {
     assert_eq!(answer["result"]["value"], json!(false));
     cdp.close().await;
     server.delete(&format!("/v1/sessions/{id}")).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
+/// Opens a popup from the session's page (with a user gesture) and says
+/// whether it came up in the opener's window.
+async fn popup_in_same_window(server: &TestServer, body: Value) -> bool {
+    let session = server.create_session(body).await;
+    let id = session["id"].as_str().unwrap_or_default().to_owned();
+    let mut cdp = Cdp::connect(session["cdp_url"].as_str().unwrap_or_default()).await;
+    let opener = cdp.attach_newest_page().await;
+    let opener_target =
+        cdp.call("Target.getTargetInfo", json!({}), Some(&opener)).await["targetInfo"]["targetId"].clone();
+    let opened = cdp
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": "window.open('about:blank#popup', '', 'popup,width=320,height=240') ? 1 : 0",
+                   "userGesture": true, "returnByValue": true}),
+            Some(&opener),
+        )
+        .await;
+    assert_eq!(opened["result"]["value"], json!(1));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let popup = loop {
+        let targets = cdp.call("Target.getTargets", json!({}), None).await;
+        let found = targets["targetInfos"].as_array().into_iter().flatten().find(|info| {
+            info["type"] == json!("page") && info["url"].as_str().is_some_and(|url| url.ends_with("#popup"))
+        });
+        if let Some(info) = found {
+            break info["targetId"].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no popup");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let opener_window = cdp
+        .call("Browser.getWindowForTarget", json!({"targetId": opener_target}), None)
+        .await["windowId"]
+        .clone();
+    let popup_window = cdp
+        .call("Browser.getWindowForTarget", json!({"targetId": popup}), None)
+        .await["windowId"]
+        .clone();
+    let same = opener_window == popup_window;
+    cdp.close().await;
+    server.delete(&format!("/v1/sessions/{id}")).await;
+    same
+}
+
+#[tokio::test]
+async fn popups_open_as_tabs_of_the_openers_window_when_asked() {
+    let server = TestServer::start().await;
+    assert!(
+        !popup_in_same_window(&server, json!({})).await,
+        "a popup gets a window of its own by default"
+    );
+    assert!(
+        popup_in_same_window(&server, json!({"browser": {"force_popups_as_tabs": {"active": true}}})).await,
+        "forced, it is a tab of the opener's window"
+    );
     server.assert_no_browsers_left().await;
     server.stop().await;
 }

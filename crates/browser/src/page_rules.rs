@@ -1,8 +1,10 @@
-//! Dismisses the JavaScript dialogs (`alert`, `confirm`, `prompt`,
-//! `beforeunload`) of every page of a browser, for sessions started with
-//! `browser.disable_dialogs`: one connection, held for the session's life,
-//! attaches to every page (those opened later too) and answers each dialog
-//! as its Cancel button would.
+//! What the server does in every page of a browser for a session's
+//! options: one connection, held for the session's life, attaches to every
+//! page (those opened later too, which wait until it has set them up) and
+//! - for `browser.disable_dialogs`, answers each JavaScript dialog (`alert`,
+//!   `confirm`, `prompt`, `beforeunload`) as its Cancel button would;
+//! - for `browser.force_popups_as_tabs`, has `window.open` drop its window
+//!   features, so that a popup opens as a tab of the opener's window.
 
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -11,21 +13,35 @@ use tokio_util::sync::CancellationToken;
 use crate::cdp::{CdpClient, CdpError};
 use crate::devtools::Devtools;
 
-/// A connection that dismisses dialogs.
-pub struct DialogDismisser {
-    client: CdpClient,
+/// Runs before any script of a page: `window.open` without its features.
+const OPEN_AS_TAB: &str = "(() => { const open = window.open; \
+    window.open = function (url, target) { return open.call(this, url, target); }; })();";
+
+/// What to do in every page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PageRules {
+    /// Answer dialogs as Cancel.
+    pub dismiss_dialogs: bool,
+    /// Open popups as tabs.
+    pub popups_as_tabs: bool,
 }
 
-impl std::fmt::Debug for DialogDismisser {
+/// A connection that applies [`PageRules`] to every page.
+pub struct PageRulesConnection {
+    client: CdpClient,
+    rules: PageRules,
+}
+
+impl std::fmt::Debug for PageRulesConnection {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("DialogDismisser").finish_non_exhaustive()
+        formatter.debug_struct("PageRulesConnection").finish_non_exhaustive()
     }
 }
 
-impl DialogDismisser {
-    /// Attaches to every page there is and will be; dialogs are dismissed
-    /// once [`DialogDismisser::run`] runs (new pages wait for it).
-    pub async fn enable(devtools: &Devtools) -> Result<Self, CdpError> {
+impl PageRulesConnection {
+    /// Attaches to every page there is and will be and applies `rules` to
+    /// those open now; later ones wait for [`PageRulesConnection::run`].
+    pub async fn enable(devtools: &Devtools, rules: PageRules) -> Result<Self, CdpError> {
         let mut client = CdpClient::open(devtools).await?;
         client
             .call(
@@ -49,10 +65,18 @@ impl DialogDismisser {
         for page in pages {
             // A page that closed meanwhile is no error.
             if let Ok(session) = client.attach(&page).await {
-                let _ = client.call("Page.enable", json!({}), Some(&session)).await;
+                for (method, params) in commands(rules) {
+                    let _ = client.call(method, params.clone(), Some(&session)).await;
+                    if method == "Page.addScriptToEvaluateOnNewDocument" {
+                        // The page that is open already gets it now too.
+                        let _ = client
+                            .call("Runtime.evaluate", json!({"expression": OPEN_AS_TAB}), Some(&session))
+                            .await;
+                    }
+                }
             }
         }
-        Ok(Self { client })
+        Ok(Self { client, rules })
     }
 
     /// Answers dialogs until `stop` fires or the browser goes.
@@ -73,15 +97,18 @@ impl DialogDismisser {
                     let Some(session) = event.pointer("/params/sessionId").and_then(Value::as_str) else {
                         continue;
                     };
-                    // Page events on, then the page may go on (it waited for us).
-                    let enabled = self.client.send("Page.enable", json!({}), Some(session)).await;
+                    // Set up, then the page may go on (it waited for us).
+                    let mut sent = Ok(0);
+                    for (method, params) in commands(self.rules) {
+                        sent = sent.and(self.client.send(method, params, Some(session)).await);
+                    }
                     let resumed = self
                         .client
                         .send("Runtime.runIfWaitingForDebugger", json!({}), Some(session))
                         .await;
-                    enabled.and(resumed)
+                    sent.and(resumed)
                 }
-                Some("Page.javascriptDialogOpening") => {
+                Some("Page.javascriptDialogOpening") if self.rules.dismiss_dialogs => {
                     let session = event.get("sessionId").and_then(Value::as_str);
                     self.client
                         .send("Page.handleJavaScriptDialog", json!({"accept": false}), session)
@@ -95,4 +122,16 @@ impl DialogDismisser {
         }
         self.client.close().await;
     }
+}
+
+/// The commands that set a page up for `rules`.
+fn commands(rules: PageRules) -> Vec<(&'static str, Value)> {
+    let mut commands = Vec::new();
+    if rules.dismiss_dialogs {
+        commands.push(("Page.enable", json!({})));
+    }
+    if rules.popups_as_tabs {
+        commands.push(("Page.addScriptToEvaluateOnNewDocument", json!({"source": OPEN_AS_TAB})));
+    }
+    commands
 }
