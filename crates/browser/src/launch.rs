@@ -73,6 +73,9 @@ pub struct LaunchSpec {
     /// PDFs are downloaded instead of shown in Chromium's viewer (a
     /// preference written into the profile before the browser starts).
     pub pdfs_downloaded: bool,
+    /// The window is fullscreen on a screen the size of `window`, so the
+    /// viewport is still `window`.
+    pub fullscreen: bool,
 }
 
 /// An unprivileged user for browsers (when the server runs as root).
@@ -112,6 +115,7 @@ impl LaunchSpec {
             trusted_cas: Vec::new(),
             switches: Vec::new(),
             pdfs_downloaded: false,
+            fullscreen: false,
         }
     }
 
@@ -182,6 +186,10 @@ impl LaunchSpec {
             arguments.push(format!("--disable-extensions-except={}", folders.join(",")));
         }
         arguments.extend(self.switches.iter().map(|switch| (*switch).to_owned()));
+        if self.fullscreen {
+            arguments.push("--start-fullscreen".to_owned());
+            arguments.push(format!("--screen-info={{0,0 {}x{}}}", self.window.0, self.window.1));
+        }
         if let Some(server) = &self.proxy_server {
             arguments.push(format!("--proxy-server={server}"));
         }

@@ -50,6 +50,8 @@ pub struct LaunchRequest {
     pub switches: Vec<&'static str>,
     /// PDFs are downloaded instead of shown.
     pub pdfs_downloaded: bool,
+    /// A fullscreen window on a screen the viewport's size.
+    pub fullscreen: bool,
 }
 
 /// Starts browsers. The fleet schedules; this launches.
@@ -136,6 +138,7 @@ impl ChromiumLauncher {
             trusted_cas: request.trusted_cas.clone(),
             switches: request.switches.clone(),
             pdfs_downloaded: request.pdfs_downloaded,
+            fullscreen: request.fullscreen,
             ..LaunchSpec::new(
                 self.settings.executable.clone(),
                 self.settings.dirs.for_session(&request.name),
@@ -151,7 +154,8 @@ impl Launcher for ChromiumLauncher {
     async fn launch(&self, request: &LaunchRequest, stop: CancellationToken) -> Result<Browser, LaunchError> {
         let spec = self.spec(request);
         let browser = launch_until(&spec, stop.cancelled()).await?;
-        if spec.window_frame.is_none() {
+        // A fullscreen window has no frame: it cannot tell the others' size.
+        if spec.window_frame.is_none() && !request.fullscreen {
             // Headless windows have an invisible frame: size this first
             // window so that its viewport is what was asked, and remember
             // the frame for every later launch.

@@ -90,6 +90,10 @@ pub struct SessionOptions {
     /// (`browser.force_popups_as_tabs.active`).
     #[serde(default)]
     pub popups_as_tabs: bool,
+    /// Whether the window is fullscreen, on a screen the viewport's size
+    /// (`browser.fullscreen.active`).
+    #[serde(default)]
+    pub fullscreen: bool,
     /// Whether PDFs are downloaded instead of shown in Chromium's viewer
     /// (`browser.pdf_viewer.active: false`).
     #[serde(default)]
@@ -214,6 +218,7 @@ impl Default for SessionOptions {
             switches: Vec::new(),
             dismiss_dialogs: false,
             popups_as_tabs: false,
+            fullscreen: false,
             pdfs_downloaded: false,
         }
     }
@@ -411,9 +416,8 @@ pub struct BrowserPart {
     /// Captcha solving (hosted only); recorded, not active.
     #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
     pub captcha_solver: Option<Map<String, Value>>,
-    /// Fullscreen; recorded, not active yet.
-    #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
-    pub fullscreen: Option<Map<String, Value>>,
+    /// `{"active": true}`: the window is fullscreen on a screen the viewport's size.
+    pub fullscreen: Option<ActivePart>,
     /// Names of the team's CA certificates the browser trusts (`POST /v1/certificates`).
     pub certificates: Option<Vec<String>>,
     /// Ids of the team's uploaded extensions to load (`POST /v1/extensions`).
@@ -473,7 +477,8 @@ fn expected_at(path: &str) -> String {
         | "browser.disable_web_security.active"
         | "browser.disable_dialogs.active"
         | "browser.pdf_viewer.active"
-        | "browser.force_popups_as_tabs.active" => "must be true or false".to_owned(),
+        | "browser.force_popups_as_tabs.active"
+        | "browser.fullscreen.active" => "must be true or false".to_owned(),
         "session.initial_url" => "must be a string holding an http or https URL".to_owned(),
         "session.tags" => "must be an array of strings".to_owned(),
         "session.timeout.max_duration" | "session.timeout.idle_timeout" => timeout_expectation(),
@@ -671,6 +676,7 @@ impl SessionOptions {
                 options.switches.push(BrowserSwitch::DisableWebSecurity);
             }
             options.dismiss_dialogs = browser.disable_dialogs.as_ref().and_then(|part| part.active) == Some(true);
+            options.fullscreen = browser.fullscreen.as_ref().and_then(|part| part.active) == Some(true);
             options.popups_as_tabs = browser.force_popups_as_tabs.as_ref().and_then(|part| part.active) == Some(true);
             options.pdfs_downloaded = browser.pdf_viewer.as_ref().and_then(|part| part.active) == Some(false);
             if browser.popup_blocker.as_ref().and_then(|part| part.active) == Some(false) {

@@ -514,6 +514,7 @@ impl Fleet {
                         trusted_cas: Vec::new(),
                         switches: Vec::new(),
                         pdfs_downloaded: false,
+                        fullscreen: false,
                     };
                     let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
                     drop(launch_permit);

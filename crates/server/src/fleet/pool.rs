@@ -40,6 +40,7 @@ pub(super) fn poolable(options: &SessionOptions) -> bool {
         && options.certificates.is_empty()
         && options.switches.is_empty()
         && !options.pdfs_downloaded
+        && !options.fullscreen
 }
 
 /// Whether a refill may start now.

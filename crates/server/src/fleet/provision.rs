@@ -238,6 +238,7 @@ impl Fleet {
                     trusted_cas,
                     switches: options.switches.iter().map(|switch| switch.flag()).collect(),
                     pdfs_downloaded: options.pdfs_downloaded,
+                    fullscreen: options.fullscreen,
                     name: session.id.as_uuid().simple().to_string(),
                     window: (options.viewport.width, options.viewport.height),
                     // Behind a proxy that wants credentials, the first page

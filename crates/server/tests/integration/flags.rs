@@ -51,6 +51,21 @@ async fn browser_switches_show_their_effect_on_pages() {
         json!("read")
     );
 
+    // Fullscreen: no browser frame, the screen and viewport both the viewport asked for.
+    let sizes = "[innerWidth, innerHeight, screen.width, screen.height, outerWidth]";
+    assert_eq!(
+        on_page(
+            &server,
+            &pages,
+            json!({"browser": {"fullscreen": {"active": true}, "viewport": {"width": 1024, "height": 700}}}),
+            sizes
+        )
+        .await,
+        json!([1024, 700, 1024, 700, 1024])
+    );
+    let windowed = on_page(&server, &pages, json!({}), sizes).await;
+    assert_eq!((windowed[0].clone(), windowed[1].clone()), (json!(1440), json!(900)));
+
     let viewer = "navigator.pdfViewerEnabled";
     assert_eq!(on_page(&server, &pages, json!({}), viewer).await, json!(true));
     assert_eq!(
