@@ -240,6 +240,7 @@ impl App {
         );
         let state = AppState {
             browser_dirs,
+            events: Arc::default(),
             max_batch: config.max_batch,
             store,
             fleet,

@@ -34,6 +34,8 @@ pub struct AppState {
     pub max_batch: usize,
     /// Where browsers keep their directories.
     pub browser_dirs: anchorage_browser::BrowserDirs,
+    /// Named events and their waiters.
+    pub events: Arc<crate::events::EventHub>,
 }
 
 impl AppState {

@@ -901,3 +901,11 @@ pub struct CertificateItem {
     #[serde(rename = "createdAt")]
     pub created_at: String,
 }
+
+/// What a waiter of an event gets (`EventResponseSchema` upstream).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventData {
+    /// The data the event was signalled with.
+    #[schema(value_type = Object)]
+    pub data: Value,
+}

@@ -6,6 +6,7 @@ mod actions;
 mod batches;
 mod cdp;
 mod certificates;
+mod events;
 mod extensions;
 pub mod extract;
 mod health;
@@ -65,6 +66,21 @@ const BATCH_CHANGE: &[Fault] = &[
     Fault::Conflict,
     Fault::PayloadTooLarge,
     Fault::Unavailable,
+];
+/// A signal of a named event, with a body.
+const EVENT_SIGNAL: &[Fault] = &[
+    Fault::BadRequest,
+    Fault::Unauthorized,
+    Fault::PayloadTooLarge,
+    Fault::Unavailable,
+];
+/// A wait for a named event: it may time out.
+const EVENT_WAIT: &[Fault] = &[
+    Fault::BadRequest,
+    Fault::Unauthorized,
+    Fault::PayloadTooLarge,
+    Fault::Unavailable,
+    Fault::Timeout,
 ];
 /// An upload of a file the server checks and keeps.
 const UPLOAD: &[Fault] = &[
@@ -326,6 +342,18 @@ pub(crate) fn table() -> Vec<Route> {
             "/v1/certificates/{name}",
             delete(certificates::delete),
             READ_ONE,
+        ),
+        route(
+            Method::POST,
+            "/v1/events/{event_name}",
+            post(events::signal),
+            EVENT_SIGNAL,
+        ),
+        route(
+            Method::POST,
+            "/v1/events/{event_name}/wait",
+            post(events::wait),
+            EVENT_WAIT,
         ),
         route(Method::POST, "/v1/extensions", post(extensions::upload), UPLOAD),
         route(Method::GET, "/v1/extensions", get(extensions::list), READ),

@@ -8,7 +8,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{actions, batches, cdp, certificates, extensions, health, live, profiles, sessions, tools, usage};
+use super::{actions, batches, cdp, certificates, events, extensions, health, live, profiles, sessions, tools, usage};
 use crate::error::Fault;
 use crate::wire::{BatchGone, ErrorBody};
 
@@ -65,6 +65,8 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         actions::upload,
         actions::downloads,
         actions::download_file,
+        events::signal,
+        events::wait,
         certificates::create,
         certificates::list,
         certificates::delete,
@@ -94,6 +96,7 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         (name = "sessions", description = "Start, inspect, list and end browser sessions"),
         (name = "batches", description = "Many sessions with one call, provisioned in the background"),
         (name = "certificates", description = "CA certificates a team uploads and sessions trust"),
+        (name = "events", description = "Named events a team's clients signal and wait for"),
         (name = "extensions", description = "Browser extensions a team uploads and sessions load"),
         (name = "profiles", description = "Saved browser state (cookies, storage, cache) that sessions start from and save into"),
         (name = "tools", description = "One-shot tools on a web page: a screenshot, a PDF, the rendered HTML"),
