@@ -198,6 +198,24 @@ impl CdpClient {
         }
     }
 
+    /// The next message as JSON, for a connection held for a session's
+    /// life: `None` once `stop` fires or the connection ends; messages that
+    /// are not JSON are passed over.
+    pub(crate) async fn next_until(&mut self, stop: &tokio_util::sync::CancellationToken) -> Option<Value> {
+        loop {
+            let message = tokio::select! {
+                message = self.next() => message,
+                () = stop.cancelled() => return None,
+            };
+            let Message::Text(text) = message? else {
+                return None;
+            };
+            if let Ok(value) = serde_json::from_str::<Value>(&text) {
+                return Some(value);
+            }
+        }
+    }
+
     /// The first page target's id.
     async fn first_page(&mut self) -> Result<String, CdpError> {
         let targets = self.call("Target.getTargets", json!({}), None).await?;

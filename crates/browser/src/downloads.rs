@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::cdp::{CdpClient, CdpError};
@@ -80,15 +79,8 @@ pub async fn follow_downloads(
         )
         .await?;
     loop {
-        let message = tokio::select! {
-            message = client.next() => message,
-            () = stop.cancelled() => break,
-        };
-        let Some(Message::Text(text)) = message else {
+        let Some(event) = client.next_until(&stop).await else {
             break;
-        };
-        let Ok(event) = serde_json::from_str::<Value>(&text) else {
-            continue;
         };
         let params = &event["params"];
         let text_of = |key: &str| params[key].as_str().unwrap_or_default().to_owned();

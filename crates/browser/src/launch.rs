@@ -57,6 +57,14 @@ pub struct LaunchSpec {
     /// the lowest CPU priority until [`Browser::raise_priority`], so that it
     /// never slows the sessions in use.
     pub background: bool,
+    /// What the session's options ask of this browser beyond the defaults.
+    pub setup: BrowserSetup,
+}
+
+/// What a session's options ask of its browser beyond the defaults (a
+/// browser launched ahead for the pool has none of it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrowserSetup {
     /// A saved profile copied into the new profile dir before the browser
     /// starts, and the most bytes it may hold.
     pub profile_seed: Option<(PathBuf, u64)>,
@@ -109,13 +117,7 @@ impl LaunchSpec {
             run_as: None,
             sandbox: false,
             background: false,
-            profile_seed: None,
-            proxy_server: None,
-            extensions: Vec::new(),
-            trusted_cas: Vec::new(),
-            switches: Vec::new(),
-            pdfs_downloaded: false,
-            fullscreen: false,
+            setup: BrowserSetup::default(),
         }
     }
 
@@ -178,19 +180,19 @@ impl LaunchSpec {
         }
         arguments.push(format!("--user-data-dir={}", self.profile_dir().display()));
         arguments.push(format!("--window-size={width},{height}"));
-        if !self.extensions.is_empty() {
-            let folders: Vec<String> = (0..self.extensions.len())
+        if !self.setup.extensions.is_empty() {
+            let folders: Vec<String> = (0..self.setup.extensions.len())
                 .map(|index| self.extension_dir(index).display().to_string())
                 .collect();
             arguments.push(format!("--load-extension={}", folders.join(",")));
             arguments.push(format!("--disable-extensions-except={}", folders.join(",")));
         }
-        arguments.extend(self.switches.iter().map(|switch| (*switch).to_owned()));
-        if self.fullscreen {
+        arguments.extend(self.setup.switches.iter().map(|switch| (*switch).to_owned()));
+        if self.setup.fullscreen {
             arguments.push("--start-fullscreen".to_owned());
             arguments.push(format!("--screen-info={{0,0 {}x{}}}", self.window.0, self.window.1));
         }
-        if let Some(server) = &self.proxy_server {
+        if let Some(server) = &self.setup.proxy_server {
             arguments.push(format!("--proxy-server={server}"));
         }
         if let Some(rules) = &self.host_resolver_rules {
@@ -541,7 +543,7 @@ async fn trust_cas(spec: &LaunchSpec) -> std::io::Result<()> {
         "--empty-password".into(),
     ])
     .await?;
-    for (index, (name, pem)) in spec.trusted_cas.iter().enumerate() {
+    for (index, (name, pem)) in spec.setup.trusted_cas.iter().enumerate() {
         let file = db.join(format!("ca-{index}.pem"));
         tokio::fs::write(&file, pem).await?;
         let added = run(vec![
@@ -796,10 +798,10 @@ pub async fn launch_until(
     }
     // A saved profile and extensions are copied in before the browser starts.
     let mut copies: Vec<(PathBuf, PathBuf, u64)> = Vec::new();
-    if let Some((seed, max_bytes)) = &spec.profile_seed {
+    if let Some((seed, max_bytes)) = &spec.setup.profile_seed {
         copies.push((seed.clone(), spec.profile_dir(), *max_bytes));
     }
-    for (index, extension) in spec.extensions.iter().enumerate() {
+    for (index, extension) in spec.setup.extensions.iter().enumerate() {
         copies.push((extension.clone(), spec.extension_dir(index), u64::MAX));
     }
     for (from, to, max_bytes) in copies {
@@ -817,7 +819,7 @@ pub async fn launch_until(
             return Err(LaunchError::Directory { path: to, source });
         }
     }
-    if spec.pdfs_downloaded {
+    if spec.setup.pdfs_downloaded {
         if let Err(source) = set_preference(spec, &["plugins", "always_open_pdf_externally"], true.into()).await {
             remove_dirs(spec).await;
             return Err(LaunchError::Directory {
@@ -826,7 +828,7 @@ pub async fn launch_until(
             });
         }
     }
-    if !spec.trusted_cas.is_empty() {
+    if !spec.setup.trusted_cas.is_empty() {
         if let Err(source) = trust_cas(spec).await {
             remove_dirs(spec).await;
             return Err(LaunchError::Directory {
@@ -865,7 +867,7 @@ pub async fn launch_until(
             .env("HOME", spec.session_dir.clone())
             .env("XDG_CACHE_HOME", run_as.cache_dir.clone());
     }
-    if !spec.trusted_cas.is_empty() {
+    if !spec.setup.trusted_cas.is_empty() {
         // Chromium reads the CAs it trusts from $HOME/.pki/nssdb; the font
         // cache stays where it was, shared.
         command.env("HOME", spec.home_dir());

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::cdp::CdpError;
-use crate::launch::{can_raise_priority, launch_until, Browser, LaunchError, LaunchSpec, RunAs};
+use crate::launch::{can_raise_priority, launch_until, Browser, BrowserSetup, LaunchError, LaunchSpec, RunAs};
 use crate::BrowserDirs;
 
 /// What differs between launches.
@@ -36,22 +36,8 @@ pub struct LaunchRequest {
     /// Launched ahead of need (a pool refill): at the lowest CPU priority
     /// until [`Launcher::hand_out`], so that it never slows sessions in use.
     pub ahead: bool,
-    /// A saved profile to start from (copied in before the browser starts),
-    /// and the most bytes it may hold.
-    pub profile_seed: Option<(PathBuf, u64)>,
-    /// Chromium `--proxy-server` (`scheme://host:port`); credentials are
-    /// answered over DevTools, never put on the command line.
-    pub proxy_server: Option<String>,
-    /// Unpacked extensions to load (copied into the browser's folder first).
-    pub extensions: Vec<PathBuf>,
-    /// CA certificates (name, PEM) the browser trusts.
-    pub trusted_cas: Vec<(String, String)>,
-    /// Further Chromium switches (`--disable-web-security`, …).
-    pub switches: Vec<&'static str>,
-    /// PDFs are downloaded instead of shown.
-    pub pdfs_downloaded: bool,
-    /// A fullscreen window on a screen the viewport's size.
-    pub fullscreen: bool,
+    /// What the session's options ask of it beyond the defaults.
+    pub setup: BrowserSetup,
 }
 
 /// Starts browsers. The fleet schedules; this launches.
@@ -132,13 +118,7 @@ impl ChromiumLauncher {
             run_as: self.settings.run_as.clone(),
             sandbox: self.settings.sandbox,
             background: request.ahead && self.background_launches,
-            profile_seed: request.profile_seed.clone(),
-            proxy_server: request.proxy_server.clone(),
-            extensions: request.extensions.clone(),
-            trusted_cas: request.trusted_cas.clone(),
-            switches: request.switches.clone(),
-            pdfs_downloaded: request.pdfs_downloaded,
-            fullscreen: request.fullscreen,
+            setup: request.setup.clone(),
             ..LaunchSpec::new(
                 self.settings.executable.clone(),
                 self.settings.dirs.for_session(&request.name),
@@ -155,7 +135,7 @@ impl Launcher for ChromiumLauncher {
         let spec = self.spec(request);
         let browser = launch_until(&spec, stop.cancelled()).await?;
         // A fullscreen window has no frame: it cannot tell the others' size.
-        if spec.window_frame.is_none() && !request.fullscreen {
+        if spec.window_frame.is_none() && !request.setup.fullscreen {
             // Headless windows have an invisible frame: size this first
             // window so that its viewport is what was asked, and remember
             // the frame for every later launch.

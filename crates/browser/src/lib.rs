@@ -35,7 +35,8 @@ pub use dirs::BrowserDirs;
 pub use downloads::{download_path, follow_downloads, Download, Downloads};
 pub use host::SystemUser;
 pub use launch::{
-    can_raise_priority, launch, launch_until, Browser, BrowserExit, LaunchError, LaunchSpec, LaunchTimings, RunAs,
+    can_raise_priority, launch, launch_until, Browser, BrowserExit, BrowserSetup, LaunchError, LaunchSpec,
+    LaunchTimings, RunAs,
 };
 pub use launcher::{ChromiumLauncher, ChromiumSettings, LaunchRequest, Launcher};
 pub use page_rules::{PageRules, PageRulesConnection};

@@ -7,7 +7,6 @@
 //!   features, so that a popup opens as a tab of the opener's window.
 
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::cdp::{CdpClient, CdpError};
@@ -82,15 +81,8 @@ impl PageRulesConnection {
     /// Answers dialogs until `stop` fires or the browser goes.
     pub async fn run(mut self, stop: CancellationToken) {
         loop {
-            let message = tokio::select! {
-                message = self.client.next() => message,
-                () = stop.cancelled() => break,
-            };
-            let Some(Message::Text(text)) = message else {
+            let Some(event) = self.client.next_until(&stop).await else {
                 break;
-            };
-            let Ok(event) = serde_json::from_str::<Value>(&text) else {
-                continue;
             };
             let sent = match event.get("method").and_then(Value::as_str) {
                 Some("Target.attachedToTarget") => {

@@ -15,7 +15,6 @@
 use std::collections::HashSet;
 
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::cdp::{CdpClient, CdpError};
@@ -63,15 +62,8 @@ impl ProxyAuthenticator {
     /// `stop` fires or the browser goes.
     pub async fn run(mut self, stop: CancellationToken) {
         loop {
-            let message = tokio::select! {
-                message = self.client.next() => message,
-                () = stop.cancelled() => break,
-            };
-            let Some(Message::Text(text)) = message else {
+            let Some(event) = self.client.next_until(&stop).await else {
                 break;
-            };
-            let Ok(event) = serde_json::from_str::<Value>(&text) else {
-                continue;
             };
             let session = event.get("sessionId").and_then(Value::as_str).map(str::to_owned);
             let params = &event["params"];

@@ -508,13 +508,7 @@ impl Fleet {
                         ),
                         initial_url: None,
                         ahead: true,
-                        profile_seed: None,
-                        proxy_server: None,
-                        extensions: Vec::new(),
-                        trusted_cas: Vec::new(),
-                        switches: Vec::new(),
-                        pdfs_downloaded: false,
-                        fullscreen: false,
+                        setup: anchorage_browser::BrowserSetup::default(),
                     };
                     let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
                     drop(launch_permit);

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use anchorage_browser::{Browser, LaunchError, LaunchRequest};
+use anchorage_browser::{Browser, BrowserSetup, LaunchError, LaunchRequest};
 use anchorage_core::{RequestId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp};
 use anchorage_store::{LaunchFailure, RequestRecord, SessionRecord};
 use tokio::sync::OwnedSemaphorePermit;
@@ -235,10 +235,6 @@ impl Fleet {
                     }
                 };
                 let launch = LaunchRequest {
-                    trusted_cas,
-                    switches: options.switches.iter().map(|switch| switch.flag()).collect(),
-                    pdfs_downloaded: options.pdfs_downloaded,
-                    fullscreen: options.fullscreen,
                     name: session.id.as_uuid().simple().to_string(),
                     window: (options.viewport.width, options.viewport.height),
                     // Behind a proxy that wants credentials, the first page
@@ -248,13 +244,19 @@ impl Fleet {
                         .clone()
                         .filter(|_| !proxy_needs_credentials(&options)),
                     ahead: false,
-                    profile_seed: seed.as_ref().map(|seed| (seed.folder.clone(), seed.max_bytes)),
-                    proxy_server: options.proxy.as_ref().map(|proxy| proxy.server.clone()),
-                    extensions: options
-                        .extensions
-                        .iter()
-                        .filter_map(|id| self.extension_dir(*id))
-                        .collect(),
+                    setup: BrowserSetup {
+                        profile_seed: seed.as_ref().map(|seed| (seed.folder.clone(), seed.max_bytes)),
+                        proxy_server: options.proxy.as_ref().map(|proxy| proxy.server.clone()),
+                        extensions: options
+                            .extensions
+                            .iter()
+                            .filter_map(|id| self.extension_dir(*id))
+                            .collect(),
+                        trusted_cas,
+                        switches: options.switches.iter().map(|switch| switch.flag()).collect(),
+                        pdfs_downloaded: options.pdfs_downloaded,
+                        fullscreen: options.fullscreen,
+                    },
                 };
                 let launched = self.launch_with_retry(&launch, &abort).await;
                 drop(seed);
