@@ -160,9 +160,11 @@ async fn indexeddb_blobs_come_back_from_a_saved_profile() {
              get.onsuccess = () => get.result ? get.result.arrayBuffer().then(b => ok(new Uint8Array(b).reduce((s, x) => s + x, 0))) : ok(null); \
              get.onerror = () => fail(get.error); }}))"
         );
+        // A put succeeds before its transaction commits: wait for the commit, on disk.
         let write = format!(
-            "{OPEN_DB}.then(db => new Promise((ok, fail) => {{ const put = db.transaction('blobs', 'readwrite').objectStore('blobs').put({}, 1); \
-             put.onsuccess = () => ok('kept'); put.onerror = () => fail(put.error); }}))",
+            "{OPEN_DB}.then(db => new Promise((ok, fail) => {{ const tx = db.transaction('blobs', 'readwrite', {{durability: 'strict'}}); \
+             tx.objectStore('blobs').put({}, 1); \
+             tx.oncomplete = () => ok('kept'); tx.onerror = () => fail(tx.error); }}))",
             blob_of(300_000)
         );
         let before = awaited(&mut cdp, &page, &read).await;
