@@ -13,6 +13,7 @@ pub mod options;
 pub mod request;
 pub mod session;
 pub mod time;
+pub mod webhook;
 mod wire_enum;
 
 pub use admission::FairQueue;

@@ -74,6 +74,14 @@ fn private_v6(address: Ipv6Addr) -> bool {
         || address.to_ipv4_mapped().is_some_and(private_v4)
 }
 
+/// Whether an address is loopback, private, link-local or unspecified.
+pub fn is_private_ip(address: std::net::IpAddr) -> bool {
+    match address {
+        std::net::IpAddr::V4(address) => private_v4(address),
+        std::net::IpAddr::V6(address) => private_v6(address),
+    }
+}
+
 /// Whether a URL's host is private by its name or literal address.
 pub fn is_private_url(url: &Url) -> bool {
     match url.host() {

@@ -225,6 +225,15 @@ impl App {
         };
         let fleet = Fleet::new(Arc::clone(&store), launcher, settings, shutdown.clone(), tasks.clone());
         fleet.start().await?;
+        let deliverer = crate::webhooks::Deliverer::new(
+            Arc::clone(&store),
+            crate::webhooks::DeliverySettings {
+                retry_delays: config.webhook_retry_delays.clone(),
+                timeout: config.webhook_timeout,
+                block_private_networks: config.block_private_networks,
+            },
+        );
+        tasks.spawn(Arc::clone(&deliverer).run(shutdown.clone(), tasks.clone()));
         let summary = format!(
             "anchorage listening on {bound} (public URL {public_url}); chromium {} as {}, sandbox {}; max sessions {}; launch concurrency {}; pool {}; data in {}",
             chromium.display(),
@@ -241,6 +250,7 @@ impl App {
         let state = AppState {
             browser_dirs,
             events: Arc::default(),
+            deliverer,
             max_batch: config.max_batch,
             store,
             fleet,

@@ -66,6 +66,7 @@ struct FileConfig {
     block_private_networks: Option<bool>,
     browser_user: Option<String>,
     browser_sandbox: Option<String>,
+    webhook_retry_delays: Option<String>,
 }
 
 /// Everything the server needs to start.
@@ -130,6 +131,46 @@ pub struct Config {
     /// connection is closed (slow clients must not hold connections open).
     /// Thirty seconds when read from settings; tests shorten it.
     pub header_read_timeout: Duration,
+    /// The waits before the second, third, … attempt of a webhook delivery
+    /// (`ANCHORAGE_WEBHOOK_RETRY_DELAYS`); their count plus one is the
+    /// number of attempts.
+    pub webhook_retry_delays: Vec<Duration>,
+    /// How long a receiver has to answer a delivery.
+    pub webhook_timeout: Duration,
+}
+
+/// The default webhook retry schedule: six attempts over about 2.6 hours.
+pub const DEFAULT_WEBHOOK_RETRY_DELAYS: &str = "10s,1m,5m,30m,2h";
+
+/// `10s,1m,5m`: waits in `ms`, `s`, `m` or `h`, each at most a day.
+fn parse_delays(name: &str, text: &str) -> Result<Vec<Duration>, ConfigError> {
+    let wrong = || {
+        ConfigError(format!(
+            "{name}={text:?} is not valid: give 1 to 20 comma-separated waits such as 10s,1m,5m,30m,2h (units ms, s, m, h; each at most 24h)"
+        ))
+    };
+    let delays = text
+        .split(',')
+        .map(|item| {
+            let item = item.trim();
+            let digits = item.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+            let value: u64 = digits.parse().map_err(|_| wrong())?;
+            let millis = match &item[digits.len()..] {
+                "ms" => Some(value),
+                "s" => value.checked_mul(1000),
+                "m" => value.checked_mul(60_000),
+                "h" => value.checked_mul(3_600_000),
+                _ => None,
+            }
+            .filter(|millis| *millis <= 86_400_000)
+            .ok_or_else(wrong)?;
+            Ok(Duration::from_millis(millis))
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    if delays.is_empty() || delays.len() > 20 {
+        return Err(wrong());
+    }
+    Ok(delays)
 }
 
 /// The default of `ANCHORAGE_POOL_REFILL_DELAY_MS` (see BENCHMARKS.md).
@@ -344,6 +385,12 @@ impl Config {
             }
         };
 
+        let webhook_retry_delays = parse_delays(
+            "ANCHORAGE_WEBHOOK_RETRY_DELAYS",
+            &text("ANCHORAGE_WEBHOOK_RETRY_DELAYS", from_file.webhook_retry_delays)
+                .unwrap_or_else(|| DEFAULT_WEBHOOK_RETRY_DELAYS.to_owned()),
+        )?;
+
         Ok(Self {
             listen,
             public_url,
@@ -368,6 +415,8 @@ impl Config {
             browser_user,
             browser_sandbox,
             header_read_timeout: Duration::from_secs(30),
+            webhook_retry_delays,
+            webhook_timeout: Duration::from_secs(10),
         })
     }
 
@@ -414,6 +463,13 @@ mod tests {
         assert!(config.database_url.starts_with("sqlite://./data/"));
         assert!(config.max_sessions >= 1);
         assert!(config.launch_concurrency >= 1);
+        let minutes: Vec<u64> = config.webhook_retry_delays.iter().map(|wait| wait.as_secs()).collect();
+        assert_eq!(minutes, [10, 60, 300, 1800, 7200]);
+        let quick = Config::load(&source(&[("ANCHORAGE_WEBHOOK_RETRY_DELAYS", "100ms, 1s")]), None).expect("load");
+        assert_eq!(
+            quick.webhook_retry_delays,
+            [Duration::from_millis(100), Duration::from_secs(1)]
+        );
     }
 
     #[test]
@@ -427,6 +483,9 @@ mod tests {
             ("ANCHORAGE_API_KEY", "short"),
             ("ANCHORAGE_MAX_BATCH", "5001"),
             ("ANCHORAGE_TEAM_MAX_SESSIONS", "0"),
+            ("ANCHORAGE_WEBHOOK_RETRY_DELAYS", "soon"),
+            ("ANCHORAGE_WEBHOOK_RETRY_DELAYS", "10s,,1m"),
+            ("ANCHORAGE_WEBHOOK_RETRY_DELAYS", "25h"),
         ] {
             let error = Config::load(&source(&[(name, value)]), None).expect_err(name);
             assert!(error.0.starts_with(name), "{error}");

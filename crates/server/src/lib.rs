@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod profiles;
 mod routes;
 pub mod state;
+pub mod webhooks;
 pub mod wire;
 
 pub use app::{App, StartError};

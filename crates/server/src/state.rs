@@ -36,6 +36,8 @@ pub struct AppState {
     pub browser_dirs: anchorage_browser::BrowserDirs,
     /// Named events and their waiters.
     pub events: Arc<crate::events::EventHub>,
+    /// The webhook delivery worker (woken when a test event is recorded).
+    pub deliverer: Arc<crate::webhooks::Deliverer>,
 }
 
 impl AppState {

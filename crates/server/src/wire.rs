@@ -909,3 +909,103 @@ pub struct EventData {
     #[schema(value_type = Object)]
     pub data: Value,
 }
+
+/// A webhook as listed (`WebhookPublic` upstream): never its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookItem {
+    /// `wh_…`.
+    pub id: String,
+    /// The team's id.
+    pub project_id: String,
+    /// Where events are posted.
+    pub url: String,
+    /// What it is for (empty when not given).
+    pub description: String,
+    /// The event types it gets.
+    pub subscribed_events: Vec<String>,
+    /// Whether events fan out to it.
+    pub enabled: bool,
+    /// When it was made.
+    pub created_at: String,
+    /// When it last changed.
+    pub updated_at: String,
+}
+
+/// A webhook with its signing secret (`WebhookWithSecret` upstream): only
+/// the answers of create and rotate carry it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookWithSecret {
+    /// The webhook.
+    #[serde(flatten)]
+    pub webhook: WebhookItem,
+    /// The HMAC-SHA256 key of `Anchor-Signature`.
+    pub secret: String,
+}
+
+/// `{"webhooks": […]}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookList {
+    /// The team's webhooks, oldest first.
+    pub webhooks: Vec<WebhookItem>,
+}
+
+/// `{"ok": true}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OkAnswer {
+    /// Always true.
+    pub ok: bool,
+}
+
+/// What a test event was recorded as.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookTestAnswer {
+    /// The envelope's `id` the receiver gets.
+    pub external_event_id: String,
+    /// Its type.
+    pub event_type: String,
+}
+
+/// One attempt at a delivery (`WebhookEventDeliveryRow` upstream).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryRow {
+    /// The attempt's id.
+    pub id: String,
+    /// The event's `id` (the envelope's).
+    pub external_event_id: String,
+    /// `Anchor-Delivery-Id`: the same for every attempt of a delivery.
+    pub delivery_id: String,
+    /// The event's type.
+    pub event_type: String,
+    /// `pending`, `in_flight`, `succeeded`, `failed` or `dead`.
+    pub status: String,
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    /// The receiver's HTTP status.
+    pub response_status: Option<i64>,
+    /// Why it did not succeed.
+    pub error_message: Option<String>,
+    /// When it was (or is) due.
+    pub scheduled_at: Option<String>,
+    /// When it ended.
+    pub completed_at: Option<String>,
+}
+
+/// Paging of the delivery list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OffsetPagination {
+    /// Page size asked for.
+    pub limit: i64,
+    /// Rows skipped.
+    pub offset: i64,
+    /// Rows matching in all.
+    pub total: i64,
+}
+
+/// `{"events": […], "pagination": {…}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    /// Newest first.
+    pub events: Vec<DeliveryRow>,
+    /// Where this page is.
+    pub pagination: OffsetPagination,
+}

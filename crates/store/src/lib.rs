@@ -14,9 +14,10 @@ use anchorage_core::{BatchId, RequestId, SessionId, SessionStatus, TeamId, Times
 use async_trait::async_trait;
 
 pub use records::{
-    ApiKeyRecord, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, CertificateRecord,
-    ExtensionRecord, LaunchFailure, ProfileRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter,
-    SessionPage, SessionRecord, SessionSort, TeamRecord,
+    ApiKeyRecord, AttemptOutcome, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary,
+    CertificateRecord, DeliveryAttempt, DeliveryFilter, DueAttempt, ExtensionRecord, LaunchFailure, ProfileRecord,
+    RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord, SessionSort, TeamRecord,
+    WebhookChange, WebhookRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -249,4 +250,56 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes a team's certificate by name and hands it back.
     async fn delete_certificate(&self, team_id: TeamId, name: &str) -> StoreResult<Option<CertificateRecord>>;
+
+    /// Records a new webhook unless its team already has `max_per_team`
+    /// (deleted ones do not count); `false` then.
+    async fn create_webhook(&self, webhook: &WebhookRecord, max_per_team: i64) -> StoreResult<bool>;
+    /// A team's webhooks (not deleted), oldest first.
+    async fn list_webhooks(&self, team_id: TeamId) -> StoreResult<Vec<WebhookRecord>>;
+    /// A team's webhook; a deleted one only with `deleted_too`.
+    async fn webhook(&self, team_id: TeamId, id: &str, deleted_too: bool) -> StoreResult<Option<WebhookRecord>>;
+    /// Changes a team's webhook; `None` if it has no such (live) webhook.
+    async fn update_webhook(
+        &self,
+        team_id: TeamId,
+        id: &str,
+        change: &WebhookChange,
+        at: Timestamp,
+    ) -> StoreResult<Option<WebhookRecord>>;
+    /// Deletes a team's webhook: no event fans out to it any more; its
+    /// attempts stay listed. `false` if it had no such (live) webhook.
+    async fn delete_webhook(&self, team_id: TeamId, id: &str, at: Timestamp) -> StoreResult<bool>;
+    /// Makes `secret` the webhook's signing secret; the old one keeps
+    /// signing until `old_valid_until`.
+    async fn rotate_webhook_secret(
+        &self,
+        team_id: TeamId,
+        id: &str,
+        secret: &str,
+        old_valid_until: Timestamp,
+        at: Timestamp,
+    ) -> StoreResult<Option<WebhookRecord>>;
+    /// Records `event` for one webhook of its team only, whatever it is
+    /// subscribed to (a test event). `false` if there is no such webhook.
+    async fn record_test_event(
+        &self,
+        webhook_id: &str,
+        event: &anchorage_core::webhook::WebhookEvent,
+    ) -> StoreResult<bool>;
+    /// A page of a webhook's delivery attempts, newest first, and how many
+    /// match in all.
+    async fn list_delivery_attempts(&self, filter: &DeliveryFilter) -> StoreResult<(Vec<DeliveryAttempt>, i64)>;
+    /// Claims up to `limit` attempts due at `now` (they become `in_flight`),
+    /// oldest first.
+    async fn claim_due_attempts(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<DueAttempt>>;
+    /// Records how a claimed attempt ended; schedules the next one when the
+    /// outcome asks for it.
+    async fn finish_attempt(&self, attempt_id: &str, outcome: &AttemptOutcome, at: Timestamp) -> StoreResult<()>;
+    /// When the next `pending` attempt is due, if there is one.
+    async fn next_attempt_due(&self) -> StoreResult<Option<Timestamp>>;
+    /// Puts attempts left `in_flight` by a stopped server back to `pending`
+    /// (same delivery id); how many.
+    async fn release_in_flight_attempts(&self) -> StoreResult<u64>;
+    /// Forgets finished attempts, and events without attempts, older than `before`.
+    async fn prune_deliveries(&self, before: Timestamp) -> StoreResult<u64>;
 }

@@ -393,3 +393,152 @@ pub struct CertificateRecord {
     /// When it was uploaded.
     pub created_at: Timestamp,
 }
+
+/// A team's webhook: where its events go, and the secrets that sign them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookRecord {
+    /// `wh_…`.
+    pub id: String,
+    /// Its team.
+    pub team_id: TeamId,
+    /// Where deliveries are posted.
+    pub url: String,
+    /// What the user said it is.
+    pub description: Option<String>,
+    /// The event types it gets, in the order given.
+    pub events: Vec<String>,
+    /// Whether new events fan out to it.
+    pub enabled: bool,
+    /// The signing secret.
+    pub secret: String,
+    /// The secret before the last rotation and until when it still signs.
+    pub previous_secret: Option<(String, Timestamp)>,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+impl std::fmt::Debug for WebhookRecord {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secrets never reach a log.
+        formatter
+            .debug_struct("WebhookRecord")
+            .field("id", &self.id)
+            .field("team_id", &self.team_id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A partial update of a webhook: each `Some` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookChange {
+    /// A new URL.
+    pub url: Option<String>,
+    /// A new description (`Some(None)` clears it).
+    pub description: Option<Option<String>>,
+    /// New event types.
+    pub events: Option<Vec<String>>,
+    /// On or off.
+    pub enabled: Option<bool>,
+}
+
+/// One attempt at delivering an event to a webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    /// This attempt's row.
+    pub id: String,
+    /// The delivery it belongs to (`Anchor-Delivery-Id`), the same for
+    /// every attempt.
+    pub delivery_id: String,
+    /// The event (`evt_…`).
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+    /// `pending`, `in_flight`, `succeeded`, `failed` or `dead`.
+    pub status: String,
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    /// The receiver's HTTP status, once it answered.
+    pub response_status: Option<i64>,
+    /// Why it did not succeed.
+    pub error_message: Option<String>,
+    /// When it is (or was) due.
+    pub scheduled_at: Timestamp,
+    /// When it ended.
+    pub completed_at: Option<Timestamp>,
+}
+
+/// Which attempts of a webhook to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    /// The webhook's team.
+    pub team_id: TeamId,
+    /// The webhook (deleted ones too).
+    pub webhook_id: String,
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+    /// Scheduled at or after.
+    pub since: Option<Timestamp>,
+    /// Scheduled at or before.
+    pub until: Option<Timestamp>,
+    /// Page size.
+    pub limit: i64,
+    /// Rows skipped.
+    pub offset: i64,
+}
+
+/// An attempt claimed for sending, with what it takes to send it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DueAttempt {
+    /// The attempt, now `in_flight`.
+    pub attempt: DeliveryAttempt,
+    /// The webhook.
+    pub webhook_id: String,
+    /// Where to post.
+    pub url: String,
+    /// The signing secrets valid now: the current one first.
+    pub secrets: Vec<String>,
+    /// The event's body, byte for byte.
+    pub body: String,
+}
+
+impl std::fmt::Debug for DueAttempt {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("DueAttempt")
+            .field("attempt", &self.attempt)
+            .field("webhook_id", &self.webhook_id)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The receiver answered 2xx.
+    Succeeded {
+        /// Its status.
+        response_status: i64,
+    },
+    /// It did not; `retry_at` says when the next attempt is due, `None`
+    /// ends the delivery (`failed` for a refusal, `dead` when the attempts
+    /// ran out).
+    NotDelivered {
+        /// The receiver's status, if it answered.
+        response_status: Option<i64>,
+        /// What went wrong.
+        error: String,
+        /// When to try again.
+        retry_at: Option<Timestamp>,
+        /// Whether the receiver refused it for good (a 4xx), rather than
+        /// the attempts running out.
+        refused: bool,
+    },
+}

@@ -332,6 +332,77 @@ impl Store for FaultyStore {
     ) -> StoreResult<Option<anchorage_store::CertificateRecord>> {
         self.inner.delete_certificate(team_id, name).await
     }
+    async fn create_webhook(&self, webhook: &anchorage_store::WebhookRecord, max_per_team: i64) -> StoreResult<bool> {
+        self.inner.create_webhook(webhook, max_per_team).await
+    }
+    async fn list_webhooks(&self, team_id: TeamId) -> StoreResult<Vec<anchorage_store::WebhookRecord>> {
+        self.inner.list_webhooks(team_id).await
+    }
+    async fn webhook(
+        &self,
+        team_id: TeamId,
+        id: &str,
+        deleted_too: bool,
+    ) -> StoreResult<Option<anchorage_store::WebhookRecord>> {
+        self.inner.webhook(team_id, id, deleted_too).await
+    }
+    async fn update_webhook(
+        &self,
+        team_id: TeamId,
+        id: &str,
+        change: &anchorage_store::WebhookChange,
+        at: Timestamp,
+    ) -> StoreResult<Option<anchorage_store::WebhookRecord>> {
+        self.inner.update_webhook(team_id, id, change, at).await
+    }
+    async fn delete_webhook(&self, team_id: TeamId, id: &str, at: Timestamp) -> StoreResult<bool> {
+        self.inner.delete_webhook(team_id, id, at).await
+    }
+    async fn rotate_webhook_secret(
+        &self,
+        team_id: TeamId,
+        id: &str,
+        secret: &str,
+        old_valid_until: Timestamp,
+        at: Timestamp,
+    ) -> StoreResult<Option<anchorage_store::WebhookRecord>> {
+        self.inner
+            .rotate_webhook_secret(team_id, id, secret, old_valid_until, at)
+            .await
+    }
+    async fn record_test_event(
+        &self,
+        webhook_id: &str,
+        event: &anchorage_core::webhook::WebhookEvent,
+    ) -> StoreResult<bool> {
+        self.inner.record_test_event(webhook_id, event).await
+    }
+    async fn list_delivery_attempts(
+        &self,
+        filter: &anchorage_store::DeliveryFilter,
+    ) -> StoreResult<(Vec<anchorage_store::DeliveryAttempt>, i64)> {
+        self.inner.list_delivery_attempts(filter).await
+    }
+    async fn claim_due_attempts(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<anchorage_store::DueAttempt>> {
+        self.inner.claim_due_attempts(now, limit).await
+    }
+    async fn finish_attempt(
+        &self,
+        attempt_id: &str,
+        outcome: &anchorage_store::AttemptOutcome,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.inner.finish_attempt(attempt_id, outcome, at).await
+    }
+    async fn next_attempt_due(&self) -> StoreResult<Option<Timestamp>> {
+        self.inner.next_attempt_due().await
+    }
+    async fn release_in_flight_attempts(&self) -> StoreResult<u64> {
+        self.inner.release_in_flight_attempts().await
+    }
+    async fn prune_deliveries(&self, before: Timestamp) -> StoreResult<u64> {
+        self.inner.prune_deliveries(before).await
+    }
 }
 
 /// A fleet over the fake launcher and the faulty store, with two teams.

@@ -16,6 +16,7 @@ mod profiles;
 mod sessions;
 mod tools;
 mod usage;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -81,6 +82,14 @@ const EVENT_WAIT: &[Fault] = &[
     Fault::PayloadTooLarge,
     Fault::Unavailable,
     Fault::Timeout,
+];
+/// A change of a webhook, or a test event for it: a body to check.
+const WEBHOOK_CHANGE: &[Fault] = &[
+    Fault::BadRequest,
+    Fault::Unauthorized,
+    Fault::NotFound,
+    Fault::PayloadTooLarge,
+    Fault::Unavailable,
 ];
 /// An upload of a file the server checks and keeps.
 const UPLOAD: &[Fault] = &[
@@ -354,6 +363,50 @@ pub(crate) fn table() -> Vec<Route> {
             "/v1/events/{event_name}/wait",
             post(events::wait),
             EVENT_WAIT,
+        ),
+        route(
+            Method::POST,
+            "/v1/webhooks",
+            post(webhooks::create),
+            &[
+                Fault::BadRequest,
+                Fault::Unauthorized,
+                Fault::Conflict,
+                Fault::PayloadTooLarge,
+                Fault::Unavailable,
+            ],
+        ),
+        route(Method::GET, "/v1/webhooks", get(webhooks::list), READ),
+        route(Method::GET, "/v1/webhooks/{id}", get(webhooks::get), READ_ONE),
+        route(
+            Method::PATCH,
+            "/v1/webhooks/{id}",
+            patch(webhooks::update),
+            WEBHOOK_CHANGE,
+        ),
+        route(Method::DELETE, "/v1/webhooks/{id}", delete(webhooks::delete), READ_ONE),
+        route(
+            Method::POST,
+            "/v1/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate),
+            READ_ONE,
+        ),
+        route(
+            Method::POST,
+            "/v1/webhooks/{id}/test",
+            post(webhooks::test),
+            WEBHOOK_CHANGE,
+        ),
+        route(
+            Method::GET,
+            "/v1/webhooks/{id}/events",
+            get(webhooks::events),
+            &[
+                Fault::BadRequest,
+                Fault::Unauthorized,
+                Fault::NotFound,
+                Fault::Unavailable,
+            ],
         ),
         route(Method::POST, "/v1/extensions", post(extensions::upload), UPLOAD),
         route(Method::GET, "/v1/extensions", get(extensions::list), READ),

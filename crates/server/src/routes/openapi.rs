@@ -8,7 +8,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{actions, batches, cdp, certificates, events, extensions, health, live, profiles, sessions, tools, usage};
+use super::{
+    actions, batches, cdp, certificates, events, extensions, health, live, profiles, sessions, tools, usage, webhooks,
+};
 use crate::error::Fault;
 use crate::wire::{BatchGone, ErrorBody};
 
@@ -67,6 +69,14 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         actions::download_file,
         events::signal,
         events::wait,
+        webhooks::create,
+        webhooks::list,
+        webhooks::get,
+        webhooks::update,
+        webhooks::delete,
+        webhooks::rotate,
+        webhooks::test,
+        webhooks::events,
         certificates::create,
         certificates::list,
         certificates::delete,
@@ -97,6 +107,7 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         (name = "batches", description = "Many sessions with one call, provisioned in the background"),
         (name = "certificates", description = "CA certificates a team uploads and sessions trust"),
         (name = "events", description = "Named events a team's clients signal and wait for"),
+        (name = "webhooks", description = "URLs the team's session and batch events are posted to, signed"),
         (name = "extensions", description = "Browser extensions a team uploads and sessions load"),
         (name = "profiles", description = "Saved browser state (cookies, storage, cache) that sessions start from and save into"),
         (name = "tools", description = "One-shot tools on a web page: a screenshot, a PDF, the rendered HTML"),

@@ -23,3 +23,4 @@ mod profiles;
 mod proxy;
 mod sessions;
 mod tools;
+mod webhooks;

@@ -2,9 +2,10 @@
 //! Rust by `BatchCounts::status` and in SQL by [`STATUS_EXPRESSION`] (for the
 //! list filter); a contract test keeps the two in agreement.
 
+use anchorage_core::webhook::WebhookEvent;
 use anchorage_core::{
-    BatchCounts, BatchId, BatchStatus, RequestMove, RequestStatus, SessionId, SessionMove, SessionStatus, TeamId,
-    Timestamp,
+    BatchCounts, BatchId, BatchStatus, RequestId, RequestMove, RequestStatus, SessionId, SessionMove, SessionStatus,
+    TeamId, Timestamp,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
@@ -220,6 +221,48 @@ impl SqliteStore {
         Ok(self.batch_summary(team_id, batch_id).await?.map(|batch| batch.status()))
     }
 
+    /// Records `batch.completed`/`batch.failed` when the batch of a request
+    /// (if it has one) has just become final and its event is not recorded
+    /// yet. Called by every transaction that makes a batch item final.
+    pub(super) async fn batch_event_of_request(
+        transaction: &mut sqlx::Transaction<'_, Sqlite>,
+        request_id: RequestId,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let batch_id: Option<String> = sqlx::query_scalar("SELECT batch_id FROM start_requests WHERE id = ?")
+            .bind(request_id.to_string())
+            .fetch_optional(&mut **transaction)
+            .await?
+            .flatten();
+        let Some(batch_id) = batch_id else { return Ok(()) };
+        let query = format!("{SUMMARY_SELECT} WHERE b.id = ? AND b.final_event_at IS NULL{SUMMARY_GROUP}");
+        let row = sqlx::query(&query)
+            .bind(&batch_id)
+            .fetch_optional(&mut **transaction)
+            .await?;
+        let Some(summary) = row.as_ref().map(summary_from_row).transpose()? else {
+            return Ok(());
+        };
+        if summary.cancelled_at.is_some() || !summary.status().is_final() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE batches SET final_event_at = ? WHERE id = ? AND final_event_at IS NULL")
+            .bind(at.as_millis())
+            .bind(&batch_id)
+            .execute(&mut **transaction)
+            .await?;
+        if let Some(event) = WebhookEvent::batch_ended(
+            summary.id,
+            summary.team_id,
+            &summary.counts,
+            summary.first_error.as_deref(),
+            at,
+        ) {
+            super::webhooks::record_event(transaction, &event, None).await?;
+        }
+        Ok(())
+    }
+
     /// Ends the batch's sessions that are still launching; their launches
     /// then find the session ended and kill what they started.
     async fn end_starting_sessions(
@@ -230,15 +273,17 @@ impl SqliteStore {
     ) -> StoreResult<()> {
         // Launching sessions only: running ones are handed back to the
         // fleet, whose supervisors end them.
-        sqlx::query(
+        let ended: Vec<String> = sqlx::query_scalar(
             "UPDATE sessions SET status = 'completed', end_reason = ?, ended_at = ? \
-             WHERE batch_id = ? AND status = 'starting'",
+             WHERE batch_id = ? AND status = 'starting' RETURNING id",
         )
         .bind(reason)
         .bind(at.as_millis())
         .bind(batch_id.to_string())
-        .execute(&mut **transaction)
+        .fetch_all(&mut **transaction)
         .await?;
+        let ended = super::rows::session_ids(&ended)?;
+        super::webhooks::session_events(transaction, &ended).await?;
         Ok(())
     }
 
@@ -373,6 +418,11 @@ impl SqliteStore {
                 },
             });
         }
+        // Once its retried items are final again, the batch has a new event.
+        sqlx::query("UPDATE batches SET final_event_at = NULL WHERE id = ?")
+            .bind(batch_id.to_string())
+            .execute(&mut *transaction)
+            .await?;
         let rows =
             sqlx::query("SELECT * FROM start_requests WHERE batch_id = ? AND status = 'pending' ORDER BY item_index")
                 .bind(batch_id.to_string())

@@ -7,6 +7,7 @@ mod certificates;
 mod extensions;
 mod profiles;
 mod rows;
+mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -19,9 +20,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::records::{
-    ApiKeyRecord, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, CertificateRecord,
-    ExtensionRecord, LaunchFailure, ProfileRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter,
-    SessionPage, SessionRecord, SessionSort, TeamRecord,
+    ApiKeyRecord, AttemptOutcome, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary,
+    CertificateRecord, DeliveryAttempt, DeliveryFilter, DueAttempt, ExtensionRecord, LaunchFailure, ProfileRecord,
+    RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord, SessionSort, TeamRecord,
+    WebhookChange, WebhookRecord,
 };
 use crate::{Store, StoreError, StoreResult};
 use rows::{api_key_from_row, request_from_row, session_from_row, team_from_row};
@@ -34,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_4.sql"),
     include_str!("schema_5.sql"),
     include_str!("schema_6.sql"),
+    include_str!("schema_7.sql"),
 ];
 
 const SESSION_COLUMNS: &str = "s.id, s.team_id, s.api_key_id, s.api_key_name, s.request_id, s.batch_id, s.status, \
@@ -312,14 +315,19 @@ impl Store for SqliteStore {
     }
 
     async fn cancel_pending_request(&self, request_id: RequestId, at: Timestamp) -> StoreResult<bool> {
+        let mut transaction = self.pool.begin().await?;
         let result = sqlx::query(&format!(
             "UPDATE start_requests SET status = 'cancelled', completed_at = ? WHERE id = ? AND {}",
             request_guard(RequestMove::Withdraw)
         ))
         .bind(at.as_millis())
         .bind(request_id.to_string())
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        if result.rows_affected() > 0 {
+            Self::batch_event_of_request(&mut transaction, request_id, at).await?;
+        }
+        transaction.commit().await?;
         Ok(result.rows_affected() > 0)
     }
 
@@ -403,6 +411,7 @@ impl Store for SqliteStore {
             transaction.rollback().await?;
             return Ok(false);
         }
+        Self::batch_event_of_request(&mut transaction, request_id, at).await?;
         transaction.commit().await?;
         Ok(true)
     }
@@ -448,6 +457,8 @@ impl Store for SqliteStore {
             .bind(request_id.to_string())
             .fetch_optional(&mut *transaction)
             .await?;
+        webhooks::session_events(&mut transaction, &[session_id]).await?;
+        Self::batch_event_of_request(&mut transaction, request_id, at).await?;
         transaction.commit().await?;
         Ok(if status.as_deref() == Some("pending") {
             LaunchFailure::Requeued
@@ -508,6 +519,17 @@ impl Store for SqliteStore {
         .bind(session_id.to_string())
         .execute(&mut *transaction)
         .await?;
+        if ended.rows_affected() > 0 {
+            webhooks::session_events(&mut transaction, &[session_id]).await?;
+            let request_id: Option<String> = sqlx::query_scalar("SELECT request_id FROM sessions WHERE id = ?")
+                .bind(session_id.to_string())
+                .fetch_optional(&mut *transaction)
+                .await?
+                .flatten();
+            if let Some(request_id) = request_id.and_then(|text| text.parse().ok()) {
+                Self::batch_event_of_request(&mut transaction, request_id, at).await?;
+            }
+        }
         transaction.commit().await?;
         Ok(ended.rows_affected() > 0)
     }
@@ -647,16 +669,87 @@ impl Store for SqliteStore {
         self.all_batch_item_counts().await
     }
 
+    async fn create_webhook(&self, webhook: &WebhookRecord, max_per_team: i64) -> StoreResult<bool> {
+        self.insert_webhook(webhook, max_per_team).await
+    }
+
+    async fn list_webhooks(&self, team_id: TeamId) -> StoreResult<Vec<WebhookRecord>> {
+        self.webhook_rows(team_id).await
+    }
+
+    async fn webhook(&self, team_id: TeamId, id: &str, deleted_too: bool) -> StoreResult<Option<WebhookRecord>> {
+        self.webhook_row(team_id, id, deleted_too).await
+    }
+
+    async fn update_webhook(
+        &self,
+        team_id: TeamId,
+        id: &str,
+        change: &WebhookChange,
+        at: Timestamp,
+    ) -> StoreResult<Option<WebhookRecord>> {
+        self.change_webhook(team_id, id, change, at).await
+    }
+
+    async fn delete_webhook(&self, team_id: TeamId, id: &str, at: Timestamp) -> StoreResult<bool> {
+        self.remove_webhook(team_id, id, at).await
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        team_id: TeamId,
+        id: &str,
+        secret: &str,
+        old_valid_until: Timestamp,
+        at: Timestamp,
+    ) -> StoreResult<Option<WebhookRecord>> {
+        self.new_webhook_secret(team_id, id, secret, old_valid_until, at).await
+    }
+
+    async fn record_test_event(
+        &self,
+        webhook_id: &str,
+        event: &anchorage_core::webhook::WebhookEvent,
+    ) -> StoreResult<bool> {
+        self.test_event(webhook_id, event).await
+    }
+
+    async fn list_delivery_attempts(&self, filter: &DeliveryFilter) -> StoreResult<(Vec<DeliveryAttempt>, i64)> {
+        self.attempt_page(filter).await
+    }
+
+    async fn claim_due_attempts(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<DueAttempt>> {
+        self.claim_attempts(now, limit).await
+    }
+
+    async fn finish_attempt(&self, attempt_id: &str, outcome: &AttemptOutcome, at: Timestamp) -> StoreResult<()> {
+        self.end_attempt(attempt_id, outcome, at).await
+    }
+
+    async fn next_attempt_due(&self) -> StoreResult<Option<Timestamp>> {
+        self.first_due().await
+    }
+
+    async fn release_in_flight_attempts(&self) -> StoreResult<u64> {
+        self.release_attempts().await
+    }
+
+    async fn prune_deliveries(&self, before: Timestamp) -> StoreResult<u64> {
+        self.prune_attempts(before).await
+    }
+
     async fn recover_after_restart(&self, reason: &str, at: Timestamp) -> StoreResult<RecoveryReport> {
         let mut transaction = self.pool.begin().await?;
-        let sessions = sqlx::query(&format!(
-            "UPDATE sessions SET status = 'failed', end_reason = ?, ended_at = ? WHERE {}",
+        let failed: Vec<String> = sqlx::query_scalar(&format!(
+            "UPDATE sessions SET status = 'failed', end_reason = ?, ended_at = ? WHERE {} RETURNING id",
             session_guard(SessionMove::End)
         ))
         .bind(reason)
         .bind(at.as_millis())
-        .execute(&mut *transaction)
+        .fetch_all(&mut *transaction)
         .await?;
+        let failed = rows::session_ids(&failed)?;
+        webhooks::session_events(&mut transaction, &failed).await?;
         let requests = sqlx::query(&format!(
             "UPDATE start_requests SET status = 'pending', session_id = NULL, started_at = NULL WHERE {}",
             request_guard(RequestMove::Requeue)
@@ -665,7 +758,7 @@ impl Store for SqliteStore {
         .await?;
         transaction.commit().await?;
         Ok(RecoveryReport {
-            sessions_failed: sessions.rows_affected(),
+            sessions_failed: failed.len() as u64,
             requests_requeued: requests.rows_affected(),
         })
     }

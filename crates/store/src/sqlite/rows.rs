@@ -16,6 +16,17 @@ pub(super) fn parse_id<T: FromStr>(row: &SqliteRow, column: &str) -> StoreResult
         .map_err(|_| StoreError::Corrupt(format!("{column} holds {text:?}")))
 }
 
+/// Session ids as a statement's `RETURNING id` gave them.
+pub(super) fn session_ids(texts: &[String]) -> StoreResult<Vec<anchorage_core::SessionId>> {
+    texts
+        .iter()
+        .map(|text| {
+            text.parse()
+                .map_err(|_| StoreError::Corrupt(format!("session id {text:?}")))
+        })
+        .collect()
+}
+
 fn parse_optional_id<T: FromStr>(row: &SqliteRow, column: &str) -> StoreResult<Option<T>> {
     let text: Option<String> = row.try_get(column)?;
     text.map(|text| {

@@ -407,7 +407,11 @@ mod batches {
     use crate::records::{BatchChange, BatchFilter, BatchRecord, LaunchFailure, RetryOutcome};
     use crate::Store;
 
-    async fn new_batch(store: &dyn Store, team_id: TeamId, count: usize) -> (BatchId, Vec<crate::RequestRecord>) {
+    pub(super) async fn new_batch(
+        store: &dyn Store,
+        team_id: TeamId,
+        count: usize,
+    ) -> (BatchId, Vec<crate::RequestRecord>) {
         let batch = BatchRecord {
             id: BatchId::new_random(),
             team_id,
@@ -438,7 +442,7 @@ mod batches {
     }
 
     /// Launches an item; `up` decides whether its browser comes up.
-    async fn launch(store: &dyn Store, item: &crate::RequestRecord, up: bool) -> anchorage_core::SessionId {
+    pub(super) async fn launch(store: &dyn Store, item: &crate::RequestRecord, up: bool) -> anchorage_core::SessionId {
         let mut new = session(item.team_id, item.id, &[]);
         new.batch_id = item.batch_id;
         assert!(store.begin_launch(item.id, &new).await.expect("begin"));
@@ -683,5 +687,279 @@ mod batches {
             store.retry_batch(team, cancelled, true, 1).await.expect("retry"),
             RetryOutcome::Conflict(BatchStatus::Cancelled)
         );
+    }
+}
+
+mod webhooks {
+    use anchorage_core::webhook::WebhookEvent;
+    use anchorage_core::{SessionStatus, TeamId, Timestamp};
+
+    use super::batches::{launch, new_batch};
+    use super::open;
+    use crate::records::{AttemptOutcome, DeliveryFilter, WebhookChange, WebhookRecord};
+    use crate::Store;
+
+    fn webhook(team_id: TeamId, events: &[&str]) -> WebhookRecord {
+        let now = Timestamp::now();
+        WebhookRecord {
+            id: format!("wh_{}", uuid::Uuid::new_v4().simple()),
+            team_id,
+            url: "http://127.0.0.1:9/hook".to_owned(),
+            description: None,
+            events: events.iter().map(|event| event.to_string()).collect(),
+            enabled: true,
+            secret: "first secret".to_owned(),
+            previous_secret: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn attempts_of(team_id: TeamId, webhook_id: &str) -> DeliveryFilter {
+        DeliveryFilter {
+            team_id,
+            webhook_id: webhook_id.to_owned(),
+            status: None,
+            event_type: None,
+            since: None,
+            until: None,
+            limit: 100,
+            offset: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn webhooks_are_per_team_limited_and_soft_deleted() {
+        let (_dir, store) = open().await;
+        let store: &dyn Store = store.as_ref();
+        let alpha = store.create_team("alpha").await.expect("team").id;
+        let beta = store.create_team("beta").await.expect("team").id;
+        let first = webhook(alpha, &["batch.completed", "session.failed"]);
+        assert!(store.create_webhook(&first, 2).await.expect("create"));
+        assert!(store
+            .create_webhook(&webhook(alpha, &["batch.failed"]), 2)
+            .await
+            .expect("create"));
+        assert!(!store
+            .create_webhook(&webhook(alpha, &["batch.failed"]), 2)
+            .await
+            .expect("over the limit"));
+        assert!(store
+            .create_webhook(&webhook(beta, &["batch.failed"]), 2)
+            .await
+            .expect("other team"));
+        let read = store
+            .webhook(alpha, &first.id, false)
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(read, first, "subscriptions keep their order");
+        assert!(store.webhook(beta, &first.id, true).await.expect("get").is_none());
+
+        let change = WebhookChange {
+            events: Some(vec!["session.completed".to_owned()]),
+            enabled: Some(false),
+            description: Some(Some("nightly".to_owned())),
+            url: None,
+        };
+        let changed = store
+            .update_webhook(alpha, &first.id, &change, Timestamp::now())
+            .await
+            .expect("update")
+            .expect("found");
+        assert_eq!(changed.events, vec!["session.completed".to_owned()]);
+        assert!(!changed.enabled);
+        assert_eq!(changed.description.as_deref(), Some("nightly"));
+        assert!(store
+            .update_webhook(beta, &first.id, &change, Timestamp::now())
+            .await
+            .expect("update")
+            .is_none());
+
+        let until = Timestamp::from_millis(Timestamp::now().as_millis() + 1000);
+        let rotated = store
+            .rotate_webhook_secret(alpha, &first.id, "second secret", until, Timestamp::now())
+            .await
+            .expect("rotate")
+            .expect("found");
+        assert_eq!(rotated.secret, "second secret");
+        assert_eq!(rotated.previous_secret, Some(("first secret".to_owned(), until)));
+
+        assert!(!store
+            .delete_webhook(beta, &first.id, Timestamp::now())
+            .await
+            .expect("theirs"));
+        assert!(store
+            .delete_webhook(alpha, &first.id, Timestamp::now())
+            .await
+            .expect("ours"));
+        assert!(store.webhook(alpha, &first.id, false).await.expect("get").is_none());
+        assert!(store.webhook(alpha, &first.id, true).await.expect("get").is_some());
+        assert_eq!(store.list_webhooks(alpha).await.expect("list").len(), 1);
+        // A deleted webhook leaves room for another.
+        assert!(store
+            .create_webhook(&webhook(alpha, &["batch.failed"]), 2)
+            .await
+            .expect("create"));
+    }
+
+    #[tokio::test]
+    async fn ends_record_their_events_in_the_same_write_and_attempts_retry_under_one_delivery_id() {
+        let (_dir, store) = open().await;
+        let store: &dyn Store = store.as_ref();
+        let team = store.create_team("alpha").await.expect("team").id;
+        // No webhook: nothing is recorded for a batch that ends.
+        let (_, items) = new_batch(store, team, 1).await;
+        launch(store, &items[0], true).await;
+        assert!(store.next_attempt_due().await.expect("due").is_none());
+
+        let hook = webhook(team, &["session.completed", "batch.completed"]);
+        let deaf = webhook(team, &["session.failed"]);
+        assert!(store.create_webhook(&hook, 5).await.expect("create"));
+        assert!(store.create_webhook(&deaf, 5).await.expect("create"));
+        let (batch_id, items) = new_batch(store, team, 2).await;
+        let first = launch(store, &items[0], true).await;
+        assert!(
+            store.next_attempt_due().await.expect("due").is_none(),
+            "half a batch has no event"
+        );
+        launch(store, &items[1], true).await;
+        assert!(store
+            .end_session(first, SessionStatus::Completed, "ended by the client", Timestamp::now())
+            .await
+            .expect("end"));
+        // Ending it again records nothing more.
+        assert!(!store
+            .end_session(first, SessionStatus::Completed, "again", Timestamp::now())
+            .await
+            .expect("end"));
+
+        let due = store.claim_due_attempts(Timestamp::now(), 10).await.expect("claim");
+        let mut types: Vec<_> = due.iter().map(|due| due.attempt.event_type.as_str()).collect();
+        types.sort();
+        assert_eq!(types, ["batch.completed", "session.completed"]);
+        assert!(due
+            .iter()
+            .all(|due| due.webhook_id == hook.id && due.secrets == ["first secret"]));
+        let batch_event = due
+            .iter()
+            .find(|due| due.attempt.event_type == "batch.completed")
+            .expect("batch");
+        let body: serde_json::Value = serde_json::from_str(&batch_event.body).expect("JSON");
+        assert_eq!(body["data"]["batch_id"], serde_json::json!(batch_id.to_string()));
+        assert_eq!(body["data"]["completed_requests"], serde_json::json!(2));
+        assert!(
+            store
+                .claim_due_attempts(Timestamp::now(), 10)
+                .await
+                .expect("claim")
+                .is_empty(),
+            "claimed once"
+        );
+
+        // A failed attempt schedules the next one of the same delivery.
+        let retry_at = Timestamp::from_millis(Timestamp::now().as_millis() + 60_000);
+        let outcome = AttemptOutcome::NotDelivered {
+            response_status: Some(503),
+            error: "the receiver answered 503".to_owned(),
+            retry_at: Some(retry_at),
+            refused: false,
+        };
+        store
+            .finish_attempt(&batch_event.attempt.id, &outcome, Timestamp::now())
+            .await
+            .expect("finish");
+        assert_eq!(store.next_attempt_due().await.expect("due"), Some(retry_at));
+        let later = store.claim_due_attempts(retry_at, 10).await.expect("claim");
+        assert_eq!(later.len(), 1);
+        assert_eq!(later[0].attempt.delivery_id, batch_event.attempt.delivery_id);
+        assert_eq!(later[0].attempt.attempt, 2);
+        // A stopped server's claims go back to pending, same delivery.
+        assert_eq!(store.release_in_flight_attempts().await.expect("release"), 2);
+        let again = store.claim_due_attempts(retry_at, 10).await.expect("claim");
+        assert_eq!(again.len(), 2);
+        for due in &again {
+            let outcome = AttemptOutcome::Succeeded { response_status: 200 };
+            store
+                .finish_attempt(&due.attempt.id, &outcome, Timestamp::now())
+                .await
+                .expect("finish");
+        }
+        let (attempts, total) = store
+            .list_delivery_attempts(&attempts_of(team, &hook.id))
+            .await
+            .expect("list");
+        assert_eq!(total, 3);
+        let statuses: Vec<_> = attempts
+            .iter()
+            .map(|attempt| (attempt.attempt, attempt.status.as_str()))
+            .collect();
+        assert!(
+            statuses.contains(&(2, "succeeded")) && statuses.contains(&(1, "failed")),
+            "{statuses:?}"
+        );
+        let failed_only = DeliveryFilter {
+            status: Some("failed".to_owned()),
+            ..attempts_of(team, &hook.id)
+        };
+        let (failed, _) = store.list_delivery_attempts(&failed_only).await.expect("list");
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].response_status, Some(503));
+        let other_team = store.create_team("beta").await.expect("team").id;
+        assert_eq!(
+            store
+                .list_delivery_attempts(&attempts_of(other_team, &hook.id))
+                .await
+                .expect("list")
+                .1,
+            0
+        );
+        assert_eq!(
+            store
+                .list_delivery_attempts(&attempts_of(team, &deaf.id))
+                .await
+                .expect("list")
+                .1,
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_test_event_goes_to_its_webhook_only_and_a_restart_fails_sessions_with_events() {
+        let (_dir, store) = open().await;
+        let store: &dyn Store = store.as_ref();
+        let team = store.create_team("alpha").await.expect("team").id;
+        let hook = webhook(team, &["session.failed"]);
+        let other = webhook(team, &["session.failed"]);
+        assert!(store.create_webhook(&hook, 5).await.expect("create"));
+        assert!(store.create_webhook(&other, 5).await.expect("create"));
+        let event = WebhookEvent::test("batch.failed", team, Timestamp::now());
+        assert!(store.record_test_event(&hook.id, &event).await.expect("test"));
+        assert!(!store.record_test_event("wh_missing", &event).await.expect("test"));
+        let due = store.claim_due_attempts(Timestamp::now(), 10).await.expect("claim");
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            (due[0].webhook_id.as_str(), due[0].attempt.event_id.as_str()),
+            (hook.id.as_str(), event.id.as_str())
+        );
+
+        let pending = super::request(team);
+        store.insert_request(&pending).await.expect("insert");
+        let running = super::session(team, pending.id, &["tagged"]);
+        assert!(store.begin_launch(pending.id, &running).await.expect("begin"));
+        store
+            .recover_after_restart("the server restarted", Timestamp::now())
+            .await
+            .expect("recover");
+        let due = store.claim_due_attempts(Timestamp::now(), 10).await.expect("claim");
+        assert_eq!(due.len(), 2, "one session.failed for each subscribed webhook");
+        let body: serde_json::Value = serde_json::from_str(&due[0].body).expect("JSON");
+        assert_eq!(body["type"], serde_json::json!("session.failed"));
+        assert_eq!(body["data"]["tags"], serde_json::json!(["tagged"]));
+        assert_eq!(
+            due[0].attempt.event_id, due[1].attempt.event_id,
+            "one event, two deliveries"
+        );
+        assert_ne!(due[0].attempt.delivery_id, due[1].attempt.delivery_id);
     }
 }
