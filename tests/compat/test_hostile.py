@@ -54,6 +54,10 @@ def clean_up(base_url, response):
                 if status not in ("pending", "processing"):
                     break
                 time.sleep(0.1)
+    # A generated webhook would be told of these sessions' ends, at a
+    # generated URL: it goes first.
+    for webhook in requests.get(base_url + "/v1/webhooks", headers=HEADERS, timeout=60).json()["webhooks"]:
+        requests.delete(f"{base_url}/v1/webhooks/{webhook['id']}", headers=HEADERS, timeout=60)
     requests.delete(base_url + "/v1/sessions/all", headers=HEADERS, timeout=60)
 
 

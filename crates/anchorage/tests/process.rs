@@ -816,3 +816,102 @@ fn no_key_or_token_reaches_the_log_even_at_debug_level() {
         assert!(!text.contains(secret), "a secret is in the log:\n{text}");
     }
 }
+
+/// A webhook receiver on 127.0.0.1 that records each request's
+/// `Anchor-Delivery-Id` and body, and answers `200` only once `answer` is
+/// set (until then it holds the connection open without a word).
+struct HoldingReceiver {
+    url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    answer: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HoldingReceiver {
+    fn start() -> Self {
+        use std::io::{BufRead, Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let answer = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (recorded, answering) = (got.clone(), answer.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let (recorded, answering) = (recorded.clone(), answering.clone());
+                std::thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(&stream);
+                    let (mut delivery_id, mut length) = (String::new(), 0usize);
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                        let (name, value) = line.split_once(':').unwrap_or_default();
+                        match name.to_ascii_lowercase().as_str() {
+                            "anchor-delivery-id" => delivery_id = value.trim().to_owned(),
+                            "content-length" => length = value.trim().parse().unwrap_or(0),
+                            _ => {}
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    recorded
+                        .lock()
+                        .expect("lock")
+                        .push((delivery_id, String::from_utf8_lossy(&body).into_owned()));
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while !answering.load(Ordering::SeqCst) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    let _ = (&stream).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                });
+            }
+        });
+        Self { url, got, answer }
+    }
+
+    fn got(&self) -> Vec<(String, String)> {
+        self.got.lock().expect("lock").clone()
+    }
+}
+
+#[test]
+fn a_webhook_delivery_cut_off_by_a_sigkill_is_made_after_the_restart_with_its_delivery_id() {
+    let receiver = HoldingReceiver::start();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut first = Server::start(data_dir.path(), &[]);
+    let (status, webhook) = first.call(
+        reqwest::Method::POST,
+        "/v1/webhooks",
+        Some(json!({"url": receiver.url, "subscribed_events": ["session.completed"]})),
+    );
+    assert_eq!(status, 201, "{webhook}");
+    let webhook_id = webhook["id"].as_str().expect("id").to_owned();
+    let (status, session) = first.call(reqwest::Method::POST, "/v1/sessions", Some(json!({})));
+    assert_eq!(status, 200, "{session}");
+    let session_id = session["data"]["id"].as_str().expect("id").to_owned();
+    let (status, _) = first.call(reqwest::Method::DELETE, &format!("/v1/sessions/{session_id}"), None);
+    assert_eq!(status, 200);
+    // The receiver has the event and has not answered: the server dies now.
+    wait_until("the first attempt", || !receiver.got().is_empty());
+    first.signal(libc::SIGKILL);
+    let _ = first.child.wait();
+    drop(first);
+    receiver.answer.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let second = Server::start(data_dir.path(), &[]);
+    wait_until("the attempt made again", || receiver.got().len() >= 2);
+    let got = receiver.got();
+    assert_eq!(got[1], got[0], "the same delivery id and the same bytes");
+    let envelope: Value = serde_json::from_str(&got[1].1).expect("JSON");
+    assert_eq!(envelope["data"]["session_id"], json!(session_id));
+    wait_until("the delivery recorded as made", || {
+        let (_, rows) = second.call(reqwest::Method::GET, &format!("/v1/webhooks/{webhook_id}/events"), None);
+        rows["events"][0]["status"] == json!("succeeded")
+    });
+    let (_, rows) = second.call(reqwest::Method::GET, &format!("/v1/webhooks/{webhook_id}/events"), None);
+    assert_eq!(rows["pagination"]["total"], json!(1), "one attempt, made once: {rows}");
+    assert_eq!(receiver.got().len(), 2, "no third copy");
+}
