@@ -227,6 +227,7 @@ impl App {
         fleet.start().await?;
         let deliverer = crate::webhooks::Deliverer::new(
             Arc::clone(&store),
+            Arc::clone(&fleet),
             crate::webhooks::DeliverySettings {
                 retry_delays: config.webhook_retry_delays.clone(),
                 timeout: config.webhook_timeout,

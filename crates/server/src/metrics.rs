@@ -39,6 +39,7 @@ pub struct Metrics {
     batch_items: Family<Vec<(String, String)>, Gauge>,
     stored_items: Family<Vec<(String, String)>, Gauge>,
     stored_bytes: Family<Vec<(String, String)>, Gauge>,
+    webhook_attempts: Family<Vec<(String, String)>, Counter>,
 }
 
 /// What `/metrics` shows besides the counters, read at render time.
@@ -79,6 +80,7 @@ impl Default for Metrics {
             batch_items: Family::default(),
             stored_items: Family::default(),
             stored_bytes: Family::default(),
+            webhook_attempts: Family::default(),
             registry: Registry::default(),
         };
         // Names are given without `_total`: the client adds it to counters.
@@ -162,6 +164,11 @@ impl Default for Metrics {
             "Bytes of what teams keep on the server, by kind (profiles: their saved copies; extensions: unpacked).",
             metrics.stored_bytes.clone(),
         );
+        registry.register(
+            "anchorage_webhook_attempts",
+            "Webhook delivery attempts by outcome (succeeded; failed, to be tried again; refused by the receiver; dead, out of attempts).",
+            metrics.webhook_attempts.clone(),
+        );
         Self { registry, ..metrics }
     }
 }
@@ -187,6 +194,13 @@ impl Metrics {
     /// The counter the CDP pump adds forwarded bytes to.
     pub fn proxied_bytes(&self) -> &AtomicU64 {
         self.proxied_bytes.inner()
+    }
+
+    /// Counts a webhook delivery attempt by its outcome.
+    pub fn webhook_attempt(&self, outcome: &str) {
+        self.webhook_attempts
+            .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
+            .inc();
     }
 
     /// Counts a WebSocket task that starts (`true`) or ends.

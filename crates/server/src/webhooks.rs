@@ -128,16 +128,19 @@ async fn public_addresses(url: &Url) -> Result<Vec<SocketAddr>, String> {
 /// The delivery worker.
 pub struct Deliverer {
     store: Arc<dyn Store>,
+    fleet: Arc<crate::fleet::Fleet>,
     settings: DeliverySettings,
     wake: Notify,
     slots: Arc<Semaphore>,
 }
 
 impl Deliverer {
-    /// A worker over `store`'s outbox.
-    pub fn new(store: Arc<dyn Store>, settings: DeliverySettings) -> Arc<Self> {
+    /// A worker over `store`'s outbox; it counts its attempts in the
+    /// fleet's metrics.
+    pub fn new(store: Arc<dyn Store>, fleet: Arc<crate::fleet::Fleet>, settings: DeliverySettings) -> Arc<Self> {
         Arc::new(Self {
             store,
+            fleet,
             settings,
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(CONCURRENT_ATTEMPTS)),
@@ -229,6 +232,12 @@ impl Deliverer {
             }
             Err(error) => self.not_delivered(&due, None, error, false),
         };
+        self.fleet.metrics.webhook_attempt(match &outcome {
+            AttemptOutcome::Succeeded { .. } => "succeeded",
+            AttemptOutcome::NotDelivered { refused: true, .. } => "refused",
+            AttemptOutcome::NotDelivered { retry_at: Some(_), .. } => "failed",
+            AttemptOutcome::NotDelivered { .. } => "dead",
+        });
         match &outcome {
             AttemptOutcome::Succeeded { .. } => {
                 tracing::debug!(webhook = %due.webhook_id, delivery = %due.attempt.delivery_id, attempt = due.attempt.attempt, "webhook delivered");

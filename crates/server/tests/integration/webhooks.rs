@@ -258,6 +258,19 @@ async fn a_failing_receiver_gets_one_delivery_again_and_rotation_keeps_the_old_s
         got[3].header("Anchor-Signature")
     );
 
+    assert_eq!(
+        server
+            .metric("anchorage_webhook_attempts_total{outcome=\"failed\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        server
+            .metric("anchorage_webhook_attempts_total{outcome=\"succeeded\"}")
+            .await,
+        2.0
+    );
+
     // Disabled: no event fans out to it, a test event still goes.
     let (status, changed) = server
         .patch(&format!("/v1/webhooks/{id}"), json!({"enabled": false}))
@@ -429,4 +442,36 @@ fn name_of_a_private_address() -> Option<String> {
             .find(|name| !name.contains("localhost") && name.contains(|c: char| c.is_ascii_alphabetic()))
             .map(str::to_owned)
     })
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_holds_up_no_other_webhook() {
+    // Accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_url = format!("http://{}/hook", silent.local_addr().expect("address"));
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let holding = held.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = silent.accept().await {
+            holding.lock().expect("lock").push(stream);
+        }
+    });
+    let (receiver, url) = Receiver::start(&[]).await;
+    let server = TestServer::start().await;
+    let stuck = create(&server, &silent_url, &["session.completed"]).await;
+    create(&server, &url, &["session.completed"]).await;
+    for _ in 0..2 {
+        let session = server.create_session(json!({})).await;
+        server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
+    }
+    // Both events reach the answering receiver while the silent one still
+    // holds its first connection open (its attempts time out after 10 s).
+    receiver.wait_for(2).await;
+    let (_, rows) = server
+        .get(&format!("/v1/webhooks/{}/events?status=in_flight", text(&stuck["id"])))
+        .await;
+    assert_eq!(rows["pagination"]["total"], json!(2), "{rows}");
+    assert!(!held.lock().expect("lock").is_empty());
+    server.assert_no_browsers_left().await;
+    server.stop().await;
 }
