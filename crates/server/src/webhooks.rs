@@ -32,8 +32,9 @@ use url::Url;
 /// Attempts in flight at once.
 pub const CONCURRENT_ATTEMPTS: usize = 32;
 /// The longest the worker sleeps before looking for due attempts again
-/// (events are written by other paths without waking it).
-const POLL: Duration = Duration::from_millis(500);
+/// (events are written by the store's transactions without waking it; the
+/// look is one indexed read).
+const POLL: Duration = Duration::from_millis(100);
 /// How long finished attempts are listed.
 pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long an old secret keeps signing after a rotation.
@@ -169,19 +170,28 @@ impl Deliverer {
                     tracing::warn!(%error, "could not forget old webhook attempts");
                 }
             }
+            // Reads only, until something is due: the claim writes.
+            let now = Timestamp::now();
+            let next_due = match self.store.next_attempt_due().await {
+                Ok(next_due) => next_due,
+                Err(error) => {
+                    tracing::warn!(%error, "could not read when the next webhook attempt is due");
+                    None
+                }
+            };
             let free = self.slots.available_permits();
-            let claimed = if free == 0 {
+            let claimed = if free == 0 || next_due.is_none_or(|at| at > now) {
                 Vec::new()
             } else {
-                match self.store.claim_due_attempts(Timestamp::now(), free as i64).await {
+                match self.store.claim_due_attempts(now, free as i64).await {
                     Ok(claimed) => claimed,
                     Err(error) => {
-                        tracing::warn!(%error, "could not read due webhook attempts");
+                        tracing::warn!(%error, "could not claim due webhook attempts");
                         Vec::new()
                     }
                 }
             };
-            let full = claimed.len() == free;
+            let more = !claimed.is_empty() && claimed.len() == free;
             for due in claimed {
                 let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
                     break;
@@ -199,16 +209,10 @@ impl Deliverer {
                     worker.wake();
                 });
             }
-            let wait = if full && free > 0 {
-                Duration::ZERO
-            } else {
-                match self.store.next_attempt_due().await {
-                    Ok(Some(at)) => {
-                        Duration::from_millis((at.as_millis() - Timestamp::now().as_millis()).max(0) as u64)
-                    }
-                    _ => POLL,
-                }
-                .min(POLL)
+            let wait = match next_due {
+                _ if more => Duration::ZERO,
+                Some(at) if at > now => Duration::from_millis((at.as_millis() - now.as_millis()) as u64).min(POLL),
+                _ => POLL,
             };
             tokio::select! {
                 () = shutdown.cancelled() => break,

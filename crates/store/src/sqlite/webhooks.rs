@@ -429,46 +429,52 @@ impl SqliteStore {
 
     pub(super) async fn claim_attempts(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<DueAttempt>> {
         let mut transaction = self.pool.begin().await?;
-        let rows = sqlx::query(&format!(
-            "SELECT {ATTEMPT_COLUMNS}, e.body, w.id AS webhook_id, w.url, w.secret, w.previous_secret, \
-             w.previous_secret_until FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id \
-             JOIN webhooks w ON w.id = d.webhook_id \
-             WHERE d.status = 'pending' AND d.scheduled_at <= ? ORDER BY d.scheduled_at, d.id LIMIT ?"
-        ))
+        // The write comes first, so the transaction holds the write lock
+        // from its first statement and no other claim takes the same rows.
+        let claimed: Vec<String> = sqlx::query_scalar(
+            "UPDATE webhook_deliveries SET status = 'in_flight' WHERE id IN \
+             (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND scheduled_at <= ? \
+              ORDER BY scheduled_at, id LIMIT ?) RETURNING id",
+        )
         .bind(now.as_millis())
         .bind(limit)
         .fetch_all(&mut *transaction)
         .await?;
-        let mut due = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut attempt = attempt_from_row(row)?;
-            let claimed =
-                sqlx::query("UPDATE webhook_deliveries SET status = 'in_flight' WHERE id = ? AND status = 'pending'")
-                    .bind(&attempt.id)
-                    .execute(&mut *transaction)
-                    .await?;
-            if claimed.rows_affected() == 0 {
-                continue;
-            }
-            attempt.status = "in_flight".to_owned();
-            let mut secrets = vec![row.try_get::<String, _>("secret")?];
-            let previous: Option<String> = row.try_get("previous_secret")?;
-            let until: Option<i64> = row.try_get("previous_secret_until")?;
-            if let (Some(previous), Some(until)) = (previous, until) {
-                if until > now.as_millis() {
-                    secrets.push(previous);
-                }
-            }
-            due.push(DueAttempt {
-                attempt,
-                webhook_id: row.try_get("webhook_id")?,
-                url: row.try_get("url")?,
-                secrets,
-                body: row.try_get("body")?,
-            });
+        if claimed.is_empty() {
+            transaction.rollback().await?;
+            return Ok(Vec::new());
         }
+        let mut select: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
+            "SELECT {ATTEMPT_COLUMNS}, e.body, w.id AS webhook_id, w.url, w.secret, w.previous_secret, \
+             w.previous_secret_until FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id \
+             JOIN webhooks w ON w.id = d.webhook_id WHERE d.id IN ("
+        ));
+        let mut ids = select.separated(", ");
+        for id in &claimed {
+            ids.push_bind(id.clone());
+        }
+        select.push(") ORDER BY d.scheduled_at, d.id");
+        let rows = select.build().fetch_all(&mut *transaction).await?;
         transaction.commit().await?;
-        Ok(due)
+        rows.iter()
+            .map(|row| {
+                let mut secrets = vec![row.try_get::<String, _>("secret")?];
+                let previous: Option<String> = row.try_get("previous_secret")?;
+                let until: Option<i64> = row.try_get("previous_secret_until")?;
+                if let (Some(previous), Some(until)) = (previous, until) {
+                    if until > now.as_millis() {
+                        secrets.push(previous);
+                    }
+                }
+                Ok(DueAttempt {
+                    attempt: attempt_from_row(row)?,
+                    webhook_id: row.try_get("webhook_id")?,
+                    url: row.try_get("url")?,
+                    secrets,
+                    body: row.try_get("body")?,
+                })
+            })
+            .collect()
     }
 
     pub(super) async fn end_attempt(
