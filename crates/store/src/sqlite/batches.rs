@@ -235,6 +235,16 @@ impl SqliteStore {
             .await?
             .flatten();
         let Some(batch_id) = batch_id else { return Ok(()) };
+        // Most items that become final leave others still open: stop at the first.
+        let open: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM start_requests WHERE batch_id = ? AND status IN ('pending', 'processing') LIMIT 1",
+        )
+        .bind(&batch_id)
+        .fetch_optional(&mut **transaction)
+        .await?;
+        if open.is_some() {
+            return Ok(());
+        }
         let query = format!("{SUMMARY_SELECT} WHERE b.id = ? AND b.final_event_at IS NULL{SUMMARY_GROUP}");
         let row = sqlx::query(&query)
             .bind(&batch_id)
@@ -258,7 +268,9 @@ impl SqliteStore {
             summary.first_error.as_deref(),
             at,
         ) {
-            super::webhooks::record_event(transaction, &event, None).await?;
+            if super::webhooks::wanted(transaction, summary.team_id, event.event_type).await? {
+                super::webhooks::record_event(transaction, &event, None).await?;
+            }
         }
         Ok(())
     }

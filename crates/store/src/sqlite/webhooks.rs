@@ -104,36 +104,14 @@ async fn webhook_in(
 
 /// Records `event` with a first attempt, due now, for each live, enabled
 /// webhook of its team subscribed to its type (or for `only` alone, however
-/// subscribed). Nothing is written when no webhook wants it. Returns how
-/// many deliveries were made.
+/// subscribed): two statements. Callers check [`wanted`] first, so that
+/// nothing is written when no webhook wants the event. Returns how many
+/// deliveries were made.
 pub(super) async fn record_event(
     connection: &mut SqliteConnection,
     event: &WebhookEvent,
     only: Option<&str>,
-) -> StoreResult<usize> {
-    let targets: Vec<String> = match only {
-        Some(webhook_id) => {
-            sqlx::query_scalar("SELECT id FROM webhooks WHERE id = ? AND team_id = ? AND deleted_at IS NULL")
-                .bind(webhook_id)
-                .bind(event.team_id.to_string())
-                .fetch_all(&mut *connection)
-                .await?
-        }
-        None => {
-            sqlx::query_scalar(
-                "SELECT w.id FROM webhooks w JOIN webhook_subscriptions s ON s.webhook_id = w.id \
-                 WHERE w.team_id = ? AND w.enabled AND w.deleted_at IS NULL AND s.event_type = ? \
-                 ORDER BY w.created_at, w.id",
-            )
-            .bind(event.team_id.to_string())
-            .bind(event.event_type)
-            .fetch_all(&mut *connection)
-            .await?
-        }
-    };
-    if targets.is_empty() {
-        return Ok(0);
-    }
+) -> StoreResult<u64> {
     sqlx::query("INSERT INTO webhook_events (id, team_id, event_type, body, created_at) VALUES (?, ?, ?, ?, ?)")
         .bind(&event.id)
         .bind(event.team_id.to_string())
@@ -142,20 +120,35 @@ pub(super) async fn record_event(
         .bind(event.created.as_millis())
         .execute(&mut *connection)
         .await?;
-    for webhook_id in &targets {
-        sqlx::query(
-            "INSERT INTO webhook_deliveries (id, delivery_id, event_id, webhook_id, attempt, status, scheduled_at) \
-             VALUES (?, ?, ?, ?, 1, 'pending', ?)",
-        )
-        .bind(Uuid::new_v4().to_string())
-        .bind(Uuid::new_v4().to_string())
-        .bind(&event.id)
-        .bind(webhook_id)
-        .bind(event.created.as_millis())
-        .execute(&mut *connection)
-        .await?;
+    // One row per target; each gets random attempt and delivery ids.
+    let targets = match only {
+        Some(_) => "SELECT w.id FROM webhooks w WHERE w.id = ?3 AND w.team_id = ?4 AND w.deleted_at IS NULL",
+        None => {
+            "SELECT w.id FROM webhooks w JOIN webhook_subscriptions s ON s.webhook_id = w.id \
+             WHERE w.team_id = ?4 AND w.enabled AND w.deleted_at IS NULL AND s.event_type = ?5"
+        }
+    };
+    let made = sqlx::query(&format!(
+        "INSERT INTO webhook_deliveries (id, delivery_id, event_id, webhook_id, attempt, status, scheduled_at) \
+         SELECT lower(hex(randomblob(16))), lower(hex(randomblob(16))), ?1, target.id, 1, 'pending', ?2 \
+         FROM ({targets}) AS target"
+    ))
+    .bind(&event.id)
+    .bind(event.created.as_millis())
+    .bind(only.unwrap_or_default())
+    .bind(event.team_id.to_string())
+    .bind(event.event_type)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    if made == 0 {
+        // No target after all (a webhook deleted meanwhile, or an unknown one).
+        sqlx::query("DELETE FROM webhook_events WHERE id = ?")
+            .bind(&event.id)
+            .execute(&mut *connection)
+            .await?;
     }
-    Ok(targets.len())
+    Ok(made)
 }
 
 /// Records `session.completed`/`session.failed` for each of `ids` that has
@@ -163,13 +156,20 @@ pub(super) async fn record_event(
 pub(super) async fn session_events(connection: &mut SqliteConnection, ids: &[SessionId]) -> StoreResult<()> {
     for id in ids {
         let row = sqlx::query(
-            "SELECT id, team_id, batch_id, status, end_reason, created_at, started_at, ended_at \
+            "SELECT id, team_id, batch_id, status, end_reason, created_at, started_at, ended_at, \
+             EXISTS (SELECT 1 FROM webhooks w JOIN webhook_subscriptions s ON s.webhook_id = w.id \
+                     WHERE w.team_id = sessions.team_id AND w.enabled AND w.deleted_at IS NULL \
+                     AND s.event_type = CASE sessions.status WHEN 'failed' THEN 'session.failed' \
+                                         ELSE 'session.completed' END) AS wanted \
              FROM sessions WHERE id = ?",
         )
         .bind(id.to_string())
         .fetch_optional(&mut *connection)
         .await?;
         let Some(row) = row else { continue };
+        if !row.try_get::<bool, _>("wanted")? {
+            continue;
+        }
         let status: String = row.try_get("status")?;
         let status: SessionStatus = status
             .parse()
@@ -179,14 +179,6 @@ pub(super) async fn session_events(connection: &mut SqliteConnection, ids: &[Ses
             continue;
         };
         let team_id: TeamId = parse_id(&row, "team_id")?;
-        let event_type = if status == SessionStatus::Failed {
-            "session.failed"
-        } else {
-            "session.completed"
-        };
-        if !wanted(connection, team_id, event_type).await? {
-            continue;
-        }
         let tags: Vec<String> =
             sqlx::query_scalar("SELECT tag FROM session_tags WHERE session_id = ? ORDER BY position")
                 .bind(id.to_string())
@@ -384,6 +376,16 @@ impl SqliteStore {
 
     pub(super) async fn test_event(&self, webhook_id: &str, event: &WebhookEvent) -> StoreResult<bool> {
         let mut transaction = self.pool.begin().await?;
+        let live: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM webhooks WHERE id = ? AND team_id = ? AND deleted_at IS NULL")
+                .bind(webhook_id)
+                .bind(event.team_id.to_string())
+                .fetch_optional(&mut *transaction)
+                .await?;
+        if live.is_none() {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
         let made = record_event(&mut transaction, event, Some(webhook_id)).await?;
         transaction.commit().await?;
         Ok(made > 0)
