@@ -779,6 +779,25 @@ fn no_key_or_token_reaches_the_log_even_at_debug_level() {
     let log_path = data_dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).expect("log file");
     let server = Server::start_with_log(data_dir.path(), &[("ANCHORAGE_LOG", "debug")], Some(log));
+    // A webhook's secrets, made and rotated, and a delivery signed with
+    // them, while the log is at debug.
+    let receiver = HoldingReceiver::start();
+    receiver.answer.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (_, webhook) = server.call(
+        reqwest::Method::POST,
+        "/v1/webhooks",
+        Some(json!({"url": receiver.url, "subscribed_events": ["session.completed"]})),
+    );
+    let webhook_id = webhook["id"].as_str().expect("webhook id").to_owned();
+    let (_, rotated) = server.call(
+        reqwest::Method::POST,
+        &format!("/v1/webhooks/{webhook_id}/rotate-secret"),
+        None,
+    );
+    let secrets = [
+        webhook["secret"].as_str().expect("secret").to_owned(),
+        rotated["secret"].as_str().expect("secret").to_owned(),
+    ];
     let (_, created) = server.call(reqwest::Method::POST, "/v1/sessions", Some(json!({})));
     let cdp_url = created["data"]["cdp_url"].as_str().expect("cdp url").to_owned();
     let live_view_url = created["data"]["live_view_url"]
@@ -809,10 +828,11 @@ fn no_key_or_token_reaches_the_log_even_at_debug_level() {
         assert_eq!(page.status(), 200);
     });
     server.call(reqwest::Method::DELETE, &format!("/v1/sessions/{session_id}"), None);
+    wait_until("the session's event delivered", || !receiver.got().is_empty());
     drop(server);
     let text = std::fs::read_to_string(&log_path).expect("log");
     assert!(text.contains("request"), "the log has request lines: {text:.500}");
-    for secret in [KEY, token.as_str()] {
+    for secret in [KEY, token.as_str(), secrets[0].as_str(), secrets[1].as_str()] {
         assert!(!text.contains(secret), "a secret is in the log:\n{text}");
     }
 }
