@@ -24,6 +24,7 @@ mod profile_files;
 mod proxy_auth;
 mod pump;
 mod reap;
+mod recorder;
 mod screencast;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -44,4 +45,7 @@ pub use profile_files::{copy_profile, CopyError, CopyLimits};
 pub use proxy_auth::ProxyAuthenticator;
 pub use pump::{pump, websocket_config, PumpEnd, MAX_FRAME_BYTES};
 pub use reap::{leftover_browser_pids, reap_leftovers, ReapReport};
+pub use recorder::{
+    leftover_encoder_pids, probe_duration, reap_encoders, record, Recorded, RecordingControl, RecordingSpec,
+};
 pub use screencast::{Frame, FrameAck, Input, MouseButton, MouseKind, Screencast, ScreencastEvent};

@@ -56,10 +56,12 @@ pub struct SessionOptions {
     pub idle_timeout_minutes: Option<i64>,
     /// Whether the live view may only watch.
     pub live_view_read_only: bool,
-    /// Whether a headless browser was asked for (upstream defaults to headful).
-    pub headless_requested: bool,
-    /// Whether recording was asked for (upstream defaults to on).
-    pub recording_requested: bool,
+    /// Whether a headless browser was asked for; `None` leaves it to the
+    /// server's default (upstream's is headful).
+    pub headless_requested: Option<bool>,
+    /// Whether recording was asked for; `None` leaves it to the server's
+    /// default (upstream's is on).
+    pub recording_requested: Option<bool>,
     /// Whether a proxy was asked for.
     pub proxy_requested: bool,
     /// The window size.
@@ -207,8 +209,8 @@ impl Default for SessionOptions {
             max_duration_minutes: Some(DEFAULT_MAX_DURATION_MINUTES),
             idle_timeout_minutes: Some(DEFAULT_IDLE_TIMEOUT_MINUTES),
             live_view_read_only: false,
-            headless_requested: false,
-            recording_requested: true,
+            headless_requested: None,
+            recording_requested: None,
             proxy_requested: false,
             viewport: Viewport::default(),
             profile: None,
@@ -608,7 +610,7 @@ impl SessionOptions {
                 options.tags = parse_tags(tags)?;
             }
             if let Some(active) = session.recording.as_ref().and_then(|part| part.active) {
-                options.recording_requested = active;
+                options.recording_requested = Some(active);
             }
             if let Some(proxy) = &session.proxy {
                 options.proxy = parse_proxy(proxy)?;
@@ -626,7 +628,7 @@ impl SessionOptions {
         }
         if let Some(browser) = &body.browser {
             if let Some(active) = browser.headless.as_ref().and_then(|part| part.active) {
-                options.headless_requested = active;
+                options.headless_requested = Some(active);
             }
             if let Some(profile) = &browser.profile {
                 match (&profile.name, profile.persist) {
@@ -743,7 +745,7 @@ mod tests {
             Some("https://example.test/path")
         );
         assert_eq!(options.tags, vec!["a", "b"]);
-        assert!(!options.recording_requested);
+        assert_eq!(options.recording_requested, Some(false));
         assert_eq!(options.max_duration_minutes, None);
         assert_eq!(options.idle_timeout_minutes, Some(3));
         assert!(options.live_view_read_only);
@@ -757,7 +759,7 @@ mod tests {
             !format!("{proxy:?}").contains("\"p\""),
             "the password is not in Debug output"
         );
-        assert!(options.headless_requested);
+        assert_eq!(options.headless_requested, Some(true));
         assert_eq!(
             options.viewport,
             Viewport {

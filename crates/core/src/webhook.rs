@@ -200,6 +200,33 @@ impl WebhookEvent {
         })
     }
 
+    /// `session.recording.ready`: a session's recording is finished and can
+    /// be fetched.
+    pub fn recording_ready(
+        session_id: SessionId,
+        team_id: TeamId,
+        recording_id: &str,
+        duration_ms: i64,
+        size_bytes: i64,
+        at: Timestamp,
+    ) -> Self {
+        let seconds = duration_ms.max(0) as f64 / 1000.0;
+        Self {
+            id: new_event_id(),
+            event_type: "session.recording.ready",
+            team_id,
+            created: at,
+            text: format!("Recording of session `{session_id}` is ready ({seconds:.1}s)"),
+            data: json!({
+                "session_id": session_id.to_string(),
+                "recording_id": recording_id,
+                "duration_seconds": seconds,
+                "size_bytes": size_bytes,
+                "fetch_path": format!("/v1/sessions/{session_id}/recordings/primary/fetch"),
+            }),
+        }
+    }
+
     /// A synthetic event of `event_type` sent by the "send test event" call:
     /// marked `test` in its data and its text.
     pub fn test(event_type: &'static str, team_id: TeamId, at: Timestamp) -> Self {

@@ -211,6 +211,24 @@ impl App {
         }));
         let profiles = Arc::new(ProfileFiles::new(data_dir.join("profiles"), config.max_profile_bytes));
         profiles.sweep(store.as_ref()).await?;
+        let recordings = anchorage_browser::host::find_in_path("ffmpeg").map(|ffmpeg| {
+            Arc::new(crate::recordings::Recordings::new(
+                data_dir.join("recordings"),
+                ffmpeg,
+                config.recording_retention,
+            ))
+        });
+        if config.default_recording && recordings.is_none() {
+            return Err(StartError::Config(ConfigError(
+                "ANCHORAGE_DEFAULT_RECORDING=true needs ffmpeg, which is not on PATH: install Debian's ffmpeg package (./scripts/serve does)".to_owned(),
+            )));
+        }
+        if let Some(recordings) = &recordings {
+            let recovered = recordings.recover(store.as_ref()).await?;
+            if recovered > 0 {
+                tracing::warn!(recovered, "finished recordings a stopped server left unfinished");
+            }
+        }
         let extensions_root = data_dir.join("extensions");
         crate::extensions::sweep(store.as_ref(), &extensions_root).await?;
         let settings = FleetSettings {
@@ -222,6 +240,9 @@ impl App {
             timeout_minute: config.timeout_minute,
             profiles: Some(profiles),
             extensions_root: Some(extensions_root),
+            recordings: recordings.clone(),
+            default_recording: config.default_recording,
+            default_headless: config.default_headless,
         };
         let fleet = Fleet::new(Arc::clone(&store), launcher, settings, shutdown.clone(), tasks.clone());
         fleet.start().await?;

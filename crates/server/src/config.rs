@@ -67,6 +67,9 @@ struct FileConfig {
     browser_user: Option<String>,
     browser_sandbox: Option<String>,
     webhook_retry_delays: Option<String>,
+    default_headless: Option<bool>,
+    default_recording: Option<bool>,
+    recording_retention_hours: Option<u64>,
 }
 
 /// Everything the server needs to start.
@@ -137,6 +140,14 @@ pub struct Config {
     pub webhook_retry_delays: Vec<Duration>,
     /// How long a receiver has to answer a delivery.
     pub webhook_timeout: Duration,
+    /// Whether a start that does not say runs headless
+    /// (`ANCHORAGE_DEFAULT_HEADLESS`; upstream's default is headful).
+    pub default_headless: bool,
+    /// Whether a start that does not say is recorded
+    /// (`ANCHORAGE_DEFAULT_RECORDING`; upstream's default is on).
+    pub default_recording: bool,
+    /// How long finished recordings are kept.
+    pub recording_retention: Duration,
 }
 
 /// The default webhook retry schedule: six attempts over about 2.6 hours.
@@ -317,18 +328,34 @@ impl Config {
         let team_max_sessions =
             number("ANCHORAGE_TEAM_MAX_SESSIONS", from_file.team_max_sessions, 1, 10_000)?.map(|value| value as usize);
 
-        let block_private_networks = match source.get("ANCHORAGE_BLOCK_PRIVATE_NETWORKS") {
-            None => from_file.block_private_networks.unwrap_or(false),
-            Some(text) => match text.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" | "" => false,
-                _ => {
-                    return Err(ConfigError(format!(
-                        "ANCHORAGE_BLOCK_PRIVATE_NETWORKS={text:?} is not valid: set it to true or false"
-                    )))
-                }
-            },
+        let boolean = |name: &str, file_value: Option<bool>, default: bool| -> Result<bool, ConfigError> {
+            match source.get(name) {
+                None => Ok(file_value.unwrap_or(default)),
+                Some(text) => match text.trim().to_ascii_lowercase().as_str() {
+                    "1" | "true" | "yes" | "on" => Ok(true),
+                    "0" | "false" | "no" | "off" | "" => Ok(false),
+                    _ => Err(ConfigError(format!(
+                        "{name}={text:?} is not valid: set it to true or false"
+                    ))),
+                },
+            }
         };
+        let block_private_networks = boolean(
+            "ANCHORAGE_BLOCK_PRIVATE_NETWORKS",
+            from_file.block_private_networks,
+            false,
+        )?;
+        let default_headless = boolean("ANCHORAGE_DEFAULT_HEADLESS", from_file.default_headless, true)?;
+        let default_recording = boolean("ANCHORAGE_DEFAULT_RECORDING", from_file.default_recording, false)?;
+        let recording_retention = number(
+            "ANCHORAGE_RECORDING_RETENTION_HOURS",
+            from_file.recording_retention_hours,
+            1,
+            24 * 3650,
+        )?
+        .map_or(Duration::from_secs(168 * 3600), |hours| {
+            Duration::from_secs(hours * 3600)
+        });
         let server_is_root = host::effective_uid() == Some(0);
         let browser_user = match text("ANCHORAGE_BROWSER_USER", from_file.browser_user) {
             Some(name) if name.trim().is_empty() => None,
@@ -417,6 +444,9 @@ impl Config {
             header_read_timeout: Duration::from_secs(30),
             webhook_retry_delays,
             webhook_timeout: Duration::from_secs(10),
+            default_headless,
+            default_recording,
+            recording_retention,
         })
     }
 
@@ -486,6 +516,8 @@ mod tests {
             ("ANCHORAGE_WEBHOOK_RETRY_DELAYS", "soon"),
             ("ANCHORAGE_WEBHOOK_RETRY_DELAYS", "10s,,1m"),
             ("ANCHORAGE_WEBHOOK_RETRY_DELAYS", "25h"),
+            ("ANCHORAGE_DEFAULT_RECORDING", "sometimes"),
+            ("ANCHORAGE_RECORDING_RETENTION_HOURS", "0"),
         ] {
             let error = Config::load(&source(&[(name, value)]), None).expect_err(name);
             assert!(error.0.starts_with(name), "{error}");

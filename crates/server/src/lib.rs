@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod keys;
 pub mod metrics;
 pub mod profiles;
+pub mod recordings;
 mod routes;
 pub mod state;
 pub mod webhooks;

@@ -881,7 +881,8 @@ pub struct ExtensionItem {
 }
 
 /// `{"data": {"status": "success"}}` inside `data`, as upstream's delete of an
-/// extension answers (`ExtensionsDeleteExtensionResponse`).
+/// extension answers (`ExtensionsDeleteExtensionResponse`), and its pause and
+/// resume of a recording.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Deleted {
     /// `{"status": "success"}`.
@@ -1008,4 +1009,36 @@ pub struct DeliveryList {
     pub events: Vec<DeliveryRow>,
     /// Where this page is.
     pub pagination: OffsetPagination,
+}
+
+/// One recording of a session (`RecordingItem` upstream).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordingItem {
+    /// Its id.
+    pub id: String,
+    /// Whether it is the session's primary recording (its first).
+    pub is_primary: bool,
+    /// Where to fetch it (with the API key) once it is finished.
+    pub file_link: String,
+    /// A name for the file.
+    pub suggested_file_name: String,
+    /// Its length, `HH:MM:SS` (`00:00:00` until it is finished).
+    pub duration: String,
+    /// The file's size in bytes.
+    pub size: f64,
+    /// When it started.
+    pub created_at: String,
+    /// `recording`, `ready` or `failed` (beyond upstream).
+    pub status: String,
+    /// Why it failed, or how it was finished when not cleanly.
+    pub error: Option<String>,
+}
+
+/// `{"count", "items"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordingList {
+    /// How many.
+    pub count: usize,
+    /// Oldest first.
+    pub items: Vec<RecordingItem>,
 }

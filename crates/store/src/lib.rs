@@ -16,8 +16,8 @@ use async_trait::async_trait;
 pub use records::{
     ApiKeyRecord, AttemptOutcome, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary,
     CertificateRecord, DeliveryAttempt, DeliveryFilter, DueAttempt, ExtensionRecord, LaunchFailure, ProfileRecord,
-    RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord, SessionSort, TeamRecord,
-    WebhookChange, WebhookRecord,
+    RecordingRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord,
+    SessionSort, TeamRecord, WebhookChange, WebhookRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -302,4 +302,32 @@ pub trait Store: Send + Sync + 'static {
     async fn release_in_flight_attempts(&self) -> StoreResult<u64>;
     /// Forgets finished attempts, and events without attempts, older than `before`.
     async fn prune_deliveries(&self, before: Timestamp) -> StoreResult<u64>;
+
+    /// Records a recording that has started.
+    async fn create_recording(&self, recording: &RecordingRecord) -> StoreResult<()>;
+    /// Ends a `recording` recording as `ready` or `failed`, with its size,
+    /// length and error; a `ready` one records `session.recording.ready` for
+    /// the webhooks that want it, in the same transaction. `false` if it
+    /// was not `recording` (or is gone).
+    async fn finish_recording(
+        &self,
+        id: &str,
+        status: &str,
+        size_bytes: i64,
+        duration_ms: i64,
+        error: Option<&str>,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
+    /// A team's session's recordings, oldest first.
+    async fn session_recordings(&self, team_id: TeamId, session_id: SessionId) -> StoreResult<Vec<RecordingRecord>>;
+    /// Removes a team's session's recording; what it was.
+    async fn delete_recording(
+        &self,
+        team_id: TeamId,
+        session_id: SessionId,
+        id: &str,
+    ) -> StoreResult<Option<RecordingRecord>>;
+    /// Recordings in a status (every team's), oldest first: `recording` ones
+    /// after a restart, and finished ones ended before `ended_before` (retention).
+    async fn recordings_in(&self, status: &str, ended_before: Option<Timestamp>) -> StoreResult<Vec<RecordingRecord>>;
 }

@@ -542,3 +542,26 @@ pub enum AttemptOutcome {
         refused: bool,
     },
 }
+
+/// A video recording of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingRecord {
+    /// Its id.
+    pub id: String,
+    /// The session recorded.
+    pub session_id: SessionId,
+    /// Its team.
+    pub team_id: TeamId,
+    /// `recording`, `ready` or `failed`.
+    pub status: String,
+    /// The file's size once finished.
+    pub size_bytes: i64,
+    /// The video's length once finished.
+    pub duration_ms: i64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it started.
+    pub created_at: Timestamp,
+    /// When it was finished.
+    pub ended_at: Option<Timestamp>,
+}

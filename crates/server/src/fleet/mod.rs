@@ -78,6 +78,12 @@ pub struct FleetSettings {
     /// Where uploaded extensions are unpacked (`<root>/<id, 32 hex>`);
     /// `None` where sessions cannot load extensions.
     pub extensions_root: Option<std::path::PathBuf>,
+    /// Where recordings go; `None` where sessions cannot be recorded (no ffmpeg).
+    pub recordings: Option<Arc<crate::recordings::Recordings>>,
+    /// Whether a start that does not say is recorded.
+    pub default_recording: bool,
+    /// Whether a start that does not say runs headless.
+    pub default_headless: bool,
 }
 
 /// How long a start whose launch the store could not record waits before
@@ -216,6 +222,11 @@ impl Fleet {
         let fleet = Arc::clone(self);
         self.tasks.spawn(async move { fleet.run().await });
         Ok(())
+    }
+
+    /// Where recordings are kept, if sessions can be recorded here.
+    pub fn recordings(&self) -> Option<&Arc<crate::recordings::Recordings>> {
+        self.settings.recordings.as_ref()
     }
 
     /// The live session with this id, if it belongs to `team_id`.

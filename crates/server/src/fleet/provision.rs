@@ -129,8 +129,8 @@ impl Fleet {
             status: SessionStatus::Starting,
             configuration: request.configuration.clone(),
             tags: options.tags.clone(),
-            headless: options.headless_requested,
-            recording: options.recording_requested,
+            headless: options.headless_requested.unwrap_or(self.settings.default_headless),
+            recording: self.records(&options),
             proxy: options.proxy_requested,
             created_at: Timestamp::now(),
             started_at: None,
@@ -346,6 +346,24 @@ impl Fleet {
                 helper.cancel();
             });
         }
+        if let (true, Some(recordings)) = (session.recording, &self.settings.recordings) {
+            let size = (options.viewport.width, options.viewport.height);
+            match recordings
+                .start(
+                    Arc::clone(&self.store),
+                    session.id,
+                    session.team_id,
+                    live.devtools.clone(),
+                    size,
+                    live.ending_token(),
+                    &self.tasks,
+                )
+                .await
+            {
+                Ok(recording) => live.set_recording(recording),
+                Err(error) => tracing::error!(session_id = %session.id, %error, "the session cannot be recorded"),
+            }
+        }
         if let Ok(mut sessions) = self.live.lock() {
             sessions.insert(session.id, Arc::clone(&live));
         }
@@ -374,6 +392,12 @@ impl Fleet {
         self.tasks
             .spawn(async move { fleet.supervise(live, options, holdings).await });
         Provisioned::Running(session.id)
+    }
+
+    /// Whether a session of these options is recorded: as asked, else the
+    /// server's default; never where recordings cannot be made.
+    pub(crate) fn records(&self, options: &anchorage_core::SessionOptions) -> bool {
+        self.settings.recordings.is_some() && options.recording_requested.unwrap_or(self.settings.default_recording)
     }
 
     /// For a session behind a proxy that wants credentials: starts

@@ -38,6 +38,8 @@ pub struct LiveSession {
     pub kept_page: tokio::sync::Mutex<Option<PageControl>>,
     /// Profiles the browser's state is saved into when the session ends.
     save_into: Mutex<Vec<anchorage_core::ProfileId>>,
+    /// Its recording under way (id and controls), if it is recorded.
+    recording: std::sync::OnceLock<(String, anchorage_browser::RecordingControl)>,
     clients: watch::Sender<usize>,
     /// The session's clipboard: headless browsers have no system clipboard,
     /// so what `copy` and `clipboard` set is kept here, for this session only.
@@ -81,6 +83,7 @@ impl LiveSession {
             downloads: anchorage_browser::Downloads::default(),
             kept_page: tokio::sync::Mutex::new(None),
             save_into: Mutex::new(Vec::new()),
+            recording: std::sync::OnceLock::new(),
             clients,
             clipboard: Mutex::new(String::new()),
             stop: CancellationToken::new(),
@@ -106,6 +109,16 @@ impl LiveSession {
     /// A token that fires when the session starts ending.
     pub(super) fn ending_token(&self) -> CancellationToken {
         self.stop.clone()
+    }
+
+    /// Notes the session's recording under way.
+    pub(super) fn set_recording(&self, recording: (String, anchorage_browser::RecordingControl)) {
+        let _ = self.recording.set(recording);
+    }
+
+    /// The session's recording under way (id and controls), if any.
+    pub fn recording(&self) -> Option<&(String, anchorage_browser::RecordingControl)> {
+        self.recording.get()
     }
 
     /// What was last set or copied in this session.

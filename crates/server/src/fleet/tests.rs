@@ -403,6 +403,44 @@ impl Store for FaultyStore {
     async fn prune_deliveries(&self, before: Timestamp) -> StoreResult<u64> {
         self.inner.prune_deliveries(before).await
     }
+    async fn create_recording(&self, recording: &anchorage_store::RecordingRecord) -> StoreResult<()> {
+        self.inner.create_recording(recording).await
+    }
+    async fn finish_recording(
+        &self,
+        id: &str,
+        status: &str,
+        size_bytes: i64,
+        duration_ms: i64,
+        error: Option<&str>,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        self.inner
+            .finish_recording(id, status, size_bytes, duration_ms, error, at)
+            .await
+    }
+    async fn session_recordings(
+        &self,
+        team_id: TeamId,
+        session_id: SessionId,
+    ) -> StoreResult<Vec<anchorage_store::RecordingRecord>> {
+        self.inner.session_recordings(team_id, session_id).await
+    }
+    async fn delete_recording(
+        &self,
+        team_id: TeamId,
+        session_id: SessionId,
+        id: &str,
+    ) -> StoreResult<Option<anchorage_store::RecordingRecord>> {
+        self.inner.delete_recording(team_id, session_id, id).await
+    }
+    async fn recordings_in(
+        &self,
+        status: &str,
+        ended_before: Option<Timestamp>,
+    ) -> StoreResult<Vec<anchorage_store::RecordingRecord>> {
+        self.inner.recordings_in(status, ended_before).await
+    }
 }
 
 /// A fleet over the fake launcher and the faulty store, with two teams.
@@ -427,6 +465,9 @@ fn settings() -> FleetSettings {
         timeout_minute: Duration::from_secs(3600),
         profiles: None,
         extensions_root: None,
+        recordings: None,
+        default_recording: false,
+        default_headless: true,
     }
 }
 

@@ -13,6 +13,7 @@ mod health;
 mod live;
 mod openapi;
 mod profiles;
+mod recordings;
 mod sessions;
 mod tools;
 mod usage;
@@ -328,6 +329,36 @@ pub(crate) fn table() -> Vec<Route> {
             Method::GET,
             "/v1/sessions/{session_id}/downloads/{download_id}",
             get(actions::download_file),
+            RUNNING_READ,
+        ),
+        route(
+            Method::GET,
+            "/v1/sessions/{session_id}/recordings",
+            get(recordings::list),
+            READ_ONE,
+        ),
+        route(
+            Method::GET,
+            "/v1/sessions/{session_id}/recordings/primary/fetch",
+            get(recordings::fetch),
+            RUNNING_READ,
+        ),
+        route(
+            Method::DELETE,
+            "/v1/sessions/{session_id}/recordings/{recording_id}",
+            delete(recordings::delete),
+            RUNNING_READ,
+        ),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/recordings/pause",
+            post(recordings::pause),
+            RUNNING_READ,
+        ),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/recordings/resume",
+            post(recordings::resume),
             RUNNING_READ,
         ),
         route(Method::POST, "/v1/profiles", post(profiles::create), PROFILE_CREATE),

@@ -9,7 +9,8 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    actions, batches, cdp, certificates, events, extensions, health, live, profiles, sessions, tools, usage, webhooks,
+    actions, batches, cdp, certificates, events, extensions, health, live, profiles, recordings, sessions, tools,
+    usage, webhooks,
 };
 use crate::error::Fault;
 use crate::wire::{BatchGone, ErrorBody};
@@ -69,6 +70,11 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         actions::download_file,
         events::signal,
         events::wait,
+        recordings::list,
+        recordings::fetch,
+        recordings::delete,
+        recordings::pause,
+        recordings::resume,
         webhooks::create,
         webhooks::list,
         webhooks::get,
@@ -107,6 +113,7 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         (name = "batches", description = "Many sessions with one call, provisioned in the background"),
         (name = "certificates", description = "CA certificates a team uploads and sessions trust"),
         (name = "events", description = "Named events a team's clients signal and wait for"),
+        (name = "recordings", description = "Video recordings of sessions (MP4, H.264)"),
         (name = "webhooks", description = "URLs the team's session and batch events are posted to, signed"),
         (name = "extensions", description = "Browser extensions a team uploads and sessions load"),
         (name = "profiles", description = "Saved browser state (cookies, storage, cache) that sessions start from and save into"),

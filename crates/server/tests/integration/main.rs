@@ -21,6 +21,7 @@ mod live;
 mod pool;
 mod profiles;
 mod proxy;
+mod recordings;
 mod sessions;
 mod tools;
 mod webhooks;

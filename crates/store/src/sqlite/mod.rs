@@ -6,6 +6,7 @@ mod batches;
 mod certificates;
 mod extensions;
 mod profiles;
+mod recordings;
 mod rows;
 mod webhooks;
 
@@ -22,8 +23,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use crate::records::{
     ApiKeyRecord, AttemptOutcome, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary,
     CertificateRecord, DeliveryAttempt, DeliveryFilter, DueAttempt, ExtensionRecord, LaunchFailure, ProfileRecord,
-    RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord, SessionSort, TeamRecord,
-    WebhookChange, WebhookRecord,
+    RecordingRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord,
+    SessionSort, TeamRecord, WebhookChange, WebhookRecord,
 };
 use crate::{Store, StoreError, StoreResult};
 use rows::{api_key_from_row, request_from_row, session_from_row, team_from_row};
@@ -37,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_5.sql"),
     include_str!("schema_6.sql"),
     include_str!("schema_7.sql"),
+    include_str!("schema_8.sql"),
 ];
 
 const SESSION_COLUMNS: &str = "s.id, s.team_id, s.api_key_id, s.api_key_name, s.request_id, s.batch_id, s.status, \
@@ -736,6 +738,39 @@ impl Store for SqliteStore {
 
     async fn prune_deliveries(&self, before: Timestamp) -> StoreResult<u64> {
         self.prune_attempts(before).await
+    }
+
+    async fn create_recording(&self, recording: &RecordingRecord) -> StoreResult<()> {
+        self.insert_recording(recording).await
+    }
+
+    async fn finish_recording(
+        &self,
+        id: &str,
+        status: &str,
+        size_bytes: i64,
+        duration_ms: i64,
+        error: Option<&str>,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        self.end_recording(id, status, size_bytes, duration_ms, error, at).await
+    }
+
+    async fn session_recordings(&self, team_id: TeamId, session_id: SessionId) -> StoreResult<Vec<RecordingRecord>> {
+        self.recordings_of(team_id, session_id).await
+    }
+
+    async fn delete_recording(
+        &self,
+        team_id: TeamId,
+        session_id: SessionId,
+        id: &str,
+    ) -> StoreResult<Option<RecordingRecord>> {
+        self.remove_recording(team_id, session_id, id).await
+    }
+
+    async fn recordings_in(&self, status: &str, ended_before: Option<Timestamp>) -> StoreResult<Vec<RecordingRecord>> {
+        self.recordings_with(status, ended_before).await
     }
 
     async fn recover_after_restart(&self, reason: &str, at: Timestamp) -> StoreResult<RecoveryReport> {

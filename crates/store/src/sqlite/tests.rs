@@ -963,3 +963,79 @@ mod webhooks {
         assert_ne!(due[0].attempt.delivery_id, due[1].attempt.delivery_id);
     }
 }
+
+#[tokio::test]
+async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
+    let (_dir, store) = open().await;
+    let store: &dyn Store = store.as_ref();
+    let team = store.create_team("alpha").await.expect("team").id;
+    let other = store.create_team("beta").await.expect("team").id;
+    let now = Timestamp::now();
+    let hook = crate::WebhookRecord {
+        id: "wh_recordings".to_owned(),
+        team_id: team,
+        url: "http://127.0.0.1:9/hook".to_owned(),
+        description: None,
+        events: vec!["session.recording.ready".to_owned()],
+        enabled: true,
+        secret: "s".to_owned(),
+        previous_secret: None,
+        created_at: now,
+        updated_at: now,
+    };
+    assert!(store.create_webhook(&hook, 5).await.expect("webhook"));
+    let session_id = SessionId::new_random();
+    let recording = crate::RecordingRecord {
+        id: "rec-1".to_owned(),
+        session_id,
+        team_id: team,
+        status: "recording".to_owned(),
+        size_bytes: 0,
+        duration_ms: 0,
+        error: None,
+        created_at: now,
+        ended_at: None,
+    };
+    store.create_recording(&recording).await.expect("create");
+    assert_eq!(store.recordings_in("recording", None).await.expect("list").len(), 1);
+    assert!(store
+        .finish_recording("rec-1", "ready", 1234, 5000, None, Timestamp::now())
+        .await
+        .expect("finish"));
+    assert!(!store
+        .finish_recording("rec-1", "failed", 0, 0, Some("late"), Timestamp::now())
+        .await
+        .expect("once"));
+    let listed = store.session_recordings(team, session_id).await.expect("list");
+    assert_eq!(
+        (listed[0].status.as_str(), listed[0].size_bytes, listed[0].duration_ms),
+        ("ready", 1234, 5000)
+    );
+    assert!(store
+        .session_recordings(other, session_id)
+        .await
+        .expect("list")
+        .is_empty());
+    let due = store.claim_due_attempts(Timestamp::now(), 10).await.expect("claim");
+    assert_eq!(due.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(&due[0].body).expect("JSON");
+    assert_eq!(body["type"], json!("session.recording.ready"));
+    assert_eq!(body["data"]["recording_id"], json!("rec-1"));
+    let later = Timestamp::from_millis(Timestamp::now().as_millis() + 1000);
+    assert_eq!(store.recordings_in("ready", Some(later)).await.expect("old").len(), 1);
+    assert!(store
+        .delete_recording(other, session_id, "rec-1")
+        .await
+        .expect("theirs")
+        .is_none());
+    assert!(store
+        .delete_recording(team, session_id, "rec-1")
+        .await
+        .expect("ours")
+        .is_some());
+    assert!(store
+        .session_recordings(team, session_id)
+        .await
+        .expect("list")
+        .is_empty());
+}

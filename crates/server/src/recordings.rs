@@ -1,0 +1,218 @@
+//! Session recordings on disk: where each file lives
+//! (`<root>/<session id>/<recording id>.mp4`), recording a live session
+//! (the browser crate's `record`, one task per session, its row in the
+//! store), the start-up recovery of recordings a stopped server left
+//! unfinished, and the retention sweep.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anchorage_browser::{Devtools, RecordingControl, RecordingSpec};
+use anchorage_core::{SessionId, TeamId, Timestamp};
+use anchorage_store::{RecordingRecord, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+/// Frames per second of recordings.
+pub const FPS: u32 = 10;
+
+/// The recordings of a server.
+#[derive(Debug)]
+pub struct Recordings {
+    root: PathBuf,
+    ffmpeg: PathBuf,
+    ffprobe: Option<PathBuf>,
+    retention: Duration,
+}
+
+impl Recordings {
+    /// Recordings under `root`, encoded by `ffmpeg`, kept for `retention`.
+    pub fn new(root: PathBuf, ffmpeg: PathBuf, retention: Duration) -> Self {
+        let ffprobe = ffmpeg
+            .parent()
+            .map(|dir| dir.join("ffprobe"))
+            .filter(|path| path.exists())
+            .or_else(|| anchorage_browser::host::find_in_path("ffprobe"));
+        Self {
+            root,
+            ffmpeg,
+            ffprobe,
+            retention,
+        }
+    }
+
+    /// The file of a recording.
+    pub fn file(&self, session_id: SessionId, recording_id: &str) -> PathBuf {
+        self.root
+            .join(session_id.to_string())
+            .join(format!("{recording_id}.mp4"))
+    }
+
+    /// Starts recording a live session: its row, then a task that records
+    /// until `stop` fires (or the browser goes) and finishes the row. The
+    /// recording's id and its controls.
+    pub async fn start(
+        self: &Arc<Self>,
+        store: Arc<dyn Store>,
+        session_id: SessionId,
+        team_id: TeamId,
+        devtools: Devtools,
+        size: (u32, u32),
+        stop: CancellationToken,
+        tasks: &tokio_util::task::TaskTracker,
+    ) -> Result<(String, RecordingControl), StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let output = self.file(session_id, &id);
+        let record = RecordingRecord {
+            id: id.clone(),
+            session_id,
+            team_id,
+            status: "recording".to_owned(),
+            size_bytes: 0,
+            duration_ms: 0,
+            error: None,
+            created_at: Timestamp::now(),
+            ended_at: None,
+        };
+        store.create_recording(&record).await?;
+        let control = RecordingControl::default();
+        let spec = RecordingSpec {
+            ffmpeg: self.ffmpeg.clone(),
+            output: output.clone(),
+            fps: FPS,
+            width: size.0,
+            height: size.1,
+        };
+        let recording_id = id.clone();
+        let running = control.clone();
+        tasks.spawn(async move {
+            let recorded = match output.parent().map(std::fs::create_dir_all) {
+                Some(Err(error)) => Err(error),
+                _ => anchorage_browser::record(&devtools, &spec, running, stop).await,
+            };
+            let size = std::fs::metadata(&output).map(|meta| meta.len() as i64).unwrap_or(0);
+            let (status, duration_ms, error) = match recorded {
+                Ok(recorded) if recorded.frames > 0 && size > 0 => {
+                    if recorded.dropped > 0 {
+                        tracing::info!(%session_id, dropped = recorded.dropped, "the encoder fell behind: frames were dropped");
+                    }
+                    let error = (!recorded.clean).then(|| {
+                        format!(
+                            "ffmpeg did not finish cleanly: {}",
+                            recorded.error.unwrap_or_default()
+                        )
+                    });
+                    ("ready", recorded.duration.as_millis() as i64, error)
+                }
+                Ok(recorded) => (
+                    "failed",
+                    0,
+                    Some(match recorded.error {
+                        Some(said) => format!("no video was written: {said}"),
+                        None => "no frame was recorded (the page never painted)".to_owned(),
+                    }),
+                ),
+                Err(error) => ("failed", 0, Some(format!("ffmpeg could not run: {error}"))),
+            };
+            if let Err(error) = store
+                .finish_recording(&recording_id, status, size, duration_ms, error.as_deref(), Timestamp::now())
+                .await
+            {
+                tracing::error!(%session_id, %error, "cannot record the end of a recording");
+            }
+        });
+        Ok((id, control))
+    }
+
+    /// After a restart: kills encoders a killed server left, and finishes
+    /// the recordings it left `recording` (ffmpeg finishes a file whose
+    /// input closes, and a fragmented MP4 plays up to its last fragment):
+    /// `ready` when a file is there, with its length as `ffprobe` reads it,
+    /// `failed` when not.
+    pub async fn recover(&self, store: &dyn Store) -> Result<usize, StoreError> {
+        let root = self.root.clone();
+        let killed = tokio::task::spawn_blocking(move || anchorage_browser::reap_encoders(&root))
+            .await
+            .unwrap_or(0);
+        if killed > 0 {
+            tracing::warn!(killed, "killed encoders a previous run left");
+        }
+        let unfinished = store.recordings_in("recording", None).await?;
+        for recording in &unfinished {
+            let file = self.file(recording.session_id, &recording.id);
+            let size = std::fs::metadata(&file).map(|meta| meta.len() as i64).unwrap_or(0);
+            let duration = match &self.ffprobe {
+                Some(ffprobe) if size > 0 => anchorage_browser::probe_duration(ffprobe, &file).await,
+                _ => None,
+            };
+            let reason = "the server stopped while recording";
+            let (status, error) = match duration {
+                Some(_) => ("ready", Some(format!("{reason}: the video ends where it stopped"))),
+                None => ("failed", Some(format!("{reason}: no playable video was left"))),
+            };
+            let duration_ms = duration.map_or(0, |duration| duration.as_millis() as i64);
+            store
+                .finish_recording(
+                    &recording.id,
+                    status,
+                    size,
+                    duration_ms,
+                    error.as_deref(),
+                    Timestamp::now(),
+                )
+                .await?;
+        }
+        Ok(unfinished.len())
+    }
+
+    /// Deletes finished recordings older than the retention, files first.
+    pub async fn sweep(&self, store: &dyn Store) -> Result<usize, StoreError> {
+        let before = Timestamp::from_millis(Timestamp::now().as_millis() - self.retention.as_millis() as i64);
+        let mut removed = 0;
+        for status in ["ready", "failed"] {
+            for recording in store.recordings_in(status, Some(before)).await? {
+                self.remove_file(recording.session_id, &recording.id);
+                if store
+                    .delete_recording(recording.team_id, recording.session_id, &recording.id)
+                    .await?
+                    .is_some()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Removes a recording's file (and its session's folder once empty).
+    pub fn remove_file(&self, session_id: SessionId, recording_id: &str) {
+        let file = self.file(session_id, recording_id);
+        let _ = std::fs::remove_file(&file);
+        if let Some(folder) = file.parent() {
+            let _ = std::fs::remove_dir(folder);
+        }
+    }
+
+    /// The root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// `HH:MM:SS` of a length in milliseconds.
+pub fn clock(duration_ms: i64) -> String {
+    let seconds = duration_ms.max(0) / 1000;
+    format!("{:02}:{:02}:{:02}", seconds / 3600, seconds / 60 % 60, seconds % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_read_as_a_clock() {
+        assert_eq!(clock(0), "00:00:00");
+        assert_eq!(clock(5_900), "00:00:05");
+        assert_eq!(clock(3_723_000), "01:02:03");
+    }
+}

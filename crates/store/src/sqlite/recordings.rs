@@ -1,0 +1,140 @@
+//! Session recordings in SQLite.
+
+use anchorage_core::webhook::WebhookEvent;
+use anchorage_core::{SessionId, TeamId, Timestamp};
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::rows::parse_id;
+use super::SqliteStore;
+use crate::records::RecordingRecord;
+use crate::StoreResult;
+
+const COLUMNS: &str = "id, session_id, team_id, status, size_bytes, duration_ms, error, created_at, ended_at";
+
+fn recording_from_row(row: &SqliteRow) -> StoreResult<RecordingRecord> {
+    let ended_at: Option<i64> = row.try_get("ended_at")?;
+    Ok(RecordingRecord {
+        id: row.try_get("id")?,
+        session_id: parse_id(row, "session_id")?,
+        team_id: parse_id(row, "team_id")?,
+        status: row.try_get("status")?,
+        size_bytes: row.try_get("size_bytes")?,
+        duration_ms: row.try_get("duration_ms")?,
+        error: row.try_get("error")?,
+        created_at: Timestamp::from_millis(row.try_get("created_at")?),
+        ended_at: ended_at.map(Timestamp::from_millis),
+    })
+}
+
+impl SqliteStore {
+    pub(super) async fn insert_recording(&self, recording: &RecordingRecord) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO recordings ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&recording.id)
+        .bind(recording.session_id.to_string())
+        .bind(recording.team_id.to_string())
+        .bind(&recording.status)
+        .bind(recording.size_bytes)
+        .bind(recording.duration_ms)
+        .bind(&recording.error)
+        .bind(recording.created_at.as_millis())
+        .bind(recording.ended_at.map(|at| at.as_millis()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn end_recording(
+        &self,
+        id: &str,
+        status: &str,
+        size_bytes: i64,
+        duration_ms: i64,
+        error: Option<&str>,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut transaction = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE recordings SET status = ?, size_bytes = ?, duration_ms = ?, error = ?, ended_at = ? \
+             WHERE id = ? AND status = 'recording' RETURNING {COLUMNS}"
+        ))
+        .bind(status)
+        .bind(size_bytes)
+        .bind(duration_ms)
+        .bind(error)
+        .bind(at.as_millis())
+        .bind(id)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some(row) = row else {
+            transaction.rollback().await?;
+            return Ok(false);
+        };
+        let recording = recording_from_row(&row)?;
+        if status == "ready"
+            && super::webhooks::wanted(&mut transaction, recording.team_id, "session.recording.ready").await?
+        {
+            let event = WebhookEvent::recording_ready(
+                recording.session_id,
+                recording.team_id,
+                &recording.id,
+                duration_ms,
+                size_bytes,
+                at,
+            );
+            super::webhooks::record_event(&mut transaction, &event, None).await?;
+        }
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn recordings_of(
+        &self,
+        team_id: TeamId,
+        session_id: SessionId,
+    ) -> StoreResult<Vec<RecordingRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM recordings WHERE team_id = ? AND session_id = ? ORDER BY created_at, id"
+        ))
+        .bind(team_id.to_string())
+        .bind(session_id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(recording_from_row).collect()
+    }
+
+    pub(super) async fn remove_recording(
+        &self,
+        team_id: TeamId,
+        session_id: SessionId,
+        id: &str,
+    ) -> StoreResult<Option<RecordingRecord>> {
+        let row = sqlx::query(&format!(
+            "DELETE FROM recordings WHERE team_id = ? AND session_id = ? AND id = ? RETURNING {COLUMNS}"
+        ))
+        .bind(team_id.to_string())
+        .bind(session_id.to_string())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(recording_from_row).transpose()
+    }
+
+    pub(super) async fn recordings_with(
+        &self,
+        status: &str,
+        ended_before: Option<Timestamp>,
+    ) -> StoreResult<Vec<RecordingRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM recordings WHERE status = ? AND (? IS NULL OR ended_at < ?) ORDER BY created_at, id"
+        ))
+        .bind(status)
+        .bind(ended_before.map(|at| at.as_millis()))
+        .bind(ended_before.map(|at| at.as_millis()))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(recording_from_row).collect()
+    }
+}
