@@ -18,6 +18,9 @@ ensure_browser_packages() {
     fi
     # certutil puts the CA certificates a session trusts into its browser's NSS database.
     command -v certutil >/dev/null 2>&1 || missing+=(libnss3-tools)
+    # Headful sessions run on a virtual display; recordings are encoded by ffmpeg.
+    command -v Xvfb >/dev/null 2>&1 || missing+=(xvfb)
+    command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
     if [ "${#missing[@]}" = 0 ]; then
         return
     fi

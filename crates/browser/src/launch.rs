@@ -59,6 +59,8 @@ pub struct LaunchSpec {
     pub background: bool,
     /// What the session's options ask of this browser beyond the defaults.
     pub setup: BrowserSetup,
+    /// The Xvfb that headful browsers get a display from.
+    pub xvfb: Option<PathBuf>,
 }
 
 /// What a session's options ask of its browser beyond the defaults (a
@@ -84,6 +86,8 @@ pub struct BrowserSetup {
     /// The window is fullscreen on a screen the size of `window`, so the
     /// viewport is still `window`.
     pub fullscreen: bool,
+    /// A headful browser (no `--headless`), on a virtual display of its own.
+    pub headful: bool,
 }
 
 /// An unprivileged user for browsers (when the server runs as root).
@@ -118,6 +122,7 @@ impl LaunchSpec {
             sandbox: false,
             background: false,
             setup: BrowserSetup::default(),
+            xvfb: None,
         }
     }
 
@@ -142,7 +147,12 @@ impl LaunchSpec {
         let (frame_width, frame_height) = self.window_frame.unwrap_or((0, 0));
         let (width, height) = (self.window.0 + frame_width, self.window.1 + frame_height);
         let mut arguments: Vec<String> = [
-            "--headless=new",
+            if self.setup.headful {
+                // On its display (`DISPLAY`), at its top left corner.
+                "--window-position=0,0"
+            } else {
+                "--headless=new"
+            },
             // DevTools over the pipes at fds 3 and 4 (see `crate::devtools`):
             // no port, so nothing else on the machine can reach the browser.
             "--remote-debugging-pipe",
@@ -241,6 +251,9 @@ pub enum LaunchError {
         /// Its last words.
         stderr_tail: String,
     },
+    /// The virtual display of a headful browser could not be had.
+    #[error("{0}")]
+    Display(String),
     /// Chromium did not open DevTools in time.
     #[error("chromium did not open DevTools within {seconds} s: {stderr_tail}")]
     Timeout {
@@ -287,6 +300,8 @@ pub struct Browser {
     dirs: Vec<PathBuf>,
     exit: watch::Receiver<Option<BrowserExit>>,
     killer: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The virtual display of a headful browser (ended after it).
+    display: Option<crate::display::Display>,
 }
 
 impl Browser {
@@ -398,6 +413,7 @@ impl Browser {
             dirs: Vec::new(),
             exit,
             killer: Some(killer),
+            display: None,
         }
     }
 
@@ -409,9 +425,17 @@ impl Browser {
         }
         let _ = self.exited().await;
         wait_group_gone(self.pid).await;
+        if let Some(display) = self.display.take() {
+            display.shut_down().await;
+        }
         for dir in &self.dirs {
             remove_dir(dir).await;
         }
+    }
+
+    /// The number of a headful browser's display (`DISPLAY=:<number>`).
+    pub fn display_number(&self) -> Option<u32> {
+        self.display.as_ref().map(crate::display::Display::number)
     }
 }
 
@@ -844,8 +868,22 @@ pub async fn launch_until(
             return Err(LaunchError::Pipe(error));
         }
     };
+    let display = if spec.setup.headful {
+        match start_display(spec).await {
+            Ok(display) => Some(display),
+            Err(error) => {
+                remove_dirs(spec).await;
+                return Err(LaunchError::Display(error));
+            }
+        }
+    } else {
+        None
+    };
     let prepared = started.elapsed();
     let mut command = Command::new(&spec.executable);
+    if let Some(display) = &display {
+        command.env("DISPLAY", format!(":{}", display.number()));
+    }
     command
         .args(spec.arguments())
         .env("TMPDIR", spec.tmp_dir.clone())
@@ -964,8 +1002,26 @@ pub async fn launch_until(
         dirs,
         exit,
         killer: Some(killer),
+        display,
     })
 }
+
+/// A display for a headful browser: a screen exactly its window's size.
+async fn start_display(spec: &LaunchSpec) -> Result<crate::display::Display, String> {
+    let Some(xvfb) = &spec.xvfb else {
+        return Err("headful browsers need Xvfb, which is not on PATH: install Debian's xvfb package".to_owned());
+    };
+    let (frame_width, frame_height) = spec.window_frame.unwrap_or(HEADFUL_FRAME_ALLOWANCE);
+    let size = (spec.window.0 + frame_width, spec.window.1 + frame_height);
+    let owner = spec.run_as.as_ref().map(|run_as| (run_as.uid, run_as.gid));
+    crate::display::Display::start(xvfb, size, &spec.session_dir.join("display"), owner)
+        .await
+        .map_err(|error| format!("cannot start Xvfb ({}): {error}", xvfb.display()))
+}
+
+/// Room for a headful window's frame (tab strip, toolbar) on the screen of
+/// the first headful launch, before the frame is measured.
+const HEADFUL_FRAME_ALLOWANCE: (u32, u32) = (64, 256);
 
 /// A browser spawned but not yet handed out. The one way to give it up is
 /// [`UnfinishedLaunch::abandon`]: kill the group, reap the main process, wait

@@ -85,6 +85,10 @@ pub struct ChromiumLauncher {
     /// launches ask for a window that large, so their viewport comes out
     /// exactly as asked without a CDP round trip.
     window_frame: Mutex<Option<(u32, u32)>>,
+    /// The same for headful windows (a tab strip and a toolbar).
+    headful_frame: Mutex<Option<(u32, u32)>>,
+    /// Xvfb, for headful browsers' displays.
+    xvfb: Option<std::path::PathBuf>,
     /// Whether browsers launched ahead can be put back at normal priority
     /// (otherwise they are launched at normal priority in the first place).
     background_launches: bool,
@@ -95,6 +99,8 @@ impl ChromiumLauncher {
     pub fn new(settings: ChromiumSettings) -> Self {
         Self {
             window_frame: Mutex::new(None),
+            headful_frame: Mutex::new(None),
+            xvfb: crate::host::find_in_path("Xvfb"),
             background_launches: settings.low_priority_ahead && can_raise_priority(),
             settings,
         }
@@ -105,15 +111,29 @@ impl ChromiumLauncher {
         &self.settings
     }
 
-    fn window_frame(&self) -> Option<(u32, u32)> {
-        self.window_frame.lock().ok().and_then(|frame| *frame)
+    fn frame_slot(&self, headful: bool) -> &Mutex<Option<(u32, u32)>> {
+        if headful {
+            &self.headful_frame
+        } else {
+            &self.window_frame
+        }
+    }
+
+    fn window_frame(&self, headful: bool) -> Option<(u32, u32)> {
+        self.frame_slot(headful).lock().ok().and_then(|frame| *frame)
+    }
+
+    /// Whether headful browsers can be launched (Xvfb is there).
+    pub fn headful_ready(&self) -> bool {
+        self.xvfb.is_some()
     }
 
     /// The one place a launch's full settings are made.
     fn spec(&self, request: &LaunchRequest) -> LaunchSpec {
         LaunchSpec {
             ready_timeout: self.settings.ready_timeout,
-            window_frame: self.window_frame(),
+            window_frame: self.window_frame(request.setup.headful),
+            xvfb: self.xvfb.clone(),
             host_resolver_rules: self.settings.host_resolver_rules.clone(),
             run_as: self.settings.run_as.clone(),
             sandbox: self.settings.sandbox,
@@ -142,7 +162,7 @@ impl Launcher for ChromiumLauncher {
             let (width, height) = request.window;
             match crate::cdp::fit_viewport(browser.devtools(), width, height).await {
                 Ok(frame) => {
-                    if let Ok(mut slot) = self.window_frame.lock() {
+                    if let Ok(mut slot) = self.frame_slot(request.setup.headful).lock() {
                         *slot = Some(frame);
                     }
                 }

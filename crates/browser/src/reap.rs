@@ -59,6 +59,21 @@ pub fn leftover_browser_pids(browsers_root: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Pids of Xvfb displays of browsers under `browsers_root` (their `-fbdir`).
+pub fn leftover_display_pids(browsers_root: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| crate::display::is_display_of(&cmdline, browsers_root))
+        })
+        .collect()
+}
+
 /// Kills every leftover browser of these dirs (its whole process group) and
 /// removes every directory in them. Blocking: call it before serving, or
 /// from a blocking thread.
@@ -74,6 +89,15 @@ pub fn reap_leftovers(dirs: &BrowserDirs) -> ReapReport {
     for group in groups {
         kill_group(group);
         report.process_groups_killed += 1;
+    }
+    // Their displays, and what a killed Xvfb leaves in /tmp.
+    for pid in leftover_display_pids(browsers_root) {
+        let displays = crate::display::displays_of(pid);
+        kill_group(process_group_of(pid).unwrap_or(pid));
+        report.process_groups_killed += 1;
+        for number in displays {
+            crate::display::remove_display_files(number, pid);
+        }
     }
     // Killed processes disappear asynchronously; wait briefly so that the
     // directories are not recreated under us by a dying browser.

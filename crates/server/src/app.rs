@@ -256,6 +256,23 @@ impl App {
             },
         );
         tasks.spawn(Arc::clone(&deliverer).run(shutdown.clone(), tasks.clone()));
+        if let Some(recordings) = recordings.clone() {
+            // Finished recordings past their retention go, hour by hour.
+            let (store, stop) = (Arc::clone(&store), shutdown.clone());
+            tasks.spawn(async move {
+                loop {
+                    match recordings.sweep(store.as_ref()).await {
+                        Ok(0) => {}
+                        Ok(removed) => tracing::info!(removed, "recordings past their retention removed"),
+                        Err(error) => tracing::warn!(%error, "could not remove old recordings"),
+                    }
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                    }
+                }
+            });
+        }
         let summary = format!(
             "anchorage listening on {bound} (public URL {public_url}); chromium {} as {}, sandbox {}; max sessions {}; launch concurrency {}; pool {}; data in {}",
             chromium.display(),

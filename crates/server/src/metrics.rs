@@ -156,7 +156,7 @@ impl Default for Metrics {
         );
         registry.register(
             "anchorage_stored_items",
-            "What teams keep on the server, by kind (profiles, extensions, certificates).",
+            "What teams keep on the server, by kind (profiles, extensions, certificates, finished recordings).",
             metrics.stored_items.clone(),
         );
         registry.register(

@@ -16,6 +16,20 @@ use tokio_util::sync::CancellationToken;
 /// Frames per second of recordings.
 pub const FPS: u32 = 10;
 
+/// A live session to record.
+pub struct Subject {
+    /// The session.
+    pub session_id: SessionId,
+    /// Its team.
+    pub team_id: TeamId,
+    /// Its browser's DevTools pipe.
+    pub devtools: Devtools,
+    /// The video's size: the session's viewport.
+    pub size: (u32, u32),
+    /// Fires when the session ends.
+    pub stop: CancellationToken,
+}
+
 /// The recordings of a server.
 #[derive(Debug)]
 pub struct Recordings {
@@ -54,13 +68,16 @@ impl Recordings {
     pub async fn start(
         self: &Arc<Self>,
         store: Arc<dyn Store>,
-        session_id: SessionId,
-        team_id: TeamId,
-        devtools: Devtools,
-        size: (u32, u32),
-        stop: CancellationToken,
+        subject: Subject,
         tasks: &tokio_util::task::TaskTracker,
     ) -> Result<(String, RecordingControl), StoreError> {
+        let Subject {
+            session_id,
+            team_id,
+            devtools,
+            size,
+            stop,
+        } = subject;
         let id = uuid::Uuid::new_v4().to_string();
         let output = self.file(session_id, &id);
         let record = RecordingRecord {

@@ -449,7 +449,7 @@ impl Fleet {
             let Some((request, team_slot)) = self.admission.pop() else {
                 break;
             };
-            let wants_pool = pool::poolable(&request.options);
+            let wants_pool = pool::poolable(&request.options, self.settings.default_headless);
             let start = match wants_pool.then(|| self.pool.take()).flatten() {
                 Some(pooled) => provision::Start::Pooled(pooled),
                 None => {
@@ -519,7 +519,11 @@ impl Fleet {
                         ),
                         initial_url: None,
                         ahead: true,
-                        setup: anchorage_browser::BrowserSetup::default(),
+                        // Browsers of the default kind.
+                        setup: anchorage_browser::BrowserSetup {
+                            headful: !fleet.settings.default_headless,
+                            ..anchorage_browser::BrowserSetup::default()
+                        },
                     };
                     let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
                     drop(launch_permit);

@@ -32,8 +32,9 @@ pub(super) struct Pooled {
 
 /// Whether a start can take a pooled browser: its launch-time options (the
 /// window, a profile, a proxy, extensions, CA certificates, Chromium switches) are the defaults. An `initial_url` is opened after the handout.
-pub(super) fn poolable(options: &SessionOptions) -> bool {
-    options.viewport == Viewport::default()
+pub(super) fn poolable(options: &SessionOptions, default_headless: bool) -> bool {
+    options.headless_requested.unwrap_or(default_headless) == default_headless
+        && options.viewport == Viewport::default()
         && options.profile.is_none()
         && options.proxy.is_none()
         && options.extensions.is_empty()

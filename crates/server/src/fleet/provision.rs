@@ -256,6 +256,7 @@ impl Fleet {
                         switches: options.switches.iter().map(|switch| switch.flag()).collect(),
                         pdfs_downloaded: options.pdfs_downloaded,
                         fullscreen: options.fullscreen,
+                        headful: !session.headless,
                     },
                 };
                 let launched = self.launch_with_retry(&launch, &abort).await;
@@ -351,11 +352,13 @@ impl Fleet {
             match recordings
                 .start(
                     Arc::clone(&self.store),
-                    session.id,
-                    session.team_id,
-                    live.devtools.clone(),
-                    size,
-                    live.ending_token(),
+                    crate::recordings::Subject {
+                        session_id: session.id,
+                        team_id: session.team_id,
+                        devtools: live.devtools.clone(),
+                        size,
+                        stop: live.ending_token(),
+                    },
                     &self.tasks,
                 )
                 .await

@@ -15,6 +15,7 @@ mod chaos;
 mod events;
 mod extensions;
 mod flags;
+mod headful;
 mod isolation;
 mod leaks;
 mod live;
