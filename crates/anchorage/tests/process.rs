@@ -935,3 +935,46 @@ fn a_webhook_delivery_cut_off_by_a_sigkill_is_made_after_the_restart_with_its_de
     assert_eq!(rows["pagination"]["total"], json!(1), "one attempt, made once: {rows}");
     assert_eq!(receiver.got().len(), 2, "no third copy");
 }
+
+#[test]
+fn a_server_killed_mid_recording_leaves_a_playable_video_and_no_display_behind() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut first = Server::start(data_dir.path(), &[]);
+    let (status, session) = first.call(
+        reqwest::Method::POST,
+        "/v1/sessions",
+        Some(
+            json!({"session": {"recording": {"active": true}}, "browser": {"headless": {"active": false},
+                    "viewport": {"width": 640, "height": 400}}}),
+        ),
+    );
+    assert_eq!(status, 200, "{session}");
+    let session_id = session["data"]["id"].as_str().expect("id").to_owned();
+    // Some seconds of video, then the server dies.
+    std::thread::sleep(Duration::from_secs(3));
+    let root = std::fs::canonicalize(data_dir.path().join("browsers")).expect("dir");
+    assert_eq!(anchorage_browser::leftover_display_pids(&root).len(), 1);
+    first.signal(libc::SIGKILL);
+    let _ = first.child.wait();
+    first.data_dir = std::path::PathBuf::new();
+    drop(first);
+
+    let second = Server::start(data_dir.path(), &[]);
+    wait_until("the old display gone", || {
+        anchorage_browser::leftover_display_pids(&root).is_empty()
+    });
+    let recordings = std::fs::canonicalize(data_dir.path().join("recordings")).expect("dir");
+    wait_until("no encoder left", || {
+        anchorage_browser::leftover_encoder_pids(&recordings).is_empty()
+    });
+    let (status, listed) = second.call(
+        reqwest::Method::GET,
+        &format!("/v1/sessions/{session_id}/recordings"),
+        None,
+    );
+    assert_eq!(status, 200);
+    let item = &listed["data"]["items"][0];
+    assert_eq!(item["status"], json!("ready"), "never a stuck recording: {listed}");
+    assert!(item["size"].as_f64().unwrap_or(0.0) > 0.0, "{listed}");
+    assert_ne!(item["duration"], json!("00:00:00"), "{listed}");
+}

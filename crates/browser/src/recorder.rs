@@ -80,6 +80,10 @@ impl RecordingSpec {
             &(fps * 2).to_string(),
             "-movflags",
             "+frag_keyframe+empty_moov+default_base_moof",
+            // Each fragment goes to the file as it is made, not when a
+            // buffer fills: a killed server leaves every finished fragment.
+            "-flush_packets",
+            "1",
             "-f",
             "mp4",
         ]
@@ -310,8 +314,14 @@ pub fn leftover_encoder_pids(root: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// Kills `ffmpeg` processes a previous run left writing under `root`; how many.
-pub fn reap_encoders(root: &Path) -> usize {
+/// Kills `ffmpeg` processes a previous run left writing under `root`; how
+/// many. Each had its input closed when that run died, and finishes its
+/// file on its own: they get `grace` to do so first.
+pub fn reap_encoders(root: &Path, grace: Duration) -> usize {
+    let deadline = std::time::Instant::now() + grace;
+    while !leftover_encoder_pids(root).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let pids = leftover_encoder_pids(root);
     for pid in &pids {
         #[allow(unsafe_code)]

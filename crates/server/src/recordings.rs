@@ -148,9 +148,10 @@ impl Recordings {
     /// `failed` when not.
     pub async fn recover(&self, store: &dyn Store) -> Result<usize, StoreError> {
         let root = self.root.clone();
-        let killed = tokio::task::spawn_blocking(move || anchorage_browser::reap_encoders(&root))
-            .await
-            .unwrap_or(0);
+        let killed =
+            tokio::task::spawn_blocking(move || anchorage_browser::reap_encoders(&root, Duration::from_secs(5)))
+                .await
+                .unwrap_or(0);
         if killed > 0 {
             tracing::warn!(killed, "killed encoders a previous run left");
         }

@@ -49,7 +49,7 @@ pub async fn list(
 ) -> Result<Json<Data<RecordingList>>, ApiError> {
     let session_id = session_of(&raw)?;
     let recordings = recordings_of(&state, &caller, session_id).await?;
-    let fetch = state.api_url(&format!("/v1/sessions/{session_id}/recordings/primary/fetch"));
+    let fetch = state.api_url(&format!("v1/sessions/{session_id}/recordings/primary/fetch"));
     let items: Vec<RecordingItem> = recordings
         .into_iter()
         .enumerate()
