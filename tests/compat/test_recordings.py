@@ -1,0 +1,66 @@
+"""A headful, recorded session through the official SDK with strict
+response validation, driven by Playwright: the live view answers, the
+recording pauses and resumes, and once the session ends the primary
+recording is an MP4 that ffprobe reads, about as long as the session."""
+
+import json
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import anchorbrowser
+from playwright.sync_api import sync_playwright
+
+from conftest import API_KEY, PAGE_TITLE
+
+
+def test_sdk_headful_recorded_session_with_playwright(server, page_url):
+    strict = anchorbrowser.Anchorbrowser(api_key=API_KEY, base_url=server["base_url"],
+                                         _strict_response_validation=True, max_retries=0)
+    created = strict.sessions.create_session(
+        session={"recording": {"active": True}},
+        browser={"headless": {"active": False}, "viewport": {"width": 800, "height": 600}},
+    )
+    session_id = created.data.id
+    started = time.monotonic()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.connect_over_cdp(created.data.cdp_url)
+            page = browser.contexts[0].pages[0]
+            page.goto(page_url)
+            assert page.title() == PAGE_TITLE
+            agent, size = page.evaluate("[navigator.userAgent, [innerWidth, innerHeight]]")
+            assert "Headless" not in agent and size == [800, 600]
+            with urllib.request.urlopen(created.data.live_view_url, timeout=30) as live:
+                assert live.status == 200
+            assert strict.recordings.pause_recording(session_id).data.data.status == "success"
+            page.evaluate("document.body.style.background = 'rgb(0, 255, 0)'")
+            time.sleep(1)
+            assert strict.recordings.resume_recording(session_id).data.data.status == "success"
+            page.evaluate("document.body.style.background = 'rgb(0, 0, 255)'")
+            time.sleep(1.5)
+            browser.close()
+        listed = strict.recordings.list_recordings(session_id)
+        assert listed.data.count == 1 and listed.data.items[0].is_primary
+    finally:
+        strict.sessions.delete_session(session_id)
+    recorded_for = time.monotonic() - started
+
+    deadline = time.monotonic() + 30
+    while strict.recordings.list_recordings(session_id).data.items[0].duration == "00:00:00":
+        assert time.monotonic() < deadline, "the recording was not finished"
+        time.sleep(0.2)
+    video = strict.recordings.fetch_primary_recording(session_id)
+    with tempfile.NamedTemporaryFile(suffix=".mp4") as file:
+        file.write(video.read())
+        file.flush()
+        probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration:stream=codec_name",
+                                "-of", "json", file.name], capture_output=True, text=True, check=True)
+    facts = json.loads(probe.stdout)
+    assert facts["streams"][0]["codec_name"] == "h264"
+    length = float(facts["format"]["duration"])
+    # The paused second is not in it; the start before the first frame neither.
+    assert 0 < length < recorded_for - 0.5, (length, recorded_for)
+    assert strict.recordings.delete_recording(session_id, "primary").data.status == "success"
+    assert strict.recordings.list_recordings(session_id).data.count == 0
