@@ -1,18 +1,24 @@
-//! Recording a browser's active page to an MP4 (H.264): the page's
-//! screencast frames, at a steady frame rate, encoded by `ffmpeg` running as
-//! a child in its own process group.
+//! Recording a browser's active page to an MP4 (H.264): pictures of the
+//! page (`Page.captureScreenshot`, JPEG, on a connection that follows the
+//! active page), at a steady frame rate, encoded by `ffmpeg` running as a
+//! child in its own process group.
 //!
-//! - **Steady time**: a ticker writes the latest frame `fps` times a second
+//! - **Pictures, not the screencast**: a screencast makes the browser
+//!   composite and read back every frame an animation paints (60 a second),
+//!   whatever it then sends; one capture a period costs a fraction of that
+//!   (measured in BENCHMARKS.md).
+//! - **Steady time**: a ticker writes the latest picture `fps` times a second
 //!   (a page that does not change still takes time in the video), so the
-//!   video lasts as long as it recorded. While paused, nothing is written:
-//!   the paused stretch is not in the video.
-//! - **Never starving the session**: frames go to the encoder through a
-//!   channel of a few frames; when the encoder falls behind, new frames are
-//!   dropped (and counted), never queued without bound. The screencast's
-//!   frames are acknowledged at once, so the browser is not held back.
-//! - **Fragmented MP4**: the file is playable up to its last fragment at any
-//!   moment, so a server killed mid-recording leaves a playable file (and
-//!   `ffmpeg`, reading end-of-file on its stdin, finishes it on its own).
+//!   video lasts as long as it recorded. While paused, nothing is captured
+//!   or written: the paused stretch is not in the video.
+//! - **Never starving the session**: pictures go to the encoder through a
+//!   channel of a few frames; when the encoder falls behind, new ones are
+//!   dropped (and counted), never queued without bound. The encoder runs at
+//!   a lower priority than the browsers.
+//! - **Fragmented MP4**, each fragment flushed as it is made: the file is
+//!   playable up to its last fragment at any moment, so a server killed
+//!   mid-recording leaves a playable file (and `ffmpeg`, reading end-of-file
+//!   on its stdin, finishes it on its own).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -20,17 +26,29 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::actions::{Capture, PageControl};
+use crate::cdp::CdpError;
 use crate::devtools::Devtools;
-use crate::screencast::{Screencast, ScreencastEvent};
+
+/// How long one picture may take before the page is looked up again.
+const PICTURE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How each picture is taken: the viewport, as a JPEG.
+const PICTURE: Capture = Capture {
+    jpeg_quality: Some(70),
+    full_height: false,
+    fast: true,
+};
 
 /// Frames waiting for the encoder at most; more are dropped.
 const ENCODER_BACKLOG: usize = 4;
+/// The encoder's nice value: below the browsers it records.
+const ENCODER_NICE: i32 = 10;
 
 /// How a recording is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +91,7 @@ impl RecordingSpec {
             "-c:v",
             "libx264",
             "-preset",
-            "veryfast",
+            "ultrafast",
             "-crf",
             "30",
             "-g",
@@ -142,14 +160,26 @@ struct Encoder {
 
 impl Encoder {
     fn start(spec: &RecordingSpec) -> std::io::Result<Self> {
-        let mut child = Command::new(&spec.ffmpeg)
+        let mut command = Command::new(&spec.ffmpeg);
+        command
             .args(spec.arguments())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .process_group(0)
-            .kill_on_drop(true)
-            .spawn()?;
+            .kill_on_drop(true);
+        // SAFETY: between fork and exec the closure only calls
+        // setpriority, which is async-signal-safe.
+        #[allow(unsafe_code)]
+        unsafe {
+            command.pre_exec(|| {
+                // The encoder yields to the pages it records: when it falls
+                // behind, frames are dropped, not the pages slowed.
+                libc::setpriority(libc::PRIO_PROCESS, 0, ENCODER_NICE);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn()?;
         let stdin = child.stdin.take();
         let mut stderr = child.stderr.take();
         let stderr = tokio::spawn(async move {
@@ -216,36 +246,37 @@ pub async fn record(
         drop(stdin);
     });
     let fps = spec.fps.max(1);
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
+    let period = Duration::from_secs_f64(1.0 / f64::from(fps));
+    // The capturer: the active page, captured once a period (not while
+    // paused), its latest picture in `latest`; it ends when the browser goes.
+    let (latest_in, mut latest) = tokio::sync::watch::channel::<Option<Arc<Vec<u8>>>>(None);
+    let capturer = {
+        let (devtools, control, stop) = (devtools.clone(), control.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = capture_pictures(&devtools, period, &control, latest_in) => {}
+                () = stop.cancelled() => {}
+            }
+        })
+    };
+    let mut ticker = tokio::time::interval(period);
     // A late tick is made up for: the video keeps the wall clock's pace.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut latest: Option<Arc<Vec<u8>>> = None;
     let mut dropped = 0_u64;
-    let mut screencast = Screencast::open(devtools).await.ok();
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
-            message = next_message(screencast.as_mut()) => {
-                let Some(message) = message else { break };
-                let Some(cast) = screencast.as_mut() else { break };
-                match cast.handle(message).await {
-                    Ok(ScreencastEvent::Frame(frame)) => {
-                        if let Ok(jpeg) = base64::engine::general_purpose::STANDARD.decode(frame.jpeg_base64.as_bytes()) {
-                            latest = Some(Arc::new(jpeg));
-                        }
-                        if cast.ack(frame.ack).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
+            changed = latest.changed() => {
+                // The capturer ended: the browser went.
+                if changed.is_err() {
+                    break;
                 }
             }
             _ = ticker.tick() => {
                 if control.is_paused() {
                     continue;
                 }
-                let Some(frame) = latest.clone() else { continue };
+                let Some(frame) = latest.borrow().clone() else { continue };
                 match frames_in.try_send(frame) {
                     Ok(()) => {
                         control.frames.fetch_add(1, Ordering::SeqCst);
@@ -256,9 +287,8 @@ pub async fn record(
             }
         }
     }
-    if let Some(cast) = screencast {
-        cast.close().await;
-    }
+    capturer.abort();
+    let _ = capturer.await;
     drop(frames_in);
     let _ = writer.await;
     let (clean, error) = encoder.finish(Duration::from_secs(20)).await;
@@ -272,10 +302,51 @@ pub async fn record(
     })
 }
 
-async fn next_message(screencast: Option<&mut Screencast>) -> Option<tokio_tungstenite::tungstenite::Message> {
-    match screencast {
-        Some(screencast) => screencast.recv().await,
-        None => std::future::pending().await,
+/// Captures the browser's active page as a JPEG once a `period` (skipping
+/// paused stretches) into `latest`, until the browser goes.
+async fn capture_pictures(
+    devtools: &Devtools,
+    period: Duration,
+    control: &RecordingControl,
+    latest: tokio::sync::watch::Sender<Option<Arc<Vec<u8>>>>,
+) {
+    let mut page: Option<PageControl> = None;
+    let mut next = tokio::time::Instant::now();
+    loop {
+        if !control.is_paused() {
+            if page.is_none() {
+                match PageControl::open(devtools).await {
+                    Ok(opened) => page = Some(opened),
+                    Err(error) => {
+                        tracing::debug!(%error, "the recording cannot follow the page");
+                        return;
+                    }
+                }
+            }
+            let Some(current) = page.as_mut() else { return };
+            if current.refresh().await.is_err() {
+                return;
+            }
+            // A capture in flight when its page swaps processes (a
+            // navigation to another site) is never answered: the
+            // connection is made again.
+            match tokio::time::timeout(PICTURE_TIMEOUT, current.capture(PICTURE)).await {
+                Ok(Ok(jpeg)) => {
+                    latest.send_replace(Some(Arc::new(jpeg)));
+                }
+                Ok(Err(CdpError::Closed | CdpError::Unreachable(_))) => return,
+                // A page between two documents, or closing: the next one.
+                Ok(Err(error)) => tracing::debug!(%error, "a picture for the recording could not be taken"),
+                Err(_) => page = None,
+            }
+        }
+        next += period;
+        let now = tokio::time::Instant::now();
+        if next < now {
+            // Behind: the video repeats the latest picture meanwhile.
+            next = now;
+        }
+        tokio::time::sleep_until(next).await;
     }
 }
 

@@ -215,6 +215,7 @@ pub async fn screenshot(
     let capture = Capture {
         jpeg_quality: quality.filter(|quality| *quality < 100).map(|quality| quality as u8),
         full_height: body.capture_full_height.unwrap_or(false),
+        fast: false,
     };
     let scroll = body.scroll_all_content.unwrap_or(false);
     let image = on_tool_page(&state, &caller, place, url.as_ref(), async |page| {

@@ -196,3 +196,38 @@ async fn recording_follows_the_servers_default_and_bad_calls_are_clear() {
     server.assert_no_browsers_left().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_browser_that_dies_leaves_a_finished_recording() {
+    let server = TestServer::start().await;
+    let session = server
+        .create_session(json!({"session": {"recording": {"active": true}},
+                               "browser": {"viewport": {"width": 640, "height": 400}}}))
+        .await;
+    let id = text(&session["id"]).to_owned();
+    let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
+    let page = cdp.attach_newest_page().await;
+    paint(&mut cdp, &page, "rgb(255, 0, 0)").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = server.main_browser_pid(&id).expect("the browser runs");
+    crate::support::kill_process(pid);
+    server.wait_for_status(&id, "failed", Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, listed) = server.get(&format!("/v1/sessions/{id}/recordings")).await;
+        if listed["data"]["items"][0]["status"] == json!("ready") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the recording was not finished: {listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fetch = format!("{}/v1/sessions/{id}/recordings/primary/fetch", server.base);
+    let (status, _, bytes) = server.get_url_for_bytes(&fetch).await;
+    assert_eq!(status, StatusCode::OK);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let video = dir.path().join("primary.mp4");
+    std::fs::write(&video, &bytes).expect("write");
+    assert!(colours(&video, 4).contains(&"red"));
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
