@@ -38,7 +38,7 @@ impl Display {
         fb_dir: &Path,
         run_as: Option<(u32, u32)>,
     ) -> std::io::Result<Self> {
-        std::fs::create_dir_all(fb_dir)?;
+        tokio::fs::create_dir_all(fb_dir).await?;
         if let Some((uid, gid)) = run_as {
             std::os::unix::fs::chown(fb_dir, Some(uid), Some(gid))?;
         }

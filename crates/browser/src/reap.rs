@@ -36,9 +36,9 @@ fn process_group_of(pid: u32) -> Option<u32> {
     process_state(pid).map(|(_, group)| group)
 }
 
-/// Pids whose command line has a `--user-data-dir=` under `browsers_root`.
-pub fn leftover_browser_pids(browsers_root: &Path) -> Vec<u32> {
-    let marker = format!("--user-data-dir={}/", browsers_root.display());
+/// Pids (other than ours) whose command line (its NUL-separated bytes)
+/// `matches`.
+pub(crate) fn pids_whose_command_line(matches: impl Fn(&[u8]) -> bool) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -47,31 +47,23 @@ pub fn leftover_browser_pids(browsers_root: &Path) -> Vec<u32> {
         .filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| *pid != own_pid)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|cmdline| {
-                    cmdline
-                        .split(|byte| *byte == 0)
-                        .any(|argument| argument.starts_with(marker.as_bytes()))
-                })
-                .unwrap_or(false)
-        })
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| matches(&cmdline)))
         .collect()
+}
+
+/// Pids whose command line has a `--user-data-dir=` under `browsers_root`.
+pub fn leftover_browser_pids(browsers_root: &Path) -> Vec<u32> {
+    let marker = format!("--user-data-dir={}/", browsers_root.display());
+    pids_whose_command_line(|cmdline| {
+        cmdline
+            .split(|byte| *byte == 0)
+            .any(|argument| argument.starts_with(marker.as_bytes()))
+    })
 }
 
 /// Pids of Xvfb displays of browsers under `browsers_root` (their `-fbdir`).
 pub fn leftover_display_pids(browsers_root: &Path) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmdline| crate::display::is_display_of(&cmdline, browsers_root))
-        })
-        .collect()
+    pids_whose_command_line(|cmdline| crate::display::is_display_of(cmdline, browsers_root))
 }
 
 /// Kills every leftover browser of these dirs (its whole process group) and

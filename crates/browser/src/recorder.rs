@@ -367,22 +367,11 @@ pub async fn probe_duration(ffprobe: &Path, file: &Path) -> Option<Duration> {
 /// `ffmpeg` processes left by a previous run, writing under `root`.
 pub fn leftover_encoder_pids(root: &Path) -> Vec<u32> {
     let marker = format!("{}/", root.display());
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|cmdline| {
-                    let mut arguments = cmdline.split(|byte| *byte == 0);
-                    arguments.next().is_some_and(|program| program.ends_with(b"ffmpeg"))
-                        && arguments.any(|argument| argument.starts_with(marker.as_bytes()))
-                })
-                .unwrap_or(false)
-        })
-        .collect()
+    crate::reap::pids_whose_command_line(|cmdline| {
+        let mut arguments = cmdline.split(|byte| *byte == 0);
+        arguments.next().is_some_and(|program| program.ends_with(b"ffmpeg"))
+            && arguments.any(|argument| argument.starts_with(marker.as_bytes()))
+    })
 }
 
 /// Kills `ffmpeg` processes a previous run left writing under `root`; how

@@ -103,11 +103,12 @@ impl Recordings {
         let recording_id = id.clone();
         let running = control.clone();
         tasks.spawn(async move {
-            let recorded = match output.parent().map(std::fs::create_dir_all) {
-                Some(Err(error)) => Err(error),
-                _ => anchorage_browser::record(&devtools, &spec, running, stop).await,
+            let folder = output.parent().map(Path::to_path_buf).unwrap_or_default();
+            let recorded = match tokio::fs::create_dir_all(&folder).await {
+                Err(error) => Err(error),
+                Ok(()) => anchorage_browser::record(&devtools, &spec, running, stop).await,
             };
-            let size = std::fs::metadata(&output).map(|meta| meta.len() as i64).unwrap_or(0);
+            let size = file_size(&output).await;
             let (status, duration_ms, error) = match recorded {
                 Ok(recorded) if recorded.frames > 0 && size > 0 => {
                     if recorded.dropped > 0 {
@@ -158,7 +159,7 @@ impl Recordings {
         let unfinished = store.recordings_in("recording", None).await?;
         for recording in &unfinished {
             let file = self.file(recording.session_id, &recording.id);
-            let size = std::fs::metadata(&file).map(|meta| meta.len() as i64).unwrap_or(0);
+            let size = file_size(&file).await;
             let duration = match &self.ffprobe {
                 Some(ffprobe) if size > 0 => anchorage_browser::probe_duration(ffprobe, &file).await,
                 _ => None,
@@ -189,7 +190,7 @@ impl Recordings {
         let mut removed = 0;
         for status in ["ready", "failed"] {
             for recording in store.recordings_in(status, Some(before)).await? {
-                self.remove_file(recording.session_id, &recording.id);
+                self.remove_file(recording.session_id, &recording.id).await;
                 if store
                     .delete_recording(recording.team_id, recording.session_id, &recording.id)
                     .await?
@@ -203,11 +204,11 @@ impl Recordings {
     }
 
     /// Removes a recording's file (and its session's folder once empty).
-    pub fn remove_file(&self, session_id: SessionId, recording_id: &str) {
+    pub async fn remove_file(&self, session_id: SessionId, recording_id: &str) {
         let file = self.file(session_id, recording_id);
-        let _ = std::fs::remove_file(&file);
+        let _ = tokio::fs::remove_file(&file).await;
         if let Some(folder) = file.parent() {
-            let _ = std::fs::remove_dir(folder);
+            let _ = tokio::fs::remove_dir(folder).await;
         }
     }
 
@@ -215,6 +216,13 @@ impl Recordings {
     pub fn root(&self) -> &Path {
         &self.root
     }
+}
+
+/// A file's size; 0 when it is not there.
+async fn file_size(file: &Path) -> i64 {
+    tokio::fs::metadata(file)
+        .await
+        .map_or(0, |meta| i64::try_from(meta.len()).unwrap_or(i64::MAX))
 }
 
 /// `HH:MM:SS` of a length in milliseconds.

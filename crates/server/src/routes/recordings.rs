@@ -160,7 +160,7 @@ pub async fn delete(
         ));
     }
     if let Some(recordings) = state.fleet.recordings() {
-        recordings.remove_file(session_id, &target.id);
+        recordings.remove_file(session_id, &target.id).await;
     }
     state
         .store
