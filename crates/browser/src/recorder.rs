@@ -7,6 +7,8 @@
 //!   composite and read back every frame an animation paints (60 a second),
 //!   whatever it then sends; one capture a period costs a fraction of that
 //!   (measured in BENCHMARKS.md).
+//! - **Giving way**: a picture that took long delays the next one as long
+//!   again, so a busy page is not slowed by its recording.
 //! - **Steady time**: a ticker writes the latest picture `fps` times a second
 //!   (a page that does not change still takes time in the video), so the
 //!   video lasts as long as it recorded. While paused, nothing is captured
@@ -340,12 +342,12 @@ async fn capture_pictures(
                 Err(_) => page = None,
             }
         }
-        next += period;
         let now = tokio::time::Instant::now();
-        if next < now {
-            // Behind: the video repeats the latest picture meanwhile.
-            next = now;
-        }
+        // A picture that took long says the page (or the machine) is busy:
+        // the next waits as long again, and the video repeats the latest
+        // picture meanwhile, so recording gives way to the page's own work.
+        let took = now.saturating_duration_since(next);
+        next = (next + period).max(now + took);
         tokio::time::sleep_until(next).await;
     }
 }
