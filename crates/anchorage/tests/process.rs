@@ -978,3 +978,25 @@ fn a_server_killed_mid_recording_leaves_a_playable_video_and_no_display_behind()
     assert!(item["size"].as_f64().unwrap_or(0.0) > 0.0, "{listed}");
     assert_ne!(item["duration"], json!("00:00:00"), "{listed}");
 }
+
+#[test]
+fn a_node_keeps_its_id_across_restarts_and_says_it_at_start() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut ids = Vec::new();
+    for run in 0..2 {
+        let log_path = data_dir.path().join(format!("run{run}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let server = Server::start_with_log(data_dir.path(), &[], Some(log));
+        drop(server);
+        let id = std::fs::read_to_string(data_dir.path().join("node-id")).expect("the node id is kept");
+        let id = id.trim().to_owned();
+        assert_eq!((id.len(), id.matches('-').count()), (36, 4), "a UUID: {id}");
+        let text = std::fs::read_to_string(&log_path).expect("log");
+        assert!(
+            text.contains(&format!("node {id}")),
+            "the start line names the node: {text:.400}"
+        );
+        ids.push(id);
+    }
+    assert_eq!(ids[0], ids[1], "a restart is the same node");
+}

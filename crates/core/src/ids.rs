@@ -24,6 +24,11 @@ macro_rules! uuid_id {
             pub fn as_uuid(&self) -> Uuid {
                 self.0
             }
+
+            /// A fixed identifier from its 128 bits (tests and fixtures).
+            pub const fn from_u128(bits: u128) -> Self {
+                Self(Uuid::from_u128(bits))
+            }
         }
 
         impl From<Uuid> for $name {
@@ -52,6 +57,11 @@ macro_rules! uuid_id {
 uuid_id!(
     /// One browser session.
     SessionId
+);
+uuid_id!(
+    /// A server process sharing the database: a node. Kept in its data dir,
+    /// so a node that restarts is the same node.
+    NodeId
 );
 uuid_id!(
     /// A team: the unit of tenancy. Every session belongs to one.

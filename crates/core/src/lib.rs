@@ -18,7 +18,7 @@ mod wire_enum;
 
 pub use admission::FairQueue;
 pub use batch::{failure_summary, BatchCounts, BatchStatus};
-pub use ids::{ApiKeyId, BatchId, CertificateId, ExtensionId, ProfileId, RequestId, SessionId, TeamId};
+pub use ids::{ApiKeyId, BatchId, CertificateId, ExtensionId, NodeId, ProfileId, RequestId, SessionId, TeamId};
 pub use options::{
     check_certificate_name, check_profile_name, redact_configuration, CustomProxy, OptionsError, ProfileUse,
     SessionOptions, Viewport,

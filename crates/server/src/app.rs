@@ -246,8 +246,28 @@ impl App {
         };
         let fleet = Fleet::new(Arc::clone(&store), launcher, settings, shutdown.clone(), tasks.clone());
         fleet.start().await?;
+        let node = crate::nodes::node_id(&data_dir).map_err(|error| {
+            StartError::Config(ConfigError(format!(
+                "ANCHORAGE_DATA_DIR={}: cannot keep this node's id there: {error}",
+                data_dir.display()
+            )))
+        })?;
+        let node_url = config
+            .node_url
+            .clone()
+            .unwrap_or_else(|| public_url.clone())
+            .to_string();
+        crate::nodes::register(store.as_ref(), node, &node_url, config.max_sessions).await?;
+        tasks.spawn(crate::nodes::keep_lease(
+            Arc::clone(&store),
+            node,
+            node_url,
+            config.max_sessions,
+            shutdown.clone(),
+        ));
         let deliverer = crate::webhooks::Deliverer::new(
             Arc::clone(&store),
+            node,
             Arc::clone(&fleet),
             crate::webhooks::DeliverySettings {
                 retry_delays: config.webhook_retry_delays.clone(),
@@ -274,7 +294,7 @@ impl App {
             });
         }
         let summary = format!(
-            "anchorage listening on {bound} (public URL {public_url}); chromium {} as {}, sandbox {}; max sessions {}; launch concurrency {}; pool {}; data in {}",
+            "anchorage listening on {bound} (public URL {public_url}); node {node}; chromium {} as {}, sandbox {}; max sessions {}; launch concurrency {}; pool {}; data in {}",
             chromium.display(),
             config
                 .browser_user

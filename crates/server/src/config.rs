@@ -47,6 +47,7 @@ pub struct ConfigError(pub String);
 struct FileConfig {
     listen: Option<String>,
     public_url: Option<String>,
+    node_url: Option<String>,
     data_dir: Option<String>,
     database_url: Option<String>,
     chromium: Option<String>,
@@ -80,6 +81,9 @@ pub struct Config {
     /// Base URL clients reach us at (`ANCHORAGE_PUBLIC_URL`); derived from
     /// the bound address when unset.
     pub public_url: Option<Url>,
+    /// Where the other nodes of a shared database reach this one
+    /// (`ANCHORAGE_NODE_URL`; the public URL when not set).
+    pub node_url: Option<Url>,
     /// Where the database and browser dirs live (`ANCHORAGE_DATA_DIR`).
     pub data_dir: PathBuf,
     /// The database (`ANCHORAGE_DATABASE_URL`).
@@ -261,6 +265,18 @@ impl Config {
             }
         };
 
+        let node_url = match text("ANCHORAGE_NODE_URL", from_file.node_url) {
+            None => None,
+            Some(value) => {
+                let url = Url::parse(&value)
+                    .ok()
+                    .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some());
+                Some(url.ok_or_else(|| {
+                    ConfigError(format!("ANCHORAGE_NODE_URL={value:?} is not valid: give an http or https URL such as http://10.0.0.5:8080"))
+                })?)
+            }
+        };
+
         let data_dir =
             PathBuf::from(text("ANCHORAGE_DATA_DIR", from_file.data_dir).unwrap_or_else(|| "./data".to_owned()));
         let database_url = text("ANCHORAGE_DATABASE_URL", from_file.database_url)
@@ -421,6 +437,7 @@ impl Config {
         Ok(Self {
             listen,
             public_url,
+            node_url,
             data_dir,
             database_url,
             chromium,
@@ -509,6 +526,7 @@ mod tests {
             ("ANCHORAGE_MAX_SESSIONS", "0"),
             ("ANCHORAGE_MAX_SESSIONS", "many"),
             ("ANCHORAGE_PUBLIC_URL", "ftp://x"),
+            ("ANCHORAGE_NODE_URL", "somewhere"),
             ("ANCHORAGE_DATABASE_URL", "mysql://x"),
             ("ANCHORAGE_API_KEY", "short"),
             ("ANCHORAGE_MAX_BATCH", "5001"),

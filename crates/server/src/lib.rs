@@ -14,6 +14,7 @@ pub mod extensions;
 pub mod fleet;
 pub mod keys;
 pub mod metrics;
+pub mod nodes;
 pub mod profiles;
 pub mod recordings;
 mod routes;

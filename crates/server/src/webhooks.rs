@@ -129,6 +129,7 @@ async fn public_addresses(url: &Url) -> Result<Vec<SocketAddr>, String> {
 /// The delivery worker.
 pub struct Deliverer {
     store: Arc<dyn Store>,
+    node: anchorage_core::NodeId,
     fleet: Arc<crate::fleet::Fleet>,
     settings: DeliverySettings,
     wake: Notify,
@@ -138,9 +139,15 @@ pub struct Deliverer {
 impl Deliverer {
     /// A worker over `store`'s outbox; it counts its attempts in the
     /// fleet's metrics.
-    pub fn new(store: Arc<dyn Store>, fleet: Arc<crate::fleet::Fleet>, settings: DeliverySettings) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        node: anchorage_core::NodeId,
+        fleet: Arc<crate::fleet::Fleet>,
+        settings: DeliverySettings,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
+            node,
             fleet,
             settings,
             wake: Notify::new(),
@@ -156,13 +163,19 @@ impl Deliverer {
     /// Runs until `shutdown`: releases attempts a stopped server left in
     /// flight, then sends due attempts as they come due.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, tasks: TaskTracker) {
-        match self.store.release_in_flight_attempts().await {
-            Ok(0) => {}
-            Ok(released) => tracing::info!(released, "webhook attempts left in flight are due again"),
-            Err(error) => tracing::warn!(%error, "could not release webhook attempts left in flight"),
-        }
         let mut last_prune: Option<std::time::Instant> = None;
+        let mut last_release: Option<std::time::Instant> = None;
         while !shutdown.is_cancelled() {
+            // Its own claims at start (it restarted), and those of nodes
+            // whose lease runs out, as they do.
+            if last_release.is_none_or(|at| at.elapsed() > crate::nodes::LEASE) {
+                last_release = Some(std::time::Instant::now());
+                match self.store.release_in_flight_attempts(self.node, Timestamp::now()).await {
+                    Ok(0) => {}
+                    Ok(released) => tracing::info!(released, "webhook attempts left in flight are due again"),
+                    Err(error) => tracing::warn!(%error, "could not release webhook attempts left in flight"),
+                }
+            }
             if last_prune.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
                 last_prune = Some(std::time::Instant::now());
                 let before = Timestamp::from_millis(Timestamp::now().as_millis() - RETENTION.as_millis() as i64);
@@ -183,7 +196,7 @@ impl Deliverer {
             let claimed = if free == 0 || next_due.is_none_or(|at| at > now) {
                 Vec::new()
             } else {
-                match self.store.claim_due_attempts(now, free as i64).await {
+                match self.store.claim_due_attempts(self.node, now, free as i64).await {
                     Ok(claimed) => claimed,
                     Err(error) => {
                         tracing::warn!(%error, "could not claim due webhook attempts");

@@ -15,9 +15,9 @@ use async_trait::async_trait;
 
 pub use records::{
     ApiKeyRecord, AttemptOutcome, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary,
-    CertificateRecord, DeliveryAttempt, DeliveryFilter, DueAttempt, ExtensionRecord, LaunchFailure, ProfileRecord,
-    RecordingRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord,
-    SessionSort, TeamRecord, WebhookChange, WebhookRecord,
+    CertificateRecord, DeliveryAttempt, DeliveryFilter, DueAttempt, ExtensionRecord, LaunchFailure, NodeRecord,
+    ProfileRecord, RecordingRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage,
+    SessionRecord, SessionSort, TeamRecord, WebhookChange, WebhookRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -289,17 +289,23 @@ pub trait Store: Send + Sync + 'static {
     /// A page of a webhook's delivery attempts, newest first, and how many
     /// match in all.
     async fn list_delivery_attempts(&self, filter: &DeliveryFilter) -> StoreResult<(Vec<DeliveryAttempt>, i64)>;
-    /// Claims up to `limit` attempts due at `now` (they become `in_flight`),
-    /// oldest first.
-    async fn claim_due_attempts(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<DueAttempt>>;
+    /// Claims up to `limit` attempts due at `now` for `node` (they become
+    /// `in_flight`), oldest first.
+    async fn claim_due_attempts(
+        &self,
+        node: anchorage_core::NodeId,
+        now: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<DueAttempt>>;
     /// Records how a claimed attempt ended; schedules the next one when the
     /// outcome asks for it.
     async fn finish_attempt(&self, attempt_id: &str, outcome: &AttemptOutcome, at: Timestamp) -> StoreResult<()>;
     /// When the next `pending` attempt is due, if there is one.
     async fn next_attempt_due(&self) -> StoreResult<Option<Timestamp>>;
-    /// Puts attempts left `in_flight` by a stopped server back to `pending`
-    /// (same delivery id); how many.
-    async fn release_in_flight_attempts(&self) -> StoreResult<u64>;
+    /// Puts attempts left `in_flight` back to `pending` (same delivery id):
+    /// those `node` claimed (it restarted), and those of nodes whose lease
+    /// ran out before `now`; how many.
+    async fn release_in_flight_attempts(&self, node: anchorage_core::NodeId, now: Timestamp) -> StoreResult<u64>;
     /// Forgets finished attempts, and events without attempts, older than `before`.
     async fn prune_deliveries(&self, before: Timestamp) -> StoreResult<u64>;
 
@@ -330,4 +336,14 @@ pub trait Store: Send + Sync + 'static {
     /// Recordings in a status (every team's), oldest first: `recording` ones
     /// after a restart, and finished ones ended before `ended_before` (retention).
     async fn recordings_in(&self, status: &str, ended_before: Option<Timestamp>) -> StoreResult<Vec<RecordingRecord>>;
+
+    /// Registers a node (or the same node again after a restart) with a
+    /// lease until `record.lease_until`.
+    async fn register_node(&self, record: &NodeRecord) -> StoreResult<()>;
+    /// Renews a node's lease; `false` if the node is not registered.
+    async fn renew_node(&self, id: anchorage_core::NodeId, lease_until: Timestamp) -> StoreResult<bool>;
+    /// Every registered node, live or dead, by when it started.
+    async fn nodes(&self) -> StoreResult<Vec<NodeRecord>>;
+    /// Removes a node that stops cleanly.
+    async fn leave(&self, id: anchorage_core::NodeId) -> StoreResult<()>;
 }

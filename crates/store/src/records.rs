@@ -565,3 +565,18 @@ pub struct RecordingRecord {
     /// When it was finished.
     pub ended_at: Option<Timestamp>,
 }
+
+/// A server process sharing the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// Its stable id.
+    pub id: anchorage_core::NodeId,
+    /// Where other nodes reach it (`ANCHORAGE_NODE_URL`).
+    pub url: String,
+    /// Its `ANCHORAGE_MAX_SESSIONS`.
+    pub max_sessions: i64,
+    /// When it last started.
+    pub started_at: Timestamp,
+    /// Until when its lease holds; after that it is dead.
+    pub lease_until: Timestamp,
+}

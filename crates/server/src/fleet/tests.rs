@@ -383,8 +383,13 @@ impl Store for FaultyStore {
     ) -> StoreResult<(Vec<anchorage_store::DeliveryAttempt>, i64)> {
         self.inner.list_delivery_attempts(filter).await
     }
-    async fn claim_due_attempts(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<anchorage_store::DueAttempt>> {
-        self.inner.claim_due_attempts(now, limit).await
+    async fn claim_due_attempts(
+        &self,
+        node: anchorage_core::NodeId,
+        now: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<anchorage_store::DueAttempt>> {
+        self.inner.claim_due_attempts(node, now, limit).await
     }
     async fn finish_attempt(
         &self,
@@ -397,8 +402,20 @@ impl Store for FaultyStore {
     async fn next_attempt_due(&self) -> StoreResult<Option<Timestamp>> {
         self.inner.next_attempt_due().await
     }
-    async fn release_in_flight_attempts(&self) -> StoreResult<u64> {
-        self.inner.release_in_flight_attempts().await
+    async fn release_in_flight_attempts(&self, node: anchorage_core::NodeId, now: Timestamp) -> StoreResult<u64> {
+        self.inner.release_in_flight_attempts(node, now).await
+    }
+    async fn register_node(&self, record: &anchorage_store::NodeRecord) -> StoreResult<()> {
+        self.inner.register_node(record).await
+    }
+    async fn renew_node(&self, id: anchorage_core::NodeId, lease_until: Timestamp) -> StoreResult<bool> {
+        self.inner.renew_node(id, lease_until).await
+    }
+    async fn nodes(&self) -> StoreResult<Vec<anchorage_store::NodeRecord>> {
+        self.inner.nodes().await
+    }
+    async fn leave(&self, id: anchorage_core::NodeId) -> StoreResult<()> {
+        self.inner.leave(id).await
     }
     async fn prune_deliveries(&self, before: Timestamp) -> StoreResult<u64> {
         self.inner.prune_deliveries(before).await

@@ -5,6 +5,7 @@
 mod batches;
 mod certificates;
 mod extensions;
+mod nodes;
 mod profiles;
 mod recordings;
 mod rows;
@@ -22,9 +23,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::records::{
     ApiKeyRecord, AttemptOutcome, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary,
-    CertificateRecord, DeliveryAttempt, DeliveryFilter, DueAttempt, ExtensionRecord, LaunchFailure, ProfileRecord,
-    RecordingRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord,
-    SessionSort, TeamRecord, WebhookChange, WebhookRecord,
+    CertificateRecord, DeliveryAttempt, DeliveryFilter, DueAttempt, ExtensionRecord, LaunchFailure, NodeRecord,
+    ProfileRecord, RecordingRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage,
+    SessionRecord, SessionSort, TeamRecord, WebhookChange, WebhookRecord,
 };
 use crate::{Store, StoreError, StoreResult};
 use rows::{api_key_from_row, request_from_row, session_from_row, team_from_row};
@@ -39,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_6.sql"),
     include_str!("schema_7.sql"),
     include_str!("schema_8.sql"),
+    include_str!("schema_9.sql"),
 ];
 
 const SESSION_COLUMNS: &str = "s.id, s.team_id, s.api_key_id, s.api_key_name, s.request_id, s.batch_id, s.status, \
@@ -720,8 +722,13 @@ impl Store for SqliteStore {
         self.attempt_page(filter).await
     }
 
-    async fn claim_due_attempts(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<DueAttempt>> {
-        self.claim_attempts(now, limit).await
+    async fn claim_due_attempts(
+        &self,
+        node: anchorage_core::NodeId,
+        now: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<DueAttempt>> {
+        self.claim_attempts(node, now, limit).await
     }
 
     async fn finish_attempt(&self, attempt_id: &str, outcome: &AttemptOutcome, at: Timestamp) -> StoreResult<()> {
@@ -732,8 +739,24 @@ impl Store for SqliteStore {
         self.first_due().await
     }
 
-    async fn release_in_flight_attempts(&self) -> StoreResult<u64> {
-        self.release_attempts().await
+    async fn release_in_flight_attempts(&self, node: anchorage_core::NodeId, now: Timestamp) -> StoreResult<u64> {
+        self.release_attempts(node, now).await
+    }
+
+    async fn register_node(&self, record: &NodeRecord) -> StoreResult<()> {
+        self.upsert_node(record).await
+    }
+
+    async fn renew_node(&self, id: anchorage_core::NodeId, lease_until: Timestamp) -> StoreResult<bool> {
+        self.extend_lease(id, lease_until).await
+    }
+
+    async fn nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+        self.node_rows().await
+    }
+
+    async fn leave(&self, id: anchorage_core::NodeId) -> StoreResult<()> {
+        self.remove_node(id).await
     }
 
     async fn prune_deliveries(&self, before: Timestamp) -> StoreResult<u64> {

@@ -10,6 +10,9 @@ use super::SqliteStore;
 use crate::records::{RequestRecord, SessionFilter, SessionPage, SessionRecord, SessionSort};
 use crate::{Store, StoreError};
 
+/// The node the tests claim work as.
+const NODE: anchorage_core::NodeId = anchorage_core::NodeId::from_u128(0x0a0b);
+
 /// A fresh store of the backend under test, as the trait object.
 async fn open() -> (tempfile::TempDir, Box<dyn Store>) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -695,7 +698,7 @@ mod webhooks {
     use anchorage_core::{SessionStatus, TeamId, Timestamp};
 
     use super::batches::{launch, new_batch};
-    use super::open;
+    use super::{open, NODE};
     use crate::records::{AttemptOutcome, DeliveryFilter, WebhookChange, WebhookRecord};
     use crate::Store;
 
@@ -834,7 +837,10 @@ mod webhooks {
             .await
             .expect("end"));
 
-        let due = store.claim_due_attempts(Timestamp::now(), 10).await.expect("claim");
+        let due = store
+            .claim_due_attempts(NODE, Timestamp::now(), 10)
+            .await
+            .expect("claim");
         let mut types: Vec<_> = due.iter().map(|due| due.attempt.event_type.as_str()).collect();
         types.sort();
         assert_eq!(types, ["batch.completed", "session.completed"]);
@@ -850,7 +856,7 @@ mod webhooks {
         assert_eq!(body["data"]["completed_requests"], serde_json::json!(2));
         assert!(
             store
-                .claim_due_attempts(Timestamp::now(), 10)
+                .claim_due_attempts(NODE, Timestamp::now(), 10)
                 .await
                 .expect("claim")
                 .is_empty(),
@@ -870,13 +876,19 @@ mod webhooks {
             .await
             .expect("finish");
         assert_eq!(store.next_attempt_due().await.expect("due"), Some(retry_at));
-        let later = store.claim_due_attempts(retry_at, 10).await.expect("claim");
+        let later = store.claim_due_attempts(NODE, retry_at, 10).await.expect("claim");
         assert_eq!(later.len(), 1);
         assert_eq!(later[0].attempt.delivery_id, batch_event.attempt.delivery_id);
         assert_eq!(later[0].attempt.attempt, 2);
         // A stopped server's claims go back to pending, same delivery.
-        assert_eq!(store.release_in_flight_attempts().await.expect("release"), 2);
-        let again = store.claim_due_attempts(retry_at, 10).await.expect("claim");
+        assert_eq!(
+            store
+                .release_in_flight_attempts(NODE, Timestamp::now())
+                .await
+                .expect("release"),
+            2
+        );
+        let again = store.claim_due_attempts(NODE, retry_at, 10).await.expect("claim");
         assert_eq!(again.len(), 2);
         for due in &again {
             let outcome = AttemptOutcome::Succeeded { response_status: 200 };
@@ -936,7 +948,10 @@ mod webhooks {
         let event = WebhookEvent::test("batch.failed", team, Timestamp::now());
         assert!(store.record_test_event(&hook.id, &event).await.expect("test"));
         assert!(!store.record_test_event("wh_missing", &event).await.expect("test"));
-        let due = store.claim_due_attempts(Timestamp::now(), 10).await.expect("claim");
+        let due = store
+            .claim_due_attempts(NODE, Timestamp::now(), 10)
+            .await
+            .expect("claim");
         assert_eq!(due.len(), 1);
         assert_eq!(
             (due[0].webhook_id.as_str(), due[0].attempt.event_id.as_str()),
@@ -951,7 +966,10 @@ mod webhooks {
             .recover_after_restart("the server restarted", Timestamp::now())
             .await
             .expect("recover");
-        let due = store.claim_due_attempts(Timestamp::now(), 10).await.expect("claim");
+        let due = store
+            .claim_due_attempts(NODE, Timestamp::now(), 10)
+            .await
+            .expect("claim");
         assert_eq!(due.len(), 2, "one session.failed for each subscribed webhook");
         let body: serde_json::Value = serde_json::from_str(&due[0].body).expect("JSON");
         assert_eq!(body["type"], serde_json::json!("session.failed"));
@@ -1016,7 +1034,10 @@ async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
         .await
         .expect("list")
         .is_empty());
-    let due = store.claim_due_attempts(Timestamp::now(), 10).await.expect("claim");
+    let due = store
+        .claim_due_attempts(NODE, Timestamp::now(), 10)
+        .await
+        .expect("claim");
     assert_eq!(due.len(), 1);
     let body: serde_json::Value = serde_json::from_str(&due[0].body).expect("JSON");
     assert_eq!(body["type"], json!("session.recording.ready"));
@@ -1038,4 +1059,80 @@ async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
         .await
         .expect("list")
         .is_empty());
+}
+
+#[tokio::test]
+async fn nodes_hold_leases_and_release_only_their_own_or_dead_nodes_claims() {
+    let (_dir, store) = open().await;
+    let store: &dyn Store = store.as_ref();
+    let at = |millis: i64| Timestamp::from_millis(1_000_000 + millis);
+    let other = anchorage_core::NodeId::from_u128(0x0c0d);
+    for (id, url) in [(NODE, "http://10.0.0.1:8080/"), (other, "http://10.0.0.2:8080/")] {
+        let node = crate::NodeRecord {
+            id,
+            url: url.to_owned(),
+            max_sessions: 4,
+            started_at: at(0),
+            lease_until: at(10_000),
+        };
+        store.register_node(&node).await.expect("register");
+        // Registering again (a restart) is the same node.
+        store.register_node(&node).await.expect("register again");
+    }
+    assert_eq!(store.nodes().await.expect("nodes").len(), 2);
+    assert!(store.renew_node(NODE, at(20_000)).await.expect("renew"));
+    assert!(!store
+        .renew_node(anchorage_core::NodeId::new_random(), at(20_000))
+        .await
+        .expect("unknown"));
+
+    // A webhook attempt claimed by the other node.
+    let team = store.create_team("alpha").await.expect("team").id;
+    let now = Timestamp::now();
+    let hook = crate::WebhookRecord {
+        id: "wh_nodes".to_owned(),
+        team_id: team,
+        url: "http://127.0.0.1:9/".to_owned(),
+        description: None,
+        events: vec!["batch.failed".to_owned()],
+        enabled: true,
+        secret: "s".to_owned(),
+        previous_secret: None,
+        created_at: now,
+        updated_at: now,
+    };
+    assert!(store.create_webhook(&hook, 5).await.expect("webhook"));
+    let event = anchorage_core::webhook::WebhookEvent::test("batch.failed", team, at(0));
+    assert!(store.record_test_event(&hook.id, &event).await.expect("event"));
+    assert_eq!(
+        store.claim_due_attempts(other, at(1), 10).await.expect("claim").len(),
+        1
+    );
+    // While the other node's lease holds, its claim is its own.
+    assert_eq!(
+        store
+            .release_in_flight_attempts(NODE, at(5_000))
+            .await
+            .expect("release"),
+        0
+    );
+    // Once it has run out, the claim is released.
+    assert_eq!(
+        store
+            .release_in_flight_attempts(NODE, at(15_000))
+            .await
+            .expect("release"),
+        1
+    );
+    assert_eq!(
+        store
+            .claim_due_attempts(NODE, at(15_000), 10)
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+    // A node that left cleanly is gone from the list.
+    store.leave(other).await.expect("leave");
+    assert_eq!(store.nodes().await.expect("nodes").len(), 1);
 }

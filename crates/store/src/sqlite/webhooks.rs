@@ -429,15 +429,21 @@ impl SqliteStore {
         Ok((attempts, total))
     }
 
-    pub(super) async fn claim_attempts(&self, now: Timestamp, limit: i64) -> StoreResult<Vec<DueAttempt>> {
+    pub(super) async fn claim_attempts(
+        &self,
+        node: anchorage_core::NodeId,
+        now: Timestamp,
+        limit: i64,
+    ) -> StoreResult<Vec<DueAttempt>> {
         let mut transaction = self.pool.begin().await?;
         // The write comes first, so the transaction holds the write lock
         // from its first statement and no other claim takes the same rows.
         let claimed: Vec<String> = sqlx::query_scalar(
-            "UPDATE webhook_deliveries SET status = 'in_flight' WHERE id IN \
+            "UPDATE webhook_deliveries SET status = 'in_flight', claimed_by = ? WHERE id IN \
              (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND scheduled_at <= ? \
               ORDER BY scheduled_at, id LIMIT ?) RETURNING id",
         )
+        .bind(node.to_string())
         .bind(now.as_millis())
         .bind(limit)
         .fetch_all(&mut *transaction)
@@ -547,10 +553,18 @@ impl SqliteStore {
         Ok(at.map(Timestamp::from_millis))
     }
 
-    pub(super) async fn release_attempts(&self) -> StoreResult<u64> {
-        let released = sqlx::query("UPDATE webhook_deliveries SET status = 'pending' WHERE status = 'in_flight'")
-            .execute(&self.pool)
-            .await?;
+    pub(super) async fn release_attempts(&self, node: anchorage_core::NodeId, now: Timestamp) -> StoreResult<u64> {
+        // Its own claims (it restarted), and those of nodes that are gone:
+        // not registered, or past their lease.
+        let released = sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'pending', claimed_by = NULL WHERE status = 'in_flight' \
+             AND (claimed_by IS NULL OR claimed_by = ? OR NOT EXISTS \
+                  (SELECT 1 FROM nodes n WHERE n.id = webhook_deliveries.claimed_by AND n.lease_until >= ?))",
+        )
+        .bind(node.to_string())
+        .bind(now.as_millis())
+        .execute(&self.pool)
+        .await?;
         Ok(released.rows_affected())
     }
 
