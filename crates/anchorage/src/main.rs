@@ -41,6 +41,12 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// List the nodes that share the database: state, capacity, sessions
+    /// (works on the database directly).
+    Nodes {
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Create, watch, cancel, delete and retry batches on a running server.
     Batch {
         #[command(flatten)]
@@ -129,6 +135,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&Environment, settings.config.as_deref())?;
             keys(&config, command).await
         }
+        Command::Nodes { settings } => {
+            let config = Config::load(&Environment, settings.config.as_deref())?;
+            nodes(&config).await
+        }
         Command::Batch { connection, command } => client::batch(connection, command).await,
         Command::Session { connection, command } => client::session(connection, command).await,
     }
@@ -166,6 +176,25 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn nodes(config: &Config) -> anyhow::Result<()> {
+    println!(
+        "{:<38} {:<6} {:>8} {:>8} {:<26} url",
+        "id", "state", "sessions", "capacity", "started"
+    );
+    for node in anchorage_server::nodes::list(config).await? {
+        println!(
+            "{:<38} {:<6} {:>8} {:>8} {:<26} {}",
+            node.id.to_string(),
+            anchorage_server::nodes::state(&node),
+            node.live_sessions,
+            node.max_sessions,
+            node.started_at.to_string(),
+            node.url
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

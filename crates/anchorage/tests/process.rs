@@ -983,13 +983,43 @@ fn a_server_killed_mid_recording_leaves_a_playable_video_and_no_display_behind()
 fn a_node_keeps_its_id_across_restarts_and_says_it_at_start() {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut ids = Vec::new();
-    for run in 0..2 {
-        let log_path = data_dir.path().join(format!("run{run}.log"));
+    for start in 0..2 {
+        let log_path = data_dir.path().join(format!("start{start}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
-        let server = Server::start_with_log(data_dir.path(), &[], Some(log));
-        drop(server);
+        let server = Server::start_with_log(
+            data_dir.path(),
+            &[("ANCHORAGE_NODE_URL", "http://10.1.2.3:8080")],
+            Some(log),
+        );
         let id = std::fs::read_to_string(data_dir.path().join("node-id")).expect("the node id is kept");
         let id = id.trim().to_owned();
+        // `anchorage nodes` shows it live, with its capacity and its one session.
+        let (status, _) = server.call(reqwest::Method::POST, "/v1/sessions", Some(json!({})));
+        assert_eq!(status, 200);
+        let dir = data_dir.path().display().to_string();
+        let listed = run(&["nodes"], &[("ANCHORAGE_DATA_DIR", dir.as_str())]);
+        assert!(listed.status.success(), "{listed:?}");
+        let listed = String::from_utf8(listed.stdout).expect("utf-8");
+        let row = listed
+            .lines()
+            .find(|line| line.starts_with(&id))
+            .unwrap_or_default()
+            .to_owned();
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            (
+                fields.get(1).copied(),
+                fields.get(2).copied(),
+                fields.get(3).copied(),
+                fields.last().copied()
+            ),
+            (Some("live"), Some("1"), Some("4"), Some("http://10.1.2.3:8080/")),
+            "{listed}"
+        );
+        drop(server);
+        // A clean stop leaves the registry.
+        let listed = run(&["nodes"], &[("ANCHORAGE_DATA_DIR", dir.as_str())]);
+        assert!(!String::from_utf8_lossy(&listed.stdout).contains(&id), "{listed:?}");
         assert_eq!((id.len(), id.matches('-').count()), (36, 4), "a UUID: {id}");
         let text = std::fs::read_to_string(&log_path).expect("log");
         assert!(

@@ -231,6 +231,12 @@ impl App {
         }
         let extensions_root = data_dir.join("extensions");
         crate::extensions::sweep(store.as_ref(), &extensions_root).await?;
+        let node = crate::nodes::node_id(&data_dir).map_err(|error| {
+            StartError::Config(ConfigError(format!(
+                "ANCHORAGE_DATA_DIR={}: cannot keep this node's id there: {error}",
+                data_dir.display()
+            )))
+        })?;
         let settings = FleetSettings {
             max_sessions: config.max_sessions,
             launch_concurrency: config.launch_concurrency,
@@ -243,15 +249,10 @@ impl App {
             recordings: recordings.clone(),
             default_recording: config.default_recording,
             default_headless: config.default_headless,
+            node: Some(node),
         };
         let fleet = Fleet::new(Arc::clone(&store), launcher, settings, shutdown.clone(), tasks.clone());
         fleet.start().await?;
-        let node = crate::nodes::node_id(&data_dir).map_err(|error| {
-            StartError::Config(ConfigError(format!(
-                "ANCHORAGE_DATA_DIR={}: cannot keep this node's id there: {error}",
-                data_dir.display()
-            )))
-        })?;
         let node_url = config
             .node_url
             .clone()

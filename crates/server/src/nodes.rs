@@ -53,6 +53,7 @@ pub async fn register(store: &dyn Store, id: NodeId, url: &str, max_sessions: us
             max_sessions: i64::try_from(max_sessions).unwrap_or(i64::MAX),
             started_at: now,
             lease_until: lease_from(now),
+            live_sessions: 0,
         })
         .await
 }
@@ -84,6 +85,21 @@ pub async fn keep_lease(
     }
     if let Err(error) = store.leave(id).await {
         tracing::warn!(%error, "cannot remove this node from the registry");
+    }
+}
+
+/// Every registered node, read from the database of `config` (for
+/// `anchorage nodes`).
+pub async fn list(config: &crate::config::Config) -> Result<Vec<NodeRecord>, crate::app::StartError> {
+    Ok(crate::app::open_store(config).await?.nodes().await?)
+}
+
+/// `live` while a node's lease holds, else `dead`.
+pub fn state(node: &NodeRecord) -> &'static str {
+    if node.lease_until >= Timestamp::now() {
+        "live"
+    } else {
+        "dead"
     }
 }
 

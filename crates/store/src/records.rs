@@ -153,6 +153,8 @@ pub struct SessionRecord {
     pub ended_at: Option<Timestamp>,
     /// Why it ended.
     pub end_reason: Option<String>,
+    /// The node its browser runs (or ran) on.
+    pub node_id: Option<anchorage_core::NodeId>,
 }
 
 /// Which sessions to list.
@@ -579,4 +581,7 @@ pub struct NodeRecord {
     pub started_at: Timestamp,
     /// Until when its lease holds; after that it is dead.
     pub lease_until: Timestamp,
+    /// Its sessions starting or running now (read from the sessions; not
+    /// written by a registration).
+    pub live_sessions: i64,
 }

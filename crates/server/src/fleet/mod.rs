@@ -84,6 +84,8 @@ pub struct FleetSettings {
     pub default_recording: bool,
     /// Whether a start that does not say runs headless.
     pub default_headless: bool,
+    /// This node, recorded on the sessions it runs.
+    pub node: Option<anchorage_core::NodeId>,
 }
 
 /// How long a start whose launch the store could not record waits before

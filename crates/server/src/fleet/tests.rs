@@ -485,6 +485,7 @@ fn settings() -> FleetSettings {
         recordings: None,
         default_recording: false,
         default_headless: true,
+        node: None,
     }
 }
 

@@ -44,7 +44,8 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 const SESSION_COLUMNS: &str = "s.id, s.team_id, s.api_key_id, s.api_key_name, s.request_id, s.batch_id, s.status, \
-     s.configuration, s.headless, s.recording, s.proxy, s.created_at, s.started_at, s.ended_at, s.end_reason";
+     s.configuration, s.headless, s.recording, s.proxy, s.created_at, s.started_at, s.ended_at, s.end_reason, \
+     s.node_id";
 
 /// A store in one SQLite file.
 #[derive(Debug, Clone)]
@@ -360,8 +361,8 @@ impl Store for SqliteStore {
         }
         sqlx::query(
             "INSERT INTO sessions (id, team_id, api_key_id, api_key_name, request_id, batch_id, status, configuration, \
-             headless, recording, proxy, created_at, started_at, ended_at, end_reason) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             headless, recording, proxy, created_at, started_at, ended_at, end_reason, node_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(session.id.to_string())
         .bind(session.team_id.to_string())
@@ -378,6 +379,7 @@ impl Store for SqliteStore {
         .bind(session.started_at.map(|at| at.as_millis()))
         .bind(session.ended_at.map(|at| at.as_millis()))
         .bind(&session.end_reason)
+        .bind(session.node_id.map(|id| id.to_string()))
         .execute(&mut *transaction)
         .await?;
         for (position, tag) in session.tags.iter().enumerate() {

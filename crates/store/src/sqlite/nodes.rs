@@ -16,6 +16,7 @@ fn node_from_row(row: &SqliteRow) -> StoreResult<NodeRecord> {
         max_sessions: row.try_get("max_sessions")?,
         started_at: Timestamp::from_millis(row.try_get("started_at")?),
         lease_until: Timestamp::from_millis(row.try_get("lease_until")?),
+        live_sessions: row.try_get("live_sessions")?,
     })
 }
 
@@ -46,10 +47,13 @@ impl SqliteStore {
     }
 
     pub(super) async fn node_rows(&self) -> StoreResult<Vec<NodeRecord>> {
-        let rows =
-            sqlx::query("SELECT id, url, max_sessions, started_at, lease_until FROM nodes ORDER BY started_at, id")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT n.id, n.url, n.max_sessions, n.started_at, n.lease_until, \
+             (SELECT COUNT(*) FROM sessions s WHERE s.node_id = n.id AND s.status IN ('starting', 'running')) \
+             AS live_sessions FROM nodes n ORDER BY n.started_at, n.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(node_from_row).collect()
     }
 

@@ -88,6 +88,7 @@ pub(super) fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
         started_at: optional_time(row, "started_at")?,
         ended_at: optional_time(row, "ended_at")?,
         end_reason: row.try_get("end_reason")?,
+        node_id: parse_optional_id(row, "node_id")?,
     })
 }
 

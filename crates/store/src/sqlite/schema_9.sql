@@ -11,3 +11,6 @@ CREATE TABLE nodes (
 );
 
 ALTER TABLE webhook_deliveries ADD COLUMN claimed_by TEXT;
+
+-- The node a session's browser runs on.
+ALTER TABLE sessions ADD COLUMN node_id TEXT;

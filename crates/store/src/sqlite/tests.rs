@@ -49,6 +49,7 @@ fn session(team_id: TeamId, request_id: RequestId, tags: &[&str]) -> SessionReco
         started_at: None,
         ended_at: None,
         end_reason: None,
+        node_id: Some(NODE),
     }
 }
 
@@ -1074,6 +1075,7 @@ async fn nodes_hold_leases_and_release_only_their_own_or_dead_nodes_claims() {
             max_sessions: 4,
             started_at: at(0),
             lease_until: at(10_000),
+            live_sessions: 0,
         };
         store.register_node(&node).await.expect("register");
         // Registering again (a restart) is the same node.
@@ -1081,6 +1083,22 @@ async fn nodes_hold_leases_and_release_only_their_own_or_dead_nodes_claims() {
     }
     assert_eq!(store.nodes().await.expect("nodes").len(), 2);
     assert!(store.renew_node(NODE, at(20_000)).await.expect("renew"));
+    // A session launching on a node counts as one of its live sessions.
+    let owner = store.create_team("owner").await.expect("team").id;
+    let pending = request(owner);
+    store.insert_request(&pending).await.expect("insert");
+    assert!(store
+        .begin_launch(pending.id, &session(owner, pending.id, &[]))
+        .await
+        .expect("begin"));
+    let live: Vec<(anchorage_core::NodeId, i64)> = store
+        .nodes()
+        .await
+        .expect("nodes")
+        .iter()
+        .map(|node| (node.id, node.live_sessions))
+        .collect();
+    assert!(live.contains(&(NODE, 1)) && live.contains(&(other, 0)), "{live:?}");
     assert!(!store
         .renew_node(anchorage_core::NodeId::new_random(), at(20_000))
         .await
