@@ -49,6 +49,10 @@ pub enum CdpError {
     /// The browser did not answer in time.
     #[error("the browser did not answer in time ({0})")]
     Timeout(String),
+    /// The page a command was sent to detached (it closed, or swapped its
+    /// process) before answering: Chromium then never answers.
+    #[error("{0}: the page went away before it answered")]
+    Detached(String),
 }
 
 impl CdpError {
@@ -56,6 +60,7 @@ impl CdpError {
     /// was gone when the command reached the browser).
     pub fn is_page_gone(&self) -> bool {
         match self {
+            Self::Detached(_) => true,
             Self::Failed { error, .. } => {
                 let message = error.get("message").and_then(Value::as_str).unwrap_or_default();
                 error.get("code").and_then(Value::as_i64) == Some(-32001)
@@ -173,7 +178,15 @@ impl CdpClient {
             };
             let value: Value = serde_json::from_str(&text).map_err(|error| CdpError::Malformed(error.to_string()))?;
             if value.get("id") != Some(&json!(id)) {
+                // A command to a page that detaches meanwhile is never
+                // answered: say so now rather than wait for a timeout.
+                let detached = session_id.is_some()
+                    && value.get("method").and_then(Value::as_str) == Some("Target.detachedFromTarget")
+                    && value.pointer("/params/sessionId").and_then(Value::as_str) == session_id;
                 self.keep(value);
+                if detached {
+                    return Err(CdpError::Detached(method.to_owned()));
+                }
                 continue;
             }
             if let Some(error) = value.get("error") {
