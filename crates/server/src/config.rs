@@ -212,6 +212,18 @@ pub fn default_max_sessions() -> usize {
     by_memory.min(core_count() * 16).max(1)
 }
 
+/// An `http` or `https` URL with a host, or an error naming the setting.
+fn http_url(name: &str, value: &str, example: &str) -> Result<Url, ConfigError> {
+    Url::parse(value)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "{name}={value:?} is not valid: give an http or https URL such as {example}"
+            ))
+        })
+}
+
 fn parse_number(name: &str, text: &str, low: u64, high: u64) -> Result<u64, ConfigError> {
     match text.trim().parse::<u64>() {
         Ok(value) if (low..=high).contains(&value) => Ok(value),
@@ -253,29 +265,13 @@ impl Config {
             ))
         })?;
 
-        let public_url = match text("ANCHORAGE_PUBLIC_URL", from_file.public_url) {
-            None => None,
-            Some(value) => {
-                let url = Url::parse(&value)
-                    .ok()
-                    .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some());
-                Some(url.ok_or_else(|| {
-                    ConfigError(format!("ANCHORAGE_PUBLIC_URL={value:?} is not valid: give an http or https URL such as http://browsers.example:8080"))
-                })?)
-            }
-        };
+        let public_url = text("ANCHORAGE_PUBLIC_URL", from_file.public_url)
+            .map(|value| http_url("ANCHORAGE_PUBLIC_URL", &value, "http://browsers.example:8080"))
+            .transpose()?;
 
-        let node_url = match text("ANCHORAGE_NODE_URL", from_file.node_url) {
-            None => None,
-            Some(value) => {
-                let url = Url::parse(&value)
-                    .ok()
-                    .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some());
-                Some(url.ok_or_else(|| {
-                    ConfigError(format!("ANCHORAGE_NODE_URL={value:?} is not valid: give an http or https URL such as http://10.0.0.5:8080"))
-                })?)
-            }
-        };
+        let node_url = text("ANCHORAGE_NODE_URL", from_file.node_url)
+            .map(|value| http_url("ANCHORAGE_NODE_URL", &value, "http://10.0.0.5:8080"))
+            .transpose()?;
 
         let data_dir =
             PathBuf::from(text("ANCHORAGE_DATA_DIR", from_file.data_dir).unwrap_or_else(|| "./data".to_owned()));

@@ -703,7 +703,7 @@ mod webhooks {
     use crate::records::{AttemptOutcome, DeliveryFilter, WebhookChange, WebhookRecord};
     use crate::Store;
 
-    fn webhook(team_id: TeamId, events: &[&str]) -> WebhookRecord {
+    pub(super) fn webhook(team_id: TeamId, events: &[&str]) -> WebhookRecord {
         let now = Timestamp::now();
         WebhookRecord {
             id: format!("wh_{}", uuid::Uuid::new_v4().simple()),
@@ -990,18 +990,7 @@ async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
     let team = store.create_team("alpha").await.expect("team").id;
     let other = store.create_team("beta").await.expect("team").id;
     let now = Timestamp::now();
-    let hook = crate::WebhookRecord {
-        id: "wh_recordings".to_owned(),
-        team_id: team,
-        url: "http://127.0.0.1:9/hook".to_owned(),
-        description: None,
-        events: vec!["session.recording.ready".to_owned()],
-        enabled: true,
-        secret: "s".to_owned(),
-        previous_secret: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let hook = webhooks::webhook(team, &["session.recording.ready"]);
     assert!(store.create_webhook(&hook, 5).await.expect("webhook"));
     let session_id = SessionId::new_random();
     let recording = crate::RecordingRecord {
@@ -1106,19 +1095,7 @@ async fn nodes_hold_leases_and_release_only_their_own_or_dead_nodes_claims() {
 
     // A webhook attempt claimed by the other node.
     let team = store.create_team("alpha").await.expect("team").id;
-    let now = Timestamp::now();
-    let hook = crate::WebhookRecord {
-        id: "wh_nodes".to_owned(),
-        team_id: team,
-        url: "http://127.0.0.1:9/".to_owned(),
-        description: None,
-        events: vec!["batch.failed".to_owned()],
-        enabled: true,
-        secret: "s".to_owned(),
-        previous_secret: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let hook = webhooks::webhook(team, &["batch.failed"]);
     assert!(store.create_webhook(&hook, 5).await.expect("webhook"));
     let event = anchorage_core::webhook::WebhookEvent::test("batch.failed", team, at(0));
     assert!(store.record_test_event(&hook.id, &event).await.expect("event"));
