@@ -105,6 +105,22 @@ async fn create(server: &TestServer, url: &str, events: &[&str]) -> Value {
     webhook
 }
 
+/// The listing at `path` once `settled` holds for it (or the last one
+/// read after 5 s, for the caller's assertion to show).
+async fn listing_once(server: &TestServer, path: &str, settled: impl Fn(&Value) -> bool) -> Value {
+    let mut rows = Value::Null;
+    for _ in 0..100 {
+        let (status, listed) = server.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{listed}");
+        rows = listed;
+        if settled(&rows) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rows
+}
+
 fn text(value: &Value) -> &str {
     value.as_str().unwrap_or_default()
 }
@@ -167,14 +183,11 @@ async fn a_batch_and_each_of_its_sessions_are_told_with_a_signature_that_verifie
     items.sort();
     assert_eq!(ended, items, "one event per session");
 
-    let (status, listed) = server
-        .get(&format!(
-            "/v1/webhooks/{}/events?status=succeeded",
-            text(&webhook["id"])
-        ))
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    // A success is recorded after its receiver answered.
+    let path = format!("/v1/webhooks/{}/events?status=succeeded", text(&webhook["id"]));
+    let listed = listing_once(&server, &path, |rows| rows["pagination"]["total"] == json!(3)).await;
     assert_eq!(listed["pagination"]["total"], json!(3), "{listed}");
+    assert_eq!(listed["events"].as_array().map(Vec::len), Some(3), "{listed}");
     assert!(listed["events"]
         .as_array()
         .expect("rows")
@@ -207,14 +220,7 @@ async fn a_failing_receiver_gets_one_delivery_again_and_rotation_keeps_the_old_s
     }
     // The success is recorded after the receiver answered.
     let path = format!("/v1/webhooks/{id}/events");
-    let mut rows = Value::Null;
-    for _ in 0..100 {
-        rows = server.get(&path).await.1;
-        if rows["events"][0]["status"] == json!("succeeded") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rows = listing_once(&server, &path, |rows| rows["events"][0]["status"] == json!("succeeded")).await;
     let attempts: Vec<(i64, String, Option<i64>)> = rows["events"]
         .as_array()
         .expect("rows")

@@ -178,7 +178,9 @@ impl SqliteStore {
         let mut count: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!("SELECT COUNT(*) FROM ({SUMMARY_SELECT}"));
         push_filter(&mut count);
         count.push(") matching");
-        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        // One read transaction: the total and the page share a snapshot.
+        let mut transaction = self.pool.begin().await?;
+        let total: i64 = count.build_query_scalar().fetch_one(&mut *transaction).await?;
 
         let mut select: QueryBuilder<'_, Sqlite> = QueryBuilder::new(SUMMARY_SELECT);
         push_filter(&mut select);
@@ -188,7 +190,8 @@ impl SqliteStore {
         select
             .push(" OFFSET ")
             .push_bind((filter.page.max(1) - 1).saturating_mul(filter.limit));
-        let rows = select.build().fetch_all(&self.pool).await?;
+        let rows = select.build().fetch_all(&mut *transaction).await?;
+        transaction.commit().await?;
         let batches = rows.iter().map(summary_from_row).collect::<StoreResult<Vec<_>>>()?;
         Ok((batches, total))
     }

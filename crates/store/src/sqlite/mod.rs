@@ -547,7 +547,9 @@ impl Store for SqliteStore {
     ) -> StoreResult<(Vec<SessionRecord>, i64)> {
         let mut count: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT COUNT(*) FROM sessions s");
         push_session_filter(&mut count, filter);
-        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        // One read transaction: the total and the page share a snapshot.
+        let mut transaction = self.pool.begin().await?;
+        let total: i64 = count.build_query_scalar().fetch_one(&mut *transaction).await?;
 
         let mut select: QueryBuilder<'_, Sqlite> =
             QueryBuilder::new(format!("SELECT {SESSION_COLUMNS} FROM sessions s"));
@@ -565,7 +567,8 @@ impl Store for SqliteStore {
                 .push(" OFFSET ")
                 .push_bind((page.page.max(1) - 1).saturating_mul(limit));
         }
-        let rows = select.build().fetch_all(&self.pool).await?;
+        let rows = select.build().fetch_all(&mut *transaction).await?;
+        transaction.commit().await?;
         let mut sessions = rows.iter().map(session_from_row).collect::<StoreResult<Vec<_>>>()?;
         self.tags_of(&mut sessions).await?;
         Ok((sessions, total))

@@ -414,9 +414,12 @@ impl SqliteStore {
                 builder.push(" AND d.scheduled_at <= ").push_bind(until.as_millis());
             }
         };
+        // One read transaction, so the total and the page come from the same
+        // snapshot even while deliveries finish.
+        let mut transaction = self.pool.begin().await?;
         let mut count: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT COUNT(*)");
         conditions(&mut count);
-        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        let total: i64 = count.build_query_scalar().fetch_one(&mut *transaction).await?;
         let mut select: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!("SELECT {ATTEMPT_COLUMNS}"));
         conditions(&mut select);
         select
@@ -424,7 +427,8 @@ impl SqliteStore {
             .push_bind(filter.limit)
             .push(" OFFSET ")
             .push_bind(filter.offset);
-        let rows = select.build().fetch_all(&self.pool).await?;
+        let rows = select.build().fetch_all(&mut *transaction).await?;
+        transaction.commit().await?;
         let attempts = rows.iter().map(attempt_from_row).collect::<StoreResult<Vec<_>>>()?;
         Ok((attempts, total))
     }
