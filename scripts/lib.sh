@@ -59,3 +59,60 @@ ensure_node_packages() {
     say "installing the Node packages of the compatibility tests"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
 }
+
+# The newest PostgreSQL server programs Debian installed, if any.
+postgres_bin() {
+    ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+# The tests run the store's contract suite and a cluster of nodes on a real
+# PostgreSQL; Debian's package brings the server programs.
+ensure_postgres() {
+    if [ -n "$(postgres_bin)" ] && [ -x "$(postgres_bin)/initdb" ]; then
+        return
+    fi
+    say "installing postgresql from Debian's packages"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql
+}
+
+# Starts a throwaway PostgreSQL cluster in $1 (a new dir) on a free loopback
+# port, as an unprivileged user (the server refuses to run as root), with
+# durability off (nothing in it outlives the run), and exports its URL as
+# ANCHORAGE_TEST_POSTGRES_URL. stop_test_postgres ends it.
+start_test_postgres() {
+    local dir="$1" bin run=() port
+    bin="$(postgres_bin)"
+    mkdir -p "$dir"
+    if [ "$(id -u)" = 0 ]; then
+        local user=postgres
+        id -u "$user" >/dev/null 2>&1 || user=nobody
+        chown "$user" "$dir"
+        run=(runuser -u "$user" --)
+    fi
+    "${run[@]}" "$bin/initdb" -D "$dir/data" -U anchorage --auth=trust -E UTF8 --no-instructions >"$dir/initdb.log" 2>&1 ||
+        { cat "$dir/initdb.log" >&2; return 1; }
+    # A port picked free can be taken before the server binds it: try again then.
+    for _ in 1 2 3 4 5; do
+        port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        if "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
+            -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=500 -c fsync=off \
+                -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=128MB" >/dev/null; then
+            TEST_POSTGRES_DIR="$dir"
+            TEST_POSTGRES_RUN=("${run[@]}")
+            export ANCHORAGE_TEST_POSTGRES_URL="postgres://anchorage@127.0.0.1:$port/postgres"
+            say "PostgreSQL for the tests at $ANCHORAGE_TEST_POSTGRES_URL"
+            return
+        fi
+    done
+    cat "$dir/server.log" >&2
+    return 1
+}
+
+stop_test_postgres() {
+    if [ -n "${TEST_POSTGRES_DIR:-}" ]; then
+        "${TEST_POSTGRES_RUN[@]}" "$(postgres_bin)/pg_ctl" -D "$TEST_POSTGRES_DIR/data" -m immediate -w stop \
+            >/dev/null 2>&1 || true
+        TEST_POSTGRES_DIR=
+    fi
+}

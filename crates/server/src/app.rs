@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anchorage_browser::{host, BrowserDirs, ChromiumLauncher, ChromiumSettings};
 use anchorage_core::Timestamp;
-use anchorage_store::{SqliteStore, Store, StoreError};
+use anchorage_store::{Store, StoreError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -59,7 +59,7 @@ pub struct App {
 /// Opens the store named by the configuration, creating the data dir.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     ensure_writable_dir(&config.data_dir, "ANCHORAGE_DATA_DIR")?;
-    Ok(Arc::new(SqliteStore::open(&config.database_url).await?))
+    Ok(anchorage_store::open(&config.database_url).await?)
 }
 
 fn ensure_writable_dir(dir: &Path, setting: &str) -> Result<(), ConfigError> {
@@ -161,8 +161,15 @@ impl App {
         let reaped = tokio::task::spawn_blocking(move || anchorage_browser::reap_leftovers(&reap_dirs))
             .await
             .unwrap_or_default();
+        let node = crate::nodes::node_id(&data_dir).map_err(|error| {
+            StartError::Config(ConfigError(format!(
+                "ANCHORAGE_DATA_DIR={}: cannot keep this node's id there: {error}",
+                data_dir.display()
+            )))
+        })?;
         let recovered = store
-            .recover_after_restart(
+            .recover_node(
+                node,
                 "the server stopped while this session was live; its browser was ended",
                 Timestamp::now(),
             )
@@ -231,12 +238,6 @@ impl App {
         }
         let extensions_root = data_dir.join("extensions");
         crate::extensions::sweep(store.as_ref(), &extensions_root).await?;
-        let node = crate::nodes::node_id(&data_dir).map_err(|error| {
-            StartError::Config(ConfigError(format!(
-                "ANCHORAGE_DATA_DIR={}: cannot keep this node's id there: {error}",
-                data_dir.display()
-            )))
-        })?;
         let settings = FleetSettings {
             max_sessions: config.max_sessions,
             launch_concurrency: config.launch_concurrency,

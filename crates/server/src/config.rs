@@ -212,6 +212,19 @@ pub fn default_max_sessions() -> usize {
     by_memory.min(core_count() * 16).max(1)
 }
 
+/// `url` with its password, if it has one, replaced by `***`, for messages
+/// and logs.
+pub fn redacted_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "(not a URL)".to_owned(),
+    }
+}
+
 /// An `http` or `https` URL with a host, or an error naming the setting.
 fn http_url(name: &str, value: &str, example: &str) -> Result<Url, ConfigError> {
     Url::parse(value)
@@ -277,9 +290,11 @@ impl Config {
             PathBuf::from(text("ANCHORAGE_DATA_DIR", from_file.data_dir).unwrap_or_else(|| "./data".to_owned()));
         let database_url = text("ANCHORAGE_DATABASE_URL", from_file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("anchorage.db").display()));
-        if !database_url.starts_with("sqlite:") {
+        let postgres = database_url.starts_with("postgres://") || database_url.starts_with("postgresql://");
+        if !database_url.starts_with("sqlite:") && !postgres {
             return Err(ConfigError(format!(
-                "ANCHORAGE_DATABASE_URL={database_url:?} is not supported yet: use sqlite://PATH (PostgreSQL support is planned)"
+                "ANCHORAGE_DATABASE_URL={:?} is not supported: use sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+                redacted_url(&database_url)
             )));
         }
         let chromium = text("ANCHORAGE_CHROMIUM", from_file.chromium).map(PathBuf::from);
@@ -537,6 +552,21 @@ mod tests {
             assert!(error.0.starts_with(name), "{error}");
             assert!(!error.0.contains('\n'));
         }
+    }
+
+    #[test]
+    fn postgres_urls_are_taken_and_a_refused_url_never_shows_its_password() {
+        for url in ["postgres://a:b@db:5432/anchorage", "postgresql://db/anchorage"] {
+            let config = Config::load(&source(&[("ANCHORAGE_DATABASE_URL", url)]), None).expect(url);
+            assert_eq!(config.database_url, url);
+        }
+        let error = Config::load(
+            &source(&[("ANCHORAGE_DATABASE_URL", "mysql://user:hunter2@db/anchorage")]),
+            None,
+        )
+        .expect_err("mysql");
+        assert!(!error.0.contains("hunter2"), "{error}");
+        assert!(error.0.contains("mysql://user:***@db/anchorage"), "{error}");
     }
 
     #[test]

@@ -1,18 +1,26 @@
 //! Persistence for anchorage.
 //!
 //! [`Store`] is the one interface the rest of the server uses; nothing outside
-//! this crate writes SQL. [`SqliteStore`] is the first implementation (the
-//! embedded default); a PostgreSQL one, shared by several server nodes, is to
-//! follow, so the SQL here keeps to forms both accept: `BIGINT` milliseconds
-//! for time, `TEXT` for ids and JSON, conditional `UPDATE … WHERE status = …`
-//! for state changes instead of locks.
+//! this crate writes SQL. Two backends implement it with the same statements
+//! (`src/sql/`, compiled once into each): [`SqliteStore`], the embedded
+//! default, and [`PostgresStore`], which several nodes share. The SQL keeps
+//! to forms both accept: `$1` placeholders, `BIGINT` milliseconds for time,
+//! `TEXT` for ids and JSON, conditional `UPDATE … WHERE status = …` for
+//! state changes; what differs (random ids, row locks, the write lock, the
+//! schema) is defined by each backend's module.
 
+// Each backend compiles the shared statements (`src/sql/`) into itself, so
+// the same files are loaded as two modules on purpose.
+#![allow(clippy::duplicate_mod)]
+
+pub mod postgres;
 mod records;
 pub mod sqlite;
 
 use anchorage_core::{BatchId, RequestId, SessionId, SessionStatus, TeamId, Timestamp};
 use async_trait::async_trait;
 
+pub use postgres::PostgresStore;
 pub use records::{
     ApiKeyRecord, AttemptOutcome, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary,
     CertificateRecord, DeliveryAttempt, DeliveryFilter, DueAttempt, ExtensionRecord, LaunchFailure, NodeRecord,
@@ -41,7 +49,7 @@ pub enum StoreError {
     #[error("{0} already exists")]
     AlreadyExists(String),
     /// The database URL names a backend this build does not have.
-    #[error("unsupported database URL {0:?}: use sqlite://PATH")]
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
 }
 
@@ -60,7 +68,19 @@ impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         let unavailable = match &error {
             sqlx::Error::PoolTimedOut => Some("the database did not answer in time"),
-            sqlx::Error::Io(_) => Some("the database files cannot be read or written"),
+            sqlx::Error::Io(_) => Some("the database cannot be reached, read or written"),
+            sqlx::Error::Database(database)
+                if database.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() =>
+            {
+                // PostgreSQL's SQLSTATE: its class is the first two characters.
+                match database.code().as_deref().map(|code| code.get(..2).unwrap_or(code)) {
+                    Some("08") => Some("the connection to the database failed"),
+                    Some("53") => Some("the database server is out of resources (disk, memory or connections)"),
+                    Some("57") => Some("the database server is shutting down or not yet accepting work"),
+                    Some("25") if database.code().as_deref() == Some("25006") => Some("the database is read-only"),
+                    _ => None,
+                }
+            }
             sqlx::Error::Database(database) => {
                 // SQLite's primary result code is the low byte of the extended one.
                 match database
@@ -82,6 +102,16 @@ impl From<sqlx::Error> for StoreError {
             Some(why) => Self::Unavailable(why),
             None => Self::Database(error.to_string()),
         }
+    }
+}
+
+/// Opens the store `url` names: `sqlite://PATH` (or `sqlite::memory:`) or
+/// `postgres://…` (`postgresql://…`).
+pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PostgresStore::open(url).await?))
+    } else {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
     }
 }
 
@@ -190,9 +220,16 @@ pub trait Store: Send + Sync + 'static {
     /// Every batch item of every team, counted by state (for metrics).
     async fn batch_item_counts(&self) -> StoreResult<anchorage_core::BatchCounts>;
 
-    /// After an unclean stop: every live session becomes `failed` with
-    /// `reason`, every `processing` request goes back to `pending`.
-    async fn recover_after_restart(&self, reason: &str, at: Timestamp) -> StoreResult<RecoveryReport>;
+    /// After `node` stopped uncleanly (it restarts, or another node saw
+    /// its lease run out): every live session it ran becomes `failed` with
+    /// `reason`, every `processing` request it was launching goes back to
+    /// `pending`. Other nodes' sessions and requests are untouched.
+    async fn recover_node(
+        &self,
+        node: anchorage_core::NodeId,
+        reason: &str,
+        at: Timestamp,
+    ) -> StoreResult<RecoveryReport>;
 
     /// Records a new profile; `AlreadyExists` if its team has one of that name.
     async fn create_profile(&self, profile: &ProfileRecord) -> StoreResult<()>;

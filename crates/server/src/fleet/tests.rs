@@ -272,8 +272,13 @@ impl Store for FaultyStore {
     async fn batch_item_counts(&self) -> StoreResult<anchorage_core::BatchCounts> {
         self.inner.batch_item_counts().await
     }
-    async fn recover_after_restart(&self, reason: &str, at: Timestamp) -> StoreResult<RecoveryReport> {
-        self.inner.recover_after_restart(reason, at).await
+    async fn recover_node(
+        &self,
+        node: anchorage_core::NodeId,
+        reason: &str,
+        at: Timestamp,
+    ) -> StoreResult<RecoveryReport> {
+        self.inner.recover_node(node, reason, at).await
     }
     async fn create_profile(&self, profile: &anchorage_store::ProfileRecord) -> StoreResult<()> {
         self.inner.create_profile(profile).await

@@ -4,13 +4,14 @@
 use std::str::FromStr;
 
 use anchorage_core::Timestamp;
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
+
+use super::DbRow;
 
 use crate::records::{ApiKeyRecord, RequestRecord, SessionRecord, TeamRecord};
 use crate::{StoreError, StoreResult};
 
-pub(super) fn parse_id<T: FromStr>(row: &SqliteRow, column: &str) -> StoreResult<T> {
+pub(super) fn parse_id<T: FromStr>(row: &DbRow, column: &str) -> StoreResult<T> {
     let text: String = row.try_get(column)?;
     text.parse()
         .map_err(|_| StoreError::Corrupt(format!("{column} holds {text:?}")))
@@ -27,7 +28,7 @@ pub(super) fn session_ids(texts: &[String]) -> StoreResult<Vec<anchorage_core::S
         .collect()
 }
 
-fn parse_optional_id<T: FromStr>(row: &SqliteRow, column: &str) -> StoreResult<Option<T>> {
+fn parse_optional_id<T: FromStr>(row: &DbRow, column: &str) -> StoreResult<Option<T>> {
     let text: Option<String> = row.try_get(column)?;
     text.map(|text| {
         text.parse()
@@ -36,21 +37,21 @@ fn parse_optional_id<T: FromStr>(row: &SqliteRow, column: &str) -> StoreResult<O
     .transpose()
 }
 
-fn time(row: &SqliteRow, column: &str) -> StoreResult<Timestamp> {
+fn time(row: &DbRow, column: &str) -> StoreResult<Timestamp> {
     Ok(Timestamp::from_millis(row.try_get(column)?))
 }
 
-fn optional_time(row: &SqliteRow, column: &str) -> StoreResult<Option<Timestamp>> {
+fn optional_time(row: &DbRow, column: &str) -> StoreResult<Option<Timestamp>> {
     let millis: Option<i64> = row.try_get(column)?;
     Ok(millis.map(Timestamp::from_millis))
 }
 
-fn json(row: &SqliteRow, column: &str) -> StoreResult<serde_json::Value> {
+fn json(row: &DbRow, column: &str) -> StoreResult<serde_json::Value> {
     let text: String = row.try_get(column)?;
     serde_json::from_str(&text).map_err(|error| StoreError::Corrupt(format!("{column}: {error}")))
 }
 
-pub(super) fn team_from_row(row: &SqliteRow) -> StoreResult<TeamRecord> {
+pub(super) fn team_from_row(row: &DbRow) -> StoreResult<TeamRecord> {
     Ok(TeamRecord {
         id: parse_id(row, "id")?,
         name: row.try_get("name")?,
@@ -58,7 +59,7 @@ pub(super) fn team_from_row(row: &SqliteRow) -> StoreResult<TeamRecord> {
     })
 }
 
-pub(super) fn api_key_from_row(row: &SqliteRow) -> StoreResult<ApiKeyRecord> {
+pub(super) fn api_key_from_row(row: &DbRow) -> StoreResult<ApiKeyRecord> {
     Ok(ApiKeyRecord {
         id: parse_id(row, "id")?,
         team_id: parse_id(row, "team_id")?,
@@ -70,7 +71,7 @@ pub(super) fn api_key_from_row(row: &SqliteRow) -> StoreResult<ApiKeyRecord> {
     })
 }
 
-pub(super) fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
+pub(super) fn session_from_row(row: &DbRow) -> StoreResult<SessionRecord> {
     Ok(SessionRecord {
         id: parse_id(row, "id")?,
         team_id: parse_id(row, "team_id")?,
@@ -92,7 +93,7 @@ pub(super) fn session_from_row(row: &SqliteRow) -> StoreResult<SessionRecord> {
     })
 }
 
-pub(super) fn request_from_row(row: &SqliteRow) -> StoreResult<RequestRecord> {
+pub(super) fn request_from_row(row: &DbRow) -> StoreResult<RequestRecord> {
     let metadata: Option<String> = row.try_get("metadata")?;
     let configuration = json(row, "configuration")?;
     let stored_options: Option<String> = row.try_get("options")?;

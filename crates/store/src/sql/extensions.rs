@@ -1,17 +1,18 @@
 //! Uploaded browser extensions in SQLite (the rows; their files are the server's).
 
 use anchorage_core::{ExtensionId, TeamId, Timestamp};
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use super::DbRow;
+
 use super::rows::parse_id;
-use super::SqliteStore;
+use super::SqlStore;
 use crate::records::ExtensionRecord;
 use crate::{StoreError, StoreResult};
 
 const COLUMNS: &str = "id, team_id, name, manifest, size_bytes, created_at, updated_at";
 
-fn extension_from_row(row: &SqliteRow) -> StoreResult<ExtensionRecord> {
+fn extension_from_row(row: &DbRow) -> StoreResult<ExtensionRecord> {
     let manifest: String = row.try_get("manifest")?;
     Ok(ExtensionRecord {
         id: parse_id(row, "id")?,
@@ -24,10 +25,10 @@ fn extension_from_row(row: &SqliteRow) -> StoreResult<ExtensionRecord> {
     })
 }
 
-impl SqliteStore {
+impl SqlStore {
     pub(super) async fn insert_extension(&self, extension: &ExtensionRecord) -> StoreResult<()> {
         sqlx::query(&format!(
-            "INSERT INTO extensions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO extensions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
         ))
         .bind(extension.id.to_string())
         .bind(extension.team_id.to_string())
@@ -47,7 +48,7 @@ impl SqliteStore {
         id: Option<ExtensionId>,
     ) -> StoreResult<Vec<ExtensionRecord>> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM extensions WHERE (?1 IS NULL OR team_id = ?1) AND (?2 IS NULL OR id = ?2) \
+            "SELECT {COLUMNS} FROM extensions WHERE ($1 IS NULL OR team_id = $1) AND ($2 IS NULL OR id = $2) \
              ORDER BY created_at, id"
         ))
         .bind(team_id.map(|id| id.to_string()))
@@ -63,7 +64,7 @@ impl SqliteStore {
         id: ExtensionId,
     ) -> StoreResult<Option<ExtensionRecord>> {
         let row = sqlx::query(&format!(
-            "DELETE FROM extensions WHERE team_id = ? AND id = ? RETURNING {COLUMNS}"
+            "DELETE FROM extensions WHERE team_id = $1 AND id = $2 RETURNING {COLUMNS}"
         ))
         .bind(team_id.to_string())
         .bind(id.to_string())

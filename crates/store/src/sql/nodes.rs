@@ -1,15 +1,16 @@
 //! Nodes and their leases in SQLite.
 
 use anchorage_core::{NodeId, Timestamp};
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use super::DbRow;
+
 use super::rows::parse_id;
-use super::SqliteStore;
+use super::SqlStore;
 use crate::records::NodeRecord;
 use crate::StoreResult;
 
-fn node_from_row(row: &SqliteRow) -> StoreResult<NodeRecord> {
+fn node_from_row(row: &DbRow) -> StoreResult<NodeRecord> {
     Ok(NodeRecord {
         id: parse_id(row, "id")?,
         url: row.try_get("url")?,
@@ -20,10 +21,10 @@ fn node_from_row(row: &SqliteRow) -> StoreResult<NodeRecord> {
     })
 }
 
-impl SqliteStore {
+impl SqlStore {
     pub(super) async fn upsert_node(&self, node: &NodeRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO nodes (id, url, max_sessions, started_at, lease_until) VALUES (?, ?, ?, ?, ?) \
+            "INSERT INTO nodes (id, url, max_sessions, started_at, lease_until) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (id) DO UPDATE SET url = excluded.url, max_sessions = excluded.max_sessions, \
              started_at = excluded.started_at, lease_until = excluded.lease_until",
         )
@@ -38,7 +39,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn extend_lease(&self, id: NodeId, lease_until: Timestamp) -> StoreResult<bool> {
-        let renewed = sqlx::query("UPDATE nodes SET lease_until = ? WHERE id = ?")
+        let renewed = sqlx::query("UPDATE nodes SET lease_until = $1 WHERE id = $2")
             .bind(lease_until.as_millis())
             .bind(id.to_string())
             .execute(&self.pool)
@@ -58,7 +59,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn remove_node(&self, id: NodeId) -> StoreResult<()> {
-        sqlx::query("DELETE FROM nodes WHERE id = ?")
+        sqlx::query("DELETE FROM nodes WHERE id = $1")
             .bind(id.to_string())
             .execute(&self.pool)
             .await?;

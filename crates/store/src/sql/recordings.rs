@@ -2,17 +2,18 @@
 
 use anchorage_core::webhook::WebhookEvent;
 use anchorage_core::{SessionId, TeamId, Timestamp};
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use super::DbRow;
+
 use super::rows::parse_id;
-use super::SqliteStore;
+use super::SqlStore;
 use crate::records::RecordingRecord;
 use crate::StoreResult;
 
 const COLUMNS: &str = "id, session_id, team_id, status, size_bytes, duration_ms, error, created_at, ended_at";
 
-fn recording_from_row(row: &SqliteRow) -> StoreResult<RecordingRecord> {
+fn recording_from_row(row: &DbRow) -> StoreResult<RecordingRecord> {
     let ended_at: Option<i64> = row.try_get("ended_at")?;
     Ok(RecordingRecord {
         id: row.try_get("id")?,
@@ -27,10 +28,10 @@ fn recording_from_row(row: &SqliteRow) -> StoreResult<RecordingRecord> {
     })
 }
 
-impl SqliteStore {
+impl SqlStore {
     pub(super) async fn insert_recording(&self, recording: &RecordingRecord) -> StoreResult<()> {
         sqlx::query(&format!(
-            "INSERT INTO recordings ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO recordings ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         ))
         .bind(&recording.id)
         .bind(recording.session_id.to_string())
@@ -55,10 +56,10 @@ impl SqliteStore {
         error: Option<&str>,
         at: Timestamp,
     ) -> StoreResult<bool> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = super::write(&self.pool).await?;
         let row = sqlx::query(&format!(
-            "UPDATE recordings SET status = ?, size_bytes = ?, duration_ms = ?, error = ?, ended_at = ? \
-             WHERE id = ? AND status = 'recording' RETURNING {COLUMNS}"
+            "UPDATE recordings SET status = $1, size_bytes = $2, duration_ms = $3, error = $4, ended_at = $5 \
+             WHERE id = $6 AND status = 'recording' RETURNING {COLUMNS}"
         ))
         .bind(status)
         .bind(size_bytes)
@@ -96,7 +97,7 @@ impl SqliteStore {
         session_id: SessionId,
     ) -> StoreResult<Vec<RecordingRecord>> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM recordings WHERE team_id = ? AND session_id = ? ORDER BY created_at, id"
+            "SELECT {COLUMNS} FROM recordings WHERE team_id = $1 AND session_id = $2 ORDER BY created_at, id"
         ))
         .bind(team_id.to_string())
         .bind(session_id.to_string())
@@ -112,7 +113,7 @@ impl SqliteStore {
         id: &str,
     ) -> StoreResult<Option<RecordingRecord>> {
         let row = sqlx::query(&format!(
-            "DELETE FROM recordings WHERE team_id = ? AND session_id = ? AND id = ? RETURNING {COLUMNS}"
+            "DELETE FROM recordings WHERE team_id = $1 AND session_id = $2 AND id = $3 RETURNING {COLUMNS}"
         ))
         .bind(team_id.to_string())
         .bind(session_id.to_string())
@@ -128,7 +129,7 @@ impl SqliteStore {
         ended_before: Option<Timestamp>,
     ) -> StoreResult<Vec<RecordingRecord>> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM recordings WHERE status = ? AND (? IS NULL OR ended_at < ?) ORDER BY created_at, id"
+            "SELECT {COLUMNS} FROM recordings WHERE status = $1 AND ($2 IS NULL OR ended_at < $3) ORDER BY created_at, id"
         ))
         .bind(status)
         .bind(ended_before.map(|at| at.as_millis()))

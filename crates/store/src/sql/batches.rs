@@ -7,11 +7,15 @@ use anchorage_core::{
     BatchCounts, BatchId, BatchStatus, RequestId, RequestMove, RequestStatus, SessionId, SessionMove, SessionStatus,
     TeamId, Timestamp,
 };
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row};
+
+use super::DbRow;
+
+use super::Db;
 
 use super::rows::{parse_id, request_from_row};
-use super::{json_text, SqliteStore};
+use super::store::json_text;
+use super::SqlStore;
 use crate::records::{BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, RequestRecord, RetryOutcome};
 use crate::{StoreError, StoreResult};
 
@@ -40,7 +44,7 @@ const STATUS_EXPRESSION: &str = "CASE WHEN b.cancelled_at IS NOT NULL THEN 'canc
        THEN 1 ELSE 0 END), 0) = 0 THEN 'pending' \
      ELSE 'processing' END";
 
-fn summary_from_row(row: &SqliteRow) -> StoreResult<BatchSummary> {
+fn summary_from_row(row: &DbRow) -> StoreResult<BatchSummary> {
     let json = |column: &str| -> StoreResult<Option<serde_json::Value>> {
         let text: Option<String> = row.try_get(column)?;
         text.map(|text| serde_json::from_str(&text).map_err(|error| StoreError::Corrupt(format!("{column}: {error}"))))
@@ -72,12 +76,12 @@ fn summary_from_row(row: &SqliteRow) -> StoreResult<BatchSummary> {
 /// Items are inserted this many to a statement.
 const INSERT_CHUNK: usize = 100;
 
-impl SqliteStore {
+impl SqlStore {
     pub(super) async fn insert_batch_rows(&self, batch: &BatchRecord, items: &[RequestRecord]) -> StoreResult<()> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = super::write(&self.pool).await?;
         sqlx::query(
             "INSERT INTO batches (id, team_id, api_key_id, total_requests, configuration, metadata, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(batch.id.to_string())
         .bind(batch.team_id.to_string())
@@ -91,9 +95,9 @@ impl SqliteStore {
         for chunk in items.chunks(INSERT_CHUNK) {
             let options = chunk
                 .iter()
-                .map(|item| super::options_text(&item.options))
+                .map(|item| super::store::options_text(&item.options))
                 .collect::<StoreResult<Vec<String>>>()?;
-            let mut builder: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+            let mut builder: QueryBuilder<'_, Db> = QueryBuilder::new(
                 "INSERT INTO start_requests (id, team_id, api_key_id, api_key_name, batch_id, item_index, status, \
                  session_id, configuration, options, error, retry_count, metadata, created_at, started_at, completed_at) ",
             );
@@ -123,7 +127,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn batch_summary(&self, team_id: TeamId, batch_id: BatchId) -> StoreResult<Option<BatchSummary>> {
-        let query = format!("{SUMMARY_SELECT} WHERE b.id = ? AND b.team_id = ?{SUMMARY_GROUP}");
+        let query = format!("{SUMMARY_SELECT} WHERE b.id = $1 AND b.team_id = $2{SUMMARY_GROUP}");
         let row = sqlx::query(&query)
             .bind(batch_id.to_string())
             .bind(team_id.to_string())
@@ -136,7 +140,7 @@ impl SqliteStore {
         let rows = sqlx::query(
             "SELECT r.*, s.status AS session_status FROM start_requests r \
              LEFT JOIN sessions s ON s.id = r.session_id \
-             WHERE r.batch_id = ? ORDER BY r.item_index",
+             WHERE r.batch_id = $1 ORDER BY r.item_index",
         )
         .bind(batch_id.to_string())
         .fetch_all(&self.pool)
@@ -158,7 +162,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn batch_page(&self, filter: &BatchFilter) -> StoreResult<(Vec<BatchSummary>, i64)> {
-        let push_filter = |builder: &mut QueryBuilder<'_, Sqlite>| {
+        let push_filter = |builder: &mut QueryBuilder<'_, Db>| {
             builder
                 .push(" WHERE b.team_id = ")
                 .push_bind(filter.team_id.to_string());
@@ -175,14 +179,14 @@ impl SqliteStore {
                     .push_bind(status.as_str());
             }
         };
-        let mut count: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!("SELECT COUNT(*) FROM ({SUMMARY_SELECT}"));
+        let mut count: QueryBuilder<'_, Db> = QueryBuilder::new(format!("SELECT COUNT(*) FROM ({SUMMARY_SELECT}"));
         push_filter(&mut count);
         count.push(") matching");
         // One read transaction: the total and the page share a snapshot.
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = super::read(&self.pool).await?;
         let total: i64 = count.build_query_scalar().fetch_one(&mut *transaction).await?;
 
-        let mut select: QueryBuilder<'_, Sqlite> = QueryBuilder::new(SUMMARY_SELECT);
+        let mut select: QueryBuilder<'_, Db> = QueryBuilder::new(SUMMARY_SELECT);
         push_filter(&mut select);
         select
             .push(" ORDER BY b.created_at DESC, b.id DESC LIMIT ")
@@ -228,19 +232,19 @@ impl SqliteStore {
     /// (if it has one) has just become final and its event is not recorded
     /// yet. Called by every transaction that makes a batch item final.
     pub(super) async fn batch_event_of_request(
-        transaction: &mut sqlx::Transaction<'_, Sqlite>,
+        transaction: &mut sqlx::Transaction<'_, Db>,
         request_id: RequestId,
         at: Timestamp,
     ) -> StoreResult<()> {
-        let batch_id: Option<String> = sqlx::query_scalar("SELECT batch_id FROM start_requests WHERE id = ?")
+        let batch_id: Option<String> = sqlx::query_scalar("SELECT batch_id FROM start_requests WHERE id = $1")
             .bind(request_id.to_string())
             .fetch_optional(&mut **transaction)
             .await?
             .flatten();
         let Some(batch_id) = batch_id else { return Ok(()) };
         // Most items that become final leave others still open: stop at the first.
-        let open: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM start_requests WHERE batch_id = ? AND status IN ('pending', 'processing') LIMIT 1",
+        let open: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM start_requests WHERE batch_id = $1 AND status IN ('pending', 'processing') LIMIT 1",
         )
         .bind(&batch_id)
         .fetch_optional(&mut **transaction)
@@ -248,7 +252,7 @@ impl SqliteStore {
         if open.is_some() {
             return Ok(());
         }
-        let query = format!("{SUMMARY_SELECT} WHERE b.id = ? AND b.final_event_at IS NULL{SUMMARY_GROUP}");
+        let query = format!("{SUMMARY_SELECT} WHERE b.id = $1 AND b.final_event_at IS NULL{SUMMARY_GROUP}");
         let row = sqlx::query(&query)
             .bind(&batch_id)
             .fetch_optional(&mut **transaction)
@@ -259,7 +263,7 @@ impl SqliteStore {
         if summary.cancelled_at.is_some() || !summary.status().is_final() {
             return Ok(());
         }
-        sqlx::query("UPDATE batches SET final_event_at = ? WHERE id = ? AND final_event_at IS NULL")
+        sqlx::query("UPDATE batches SET final_event_at = $1 WHERE id = $2 AND final_event_at IS NULL")
             .bind(at.as_millis())
             .bind(&batch_id)
             .execute(&mut **transaction)
@@ -281,7 +285,7 @@ impl SqliteStore {
     /// Ends the batch's sessions that are still launching; their launches
     /// then find the session ended and kill what they started.
     async fn end_starting_sessions(
-        transaction: &mut sqlx::Transaction<'_, Sqlite>,
+        transaction: &mut sqlx::Transaction<'_, Db>,
         batch_id: BatchId,
         reason: &str,
         at: Timestamp,
@@ -289,8 +293,8 @@ impl SqliteStore {
         // Launching sessions only: running ones are handed back to the
         // fleet, whose supervisors end them.
         let ended: Vec<String> = sqlx::query_scalar(
-            "UPDATE sessions SET status = 'completed', end_reason = ?, ended_at = ? \
-             WHERE batch_id = ? AND status = 'starting' RETURNING id",
+            "UPDATE sessions SET status = 'completed', end_reason = $1, ended_at = $2 \
+             WHERE batch_id = $3 AND status = 'starting' RETURNING id",
         )
         .bind(reason)
         .bind(at.as_millis())
@@ -303,10 +307,10 @@ impl SqliteStore {
     }
 
     async fn running_sessions(
-        transaction: &mut sqlx::Transaction<'_, Sqlite>,
+        transaction: &mut sqlx::Transaction<'_, Db>,
         batch_id: BatchId,
     ) -> StoreResult<Vec<SessionId>> {
-        let rows = sqlx::query("SELECT id FROM sessions WHERE batch_id = ? AND status = 'running' ORDER BY id")
+        let rows = sqlx::query("SELECT id FROM sessions WHERE batch_id = $1 AND status = 'running' ORDER BY id")
             .bind(batch_id.to_string())
             .fetch_all(&mut **transaction)
             .await?;
@@ -319,11 +323,11 @@ impl SqliteStore {
         batch_id: BatchId,
         at: Timestamp,
     ) -> StoreResult<BatchChange> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = super::write(&self.pool).await?;
         // The conditional write comes first: it takes the write lock, so of
         // two racing cancels the second waits and then finds nothing to do.
         let cancelled = sqlx::query(
-            "UPDATE batches SET cancelled_at = ? WHERE id = ? AND team_id = ? AND cancelled_at IS NULL \
+            "UPDATE batches SET cancelled_at = $1 WHERE id = $2 AND team_id = $3 AND cancelled_at IS NULL \
              AND EXISTS (SELECT 1 FROM start_requests r WHERE r.batch_id = batches.id \
                          AND r.status IN ('pending', 'processing'))",
         )
@@ -341,8 +345,8 @@ impl SqliteStore {
         }
         Self::end_starting_sessions(&mut transaction, batch_id, "the batch was cancelled", at).await?;
         sqlx::query(&format!(
-            "UPDATE start_requests SET status = 'cancelled', completed_at = ? WHERE batch_id = ? AND {}",
-            super::request_guard(RequestMove::Cancel)
+            "UPDATE start_requests SET status = 'cancelled', completed_at = $1 WHERE batch_id = $2 AND {}",
+            super::store::request_guard(RequestMove::Cancel)
         ))
         .bind(at.as_millis())
         .bind(batch_id.to_string())
@@ -359,17 +363,17 @@ impl SqliteStore {
         batch_id: BatchId,
         at: Timestamp,
     ) -> StoreResult<BatchChange> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = super::write(&self.pool).await?;
         let deleted_items = sqlx::query(
-            "DELETE FROM start_requests WHERE batch_id = ? \
-             AND EXISTS (SELECT 1 FROM batches b WHERE b.id = ? AND b.team_id = ?)",
+            "DELETE FROM start_requests WHERE batch_id = $1 \
+             AND EXISTS (SELECT 1 FROM batches b WHERE b.id = $2 AND b.team_id = $3)",
         )
         .bind(batch_id.to_string())
         .bind(batch_id.to_string())
         .bind(team_id.to_string())
         .execute(&mut *transaction)
         .await?;
-        let deleted = sqlx::query("DELETE FROM batches WHERE id = ? AND team_id = ?")
+        let deleted = sqlx::query("DELETE FROM batches WHERE id = $1 AND team_id = $2")
             .bind(batch_id.to_string())
             .bind(team_id.to_string())
             .execute(&mut *transaction)
@@ -392,7 +396,7 @@ impl SqliteStore {
         failed_only: bool,
         attempts: i64,
     ) -> StoreResult<RetryOutcome> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = super::write(&self.pool).await?;
         // A retry starts from the states `RequestMove::Retry` allows: failed
         // items, and (unless only failed ones are asked for) completed items
         // whose session has ended.
@@ -406,15 +410,15 @@ impl SqliteStore {
             format!(
                 "{} AND (status = 'failed' OR NOT EXISTS (SELECT 1 FROM sessions s \
                  WHERE s.id = start_requests.session_id AND {}))",
-                super::request_guard(RequestMove::Retry),
-                super::status_in("s.status", SessionMove::End.from().iter().map(SessionStatus::as_str)),
+                super::store::request_guard(RequestMove::Retry),
+                super::store::status_in("s.status", SessionMove::End.from().iter().map(SessionStatus::as_str)),
             )
         };
         let retried = sqlx::query(&format!(
-            "UPDATE start_requests SET status = 'pending', retry_count = retry_count + 1, attempts_left = ?, \
+            "UPDATE start_requests SET status = 'pending', retry_count = retry_count + 1, attempts_left = $1, \
              session_id = NULL, started_at = NULL, completed_at = NULL \
-             WHERE batch_id = ? AND {which} \
-             AND EXISTS (SELECT 1 FROM batches b WHERE b.id = start_requests.batch_id AND b.team_id = ? \
+             WHERE batch_id = $2 AND {which} \
+             AND EXISTS (SELECT 1 FROM batches b WHERE b.id = start_requests.batch_id AND b.team_id = $3 \
                          AND b.cancelled_at IS NULL)"
         ))
         .bind(attempts.max(1) - 1)
@@ -434,12 +438,12 @@ impl SqliteStore {
             });
         }
         // Once its retried items are final again, the batch has a new event.
-        sqlx::query("UPDATE batches SET final_event_at = NULL WHERE id = ?")
+        sqlx::query("UPDATE batches SET final_event_at = NULL WHERE id = $1")
             .bind(batch_id.to_string())
             .execute(&mut *transaction)
             .await?;
         let rows =
-            sqlx::query("SELECT * FROM start_requests WHERE batch_id = ? AND status = 'pending' ORDER BY item_index")
+            sqlx::query("SELECT * FROM start_requests WHERE batch_id = $1 AND status = 'pending' ORDER BY item_index")
                 .bind(batch_id.to_string())
                 .fetch_all(&mut *transaction)
                 .await?;

@@ -9,12 +9,15 @@
 
 use anchorage_core::webhook::{EndedSession, WebhookEvent};
 use anchorage_core::{SessionId, SessionStatus, TeamId, Timestamp};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Row};
+
+use super::DbRow;
+
+use super::{Db, DbConnection};
 use uuid::Uuid;
 
 use super::rows::parse_id;
-use super::SqliteStore;
+use super::SqlStore;
 use crate::records::{AttemptOutcome, DeliveryAttempt, DeliveryFilter, DueAttempt, WebhookChange, WebhookRecord};
 use crate::{StoreError, StoreResult};
 
@@ -24,7 +27,7 @@ const COLUMNS: &str = "id, team_id, url, description, enabled, secret, previous_
 const ATTEMPT_COLUMNS: &str = "d.id, d.delivery_id, d.event_id, e.event_type, d.status, d.attempt, \
      d.response_status, d.error_message, d.scheduled_at, d.completed_at";
 
-fn webhook_from_row(row: &SqliteRow, events: Vec<String>) -> StoreResult<WebhookRecord> {
+fn webhook_from_row(row: &DbRow, events: Vec<String>) -> StoreResult<WebhookRecord> {
     let previous: Option<String> = row.try_get("previous_secret")?;
     let previous_until: Option<i64> = row.try_get("previous_secret_until")?;
     Ok(WebhookRecord {
@@ -41,7 +44,7 @@ fn webhook_from_row(row: &SqliteRow, events: Vec<String>) -> StoreResult<Webhook
     })
 }
 
-fn attempt_from_row(row: &SqliteRow) -> StoreResult<DeliveryAttempt> {
+fn attempt_from_row(row: &DbRow) -> StoreResult<DeliveryAttempt> {
     let completed_at: Option<i64> = row.try_get("completed_at")?;
     Ok(DeliveryAttempt {
         id: row.try_get("id")?,
@@ -58,39 +61,44 @@ fn attempt_from_row(row: &SqliteRow) -> StoreResult<DeliveryAttempt> {
 }
 
 /// The event types a webhook is subscribed to, in the order given.
-async fn subscriptions(connection: &mut SqliteConnection, webhook_id: &str) -> StoreResult<Vec<String>> {
-    let rows = sqlx::query("SELECT event_type FROM webhook_subscriptions WHERE webhook_id = ? ORDER BY rowid")
-        .bind(webhook_id)
-        .fetch_all(&mut *connection)
-        .await?;
+async fn subscriptions(connection: &mut DbConnection, webhook_id: &str) -> StoreResult<Vec<String>> {
+    let rows = sqlx::query(&format!(
+        "SELECT event_type FROM webhook_subscriptions WHERE webhook_id = $1 ORDER BY {}",
+        super::SUBSCRIPTION_ORDER
+    ))
+    .bind(webhook_id)
+    .fetch_all(&mut *connection)
+    .await?;
     rows.iter()
         .map(|row| row.try_get("event_type").map_err(StoreError::from))
         .collect()
 }
 
-async fn subscribe(connection: &mut SqliteConnection, webhook_id: &str, events: &[String]) -> StoreResult<()> {
-    sqlx::query("DELETE FROM webhook_subscriptions WHERE webhook_id = ?")
+async fn subscribe(connection: &mut DbConnection, webhook_id: &str, events: &[String]) -> StoreResult<()> {
+    sqlx::query("DELETE FROM webhook_subscriptions WHERE webhook_id = $1")
         .bind(webhook_id)
         .execute(&mut *connection)
         .await?;
     for event_type in events {
-        sqlx::query("INSERT OR IGNORE INTO webhook_subscriptions (webhook_id, event_type) VALUES (?, ?)")
-            .bind(webhook_id)
-            .bind(event_type)
-            .execute(&mut *connection)
-            .await?;
+        sqlx::query(
+            "INSERT INTO webhook_subscriptions (webhook_id, event_type) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(webhook_id)
+        .bind(event_type)
+        .execute(&mut *connection)
+        .await?;
     }
     Ok(())
 }
 
 async fn webhook_in(
-    connection: &mut SqliteConnection,
+    connection: &mut DbConnection,
     team_id: TeamId,
     id: &str,
     deleted_too: bool,
 ) -> StoreResult<Option<WebhookRecord>> {
     let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM webhooks WHERE id = ? AND team_id = ? AND (? OR deleted_at IS NULL)"
+        "SELECT {COLUMNS} FROM webhooks WHERE id = $1 AND team_id = $2 AND ($3 OR deleted_at IS NULL)"
     ))
     .bind(id)
     .bind(team_id.to_string())
@@ -108,11 +116,11 @@ async fn webhook_in(
 /// nothing is written when no webhook wants the event. Returns how many
 /// deliveries were made.
 pub(super) async fn record_event(
-    connection: &mut SqliteConnection,
+    connection: &mut DbConnection,
     event: &WebhookEvent,
     only: Option<&str>,
 ) -> StoreResult<u64> {
-    sqlx::query("INSERT INTO webhook_events (id, team_id, event_type, body, created_at) VALUES (?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO webhook_events (id, team_id, event_type, body, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&event.id)
         .bind(event.team_id.to_string())
         .bind(event.event_type)
@@ -122,16 +130,16 @@ pub(super) async fn record_event(
         .await?;
     // One row per target; each gets random attempt and delivery ids.
     let targets = match only {
-        Some(_) => "SELECT w.id FROM webhooks w WHERE w.id = ?3 AND w.team_id = ?4 AND w.deleted_at IS NULL",
+        Some(_) => "SELECT w.id FROM webhooks w WHERE w.id = $3 AND w.team_id = $4 AND w.deleted_at IS NULL",
         None => {
             "SELECT w.id FROM webhooks w JOIN webhook_subscriptions s ON s.webhook_id = w.id \
-             WHERE w.team_id = ?4 AND w.enabled AND w.deleted_at IS NULL AND s.event_type = ?5"
+             WHERE w.team_id = $4 AND w.enabled AND w.deleted_at IS NULL AND s.event_type = $5"
         }
     };
     let made = sqlx::query(&format!(
         "INSERT INTO webhook_deliveries (id, delivery_id, event_id, webhook_id, attempt, status, scheduled_at) \
-         SELECT lower(hex(randomblob(16))), lower(hex(randomblob(16))), ?1, target.id, 1, 'pending', ?2 \
-         FROM ({targets}) AS target"
+         SELECT {id}, {id}, $1, target.id, 1, 'pending', $2 FROM ({targets}) AS target",
+        id = super::NEW_ID
     ))
     .bind(&event.id)
     .bind(event.created.as_millis())
@@ -143,7 +151,7 @@ pub(super) async fn record_event(
     .rows_affected();
     if made == 0 {
         // No target after all (a webhook deleted meanwhile, or an unknown one).
-        sqlx::query("DELETE FROM webhook_events WHERE id = ?")
+        sqlx::query("DELETE FROM webhook_events WHERE id = $1")
             .bind(&event.id)
             .execute(&mut *connection)
             .await?;
@@ -153,7 +161,7 @@ pub(super) async fn record_event(
 
 /// Records `session.completed`/`session.failed` for each of `ids` that has
 /// ended, for the webhooks that want it.
-pub(super) async fn session_events(connection: &mut SqliteConnection, ids: &[SessionId]) -> StoreResult<()> {
+pub(super) async fn session_events(connection: &mut DbConnection, ids: &[SessionId]) -> StoreResult<()> {
     for id in ids {
         let row = sqlx::query(
             "SELECT id, team_id, batch_id, status, end_reason, created_at, started_at, ended_at, \
@@ -161,7 +169,7 @@ pub(super) async fn session_events(connection: &mut SqliteConnection, ids: &[Ses
                      WHERE w.team_id = sessions.team_id AND w.enabled AND w.deleted_at IS NULL \
                      AND s.event_type = CASE sessions.status WHEN 'failed' THEN 'session.failed' \
                                          ELSE 'session.completed' END) AS wanted \
-             FROM sessions WHERE id = ?",
+             FROM sessions WHERE id = $1",
         )
         .bind(id.to_string())
         .fetch_optional(&mut *connection)
@@ -180,7 +188,7 @@ pub(super) async fn session_events(connection: &mut SqliteConnection, ids: &[Ses
         };
         let team_id: TeamId = parse_id(&row, "team_id")?;
         let tags: Vec<String> =
-            sqlx::query_scalar("SELECT tag FROM session_tags WHERE session_id = ? ORDER BY position")
+            sqlx::query_scalar("SELECT tag FROM session_tags WHERE session_id = $1 ORDER BY position")
                 .bind(id.to_string())
                 .fetch_all(&mut *connection)
                 .await?;
@@ -210,10 +218,10 @@ pub(super) async fn session_events(connection: &mut SqliteConnection, ids: &[Ses
 }
 
 /// Whether any live, enabled webhook of the team is subscribed to `event_type`.
-pub(super) async fn wanted(connection: &mut SqliteConnection, team_id: TeamId, event_type: &str) -> StoreResult<bool> {
-    let found: Option<i64> = sqlx::query_scalar(
+pub(super) async fn wanted(connection: &mut DbConnection, team_id: TeamId, event_type: &str) -> StoreResult<bool> {
+    let found: Option<i32> = sqlx::query_scalar(
         "SELECT 1 FROM webhooks w JOIN webhook_subscriptions s ON s.webhook_id = w.id \
-         WHERE w.team_id = ? AND w.enabled AND w.deleted_at IS NULL AND s.event_type = ? LIMIT 1",
+         WHERE w.team_id = $1 AND w.enabled AND w.deleted_at IS NULL AND s.event_type = $2 LIMIT 1",
     )
     .bind(team_id.to_string())
     .bind(event_type)
@@ -222,14 +230,14 @@ pub(super) async fn wanted(connection: &mut SqliteConnection, team_id: TeamId, e
     Ok(found.is_some())
 }
 
-impl SqliteStore {
+impl SqlStore {
     pub(super) async fn insert_webhook(&self, webhook: &WebhookRecord, max_per_team: i64) -> StoreResult<bool> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = super::write(&self.pool).await?;
         // The write comes first: it takes the write lock, so two racing
         // creates cannot both see room for one more.
         let inserted = sqlx::query(&format!(
-            "INSERT INTO webhooks ({COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ? \
-             WHERE (SELECT COUNT(*) FROM webhooks WHERE team_id = ? AND deleted_at IS NULL) < ?"
+            "INSERT INTO webhooks ({COLUMNS}) SELECT $1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8 \
+             WHERE (SELECT COUNT(*) FROM webhooks WHERE team_id = $9 AND deleted_at IS NULL) < $10"
         ))
         .bind(&webhook.id)
         .bind(webhook.team_id.to_string())
@@ -255,7 +263,7 @@ impl SqliteStore {
     pub(super) async fn webhook_rows(&self, team_id: TeamId) -> StoreResult<Vec<WebhookRecord>> {
         let mut connection = self.pool.acquire().await?;
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM webhooks WHERE team_id = ? AND deleted_at IS NULL ORDER BY created_at, id"
+            "SELECT {COLUMNS} FROM webhooks WHERE team_id = $1 AND deleted_at IS NULL ORDER BY created_at, id"
         ))
         .bind(team_id.to_string())
         .fetch_all(&mut *connection)
@@ -286,8 +294,8 @@ impl SqliteStore {
         change: &WebhookChange,
         at: Timestamp,
     ) -> StoreResult<Option<WebhookRecord>> {
-        let mut transaction = self.pool.begin().await?;
-        let mut update: QueryBuilder<'_, Sqlite> = QueryBuilder::new("UPDATE webhooks SET updated_at = ");
+        let mut transaction = super::write(&self.pool).await?;
+        let mut update: QueryBuilder<'_, Db> = QueryBuilder::new("UPDATE webhooks SET updated_at = ");
         update.push_bind(at.as_millis());
         if let Some(url) = &change.url {
             update.push(", url = ").push_bind(url.clone());
@@ -317,10 +325,10 @@ impl SqliteStore {
     }
 
     pub(super) async fn remove_webhook(&self, team_id: TeamId, id: &str, at: Timestamp) -> StoreResult<bool> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = super::write(&self.pool).await?;
         let deleted = sqlx::query(
-            "UPDATE webhooks SET deleted_at = ?, updated_at = ?, enabled = FALSE \
-             WHERE id = ? AND team_id = ? AND deleted_at IS NULL",
+            "UPDATE webhooks SET deleted_at = $1, updated_at = $2, enabled = FALSE \
+             WHERE id = $3 AND team_id = $4 AND deleted_at IS NULL",
         )
         .bind(at.as_millis())
         .bind(at.as_millis())
@@ -335,7 +343,7 @@ impl SqliteStore {
         // Attempts not yet made are not made: nothing is posted for a deleted webhook.
         sqlx::query(
             "UPDATE webhook_deliveries SET status = 'dead', error_message = 'the webhook was deleted', \
-             completed_at = ? WHERE webhook_id = ? AND status = 'pending'",
+             completed_at = $1 WHERE webhook_id = $2 AND status = 'pending'",
         )
         .bind(at.as_millis())
         .bind(id)
@@ -353,10 +361,10 @@ impl SqliteStore {
         old_valid_until: Timestamp,
         at: Timestamp,
     ) -> StoreResult<Option<WebhookRecord>> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = super::write(&self.pool).await?;
         let rotated = sqlx::query(
-            "UPDATE webhooks SET previous_secret = secret, previous_secret_until = ?, secret = ?, updated_at = ? \
-             WHERE id = ? AND team_id = ? AND deleted_at IS NULL",
+            "UPDATE webhooks SET previous_secret = secret, previous_secret_until = $1, secret = $2, updated_at = $3 \
+             WHERE id = $4 AND team_id = $5 AND deleted_at IS NULL",
         )
         .bind(old_valid_until.as_millis())
         .bind(secret)
@@ -375,9 +383,9 @@ impl SqliteStore {
     }
 
     pub(super) async fn test_event(&self, webhook_id: &str, event: &WebhookEvent) -> StoreResult<bool> {
-        let mut transaction = self.pool.begin().await?;
-        let live: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM webhooks WHERE id = ? AND team_id = ? AND deleted_at IS NULL")
+        let mut transaction = super::write(&self.pool).await?;
+        let live: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM webhooks WHERE id = $1 AND team_id = $2 AND deleted_at IS NULL")
                 .bind(webhook_id)
                 .bind(event.team_id.to_string())
                 .fetch_optional(&mut *transaction)
@@ -392,7 +400,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn attempt_page(&self, filter: &DeliveryFilter) -> StoreResult<(Vec<DeliveryAttempt>, i64)> {
-        let conditions = |builder: &mut QueryBuilder<'_, Sqlite>| {
+        let conditions = |builder: &mut QueryBuilder<'_, Db>| {
             builder
                 .push(
                     " FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id \
@@ -416,11 +424,11 @@ impl SqliteStore {
         };
         // One read transaction, so the total and the page come from the same
         // snapshot even while deliveries finish.
-        let mut transaction = self.pool.begin().await?;
-        let mut count: QueryBuilder<'_, Sqlite> = QueryBuilder::new("SELECT COUNT(*)");
+        let mut transaction = super::read(&self.pool).await?;
+        let mut count: QueryBuilder<'_, Db> = QueryBuilder::new("SELECT COUNT(*)");
         conditions(&mut count);
         let total: i64 = count.build_query_scalar().fetch_one(&mut *transaction).await?;
-        let mut select: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!("SELECT {ATTEMPT_COLUMNS}"));
+        let mut select: QueryBuilder<'_, Db> = QueryBuilder::new(format!("SELECT {ATTEMPT_COLUMNS}"));
         conditions(&mut select);
         select
             .push(" ORDER BY d.scheduled_at DESC, d.attempt DESC, d.id LIMIT ")
@@ -439,14 +447,15 @@ impl SqliteStore {
         now: Timestamp,
         limit: i64,
     ) -> StoreResult<Vec<DueAttempt>> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = super::write(&self.pool).await?;
         // The write comes first, so the transaction holds the write lock
         // from its first statement and no other claim takes the same rows.
-        let claimed: Vec<String> = sqlx::query_scalar(
-            "UPDATE webhook_deliveries SET status = 'in_flight', claimed_by = ? WHERE id IN \
-             (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND scheduled_at <= ? \
-              ORDER BY scheduled_at, id LIMIT ?) RETURNING id",
-        )
+        let claimed: Vec<String> = sqlx::query_scalar(&format!(
+            "UPDATE webhook_deliveries SET status = 'in_flight', claimed_by = $1 WHERE id IN \
+             (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND scheduled_at <= $2 \
+              ORDER BY scheduled_at, id LIMIT $3{}) RETURNING id",
+            super::SKIP_LOCKED
+        ))
         .bind(node.to_string())
         .bind(now.as_millis())
         .bind(limit)
@@ -456,7 +465,7 @@ impl SqliteStore {
             transaction.rollback().await?;
             return Ok(Vec::new());
         }
-        let mut select: QueryBuilder<'_, Sqlite> = QueryBuilder::new(format!(
+        let mut select: QueryBuilder<'_, Db> = QueryBuilder::new(format!(
             "SELECT {ATTEMPT_COLUMNS}, e.body, w.id AS webhook_id, w.url, w.secret, w.previous_secret, \
              w.previous_secret_until FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id \
              JOIN webhooks w ON w.id = d.webhook_id WHERE d.id IN ("
@@ -495,7 +504,7 @@ impl SqliteStore {
         outcome: &AttemptOutcome,
         at: Timestamp,
     ) -> StoreResult<()> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = super::write(&self.pool).await?;
         let (status, response_status, error) = match outcome {
             AttemptOutcome::Succeeded { response_status } => ("succeeded", Some(*response_status), None),
             AttemptOutcome::NotDelivered {
@@ -513,8 +522,8 @@ impl SqliteStore {
             }
         };
         let ended = sqlx::query(
-            "UPDATE webhook_deliveries SET status = ?, response_status = ?, error_message = ?, completed_at = ? \
-             WHERE id = ? AND status = 'in_flight'",
+            "UPDATE webhook_deliveries SET status = $1, response_status = $2, error_message = $3, completed_at = $4 \
+             WHERE id = $5 AND status = 'in_flight'",
         )
         .bind(status)
         .bind(response_status)
@@ -536,8 +545,8 @@ impl SqliteStore {
         {
             sqlx::query(
                 "INSERT INTO webhook_deliveries (id, delivery_id, event_id, webhook_id, attempt, status, scheduled_at) \
-                 SELECT ?, delivery_id, event_id, webhook_id, attempt + 1, 'pending', ? \
-                 FROM webhook_deliveries WHERE id = ?",
+                 SELECT $1, delivery_id, event_id, webhook_id, attempt + 1, 'pending', $2 \
+                 FROM webhook_deliveries WHERE id = $3",
             )
             .bind(Uuid::new_v4().to_string())
             .bind(retry_at.as_millis())
@@ -562,8 +571,8 @@ impl SqliteStore {
         // not registered, or past their lease.
         let released = sqlx::query(
             "UPDATE webhook_deliveries SET status = 'pending', claimed_by = NULL WHERE status = 'in_flight' \
-             AND (claimed_by IS NULL OR claimed_by = ? OR NOT EXISTS \
-                  (SELECT 1 FROM nodes n WHERE n.id = webhook_deliveries.claimed_by AND n.lease_until >= ?))",
+             AND (claimed_by IS NULL OR claimed_by = $1 OR NOT EXISTS \
+                  (SELECT 1 FROM nodes n WHERE n.id = webhook_deliveries.claimed_by AND n.lease_until >= $2))",
         )
         .bind(node.to_string())
         .bind(now.as_millis())
@@ -573,9 +582,9 @@ impl SqliteStore {
     }
 
     pub(super) async fn prune_attempts(&self, before: Timestamp) -> StoreResult<u64> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = super::write(&self.pool).await?;
         let attempts = sqlx::query(
-            "DELETE FROM webhook_deliveries WHERE status NOT IN ('pending', 'in_flight') AND completed_at < ? \
+            "DELETE FROM webhook_deliveries WHERE status NOT IN ('pending', 'in_flight') AND completed_at < $1 \
              AND NOT EXISTS (SELECT 1 FROM webhook_deliveries later WHERE later.delivery_id = webhook_deliveries.delivery_id \
                              AND later.status IN ('pending', 'in_flight'))",
         )
@@ -583,7 +592,7 @@ impl SqliteStore {
         .execute(&mut *transaction)
         .await?;
         sqlx::query(
-            "DELETE FROM webhook_events WHERE created_at < ? \
+            "DELETE FROM webhook_events WHERE created_at < $1 \
              AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = webhook_events.id)",
         )
         .bind(before.as_millis())

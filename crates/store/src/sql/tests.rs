@@ -1,12 +1,12 @@
-//! Contract tests of the store. Every test but the first (SQLite's own
-//! reopening) speaks to the store only through `&dyn Store`, as the server
-//! does, so that a second backend runs the same tests by being returned from
-//! [`open`] too.
+//! Contract tests of the store, compiled once per backend (SQLite, then
+//! PostgreSQL): every case runs against both. The tests speak to the store
+//! through `&dyn Store`, as the server does; the backend's module gives
+//! each test a database of its own (`test_database`).
 
 use anchorage_core::{RequestId, RequestStatus, SessionId, SessionStatus, TeamId, Timestamp};
 use serde_json::json;
 
-use super::SqliteStore;
+use super::SqlStore;
 use crate::records::{RequestRecord, SessionFilter, SessionPage, SessionRecord, SessionSort};
 use crate::{Store, StoreError};
 
@@ -14,11 +14,10 @@ use crate::{Store, StoreError};
 const NODE: anchorage_core::NodeId = anchorage_core::NodeId::from_u128(0x0a0b);
 
 /// A fresh store of the backend under test, as the trait object.
-async fn open() -> (tempfile::TempDir, Box<dyn Store>) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("test.db").display());
-    let store = SqliteStore::open(&url).await.expect("open");
-    (dir, Box::new(store))
+async fn open() -> (super::TestDatabase, Box<dyn Store>) {
+    let (database, url) = super::test_database().await;
+    let store = SqlStore::open(&url).await.expect("open");
+    (database, Box::new(store))
 }
 
 fn request(team_id: TeamId) -> RequestRecord {
@@ -55,12 +54,11 @@ fn session(team_id: TeamId, request_id: RequestId, tags: &[&str]) -> SessionReco
 
 #[tokio::test]
 async fn reopening_keeps_data_and_does_not_migrate_twice() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("test.db").display());
-    let store = SqliteStore::open(&url).await.expect("open");
+    let (_database, url) = super::test_database().await;
+    let store = SqlStore::open(&url).await.expect("open");
     store.create_team("alpha").await.expect("team");
     drop(store);
-    let store = SqliteStore::open(&url).await.expect("reopen");
+    let store = SqlStore::open(&url).await.expect("reopen");
     assert_eq!(store.team_count().await.expect("count"), 1);
 }
 
@@ -68,9 +66,8 @@ async fn reopening_keeps_data_and_does_not_migrate_twice() {
 /// options derived from its body when read.
 #[tokio::test]
 async fn rows_without_typed_options_read_them_from_their_body() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("test.db").display());
-    let store = SqliteStore::open(&url).await.expect("open");
+    let (_database, url) = super::test_database().await;
+    let store = SqlStore::open(&url).await.expect("open");
     let team = store.create_team("alpha").await.expect("team");
     let body = json!({"browser": {"viewport": {"width": 800, "height": 600}}});
     let options = anchorage_core::SessionOptions::from_configuration(&body).expect("valid");
@@ -391,7 +388,7 @@ async fn lists_filter_and_page() {
     assert_eq!(store.list_sessions(&live, &page).await.expect("list").1, 5);
 
     let report = store
-        .recover_after_restart("restarted", Timestamp::now())
+        .recover_node(NODE, "restarted", Timestamp::now())
         .await
         .expect("recover");
     assert_eq!(report.sessions_failed, 5);
@@ -964,7 +961,7 @@ mod webhooks {
         let running = super::session(team, pending.id, &["tagged"]);
         assert!(store.begin_launch(pending.id, &running).await.expect("begin"));
         store
-            .recover_after_restart("the server restarted", Timestamp::now())
+            .recover_node(NODE, "the server restarted", Timestamp::now())
             .await
             .expect("recover");
         let due = store
@@ -1130,4 +1127,59 @@ async fn nodes_hold_leases_and_release_only_their_own_or_dead_nodes_claims() {
     // A node that left cleanly is gone from the list.
     store.leave(other).await.expect("leave");
     assert_eq!(store.nodes().await.expect("nodes").len(), 1);
+}
+
+/// Recovering one node (it restarted, or its lease ran out) ends its live
+/// sessions and requeues what it was launching; another node's stay as
+/// they are.
+#[tokio::test]
+async fn recovering_a_node_touches_its_own_sessions_only() {
+    let (_dir, store) = open().await;
+    let store: &dyn Store = store.as_ref();
+    let team = store.create_team("alpha").await.expect("team").id;
+    let other = anchorage_core::NodeId::from_u128(0x0c0d);
+    let mut launching = Vec::new();
+    for node in [NODE, other] {
+        let pending = request(team);
+        store.insert_request(&pending).await.expect("insert");
+        let starting = SessionRecord {
+            node_id: Some(node),
+            ..session(team, pending.id, &[])
+        };
+        assert!(store.begin_launch(pending.id, &starting).await.expect("begin"));
+        let ran = request(team);
+        store.insert_request(&ran).await.expect("insert");
+        let running = SessionRecord {
+            node_id: Some(node),
+            ..session(team, ran.id, &[])
+        };
+        assert!(store.begin_launch(ran.id, &running).await.expect("begin"));
+        assert!(store
+            .finish_launch(ran.id, running.id, Timestamp::now())
+            .await
+            .expect("finish"));
+        launching.push((pending.id, starting.id, running.id));
+    }
+
+    let report = store
+        .recover_node(NODE, "its node was lost", Timestamp::now())
+        .await
+        .expect("recover");
+    assert_eq!((report.sessions_failed, report.requests_requeued), (2, 1));
+    let status = |id| async move {
+        let found = store.session(team, id).await.expect("get").expect("found");
+        (found.status, found.end_reason)
+    };
+    let (mine, theirs) = (launching[0], launching[1]);
+    for id in [mine.1, mine.2] {
+        assert_eq!(
+            status(id).await,
+            (SessionStatus::Failed, Some("its node was lost".to_owned()))
+        );
+    }
+    assert_eq!(status(theirs.1).await.0, SessionStatus::Starting);
+    assert_eq!(status(theirs.2).await.0, SessionStatus::Running);
+    let request_status = |id| async move { store.request(team, id).await.expect("get").expect("found").status };
+    assert_eq!(request_status(mine.0).await, RequestStatus::Pending);
+    assert_eq!(request_status(theirs.0).await, RequestStatus::Processing);
 }

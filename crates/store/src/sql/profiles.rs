@@ -1,18 +1,19 @@
 //! Saved browser profiles in SQLite (the rows; their files are the server's).
 
 use anchorage_core::{ProfileId, TeamId, Timestamp};
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use super::DbRow;
+
 use super::rows::parse_id;
-use super::SqliteStore;
+use super::SqlStore;
 use crate::records::ProfileRecord;
 use crate::{StoreError, StoreResult};
 
 const COLUMNS: &str =
     "id, team_id, name, description, source, session_id, status, version, size_bytes, created_at, updated_at";
 
-fn profile_from_row(row: &SqliteRow) -> StoreResult<ProfileRecord> {
+fn profile_from_row(row: &DbRow) -> StoreResult<ProfileRecord> {
     let session: Option<String> = row.try_get("session_id")?;
     Ok(ProfileRecord {
         id: parse_id(row, "id")?,
@@ -34,10 +35,10 @@ fn profile_from_row(row: &SqliteRow) -> StoreResult<ProfileRecord> {
     })
 }
 
-impl SqliteStore {
+impl SqlStore {
     pub(super) async fn insert_profile(&self, profile: &ProfileRecord) -> StoreResult<()> {
         let inserted = sqlx::query(&format!(
-            "INSERT INTO profiles ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+            "INSERT INTO profiles ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (team_id, name) DO NOTHING"
         ))
         .bind(profile.id.to_string())
@@ -65,7 +66,7 @@ impl SqliteStore {
         name: Option<&str>,
     ) -> StoreResult<Vec<ProfileRecord>> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM profiles WHERE (?1 IS NULL OR team_id = ?1) AND (?2 IS NULL OR name = ?2) \
+            "SELECT {COLUMNS} FROM profiles WHERE ($1 IS NULL OR team_id = $1) AND ($2 IS NULL OR name = $2) \
              ORDER BY created_at, id"
         ))
         .bind(team_id.map(|id| id.to_string()))
@@ -77,7 +78,7 @@ impl SqliteStore {
 
     pub(super) async fn remove_profile(&self, team_id: TeamId, name: &str) -> StoreResult<Option<ProfileRecord>> {
         let row = sqlx::query(&format!(
-            "DELETE FROM profiles WHERE team_id = ? AND name = ? RETURNING {COLUMNS}"
+            "DELETE FROM profiles WHERE team_id = $1 AND name = $2 RETURNING {COLUMNS}"
         ))
         .bind(team_id.to_string())
         .bind(name)
@@ -93,8 +94,8 @@ impl SqliteStore {
         status: &str,
         at: Timestamp,
     ) -> StoreResult<Option<Option<String>>> {
-        let mut transaction = self.pool.begin().await?;
-        let previous: Option<Option<String>> = sqlx::query_scalar("SELECT version FROM profiles WHERE id = ?")
+        let mut transaction = super::write(&self.pool).await?;
+        let previous: Option<Option<String>> = sqlx::query_scalar("SELECT version FROM profiles WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&mut *transaction)
             .await?;
@@ -103,17 +104,19 @@ impl SqliteStore {
         };
         match saved {
             Some((version, size)) => {
-                sqlx::query("UPDATE profiles SET version = ?, size_bytes = ?, status = ?, updated_at = ? WHERE id = ?")
-                    .bind(version)
-                    .bind(size)
-                    .bind(status)
-                    .bind(at.as_millis())
-                    .bind(id.to_string())
-                    .execute(&mut *transaction)
-                    .await?;
+                sqlx::query(
+                    "UPDATE profiles SET version = $1, size_bytes = $2, status = $3, updated_at = $4 WHERE id = $5",
+                )
+                .bind(version)
+                .bind(size)
+                .bind(status)
+                .bind(at.as_millis())
+                .bind(id.to_string())
+                .execute(&mut *transaction)
+                .await?;
             }
             None => {
-                sqlx::query("UPDATE profiles SET status = ?, updated_at = ? WHERE id = ?")
+                sqlx::query("UPDATE profiles SET status = $1, updated_at = $2 WHERE id = $3")
                     .bind(status)
                     .bind(at.as_millis())
                     .bind(id.to_string())

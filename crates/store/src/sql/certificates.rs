@@ -1,17 +1,18 @@
 //! CA certificates in SQLite.
 
 use anchorage_core::{TeamId, Timestamp};
-use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use super::DbRow;
+
 use super::rows::parse_id;
-use super::SqliteStore;
+use super::SqlStore;
 use crate::records::CertificateRecord;
 use crate::{StoreError, StoreResult};
 
 const COLUMNS: &str = "id, team_id, name, description, pem, created_at";
 
-fn certificate_from_row(row: &SqliteRow) -> StoreResult<CertificateRecord> {
+fn certificate_from_row(row: &DbRow) -> StoreResult<CertificateRecord> {
     Ok(CertificateRecord {
         id: parse_id(row, "id")?,
         team_id: parse_id(row, "team_id")?,
@@ -22,10 +23,10 @@ fn certificate_from_row(row: &SqliteRow) -> StoreResult<CertificateRecord> {
     })
 }
 
-impl SqliteStore {
+impl SqlStore {
     pub(super) async fn insert_certificate(&self, certificate: &CertificateRecord) -> StoreResult<()> {
         let inserted = sqlx::query(&format!(
-            "INSERT INTO certificates ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (team_id, name) DO NOTHING"
+            "INSERT INTO certificates ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (team_id, name) DO NOTHING"
         ))
         .bind(certificate.id.to_string())
         .bind(certificate.team_id.to_string())
@@ -43,7 +44,7 @@ impl SqliteStore {
 
     pub(super) async fn certificate_rows(&self, team_id: Option<TeamId>) -> StoreResult<Vec<CertificateRecord>> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM certificates WHERE (?1 IS NULL OR team_id = ?1) ORDER BY created_at, id"
+            "SELECT {COLUMNS} FROM certificates WHERE ($1 IS NULL OR team_id = $1) ORDER BY created_at, id"
         ))
         .bind(team_id.map(|id| id.to_string()))
         .fetch_all(&self.pool)
@@ -57,7 +58,7 @@ impl SqliteStore {
         name: &str,
     ) -> StoreResult<Option<CertificateRecord>> {
         let row = sqlx::query(&format!(
-            "DELETE FROM certificates WHERE team_id = ? AND name = ? RETURNING {COLUMNS}"
+            "DELETE FROM certificates WHERE team_id = $1 AND name = $2 RETURNING {COLUMNS}"
         ))
         .bind(team_id.to_string())
         .bind(name)

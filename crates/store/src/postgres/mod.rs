@@ -1,0 +1,135 @@
+//! The PostgreSQL backend of [`Store`](crate::Store), for several nodes on
+//! one database (`ANCHORAGE_DATABASE_URL=postgres://…`). It runs the same
+//! statements as the SQLite backend (`../sql/`), with a schema of its own
+//! (`schema.sql`).
+//!
+//! SQLite lets one writer in at a time, and the shared code's transactions
+//! are written for that: a transaction of several statements decides on
+//! what it read (is every item of this batch done? is the team under its
+//! limit?) and no other write slips in between. PostgreSQL's default
+//! isolation would let one, so every such transaction here first takes one
+//! transaction-scoped advisory lock: changes that span statements happen
+//! one at a time, as in SQLite, while reads and single-statement changes
+//! (which PostgreSQL makes atomic by row locks) run in parallel. Claims of
+//! queued work skip rows another node has locked (`FOR UPDATE SKIP LOCKED`).
+
+#[path = "../sql/batches.rs"]
+mod batches;
+#[path = "../sql/certificates.rs"]
+mod certificates;
+#[path = "../sql/extensions.rs"]
+mod extensions;
+#[path = "../sql/nodes.rs"]
+mod nodes;
+#[path = "../sql/profiles.rs"]
+mod profiles;
+#[path = "../sql/recordings.rs"]
+mod recordings;
+#[path = "../sql/rows.rs"]
+mod rows;
+#[path = "../sql/store.rs"]
+mod store;
+#[path = "../sql/webhooks.rs"]
+mod webhooks;
+
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Transaction};
+
+use crate::{StoreError, StoreResult};
+
+/// The database the shared code speaks to here.
+type Db = sqlx::Postgres;
+/// A row of [`Db`].
+type DbRow = sqlx::postgres::PgRow;
+/// A connection (or open transaction) of [`Db`].
+type DbConnection = sqlx::PgConnection;
+/// The store the shared code implements here.
+type SqlStore = PostgresStore;
+
+/// A new random id of 32 lowercase hex digits, as SQL.
+const NEW_ID: &str = "replace(gen_random_uuid()::text, '-', '')";
+/// The column that keeps a webhook's subscriptions in the order given.
+const SUBSCRIPTION_ORDER: &str = "seq";
+/// A claim passes over rows another node's claim holds.
+const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
+
+/// The key of the advisory lock that write transactions take ("anchor").
+const WRITE_LOCK: i64 = 0x616e_6368_6f72;
+
+/// Each migration, in order; the index plus one is its version.
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+
+/// A store in a PostgreSQL database, shared by every node that opens it.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://…` or
+    /// `postgresql://…`) and brings its schema up to date.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        let store = Self { pool };
+        store.migrate(MIGRATIONS).await?;
+        Ok(store)
+    }
+}
+
+/// A transaction for a change: it waits for the write lock first, so it
+/// runs as if alone among changes (see the module's documentation).
+async fn write(pool: &PgPool) -> StoreResult<Transaction<'static, Db>> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(WRITE_LOCK)
+        .execute(&mut *transaction)
+        .await?;
+    Ok(transaction)
+}
+
+/// A transaction for several reads that must agree (a count and a page):
+/// one snapshot for all its statements.
+async fn read(pool: &PgPool) -> StoreResult<Transaction<'static, Db>> {
+    Ok(pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?)
+}
+
+/// Nothing to keep: a test's schema stays in the throwaway cluster.
+#[cfg(test)]
+type TestDatabase = ();
+
+/// A new, empty schema for one test in the cluster the test command
+/// started (`ANCHORAGE_TEST_POSTGRES_URL`), and the URL that selects it.
+#[cfg(test)]
+async fn test_database() -> (TestDatabase, String) {
+    let Ok(base) = std::env::var("ANCHORAGE_TEST_POSTGRES_URL") else {
+        panic!(
+            "ANCHORAGE_TEST_POSTGRES_URL is not set: run the tests with ./scripts/test, which starts a \
+             throwaway PostgreSQL cluster (or point it at a database the tests may write to)"
+        );
+    };
+    let schema = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let admin = PgPool::connect(&base).await.expect("connect to the test cluster");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .expect("create the test's schema");
+    admin.close().await;
+    let separator = if base.contains('?') { '&' } else { '?' };
+    ((), format!("{base}{separator}options=-c%20search_path%3D{schema}"))
+}
+
+#[cfg(test)]
+#[path = "../sql/tests.rs"]
+mod tests;
