@@ -238,6 +238,7 @@ impl App {
         }
         let extensions_root = data_dir.join("extensions");
         crate::extensions::sweep(store.as_ref(), &extensions_root).await?;
+        let peers = Arc::new(crate::peers::Peers::new(node, tokens.node_key(), Arc::clone(&store)));
         let settings = FleetSettings {
             max_sessions: config.max_sessions,
             launch_concurrency: config.launch_concurrency,
@@ -250,21 +251,24 @@ impl App {
             recordings: recordings.clone(),
             default_recording: config.default_recording,
             default_headless: config.default_headless,
-            node: Some(node),
+            node,
+            peers: Some(Arc::clone(&peers)),
         };
-        let fleet = Fleet::new(Arc::clone(&store), launcher, settings, shutdown.clone(), tasks.clone());
-        fleet.start().await?;
         let node_url = config
             .node_url
             .clone()
             .unwrap_or_else(|| public_url.clone())
             .to_string();
+        // Registered before the fleet claims work: a claim holds while its
+        // node's lease does.
         crate::nodes::register(store.as_ref(), node, &node_url, config.max_sessions).await?;
+        let fleet = Fleet::new(Arc::clone(&store), launcher, settings, shutdown.clone(), tasks.clone());
+        fleet.start().await?;
         tasks.spawn(crate::nodes::keep_lease(
             Arc::clone(&store),
             node,
             node_url,
-            config.max_sessions,
+            Arc::clone(&fleet),
             shutdown.clone(),
         ));
         let deliverer = crate::webhooks::Deliverer::new(

@@ -86,6 +86,30 @@ impl TokenSigner {
     }
 }
 
+impl TokenSigner {
+    /// The key nodes of one database give each other on their internal
+    /// calls (derived from the shared secret, so every node has it and no
+    /// client does).
+    pub fn node_key(&self) -> String {
+        hex::encode(self.node_mac().finalize().into_bytes())
+    }
+
+    /// Whether `key` is [`TokenSigner::node_key`], compared in constant time.
+    pub fn verify_node_key(&self, key: &str) -> bool {
+        match hex::decode(key) {
+            Ok(bytes) => self.node_mac().verify_slice(&bytes).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    fn node_mac(&self) -> Hmac<Sha256> {
+        // HMAC takes keys of any length, so this cannot fail.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!());
+        mac.update(b"node-key");
+        mac
+    }
+}
+
 /// The caller of a `/v1` route, authenticated by its key.
 #[derive(Debug, Clone)]
 pub struct Caller(pub AuthenticatedKey);

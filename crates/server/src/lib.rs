@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod keys;
 pub mod metrics;
 pub mod nodes;
+pub mod peers;
 pub mod profiles;
 pub mod recordings;
 mod routes;

@@ -97,7 +97,7 @@ impl Default for Metrics {
             ),
             (
                 "anchorage_queued_requests",
-                "Start requests waiting for a browser.",
+                "Start requests waiting for a browser, on every node of the database together.",
                 &metrics.queued_requests,
             ),
             (

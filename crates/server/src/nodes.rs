@@ -1,8 +1,8 @@
 //! This process as a node of the database it shares: its stable id (kept in
 //! the data dir, so a restart is the same node), its registration, and the
 //! lease it renews while it runs. A node whose lease has run out is dead:
-//! work it had claimed (for now, webhook attempts) is released to the
-//! others.
+//! the others record its sessions as failed and queue its work again
+//! (start requests, webhook attempts).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -58,16 +58,22 @@ pub async fn register(store: &dyn Store, id: NodeId, url: &str, max_sessions: us
         .await
 }
 
-/// Renews the lease until `shutdown`, then leaves the registry. A node
-/// found missing (removed while it could not reach the database) registers
-/// again.
+/// Why a lost node's sessions ended, as recorded.
+pub const LOST_REASON: &str = "its node was lost (it stopped renewing its lease); the browser was ended";
+
+/// Renews the lease until `shutdown`, then leaves the registry; on each
+/// round also recovers the nodes whose lease ran out (see
+/// [`recover_lost_nodes`]). A node found missing was taken for lost by the
+/// others: it gives up everything it runs (see
+/// [`Fleet::give_up_everything`]) and registers again.
 pub async fn keep_lease(
     store: Arc<dyn Store>,
     id: NodeId,
     url: String,
-    max_sessions: usize,
+    fleet: Arc<crate::fleet::Fleet>,
     shutdown: CancellationToken,
 ) {
+    let max_sessions = fleet.max_sessions();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -76,16 +82,47 @@ pub async fn keep_lease(
         match store.renew_node(id, lease_from(Timestamp::now())).await {
             Ok(true) => {}
             Ok(false) => {
+                tracing::error!("this node was taken for lost by the others; ending everything it runs");
+                fleet.give_up_everything(LOST_REASON).await;
                 if let Err(error) = register(store.as_ref(), id, &url, max_sessions).await {
                     tracing::warn!(%error, "cannot register this node again");
                 }
             }
             Err(error) => tracing::warn!(%error, "cannot renew this node's lease"),
         }
+        if let Err(error) = recover_lost_nodes(store.as_ref(), id, Timestamp::now()).await {
+            tracing::warn!(%error, "cannot look for lost nodes");
+        }
     }
     if let Err(error) = store.leave(id).await {
         tracing::warn!(%error, "cannot remove this node from the registry");
     }
+}
+
+/// Recovers every other node whose lease ran out before `now`: its live
+/// sessions are recorded as failed, what it was launching or had claimed
+/// goes back to the queue (`Store::recover_node`), and it leaves the
+/// registry (it registers again if it comes back, and reaps its old
+/// browsers at start). Several nodes doing this at once is harmless: the
+/// store's changes are conditional. How many it recovered.
+pub async fn recover_lost_nodes(store: &dyn Store, me: NodeId, now: Timestamp) -> Result<usize, StoreError> {
+    let mut recovered = 0;
+    for node in store.nodes().await? {
+        if node.id == me || node.lease_until >= now {
+            continue;
+        }
+        let report = store.recover_node(node.id, LOST_REASON, now).await?;
+        store.leave(node.id).await?;
+        tracing::warn!(
+            node = %node.id,
+            url = %node.url,
+            sessions_failed = report.sessions_failed,
+            requests_requeued = report.requests_requeued,
+            "a node was lost; its sessions are recorded as failed and its work is queued again"
+        );
+        recovered += 1;
+    }
+    Ok(recovered)
 }
 
 /// Every registered node, read from the database of `config` (for

@@ -151,8 +151,31 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes the key whose id or prefix is given; returns how many were revoked.
     async fn revoke_api_key(&self, id_or_prefix: &str) -> StoreResult<u64>;
 
-    /// Persists a new start request (status `pending`).
-    async fn insert_request(&self, request: &RequestRecord) -> StoreResult<()>;
+    /// Persists a new start request (status `pending`), in the queue of
+    /// node `claimed_by` or, with `None`, of whichever node claims it.
+    async fn insert_request(
+        &self,
+        request: &RequestRecord,
+        claimed_by: Option<anchorage_core::NodeId>,
+    ) -> StoreResult<()>;
+    /// Claims up to `wanted` pending requests for `node`'s queue: those
+    /// nobody claimed and those claimed by nodes whose lease ran out before
+    /// `now`. Fair across teams (the team served least recently first,
+    /// then taking turns), creation order within a team; with a
+    /// `team_quota`, a team whose browsers and claimed requests on every
+    /// node together reach it gets nothing more.
+    async fn claim_requests(
+        &self,
+        node: anchorage_core::NodeId,
+        wanted: i64,
+        team_quota: Option<i64>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RequestRecord>>;
+    /// A team's load on every node together: its live sessions and its
+    /// pending requests (claimed or not).
+    async fn team_load(&self, team_id: TeamId, now: Timestamp) -> StoreResult<i64>;
+    /// How many start requests are pending, on every node together.
+    async fn queued_requests(&self) -> StoreResult<i64>;
     /// A team's request.
     async fn request(&self, team_id: TeamId, request_id: RequestId) -> StoreResult<Option<RequestRecord>>;
     /// Cancels a request that has not started; `false` if it had.
@@ -379,6 +402,9 @@ pub trait Store: Send + Sync + 'static {
     async fn register_node(&self, record: &NodeRecord) -> StoreResult<()>;
     /// Renews a node's lease; `false` if the node is not registered.
     async fn renew_node(&self, id: anchorage_core::NodeId, lease_until: Timestamp) -> StoreResult<bool>;
+    /// The node that runs (or ran) a session, whatever its team; `None`
+    /// for no such session or one from before nodes were recorded.
+    async fn session_node(&self, session_id: SessionId) -> StoreResult<Option<anchorage_core::NodeId>>;
     /// Every registered node, live or dead, by when it started.
     async fn nodes(&self) -> StoreResult<Vec<NodeRecord>>;
     /// Removes a node that stops cleanly.

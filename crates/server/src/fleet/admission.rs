@@ -179,18 +179,9 @@ impl Admission {
         self.queue.lock().map(|queue| queue.waiting.len()).unwrap_or(0)
     }
 
-    /// Whether a team has as many browsers running, launching and queued
-    /// as its quota allows (a single start is then refused with `429`).
-    pub(super) fn team_full(&self, team_id: TeamId) -> bool {
-        let Some(quota) = self.team_quota else {
-            return false;
-        };
-        self.queue
-            .lock()
-            .map(|queue| {
-                queue.team_load.get(&team_id).copied().unwrap_or(0) + queue.waiting.team_len(&team_id) >= quota
-            })
-            .unwrap_or(false)
+    /// How many places are free.
+    pub(super) fn free_places(&self) -> usize {
+        self.capacity.available_permits()
     }
 
     /// A place for one more browser, if one is free.

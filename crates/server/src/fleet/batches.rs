@@ -29,12 +29,11 @@ pub enum BatchEnd {
 }
 
 impl Fleet {
-    /// Persists a batch with its items and queues them.
+    /// Persists a batch with its items in the shared queue, for the nodes
+    /// with room to claim.
     pub async fn submit_batch(&self, batch: &BatchRecord, items: Vec<RequestRecord>) -> Result<(), StoreError> {
         self.store.insert_batch(batch, &items).await?;
-        for item in items {
-            self.admission.push(item);
-        }
+        self.admission.wake();
         self.batch_changed(batch.id);
         Ok(())
     }
@@ -65,6 +64,17 @@ impl Fleet {
         };
         self.admission.remove(|request| request.batch_id == Some(batch_id));
         self.abort_launches(|launch| launch.batch_id == Some(batch_id)).await;
+        // Every other node drops and stops its share too, and the answer
+        // waits for them.
+        if let Some(peers) = &self.settings.peers {
+            let others = peers.others().await?;
+            let stops = others.iter().map(|node| peers.stop_batch(&node.url, batch_id, reason));
+            for (node, result) in others.iter().zip(futures_util::future::join_all(stops).await) {
+                if let Err(error) = result {
+                    tracing::error!(%batch_id, node = %node.id, %error, "a node could not stop its share of a batch");
+                }
+            }
+        }
         let ends = running
             .iter()
             .map(|session_id| self.end_session(*session_id, SessionStatus::Completed, reason));
@@ -86,6 +96,29 @@ impl Fleet {
         Ok(BatchEnd::Done(outcome))
     }
 
+    /// This node's share of a batch that another node cancelled or deleted:
+    /// what it queued of it is dropped, its launches stopped, its running
+    /// sessions of it ended; all of it gone before this returns.
+    pub async fn stop_batch_here(&self, batch_id: BatchId, reason: &str) {
+        self.admission.remove(|request| request.batch_id == Some(batch_id));
+        self.abort_launches(|launch| launch.batch_id == Some(batch_id)).await;
+        let sessions: Vec<std::sync::Arc<super::LiveSession>> = self
+            .live
+            .lock()
+            .map(|live| {
+                live.values()
+                    .filter(|session| session.batch_id == Some(batch_id))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ends = sessions
+            .iter()
+            .map(|session| session.end(SessionStatus::Completed, reason, super::EndWait::Gone));
+        futures_util::future::join_all(ends).await;
+        self.batch_changed(batch_id);
+    }
+
     /// Re-queues a batch's failed items (see `Store::retry_batch`).
     pub async fn retry_batch(
         &self,
@@ -95,10 +128,9 @@ impl Fleet {
         attempts: i64,
     ) -> Result<RetryOutcome, StoreError> {
         let outcome = self.store.retry_batch(team_id, batch_id, failed_only, attempts).await?;
-        if let RetryOutcome::Retried { pending, .. } = &outcome {
-            for item in pending {
-                self.admission.push(item.clone());
-            }
+        if let RetryOutcome::Retried { .. } = &outcome {
+            // Back in the shared queue.
+            self.admission.wake();
             self.batch_changed(batch_id);
         }
         Ok(outcome)

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anchorage_browser::{Browser, LaunchError, LaunchRequest, Launcher};
-use anchorage_core::{BatchId, RequestId, SessionId, SessionStatus, TeamId, Timestamp};
+use anchorage_core::{BatchId, RequestId, RequestStatus, SessionId, SessionStatus, TeamId, Timestamp};
 use anchorage_store::{RequestRecord, Store, StoreError};
 use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
@@ -84,13 +84,26 @@ pub struct FleetSettings {
     pub default_recording: bool,
     /// Whether a start that does not say runs headless.
     pub default_headless: bool,
-    /// This node, recorded on the sessions it runs.
-    pub node: Option<anchorage_core::NodeId>,
+    /// This node: it claims queued work as its own and is recorded on the
+    /// sessions it runs. It must be registered (with a live lease) for its
+    /// claims to hold.
+    pub node: anchorage_core::NodeId,
+    /// The other nodes of the database, for the sessions and launches they
+    /// hold; `None` where there are none to reach (the unit tests).
+    pub peers: Option<Arc<crate::peers::Peers>>,
 }
 
 /// How long a start whose launch the store could not record waits before
 /// it is tried again.
 const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// How often a synchronous start looks at its request's row, for an
+/// outcome another node reached.
+const OTHER_NODE_OUTCOME_LOOK: Duration = Duration::from_millis(250);
+
+/// How often a node with room looks for queued work even when nothing here
+/// changed (work queued by another node, or left by a node that was lost).
+const CLAIM_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A launch under way, so that a cancel can stop it and wait for it.
 struct Launching {
@@ -147,7 +160,12 @@ impl StartTicket {
     /// request then stays pending for the next start).
     pub async fn outcome(mut self) -> Option<StartOutcome> {
         let receiver = self.receiver.as_mut()?;
-        let outcome = receiver.await.ok();
+        // Another node may serve it (this one had no room): its outcome is
+        // then read from the request's row.
+        let outcome = tokio::select! {
+            outcome = receiver => outcome.ok(),
+            outcome = self.fleet.outcome_in_store(self.team_id, self.request_id) => outcome,
+        };
         // Answered: nothing to withdraw, unless the store could not take
         // the launch, in which case the caller is told to go and the
         // request must not start behind its back.
@@ -199,6 +217,16 @@ impl Fleet {
         })
     }
 
+    /// The other nodes of the database, where there are any to reach.
+    pub fn peers(&self) -> Option<&Arc<crate::peers::Peers>> {
+        self.settings.peers.as_ref()
+    }
+
+    /// Running browsers at most on this node.
+    pub fn max_sessions(&self) -> usize {
+        self.settings.max_sessions
+    }
+
     /// Saved profiles' files, where sessions can use profiles.
     pub fn profiles(&self) -> Option<&Arc<crate::profiles::ProfileFiles>> {
         self.settings.profiles.as_ref()
@@ -212,14 +240,12 @@ impl Fleet {
             .map(|root| root.join(id.as_uuid().simple().to_string()))
     }
 
-    /// Loads pending requests from the store and starts the admission loop.
+    /// Starts the admission loop, which claims queued work (pending
+    /// requests from before a restart included) as places free up.
     pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
-        let pending = self.store.pending_requests().await?;
-        if !pending.is_empty() {
-            tracing::info!(count = pending.len(), "resuming pending start requests");
-        }
-        for request in pending {
-            self.admission.push(request);
+        let pending = self.store.queued_requests().await?;
+        if pending > 0 {
+            tracing::info!(count = pending, "start requests are queued");
         }
         let fleet = Arc::clone(self);
         self.tasks.spawn(async move { fleet.run().await });
@@ -266,9 +292,42 @@ impl Fleet {
     }
 
     /// Whether a team has as many browsers running, launching and queued as
-    /// its quota allows, so that a single start must be refused (`429`).
-    pub fn team_over_quota(&self, team_id: TeamId) -> bool {
-        self.admission.team_full(team_id)
+    /// its quota allows, on every node together, so that a single start must
+    /// be refused (`429`).
+    pub async fn team_over_quota(&self, team_id: TeamId) -> Result<bool, StoreError> {
+        let Some(quota) = self.settings.team_max_sessions else {
+            return Ok(false);
+        };
+        let load = self.store.team_load(team_id, Timestamp::now()).await?;
+        Ok(load >= quota as i64)
+    }
+
+    /// How many starts this node could admit now beyond those in its queue:
+    /// free places, and places pooled browsers hold (a start takes one, or
+    /// ends it to use its place).
+    fn room(&self) -> usize {
+        (self.admission.free_places() + self.pool.len()).saturating_sub(self.admission.queued())
+    }
+
+    /// Claims as much queued work as this node has room for, into its queue.
+    async fn claim(&self) {
+        let wanted = self.room();
+        if wanted == 0 || self.shutdown.is_cancelled() {
+            return;
+        }
+        let quota = self.settings.team_max_sessions.map(|quota| quota as i64);
+        match self
+            .store
+            .claim_requests(self.settings.node, wanted as i64, quota, Timestamp::now())
+            .await
+        {
+            Ok(claimed) => {
+                for request in claimed {
+                    self.admission.push(request);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot claim queued start requests; trying again shortly"),
+        }
     }
 
     /// Resolves when the server begins to shut down.
@@ -286,9 +345,21 @@ impl Fleet {
         let _ = self.batch_changes.send(batch_id);
     }
 
-    /// Persists a request nobody waits on (an asynchronous start) and queues it.
+    /// Persists a request nobody waits on (an asynchronous start) in the
+    /// shared queue, for whichever node has room.
     pub async fn submit(&self, request: RequestRecord) -> Result<(), StoreError> {
-        self.store.insert_request(&request).await?;
+        self.store.insert_request(&request, None).await?;
+        self.admission.wake();
+        Ok(())
+    }
+
+    /// Persists a synchronous start: in this node's own queue when it has
+    /// room (its caller is here), else in the shared one.
+    async fn submit_here_if_room(&self, request: RequestRecord) -> Result<(), StoreError> {
+        if self.room() == 0 {
+            return self.submit(request).await;
+        }
+        self.store.insert_request(&request, Some(self.settings.node)).await?;
         self.admission.push(request);
         Ok(())
     }
@@ -306,7 +377,7 @@ impl Fleet {
             if let Ok(mut waiters) = fleet.waiters.lock() {
                 waiters.insert(request_id, sender);
             }
-            let ticket = match fleet.submit(request).await {
+            let ticket = match fleet.submit_here_if_room(request).await {
                 Ok(()) => Ok(StartTicket {
                     fleet: Arc::clone(&fleet),
                     team_id,
@@ -328,6 +399,37 @@ impl Fleet {
             // The task cannot end without answering but by the runtime
             // stopping, and then nobody reads this.
             Err(_) => Err(StoreError::Unavailable("the server is shutting down")),
+        }
+    }
+
+    /// How a start request ended, as its row says once it is final; `None`
+    /// if the server shuts down first.
+    async fn outcome_in_store(&self, team_id: TeamId, request_id: RequestId) -> Option<StartOutcome> {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(OTHER_NODE_OUTCOME_LOOK) => {}
+                () = self.shutdown.cancelled() => return None,
+            }
+            let request = match self.store.request(team_id, request_id).await {
+                Ok(Some(request)) => request,
+                Ok(None) => return Some(StartOutcome::Cancelled),
+                Err(error) => {
+                    tracing::debug!(%request_id, %error, "cannot read a start request's state; looking again");
+                    continue;
+                }
+            };
+            match request.status {
+                RequestStatus::Completed => {
+                    if let Some(session_id) = request.session_id {
+                        return Some(StartOutcome::Started(session_id));
+                    }
+                }
+                RequestStatus::Failed => {
+                    return Some(StartOutcome::Failed(request.error.unwrap_or_default()));
+                }
+                RequestStatus::Cancelled => return Some(StartOutcome::Cancelled),
+                RequestStatus::Pending | RequestStatus::Processing => {}
+            }
         }
     }
 
@@ -368,8 +470,36 @@ impl Fleet {
             .await
     }
 
-    /// Ends a session, waiting as `until` says (see [`EndWait`]).
+    /// Ends a session, waiting as `until` says (see [`EndWait`]). A session
+    /// another node runs is ended by that node (which waits until its
+    /// browser is gone).
     pub async fn end_session_waiting(
+        &self,
+        session_id: SessionId,
+        status: SessionStatus,
+        reason: &str,
+        until: EndWait,
+    ) -> Result<bool, StoreError> {
+        if self.live_session_any_team(session_id).is_none() {
+            if let Some(peers) = &self.settings.peers {
+                if let Some(owner) = peers.owner_elsewhere(session_id).await? {
+                    let call = crate::peers::EndCall {
+                        status: status.as_str().to_owned(),
+                        reason: reason.to_owned(),
+                    };
+                    return peers.end_session(&owner, session_id, &call).await.map_err(|error| {
+                        tracing::warn!(%session_id, %error, "the node that runs a session could not end it");
+                        StoreError::Unavailable("the node that runs this session cannot be reached")
+                    });
+                }
+            }
+        }
+        self.end_local_session(session_id, status, reason, until).await
+    }
+
+    /// Ends a session this node runs or launches (or only records the end
+    /// of one no node holds), waiting as `until` says.
+    pub async fn end_local_session(
         &self,
         session_id: SessionId,
         status: SessionStatus,
@@ -388,6 +518,25 @@ impl Fleet {
                 Ok(ended)
             }
         }
+    }
+
+    /// This node was taken for lost by the others (its lease ran out while
+    /// it could not reach the database), who recorded its sessions as ended
+    /// and gave its queue away: it ends every browser it still has, stops
+    /// its launches and empties its queue, so that nothing runs that the
+    /// database says is over.
+    pub async fn give_up_everything(&self, reason: &str) {
+        self.admission.remove(|_| true);
+        self.abort_launches(|_| true).await;
+        let sessions: Vec<Arc<LiveSession>> = self
+            .live
+            .lock()
+            .map(|live| live.values().cloned().collect())
+            .unwrap_or_default();
+        let ends = sessions
+            .iter()
+            .map(|session| session.end(SessionStatus::Failed, reason, EndWait::Gone));
+        futures_util::future::join_all(ends).await;
     }
 
     /// Stops every launch under way that `matches` and waits until each has
@@ -427,10 +576,12 @@ impl Fleet {
     async fn run(self: Arc<Self>) {
         loop {
             let wakes = self.admission.round_begins();
+            self.claim().await;
             self.admit_ready();
             self.admission.round_done(wakes);
             tokio::select! {
                 () = self.admission.changed() => {}
+                () = tokio::time::sleep(CLAIM_INTERVAL) => {}
                 () = self.shutdown.cancelled() => break,
             }
         }

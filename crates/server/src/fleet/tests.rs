@@ -184,13 +184,17 @@ impl Store for FaultyStore {
     async fn revoke_api_key(&self, id_or_prefix: &str) -> StoreResult<u64> {
         self.inner.revoke_api_key(id_or_prefix).await
     }
-    async fn insert_request(&self, request: &RequestRecord) -> StoreResult<()> {
+    async fn insert_request(
+        &self,
+        request: &RequestRecord,
+        claimed_by: Option<anchorage_core::NodeId>,
+    ) -> StoreResult<()> {
         let hold = self.insert_hold.lock().unwrap().clone();
         if let Some((entered, release)) = hold {
             entered.notify_one();
             release.notified().await;
         }
-        self.inner.insert_request(request).await
+        self.inner.insert_request(request, claimed_by).await
     }
     async fn request(&self, team_id: TeamId, request_id: RequestId) -> StoreResult<Option<RequestRecord>> {
         self.inner.request(team_id, request_id).await
@@ -272,6 +276,28 @@ impl Store for FaultyStore {
     async fn batch_item_counts(&self) -> StoreResult<anchorage_core::BatchCounts> {
         self.inner.batch_item_counts().await
     }
+    async fn claim_requests(
+        &self,
+        node: anchorage_core::NodeId,
+        wanted: i64,
+        team_quota: Option<i64>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RequestRecord>> {
+        self.inner.claim_requests(node, wanted, team_quota, now).await
+    }
+
+    async fn team_load(&self, team_id: TeamId, now: Timestamp) -> StoreResult<i64> {
+        self.inner.team_load(team_id, now).await
+    }
+
+    async fn queued_requests(&self) -> StoreResult<i64> {
+        self.inner.queued_requests().await
+    }
+
+    async fn session_node(&self, session_id: SessionId) -> StoreResult<Option<anchorage_core::NodeId>> {
+        self.inner.session_node(session_id).await
+    }
+
     async fn recover_node(
         &self,
         node: anchorage_core::NodeId,
@@ -490,9 +516,13 @@ fn settings() -> FleetSettings {
         recordings: None,
         default_recording: false,
         default_headless: true,
-        node: None,
+        node: NODE,
+        peers: None,
     }
 }
+
+/// The node the fleet under test runs as.
+const NODE: anchorage_core::NodeId = anchorage_core::NodeId::from_u128(0x0a0b);
 
 async fn harness(settings: FleetSettings) -> Harness {
     let store = Arc::new(FaultyStore {
@@ -502,6 +532,18 @@ async fn harness(settings: FleetSettings) -> Harness {
     });
     let team_a = store.create_team("a").await.unwrap().id;
     let team_b = store.create_team("b").await.unwrap().id;
+    // Registered for longer than a test runs, so its claims hold.
+    store
+        .register_node(&anchorage_store::NodeRecord {
+            id: NODE,
+            url: "http://127.0.0.1:1".into(),
+            max_sessions: settings.max_sessions as i64,
+            started_at: Timestamp::now(),
+            lease_until: Timestamp::from_millis(Timestamp::now().as_millis() + 3_600_000),
+            live_sessions: 0,
+        })
+        .await
+        .unwrap();
     let launcher = Arc::new(FakeLauncher::default());
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -642,10 +684,11 @@ async fn a_team_at_its_quota_waits_while_other_teams_go_on() {
     })
     .await;
     harness.submit_batch(harness.team_a, &["a0", "a1"]).await;
+    eventually("a0 runs", || harness.running() == 1).await;
     harness.submit(harness.team_b, body("b0")).await;
     eventually("a0 and b0 run", || harness.running() == 2).await;
-    assert!(harness.fleet.team_over_quota(harness.team_a));
-    assert_eq!(harness.fleet.gauges().queued_requests, 1);
+    assert!(harness.fleet.team_over_quota(harness.team_a).await.unwrap());
+    assert_eq!(harness.store.queued_requests().await.unwrap(), 1);
     harness.end_named("a0").await;
     eventually("a1 runs", || harness.launcher.session_urls().len() == 3).await;
     assert_eq!(harness.launcher.session_urls(), ["a0", "b0", "a1"]);
@@ -671,13 +714,13 @@ async fn no_more_launches_at_once_than_the_launch_concurrency_and_no_more_places
     gate.add_permits(10);
     eventually("three run", || harness.running() == 3).await;
     assert_eq!(harness.launcher.most_in_flight.load(Ordering::SeqCst), 2);
-    assert_eq!(harness.fleet.gauges().queued_requests, 2);
+    assert_eq!(harness.store.queued_requests().await.unwrap(), 2);
     harness.end_named("a0").await;
     eventually("a3 runs in a0's place", || {
         harness.running() == 3 && harness.launcher.session_urls().len() == 4
     })
     .await;
-    assert_eq!(harness.fleet.gauges().queued_requests, 1);
+    assert_eq!(harness.store.queued_requests().await.unwrap(), 1);
     harness.stop().await;
 }
 
@@ -770,7 +813,7 @@ async fn a_cancel_during_launch_stops_the_launches_and_nothing_of_the_batch_star
     gate.add_permits(10);
     let items = harness.store.batch_items(batch_id).await.unwrap();
     assert!(items.iter().all(|item| item.request.status == RequestStatus::Cancelled));
-    assert_eq!(harness.fleet.gauges().queued_requests, 0);
+    assert_eq!(harness.store.queued_requests().await.unwrap(), 0);
     assert_eq!(harness.launcher.requests().len(), 2);
     assert_eq!(harness.running(), 0);
     harness.stop().await;

@@ -391,6 +391,10 @@ struct Watcher {
 /// Changes arriving together are sent together, at most this often.
 const EVENTS_COALESCE: Duration = Duration::from_millis(100);
 
+/// How often a stream looks at the database for changes made by other
+/// nodes (this node's own changes wake it at once).
+const OTHER_NODES_LOOK: Duration = Duration::from_secs(1);
+
 impl Watcher {
     /// Waits until this batch changed (or the server stops); `false` when the
     /// stream must end.
@@ -399,6 +403,9 @@ impl Watcher {
             let next = tokio::select! {
                 next = self.changes.recv() => next,
                 () = self.state.fleet.shutting_down() => return false,
+                // Other nodes change the batch too (they launch and end its
+                // sessions): a look at the database catches what they did.
+                () = tokio::time::sleep(OTHER_NODES_LOOK) => break,
             };
             match next {
                 Ok(batch_id) if batch_id == self.batch_id => break,

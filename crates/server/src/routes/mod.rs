@@ -9,7 +9,9 @@ mod certificates;
 mod events;
 mod extensions;
 pub mod extract;
+mod forward;
 mod health;
+mod internal;
 mod live;
 mod openapi;
 mod profiles;
@@ -547,9 +549,11 @@ pub fn router(state: AppState) -> Router {
     by_path
         .into_iter()
         .fold(Router::new(), |router, (path, handlers)| router.route(path, handlers))
+        .merge(internal::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), forward::to_owner))
         .layer(middleware::from_fn(log_request))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             ApiError::internal("a request handler panicked").into_response()

@@ -92,7 +92,7 @@ pub(super) async fn new_request(
     // The options keep the proxy's password; the body as kept and shown does not.
     let mut configuration = configuration;
     anchorage_core::redact_configuration(&mut configuration);
-    if state.fleet.team_over_quota(caller.0.team_id) {
+    if state.fleet.team_over_quota(caller.0.team_id).await? {
         return Err(ApiError::TooManyRequests {
             message:
                 "your team has as many sessions running and queued as its quota allows; end one or try again later"

@@ -23,6 +23,8 @@ mod extensions;
 mod nodes;
 #[path = "../sql/profiles.rs"]
 mod profiles;
+#[path = "../sql/queue.rs"]
+mod queue;
 #[path = "../sql/recordings.rs"]
 mod recordings;
 #[path = "../sql/rows.rs"]
@@ -50,8 +52,9 @@ type SqlStore = PostgresStore;
 
 /// A new random id of 32 lowercase hex digits, as SQL.
 const NEW_ID: &str = "replace(gen_random_uuid()::text, '-', '')";
-/// The column that keeps a webhook's subscriptions in the order given.
-const SUBSCRIPTION_ORDER: &str = "seq";
+/// The column that orders a table's rows as they were inserted (start
+/// requests, a webhook's subscriptions).
+const INSERTION_ORDER: &str = "seq";
 /// A claim passes over rows another node's claim holds.
 const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 
@@ -59,7 +62,7 @@ const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 const WRITE_LOCK: i64 = 0x616e_6368_6f72;
 
 /// Each migration, in order; the index plus one is its version.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema_2.sql")];
 
 /// A store in a PostgreSQL database, shared by every node that opens it.
 #[derive(Debug, Clone)]

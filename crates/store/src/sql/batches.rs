@@ -416,7 +416,7 @@ impl SqlStore {
         };
         let retried = sqlx::query(&format!(
             "UPDATE start_requests SET status = 'pending', retry_count = retry_count + 1, attempts_left = $1, \
-             session_id = NULL, started_at = NULL, completed_at = NULL \
+             session_id = NULL, started_at = NULL, completed_at = NULL, claimed_by = NULL \
              WHERE batch_id = $2 AND {which} \
              AND EXISTS (SELECT 1 FROM batches b WHERE b.id = start_requests.batch_id AND b.team_id = $3 \
                          AND b.cancelled_at IS NULL)"

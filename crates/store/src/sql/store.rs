@@ -235,11 +235,15 @@ impl Store for SqlStore {
         Ok(result.rows_affected())
     }
 
-    async fn insert_request(&self, request: &RequestRecord) -> StoreResult<()> {
+    async fn insert_request(
+        &self,
+        request: &RequestRecord,
+        claimed_by: Option<anchorage_core::NodeId>,
+    ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO start_requests (id, team_id, api_key_id, api_key_name, batch_id, item_index, status, session_id, \
-             configuration, options, error, retry_count, metadata, created_at, started_at, completed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             configuration, options, error, retry_count, metadata, created_at, started_at, completed_at, claimed_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(request.id.to_string())
         .bind(request.team_id.to_string())
@@ -257,9 +261,32 @@ impl Store for SqlStore {
         .bind(request.created_at.as_millis())
         .bind(request.started_at.map(|at| at.as_millis()))
         .bind(request.completed_at.map(|at| at.as_millis()))
+        .bind(claimed_by.map(|node| node.to_string()))
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn claim_requests(
+        &self,
+        node: anchorage_core::NodeId,
+        wanted: i64,
+        team_quota: Option<i64>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RequestRecord>> {
+        self.claim_queued(node, wanted, team_quota, now).await
+    }
+
+    async fn team_load(&self, team_id: TeamId, now: Timestamp) -> StoreResult<i64> {
+        self.load_of_team(team_id, now).await
+    }
+
+    async fn queued_requests(&self) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM start_requests WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn request(&self, team_id: TeamId, request_id: RequestId) -> StoreResult<Option<RequestRecord>> {
@@ -707,6 +734,19 @@ impl Store for SqlStore {
         self.extend_lease(id, lease_until).await
     }
 
+    async fn session_node(&self, session_id: SessionId) -> StoreResult<Option<anchorage_core::NodeId>> {
+        let node: Option<Option<String>> = sqlx::query_scalar("SELECT node_id FROM sessions WHERE id = $1")
+            .bind(session_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        node.flatten()
+            .map(|text| {
+                text.parse()
+                    .map_err(|_| StoreError::Corrupt(format!("node_id holds {text:?}")))
+            })
+            .transpose()
+    }
+
     async fn nodes(&self) -> StoreResult<Vec<NodeRecord>> {
         self.node_rows().await
     }
@@ -783,6 +823,11 @@ impl Store for SqlStore {
         .bind(node.to_string())
         .execute(&mut *transaction)
         .await?;
+        // What it had claimed but not begun is anybody's again.
+        sqlx::query("UPDATE start_requests SET claimed_by = NULL WHERE status = 'pending' AND claimed_by = $1")
+            .bind(node.to_string())
+            .execute(&mut *transaction)
+            .await?;
         transaction.commit().await?;
         Ok(RecoveryReport {
             sessions_failed: failed.len() as u64,

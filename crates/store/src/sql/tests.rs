@@ -72,7 +72,7 @@ async fn rows_without_typed_options_read_them_from_their_body() {
     let body = json!({"browser": {"viewport": {"width": 800, "height": 600}}});
     let options = anchorage_core::SessionOptions::from_configuration(&body).expect("valid");
     let pending = RequestRecord::pending(team.id, None, body, options.clone(), Timestamp::now());
-    store.insert_request(&pending).await.expect("insert");
+    store.insert_request(&pending, None).await.expect("insert");
     sqlx::query("UPDATE start_requests SET options = NULL")
         .execute(&store.pool)
         .await
@@ -90,7 +90,7 @@ async fn a_request_keeps_its_typed_options() {
                       "timeout": {"idle_timeout": -1}}, "browser": {"viewport": {"width": 800, "height": 600}}});
     let options = anchorage_core::SessionOptions::from_configuration(&body).expect("valid");
     let pending = RequestRecord::pending(team.id, None, body.clone(), options.clone(), Timestamp::now());
-    store.insert_request(&pending).await.expect("insert");
+    store.insert_request(&pending, None).await.expect("insert");
     let read = store.request(team.id, pending.id).await.expect("get").expect("found");
     assert_eq!((read.options, read.configuration), (options.clone(), body));
     let queued = store.pending_requests().await.expect("pending");
@@ -286,7 +286,7 @@ async fn launch_lifecycle_and_races() {
     let store: &dyn Store = store.as_ref();
     let team = store.create_team("alpha").await.expect("team");
     let pending = request(team.id);
-    store.insert_request(&pending).await.expect("insert");
+    store.insert_request(&pending, None).await.expect("insert");
     assert_eq!(store.pending_requests().await.expect("pending").len(), 1);
 
     let first = session(team.id, pending.id, &["a", "b"]);
@@ -331,7 +331,7 @@ async fn an_end_during_launch_wins_over_the_launch() {
     let store: &dyn Store = store.as_ref();
     let team = store.create_team("alpha").await.expect("team");
     let pending = request(team.id);
-    store.insert_request(&pending).await.expect("insert");
+    store.insert_request(&pending, None).await.expect("insert");
     let starting = session(team.id, pending.id, &[]);
     assert!(store.begin_launch(pending.id, &starting).await.expect("begin"));
     assert!(store
@@ -353,7 +353,7 @@ async fn lists_filter_and_page() {
     let team = store.create_team("alpha").await.expect("team");
     for index in 0..5 {
         let pending = request(team.id);
-        store.insert_request(&pending).await.expect("insert");
+        store.insert_request(&pending, None).await.expect("insert");
         let tags: &[&str] = if index % 2 == 0 { &["even", "all"] } else { &["all"] };
         let new = session(team.id, pending.id, tags);
         assert!(store.begin_launch(pending.id, &new).await.expect("begin"));
@@ -957,7 +957,7 @@ mod webhooks {
         );
 
         let pending = super::request(team);
-        store.insert_request(&pending).await.expect("insert");
+        store.insert_request(&pending, None).await.expect("insert");
         let running = super::session(team, pending.id, &["tagged"]);
         assert!(store.begin_launch(pending.id, &running).await.expect("begin"));
         store
@@ -1072,7 +1072,7 @@ async fn nodes_hold_leases_and_release_only_their_own_or_dead_nodes_claims() {
     // A session launching on a node counts as one of its live sessions.
     let owner = store.create_team("owner").await.expect("team").id;
     let pending = request(owner);
-    store.insert_request(&pending).await.expect("insert");
+    store.insert_request(&pending, None).await.expect("insert");
     assert!(store
         .begin_launch(pending.id, &session(owner, pending.id, &[]))
         .await
@@ -1141,14 +1141,14 @@ async fn recovering_a_node_touches_its_own_sessions_only() {
     let mut launching = Vec::new();
     for node in [NODE, other] {
         let pending = request(team);
-        store.insert_request(&pending).await.expect("insert");
+        store.insert_request(&pending, None).await.expect("insert");
         let starting = SessionRecord {
             node_id: Some(node),
             ..session(team, pending.id, &[])
         };
         assert!(store.begin_launch(pending.id, &starting).await.expect("begin"));
         let ran = request(team);
-        store.insert_request(&ran).await.expect("insert");
+        store.insert_request(&ran, None).await.expect("insert");
         let running = SessionRecord {
             node_id: Some(node),
             ..session(team, ran.id, &[])
@@ -1161,6 +1161,8 @@ async fn recovering_a_node_touches_its_own_sessions_only() {
         launching.push((pending.id, starting.id, running.id));
     }
 
+    assert_eq!(store.session_node(launching[1].2).await.expect("owner"), Some(other));
+    assert_eq!(store.session_node(SessionId::new_random()).await.expect("owner"), None);
     let report = store
         .recover_node(NODE, "its node was lost", Timestamp::now())
         .await
@@ -1182,4 +1184,82 @@ async fn recovering_a_node_touches_its_own_sessions_only() {
     let request_status = |id| async move { store.request(team, id).await.expect("get").expect("found").status };
     assert_eq!(request_status(mine.0).await, RequestStatus::Pending);
     assert_eq!(request_status(theirs.0).await, RequestStatus::Processing);
+}
+
+/// Registers `id` as a node whose lease runs until `lease_until`.
+async fn register(store: &dyn Store, id: anchorage_core::NodeId, lease_until: Timestamp) {
+    store
+        .register_node(&crate::records::NodeRecord {
+            id,
+            url: format!("http://{id}.test"),
+            max_sessions: 4,
+            started_at: Timestamp::now(),
+            lease_until,
+            live_sessions: 0,
+        })
+        .await
+        .expect("register");
+}
+
+/// Nodes claim queued requests into their own queues: fair across teams,
+/// in queue order within one, never one claimed twice, a lost node's
+/// claims free again, and a team quota counts every node's load.
+#[tokio::test]
+async fn nodes_claim_queued_work_fairly_once_and_within_team_quotas() {
+    let (_dir, store) = open().await;
+    let store: &dyn Store = store.as_ref();
+    let now = Timestamp::now();
+    let later = Timestamp::from_millis(now.as_millis() + 60_000);
+    let (other, lost) = (
+        anchorage_core::NodeId::from_u128(0x0c0d),
+        anchorage_core::NodeId::from_u128(0x0e0f),
+    );
+    register(store, NODE, later).await;
+    register(store, other, later).await;
+    register(store, lost, Timestamp::from_millis(now.as_millis() - 1)).await;
+    let alpha = store.create_team("alpha").await.expect("team").id;
+    let beta = store.create_team("beta").await.expect("team").id;
+    let mut queued = std::collections::HashMap::new();
+    for (name, team) in [("a0", alpha), ("a1", alpha), ("b0", beta), ("a2", alpha), ("b1", beta)] {
+        let pending = request(team);
+        store.insert_request(&pending, None).await.expect("insert");
+        queued.insert(pending.id, name);
+    }
+    let names = |claimed: Vec<RequestRecord>| claimed.iter().map(|request| queued[&request.id]).collect::<Vec<_>>();
+
+    // Teams take turns, each in its own order.
+    let first = store.claim_requests(NODE, 3, None, now).await.expect("claim");
+    assert_eq!(names(first), ["a0", "b0", "a1"]);
+    // The rest go to the next node; nothing is claimed twice.
+    let second = store.claim_requests(other, 10, None, now).await.expect("claim");
+    assert_eq!(names(second), ["a2", "b1"]);
+    assert!(store
+        .claim_requests(NODE, 10, None, now)
+        .await
+        .expect("claim")
+        .is_empty());
+    assert_eq!(store.queued_requests().await.expect("count"), 5);
+    assert_eq!(store.team_load(alpha, now).await.expect("load"), 3);
+
+    // What a lost node claimed is anybody's; what it ran counts against its team.
+    let orphan = request(beta);
+    store.insert_request(&orphan, Some(lost)).await.expect("insert");
+    let taken = store.claim_requests(other, 10, None, now).await.expect("claim");
+    assert_eq!(taken.iter().map(|request| request.id).collect::<Vec<_>>(), [orphan.id]);
+
+    // With a quota of 2, alpha (3 claimed) gets nothing more; gamma gets 2.
+    let gamma = store.create_team("gamma").await.expect("team").id;
+    for team in [alpha, gamma, gamma, gamma] {
+        store.insert_request(&request(team), None).await.expect("insert");
+    }
+    let limited = store.claim_requests(NODE, 10, Some(2), now).await.expect("claim");
+    assert_eq!(
+        limited.iter().map(|request| request.team_id).collect::<Vec<_>>(),
+        [gamma, gamma]
+    );
+
+    // A restart gives back what the node had claimed but not begun.
+    store.recover_node(other, "restarted", now).await.expect("recover");
+    let freed = store.claim_requests(NODE, 10, None, now).await.expect("claim");
+    assert_eq!(freed.len(), 5, "a2, b1, the orphan, and what the quota held back");
 }

@@ -64,7 +64,7 @@ fn attempt_from_row(row: &DbRow) -> StoreResult<DeliveryAttempt> {
 async fn subscriptions(connection: &mut DbConnection, webhook_id: &str) -> StoreResult<Vec<String>> {
     let rows = sqlx::query(&format!(
         "SELECT event_type FROM webhook_subscriptions WHERE webhook_id = $1 ORDER BY {}",
-        super::SUBSCRIPTION_ORDER
+        super::INSERTION_ORDER
     ))
     .bind(webhook_id)
     .fetch_all(&mut *connection)

@@ -13,6 +13,8 @@ mod extensions;
 mod nodes;
 #[path = "../sql/profiles.rs"]
 mod profiles;
+#[path = "../sql/queue.rs"]
+mod queue;
 #[path = "../sql/recordings.rs"]
 mod recordings;
 #[path = "../sql/rows.rs"]
@@ -41,8 +43,9 @@ type SqlStore = SqliteStore;
 
 /// A new random id of 32 lowercase hex digits, as SQL.
 const NEW_ID: &str = "lower(hex(randomblob(16)))";
-/// The column that keeps a webhook's subscriptions in the order given.
-const SUBSCRIPTION_ORDER: &str = "rowid";
+/// The column that orders a table's rows as they were inserted (start
+/// requests, a webhook's subscriptions).
+const INSERTION_ORDER: &str = "rowid";
 /// Claims need no row locks here: the one writer has the rows to itself.
 const SKIP_LOCKED: &str = "";
 
@@ -57,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_7.sql"),
     include_str!("schema_8.sql"),
     include_str!("schema_9.sql"),
+    include_str!("schema_10.sql"),
 ];
 
 /// A store in one SQLite file.

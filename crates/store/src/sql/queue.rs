@@ -1,0 +1,172 @@
+//! The shared queue of start requests: nodes claim pending requests into
+//! their own queues as they have room (see `Store::claim_requests`).
+
+use std::collections::HashMap;
+
+use anchorage_core::{NodeId, TeamId, Timestamp};
+use sqlx::Row;
+
+use super::rows::request_from_row;
+use super::SqlStore;
+use crate::records::RequestRecord;
+use crate::StoreResult;
+
+/// Requests in nobody's queue: unclaimed, or claimed by a node whose lease
+/// ran out (`$1` is now).
+const CLAIMABLE: &str = "r.status = 'pending' AND (r.claimed_by IS NULL OR r.claimed_by NOT IN \
+     (SELECT n.id FROM nodes n WHERE n.lease_until >= $1))";
+
+impl SqlStore {
+    pub(super) async fn claim_queued(
+        &self,
+        node: NodeId,
+        wanted: i64,
+        team_quota: Option<i64>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RequestRecord>> {
+        if wanted <= 0 {
+            return Ok(Vec::new());
+        }
+        // A look without the write lock first: an idle node asks often.
+        let any: Option<i32> = sqlx::query_scalar(&format!("SELECT 1 FROM start_requests r WHERE {CLAIMABLE} LIMIT 1"))
+            .bind(now.as_millis())
+            .fetch_optional(&self.pool)
+            .await?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut transaction = super::write(&self.pool).await?;
+        // The teams with claimable work, least recently served first (never
+        // served before all), then by their oldest request; a team's
+        // requests go in the order they were queued (a batch's by index).
+        let teams: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT r.team_id FROM start_requests r LEFT JOIN team_turns t ON t.team_id = r.team_id \
+             WHERE {CLAIMABLE} GROUP BY r.team_id, t.turn \
+             ORDER BY CASE WHEN t.turn IS NULL THEN 0 ELSE 1 END, t.turn, MIN(r.{order}), r.team_id",
+            order = super::INSERTION_ORDER
+        ))
+        .bind(now.as_millis())
+        .fetch_all(&mut *transaction)
+        .await?;
+        if teams.is_empty() {
+            transaction.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let loads = match team_quota {
+            Some(_) => team_loads(&mut transaction, None, Pending::Claimed, now).await?,
+            None => HashMap::new(),
+        };
+        // Each team's next requests, as many as it may have and no more
+        // than wanted in all; then the teams take turns.
+        let mut lines = Vec::new();
+        for team in teams {
+            let room = match team_quota {
+                Some(quota) => quota - loads.get(&team).copied().unwrap_or(0),
+                None => wanted,
+            }
+            .min(wanted);
+            if room <= 0 {
+                continue;
+            }
+            let rows = sqlx::query(&format!(
+                "SELECT r.* FROM start_requests r WHERE {CLAIMABLE} AND r.team_id = $2 \
+                 ORDER BY r.{} LIMIT $3{}",
+                super::INSERTION_ORDER,
+                super::SKIP_LOCKED
+            ))
+            .bind(now.as_millis())
+            .bind(&team)
+            .bind(room)
+            .fetch_all(&mut *transaction)
+            .await?;
+            let line = rows.iter().map(request_from_row).collect::<StoreResult<Vec<_>>>()?;
+            lines.push(line.into_iter());
+        }
+        let mut claimed = Vec::new();
+        let mut served = Vec::new();
+        'turns: loop {
+            let mut any = false;
+            for line in &mut lines {
+                if claimed.len() as i64 >= wanted {
+                    break 'turns;
+                }
+                if let Some(request) = line.next() {
+                    if !served.contains(&request.team_id) {
+                        served.push(request.team_id);
+                    }
+                    claimed.push(request);
+                    any = true;
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        for request in &claimed {
+            sqlx::query("UPDATE start_requests SET claimed_by = $1 WHERE id = $2")
+                .bind(node.to_string())
+                .bind(request.id.to_string())
+                .execute(&mut *transaction)
+                .await?;
+        }
+        // The teams served now go to the back, in the order they were served.
+        for team in served {
+            sqlx::query(
+                "INSERT INTO team_turns (team_id, turn) \
+                 VALUES ($1, (SELECT COALESCE(MAX(turn), 0) + 1 FROM team_turns)) \
+                 ON CONFLICT (team_id) DO UPDATE SET turn = excluded.turn",
+            )
+            .bind(team.to_string())
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(claimed)
+    }
+
+    pub(super) async fn load_of_team(&self, team_id: TeamId, now: Timestamp) -> StoreResult<i64> {
+        let mut connection = self.pool.acquire().await?;
+        let loads = team_loads(&mut connection, Some(team_id), Pending::All, now).await?;
+        Ok(loads.get(&team_id.to_string()).copied().unwrap_or(0))
+    }
+}
+
+/// Which pending requests count towards a team's load.
+enum Pending {
+    /// Those in some live node's queue (what a claim weighs: the rest is
+    /// what it shares out).
+    Claimed,
+    /// Every one (what a new start is weighed against).
+    All,
+}
+
+/// Each team's browsers (launching and running, on every node) and its
+/// pending requests as `pending` says; with `only`, that team's alone.
+async fn team_loads(
+    connection: &mut super::DbConnection,
+    only: Option<TeamId>,
+    pending: Pending,
+    now: Timestamp,
+) -> StoreResult<HashMap<String, i64>> {
+    let team = match only {
+        Some(_) => " AND team_id = $2",
+        None => "",
+    };
+    let claimed = match pending {
+        Pending::Claimed => " AND claimed_by IN (SELECT n.id FROM nodes n WHERE n.lease_until >= $1)",
+        Pending::All => " AND $1 = $1",
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT team_id, COUNT(*) AS load FROM (\
+           SELECT team_id FROM sessions WHERE status IN ('starting', 'running'){team} \
+           UNION ALL SELECT team_id FROM start_requests WHERE status = 'pending'{team}{claimed}\
+         ) AS live GROUP BY team_id"
+    ))
+    .bind(now.as_millis())
+    .bind(only.map(|team| team.to_string()).unwrap_or_default())
+    .fetch_all(&mut *connection)
+    .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("team_id")?, row.try_get("load")?)))
+        .collect()
+}
