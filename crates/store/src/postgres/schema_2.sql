@@ -6,7 +6,10 @@
 ALTER TABLE start_requests ADD COLUMN claimed_by TEXT;
 -- The order requests were queued in (SQLite's rowid).
 ALTER TABLE start_requests ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY;
-CREATE INDEX start_requests_queue ON start_requests (status, team_id, created_at);
+-- The queue by team, in queue order.
+CREATE INDEX start_requests_queue ON start_requests (status, team_id, seq);
+-- A node's claimed requests (a claim weighs the teams' claimed loads).
+CREATE INDEX start_requests_claimed ON start_requests (claimed_by, status);
 
 CREATE TABLE team_turns (
     team_id   TEXT PRIMARY KEY,

@@ -36,18 +36,34 @@ impl SqlStore {
             return Ok(Vec::new());
         }
         let mut transaction = super::write(&self.pool).await?;
-        // The teams with claimable work, least recently served first (never
-        // served before all), then by their oldest request; a team's
-        // requests go in the order they were queued (a batch's by index).
-        let teams: Vec<String> = sqlx::query_scalar(&format!(
-            "SELECT r.team_id FROM start_requests r LEFT JOIN team_turns t ON t.team_id = r.team_id \
-             WHERE {CLAIMABLE} GROUP BY r.team_id, t.turn \
-             ORDER BY CASE WHEN t.turn IS NULL THEN 0 ELSE 1 END, t.turn, MIN(r.{order}), r.team_id",
-            order = super::INSERTION_ORDER
+        // The teams with pending work, each found by one probe of the queue
+        // index (a loose index scan: no pass over every pending request),
+        // with the oldest request it could give and its last turn.
+        let order = super::INSERTION_ORDER;
+        let rows = sqlx::query(&format!(
+            "WITH RECURSIVE waiting (team_id) AS ( \
+               SELECT MIN(team_id) FROM start_requests WHERE status = 'pending' \
+               UNION ALL SELECT (SELECT MIN(s.team_id) FROM start_requests s \
+                                 WHERE s.status = 'pending' AND s.team_id > w.team_id) \
+               FROM waiting w WHERE w.team_id IS NOT NULL) \
+             SELECT w.team_id, t.turn, \
+               (SELECT MIN(r.{order}) FROM start_requests r WHERE {CLAIMABLE} AND r.team_id = w.team_id) AS head \
+             FROM waiting w LEFT JOIN team_turns t ON t.team_id = w.team_id WHERE w.team_id IS NOT NULL"
         ))
         .bind(now.as_millis())
         .fetch_all(&mut *transaction)
         .await?;
+        // Least recently served first (never served before all), then by
+        // their oldest request.
+        let mut teams = Vec::new();
+        for row in &rows {
+            let head: Option<i64> = row.try_get("head")?;
+            if let Some(head) = head {
+                let turn: Option<i64> = row.try_get("turn")?;
+                teams.push((turn.is_some(), turn, head, row.try_get::<String, _>("team_id")?));
+            }
+        }
+        teams.sort();
         if teams.is_empty() {
             transaction.rollback().await?;
             return Ok(Vec::new());
@@ -56,10 +72,14 @@ impl SqlStore {
             Some(_) => team_loads(&mut transaction, None, Pending::Claimed, now).await?,
             None => HashMap::new(),
         };
-        // Each team's next requests, as many as it may have and no more
+        // The next requests of as many teams as could take a turn (each
+        // gives one per round), as many each as it may have and no more
         // than wanted in all; then the teams take turns.
         let mut lines = Vec::new();
-        for team in teams {
+        for (_, _, _, team) in teams {
+            if lines.len() as i64 >= wanted {
+                break;
+            }
             let room = match team_quota {
                 Some(quota) => quota - loads.get(&team).copied().unwrap_or(0),
                 None => wanted,
@@ -70,8 +90,7 @@ impl SqlStore {
             }
             let rows = sqlx::query(&format!(
                 "SELECT r.* FROM start_requests r WHERE {CLAIMABLE} AND r.team_id = $2 \
-                 ORDER BY r.{} LIMIT $3{}",
-                super::INSERTION_ORDER,
+                 ORDER BY r.{order} LIMIT $3{}",
                 super::SKIP_LOCKED
             ))
             .bind(now.as_millis())

@@ -4,7 +4,10 @@
 -- each team's last turn (a counter: the smallest turn, or none, was served
 -- least recently), for the fair order of claims.
 ALTER TABLE start_requests ADD COLUMN claimed_by TEXT;
-CREATE INDEX start_requests_queue ON start_requests (status, team_id, created_at);
+-- The queue by team; SQLite orders equal keys by rowid, the queue order.
+CREATE INDEX start_requests_queue ON start_requests (status, team_id);
+-- A node's claimed requests (a claim weighs the teams' claimed loads).
+CREATE INDEX start_requests_claimed ON start_requests (claimed_by, status);
 
 CREATE TABLE team_turns (
     team_id   TEXT PRIMARY KEY,
