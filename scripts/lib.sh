@@ -99,7 +99,6 @@ start_test_postgres() {
             -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=500 -c fsync=off \
                 -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=128MB" >/dev/null; then
             TEST_POSTGRES_DIR="$dir"
-            TEST_POSTGRES_RUN=("${run[@]}")
             export ANCHORAGE_TEST_POSTGRES_URL="postgres://anchorage@127.0.0.1:$port/postgres"
             say "PostgreSQL for the tests at $ANCHORAGE_TEST_POSTGRES_URL"
             return
@@ -111,8 +110,16 @@ start_test_postgres() {
 
 stop_test_postgres() {
     if [ -n "${TEST_POSTGRES_DIR:-}" ]; then
-        "${TEST_POSTGRES_RUN[@]}" "$(postgres_bin)/pg_ctl" -D "$TEST_POSTGRES_DIR/data" -m immediate -w stop \
-            >/dev/null 2>&1 || true
+        stop_postgres_in "$TEST_POSTGRES_DIR"
         TEST_POSTGRES_DIR=
     fi
+}
+
+# Stops the cluster start_test_postgres started in $1 (as the user it runs as).
+stop_postgres_in() {
+    local dir="$1" run=()
+    if [ "$(id -u)" = 0 ]; then
+        run=(runuser -u "$(stat -c %U "$dir")" --)
+    fi
+    "${run[@]}" "$(postgres_bin)/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
 }

@@ -128,6 +128,19 @@ def browser_pids(data_dir: pathlib.Path) -> list[int]:
     return found
 
 
+def wait_for_port(port, process):
+    """Waits until the server `process` listens on `port`."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("anchorage did not start")
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def server():
     binary = os.environ.get("ANCHORAGE_BIN", str(REPO / "target" / "debug" / "anchorage"))
@@ -143,15 +156,7 @@ def server():
     )
     process = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL)
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("anchorage did not start")
-            time.sleep(0.05)
+    wait_for_port(port, process)
     yield {"base_url": base_url, "data_dir": data_dir}
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0

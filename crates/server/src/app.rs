@@ -223,6 +223,7 @@ impl App {
                 data_dir.join("recordings"),
                 ffmpeg,
                 config.recording_retention,
+                node,
             ))
         });
         if config.default_recording && recordings.is_none() {

@@ -37,11 +37,15 @@ pub struct Recordings {
     ffmpeg: PathBuf,
     ffprobe: Option<PathBuf>,
     retention: Duration,
+    /// The node these files are on: it recovers and sweeps its own
+    /// sessions' recordings, not the other nodes'.
+    node: anchorage_core::NodeId,
 }
 
 impl Recordings {
-    /// Recordings under `root`, encoded by `ffmpeg`, kept for `retention`.
-    pub fn new(root: PathBuf, ffmpeg: PathBuf, retention: Duration) -> Self {
+    /// Recordings of `node`'s sessions under `root`, encoded by `ffmpeg`,
+    /// kept for `retention`.
+    pub fn new(root: PathBuf, ffmpeg: PathBuf, retention: Duration, node: anchorage_core::NodeId) -> Self {
         let ffprobe = ffmpeg
             .parent()
             .map(|dir| dir.join("ffprobe"))
@@ -52,6 +56,7 @@ impl Recordings {
             ffmpeg,
             ffprobe,
             retention,
+            node,
         }
     }
 
@@ -156,7 +161,7 @@ impl Recordings {
         if killed > 0 {
             tracing::warn!(killed, "killed encoders a previous run left");
         }
-        let unfinished = store.recordings_in("recording", None).await?;
+        let unfinished = store.recordings_in("recording", None, Some(self.node)).await?;
         for recording in &unfinished {
             let file = self.file(recording.session_id, &recording.id);
             let size = file_size(&file).await;
@@ -189,7 +194,7 @@ impl Recordings {
         let before = Timestamp::from_millis(Timestamp::now().as_millis() - self.retention.as_millis() as i64);
         let mut removed = 0;
         for status in ["ready", "failed"] {
-            for recording in store.recordings_in(status, Some(before)).await? {
+            for recording in store.recordings_in(status, Some(before), Some(self.node)).await? {
                 self.remove_file(recording.session_id, &recording.id).await;
                 if store
                     .delete_recording(recording.team_id, recording.session_id, &recording.id)

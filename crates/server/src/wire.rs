@@ -175,6 +175,9 @@ pub struct LiveSessionItem {
     pub created_at: String,
     /// Its live view (an anchorage addition).
     pub live_view_url: String,
+    /// The node its browser runs on (an anchorage addition; see `anchorage nodes`).
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub node_id: Option<anchorage_core::NodeId>,
 }
 
 /// A page of the session history.

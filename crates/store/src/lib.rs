@@ -394,8 +394,14 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
     ) -> StoreResult<Option<RecordingRecord>>;
     /// Recordings in a status (every team's), oldest first: `recording` ones
-    /// after a restart, and finished ones ended before `ended_before` (retention).
-    async fn recordings_in(&self, status: &str, ended_before: Option<Timestamp>) -> StoreResult<Vec<RecordingRecord>>;
+    /// after a restart, and finished ones ended before `ended_before`
+    /// (retention); with `node`, only those of sessions that ran on it.
+    async fn recordings_in(
+        &self,
+        status: &str,
+        ended_before: Option<Timestamp>,
+        node: Option<anchorage_core::NodeId>,
+    ) -> StoreResult<Vec<RecordingRecord>>;
 
     /// Registers a node (or the same node again after a restart) with a
     /// lease until `record.lease_until`.

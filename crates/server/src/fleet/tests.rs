@@ -486,8 +486,9 @@ impl Store for FaultyStore {
         &self,
         status: &str,
         ended_before: Option<Timestamp>,
+        node: Option<anchorage_core::NodeId>,
     ) -> StoreResult<Vec<anchorage_store::RecordingRecord>> {
-        self.inner.recordings_in(status, ended_before).await
+        self.inner.recordings_in(status, ended_before, node).await
     }
 }
 

@@ -420,6 +420,7 @@ pub async fn all_status(
             created_at: session.created_at.to_string(),
             live_view_url: state.live_view_url(session.id),
             tags: session.tags,
+            node_id: session.node_id,
         })
         .collect();
     Ok(Data::of(LiveSessions { count: total, items }))

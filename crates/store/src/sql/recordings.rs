@@ -127,13 +127,19 @@ impl SqlStore {
         &self,
         status: &str,
         ended_before: Option<Timestamp>,
+        node: Option<anchorage_core::NodeId>,
     ) -> StoreResult<Vec<RecordingRecord>> {
+        // A session without a node is from before nodes were recorded.
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM recordings WHERE status = $1 AND ($2 IS NULL OR ended_at < $3) ORDER BY created_at, id"
+            "SELECT {COLUMNS} FROM recordings WHERE status = $1 AND ($2 IS NULL OR ended_at < $3) \
+             AND ($4 IS NULL OR session_id IN (SELECT s.id FROM sessions s WHERE s.node_id = $5 OR s.node_id IS NULL)) \
+             ORDER BY created_at, id"
         ))
         .bind(status)
         .bind(ended_before.map(|at| at.as_millis()))
         .bind(ended_before.map(|at| at.as_millis()))
+        .bind(node.map(|node| node.to_string()))
+        .bind(node.map(|node| node.to_string()))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(recording_from_row).collect()

@@ -788,8 +788,13 @@ impl Store for SqlStore {
         self.remove_recording(team_id, session_id, id).await
     }
 
-    async fn recordings_in(&self, status: &str, ended_before: Option<Timestamp>) -> StoreResult<Vec<RecordingRecord>> {
-        self.recordings_with(status, ended_before).await
+    async fn recordings_in(
+        &self,
+        status: &str,
+        ended_before: Option<Timestamp>,
+        node: Option<anchorage_core::NodeId>,
+    ) -> StoreResult<Vec<RecordingRecord>> {
+        self.recordings_with(status, ended_before, node).await
     }
 
     async fn recover_node(

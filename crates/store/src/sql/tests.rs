@@ -989,7 +989,12 @@ async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
     let now = Timestamp::now();
     let hook = webhooks::webhook(team, &["session.recording.ready"]);
     assert!(store.create_webhook(&hook, 5).await.expect("webhook"));
-    let session_id = SessionId::new_random();
+    // A session this node (NODE) runs.
+    let pending = request(team);
+    store.insert_request(&pending, None).await.expect("insert");
+    let running = session(team, pending.id, &[]);
+    assert!(store.begin_launch(pending.id, &running).await.expect("begin"));
+    let session_id = running.id;
     let recording = crate::RecordingRecord {
         id: "rec-1".to_owned(),
         session_id,
@@ -1002,7 +1007,24 @@ async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
         ended_at: None,
     };
     store.create_recording(&recording).await.expect("create");
-    assert_eq!(store.recordings_in("recording", None).await.expect("list").len(), 1);
+    assert_eq!(
+        store.recordings_in("recording", None, None).await.expect("list").len(),
+        1
+    );
+    assert_eq!(
+        store
+            .recordings_in("recording", None, Some(NODE))
+            .await
+            .expect("mine")
+            .len(),
+        1
+    );
+    let elsewhere = anchorage_core::NodeId::from_u128(0x0c0d);
+    assert!(store
+        .recordings_in("recording", None, Some(elsewhere))
+        .await
+        .expect("another node's")
+        .is_empty());
     assert!(store
         .finish_recording("rec-1", "ready", 1234, 5000, None, Timestamp::now())
         .await
@@ -1030,7 +1052,14 @@ async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
     assert_eq!(body["type"], json!("session.recording.ready"));
     assert_eq!(body["data"]["recording_id"], json!("rec-1"));
     let later = Timestamp::from_millis(Timestamp::now().as_millis() + 1000);
-    assert_eq!(store.recordings_in("ready", Some(later)).await.expect("old").len(), 1);
+    assert_eq!(
+        store
+            .recordings_in("ready", Some(later), Some(NODE))
+            .await
+            .expect("old")
+            .len(),
+        1
+    );
     assert!(store
         .delete_recording(other, session_id, "rec-1")
         .await

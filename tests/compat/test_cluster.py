@@ -1,0 +1,99 @@
+"""The official SDK against two anchorage nodes sharing one PostgreSQL
+database (a fresh schema in the cluster the test command starts): each
+client speaks to one node only, and every call works whichever node runs
+the session; answers load with strict validation."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.parse
+
+import anchorbrowser
+import pytest
+from playwright.sync_api import sync_playwright
+
+from conftest import API_KEY, PAGE_TITLE, REPO, browser_pids, free_port, wait_for_port
+
+
+def _database():
+    base = os.environ.get("ANCHORAGE_TEST_POSTGRES_URL")
+    if not base:
+        pytest.fail("ANCHORAGE_TEST_POSTGRES_URL is not set: run the tests with ./scripts/test, which starts PostgreSQL")
+    schema = f"compat_{os.getpid()}_{int(time.time() * 1000)}"
+    subprocess.run(["psql", "-q", base, "-c", f"CREATE SCHEMA {schema}"], check=True)
+    return f"{base}?options={urllib.parse.quote(f'-c search_path={schema}')}"
+
+
+@pytest.fixture(scope="module")
+def nodes():
+    binary = os.environ.get("ANCHORAGE_BIN", str(REPO / "target" / "debug" / "anchorage"))
+    url = _database()
+    started = []
+    for _ in range(2):
+        data_dir = pathlib.Path(tempfile.mkdtemp(prefix="anchorage-compat-node-"))
+        port = free_port()
+        env = dict(os.environ, ANCHORAGE_LISTEN=f"127.0.0.1:{port}", ANCHORAGE_DATA_DIR=str(data_dir),
+                   ANCHORAGE_API_KEY=API_KEY, ANCHORAGE_MAX_SESSIONS="1", ANCHORAGE_POOL_SIZE="0",
+                   ANCHORAGE_LOG="warn", ANCHORAGE_DATABASE_URL=url)
+        process = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL)
+        wait_for_port(port, process)
+        started.append({"base_url": f"http://127.0.0.1:{port}", "data_dir": data_dir, "process": process})
+    yield started
+    for node in started:
+        node["process"].send_signal(signal.SIGTERM)
+    for node in started:
+        assert node["process"].wait(timeout=60) == 0
+        assert browser_pids(node["data_dir"]) == [], "browsers left after shutdown"
+
+
+def _client(node):
+    return anchorbrowser.Anchorbrowser(api_key=API_KEY, base_url=node["base_url"], _strict_response_validation=True)
+
+
+def test_the_sdk_works_through_either_node_whichever_runs_the_session(nodes, page_url):
+    first, second = _client(nodes[0]), _client(nodes[1])
+    # One place per node: the second start arrives at a full node, another
+    # node serves it, and the answer waits for it as on one node.
+    here = first.sessions.create_session(session={"initial_url": page_url})
+    there = first.sessions.create_session(session={"initial_url": page_url})
+    assert {len(browser_pids(node["data_dir"])) > 0 for node in nodes} == {True}
+
+    # Playwright through the first node's cdp_url reaches the browser on the second.
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.connect_over_cdp(there.data.cdp_url)
+        page = browser.contexts[0].pages[0]
+        page.wait_for_load_state()
+        assert page.title() == PAGE_TITLE
+        browser.close()
+
+    # Actions and reads through the node that does not run the session.
+    for client, session in ((second, here), (first, there)):
+        png = client.sessions.get_session_screenshot(session.data.id).read()
+        assert png.startswith(b"\x89PNG")
+        client.sessions.mouse_click(session.data.id, x=10, y=10)
+        assert any(item.title == PAGE_TITLE for item in client.sessions.get_session_pages(session.data.id).data.items)
+    status = second.sessions.get_all_sessions_status()
+    assert status.data.count == 2
+
+    # Ends through the other node; both browsers are gone moments later.
+    assert second.sessions.delete_session(here.data.id).data.status == "ok"
+    assert first.sessions.delete_session(there.data.id).data.status == "ok"
+    deadline = time.monotonic() + 10
+    while any(browser_pids(node["data_dir"]) for node in nodes):
+        assert time.monotonic() < deadline, "a browser outlived its DELETE"
+        time.sleep(0.05)
+
+    # A batch sent to one node runs on both (one item still waits for a
+    # place) and is cancelled from the other.
+    batch_id = str(second.batch_sessions.create_batch_session(count=3).data.batch_id)
+    deadline = time.monotonic() + 60
+    while (first.batch_sessions.get_batch_session(batch_id).data.completed_requests or 0) < 2:
+        assert time.monotonic() < deadline, "the batch never filled both nodes"
+        time.sleep(0.1)
+    assert {len(browser_pids(node["data_dir"])) > 0 for node in nodes} == {True}
+    cancelled = first.batch_sessions.update_batch_session(batch_id, status="cancelled")
+    assert cancelled.data.status == "cancelled"
+    assert all(browser_pids(node["data_dir"]) == [] for node in nodes)
