@@ -8,6 +8,7 @@ import pathlib
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -74,6 +75,7 @@ def test_the_sdk_works_through_either_node_whichever_runs_the_session(nodes, pag
         png = client.sessions.get_session_screenshot(session.data.id).read()
         assert png.startswith(b"\x89PNG")
         client.sessions.mouse_click(session.data.id, x=10, y=10)
+        assert client.tools.screenshot_webpage(session_id=session.data.id).read().startswith(b"\x89PNG")
         assert any(item.title == PAGE_TITLE for item in client.sessions.get_session_pages(session.data.id).data.items)
     status = second.sessions.get_all_sessions_status()
     assert status.data.count == 2
@@ -97,3 +99,21 @@ def test_the_sdk_works_through_either_node_whichever_runs_the_session(nodes, pag
     cancelled = first.batch_sessions.update_batch_session(batch_id, status="cancelled")
     assert cancelled.data.status == "cancelled"
     assert all(browser_pids(node["data_dir"]) == [] for node in nodes)
+
+
+def test_a_named_event_signalled_on_one_node_reaches_a_waiter_on_another(nodes):
+    first, second = _client(nodes[0]), _client(nodes[1])
+    got = {}
+
+    def wait():
+        got["event"] = second.events.wait_for_event("cluster-ready", timeout_ms=20_000)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    # The waiter is registered once its request arrived; signals before that are not kept.
+    deadline = time.monotonic() + 10
+    while waiter.is_alive() and "event" not in got and time.monotonic() < deadline:
+        first.events.signal_event("cluster-ready", data={"step": "approved"})
+        waiter.join(timeout=0.2)
+    waiter.join(timeout=20)
+    assert got["event"].data == {"step": "approved"}

@@ -1,7 +1,7 @@
 //! The other nodes of a shared database, as this node reaches them: which
-//! node runs a session, and the two internal calls one node makes on
-//! another (end a session it runs; stop what it runs and launches of a
-//! batch). The calls carry the node key (`TokenSigner::node_key`), which
+//! node runs a session, and the internal calls one node makes on another
+//! (end a session it runs; stop what it runs and launches of a batch; pass
+//! on a named event's signal to its waiters). The calls carry the node key (`TokenSigner::node_key`), which
 //! every node derives from the database's shared secret and no client has.
 //!
 //! Why calls rather than rows a node is woken for: the answer of an end or
@@ -33,6 +33,17 @@ pub struct EndCall {
     pub status: String,
     /// Why, as recorded.
     pub reason: String,
+}
+
+/// A named event's signal passed to another node.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SignalCall {
+    /// The team whose event it is.
+    pub team_id: String,
+    /// The event's name.
+    pub name: String,
+    /// Its data.
+    pub data: serde_json::Value,
 }
 
 /// The answer of an internal end.
@@ -151,6 +162,31 @@ impl Peers {
         };
         let _: serde_json::Value = self.call(reqwest::Method::POST, &url, Some(&call)).await?;
         Ok(())
+    }
+
+    /// Passes a named event's signal to every other live node, for the
+    /// waiters there (a node that cannot be reached is logged and skipped:
+    /// a signal with nobody to hear it is not kept anyway).
+    pub async fn signal_everywhere(&self, team: anchorage_core::TeamId, name: &str, data: &serde_json::Value) {
+        let others = match self.others().await {
+            Ok(others) => others,
+            Err(error) => return tracing::warn!(%error, "cannot pass an event's signal to the other nodes"),
+        };
+        let call = SignalCall {
+            team_id: team.to_string(),
+            name: name.to_owned(),
+            data: data.clone(),
+        };
+        let sends = others.iter().map(|node| {
+            let url = join(&node.url, "internal/v1/events/signal");
+            let request = self.internal(reqwest::Method::POST, &url).json(&call);
+            async move { (node, request.send().await.and_then(reqwest::Response::error_for_status)) }
+        });
+        for (node, result) in futures_util::future::join_all(sends).await {
+            if let Err(error) = result {
+                tracing::warn!(node = %node.id, %error, "a node did not take an event's signal");
+            }
+        }
     }
 
     async fn call<T: serde::de::DeserializeOwned>(

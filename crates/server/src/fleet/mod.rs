@@ -140,6 +140,15 @@ impl std::fmt::Debug for Fleet {
     }
 }
 
+/// Which queue a synchronous start goes into.
+#[derive(Debug, Clone, Copy)]
+enum Placement {
+    /// This node's when it has room, else the shared one.
+    HereIfRoom,
+    /// This node's, whatever its room.
+    Here,
+}
+
 /// A synchronous start, accepted. Dropping it before the outcome (the
 /// client hung up) withdraws the request: a pending one is cancelled, a
 /// launching or running one has its session ended.
@@ -359,6 +368,11 @@ impl Fleet {
         if self.room() == 0 {
             return self.submit(request).await;
         }
+        self.submit_here(request).await
+    }
+
+    /// Persists a start in this node's own queue.
+    async fn submit_here(&self, request: RequestRecord) -> Result<(), StoreError> {
         self.store.insert_request(&request, Some(self.settings.node)).await?;
         self.admission.push(request);
         Ok(())
@@ -369,6 +383,21 @@ impl Fleet {
     /// made only once the row exists, so a caller that leaves at any point
     /// either left no row, or drops a ticket that withdraws it.
     pub async fn submit_waiting(self: &Arc<Self>, request: RequestRecord) -> Result<StartTicket, StoreError> {
+        self.submit_waiting_on(request, Placement::HereIfRoom).await
+    }
+
+    /// As [`Fleet::submit_waiting`], for a start this node must serve itself
+    /// (a one-shot tool's own session, which it then drives): it waits in
+    /// this node's queue even when the node is full.
+    pub async fn submit_waiting_here(self: &Arc<Self>, request: RequestRecord) -> Result<StartTicket, StoreError> {
+        self.submit_waiting_on(request, Placement::Here).await
+    }
+
+    async fn submit_waiting_on(
+        self: &Arc<Self>,
+        request: RequestRecord,
+        placement: Placement,
+    ) -> Result<StartTicket, StoreError> {
         let (answer, answered) = oneshot::channel();
         let fleet = Arc::clone(self);
         self.tasks.spawn(async move {
@@ -377,7 +406,11 @@ impl Fleet {
             if let Ok(mut waiters) = fleet.waiters.lock() {
                 waiters.insert(request_id, sender);
             }
-            let ticket = match fleet.submit_here_if_room(request).await {
+            let submitted = match placement {
+                Placement::HereIfRoom => fleet.submit_here_if_room(request).await,
+                Placement::Here => fleet.submit_here(request).await,
+            };
+            let ticket = match submitted {
                 Ok(()) => Ok(StartTicket {
                     fleet: Arc::clone(&fleet),
                     team_id,

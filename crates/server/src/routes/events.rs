@@ -51,7 +51,11 @@ pub async fn signal(
             "data is required: an object for the waiters".to_owned(),
         ));
     };
-    state.events.signal(caller.0.team_id, &name, data);
+    state.events.signal(caller.0.team_id, &name, data.clone());
+    // Waiters on the other nodes of the database hear it too.
+    if let Some(peers) = state.fleet.peers() {
+        peers.signal_everywhere(caller.0.team_id, &name, &data).await;
+    }
     Ok(Data::of(Success { status: "success" }))
 }
 

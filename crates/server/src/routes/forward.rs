@@ -6,6 +6,9 @@
 //! answer passed back as it went. A WebSocket is passed through as bytes
 //! after the owner switched protocols, so nothing is decoded twice.
 //!
+//! The same goes for a one-shot tool given a `sessionId` and a profile
+//! made from a running session (`session_id` in its body).
+//!
 //! A forwarded request carries `anchorage-forwarded-by` and is never
 //! forwarded again: the owner answers it as it would answer a request sent
 //! to it directly. Reads of the database (`GET /v1/sessions/{id}`, lists,
@@ -38,7 +41,15 @@ const HOP_BY_HOP: &[&str] = &[
 /// Passes a request to the node that runs its session when that is
 /// another live node; otherwise lets this node answer it.
 pub async fn to_owner(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(session_id) = acting_on(request.method(), request.uri()) else {
+    let (session_id, request) = if is_profile_from_session(request.method(), request.uri()) {
+        match named_in_body(&state, request).await {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        }
+    } else {
+        (acting_on(request.method(), request.uri()), request)
+    };
+    let Some(session_id) = session_id else {
         return next.run(request).await;
     };
     if request.headers().contains_key(FORWARDED_HEADER) || state.fleet.live_session_any_team(session_id).is_some() {
@@ -63,7 +74,8 @@ fn acting_on(method: &Method, uri: &axum::http::Uri) -> Option<SessionId> {
         ["v1", "sessions", id] if method == Method::DELETE => id,
         ["v1", "sessions", id, _, ..] => id,
         ["cdp", id] | ["live", id] | ["live", id, "stream"] => id,
-        [""] => {
+        // The one-shot tools and the SDK's CDP form name it in the query.
+        [""] | ["v1", "tools", ..] => {
             let query = uri.query()?;
             return url::form_urlencoded::parse(query.as_bytes())
                 .find(|(key, _)| key == "sessionId")
@@ -72,6 +84,26 @@ fn acting_on(method: &Method, uri: &axum::http::Uri) -> Option<SessionId> {
         _ => return None,
     };
     id.parse().ok()
+}
+
+/// `POST /v1/profiles`: a profile made from a running session is saved by
+/// the node that runs it.
+fn is_profile_from_session(method: &Method, uri: &axum::http::Uri) -> bool {
+    method == Method::POST && uri.path().trim_end_matches('/') == "/v1/profiles"
+}
+
+/// The `session_id` a JSON body names, and the request again with the
+/// same body (read whole, within the body limit; a body that is not JSON
+/// names none and is left to the handler to refuse).
+async fn named_in_body(state: &AppState, request: Request) -> Result<(Option<SessionId>, Request), Response> {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(state.max_body_bytes).into_response())?;
+    let session_id = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|value| value.get("session_id")?.as_str()?.parse().ok());
+    Ok((session_id, Request::from_parts(parts, Body::from(bytes))))
 }
 
 async fn forward(state: &AppState, owner: &str, mut request: Request) -> Result<Response, ApiError> {

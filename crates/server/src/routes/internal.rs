@@ -18,6 +18,7 @@ pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/internal/v1/sessions/{session_id}/end", post(end_session))
         .route("/internal/v1/batches/{batch_id}/stop", post(stop_batch))
+        .route("/internal/v1/events/signal", post(signal))
         .layer(axum::middleware::from_fn_with_state(state, node_only))
 }
 
@@ -70,5 +71,18 @@ async fn stop_batch(
         .parse()
         .map_err(|_| ApiError::NotFound("no such batch".to_owned()))?;
     state.fleet.stop_batch_here(batch_id, &call.reason).await;
+    Ok(Json(serde_json::json!({})))
+}
+
+/// A named event signalled on another node: this node's waiters get it.
+async fn signal(
+    State(state): State<AppState>,
+    Json(call): Json<crate::peers::SignalCall>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let team = call
+        .team_id
+        .parse()
+        .map_err(|_| ApiError::BadRequest("team_id must be a team's id".to_owned()))?;
+    state.events.signal(team, &call.name, call.data);
     Ok(Json(serde_json::json!({})))
 }

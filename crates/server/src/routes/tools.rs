@@ -107,7 +107,8 @@ async fn on_tool_page<T>(
                 );
             }
             let request = super::sessions::new_request(state, caller, Value::Object(configuration)).await?;
-            let ticket = state.fleet.submit_waiting(request).await?;
+            // Served here: this node drives the tool's page.
+            let ticket = state.fleet.submit_waiting_here(request).await?;
             let session_id = match ticket.outcome().await {
                 Some(StartOutcome::Started(session_id)) => session_id,
                 Some(StartOutcome::Failed(reason)) => {
