@@ -180,8 +180,6 @@ pub trait Store: Send + Sync + 'static {
     async fn request(&self, team_id: TeamId, request_id: RequestId) -> StoreResult<Option<RequestRecord>>;
     /// Cancels a request that has not started; `false` if it had.
     async fn cancel_pending_request(&self, request_id: RequestId, at: Timestamp) -> StoreResult<bool>;
-    /// Every `pending` request, oldest first.
-    async fn pending_requests(&self) -> StoreResult<Vec<RequestRecord>>;
     /// Moves a `pending` request to `processing` and inserts its session as
     /// `starting`, together. `false` if the request was no longer pending.
     async fn begin_launch(&self, request_id: RequestId, session: &SessionRecord) -> StoreResult<bool>;

@@ -202,9 +202,6 @@ impl Store for FaultyStore {
     async fn cancel_pending_request(&self, request_id: RequestId, at: Timestamp) -> StoreResult<bool> {
         self.inner.cancel_pending_request(request_id, at).await
     }
-    async fn pending_requests(&self) -> StoreResult<Vec<RequestRecord>> {
-        self.inner.pending_requests().await
-    }
     async fn begin_launch(&self, request_id: RequestId, session: &SessionRecord) -> StoreResult<bool> {
         let fail = self
             .begin_launch_failures

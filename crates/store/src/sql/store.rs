@@ -315,15 +315,6 @@ impl Store for SqlStore {
         Ok(result.rows_affected() > 0)
     }
 
-    async fn pending_requests(&self) -> StoreResult<Vec<RequestRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM start_requests WHERE status = 'pending' ORDER BY created_at, batch_id, item_index, id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(request_from_row).collect()
-    }
-
     async fn begin_launch(&self, request_id: RequestId, session: &SessionRecord) -> StoreResult<bool> {
         let mut transaction = super::write(&self.pool).await?;
         let moved = sqlx::query(&format!(

@@ -93,8 +93,12 @@ async fn a_request_keeps_its_typed_options() {
     store.insert_request(&pending, None).await.expect("insert");
     let read = store.request(team.id, pending.id).await.expect("get").expect("found");
     assert_eq!((read.options, read.configuration), (options.clone(), body));
-    let queued = store.pending_requests().await.expect("pending");
-    assert_eq!(queued.first().map(|request| &request.options), Some(&options));
+    // As a node's claim reads it, too.
+    let claimed = store
+        .claim_requests(NODE, 10, None, Timestamp::now())
+        .await
+        .expect("claim");
+    assert_eq!(claimed.first().map(|request| &request.options), Some(&options));
 }
 
 #[tokio::test]
@@ -287,7 +291,7 @@ async fn launch_lifecycle_and_races() {
     let team = store.create_team("alpha").await.expect("team");
     let pending = request(team.id);
     store.insert_request(&pending, None).await.expect("insert");
-    assert_eq!(store.pending_requests().await.expect("pending").len(), 1);
+    assert_eq!(store.queued_requests().await.expect("queued"), 1);
 
     let first = session(team.id, pending.id, &["a", "b"]);
     assert!(store.begin_launch(pending.id, &first).await.expect("begin"));
