@@ -244,7 +244,8 @@ pub trait Store: Send + Sync + 'static {
     /// After `node` stopped uncleanly (it restarts, or another node saw
     /// its lease run out): every live session it ran becomes `failed` with
     /// `reason`, every `processing` request it was launching goes back to
-    /// `pending`. Other nodes' sessions and requests are untouched.
+    /// `pending`, and the pending requests it had claimed are anybody's
+    /// again. Other nodes' sessions and requests are untouched.
     async fn recover_node(
         &self,
         node: anchorage_core::NodeId,
