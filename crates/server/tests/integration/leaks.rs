@@ -220,8 +220,10 @@ async fn waves_of_sessions_return_everything_to_its_baseline() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let baseline = loop {
         let now = footprint(&server, &short_tmp_root).await;
+        // Each session's short TMPDIR goes after its directory: wait for both.
         let quiet = now.browsers == 0
             && now.session_dirs == 0
+            && now.short_tmp_dirs == 0
             && [
                 &now.websocket_tasks,
                 &now.running_sessions,
