@@ -157,6 +157,8 @@ pub struct StartTicket {
     team_id: TeamId,
     request_id: RequestId,
     receiver: Option<oneshot::Receiver<StartOutcome>>,
+    /// Whether it went into the shared queue, where another node may serve it.
+    shared: bool,
 }
 
 impl StartTicket {
@@ -169,11 +171,16 @@ impl StartTicket {
     /// request then stays pending for the next start).
     pub async fn outcome(mut self) -> Option<StartOutcome> {
         let receiver = self.receiver.as_mut()?;
-        // Another node may serve it (this one had no room): its outcome is
-        // then read from the request's row.
-        let outcome = tokio::select! {
-            outcome = receiver => outcome.ok(),
-            outcome = self.fleet.outcome_in_store(self.team_id, self.request_id) => outcome,
+        // In the shared queue another node may serve it: its outcome is then
+        // read from the request's row. In this node's own queue, this node
+        // alone tells it.
+        let outcome = if self.shared {
+            tokio::select! {
+                outcome = receiver => outcome.ok(),
+                outcome = self.fleet.outcome_in_store(self.team_id, self.request_id) => outcome,
+            }
+        } else {
+            receiver.await.ok()
         };
         // Answered: nothing to withdraw, unless the store could not take
         // the launch, in which case the caller is told to go and the
@@ -363,12 +370,12 @@ impl Fleet {
     }
 
     /// Persists a synchronous start: in this node's own queue when it has
-    /// room (its caller is here), else in the shared one.
-    async fn submit_here_if_room(&self, request: RequestRecord) -> Result<(), StoreError> {
+    /// room (its caller is here), else in the shared one; whether shared.
+    async fn submit_here_if_room(&self, request: RequestRecord) -> Result<bool, StoreError> {
         if self.room() == 0 {
-            return self.submit(request).await;
+            return self.submit(request).await.map(|()| true);
         }
-        self.submit_here(request).await
+        self.submit_here(request).await.map(|()| false)
     }
 
     /// Persists a start in this node's own queue.
@@ -408,14 +415,15 @@ impl Fleet {
             }
             let submitted = match placement {
                 Placement::HereIfRoom => fleet.submit_here_if_room(request).await,
-                Placement::Here => fleet.submit_here(request).await,
+                Placement::Here => fleet.submit_here(request).await.map(|()| false),
             };
             let ticket = match submitted {
-                Ok(()) => Ok(StartTicket {
+                Ok(shared) => Ok(StartTicket {
                     fleet: Arc::clone(&fleet),
                     team_id,
                     request_id,
                     receiver: Some(receiver),
+                    shared,
                 }),
                 Err(error) => {
                     if let Ok(mut waiters) = fleet.waiters.lock() {
