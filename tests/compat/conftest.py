@@ -5,10 +5,12 @@ the built binary, with its own data dir, and a test page served on
 import http.server
 import os
 import pathlib
+import queue
+import re
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -18,12 +20,6 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[2]
 API_KEY = "compat-test-key-0123456789"
 PAGE_TITLE = "anchorage compatibility page"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # Pages for the live-view tests: a page filled with one colour, and a page
@@ -128,35 +124,51 @@ def browser_pids(data_dir: pathlib.Path) -> list[int]:
     return found
 
 
-def wait_for_port(port, process):
-    """Waits until the server `process` listens on `port`."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("anchorage did not start")
-            time.sleep(0.05)
+def start_anchorage(binary, env):
+    """Starts `anchorage serve` with `env` on a port it picks itself (the
+    address is read from its start line, so no two servers can race for a
+    port) and returns the process and its base URL. Its warnings and errors
+    go on to this process's stderr; its other lines are dropped."""
+    env = dict(env, ANCHORAGE_LISTEN="127.0.0.1:0",
+               ANCHORAGE_LOG=env.get("ANCHORAGE_LOG", "warn") + ",anchorage=info")
+    process = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, errors="replace")
+    announced = queue.Queue()
+
+    def follow():
+        told = False
+        for line in process.stderr:
+            if not told and "listening on " in line:
+                announced.put(line.split("listening on ", 1)[1].split()[0])
+                told = True
+            elif " INFO " not in re.sub(r"\x1b\[[0-9;]*m", "", line)[:60]:
+                sys.stderr.write(line)
+        announced.put(None)
+
+    threading.Thread(target=follow, daemon=True).start()
+    try:
+        address = announced.get(timeout=30)
+    except queue.Empty:
+        address = None
+    if address is None:
+        process.kill()
+        process.wait()
+        raise RuntimeError("anchorage did not start")
+    return process, f"http://{address}"
 
 
 @pytest.fixture(scope="session")
 def server():
     binary = os.environ.get("ANCHORAGE_BIN", str(REPO / "target" / "debug" / "anchorage"))
     data_dir = pathlib.Path(tempfile.mkdtemp(prefix="anchorage-compat-"))
-    port = free_port()
     env = dict(
         os.environ,
-        ANCHORAGE_LISTEN=f"127.0.0.1:{port}",
         ANCHORAGE_DATA_DIR=str(data_dir),
         ANCHORAGE_API_KEY=API_KEY,
         ANCHORAGE_MAX_SESSIONS="4",
         ANCHORAGE_LOG="warn",
     )
-    process = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL)
-    base_url = f"http://127.0.0.1:{port}"
-    wait_for_port(port, process)
+    process, base_url = start_anchorage(binary, env)
     yield {"base_url": base_url, "data_dir": data_dir}
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0

@@ -1,9 +1,13 @@
-"""The official SDK's extensions and CA certificates, and a session's own
-proxy, against anchorage with strict response validation; each effect is
-read back from a page with Playwright."""
+"""The official SDK's extensions and CA certificates, a session's own
+proxy, and the browser options that are Chromium's own, against anchorage
+with strict response validation; each effect is read back from a page with
+Playwright (or, for dialogs, with a bare DevTools client)."""
 
 import base64
+import http.server
 import io
+import itertools
+import json
 import socketserver
 import subprocess
 import threading
@@ -13,8 +17,9 @@ import anchorbrowser
 import httpx
 import pytest
 from playwright.sync_api import sync_playwright
+from websockets.sync.client import connect as ws_connect
 
-from conftest import API_KEY
+from conftest import API_KEY, PageHandler
 
 
 @pytest.fixture()
@@ -151,3 +156,111 @@ def test_sdk_session_browses_through_its_own_proxy(strict):
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+# A page that opens a window as it loads (no user gesture), says whether it
+# could, and can try to read another origin that sends no CORS headers.
+FLAGS_PAGE = (
+    "<!doctype html><title>flags</title><script>"
+    "window.opened = window.open('about:blank#onload') ? 'opened' : 'blocked';"
+    "window.readOther = url => fetch(url).then(r => r.text()).then(() => 'read', () => 'blocked');"
+    "</script>"
+)
+
+
+class FlagsHandler(PageHandler):
+    def do_GET(self):  # noqa: N802 (the standard library's name)
+        if self.path != "/flags":
+            return super().do_GET()
+        body = FLAGS_PAGE.encode()
+        self.send_response(200)
+        self.send_header("content-type", "text/html; charset=utf-8")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def dialogs_answered(cdp_url, url, accept):
+    """Runs three dialogs (confirm, prompt, alert) on the tab showing `url`
+    through a bare DevTools client and returns what they gave the page. With
+    `accept` set the client accepts each dialog itself; without it the client
+    does nothing, so the page goes on only if something else answers."""
+    with ws_connect(cdp_url, max_size=None, open_timeout=10) as socket:
+        numbers = itertools.count(1)
+
+        def call(method, params, session=None):
+            number = next(numbers)
+            socket.send(json.dumps({"id": number, "method": method, "params": params,
+                                    **({"sessionId": session} if session else {})}))
+            while True:
+                message = json.loads(socket.recv(timeout=20))
+                if message.get("id") == number:
+                    return message["result"]
+                if accept and message.get("method") == "Page.javascriptDialogOpening":
+                    socket.send(json.dumps({"id": next(numbers), "method": "Page.handleJavaScriptDialog",
+                                            "params": {"accept": True}, "sessionId": message["sessionId"]}))
+
+        target = next(info["targetId"] for info in call("Target.getTargets", {})["targetInfos"]
+                      if info["type"] == "page" and info["url"] == url)
+        session = call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        if accept:
+            call("Page.enable", {}, session)
+        answer = call("Runtime.evaluate", {"expression": "[confirm('sure?'), prompt('name?'), (alert('hi'), 'after')]",
+                                           "returnByValue": True}, session)
+        return answer["result"]["value"]
+
+
+def test_sdk_native_browser_flags_show_their_effect(strict, page_url):
+    """One session with every one of `disable_web_security`, `popup_blocker`
+    off, `pdf_viewer` off, `fullscreen`, `disable_dialogs` and
+    `force_popups_as_tabs`, one with none, the same page in each."""
+    pages = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FlagsHandler)
+    threading.Thread(target=pages.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{pages.server_address[1]}/flags"
+    flagged = {"disable_web_security": {"active": True}, "popup_blocker": {"active": False},
+               "pdf_viewer": {"active": False}, "fullscreen": {"active": True},
+               "disable_dialogs": {"active": True}, "force_popups_as_tabs": {"active": True},
+               "viewport": {"width": 1024, "height": 700}}
+    seen = {}
+    try:
+        for name, browser in (("flagged", flagged), ("plain", {"viewport": {"width": 1024, "height": 700}})):
+            created = strict.sessions.create_session(browser=browser).data
+            playwright = sync_playwright().start()
+            try:
+                assert strict.sessions.goto(created.id, url=url).status == "navigated"
+                # Dialogs first, before Playwright (which answers dialogs nobody handles).
+                if name == "flagged":
+                    seen["dialogs"] = dialogs_answered(created.cdp_url, url, accept=False)
+                else:
+                    seen["plain dialogs"] = dialogs_answered(created.cdp_url, url, accept=True)
+                connected = playwright.chromium.connect_over_cdp(created.cdp_url)
+                page = next(page for page in connected.contexts[0].pages if page.url == url)
+                seen[name] = page.evaluate(
+                    "async other => [window.opened, await readOther(other), navigator.pdfViewerEnabled,"
+                    " [innerWidth, innerHeight, screen.width, screen.height, outerWidth]]", page_url)
+                # A popup opened with a gesture (Playwright's evaluate gives
+                # one): a tab of the opener's window, or a window of its own.
+                cdp = connected.new_browser_cdp_session()
+                opener = page.context.new_cdp_session(page).send("Target.getTargetInfo")["targetInfo"]["targetId"]
+                with page.expect_popup() as popup:
+                    page.evaluate("void window.open('about:blank#popup', '', 'popup,width=320,height=240')")
+                popup.value.wait_for_load_state()
+                popup_target = next(info["targetId"] for info in cdp.send("Target.getTargets")["targetInfos"]
+                                    if info["url"].endswith("#popup"))
+                windows = [cdp.send("Browser.getWindowForTarget", {"targetId": target})["windowId"]
+                           for target in (opener, popup_target)]
+                seen[name + " popup"] = "tab" if windows[0] == windows[1] else "window"
+                connected.close()
+            finally:
+                playwright.stop()
+                strict.sessions.delete_session(created.id)
+    finally:
+        pages.shutdown()
+        pages.server_close()
+    assert seen["flagged"] == ["opened", "read", False, [1024, 700, 1024, 700, 1024]], seen
+    opened, read, viewer, sizes = seen["plain"]
+    assert (opened, read, viewer) == ("blocked", "blocked", True), seen
+    assert sizes[:2] == [1024, 700] and sizes[2:4] != [1024, 700], seen
+    assert seen["flagged popup"] == "tab" and seen["plain popup"] == "window", seen
+    assert seen["dialogs"] == [False, None, "after"], seen
+    assert seen["plain dialogs"] == [True, "", "after"], seen

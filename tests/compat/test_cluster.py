@@ -16,7 +16,7 @@ import anchorbrowser
 import pytest
 from playwright.sync_api import sync_playwright
 
-from conftest import API_KEY, PAGE_TITLE, REPO, browser_pids, free_port, wait_for_port
+from conftest import API_KEY, PAGE_TITLE, REPO, browser_pids, start_anchorage
 
 
 def _database():
@@ -35,13 +35,11 @@ def nodes():
     started = []
     for _ in range(2):
         data_dir = pathlib.Path(tempfile.mkdtemp(prefix="anchorage-compat-node-"))
-        port = free_port()
-        env = dict(os.environ, ANCHORAGE_LISTEN=f"127.0.0.1:{port}", ANCHORAGE_DATA_DIR=str(data_dir),
-                   ANCHORAGE_API_KEY=API_KEY, ANCHORAGE_MAX_SESSIONS="1", ANCHORAGE_POOL_SIZE="0",
-                   ANCHORAGE_LOG="warn", ANCHORAGE_DATABASE_URL=url)
-        process = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL)
-        wait_for_port(port, process)
-        started.append({"base_url": f"http://127.0.0.1:{port}", "data_dir": data_dir, "process": process})
+        env = dict(os.environ, ANCHORAGE_DATA_DIR=str(data_dir), ANCHORAGE_API_KEY=API_KEY,
+                   ANCHORAGE_MAX_SESSIONS="1", ANCHORAGE_POOL_SIZE="0", ANCHORAGE_LOG="warn",
+                   ANCHORAGE_DATABASE_URL=url)
+        process, base_url = start_anchorage(binary, env)
+        started.append({"base_url": base_url, "data_dir": data_dir, "process": process})
     yield started
     for node in started:
         node["process"].send_signal(signal.SIGTERM)

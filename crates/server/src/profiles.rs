@@ -235,3 +235,137 @@ async fn remove(path: PathBuf) {
 fn rand_suffix() -> u32 {
     uuid::Uuid::new_v4().as_u128() as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anchorage_store::ProfileRecord;
+
+    /// A store with one team and one profile of it, nothing saved yet.
+    async fn store_with_profile() -> (Arc<dyn Store>, ProfileRecord) {
+        let store = anchorage_store::open("sqlite::memory:").await.expect("store");
+        let team = store.create_team("alpha").await.expect("team");
+        let now = Timestamp::now();
+        let profile = ProfileRecord {
+            id: ProfileId::new_random(),
+            team_id: team.id,
+            name: "shop".to_owned(),
+            description: None,
+            source: None,
+            session_id: None,
+            status: "ready".to_owned(),
+            version: None,
+            size_bytes: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        store.create_profile(&profile).await.expect("profile");
+        (store, profile)
+    }
+
+    /// A browser profile folder holding one file of `bytes` bytes.
+    fn browser_folder(parent: &Path, name: &str, bytes: usize) -> PathBuf {
+        let folder = parent.join(name);
+        std::fs::create_dir_all(folder.join("Default")).expect("folder");
+        std::fs::write(folder.join("Default").join("Preferences"), vec![b'x'; bytes]).expect("file");
+        folder
+    }
+
+    fn entries(folder: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(folder)
+            .map(|read| {
+                read.filter_map(Result::ok)
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    async fn version_of(store: &dyn Store, profile: &ProfileRecord) -> (Option<String>, String) {
+        let read = store
+            .profile(profile.team_id, &profile.name)
+            .await
+            .expect("read")
+            .expect("there");
+        (read.version, read.status)
+    }
+
+    #[tokio::test]
+    async fn a_save_that_fails_keeps_the_previous_copy_and_leaves_no_partial_folder() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, profile) = store_with_profile().await;
+        let files = ProfileFiles::new(dir.path().join("profiles"), 1000);
+        let first = browser_folder(dir.path(), "first", 10);
+        files.announce_saves(&[profile.id]);
+        assert!(files.is_saving(profile.id));
+        files.save_announced(store.as_ref(), profile.id, &first).await;
+        assert!(!files.is_saving(profile.id));
+        let (version, status) = version_of(store.as_ref(), &profile).await;
+        let version = version.expect("saved");
+        assert_eq!(status, "ready");
+
+        // Over the size limit: refused, the row and the folder as they were.
+        let large = browser_folder(dir.path(), "large", 5000);
+        files.announce_saves(&[profile.id]);
+        files.save_announced(store.as_ref(), profile.id, &large).await;
+        assert_eq!(
+            version_of(store.as_ref(), &profile).await,
+            (Some(version.clone()), "ready".to_owned())
+        );
+        assert_eq!(entries(&files.folder(profile.id)), vec![version.clone()]);
+        let seed = files
+            .seed(store.as_ref(), profile.team_id, &profile.name)
+            .await
+            .expect("known")
+            .1
+            .expect("a copy");
+        assert_eq!(seed.folder, files.folder(profile.id).join(&version));
+        assert_eq!(
+            std::fs::read(seed.folder.join("Default").join("Preferences")).expect("kept"),
+            vec![b'x'; 10]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_start_up_sweep_removes_what_a_crash_left_and_keeps_the_copy_in_use() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, profile) = store_with_profile().await;
+        let files = ProfileFiles::new(dir.path().join("profiles"), 1 << 20);
+        files
+            .save_announced(store.as_ref(), profile.id, &browser_folder(dir.path(), "first", 10))
+            .await;
+        let (Some(version), _) = version_of(store.as_ref(), &profile).await else {
+            panic!("not saved");
+        };
+        // What a crash leaves: a copy cut off mid-way, a complete copy the
+        // row was never switched to, and the folder of a deleted profile.
+        let folder = files.folder(profile.id);
+        browser_folder(&folder, "v1-cut.partial", 3);
+        browser_folder(&folder, "v2-unswitched", 3);
+        let deleted = dir.path().join("profiles").join("0123456789abcdef0123456789abcdef");
+        browser_folder(&deleted, "v1", 3);
+        // And a profile that waited for a session of the previous run.
+        let waiting = ProfileRecord {
+            id: ProfileId::new_random(),
+            name: "waiting".to_owned(),
+            status: "pending".to_owned(),
+            ..profile.clone()
+        };
+        store.create_profile(&waiting).await.expect("profile");
+
+        files.sweep(store.as_ref()).await.expect("swept");
+        assert_eq!(entries(&folder), vec![version.clone()]);
+        assert!(!deleted.exists());
+        assert_eq!(
+            std::fs::read(folder.join(&version).join("Default").join("Preferences")).expect("kept"),
+            vec![b'x'; 10]
+        );
+        assert_eq!(
+            version_of(store.as_ref(), &profile).await,
+            (Some(version), "ready".to_owned())
+        );
+        assert_eq!(version_of(store.as_ref(), &waiting).await, (None, "failed".to_owned()));
+    }
+}

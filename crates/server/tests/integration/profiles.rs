@@ -1,8 +1,9 @@
 //! Saved profiles with real Chromium: a cookie and a localStorage value
 //! set in a session that persists into a profile are there in the next
 //! session started from it, and not in one without; a profile made from a
-//! running session is saved when that session ends; another team sees
-//! none of it; bad requests change nothing.
+//! running session is saved when that session ends; two sessions of one
+//! profile each get a copy and the one that ends last wins; another team
+//! sees none of it; bad requests change nothing.
 
 use std::time::{Duration, Instant};
 
@@ -15,9 +16,9 @@ fn text(value: &Value) -> &str {
     value.as_str().unwrap_or_default()
 }
 
-/// Starts a session, opens the test page in it, and reads its cookie and
-/// localStorage value; then `write` (JavaScript) runs, and the session ends.
-async fn visit(server: &TestServer, pages: &str, body: Value, write: &str) -> (Value, Value) {
+/// Starts a session with `body`, opens the test page in it, and attaches a
+/// DevTools client to that page: the session's id, the client, the page.
+async fn on_test_page(server: &TestServer, pages: &str, body: Value) -> (String, Cdp, String) {
     let session = server.create_session(body).await;
     let id = text(&session["id"]).to_owned();
     let (status, _) = server
@@ -26,6 +27,13 @@ async fn visit(server: &TestServer, pages: &str, body: Value, write: &str) -> (V
     assert_eq!(status, StatusCode::OK);
     let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
     let page = cdp.attach_newest_page().await;
+    (id, cdp, page)
+}
+
+/// Starts a session, opens the test page in it, and reads its cookie and
+/// localStorage value; then `write` (JavaScript) runs, and the session ends.
+async fn visit(server: &TestServer, pages: &str, body: Value, write: &str) -> (Value, Value) {
+    let (id, mut cdp, page) = on_test_page(server, pages, body).await;
     let cookie = cdp.evaluate(&page, "document.cookie").await;
     let stored = cdp.evaluate(&page, "localStorage.getItem('visits')").await;
     if !write.is_empty() {
@@ -148,13 +156,7 @@ async fn indexeddb_blobs_come_back_from_a_saved_profile() {
     let body = json!({"browser": {"profile": {"name": "blobs", "persist": true}}});
     let blob_of = |size: usize| format!("new Blob([new Uint8Array({size}).fill(7)])");
     for round in 0..2 {
-        let session = server.create_session(body.clone()).await;
-        let id = text(&session["id"]).to_owned();
-        server
-            .post(&format!("/v1/sessions/{id}/goto"), json!({"url": format!("{pages}/")}))
-            .await;
-        let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
-        let page = cdp.attach_newest_page().await;
+        let (id, mut cdp, page) = on_test_page(&server, &pages, body.clone()).await;
         let read = format!(
             "{OPEN_DB}.then(db => new Promise((ok, fail) => {{ const get = db.transaction('blobs').objectStore('blobs').get(1); \
              get.onsuccess = () => get.result ? get.result.arrayBuffer().then(b => ok(new Uint8Array(b).reduce((s, x) => s + x, 0))) : ok(null); \
@@ -186,13 +188,7 @@ async fn indexeddb_blobs_come_back_from_a_saved_profile() {
 async fn a_profile_made_from_a_running_session_is_saved_when_it_ends() {
     let server = TestServer::start().await;
     let pages = serve_test_page().await;
-    let session = server.create_session(json!({})).await;
-    let id = text(&session["id"]).to_owned();
-    server
-        .post(&format!("/v1/sessions/{id}/goto"), json!({"url": format!("{pages}/")}))
-        .await;
-    let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
-    let page = cdp.attach_newest_page().await;
+    let (id, mut cdp, page) = on_test_page(&server, &pages, json!({})).await;
     cdp.evaluate(&page, WRITE).await;
     cdp.close().await;
     let (status, _) = server
@@ -317,6 +313,48 @@ async fn bad_profile_requests_are_refused_and_change_nothing() {
     assert_eq!(server.get("/v1/profiles").await.1["data"]["count"], json!(1));
     assert_eq!(server.get("/v1/profiles/missing").await.0, StatusCode::NOT_FOUND);
     assert_eq!(server.delete("/v1/profiles/missing").await.0, StatusCode::NOT_FOUND);
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn two_sessions_of_one_profile_each_get_a_copy_and_the_one_that_ends_last_wins() {
+    let server = TestServer::start().await;
+    let pages = serve_test_page().await;
+    server.post("/v1/profiles", json!({"name": "shared"})).await;
+    let persisting = json!({"browser": {"profile": {"name": "shared", "persist": true}}});
+    let ((id_first, mut cdp_first, page_first), (id_second, mut cdp_second, page_second)) = tokio::join!(
+        on_test_page(&server, &pages, persisting.clone()),
+        on_test_page(&server, &pages, persisting.clone())
+    );
+    // Each writes its own copy; neither sees the other's writes.
+    let read = "localStorage.getItem('who')";
+    cdp_first
+        .evaluate(&page_first, "localStorage.setItem('who', 'first'); 1")
+        .await;
+    assert_eq!(cdp_second.evaluate(&page_second, read).await, Value::Null);
+    cdp_second
+        .evaluate(&page_second, "localStorage.setItem('who', 'second'); 1")
+        .await;
+    assert_eq!(cdp_first.evaluate(&page_first, read).await, json!("first"));
+    cdp_first.close().await;
+    cdp_second.close().await;
+
+    // The second ends last: its state is the profile's.
+    assert_eq!(
+        server.delete(&format!("/v1/sessions/{id_first}")).await.0,
+        StatusCode::OK
+    );
+    wait_until_ready(&server, "shared").await;
+    assert_eq!(
+        server.delete(&format!("/v1/sessions/{id_second}")).await.0,
+        StatusCode::OK
+    );
+    wait_until_ready(&server, "shared").await;
+    let (id, mut cdp, page) = on_test_page(&server, &pages, json!({"browser": {"profile": {"name": "shared"}}})).await;
+    assert_eq!(cdp.evaluate(&page, read).await, json!("second"));
+    cdp.close().await;
+    server.delete(&format!("/v1/sessions/{id}")).await;
     server.assert_no_browsers_left().await;
     server.stop().await;
 }
