@@ -79,6 +79,15 @@ def test_live_view_shows_the_session_and_forwards_clicks(client, page_url):
         page.wait_for_function("() => window.clicks === 1")
         viewer.wait_for_function(close_to((0, 255, 0)))
         assert viewer.locator("#state").text_content() == "live"
+
+        # REST actions while the viewer watches and Playwright is connected:
+        # each of the three goes on undisturbed.
+        assert client.sessions.mouse_click(watched.id, x=10, y=10).status == "clicked"
+        page.wait_for_function("() => window.clicks === 2")
+        assert client.sessions.get_session_screenshot(watched.id).read()[:8] == b"\x89PNG\r\n\x1a\n"
+        viewer.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_function("() => window.clicks === 3")
+        assert viewer.locator("#state").text_content() == "live"
         browser.close()
 
         # Ending the session: the page says so.

@@ -66,7 +66,30 @@ async fn blocked_private_networks_are_refused_at_the_api_and_unreachable_from_th
         .await;
     assert_eq!(fetched["result"]["value"], "blocked", "{fetched}");
     client.close().await;
-    server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
+
+    // Nor by a REST goto or a one-shot tool (with or without the session).
+    let session_id = text(&session["id"]).to_owned();
+    for (path, body) in [
+        (format!("/v1/sessions/{session_id}/goto"), json!({"url": page})),
+        ("/v1/tools/screenshot".to_owned(), json!({"url": page})),
+        ("/v1/tools/page-pdf".to_owned(), json!({"url": "http://10.0.0.1/"})),
+        (
+            "/v1/tools/fetch/webpage".to_owned(),
+            json!({"url": "http://[::1]:8080/"}),
+        ),
+        (
+            format!("/v1/tools/screenshot?sessionId={session_id}"),
+            json!({"url": "http://127.0.0.1/"}),
+        ),
+    ] {
+        let (status, answer) = server.post(&path, body).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert!(
+            text(&answer["error"]["message"]).contains("ANCHORAGE_BLOCK_PRIVATE_NETWORKS"),
+            "{path}: {answer}"
+        );
+    }
+    server.delete(&format!("/v1/sessions/{session_id}")).await;
     server.assert_no_browsers_left().await;
     server.stop().await;
 }
