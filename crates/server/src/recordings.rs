@@ -239,11 +239,103 @@ pub fn clock(duration_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anchorage_core::{NodeId, SessionOptions, SessionStatus};
+    use anchorage_store::{RequestRecord, SessionRecord};
 
     #[test]
     fn lengths_read_as_a_clock() {
         assert_eq!(clock(0), "00:00:00");
         assert_eq!(clock(5_900), "00:00:05");
         assert_eq!(clock(3_723_000), "01:02:03");
+    }
+
+    #[tokio::test]
+    async fn the_sweep_removes_finished_recordings_past_their_retention_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = anchorage_store::open("sqlite::memory:").await.expect("store");
+        let team = store.create_team("alpha").await.expect("team").id;
+        let node = NodeId::from_u128(7);
+        let now = Timestamp::now();
+        let request = RequestRecord::pending(team, None, serde_json::json!({}), SessionOptions::default(), now);
+        store.insert_request(&request, None).await.expect("request");
+        let session = SessionRecord {
+            id: SessionId::new_random(),
+            team_id: team,
+            api_key_id: None,
+            api_key_name: "test".into(),
+            request_id: Some(request.id),
+            batch_id: None,
+            status: SessionStatus::Starting,
+            configuration: serde_json::json!({}),
+            tags: Vec::new(),
+            headless: true,
+            recording: true,
+            proxy: false,
+            created_at: now,
+            started_at: None,
+            ended_at: None,
+            end_reason: None,
+            node_id: Some(node),
+        };
+        assert!(store.begin_launch(request.id, &session).await.expect("launch"));
+        let recordings = Recordings::new(
+            dir.path().join("recordings"),
+            PathBuf::from("ffmpeg"),
+            Duration::from_secs(3600),
+            node,
+        );
+        let hours_ago = |hours: i64| Timestamp::from_millis(now.as_millis() - hours * 3_600_000);
+        // Two finished three hours ago (past the hour kept), one finished
+        // now, one still recording since three hours ago.
+        for (id, status, ended) in [
+            ("old", "ready", Some(3)),
+            ("old-failed", "failed", Some(3)),
+            ("new", "ready", Some(0)),
+            ("live", "recording", None),
+        ] {
+            let record = RecordingRecord {
+                id: id.to_owned(),
+                session_id: session.id,
+                team_id: team,
+                status: "recording".to_owned(),
+                size_bytes: 0,
+                duration_ms: 0,
+                error: None,
+                created_at: hours_ago(3),
+                ended_at: None,
+            };
+            store.create_recording(&record).await.expect("recording");
+            if let Some(hours) = ended {
+                assert!(store
+                    .finish_recording(id, status, 10, 1000, None, hours_ago(hours))
+                    .await
+                    .expect("finish"));
+            }
+            let file = recordings.file(session.id, id);
+            std::fs::create_dir_all(file.parent().expect("folder")).expect("folder");
+            std::fs::write(&file, b"video").expect("file");
+        }
+
+        assert_eq!(recordings.sweep(store.as_ref()).await.expect("sweep"), 2);
+        let mut left: Vec<String> = store
+            .session_recordings(team, session.id)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|recording| recording.id)
+            .collect();
+        left.sort();
+        assert_eq!(left, ["live", "new"]);
+        for (id, kept) in [("old", false), ("old-failed", false), ("new", true), ("live", true)] {
+            assert_eq!(recordings.file(session.id, id).exists(), kept, "{id}");
+        }
+        // Another node's sweep leaves this node's recordings alone.
+        let elsewhere = Recordings::new(
+            dir.path().join("recordings"),
+            PathBuf::from("ffmpeg"),
+            Duration::ZERO,
+            NodeId::from_u128(8),
+        );
+        assert_eq!(elsewhere.sweep(store.as_ref()).await.expect("sweep"), 0);
     }
 }
