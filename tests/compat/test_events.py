@@ -5,6 +5,7 @@ import threading
 import time
 
 import anchorbrowser
+import httpx
 import pytest
 
 from conftest import API_KEY
@@ -20,7 +21,11 @@ def test_sdk_wait_is_released_by_a_signal_and_times_out_cleanly(server):
 
     waiter = threading.Thread(target=wait)
     waiter.start()
-    time.sleep(0.5)
+    # A signal with nobody waiting is not kept: signal once the wait arrived.
+    deadline = time.monotonic() + 10
+    while "anchorage_event_waiters 1\n" not in httpx.get(server["base_url"] + "/metrics").text:
+        assert time.monotonic() < deadline, "the wait did not arrive"
+        time.sleep(0.01)
     assert strict.events.signal_event("sdk-ready", data={"step": "approved"}).data.status == "success"
     waiter.join(timeout=30)
     assert got["event"].data == {"step": "approved"}

@@ -54,6 +54,11 @@ fn node(dir: &Path, url: &str, max_sessions: u32) -> Server {
 }
 
 fn running_on(server: &Server) -> u64 {
+    gauge(server, "anchorage_sessions_running")
+}
+
+/// A gauge of the server's `/metrics`.
+fn gauge(server: &Server, name: &str) -> u64 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -67,9 +72,9 @@ fn running_on(server: &Server) -> u64 {
             .expect("text")
     });
     text.lines()
-        .find_map(|line| line.strip_prefix("anchorage_sessions_running "))
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
-        .expect("the running gauge")
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 /// `Browser.getVersion` over the CDP WebSocket at `url`.
@@ -178,9 +183,16 @@ fn one_cancel_of_three_racing_ones_wins_and_ends_the_batch_on_every_node() {
     let cancelled = batch(&nodes[2], &batch_id);
     assert_eq!(cancelled["status"], json!("cancelled"), "{cancelled}");
     assert_eq!(cancelled["cancelled_requests"], json!(2), "{cancelled}");
-    // Nothing of it starts later, anywhere.
-    std::thread::sleep(Duration::from_secs(1));
+    // Nothing of it starts later, anywhere: no start is queued in the
+    // database, and every node's scheduler has looked at every change.
     for server in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gauge(server, "anchorage_queued_requests") != 0
+            || gauge(server, "anchorage_admission_unseen_changes") != 0
+        {
+            assert!(Instant::now() < deadline, "a node's scheduler did not settle");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(running_on(server), 0);
     }
 }

@@ -45,6 +45,13 @@ impl EventHub {
         }
     }
 
+    /// How many clients wait for an event now, of every team and name.
+    pub fn waiters(&self) -> usize {
+        self.waiting.lock().map_or(0, |waiting| {
+            waiting.values().map(broadcast::Sender::receiver_count).sum()
+        })
+    }
+
     /// Signals `name` of `team` with `data`; returns how many waiters got it.
     pub fn signal(&self, team: TeamId, name: &str, data: Value) -> usize {
         let key = (team, name.to_owned());
@@ -90,12 +97,14 @@ mod tests {
         let mut first = hub.wait(team, "done");
         let mut second = hub.wait(team, "done");
         let mut theirs = hub.wait(other, "done");
+        assert_eq!(hub.waiters(), 3);
         assert_eq!(hub.signal(team, "done", json!({"n": 1})), 2);
         assert_eq!(first.signalled().await, Some(json!({"n": 1})));
         assert_eq!(second.signalled().await, Some(json!({"n": 1})));
         let nothing = tokio::time::timeout(std::time::Duration::from_millis(50), theirs.signalled()).await;
         assert!(nothing.is_err(), "another team's waiter heard nothing");
         drop((first, second, theirs));
+        assert_eq!(hub.waiters(), 0);
         assert_eq!(hub.signal(team, "done", json!({})), 0, "nobody waits any more");
         assert!(hub.waiting.lock().map(|waiting| waiting.is_empty()).unwrap_or(false));
     }

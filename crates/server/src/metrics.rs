@@ -36,6 +36,7 @@ pub struct Metrics {
     queued_requests: Gauge,
     cdp_connections: Gauge,
     unseen_admission_changes: Gauge,
+    event_waiters: Gauge,
     batch_items: Family<Vec<(String, String)>, Gauge>,
     stored_items: Family<Vec<(String, String)>, Gauge>,
     stored_bytes: Family<Vec<(String, String)>, Gauge>,
@@ -56,6 +57,8 @@ pub struct Gauges {
     /// Changes (a start queued, a place freed) the admission loop has not
     /// looked at yet.
     pub unseen_admission_changes: u64,
+    /// Clients waiting for a named event on this node.
+    pub event_waiters: usize,
     /// Batch items by status.
     pub batch_items: Vec<(&'static str, i64)>,
     /// What teams keep on the server, by kind (`profiles`, `extensions`): how many, and their bytes.
@@ -77,6 +80,7 @@ impl Default for Metrics {
             queued_requests: Gauge::default(),
             cdp_connections: Gauge::default(),
             unseen_admission_changes: Gauge::default(),
+            event_waiters: Gauge::default(),
             batch_items: Family::default(),
             stored_items: Family::default(),
             stored_bytes: Family::default(),
@@ -84,7 +88,7 @@ impl Default for Metrics {
             registry: Registry::default(),
         };
         // Names are given without `_total`: the client adds it to counters.
-        let gauges: [(&str, &str, &Gauge); 6] = [
+        let gauges: [(&str, &str, &Gauge); 7] = [
             (
                 "anchorage_sessions_running",
                 "Sessions whose browser runs.",
@@ -109,6 +113,11 @@ impl Default for Metrics {
                 "anchorage_admission_unseen_changes",
                 "Changes (a start queued, a place freed) the admission loop has not looked at yet; 0 when it is idle.",
                 &metrics.unseen_admission_changes,
+            ),
+            (
+                "anchorage_event_waiters",
+                "Clients of this node waiting for a named event (POST /v1/events/{name}/wait).",
+                &metrics.event_waiters,
             ),
             (
                 "anchorage_websocket_tasks",
@@ -225,6 +234,7 @@ impl Metrics {
         self.pooled_browsers.set(count(gauges.pooled_browsers));
         self.queued_requests.set(count(gauges.queued_requests));
         self.cdp_connections.set(count(gauges.cdp_connections));
+        self.event_waiters.set(count(gauges.event_waiters));
         self.unseen_admission_changes
             .set(i64::try_from(gauges.unseen_admission_changes).unwrap_or(i64::MAX));
         for (status, value) in &gauges.batch_items {
@@ -279,7 +289,7 @@ mod tests {
             text.contains("anchorage_stored_bytes{kind=\"profiles\"} 4096\n"),
             "{text}"
         );
-        assert_eq!(text.matches("# TYPE").count(), 14, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 15, "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

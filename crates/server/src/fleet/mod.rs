@@ -297,6 +297,8 @@ impl Fleet {
             pooled_browsers: self.pool.len(),
             queued_requests: self.admission.queued(),
             unseen_admission_changes: self.admission.unseen_changes(),
+            // The events are not the fleet's: the metrics route adds them.
+            event_waiters: 0,
             batch_items: Vec::new(),
             stored: Vec::new(),
         }

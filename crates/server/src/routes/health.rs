@@ -62,6 +62,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Data<StatusOk>
 )]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let mut gauges = state.fleet.gauges();
+    gauges.event_waiters = state.events.waiters();
     // Every node's: the queue is shared.
     gauges.queued_requests = usize::try_from(state.store.queued_requests().await?).unwrap_or(0);
     let counts = state.store.batch_item_counts().await?;

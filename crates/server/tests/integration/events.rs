@@ -1,7 +1,8 @@
 //! Named events: a wait is released by a signal from another client with
-//! its data, times out with a clear error, and is team-scoped.
+//! its data, times out with a clear error, is team-scoped, and is released
+//! by a shutdown.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -33,7 +34,12 @@ async fn a_signal_releases_every_waiter_of_the_team_and_a_wait_times_out_cleanly
         wait(TEST_KEY.to_owned(), 10_000),
         wait(other.clone(), 1_500),
         async {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Once all three wait (a signal with nobody waiting is not kept).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while server.metric("anchorage_event_waiters").await < 3.0 {
+                assert!(Instant::now() < deadline, "the waiters did not arrive");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             server
                 .post("/v1/events/job%20done", json!({"data": {"result": 42}}))
                 .await
@@ -58,5 +64,33 @@ async fn a_signal_releases_every_waiter_of_the_team_and_a_wait_times_out_cleanly
         let (status, error) = server.post(path, body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}: {error}");
     }
+
+    // A shutdown releases a waiter at once, with a 503 (not at its timeout).
+    let base = server.base.clone();
+    let waiting = tokio::spawn(async move {
+        let answer = reqwest::Client::new()
+            .post(format!("{base}/v1/events/later/wait"))
+            .header("anchor-api-key", TEST_KEY)
+            .json(&json!({"timeoutMs": 600_000}))
+            .send()
+            .await
+            .expect("answered");
+        let status = answer.status();
+        (status, answer.json::<serde_json::Value>().await.unwrap_or_default())
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("anchorage_event_waiters").await < 1.0 {
+        assert!(Instant::now() < deadline, "the waiter did not arrive");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     server.stop().await;
+    let (status, error) = waiting.await.expect("waiter task");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("shutting down"),
+        "{error}"
+    );
 }
