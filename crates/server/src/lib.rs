@@ -20,6 +20,8 @@ pub mod profiles;
 pub mod recordings;
 mod routes;
 pub mod state;
+#[cfg(test)]
+mod test_support;
 pub mod webhooks;
 pub mod wire;
 

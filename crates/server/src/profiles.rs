@@ -184,8 +184,10 @@ impl ProfileFiles {
     }
 
     /// At start-up: removes folders no profile names (deleted profiles,
-    /// replaced versions, unfinished saves), and marks profiles that waited
-    /// for a session of the previous run as saved or failed.
+    /// replaced versions, unfinished saves) once they are old enough to be
+    /// no other node's work in progress, and marks profiles that waited
+    /// for a session that no longer runs as saved or failed (a session
+    /// another node still runs saves its profile when it ends).
     pub async fn sweep(&self, store: &dyn Store) -> Result<(), anchorage_store::StoreError> {
         // Only the server may pass through: a browser reaches the files of
         // its own profile through the links in its own folder, nothing else.
@@ -195,6 +197,14 @@ impl ProfileFiles {
         }
         let profiles = store.all_profiles().await?;
         for profile in profiles.iter().filter(|profile| profile.status == "pending") {
+            // One whose session still runs (on another node: this node's
+            // sessions were ended before the sweep) is saved when it ends.
+            if let Some(session_id) = profile.session_id {
+                let session = store.session(profile.team_id, session_id).await?;
+                if session.is_some_and(|session| session.status.is_live()) {
+                    continue;
+                }
+            }
             let status = if profile.version.is_some() { "ready" } else { "failed" };
             store.profile_saved(profile.id, None, status, Timestamp::now()).await?;
         }
@@ -207,20 +217,40 @@ impl ProfileFiles {
                 .iter()
                 .find(|profile| profile.id.as_uuid().simple().to_string() == name)
             else {
-                remove(entry.path()).await;
+                if left_long_ago(&entry.path()).await {
+                    remove(entry.path()).await;
+                }
                 continue;
             };
             let Ok(mut versions) = tokio::fs::read_dir(entry.path()).await else {
                 continue;
             };
             while let Ok(Some(version)) = versions.next_entry().await {
-                if profile.version.as_deref() != Some(&*version.file_name().to_string_lossy()) {
+                if profile.version.as_deref() != Some(&*version.file_name().to_string_lossy())
+                    && left_long_ago(&version.path()).await
+                {
                     remove(version.path()).await;
                 }
             }
         }
         Ok(())
     }
+}
+
+/// How long a folder no profile names must have been left alone before the
+/// start-up sweep removes it: nodes that share the profiles folder may be
+/// writing one right now (a save in progress, a profile just made).
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Whether `folder` was last changed longer than [`LEFTOVER_AGE`] ago (or
+/// its age cannot be read).
+async fn left_long_ago(folder: &Path) -> bool {
+    tokio::fs::metadata(folder)
+        .await
+        .and_then(|meta| meta.modified())
+        .ok()
+        .and_then(|changed| changed.elapsed().ok())
+        .is_none_or(|age| age >= LEFTOVER_AGE)
 }
 
 async fn remove(path: PathBuf) {
@@ -269,6 +299,14 @@ mod tests {
         std::fs::create_dir_all(folder.join("Default")).expect("folder");
         std::fs::write(folder.join("Default").join("Preferences"), vec![b'x'; bytes]).expect("file");
         folder
+    }
+
+    /// Makes `folder` look last changed an hour ago.
+    fn age(folder: &Path) {
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::open(folder)
+            .and_then(|opened| opened.set_modified(hour_ago))
+            .expect("aged");
     }
 
     fn entries(folder: &Path) -> Vec<String> {
@@ -342,11 +380,19 @@ mod tests {
         // What a crash leaves: a copy cut off mid-way, a complete copy the
         // row was never switched to, and the folder of a deleted profile.
         let folder = files.folder(profile.id);
-        browser_folder(&folder, "v1-cut.partial", 3);
-        browser_folder(&folder, "v2-unswitched", 3);
         let deleted = dir.path().join("profiles").join("0123456789abcdef0123456789abcdef");
-        browser_folder(&deleted, "v1", 3);
-        // And a profile that waited for a session of the previous run.
+        for left in [
+            browser_folder(&folder, "v1-cut.partial", 3),
+            browser_folder(&folder, "v2-unswitched", 3),
+            browser_folder(&deleted, "v1", 3),
+        ] {
+            age(&left);
+        }
+        age(&deleted);
+        // A copy another node sharing the folder is writing now stays.
+        let fresh = browser_folder(&folder, "v3-elsewhere.partial", 3);
+        // A profile that waited for a session of the previous run, and one
+        // waiting for a session another node still runs.
         let waiting = ProfileRecord {
             id: ProfileId::new_random(),
             name: "waiting".to_owned(),
@@ -354,9 +400,24 @@ mod tests {
             ..profile.clone()
         };
         store.create_profile(&waiting).await.expect("profile");
+        let elsewhere =
+            crate::test_support::live_session(store.as_ref(), profile.team_id, anchorage_core::NodeId::from_u128(9))
+                .await;
+        let still_waiting = ProfileRecord {
+            id: ProfileId::new_random(),
+            name: "still waiting".to_owned(),
+            status: "pending".to_owned(),
+            session_id: Some(elsewhere.id),
+            ..profile.clone()
+        };
+        store.create_profile(&still_waiting).await.expect("profile");
 
         files.sweep(store.as_ref()).await.expect("swept");
-        assert_eq!(entries(&folder), vec![version.clone()]);
+        assert_eq!(
+            entries(&folder),
+            vec![version.clone(), "v3-elsewhere.partial".to_owned()]
+        );
+        assert!(fresh.exists());
         assert!(!deleted.exists());
         assert_eq!(
             std::fs::read(folder.join(&version).join("Default").join("Preferences")).expect("kept"),
@@ -367,5 +428,9 @@ mod tests {
             (Some(version), "ready".to_owned())
         );
         assert_eq!(version_of(store.as_ref(), &waiting).await, (None, "failed".to_owned()));
+        assert_eq!(
+            version_of(store.as_ref(), &still_waiting).await,
+            (None, "pending".to_owned())
+        );
     }
 }

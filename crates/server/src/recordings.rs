@@ -239,8 +239,7 @@ pub fn clock(duration_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anchorage_core::{NodeId, SessionOptions, SessionStatus};
-    use anchorage_store::{RequestRecord, SessionRecord};
+    use anchorage_core::NodeId;
 
     #[test]
     fn lengths_read_as_a_clock() {
@@ -256,28 +255,7 @@ mod tests {
         let team = store.create_team("alpha").await.expect("team").id;
         let node = NodeId::from_u128(7);
         let now = Timestamp::now();
-        let request = RequestRecord::pending(team, None, serde_json::json!({}), SessionOptions::default(), now);
-        store.insert_request(&request, None).await.expect("request");
-        let session = SessionRecord {
-            id: SessionId::new_random(),
-            team_id: team,
-            api_key_id: None,
-            api_key_name: "test".into(),
-            request_id: Some(request.id),
-            batch_id: None,
-            status: SessionStatus::Starting,
-            configuration: serde_json::json!({}),
-            tags: Vec::new(),
-            headless: true,
-            recording: true,
-            proxy: false,
-            created_at: now,
-            started_at: None,
-            ended_at: None,
-            end_reason: None,
-            node_id: Some(node),
-        };
-        assert!(store.begin_launch(request.id, &session).await.expect("launch"));
+        let session = crate::test_support::live_session(store.as_ref(), team, node).await;
         let recordings = Recordings::new(
             dir.path().join("recordings"),
             PathBuf::from("ffmpeg"),
