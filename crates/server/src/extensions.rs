@@ -106,7 +106,8 @@ fn unpack_checked(zip: &Path, into: &Path, max_unpacked: u64) -> Result<Value, E
 }
 
 /// At start-up: removes folders under `root` that no extension names
-/// (deleted ones, unfinished uploads).
+/// (deleted ones, unfinished uploads), once left alone long enough to be
+/// no other node's upload in progress.
 pub async fn sweep(store: &dyn anchorage_store::Store, root: &Path) -> Result<(), anchorage_store::StoreError> {
     let known: Vec<String> = store
         .list_extensions(None)
@@ -118,7 +119,9 @@ pub async fn sweep(store: &dyn anchorage_store::Store, root: &Path) -> Result<()
         return Ok(());
     };
     while let Ok(Some(entry)) = entries.next_entry().await {
-        if !known.contains(&entry.file_name().to_string_lossy().into_owned()) {
+        if !known.contains(&entry.file_name().to_string_lossy().into_owned())
+            && crate::leftovers::left_long_ago(&entry.path()).await
+        {
             if entry.file_type().await.is_ok_and(|kind| kind.is_dir()) {
                 let _ = tokio::fs::remove_dir_all(entry.path()).await;
             } else {
@@ -195,5 +198,41 @@ mod tests {
             .expect_err("refused")
             .to_string()
             .contains("not a zip"));
+    }
+
+    #[tokio::test]
+    async fn the_start_up_sweep_removes_old_leftovers_and_keeps_recent_ones() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = anchorage_store::open("sqlite::memory:").await.expect("store");
+        let team = store.create_team("alpha").await.expect("team").id;
+        let now = anchorage_core::Timestamp::now();
+        let kept = anchorage_store::ExtensionRecord {
+            id: anchorage_core::ExtensionId::new_random(),
+            team_id: team,
+            name: "kept".to_owned(),
+            manifest: serde_json::json!({}),
+            size_bytes: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        store.create_extension(&kept).await.expect("extension");
+        let folder = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(&path).expect("folder");
+            path
+        };
+        let known = folder(&kept.id.as_uuid().simple().to_string());
+        crate::test_support::age(&known);
+        let deleted = folder("0123456789abcdef0123456789abcdef");
+        crate::test_support::age(&deleted);
+        let stray = dir.path().join("upload.zip");
+        std::fs::write(&stray, b"zip").expect("file");
+        crate::test_support::age(&stray);
+        // An upload another node sharing the folder is unpacking now.
+        let fresh = folder("fedcba9876543210fedcba9876543210");
+
+        sweep(store.as_ref(), dir.path()).await.expect("swept");
+        assert!(known.is_dir() && fresh.is_dir());
+        assert!(!deleted.exists() && !stray.exists());
     }
 }

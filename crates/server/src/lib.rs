@@ -13,6 +13,7 @@ pub mod events;
 pub mod extensions;
 pub mod fleet;
 pub mod keys;
+mod leftovers;
 pub mod metrics;
 pub mod nodes;
 pub mod peers;

@@ -217,7 +217,7 @@ impl ProfileFiles {
                 .iter()
                 .find(|profile| profile.id.as_uuid().simple().to_string() == name)
             else {
-                if left_long_ago(&entry.path()).await {
+                if crate::leftovers::left_long_ago(&entry.path()).await {
                     remove(entry.path()).await;
                 }
                 continue;
@@ -227,7 +227,7 @@ impl ProfileFiles {
             };
             while let Ok(Some(version)) = versions.next_entry().await {
                 if profile.version.as_deref() != Some(&*version.file_name().to_string_lossy())
-                    && left_long_ago(&version.path()).await
+                    && crate::leftovers::left_long_ago(&version.path()).await
                 {
                     remove(version.path()).await;
                 }
@@ -235,22 +235,6 @@ impl ProfileFiles {
         }
         Ok(())
     }
-}
-
-/// How long a folder no profile names must have been left alone before the
-/// start-up sweep removes it: nodes that share the profiles folder may be
-/// writing one right now (a save in progress, a profile just made).
-const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// Whether `folder` was last changed longer than [`LEFTOVER_AGE`] ago (or
-/// its age cannot be read).
-async fn left_long_ago(folder: &Path) -> bool {
-    tokio::fs::metadata(folder)
-        .await
-        .and_then(|meta| meta.modified())
-        .ok()
-        .and_then(|changed| changed.elapsed().ok())
-        .is_none_or(|age| age >= LEFTOVER_AGE)
 }
 
 async fn remove(path: PathBuf) {
@@ -299,14 +283,6 @@ mod tests {
         std::fs::create_dir_all(folder.join("Default")).expect("folder");
         std::fs::write(folder.join("Default").join("Preferences"), vec![b'x'; bytes]).expect("file");
         folder
-    }
-
-    /// Makes `folder` look last changed an hour ago.
-    fn age(folder: &Path) {
-        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        std::fs::File::open(folder)
-            .and_then(|opened| opened.set_modified(hour_ago))
-            .expect("aged");
     }
 
     fn entries(folder: &Path) -> Vec<String> {
@@ -386,9 +362,9 @@ mod tests {
             browser_folder(&folder, "v2-unswitched", 3),
             browser_folder(&deleted, "v1", 3),
         ] {
-            age(&left);
+            crate::test_support::age(&left);
         }
-        age(&deleted);
+        crate::test_support::age(&deleted);
         // A copy another node sharing the folder is writing now stays.
         let fresh = browser_folder(&folder, "v3-elsewhere.partial", 3);
         // A profile that waited for a session of the previous run, and one
