@@ -8,7 +8,7 @@ use anchorage_store::{RequestRecord, SessionRecord, Store};
 pub async fn live_session(store: &dyn Store, team: TeamId, node: NodeId) -> SessionRecord {
     let now = Timestamp::now();
     let request = RequestRecord::pending(team, None, serde_json::json!({}), SessionOptions::default(), now);
-    store.insert_request(&request, None).await.expect("request");
+    store.insert_request(&request, None, None).await.expect("request");
     let session = SessionRecord {
         id: SessionId::new_random(),
         team_id: team,

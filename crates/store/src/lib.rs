@@ -153,11 +153,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Persists a new start request (status `pending`), in the queue of
     /// node `claimed_by` or, with `None`, of whichever node claims it.
+    /// With a `team_quota`, it is claimed by that node only if its team's
+    /// load (see [`Store::team_load`]: live sessions on every node and
+    /// every pending request) is under the quota, weighed in the same transaction as the insert (so two nodes
+    /// never both take the last place), and otherwise goes to the shared
+    /// queue. Whether `claimed_by` got it.
     async fn insert_request(
         &self,
         request: &RequestRecord,
         claimed_by: Option<anchorage_core::NodeId>,
-    ) -> StoreResult<()>;
+        team_quota: Option<i64>,
+    ) -> StoreResult<bool>;
     /// Claims up to `wanted` pending requests for `node`'s queue: those
     /// nobody claimed and those claimed by nodes whose lease ran out before
     /// `now`. Fair across teams (the team served least recently first,

@@ -366,23 +366,36 @@ impl Fleet {
     /// Persists a request nobody waits on (an asynchronous start) in the
     /// shared queue, for whichever node has room.
     pub async fn submit(&self, request: RequestRecord) -> Result<(), StoreError> {
-        self.store.insert_request(&request, None).await?;
+        self.store.insert_request(&request, None, None).await?;
         self.admission.wake();
         Ok(())
     }
 
     /// Persists a synchronous start: in this node's own queue when it has
-    /// room (its caller is here), else in the shared one; whether shared.
+    /// room (its caller is here) and its team is under its quota on every
+    /// node together, else in the shared one; whether shared.
     async fn submit_here_if_room(&self, request: RequestRecord) -> Result<bool, StoreError> {
         if self.room() == 0 {
             return self.submit(request).await.map(|()| true);
         }
-        self.submit_here(request).await.map(|()| false)
+        let quota = self.settings.team_max_sessions.map(|quota| quota as i64);
+        let claimed = self
+            .store
+            .insert_request(&request, Some(self.settings.node), quota)
+            .await?;
+        if claimed {
+            self.admission.push(request);
+        } else {
+            self.admission.wake();
+        }
+        Ok(!claimed)
     }
 
     /// Persists a start in this node's own queue.
     async fn submit_here(&self, request: RequestRecord) -> Result<(), StoreError> {
-        self.store.insert_request(&request, Some(self.settings.node)).await?;
+        self.store
+            .insert_request(&request, Some(self.settings.node), None)
+            .await?;
         self.admission.push(request);
         Ok(())
     }

@@ -188,13 +188,14 @@ impl Store for FaultyStore {
         &self,
         request: &RequestRecord,
         claimed_by: Option<anchorage_core::NodeId>,
-    ) -> StoreResult<()> {
+        team_quota: Option<i64>,
+    ) -> StoreResult<bool> {
         let hold = self.insert_hold.lock().unwrap().clone();
         if let Some((entered, release)) = hold {
             entered.notify_one();
             release.notified().await;
         }
-        self.inner.insert_request(request, claimed_by).await
+        self.inner.insert_request(request, claimed_by, team_quota).await
     }
     async fn request(&self, team_id: TeamId, request_id: RequestId) -> StoreResult<Option<RequestRecord>> {
         self.inner.request(team_id, request_id).await

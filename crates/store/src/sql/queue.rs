@@ -145,7 +145,17 @@ impl SqlStore {
 
     pub(super) async fn load_of_team(&self, team_id: TeamId, now: Timestamp) -> StoreResult<i64> {
         let mut connection = self.pool.acquire().await?;
-        let loads = team_loads(&mut connection, Some(team_id), Pending::All, now).await?;
+        self.load_of_team_in(&mut connection, team_id, now).await
+    }
+
+    /// As [`Self::load_of_team`], on `connection` (inside a transaction).
+    pub(super) async fn load_of_team_in(
+        &self,
+        connection: &mut super::DbConnection,
+        team_id: TeamId,
+        now: Timestamp,
+    ) -> StoreResult<i64> {
+        let loads = team_loads(connection, Some(team_id), Pending::All, now).await?;
         Ok(loads.get(&team_id.to_string()).copied().unwrap_or(0))
     }
 }

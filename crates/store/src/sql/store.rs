@@ -239,32 +239,20 @@ impl Store for SqlStore {
         &self,
         request: &RequestRecord,
         claimed_by: Option<anchorage_core::NodeId>,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO start_requests (id, team_id, api_key_id, api_key_name, batch_id, item_index, status, session_id, \
-             configuration, options, error, retry_count, metadata, created_at, started_at, completed_at, claimed_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-        )
-        .bind(request.id.to_string())
-        .bind(request.team_id.to_string())
-        .bind(request.api_key_id.map(|id| id.to_string()))
-        .bind(&request.api_key_name)
-        .bind(request.batch_id.map(|id| id.to_string()))
-        .bind(request.item_index)
-        .bind(request.status.as_str())
-        .bind(request.session_id.map(|id| id.to_string()))
-        .bind(json_text(&request.configuration))
-        .bind(options_text(&request.options)?)
-        .bind(&request.error)
-        .bind(request.retry_count)
-        .bind(request.metadata.as_ref().map(json_text))
-        .bind(request.created_at.as_millis())
-        .bind(request.started_at.map(|at| at.as_millis()))
-        .bind(request.completed_at.map(|at| at.as_millis()))
-        .bind(claimed_by.map(|node| node.to_string()))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        team_quota: Option<i64>,
+    ) -> StoreResult<bool> {
+        let (Some(node), Some(quota)) = (claimed_by, team_quota) else {
+            insert_request_row(&self.pool, request, claimed_by).await?;
+            return Ok(claimed_by.is_some());
+        };
+        let mut transaction = super::write(&self.pool).await?;
+        let load = self
+            .load_of_team_in(&mut transaction, request.team_id, Timestamp::now())
+            .await?;
+        let claimed = load < quota;
+        insert_request_row(&mut *transaction, request, claimed.then_some(node)).await?;
+        transaction.commit().await?;
+        Ok(claimed)
     }
 
     async fn claim_requests(
@@ -847,4 +835,37 @@ pub(crate) fn session_guard(step: SessionMove) -> String {
 pub(crate) fn status_in<'a>(column: &str, states: impl IntoIterator<Item = &'a str>) -> String {
     let names: Vec<String> = states.into_iter().map(|state| format!("'{state}'")).collect();
     format!("{column} IN ({})", names.join(", "))
+}
+
+/// Writes a new start request's row, claimed by `claimed_by` or not.
+async fn insert_request_row<'e>(
+    executor: impl sqlx::Executor<'e, Database = super::Db>,
+    request: &RequestRecord,
+    claimed_by: Option<anchorage_core::NodeId>,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO start_requests (id, team_id, api_key_id, api_key_name, batch_id, item_index, status, session_id, \
+         configuration, options, error, retry_count, metadata, created_at, started_at, completed_at, claimed_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+    )
+    .bind(request.id.to_string())
+    .bind(request.team_id.to_string())
+    .bind(request.api_key_id.map(|id| id.to_string()))
+    .bind(&request.api_key_name)
+    .bind(request.batch_id.map(|id| id.to_string()))
+    .bind(request.item_index)
+    .bind(request.status.as_str())
+    .bind(request.session_id.map(|id| id.to_string()))
+    .bind(json_text(&request.configuration))
+    .bind(options_text(&request.options)?)
+    .bind(&request.error)
+    .bind(request.retry_count)
+    .bind(request.metadata.as_ref().map(json_text))
+    .bind(request.created_at.as_millis())
+    .bind(request.started_at.map(|at| at.as_millis()))
+    .bind(request.completed_at.map(|at| at.as_millis()))
+    .bind(claimed_by.map(|node| node.to_string()))
+    .execute(executor)
+    .await?;
+    Ok(())
 }

@@ -72,7 +72,7 @@ async fn rows_without_typed_options_read_them_from_their_body() {
     let body = json!({"browser": {"viewport": {"width": 800, "height": 600}}});
     let options = anchorage_core::SessionOptions::from_configuration(&body).expect("valid");
     let pending = RequestRecord::pending(team.id, None, body, options.clone(), Timestamp::now());
-    store.insert_request(&pending, None).await.expect("insert");
+    store.insert_request(&pending, None, None).await.expect("insert");
     sqlx::query("UPDATE start_requests SET options = NULL")
         .execute(&store.pool)
         .await
@@ -90,7 +90,7 @@ async fn a_request_keeps_its_typed_options() {
                       "timeout": {"idle_timeout": -1}}, "browser": {"viewport": {"width": 800, "height": 600}}});
     let options = anchorage_core::SessionOptions::from_configuration(&body).expect("valid");
     let pending = RequestRecord::pending(team.id, None, body.clone(), options.clone(), Timestamp::now());
-    store.insert_request(&pending, None).await.expect("insert");
+    store.insert_request(&pending, None, None).await.expect("insert");
     let read = store.request(team.id, pending.id).await.expect("get").expect("found");
     assert_eq!((read.options, read.configuration), (options.clone(), body));
     // As a node's claim reads it, too.
@@ -290,7 +290,7 @@ async fn launch_lifecycle_and_races() {
     let store: &dyn Store = store.as_ref();
     let team = store.create_team("alpha").await.expect("team");
     let pending = request(team.id);
-    store.insert_request(&pending, None).await.expect("insert");
+    store.insert_request(&pending, None, None).await.expect("insert");
     assert_eq!(store.queued_requests().await.expect("queued"), 1);
 
     let first = session(team.id, pending.id, &["a", "b"]);
@@ -335,7 +335,7 @@ async fn an_end_during_launch_wins_over_the_launch() {
     let store: &dyn Store = store.as_ref();
     let team = store.create_team("alpha").await.expect("team");
     let pending = request(team.id);
-    store.insert_request(&pending, None).await.expect("insert");
+    store.insert_request(&pending, None, None).await.expect("insert");
     let starting = session(team.id, pending.id, &[]);
     assert!(store.begin_launch(pending.id, &starting).await.expect("begin"));
     assert!(store
@@ -357,7 +357,7 @@ async fn lists_filter_and_page() {
     let team = store.create_team("alpha").await.expect("team");
     for index in 0..5 {
         let pending = request(team.id);
-        store.insert_request(&pending, None).await.expect("insert");
+        store.insert_request(&pending, None, None).await.expect("insert");
         let tags: &[&str] = if index % 2 == 0 { &["even", "all"] } else { &["all"] };
         let new = session(team.id, pending.id, tags);
         assert!(store.begin_launch(pending.id, &new).await.expect("begin"));
@@ -961,7 +961,7 @@ mod webhooks {
         );
 
         let pending = super::request(team);
-        store.insert_request(&pending, None).await.expect("insert");
+        store.insert_request(&pending, None, None).await.expect("insert");
         let running = super::session(team, pending.id, &["tagged"]);
         assert!(store.begin_launch(pending.id, &running).await.expect("begin"));
         store
@@ -995,7 +995,7 @@ async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
     assert!(store.create_webhook(&hook, 5).await.expect("webhook"));
     // A session this node (NODE) runs.
     let pending = request(team);
-    store.insert_request(&pending, None).await.expect("insert");
+    store.insert_request(&pending, None, None).await.expect("insert");
     let running = session(team, pending.id, &[]);
     assert!(store.begin_launch(pending.id, &running).await.expect("begin"));
     let session_id = running.id;
@@ -1105,7 +1105,7 @@ async fn nodes_hold_leases_and_release_only_their_own_or_dead_nodes_claims() {
     // A session launching on a node counts as one of its live sessions.
     let owner = store.create_team("owner").await.expect("team").id;
     let pending = request(owner);
-    store.insert_request(&pending, None).await.expect("insert");
+    store.insert_request(&pending, None, None).await.expect("insert");
     assert!(store
         .begin_launch(pending.id, &session(owner, pending.id, &[]))
         .await
@@ -1174,14 +1174,14 @@ async fn recovering_a_node_touches_its_own_sessions_only() {
     let mut launching = Vec::new();
     for node in [NODE, other] {
         let pending = request(team);
-        store.insert_request(&pending, None).await.expect("insert");
+        store.insert_request(&pending, None, None).await.expect("insert");
         let starting = SessionRecord {
             node_id: Some(node),
             ..session(team, pending.id, &[])
         };
         assert!(store.begin_launch(pending.id, &starting).await.expect("begin"));
         let ran = request(team);
-        store.insert_request(&ran, None).await.expect("insert");
+        store.insert_request(&ran, None, None).await.expect("insert");
         let running = SessionRecord {
             node_id: Some(node),
             ..session(team, ran.id, &[])
@@ -1236,7 +1236,8 @@ async fn register(store: &dyn Store, id: anchorage_core::NodeId, lease_until: Ti
 
 /// Nodes claim queued requests into their own queues: fair across teams,
 /// in queue order within one, never one claimed twice, a lost node's
-/// claims free again, and a team quota counts every node's load.
+/// claims free again, and a team quota counts every node's load, also for
+/// a start a node writes claimed by itself.
 #[tokio::test]
 async fn nodes_claim_queued_work_fairly_once_and_within_team_quotas() {
     let (_dir, store) = open().await;
@@ -1255,7 +1256,7 @@ async fn nodes_claim_queued_work_fairly_once_and_within_team_quotas() {
     let mut queued = std::collections::HashMap::new();
     for (name, team) in [("a0", alpha), ("a1", alpha), ("b0", beta), ("a2", alpha), ("b1", beta)] {
         let pending = request(team);
-        store.insert_request(&pending, None).await.expect("insert");
+        store.insert_request(&pending, None, None).await.expect("insert");
         queued.insert(pending.id, name);
     }
     let names = |claimed: Vec<RequestRecord>| claimed.iter().map(|request| queued[&request.id]).collect::<Vec<_>>();
@@ -1276,14 +1277,14 @@ async fn nodes_claim_queued_work_fairly_once_and_within_team_quotas() {
 
     // What a lost node claimed is anybody's; what it ran counts against its team.
     let orphan = request(beta);
-    store.insert_request(&orphan, Some(lost)).await.expect("insert");
+    store.insert_request(&orphan, Some(lost), None).await.expect("insert");
     let taken = store.claim_requests(other, 10, None, now).await.expect("claim");
     assert_eq!(taken.iter().map(|request| request.id).collect::<Vec<_>>(), [orphan.id]);
 
     // With a quota of 2, alpha (3 claimed) gets nothing more; gamma gets 2.
     let gamma = store.create_team("gamma").await.expect("team").id;
     for team in [alpha, gamma, gamma, gamma] {
-        store.insert_request(&request(team), None).await.expect("insert");
+        store.insert_request(&request(team), None, None).await.expect("insert");
     }
     let limited = store.claim_requests(NODE, 10, Some(2), now).await.expect("claim");
     assert_eq!(
@@ -1295,4 +1296,24 @@ async fn nodes_claim_queued_work_fairly_once_and_within_team_quotas() {
     store.recover_node(other, "restarted", now).await.expect("recover");
     let freed = store.claim_requests(NODE, 10, None, now).await.expect("claim");
     assert_eq!(freed.len(), 5, "a2, b1, the orphan, and what the quota held back");
+
+    // A start its node writes claimed (a synchronous one arriving there):
+    // within a quota of 2 the node keeps two, the third goes to the shared
+    // queue; without a quota the node keeps it.
+    let delta = store.create_team("delta").await.expect("team").id;
+    let starts: Vec<RequestRecord> = (0..3).map(|_| request(delta)).collect();
+    let mut kept = Vec::new();
+    for start in &starts {
+        kept.push(store.insert_request(start, Some(NODE), Some(2)).await.expect("insert"));
+    }
+    assert_eq!(kept, [true, true, false]);
+    let shared = store.claim_requests(other, 10, None, now).await.expect("claim");
+    assert_eq!(
+        shared.iter().map(|request| request.id).collect::<Vec<_>>(),
+        [starts[2].id]
+    );
+    assert!(store
+        .insert_request(&request(delta), Some(NODE), None)
+        .await
+        .expect("insert"));
 }
