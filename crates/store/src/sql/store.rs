@@ -245,12 +245,20 @@ impl Store for SqlStore {
             insert_request_row(&self.pool, request, claimed_by).await?;
             return Ok(claimed_by.is_some());
         };
+        // Written first, then weighed (the load counts it): SQLite's
+        // transactions must write before they read what they decide on.
         let mut transaction = super::write(&self.pool).await?;
+        insert_request_row(&mut *transaction, request, Some(node)).await?;
         let load = self
             .load_of_team_in(&mut transaction, request.team_id, Timestamp::now())
             .await?;
-        let claimed = load < quota;
-        insert_request_row(&mut *transaction, request, claimed.then_some(node)).await?;
+        let claimed = load <= quota;
+        if !claimed {
+            sqlx::query("UPDATE start_requests SET claimed_by = NULL WHERE id = $1")
+                .bind(request.id.to_string())
+                .execute(&mut *transaction)
+                .await?;
+        }
         transaction.commit().await?;
         Ok(claimed)
     }
