@@ -57,20 +57,35 @@ fn running_on(server: &Server) -> u64 {
     gauge(server, "anchorage_sessions_running")
 }
 
-/// A gauge of the server's `/metrics`.
-fn gauge(server: &Server, name: &str) -> u64 {
+/// How many signals of `kind` the server received from other nodes.
+fn signals_received(server: &Server, kind: &str) -> f64 {
+    let text = metrics_text(server);
+    let series = format!("anchorage_node_signals_total{{direction=\"received\",signal=\"{kind}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The server's `/metrics` text.
+fn metrics_text(server: &Server) -> String {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let text = runtime.block_on(async {
+    runtime.block_on(async {
         reqwest::get(format!("{}/metrics", server.base))
             .await
             .expect("metrics")
             .text()
             .await
             .expect("text")
-    });
+    })
+}
+
+/// A gauge of the server's `/metrics`.
+fn gauge(server: &Server, name: &str) -> u64 {
+    let text = metrics_text(server);
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
@@ -114,6 +129,16 @@ fn a_batch_fills_every_node_and_each_session_answers_through_every_node() {
     for server in &nodes {
         assert_eq!(running_on(server), 2, "each node runs two of the six");
     }
+    // The nodes told each other (LISTEN/NOTIFY): the others heard of the
+    // queued batch, and the node streaming it heard of its changes.
+    for server in &nodes[1..] {
+        assert!(
+            signals_received(server, "queued") >= 1.0,
+            "{} heard of no queued work",
+            server.base
+        );
+    }
+    assert!(signals_received(&nodes[1], "batch") >= 1.0);
 
     // Every session answers CDP through every node, whichever runs it.
     for item in items(&done) {

@@ -264,7 +264,20 @@ impl App {
         // node's lease does.
         crate::nodes::register(store.as_ref(), node, &node_url, config.max_sessions).await?;
         let fleet = Fleet::new(Arc::clone(&store), launcher, settings, shutdown.clone(), tasks.clone());
+        // Listening before the fleet starts, so that no signal is missed.
+        let signals = crate::signals::listen(store.as_ref()).await;
         fleet.start().await?;
+        if let Some(topics) = signals {
+            tasks.spawn(crate::signals::follow(
+                topics,
+                Arc::clone(&fleet),
+                node,
+                shutdown.clone(),
+            ));
+            fleet.signal_other_nodes();
+            // What this node had claimed before it stopped is queued again.
+            fleet.queued_for_all();
+        }
         tasks.spawn(crate::nodes::keep_lease(
             Arc::clone(&store),
             node,

@@ -20,6 +20,7 @@ pub mod peers;
 pub mod profiles;
 pub mod recordings;
 mod routes;
+pub mod signals;
 pub mod state;
 #[cfg(test)]
 mod test_support;

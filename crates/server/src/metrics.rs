@@ -41,6 +41,7 @@ pub struct Metrics {
     stored_items: Family<Vec<(String, String)>, Gauge>,
     stored_bytes: Family<Vec<(String, String)>, Gauge>,
     webhook_attempts: Family<Vec<(String, String)>, Counter>,
+    node_signals: Family<Vec<(String, String)>, Counter>,
 }
 
 /// What `/metrics` shows besides the counters, read at render time.
@@ -85,6 +86,7 @@ impl Default for Metrics {
             stored_items: Family::default(),
             stored_bytes: Family::default(),
             webhook_attempts: Family::default(),
+            node_signals: Family::default(),
             registry: Registry::default(),
         };
         // Names are given without `_total`: the client adds it to counters.
@@ -178,6 +180,11 @@ impl Default for Metrics {
             "Webhook delivery attempts by outcome (succeeded; failed, to be tried again; refused by the receiver; dead, out of attempts).",
             metrics.webhook_attempts.clone(),
         );
+        registry.register(
+            "anchorage_node_signals",
+            "Signals between the nodes of one PostgreSQL database (queued, request, batch), sent by this node or received from others.",
+            metrics.node_signals.clone(),
+        );
         Self { registry, ..metrics }
     }
 }
@@ -209,6 +216,16 @@ impl Metrics {
     pub fn webhook_attempt(&self, outcome: &str) {
         self.webhook_attempts
             .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
+            .inc();
+    }
+
+    /// Counts a signal to (`sent`) or from (`received`) the other nodes.
+    pub fn node_signal(&self, direction: &str, signal: &str) {
+        self.node_signals
+            .get_or_create(&vec![
+                ("direction".to_owned(), direction.to_owned()),
+                ("signal".to_owned(), signal.to_owned()),
+            ])
             .inc();
     }
 
@@ -265,6 +282,7 @@ mod tests {
         let metrics = Metrics::default();
         metrics.launched(Duration::from_millis(250));
         metrics.launch_failed();
+        metrics.node_signal("received", "batch");
         let gauges = Gauges {
             running_sessions: 3,
             batch_items: vec![("pending", 2)],
@@ -289,7 +307,11 @@ mod tests {
             text.contains("anchorage_stored_bytes{kind=\"profiles\"} 4096\n"),
             "{text}"
         );
-        assert_eq!(text.matches("# TYPE").count(), 15, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 16, "{text}");
+        assert!(
+            text.contains("anchorage_node_signals_total{direction=\"received\",signal=\"batch\"} 1\n"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

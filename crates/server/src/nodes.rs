@@ -90,8 +90,11 @@ pub async fn keep_lease(
             }
             Err(error) => tracing::warn!(%error, "cannot renew this node's lease"),
         }
-        if let Err(error) = recover_lost_nodes(store.as_ref(), id, Timestamp::now()).await {
-            tracing::warn!(%error, "cannot look for lost nodes");
+        match recover_lost_nodes(store.as_ref(), id, Timestamp::now()).await {
+            // Their work is back in the queue: every node with room may take it.
+            Ok(recovered) if recovered > 0 => fleet.queued_for_all(),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot look for lost nodes"),
         }
     }
     if let Err(error) = store.leave(id).await {

@@ -420,4 +420,21 @@ pub trait Store: Send + Sync + 'static {
     async fn nodes(&self) -> StoreResult<Vec<NodeRecord>>;
     /// Removes a node that stops cleanly.
     async fn leave(&self, id: anchorage_core::NodeId) -> StoreResult<()>;
+
+    /// Tells every node listening on this database (see [`Store::listen`])
+    /// `topic`, so that it looks now instead of at its next poll (PostgreSQL
+    /// `NOTIFY`). Best effort: a listener that is reconnecting misses it,
+    /// so what it wakes must also be polled for. Where one node is all
+    /// there is (SQLite), there is nobody to tell.
+    async fn notify(&self, topic: &str) -> StoreResult<()> {
+        let _ = topic;
+        Ok(())
+    }
+
+    /// The topics nodes notify (this one's included), as they arrive, on a
+    /// connection of its own that reconnects by itself; `None` where the
+    /// database has no such channel (SQLite).
+    async fn listen(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
+        Ok(None)
+    }
 }

@@ -3,6 +3,7 @@
 //! items, stops launches under way (waiting until their browsers are gone),
 //! and ends running sessions.
 
+use crate::signals::Signal;
 use anchorage_core::{BatchId, SessionId, SessionStatus, TeamId, Timestamp};
 use anchorage_store::{BatchChange, BatchRecord, RequestRecord, RetryOutcome, StoreError};
 
@@ -34,6 +35,7 @@ impl Fleet {
     pub async fn submit_batch(&self, batch: &BatchRecord, items: Vec<RequestRecord>) -> Result<(), StoreError> {
         self.store.insert_batch(batch, &items).await?;
         self.admission.wake();
+        self.publish(Signal::Queued);
         self.batch_changed(batch.id);
         Ok(())
     }
@@ -131,6 +133,7 @@ impl Fleet {
         if let RetryOutcome::Retried { .. } = &outcome {
             // Back in the shared queue.
             self.admission.wake();
+            self.publish(Signal::Queued);
             self.batch_changed(batch_id);
         }
         Ok(outcome)

@@ -26,7 +26,9 @@ mod session;
 #[cfg(test)]
 mod tests;
 
+use crate::signals::Signal;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -125,6 +127,14 @@ pub struct Fleet {
     waiters: Mutex<HashMap<RequestId, oneshot::Sender<StartOutcome>>>,
     launching: Mutex<HashMap<RequestId, Launching>>,
     batch_changes: broadcast::Sender<BatchId>,
+    /// Start requests another node brought to their outcome (see
+    /// [`crate::signals`]), for the callers waiting here.
+    request_changes: broadcast::Sender<RequestId>,
+    /// Signals to the other nodes waiting to be sent.
+    publishing: Arc<Mutex<std::collections::HashSet<Signal>>>,
+    /// Whether the database carries signals between nodes (see
+    /// [`Fleet::signal_other_nodes`]).
+    signalling: AtomicBool,
     /// Counters for `/metrics`.
     pub metrics: crate::metrics::Metrics,
     shutdown: CancellationToken,
@@ -227,6 +237,9 @@ impl Fleet {
             waiters: Mutex::new(HashMap::new()),
             launching: Mutex::new(HashMap::new()),
             batch_changes: broadcast::channel(1024).0,
+            request_changes: broadcast::channel(1024).0,
+            publishing: Arc::default(),
+            signalling: AtomicBool::new(false),
             metrics: crate::metrics::Metrics::default(),
             shutdown,
             tasks,
@@ -361,6 +374,60 @@ impl Fleet {
     fn batch_changed(&self, batch_id: BatchId) {
         // Nobody listening is fine.
         let _ = self.batch_changes.send(batch_id);
+        self.publish(Signal::Batch(batch_id));
+    }
+
+    /// Tells the other nodes of the database (see [`crate::signals`]); a
+    /// node alone has nobody to tell. A signal already on its way is not
+    /// sent twice, so a burst of changes to one batch costs a few.
+    fn publish(&self, signal: Signal) {
+        if !self.signalling.load(Ordering::Relaxed) {
+            return;
+        }
+        let fresh = self
+            .publishing
+            .lock()
+            .map(|mut publishing| publishing.insert(signal))
+            .unwrap_or(true);
+        if !fresh {
+            return;
+        }
+        self.metrics.node_signal("sent", signal.kind());
+        let (store, publishing) = (Arc::clone(&self.store), Arc::clone(&self.publishing));
+        let topic = signal.topic(self.settings.node);
+        self.tasks.spawn(async move {
+            if let Ok(mut publishing) = publishing.lock() {
+                publishing.remove(&signal);
+            }
+            if let Err(error) = store.notify(&topic).await {
+                tracing::debug!(%error, topic, "cannot tell the other nodes; they will poll");
+            }
+        });
+    }
+
+    /// What another node told: wakes what it concerns here.
+    pub fn signalled(&self, signal: Signal) {
+        self.metrics.node_signal("received", signal.kind());
+        match signal {
+            Signal::Queued => self.admission.wake(),
+            Signal::Request(request_id) => {
+                let _ = self.request_changes.send(request_id);
+            }
+            Signal::Batch(batch_id) => {
+                let _ = self.batch_changes.send(batch_id);
+            }
+        }
+    }
+
+    /// From now on, tells the other nodes of the database what changed
+    /// here (see [`crate::signals`]).
+    pub fn signal_other_nodes(&self) {
+        self.signalling.store(true, Ordering::Relaxed);
+    }
+
+    /// Tells the other nodes that starts went into the shared queue.
+    pub fn queued_for_all(&self) {
+        self.publish(Signal::Queued);
     }
 
     /// Persists a request nobody waits on (an asynchronous start) in the
@@ -368,6 +435,7 @@ impl Fleet {
     pub async fn submit(&self, request: RequestRecord) -> Result<(), StoreError> {
         self.store.insert_request(&request, None, None).await?;
         self.admission.wake();
+        self.publish(Signal::Queued);
         Ok(())
     }
 
@@ -387,6 +455,7 @@ impl Fleet {
             self.admission.push(request);
         } else {
             self.admission.wake();
+            self.publish(Signal::Queued);
         }
         Ok(!claimed)
     }
@@ -458,12 +527,27 @@ impl Fleet {
         }
     }
 
+    /// Returns once another node says `request_id` reached its outcome (or
+    /// the signals lagged, when it may have).
+    async fn told_of(changes: &mut broadcast::Receiver<RequestId>, request_id: RequestId) {
+        loop {
+            match changes.recv().await {
+                Ok(changed) if changed == request_id => return,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Closed) => std::future::pending().await,
+            }
+        }
+    }
+
     /// How a start request ended, as its row says once it is final; `None`
     /// if the server shuts down first.
     async fn outcome_in_store(&self, team_id: TeamId, request_id: RequestId) -> Option<StartOutcome> {
+        let mut changes = self.request_changes.subscribe();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(OTHER_NODE_OUTCOME_LOOK) => {}
+                () = Self::told_of(&mut changes, request_id) => {}
                 () = self.shutdown.cancelled() => return None,
             }
             let request = match self.store.request(team_id, request_id).await {
@@ -614,15 +698,20 @@ impl Fleet {
         }
     }
 
-    /// Tells the caller of a synchronous start how it ended.
+    /// Tells the caller of a synchronous start how it ended; one waiting at
+    /// another node (or none) learns it from the request's row, which the
+    /// other nodes are told to look at.
     fn notify(&self, request_id: RequestId, outcome: StartOutcome) {
         let sender = self
             .waiters
             .lock()
             .ok()
             .and_then(|mut waiters| waiters.remove(&request_id));
-        if let Some(sender) = sender {
-            let _ = sender.send(outcome);
+        match sender {
+            Some(sender) => {
+                let _ = sender.send(outcome);
+            }
+            None => self.publish(Signal::Request(request_id)),
         }
     }
 

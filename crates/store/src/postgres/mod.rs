@@ -68,6 +68,9 @@ const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema_2
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The channel its nodes notify each other on: one per schema, so that
+    /// deployments sharing a database in schemas of their own keep apart.
+    channel: String,
 }
 
 impl PostgresStore {
@@ -83,7 +86,13 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
-        let store = Self { pool };
+        let schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&pool).await?;
+        let mut channel = format!("anchorage:{schema}");
+        // A channel is a name: at most 63 bytes.
+        while channel.len() > 63 {
+            channel.pop();
+        }
+        let store = Self { pool, channel };
         store.migrate(MIGRATIONS).await?;
         Ok(store)
     }
@@ -98,6 +107,46 @@ async fn write(pool: &PgPool) -> StoreResult<Transaction<'static, Db>> {
         .execute(&mut *transaction)
         .await?;
     Ok(transaction)
+}
+
+/// `NOTIFY`s every listening node of `topic` (see [`crate::Store::notify`]).
+async fn notify(store: &PostgresStore, topic: &str) -> StoreResult<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(&store.channel)
+        .bind(topic)
+        .execute(&store.pool)
+        .await?;
+    Ok(())
+}
+
+/// Listens on the channel with a connection of its own, in a task that
+/// hands each topic on until the receiver is dropped (see
+/// [`crate::Store::listen`]). sqlx reconnects a lost connection on the
+/// next receive; what was notified meanwhile is lost, as documented.
+async fn listen(store: &PostgresStore) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(&store.pool).await?;
+    listener.listen(&store.channel).await?;
+    let (sender, receiver) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(async move {
+        loop {
+            let received = tokio::select! {
+                received = listener.recv() => received,
+                () = sender.closed() => return,
+            };
+            match received {
+                Ok(notification) => {
+                    if sender.send(notification.payload().to_owned()).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "listening for other nodes' changes failed; trying again in a second");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+    Ok(Some(receiver))
 }
 
 /// A transaction for several reads that must agree (a count and a page):

@@ -742,6 +742,14 @@ impl Store for SqlStore {
         self.remove_node(id).await
     }
 
+    async fn notify(&self, topic: &str) -> StoreResult<()> {
+        super::notify(self, topic).await
+    }
+
+    async fn listen(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
+        super::listen(self).await
+    }
+
     async fn prune_deliveries(&self, before: Timestamp) -> StoreResult<u64> {
         self.prune_attempts(before).await
     }

@@ -1317,3 +1317,27 @@ async fn nodes_claim_queued_work_fairly_once_and_within_team_quotas() {
         .await
         .expect("insert"));
 }
+
+/// Where the database has a channel between nodes (PostgreSQL), every
+/// listener gets every topic notified, in order; on SQLite a notify goes
+/// nowhere and there is nothing to listen to.
+#[tokio::test]
+async fn notified_topics_reach_every_listener_where_there_is_a_channel() {
+    let (_dir, store) = open().await;
+    let Some(mut first) = store.listen().await.expect("listen") else {
+        store.notify("queued").await.expect("notify");
+        return;
+    };
+    let mut second = store.listen().await.expect("listen").expect("a channel");
+    store.notify("queued").await.expect("notify");
+    store.notify("batch 7").await.expect("notify");
+    for listener in [&mut first, &mut second] {
+        for wanted in ["queued", "batch 7"] {
+            let got = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+                .await
+                .expect("notified in time")
+                .expect("still listening");
+            assert_eq!(got, wanted);
+        }
+    }
+}

@@ -101,6 +101,17 @@ async fn write(pool: &SqlitePool) -> StoreResult<Transaction<'static, Db>> {
     Ok(pool.begin().await?)
 }
 
+/// Nobody else uses an SQLite database: nobody to tell (see
+/// [`crate::Store::notify`]).
+async fn notify(_store: &SqliteStore, _topic: &str) -> StoreResult<()> {
+    Ok(())
+}
+
+/// No channel between nodes here (see [`crate::Store::listen`]).
+async fn listen(_store: &SqliteStore) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
+    Ok(None)
+}
+
 /// A transaction for several reads that must agree (a count and a page):
 /// in WAL mode its first read fixes the snapshot the rest see.
 async fn read(pool: &SqlitePool) -> StoreResult<Transaction<'static, Db>> {
