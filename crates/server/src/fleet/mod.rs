@@ -543,32 +543,32 @@ impl Fleet {
     /// How a start request ended, as its row says once it is final; `None`
     /// if the server shuts down first.
     async fn outcome_in_store(&self, team_id: TeamId, request_id: RequestId) -> Option<StartOutcome> {
+        // Listening first, then reading: an outcome reached before the
+        // subscription is in the row, one reached after it is told.
         let mut changes = self.request_changes.subscribe();
         loop {
+            match self.store.request(team_id, request_id).await {
+                Ok(Some(request)) => match request.status {
+                    RequestStatus::Completed => {
+                        if let Some(session_id) = request.session_id {
+                            return Some(StartOutcome::Started(session_id));
+                        }
+                    }
+                    RequestStatus::Failed => {
+                        return Some(StartOutcome::Failed(request.error.unwrap_or_default()));
+                    }
+                    RequestStatus::Cancelled => return Some(StartOutcome::Cancelled),
+                    RequestStatus::Pending | RequestStatus::Processing => {}
+                },
+                Ok(None) => return Some(StartOutcome::Cancelled),
+                Err(error) => {
+                    tracing::debug!(%request_id, %error, "cannot read a start request's state; looking again");
+                }
+            }
             tokio::select! {
                 () = tokio::time::sleep(OTHER_NODE_OUTCOME_LOOK) => {}
                 () = Self::told_of(&mut changes, request_id) => {}
                 () = self.shutdown.cancelled() => return None,
-            }
-            let request = match self.store.request(team_id, request_id).await {
-                Ok(Some(request)) => request,
-                Ok(None) => return Some(StartOutcome::Cancelled),
-                Err(error) => {
-                    tracing::debug!(%request_id, %error, "cannot read a start request's state; looking again");
-                    continue;
-                }
-            };
-            match request.status {
-                RequestStatus::Completed => {
-                    if let Some(session_id) = request.session_id {
-                        return Some(StartOutcome::Started(session_id));
-                    }
-                }
-                RequestStatus::Failed => {
-                    return Some(StartOutcome::Failed(request.error.unwrap_or_default()));
-                }
-                RequestStatus::Cancelled => return Some(StartOutcome::Cancelled),
-                RequestStatus::Pending | RequestStatus::Processing => {}
             }
         }
     }
