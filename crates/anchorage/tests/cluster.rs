@@ -180,16 +180,12 @@ fn one_cancel_of_three_racing_ones_wins_and_ends_the_batch_on_every_node() {
     let batch_id = create_batch(&nodes[0], 8);
     wait_for_batch(&nodes[0], &batch_id, |batch| batch["completed_requests"] == json!(6));
 
-    let statuses: Vec<u16> = std::thread::scope(|scope| {
+    let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
         let cancels: Vec<_> = nodes
             .iter()
             .map(|server| {
                 let path = format!("/v1/batch-sessions/{batch_id}");
-                scope.spawn(move || {
-                    server
-                        .call(reqwest::Method::PATCH, &path, Some(json!({"status": "cancelled"})))
-                        .0
-                })
+                scope.spawn(move || server.call(reqwest::Method::PATCH, &path, Some(json!({"status": "cancelled"}))))
             })
             .collect();
         cancels
@@ -197,9 +193,12 @@ fn one_cancel_of_three_racing_ones_wins_and_ends_the_batch_on_every_node() {
             .map(|cancel| cancel.join().expect("cancel"))
             .collect()
     });
-    let mut sorted = statuses.clone();
+    let mut sorted: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
     sorted.sort_unstable();
-    assert_eq!(sorted, [200, 409, 409], "{statuses:?}");
+    assert_eq!(sorted, [200, 409, 409], "{answers:?}");
+    // The winner counts the browsers every node ended: two on each.
+    let (_, won) = answers.iter().find(|(status, _)| *status == 200).expect("a winner");
+    assert_eq!(won["data"]["cancelled_sessions"], json!(6), "{won}");
     // The 200 came once every browser of the batch was gone, on every node.
     for (server, dir) in nodes.iter().zip(&dirs) {
         assert!(browser_pids(dir.path()).is_empty(), "a browser outlived the cancel");

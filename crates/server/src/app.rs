@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::auth::{generate_api_key, hash_api_key, key_prefix, TokenSigner};
 use crate::config::{Config, ConfigError, Source};
-use crate::fleet::{Fleet, FleetSettings};
+use crate::fleet::{Fleet, FleetParts, FleetSettings};
 use crate::profiles::ProfileFiles;
 use crate::state::AppState;
 
@@ -161,7 +161,7 @@ impl App {
         let reaped = tokio::task::spawn_blocking(move || anchorage_browser::reap_leftovers(&reap_dirs))
             .await
             .unwrap_or_default();
-        let node = crate::nodes::node_id(&data_dir).map_err(|error| {
+        let node = crate::cluster::nodes::node_id(&data_dir).map_err(|error| {
             StartError::Config(ConfigError(format!(
                 "ANCHORAGE_DATA_DIR={}: cannot keep this node's id there: {error}",
                 data_dir.display()
@@ -239,7 +239,19 @@ impl App {
         }
         let extensions_root = data_dir.join("extensions");
         crate::extensions::sweep(store.as_ref(), &extensions_root).await?;
-        let peers = Arc::new(crate::peers::Peers::new(node, tokens.node_key(), Arc::clone(&store)));
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        // Only PostgreSQL can be shared by several nodes.
+        let cluster: Arc<dyn crate::cluster::Cluster> = if anchorage_store::is_shared(&config.database_url) {
+            Arc::new(crate::cluster::Network::new(
+                node,
+                tokens.node_key(),
+                Arc::clone(&store),
+                Arc::clone(&metrics),
+                tasks.clone(),
+            ))
+        } else {
+            Arc::new(crate::cluster::SingleNode::new(node))
+        };
         let settings = FleetSettings {
             max_sessions: config.max_sessions,
             launch_concurrency: config.launch_concurrency,
@@ -252,8 +264,6 @@ impl App {
             recordings: recordings.clone(),
             default_recording: config.default_recording,
             default_headless: config.default_headless,
-            node,
-            peers: Some(Arc::clone(&peers)),
         };
         let node_url = config
             .node_url
@@ -262,23 +272,20 @@ impl App {
             .to_string();
         // Registered before the fleet claims work: a claim holds while its
         // node's lease does.
-        crate::nodes::register(store.as_ref(), node, &node_url, config.max_sessions).await?;
-        let fleet = Fleet::new(Arc::clone(&store), launcher, settings, shutdown.clone(), tasks.clone());
-        // Listening before the fleet starts, so that no signal is missed.
-        let signals = crate::signals::listen(store.as_ref()).await;
+        crate::cluster::nodes::register(store.as_ref(), node, &node_url, config.max_sessions).await?;
+        let fleet = Fleet::new(
+            FleetParts {
+                store: Arc::clone(&store),
+                launcher,
+                cluster: Arc::clone(&cluster),
+                metrics: Arc::clone(&metrics),
+            },
+            settings,
+            shutdown.clone(),
+            tasks.clone(),
+        );
         fleet.start().await?;
-        if let Some(topics) = signals {
-            tasks.spawn(crate::signals::follow(
-                topics,
-                Arc::clone(&fleet),
-                node,
-                shutdown.clone(),
-            ));
-            fleet.signal_other_nodes();
-            // What this node had claimed before it stopped is queued again.
-            fleet.queued_for_all();
-        }
-        tasks.spawn(crate::nodes::keep_lease(
+        tasks.spawn(crate::cluster::nodes::keep_lease(
             Arc::clone(&store),
             node,
             node_url,
@@ -288,7 +295,7 @@ impl App {
         let deliverer = crate::webhooks::Deliverer::new(
             Arc::clone(&store),
             node,
-            Arc::clone(&fleet),
+            Arc::clone(&metrics),
             crate::webhooks::DeliverySettings {
                 retry_delays: config.webhook_retry_delays.clone(),
                 timeout: config.webhook_timeout,
@@ -333,6 +340,8 @@ impl App {
             max_batch: config.max_batch,
             store,
             fleet,
+            cluster,
+            metrics,
             tokens,
             public_url,
             max_body_bytes: config.max_body_bytes,

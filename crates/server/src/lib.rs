@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -15,12 +16,9 @@ pub mod fleet;
 pub mod keys;
 mod leftovers;
 pub mod metrics;
-pub mod nodes;
-pub mod peers;
 pub mod profiles;
 pub mod recordings;
 mod routes;
-pub mod signals;
 pub mod state;
 #[cfg(test)]
 mod test_support;

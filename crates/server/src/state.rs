@@ -16,6 +16,10 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Live sessions and the start queue.
     pub fleet: Arc<Fleet>,
+    /// The other nodes of the database.
+    pub cluster: Arc<dyn crate::cluster::Cluster>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Session tokens.
     pub tokens: TokenSigner,
     /// Base URL clients reach us at (http or https).

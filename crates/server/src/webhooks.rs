@@ -130,25 +130,24 @@ async fn public_addresses(url: &Url) -> Result<Vec<SocketAddr>, String> {
 pub struct Deliverer {
     store: Arc<dyn Store>,
     node: anchorage_core::NodeId,
-    fleet: Arc<crate::fleet::Fleet>,
+    metrics: Arc<crate::metrics::Metrics>,
     settings: DeliverySettings,
     wake: Notify,
     slots: Arc<Semaphore>,
 }
 
 impl Deliverer {
-    /// A worker over `store`'s outbox; it counts its attempts in the
-    /// fleet's metrics.
+    /// A worker over `store`'s outbox; it counts its attempts in `metrics`.
     pub fn new(
         store: Arc<dyn Store>,
         node: anchorage_core::NodeId,
-        fleet: Arc<crate::fleet::Fleet>,
+        metrics: Arc<crate::metrics::Metrics>,
         settings: DeliverySettings,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             node,
-            fleet,
+            metrics,
             settings,
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(CONCURRENT_ATTEMPTS)),
@@ -168,7 +167,7 @@ impl Deliverer {
         while !shutdown.is_cancelled() {
             // Its own claims at start (it restarted), and those of nodes
             // whose lease runs out, as they do.
-            if last_release.is_none_or(|at| at.elapsed() > crate::nodes::LEASE) {
+            if last_release.is_none_or(|at| at.elapsed() > crate::cluster::nodes::LEASE) {
                 last_release = Some(std::time::Instant::now());
                 match self.store.release_in_flight_attempts(self.node, Timestamp::now()).await {
                     Ok(0) => {}
@@ -249,7 +248,7 @@ impl Deliverer {
             }
             Err(error) => self.not_delivered(&due, None, error, false),
         };
-        self.fleet.metrics.webhook_attempt(match &outcome {
+        self.metrics.webhook_attempt(match &outcome {
             AttemptOutcome::Succeeded { .. } => "succeeded",
             AttemptOutcome::NotDelivered { refused: true, .. } => "refused",
             AttemptOutcome::NotDelivered { retry_at: Some(_), .. } => "failed",

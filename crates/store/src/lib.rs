@@ -108,11 +108,17 @@ impl From<sqlx::Error> for StoreError {
 /// Opens the store `url` names: `sqlite://PATH` (or `sqlite::memory:`) or
 /// `postgres://…` (`postgresql://…`).
 pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_shared(url) {
         Ok(std::sync::Arc::new(PostgresStore::open(url).await?))
     } else {
         Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
     }
+}
+
+/// Whether the database `url` names can be shared by several nodes
+/// (PostgreSQL); a SQLite file belongs to one process.
+pub fn is_shared(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// Result of a store call.

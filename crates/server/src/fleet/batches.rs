@@ -3,7 +3,7 @@
 //! items, stops launches under way (waiting until their browsers are gone),
 //! and ends running sessions.
 
-use crate::signals::Signal;
+use crate::cluster::{BatchShare, HeldSession, Signal};
 use anchorage_core::{BatchId, SessionId, SessionStatus, TeamId, Timestamp};
 use anchorage_store::{BatchChange, BatchRecord, RequestRecord, RetryOutcome, StoreError};
 
@@ -35,7 +35,7 @@ impl Fleet {
     pub async fn submit_batch(&self, batch: &BatchRecord, items: Vec<RequestRecord>) -> Result<(), StoreError> {
         self.store.insert_batch(batch, &items).await?;
         self.admission.wake();
-        self.publish(Signal::Queued);
+        self.cluster.publish(Signal::Queued);
         self.batch_changed(batch.id);
         Ok(())
     }
@@ -53,6 +53,12 @@ impl Fleet {
         self.finish_batch_end(batch_id, change, "the batch was deleted").await
     }
 
+    /// Acts on a cancel or delete the store made: every node (this one and
+    /// each other, once each, at once) drops what it queued of the batch,
+    /// stops its launches of it and ends its running sessions of it; a
+    /// session that no node held (its node was lost) is recorded as ended
+    /// here. Answers once all of it is done, with how many running sessions
+    /// were ended on every node together.
     async fn finish_batch_end(
         &self,
         batch_id: BatchId,
@@ -64,31 +70,50 @@ impl Fleet {
             BatchChange::Conflict(status) => return Ok(BatchEnd::Conflict(status)),
             BatchChange::Done(running) => running,
         };
-        self.admission.remove(|request| request.batch_id == Some(batch_id));
-        self.abort_launches(|launch| launch.batch_id == Some(batch_id)).await;
-        // Every other node drops and stops its share too, and the answer
-        // waits for them.
-        if let Some(peers) = &self.settings.peers {
-            let others = peers.others().await?;
-            let stops = others.iter().map(|node| peers.stop_batch(&node.url, batch_id, reason));
-            for (node, result) in others.iter().zip(futures_util::future::join_all(stops).await) {
-                if let Err(error) = result {
-                    tracing::error!(%batch_id, node = %node.id, %error, "a node could not stop its share of a batch");
+        let (here, elsewhere) = tokio::join!(
+            self.stop_batch_here(batch_id, reason),
+            self.cluster.stop_batch_elsewhere(batch_id, reason)
+        );
+        let mut outcome = Ended {
+            ended: here.ended(),
+            errors: Vec::new(),
+        };
+        let mut held: std::collections::HashSet<SessionId> =
+            here.sessions.iter().map(|session| session.session_id).collect();
+        let mut silent = std::collections::HashSet::new();
+        for node in elsewhere? {
+            match node.share {
+                Ok(share) => {
+                    outcome.ended += share.ended();
+                    held.extend(share.sessions.iter().map(|session| session.session_id));
+                }
+                Err(error) => {
+                    tracing::error!(%batch_id, node = %node.node, %error, "a node could not stop its share of a batch");
+                    silent.insert(node.node);
                 }
             }
         }
-        let ends = running
-            .iter()
-            .map(|session_id| self.end_session(*session_id, SessionStatus::Completed, reason));
-        let mut outcome = Ended::default();
-        for (session_id, result) in running.iter().zip(futures_util::future::join_all(ends).await) {
-            match result {
+        // What no node said it held: a session of a node that could not be
+        // reached cannot be ended; one of a lost node (or of none) is
+        // recorded as ended.
+        for session_id in running.into_iter().filter(|session_id| !held.contains(session_id)) {
+            let ended = match self.cluster.owner_elsewhere(session_id).await {
+                Ok(Some(owner)) if silent.contains(&owner.id) => {
+                    outcome
+                        .errors
+                        .push((session_id, "its node cannot be reached; see the server log".to_owned()));
+                    continue;
+                }
+                Ok(_) => self.end_session(session_id, SessionStatus::Completed, reason).await,
+                Err(error) => Err(error),
+            };
+            match ended {
                 Ok(true) => outcome.ended += 1,
                 Ok(false) => {}
                 Err(error) => {
                     tracing::error!(%session_id, %error, "could not end a session of a batch");
                     outcome.errors.push((
-                        *session_id,
+                        session_id,
                         "the session could not be ended; see the server log".to_owned(),
                     ));
                 }
@@ -98,10 +123,11 @@ impl Fleet {
         Ok(BatchEnd::Done(outcome))
     }
 
-    /// This node's share of a batch that another node cancelled or deleted:
-    /// what it queued of it is dropped, its launches stopped, its running
-    /// sessions of it ended; all of it gone before this returns.
-    pub async fn stop_batch_here(&self, batch_id: BatchId, reason: &str) {
+    /// This node's share of a batch that was cancelled or deleted: what it
+    /// queued of it is dropped, its launches stopped, its running sessions
+    /// of it ended; all of it gone before this returns. The sessions it
+    /// held, each with whether this ended it.
+    pub async fn stop_batch_here(&self, batch_id: BatchId, reason: &str) -> BatchShare {
         self.admission.remove(|request| request.batch_id == Some(batch_id));
         self.abort_launches(|launch| launch.batch_id == Some(batch_id)).await;
         let sessions: Vec<std::sync::Arc<super::LiveSession>> = self
@@ -117,8 +143,18 @@ impl Fleet {
         let ends = sessions
             .iter()
             .map(|session| session.end(SessionStatus::Completed, reason, super::EndWait::Gone));
-        futures_util::future::join_all(ends).await;
+        let ended = futures_util::future::join_all(ends).await;
         self.batch_changed(batch_id);
+        BatchShare {
+            sessions: sessions
+                .iter()
+                .zip(ended)
+                .map(|(session, ended)| HeldSession {
+                    session_id: session.id,
+                    ended,
+                })
+                .collect(),
+        }
     }
 
     /// Re-queues a batch's failed items (see `Store::retry_batch`).
@@ -133,7 +169,7 @@ impl Fleet {
         if let RetryOutcome::Retried { .. } = &outcome {
             // Back in the shared queue.
             self.admission.wake();
-            self.publish(Signal::Queued);
+            self.cluster.publish(Signal::Queued);
             self.batch_changed(batch_id);
         }
         Ok(outcome)

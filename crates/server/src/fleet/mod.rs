@@ -26,9 +26,9 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-use crate::signals::Signal;
+use crate::cluster::{Cluster, Signal};
+use crate::metrics::Metrics;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,13 +86,6 @@ pub struct FleetSettings {
     pub default_recording: bool,
     /// Whether a start that does not say runs headless.
     pub default_headless: bool,
-    /// This node: it claims queued work as its own and is recorded on the
-    /// sessions it runs. It must be registered (with a live lease) for its
-    /// claims to hold.
-    pub node: anchorage_core::NodeId,
-    /// The other nodes of the database, for the sessions and launches they
-    /// hold; `None` where there are none to reach (the unit tests).
-    pub peers: Option<Arc<crate::peers::Peers>>,
 }
 
 /// How long a start whose launch the store could not record waits before
@@ -119,6 +112,10 @@ struct Launching {
 pub struct Fleet {
     store: Arc<dyn Store>,
     launcher: Arc<dyn Launcher>,
+    /// The other nodes (and this node's id: it claims queued work as its
+    /// own and is recorded on the sessions it runs; it must be registered,
+    /// with a live lease, for its claims to hold).
+    cluster: Arc<dyn Cluster>,
     settings: FleetSettings,
     admission: Arc<Admission>,
     pool: Pool,
@@ -128,15 +125,10 @@ pub struct Fleet {
     launching: Mutex<HashMap<RequestId, Launching>>,
     batch_changes: broadcast::Sender<BatchId>,
     /// Start requests another node brought to their outcome (see
-    /// [`crate::signals`]), for the callers waiting here.
+    /// [`Signal::Request`]), for the callers waiting here.
     request_changes: broadcast::Sender<RequestId>,
-    /// Signals to the other nodes waiting to be sent.
-    publishing: Arc<Mutex<std::collections::HashSet<Signal>>>,
-    /// Whether the database carries signals between nodes (see
-    /// [`Fleet::signal_other_nodes`]).
-    signalling: AtomicBool,
     /// Counters for `/metrics`.
-    pub metrics: crate::metrics::Metrics,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -214,18 +206,37 @@ impl Drop for StartTicket {
     }
 }
 
+/// What the fleet works with: the outside worlds it reaches, each behind
+/// its seam.
+pub struct FleetParts {
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// Where browsers come from.
+    pub launcher: Arc<dyn Launcher>,
+    /// The other nodes.
+    pub cluster: Arc<dyn Cluster>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
 impl Fleet {
     /// A fleet with nothing running. Call [`Fleet::start`] to begin work.
     pub fn new(
-        store: Arc<dyn Store>,
-        launcher: Arc<dyn Launcher>,
+        parts: FleetParts,
         settings: FleetSettings,
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> Arc<Self> {
+        let FleetParts {
+            store,
+            launcher,
+            cluster,
+            metrics,
+        } = parts;
         Arc::new(Self {
             store,
             launcher,
+            cluster,
             admission: Admission::new(
                 settings.max_sessions,
                 settings.launch_concurrency,
@@ -238,17 +249,10 @@ impl Fleet {
             launching: Mutex::new(HashMap::new()),
             batch_changes: broadcast::channel(1024).0,
             request_changes: broadcast::channel(1024).0,
-            publishing: Arc::default(),
-            signalling: AtomicBool::new(false),
-            metrics: crate::metrics::Metrics::default(),
+            metrics,
             shutdown,
             tasks,
         })
-    }
-
-    /// The other nodes of the database, where there are any to reach.
-    pub fn peers(&self) -> Option<&Arc<crate::peers::Peers>> {
-        self.settings.peers.as_ref()
     }
 
     /// Running browsers at most on this node.
@@ -275,6 +279,22 @@ impl Fleet {
         let pending = self.store.queued_requests().await?;
         if pending > 0 {
             tracing::info!(count = pending, "start requests are queued");
+        }
+        // Listening before the first claim, so that no signal is missed.
+        if let Some(mut signals) = self.cluster.listen().await {
+            let fleet = Arc::clone(self);
+            self.tasks.spawn(async move {
+                loop {
+                    let signal = tokio::select! {
+                        signal = signals.recv() => signal,
+                        () = fleet.shutdown.cancelled() => return,
+                    };
+                    let Some(signal) = signal else { return };
+                    fleet.signalled(signal);
+                }
+            });
+            // What this node had claimed before it stopped is queued again.
+            self.cluster.publish(Signal::Queued);
         }
         let fleet = Arc::clone(self);
         self.tasks.spawn(async move { fleet.run().await });
@@ -349,7 +369,7 @@ impl Fleet {
         let quota = self.settings.team_max_sessions.map(|quota| quota as i64);
         match self
             .store
-            .claim_requests(self.settings.node, wanted as i64, quota, Timestamp::now())
+            .claim_requests(self.cluster.me(), wanted as i64, quota, Timestamp::now())
             .await
         {
             Ok(claimed) => {
@@ -374,40 +394,11 @@ impl Fleet {
     fn batch_changed(&self, batch_id: BatchId) {
         // Nobody listening is fine.
         let _ = self.batch_changes.send(batch_id);
-        self.publish(Signal::Batch(batch_id));
-    }
-
-    /// Tells the other nodes of the database (see [`crate::signals`]); a
-    /// node alone has nobody to tell. A signal already on its way is not
-    /// sent twice, so a burst of changes to one batch costs a few.
-    fn publish(&self, signal: Signal) {
-        if !self.signalling.load(Ordering::Relaxed) {
-            return;
-        }
-        let fresh = self
-            .publishing
-            .lock()
-            .map(|mut publishing| publishing.insert(signal))
-            .unwrap_or(true);
-        if !fresh {
-            return;
-        }
-        self.metrics.node_signal("sent", signal.kind());
-        let (store, publishing) = (Arc::clone(&self.store), Arc::clone(&self.publishing));
-        let topic = signal.topic(self.settings.node);
-        self.tasks.spawn(async move {
-            if let Ok(mut publishing) = publishing.lock() {
-                publishing.remove(&signal);
-            }
-            if let Err(error) = store.notify(&topic).await {
-                tracing::debug!(%error, topic, "cannot tell the other nodes; they will poll");
-            }
-        });
+        self.cluster.publish(Signal::Batch(batch_id));
     }
 
     /// What another node told: wakes what it concerns here.
-    pub fn signalled(&self, signal: Signal) {
-        self.metrics.node_signal("received", signal.kind());
+    fn signalled(&self, signal: Signal) {
         match signal {
             Signal::Queued => self.admission.wake(),
             Signal::Request(request_id) => {
@@ -419,15 +410,11 @@ impl Fleet {
         }
     }
 
-    /// From now on, tells the other nodes of the database what changed
-    /// here (see [`crate::signals`]).
-    pub fn signal_other_nodes(&self) {
-        self.signalling.store(true, Ordering::Relaxed);
-    }
-
-    /// Tells the other nodes that starts went into the shared queue.
-    pub fn queued_for_all(&self) {
-        self.publish(Signal::Queued);
+    /// Work went back into the shared queue (a lost node's): this node and
+    /// every other look for it now.
+    pub fn requeued(&self) {
+        self.admission.wake();
+        self.cluster.publish(Signal::Queued);
     }
 
     /// Persists a request nobody waits on (an asynchronous start) in the
@@ -435,7 +422,7 @@ impl Fleet {
     pub async fn submit(&self, request: RequestRecord) -> Result<(), StoreError> {
         self.store.insert_request(&request, None, None).await?;
         self.admission.wake();
-        self.publish(Signal::Queued);
+        self.cluster.publish(Signal::Queued);
         Ok(())
     }
 
@@ -449,13 +436,13 @@ impl Fleet {
         let quota = self.settings.team_max_sessions.map(|quota| quota as i64);
         let claimed = self
             .store
-            .insert_request(&request, Some(self.settings.node), quota)
+            .insert_request(&request, Some(self.cluster.me()), quota)
             .await?;
         if claimed {
             self.admission.push(request);
         } else {
             self.admission.wake();
-            self.publish(Signal::Queued);
+            self.cluster.publish(Signal::Queued);
         }
         Ok(!claimed)
     }
@@ -463,7 +450,7 @@ impl Fleet {
     /// Persists a start in this node's own queue.
     async fn submit_here(&self, request: RequestRecord) -> Result<(), StoreError> {
         self.store
-            .insert_request(&request, Some(self.settings.node), None)
+            .insert_request(&request, Some(self.cluster.me()), None)
             .await?;
         self.admission.push(request);
         Ok(())
@@ -621,17 +608,15 @@ impl Fleet {
         until: EndWait,
     ) -> Result<bool, StoreError> {
         if self.live_session_any_team(session_id).is_none() {
-            if let Some(peers) = &self.settings.peers {
-                if let Some(owner) = peers.owner_elsewhere(session_id).await? {
-                    let call = crate::peers::EndCall {
-                        status: status.as_str().to_owned(),
-                        reason: reason.to_owned(),
-                    };
-                    return peers.end_session(&owner, session_id, &call).await.map_err(|error| {
+            if let Some(owner) = self.cluster.owner_elsewhere(session_id).await? {
+                return self
+                    .cluster
+                    .end_session_at(&owner, session_id, status, reason)
+                    .await
+                    .map_err(|error| {
                         tracing::warn!(%session_id, %error, "the node that runs a session could not end it");
                         StoreError::Unavailable("the node that runs this session cannot be reached")
                     });
-                }
             }
         }
         self.end_local_session(session_id, status, reason, until).await
@@ -711,7 +696,7 @@ impl Fleet {
             Some(sender) => {
                 let _ = sender.send(outcome);
             }
-            None => self.publish(Signal::Request(request_id)),
+            None => self.cluster.publish(Signal::Request(request_id)),
         }
     }
 

@@ -136,7 +136,7 @@ impl Fleet {
             started_at: None,
             ended_at: None,
             end_reason: None,
-            node_id: Some(self.settings.node),
+            node_id: Some(self.cluster.me()),
         };
         // Registered before the store hears of the launch, so that a cancel
         // that commits after `begin_launch` always finds it. Shutdown stops

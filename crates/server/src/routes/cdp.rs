@@ -127,7 +127,7 @@ async fn upgrade(
         }
     };
     let guard = session.connect_client();
-    let fleet = Arc::clone(&state.fleet);
+    let metrics = Arc::clone(&state.metrics);
     let key_state = state.clone();
     handshake.finish(&state, move |client| async move {
         let stop = async {
@@ -143,7 +143,7 @@ async fn upgrade(
                 None => session.ending().await,
             }
         };
-        let end = pump(client, browser, stop, fleet.metrics.proxied_bytes()).await;
+        let end = pump(client, browser, stop, metrics.proxied_bytes()).await;
         tracing::debug!(session_id = %session.id, ?end, "CDP client disconnected");
         drop(guard);
     })
@@ -191,7 +191,7 @@ impl Handshake {
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let on_upgrade = self.on_upgrade;
-        let counted = RunningTask::start(Arc::clone(&state.fleet));
+        let counted = RunningTask::start(Arc::clone(&state.metrics));
         tokio::spawn(async move {
             let _counted = counted;
             let upgraded = match on_upgrade.await {
@@ -218,17 +218,17 @@ impl Handshake {
 }
 
 /// Counts one running WebSocket task while it lives.
-struct RunningTask(Arc<crate::fleet::Fleet>);
+struct RunningTask(Arc<crate::metrics::Metrics>);
 
 impl RunningTask {
-    fn start(fleet: Arc<crate::fleet::Fleet>) -> Self {
-        fleet.metrics.websocket_task(true);
-        Self(fleet)
+    fn start(metrics: Arc<crate::metrics::Metrics>) -> Self {
+        metrics.websocket_task(true);
+        Self(metrics)
     }
 }
 
 impl Drop for RunningTask {
     fn drop(&mut self) {
-        self.0.metrics.websocket_task(false);
+        self.0.websocket_task(false);
     }
 }

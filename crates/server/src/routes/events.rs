@@ -53,9 +53,7 @@ pub async fn signal(
     };
     state.events.signal(caller.0.team_id, &name, data.clone());
     // Waiters on the other nodes of the database hear it too.
-    if let Some(peers) = state.fleet.peers() {
-        peers.signal_everywhere(caller.0.team_id, &name, &data).await;
-    }
+    state.cluster.pass_event(caller.0.team_id, &name, &data).await;
     Ok(Data::of(Success { status: "success" }))
 }
 

@@ -103,6 +103,6 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
                 .sum(),
         ),
     ];
-    let body = state.fleet.metrics.render(&gauges);
+    let body = state.metrics.render(&gauges);
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response())
 }

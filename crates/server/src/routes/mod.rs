@@ -9,9 +9,7 @@ mod certificates;
 mod events;
 mod extensions;
 pub mod extract;
-mod forward;
 mod health;
-mod internal;
 mod live;
 mod openapi;
 mod profiles;
@@ -32,9 +30,12 @@ use axum::routing::{delete, get, patch, post, MethodRouter};
 use axum::{Json, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::cluster::forward::{Forwarding, SessionIn};
 use crate::error::{ApiError, Fault};
 use crate::state::AppState;
 use crate::wire::About;
+
+pub(crate) use cdp::is_websocket_upgrade;
 
 /// One route: what it serves, and the error answers it can give besides a
 /// `500` (which every route can). Those are its documented error responses
@@ -45,6 +46,19 @@ pub(crate) struct Route {
     pub path: &'static str,
     pub handler: MethodRouter<AppState>,
     pub faults: &'static [Fault],
+    /// Where it names the session whose browser it acts on: such a call is
+    /// passed to the node that runs that session (`cluster::forward`).
+    pub session_in: SessionIn,
+}
+
+impl Route {
+    /// The row, acting on the session named `where_named`.
+    fn on_session(self, where_named: SessionIn) -> Self {
+        Self {
+            session_in: where_named,
+            ..self
+        }
+    }
 }
 
 /// What a `/v1` route that reads only can answer: a bad key, a database
@@ -166,6 +180,7 @@ pub(crate) fn table() -> Vec<Route> {
         path,
         handler,
         faults,
+        session_in: SessionIn::Nowhere,
     };
     vec![
         route(
@@ -173,10 +188,11 @@ pub(crate) fn table() -> Vec<Route> {
             "/",
             get(root),
             &[Fault::Unauthorized, Fault::NotFound, Fault::Unavailable],
-        ),
+        )
+        .on_session(SessionIn::Query),
         route(Method::GET, "/openapi.json", get(openapi::openapi_json), &[]),
         route(Method::GET, "/docs", get(openapi::docs), &[]),
-        route(Method::GET, "/cdp/{session_id}", get(cdp::by_token), TOKEN_UPGRADE),
+        route(Method::GET, "/cdp/{session_id}", get(cdp::by_token), TOKEN_UPGRADE).on_session(SessionIn::Path),
         route(Method::GET, "/healthz", get(health::healthz), &[]),
         route(Method::GET, "/readyz", get(health::readyz), &[Fault::Unavailable]),
         route(Method::GET, "/metrics", get(health::metrics), &[Fault::Unavailable]),
@@ -185,13 +201,15 @@ pub(crate) fn table() -> Vec<Route> {
             "/live/{session_id}",
             get(live::page),
             &[Fault::Unauthorized, Fault::NotFound],
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::GET,
             "/live/{session_id}/stream",
             get(live::stream),
             TOKEN_UPGRADE,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(Method::POST, "/v1/sessions", post(sessions::create), START),
         route(Method::GET, "/v1/sessions", get(sessions::history), QUERY),
         route(Method::POST, "/v1/sessions/async", post(sessions::create_async), START),
@@ -210,103 +228,120 @@ pub(crate) fn table() -> Vec<Route> {
             "/v1/sessions/{session_id}",
             delete(sessions::delete),
             READ_ONE,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::GET,
             "/v1/sessions/{session_id}/pages",
             get(sessions::pages),
             READ_ONE,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::GET,
             "/v1/sessions/{session_id}/screenshot",
             get(actions::screenshot),
             PAGE_READ,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::POST,
             "/v1/sessions/{session_id}/mouse/click",
             post(actions::mouse_click),
             ACTION,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::POST,
             "/v1/sessions/{session_id}/mouse/doubleClick",
             post(actions::mouse_double_click),
             ACTION,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::POST,
             "/v1/sessions/{session_id}/mouse/down",
             post(actions::mouse_down),
             ACTION,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::POST,
             "/v1/sessions/{session_id}/mouse/up",
             post(actions::mouse_up),
             ACTION,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::POST,
             "/v1/sessions/{session_id}/mouse/move",
             post(actions::mouse_move),
             ACTION,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::POST,
             "/v1/sessions/{session_id}/scroll",
             post(actions::scroll),
             ACTION,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::POST,
             "/v1/sessions/{session_id}/keyboard/type",
             post(actions::keyboard_type),
             ACTION,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::POST,
             "/v1/sessions/{session_id}/keyboard/shortcut",
             post(actions::keyboard_shortcut),
             ACTION,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::POST,
             "/v1/sessions/{session_id}/goto",
             post(actions::goto),
             ACTION,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::POST,
             "/v1/sessions/{session_id}/drag-and-drop",
             post(actions::drag_and_drop),
             ACTION,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::GET,
             "/v1/sessions/{session_id}/clipboard",
             get(actions::get_clipboard),
             RUNNING_READ,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::POST,
             "/v1/sessions/{session_id}/clipboard",
             post(actions::set_clipboard),
             ACTION,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::POST,
             "/v1/sessions/{session_id}/copy",
             post(actions::copy),
             PAGE_READ,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::POST,
             "/v1/sessions/{session_id}/paste",
             post(actions::paste),
             ACTION,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::POST,
             "/v1/sessions/{session_id}/uploads",
@@ -320,50 +355,58 @@ pub(crate) fn table() -> Vec<Route> {
                 Fault::PayloadTooLarge,
                 Fault::Unavailable,
             ],
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::GET,
             "/v1/sessions/{session_id}/downloads",
             get(actions::downloads),
             RUNNING_READ,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::GET,
             "/v1/sessions/{session_id}/downloads/{download_id}",
             get(actions::download_file),
             RUNNING_READ,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::GET,
             "/v1/sessions/{session_id}/recordings",
             get(recordings::list),
             READ_ONE,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::GET,
             "/v1/sessions/{session_id}/recordings/primary/fetch",
             get(recordings::fetch),
             RUNNING_READ,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::DELETE,
             "/v1/sessions/{session_id}/recordings/{recording_id}",
             delete(recordings::delete),
             RUNNING_READ,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::POST,
             "/v1/sessions/{session_id}/recordings/pause",
             post(recordings::pause),
             RUNNING_READ,
-        ),
+        )
+        .on_session(SessionIn::Path),
         route(
             Method::POST,
             "/v1/sessions/{session_id}/recordings/resume",
             post(recordings::resume),
             RUNNING_READ,
-        ),
-        route(Method::POST, "/v1/profiles", post(profiles::create), PROFILE_CREATE),
+        )
+        .on_session(SessionIn::Path),
+        route(Method::POST, "/v1/profiles", post(profiles::create), PROFILE_CREATE).on_session(SessionIn::Body),
         route(Method::GET, "/v1/profiles", get(profiles::list), READ),
         route(Method::GET, "/v1/profiles/{name}", get(profiles::get), READ_ONE),
         route(
@@ -450,20 +493,22 @@ pub(crate) fn table() -> Vec<Route> {
             delete(extensions::delete),
             READ_ONE,
         ),
-        route(Method::POST, "/v1/tools/screenshot", post(tools::screenshot), TOOL),
-        route(Method::POST, "/v1/tools/page-pdf", post(tools::page_pdf), TOOL),
+        route(Method::POST, "/v1/tools/screenshot", post(tools::screenshot), TOOL).on_session(SessionIn::Query),
+        route(Method::POST, "/v1/tools/page-pdf", post(tools::page_pdf), TOOL).on_session(SessionIn::Query),
         route(
             Method::POST,
             "/v1/tools/fetch/webpage",
             post(tools::fetch_webpage),
             TOOL,
-        ),
+        )
+        .on_session(SessionIn::Query),
         route(
             Method::POST,
             "/v1/tools/fetch-webpage",
             post(tools::fetch_webpage_npm),
             TOOL,
-        ),
+        )
+        .on_session(SessionIn::Query),
         route(
             Method::POST,
             "/v1/batch-sessions",
@@ -535,11 +580,33 @@ async fn declared_answers_only(State(faults): State<&'static [Fault]>, request: 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.max_body_bytes;
     let mut by_path: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
+    let fleet = std::sync::Arc::clone(&state.fleet);
+    let runs_here: std::sync::Arc<dyn Fn(anchorage_core::SessionId) -> bool + Send + Sync> =
+        std::sync::Arc::new(move |session_id| fleet.live_session_any_team(session_id).is_some());
     for Route {
-        path, handler, faults, ..
+        path,
+        handler,
+        faults,
+        session_in,
+        ..
     } in table()
     {
-        let handler = handler.route_layer(middleware::from_fn_with_state(faults, declared_answers_only));
+        let mut handler = handler.route_layer(middleware::from_fn_with_state(faults, declared_answers_only));
+        if session_in != SessionIn::Nowhere {
+            // Outside the declared-answers check: a forwarded call is
+            // answered by its owner's route, or by a 503 when it cannot be
+            // reached.
+            let forwarding = Forwarding {
+                cluster: std::sync::Arc::clone(&state.cluster),
+                runs_here: std::sync::Arc::clone(&runs_here),
+                max_body_bytes: body_limit,
+                session_in,
+            };
+            handler = handler.route_layer(middleware::from_fn_with_state(
+                forwarding,
+                crate::cluster::forward::to_owner,
+            ));
+        }
         let merged = match by_path.remove(path) {
             Some(existing) => existing.merge(handler),
             None => handler,
@@ -549,11 +616,10 @@ pub fn router(state: AppState) -> Router {
     by_path
         .into_iter()
         .fold(Router::new(), |router, (path, handlers)| router.route(path, handlers))
-        .merge(internal::router(state.clone()))
+        .merge(crate::cluster::internal::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), forward::to_owner))
         .layer(middleware::from_fn(log_request))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             ApiError::internal("a request handler panicked").into_response()
@@ -647,6 +713,35 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+
+    #[test]
+    fn every_route_that_names_a_session_in_its_path_declares_it_or_only_reads_the_database() {
+        // The routes that read the database alone, which any node answers.
+        let reads = [(Method::GET, "/v1/sessions/{session_id}")];
+        for route in table() {
+            let reads_only = reads.contains(&(route.method.clone(), route.path));
+            if route.path.contains("{session_id}") {
+                let expected = if reads_only {
+                    SessionIn::Nowhere
+                } else {
+                    SessionIn::Path
+                };
+                assert_eq!(route.session_in, expected, "{} {}", route.method, route.path);
+            } else {
+                assert_ne!(route.session_in, SessionIn::Path, "{} {}", route.method, route.path);
+            }
+        }
+        let named = |method: Method, path: &str| {
+            table()
+                .into_iter()
+                .find(|route| route.method == method && route.path == path)
+                .map(|route| route.session_in)
+        };
+        assert_eq!(named(Method::GET, "/"), Some(SessionIn::Query), "the SDK's CDP form");
+        assert_eq!(named(Method::POST, "/v1/tools/screenshot"), Some(SessionIn::Query));
+        assert_eq!(named(Method::POST, "/v1/profiles"), Some(SessionIn::Body));
+        assert_eq!(named(Method::DELETE, "/v1/sessions/all"), Some(SessionIn::Nowhere));
+    }
 
     #[test]
     fn the_openapi_document_lists_exactly_the_routes_the_router_serves() {

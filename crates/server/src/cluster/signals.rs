@@ -1,18 +1,11 @@
-//! Wake-ups between the nodes of one database (PostgreSQL `LISTEN`/`NOTIFY`,
-//! through [`Store::notify`] and [`Store::listen`]): a start queued for any
+//! Wake-ups between the nodes of one database (see [`super::Cluster::publish`]
+//! and [`super::Cluster::listen`]): a start queued for any
 //! node to claim, a start request that reached its outcome (its caller may
 //! wait at another node), a batch that changed (its event streams may be
 //! open at another node). Each of these is also polled for, so a
 //! notification lost while a listener reconnects costs time, nothing else.
 
-use std::sync::Arc;
-
 use anchorage_core::{BatchId, NodeId, RequestId};
-use anchorage_store::Store;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
-use crate::fleet::Fleet;
 
 /// What one node tells the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,36 +50,6 @@ impl Signal {
             _ => return None,
         };
         words.next().is_none().then_some((from, signal))
-    }
-}
-
-/// Starts listening for the other nodes' signals, where the database
-/// carries them; `None` where it does not (or cannot now: polling alone
-/// then finds their changes).
-pub async fn listen(store: &dyn Store) -> Option<mpsc::Receiver<String>> {
-    match store.listen().await {
-        Ok(topics) => topics,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for other nodes' changes; polling alone finds them");
-            None
-        }
-    }
-}
-
-/// Follows the other nodes' signals until shutdown, waking here what each
-/// concerns.
-pub async fn follow(mut topics: mpsc::Receiver<String>, fleet: Arc<Fleet>, me: NodeId, shutdown: CancellationToken) {
-    loop {
-        let topic = tokio::select! {
-            topic = topics.recv() => topic,
-            () = shutdown.cancelled() => return,
-        };
-        let Some(topic) = topic else { return };
-        match Signal::parse(&topic) {
-            Some((from, signal)) if from != me => fleet.signalled(signal),
-            Some(_) => {}
-            None => tracing::debug!(topic, "a signal this version does not know"),
-        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! The calls nodes of one database make on each other (see `crate::peers`),
+//! The calls nodes of one database make on each other (see `network.rs`),
 //! under `/internal/v1`. Only a caller with the node key gets in; they are
 //! not part of the public API or its OpenAPI document.
 
@@ -8,9 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 
+use super::network::{EndAnswer, EndCall, SignalCall};
+use super::{BatchShare, NODE_KEY_HEADER};
 use crate::error::ApiError;
 use crate::fleet::EndWait;
-use crate::peers::{EndAnswer, EndCall, NODE_KEY_HEADER};
 use crate::state::AppState;
 
 /// The internal routes, behind the node key.
@@ -61,28 +62,24 @@ async fn end_session(
     Ok(Json(EndAnswer { ended }))
 }
 
-/// Drops and stops this node's share of a batch, answering once it is gone.
+/// Drops and stops this node's share of a batch, answering once it is
+/// gone with the sessions it held.
 async fn stop_batch(
     State(state): State<AppState>,
     Path(batch_id): Path<String>,
     Json(call): Json<EndCall>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<BatchShare>, ApiError> {
     let batch_id = batch_id
         .parse()
         .map_err(|_| ApiError::NotFound("no such batch".to_owned()))?;
-    state.fleet.stop_batch_here(batch_id, &call.reason).await;
-    Ok(Json(serde_json::json!({})))
+    Ok(Json(state.fleet.stop_batch_here(batch_id, &call.reason).await))
 }
 
 /// A named event signalled on another node: this node's waiters get it.
 async fn signal(
     State(state): State<AppState>,
-    Json(call): Json<crate::peers::SignalCall>,
+    Json(call): Json<SignalCall>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let team = call
-        .team_id
-        .parse()
-        .map_err(|_| ApiError::BadRequest("team_id must be a team's id".to_owned()))?;
-    state.events.signal(team, &call.name, call.data);
+    state.events.signal(call.team_id, &call.name, call.data);
     Ok(Json(serde_json::json!({})))
 }

@@ -65,7 +65,7 @@ pub const LOST_REASON: &str = "its node was lost (it stopped renewing its lease)
 /// round also recovers the nodes whose lease ran out (see
 /// [`recover_lost_nodes`]). A node found missing was taken for lost by the
 /// others: it gives up everything it runs (see
-/// [`Fleet::give_up_everything`]) and registers again.
+/// [`crate::fleet::Fleet::give_up_everything`]) and registers again.
 pub async fn keep_lease(
     store: Arc<dyn Store>,
     id: NodeId,
@@ -92,7 +92,7 @@ pub async fn keep_lease(
         }
         match recover_lost_nodes(store.as_ref(), id, Timestamp::now()).await {
             // Their work is back in the queue: every node with room may take it.
-            Ok(recovered) if recovered > 0 => fleet.queued_for_all(),
+            Ok(recovered) if recovered > 0 => fleet.requeued(),
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cannot look for lost nodes"),
         }

@@ -25,7 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
-use super::{BatchEnd, EndWait, Fleet, FleetSettings, StartOutcome};
+use super::{BatchEnd, EndWait, Fleet, FleetParts, FleetSettings, StartOutcome};
+use crate::metrics::Metrics;
+
+mod cluster;
 
 /// What the fake does with one launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -495,6 +498,7 @@ struct Harness {
     fleet: Arc<Fleet>,
     store: Arc<FaultyStore>,
     launcher: Arc<FakeLauncher>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     team_a: TeamId,
@@ -515,8 +519,6 @@ fn settings() -> FleetSettings {
         recordings: None,
         default_recording: false,
         default_headless: true,
-        node: NODE,
-        peers: None,
     }
 }
 
@@ -546,9 +548,14 @@ async fn harness(settings: FleetSettings) -> Harness {
     let launcher = Arc::new(FakeLauncher::default());
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let metrics = Arc::new(Metrics::default());
     let fleet = Fleet::new(
-        Arc::clone(&store) as Arc<dyn Store>,
-        Arc::clone(&launcher) as Arc<dyn Launcher>,
+        FleetParts {
+            store: Arc::clone(&store) as Arc<dyn Store>,
+            launcher: Arc::clone(&launcher) as Arc<dyn Launcher>,
+            cluster: Arc::new(crate::cluster::SingleNode::new(NODE)),
+            metrics: Arc::clone(&metrics),
+        },
         settings,
         shutdown.clone(),
         tasks.clone(),
@@ -558,6 +565,7 @@ async fn harness(settings: FleetSettings) -> Harness {
         fleet,
         store,
         launcher,
+        metrics,
         shutdown,
         tasks,
         team_a,
@@ -829,7 +837,7 @@ async fn a_failed_launch_is_tried_once_more_and_every_try_is_counted() {
         .unwrap();
     assert!(matches!(ticket.outcome().await, Some(StartOutcome::Started(_))));
     assert_eq!(harness.launcher.session_urls(), ["a0", "a0"]);
-    assert_eq!(harness.fleet.metrics.launch_counts(), (2, 1));
+    assert_eq!(harness.metrics.launch_counts(), (2, 1));
 
     harness.launcher.then(&[Behaviour::Fail, Behaviour::Fail]);
     let ticket = harness
@@ -843,7 +851,7 @@ async fn a_failed_launch_is_tried_once_more_and_every_try_is_counted() {
         harness.request_status(harness.team_a, request_id).await.status,
         RequestStatus::Failed
     );
-    assert_eq!(harness.fleet.metrics.launch_counts(), (4, 3));
+    assert_eq!(harness.metrics.launch_counts(), (4, 3));
     harness.stop().await;
 }
 
