@@ -15,10 +15,19 @@ mod common;
 use common::*;
 
 /// A fresh schema in the test command's PostgreSQL cluster, as the
-/// database URL the nodes share.
-fn database() -> String {
-    let base = std::env::var("ANCHORAGE_TEST_POSTGRES_URL")
-        .expect("ANCHORAGE_TEST_POSTGRES_URL is not set: run the tests with ./scripts/test, which starts PostgreSQL");
+/// database URL the nodes share; `None` (the test passes without running,
+/// and says so) where there is no PostgreSQL and none is required (a plain
+/// `cargo test`; the README's test command sets both settings).
+fn database() -> Option<String> {
+    let Ok(base) = std::env::var("ANCHORAGE_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("ANCHORAGE_TEST_REQUIRE_POSTGRES").is_none(),
+            "ANCHORAGE_TEST_POSTGRES_URL is not set, and ANCHORAGE_TEST_REQUIRE_POSTGRES says these tests must run: \
+             run the tests with ./scripts/test, which starts PostgreSQL"
+        );
+        eprintln!("skipped: ANCHORAGE_TEST_POSTGRES_URL is not set (./scripts/test starts PostgreSQL and sets it)");
+        return None;
+    };
     let schema = format!("cluster_{}", uuid_like());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -33,7 +42,7 @@ fn database() -> String {
         admin.close().await;
     });
     let separator = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{separator}options=-c%20search_path%3D{schema}")
+    Some(format!("{base}{separator}options=-c%20search_path%3D{schema}"))
 }
 
 fn uuid_like() -> String {
@@ -119,7 +128,7 @@ fn items(batch: &Value) -> Vec<Value> {
 
 #[test]
 fn a_batch_fills_every_node_and_each_session_answers_through_every_node() {
-    let url = database();
+    let Some(url) = database() else { return };
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
     let nodes: Vec<Server> = dirs.iter().map(|dir| node(dir.path(), &url, 2)).collect();
 
@@ -174,7 +183,7 @@ fn a_batch_fills_every_node_and_each_session_answers_through_every_node() {
 
 #[test]
 fn one_cancel_of_three_racing_ones_wins_and_ends_the_batch_on_every_node() {
-    let url = database();
+    let Some(url) = database() else { return };
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
     let nodes: Vec<Server> = dirs.iter().map(|dir| node(dir.path(), &url, 2)).collect();
     let batch_id = create_batch(&nodes[0], 8);
@@ -242,7 +251,7 @@ fn stream_until(server: &Server, batch_id: &str, wanted: impl Fn(&Value) -> bool
 
 #[test]
 fn a_lost_node_is_recorded_its_work_goes_on_and_a_node_that_owns_none_of_it_streams_it() {
-    let url = database();
+    let Some(url) = database() else { return };
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("temp dir")).collect();
     // The observer is full with a batch of its own: it owns nothing of the next.
     let observer = node(dirs[0].path(), &url, 1);
