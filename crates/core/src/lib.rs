@@ -11,6 +11,7 @@ pub mod ids;
 pub mod network;
 pub mod options;
 pub mod request;
+pub mod resources;
 pub mod session;
 pub mod time;
 pub mod webhook;
@@ -24,6 +25,7 @@ pub use options::{
     SessionOptions, Viewport,
 };
 pub use request::{RequestMove, RequestPhase, RequestStatus};
+pub use resources::{DeliveryStatus, ProfileStatus, RecordingStatus};
 pub use session::{SessionMove, SessionStatus};
 pub use time::Timestamp;
 pub use wire_enum::UnknownStatus;

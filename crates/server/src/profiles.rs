@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anchorage_browser::{copy_profile, CopyError, CopyLimits};
-use anchorage_core::{ProfileId, Timestamp};
+use anchorage_core::{ProfileId, ProfileStatus, Timestamp};
 use anchorage_store::Store;
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 
@@ -148,7 +148,7 @@ impl ProfileFiles {
             let _writing = self.lock_of(id).write_owned().await;
             let size = i64::try_from(size).unwrap_or(i64::MAX);
             store
-                .profile_saved(id, Some((&version, size)), "ready", Timestamp::now())
+                .profile_saved(id, Some((&version, size)), ProfileStatus::Ready, Timestamp::now())
                 .await
         };
         match switched {
@@ -170,7 +170,11 @@ impl ProfileFiles {
             .ok()
             .and_then(|profiles| profiles.into_iter().find(|profile| profile.id == id))
             .is_some_and(|profile| profile.version.is_some());
-        let status = if has_copy { "ready" } else { "failed" };
+        let status = if has_copy {
+            ProfileStatus::Ready
+        } else {
+            ProfileStatus::Failed
+        };
         let _ = store.profile_saved(id, None, status, Timestamp::now()).await;
     }
 
@@ -196,7 +200,10 @@ impl ProfileFiles {
             let _ = tokio::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700)).await;
         }
         let profiles = store.all_profiles().await?;
-        for profile in profiles.iter().filter(|profile| profile.status == "pending") {
+        for profile in profiles
+            .iter()
+            .filter(|profile| profile.status == ProfileStatus::Pending)
+        {
             // One whose session still runs (on another node: this node's
             // sessions were ended before the sweep) is saved when it ends.
             if let Some(session_id) = profile.session_id {
@@ -205,7 +212,11 @@ impl ProfileFiles {
                     continue;
                 }
             }
-            let status = if profile.version.is_some() { "ready" } else { "failed" };
+            let status = if profile.version.is_some() {
+                ProfileStatus::Ready
+            } else {
+                ProfileStatus::Failed
+            };
             store.profile_saved(profile.id, None, status, Timestamp::now()).await?;
         }
         let Ok(mut entries) = tokio::fs::read_dir(&self.root).await else {
@@ -267,7 +278,7 @@ mod tests {
             description: None,
             source: None,
             session_id: None,
-            status: "ready".to_owned(),
+            status: ProfileStatus::Ready,
             version: None,
             size_bytes: 0,
             created_at: now,
@@ -297,7 +308,7 @@ mod tests {
         names
     }
 
-    async fn version_of(store: &dyn Store, profile: &ProfileRecord) -> (Option<String>, String) {
+    async fn version_of(store: &dyn Store, profile: &ProfileRecord) -> (Option<String>, ProfileStatus) {
         let read = store
             .profile(profile.team_id, &profile.name)
             .await
@@ -318,7 +329,7 @@ mod tests {
         assert!(!files.is_saving(profile.id));
         let (version, status) = version_of(store.as_ref(), &profile).await;
         let version = version.expect("saved");
-        assert_eq!(status, "ready");
+        assert_eq!(status, ProfileStatus::Ready);
 
         // Over the size limit: refused, the row and the folder as they were.
         let large = browser_folder(dir.path(), "large", 5000);
@@ -326,7 +337,7 @@ mod tests {
         files.save_announced(store.as_ref(), profile.id, &large).await;
         assert_eq!(
             version_of(store.as_ref(), &profile).await,
-            (Some(version.clone()), "ready".to_owned())
+            (Some(version.clone()), ProfileStatus::Ready)
         );
         assert_eq!(entries(&files.folder(profile.id)), vec![version.clone()]);
         let seed = files
@@ -372,7 +383,7 @@ mod tests {
         let waiting = ProfileRecord {
             id: ProfileId::new_random(),
             name: "waiting".to_owned(),
-            status: "pending".to_owned(),
+            status: ProfileStatus::Pending,
             ..profile.clone()
         };
         store.create_profile(&waiting).await.expect("profile");
@@ -382,7 +393,7 @@ mod tests {
         let still_waiting = ProfileRecord {
             id: ProfileId::new_random(),
             name: "still waiting".to_owned(),
-            status: "pending".to_owned(),
+            status: ProfileStatus::Pending,
             session_id: Some(elsewhere.id),
             ..profile.clone()
         };
@@ -401,12 +412,15 @@ mod tests {
         );
         assert_eq!(
             version_of(store.as_ref(), &profile).await,
-            (Some(version), "ready".to_owned())
+            (Some(version), ProfileStatus::Ready)
         );
-        assert_eq!(version_of(store.as_ref(), &waiting).await, (None, "failed".to_owned()));
+        assert_eq!(
+            version_of(store.as_ref(), &waiting).await,
+            (None, ProfileStatus::Failed)
+        );
         assert_eq!(
             version_of(store.as_ref(), &still_waiting).await,
-            (None, "pending".to_owned())
+            (None, ProfileStatus::Pending)
         );
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anchorage_browser::{Devtools, RecordingControl, RecordingSpec};
-use anchorage_core::{SessionId, TeamId, Timestamp};
+use anchorage_core::{RecordingStatus, SessionId, TeamId, Timestamp};
 use anchorage_store::{RecordingRecord, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -89,7 +89,7 @@ impl Recordings {
             id: id.clone(),
             session_id,
             team_id,
-            status: "recording".to_owned(),
+            status: RecordingStatus::Recording,
             size_bytes: 0,
             duration_ms: 0,
             error: None,
@@ -125,17 +125,17 @@ impl Recordings {
                             recorded.error.unwrap_or_default()
                         )
                     });
-                    ("ready", recorded.duration.as_millis() as i64, error)
+                    (RecordingStatus::Ready, recorded.duration.as_millis() as i64, error)
                 }
                 Ok(recorded) => (
-                    "failed",
+                    RecordingStatus::Failed,
                     0,
                     Some(match recorded.error {
                         Some(said) => format!("no video was written: {said}"),
                         None => "no frame was recorded (the page never painted)".to_owned(),
                     }),
                 ),
-                Err(error) => ("failed", 0, Some(format!("ffmpeg could not run: {error}"))),
+                Err(error) => (RecordingStatus::Failed, 0, Some(format!("ffmpeg could not run: {error}"))),
             };
             if let Err(error) = store
                 .finish_recording(&recording_id, status, size, duration_ms, error.as_deref(), Timestamp::now())
@@ -161,7 +161,9 @@ impl Recordings {
         if killed > 0 {
             tracing::warn!(killed, "killed encoders a previous run left");
         }
-        let unfinished = store.recordings_in("recording", None, Some(self.node)).await?;
+        let unfinished = store
+            .recordings_in(RecordingStatus::Recording, None, Some(self.node))
+            .await?;
         for recording in &unfinished {
             let file = self.file(recording.session_id, &recording.id);
             let size = file_size(&file).await;
@@ -171,8 +173,14 @@ impl Recordings {
             };
             let reason = "the server stopped while recording";
             let (status, error) = match duration {
-                Some(_) => ("ready", Some(format!("{reason}: the video ends where it stopped"))),
-                None => ("failed", Some(format!("{reason}: no playable video was left"))),
+                Some(_) => (
+                    RecordingStatus::Ready,
+                    Some(format!("{reason}: the video ends where it stopped")),
+                ),
+                None => (
+                    RecordingStatus::Failed,
+                    Some(format!("{reason}: no playable video was left")),
+                ),
             };
             let duration_ms = duration.map_or(0, |duration| duration.as_millis() as i64);
             store
@@ -193,7 +201,7 @@ impl Recordings {
     pub async fn sweep(&self, store: &dyn Store) -> Result<usize, StoreError> {
         let before = Timestamp::from_millis(Timestamp::now().as_millis() - self.retention.as_millis() as i64);
         let mut removed = 0;
-        for status in ["ready", "failed"] {
+        for status in [RecordingStatus::Ready, RecordingStatus::Failed] {
             for recording in store.recordings_in(status, Some(before), Some(self.node)).await? {
                 self.remove_file(recording.session_id, &recording.id).await;
                 if store
@@ -266,16 +274,16 @@ mod tests {
         // Two finished three hours ago (past the hour kept), one finished
         // now, one still recording since three hours ago.
         for (id, status, ended) in [
-            ("old", "ready", Some(3)),
-            ("old-failed", "failed", Some(3)),
-            ("new", "ready", Some(0)),
-            ("live", "recording", None),
+            ("old", RecordingStatus::Ready, Some(3)),
+            ("old-failed", RecordingStatus::Failed, Some(3)),
+            ("new", RecordingStatus::Ready, Some(0)),
+            ("live", RecordingStatus::Recording, None),
         ] {
             let record = RecordingRecord {
                 id: id.to_owned(),
                 session_id: session.id,
                 team_id: team,
-                status: "recording".to_owned(),
+                status: RecordingStatus::Recording,
                 size_bytes: 0,
                 duration_ms: 0,
                 error: None,

@@ -290,7 +290,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: anchorage_core::ProfileId,
         saved: Option<(&str, i64)>,
-        status: &str,
+        status: anchorage_core::ProfileStatus,
         at: Timestamp,
     ) -> StoreResult<Option<Option<String>>>;
 
@@ -389,7 +389,7 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_recording(
         &self,
         id: &str,
-        status: &str,
+        status: anchorage_core::RecordingStatus,
         size_bytes: i64,
         duration_ms: i64,
         error: Option<&str>,
@@ -409,7 +409,7 @@ pub trait Store: Send + Sync + 'static {
     /// (retention); with `node`, only those of sessions that ran on it.
     async fn recordings_in(
         &self,
-        status: &str,
+        status: anchorage_core::RecordingStatus,
         ended_before: Option<Timestamp>,
         node: Option<anchorage_core::NodeId>,
     ) -> StoreResult<Vec<RecordingRecord>>;

@@ -348,8 +348,8 @@ pub struct ProfileRecord {
     pub source: Option<String>,
     /// The session it was made from, if any.
     pub session_id: Option<SessionId>,
-    /// `pending` (waiting for its session to end), `ready`, or `failed`.
-    pub status: String,
+    /// Where it is.
+    pub status: anchorage_core::ProfileStatus,
     /// The saved copy in use; `None` until one is saved.
     pub version: Option<String>,
     /// Bytes of the saved copy.
@@ -460,8 +460,8 @@ pub struct DeliveryAttempt {
     pub event_id: String,
     /// The event's type.
     pub event_type: String,
-    /// `pending`, `in_flight`, `succeeded`, `failed` or `dead`.
-    pub status: String,
+    /// Where it is.
+    pub status: anchorage_core::DeliveryStatus,
     /// 1 for the first attempt.
     pub attempt: i64,
     /// The receiver's HTTP status, once it answered.
@@ -554,8 +554,8 @@ pub struct RecordingRecord {
     pub session_id: SessionId,
     /// Its team.
     pub team_id: TeamId,
-    /// `recording`, `ready` or `failed`.
-    pub status: String,
+    /// Where it is.
+    pub status: anchorage_core::RecordingStatus,
     /// The file's size once finished.
     pub size_bytes: i64,
     /// The video's length once finished.

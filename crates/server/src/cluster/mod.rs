@@ -99,9 +99,9 @@ pub struct NodeShare {
 
 /// The operations the server needs from the other nodes of its database.
 ///
-/// The rule: only the fleet (for ends and batch stops), the forwarding
-/// middleware, the named events route and the node's lease keeper call
-/// it; none of them reaches another node any other way.
+/// The rule: only the fleet (ends, batch stops, signals; the lease keeper
+/// reaches it through the fleet), the forwarding middleware and the named
+/// events route call it; nothing reaches another node any other way.
 #[async_trait]
 pub trait Cluster: Send + Sync + Debug {
     /// This node.

@@ -76,7 +76,10 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
     let profiles = state.store.all_profiles().await?;
     let extensions = state.store.list_extensions(None).await?;
     let certificates = state.store.list_certificates(None).await?;
-    let recordings = state.store.recordings_in("ready", None, None).await?;
+    let recordings = state
+        .store
+        .recordings_in(anchorage_core::RecordingStatus::Ready, None, None)
+        .await?;
     let count = |len: usize| i64::try_from(len).unwrap_or(i64::MAX);
     gauges.stored = vec![
         (

@@ -28,7 +28,11 @@ fn item(state: &AppState, profile: ProfileRecord) -> ProfileItem {
         description: profile.description,
         source: profile.source,
         session_id: profile.session_id.map(|id| id.to_string()),
-        status: if saving { "saving".to_owned() } else { profile.status },
+        status: if saving {
+            "saving".to_owned()
+        } else {
+            profile.status.as_str().to_owned()
+        },
         created_at: profile.created_at.to_string(),
     }
 }
@@ -115,7 +119,11 @@ pub async fn create(
         description: body.description.clone(),
         source: session.as_ref().map(|_| "session".to_owned()),
         session_id: session.as_ref().map(|session| session.id),
-        status: if session.is_some() { "pending" } else { "ready" }.to_owned(),
+        status: if session.is_some() {
+            anchorage_core::ProfileStatus::Pending
+        } else {
+            anchorage_core::ProfileStatus::Ready
+        },
         version: None,
         size_bytes: 0,
         created_at: now,

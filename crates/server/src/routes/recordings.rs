@@ -2,6 +2,7 @@
 //! fetched once finished, deleted), and pausing and resuming the one under
 //! way. Recording itself is [`crate::recordings`].
 
+use anchorage_core::RecordingStatus;
 use anchorage_core::SessionId;
 use anchorage_store::RecordingRecord;
 use axum::extract::{Path, State};
@@ -60,7 +61,7 @@ pub async fn list(
             duration: crate::recordings::clock(recording.duration_ms),
             size: recording.size_bytes as f64,
             created_at: recording.created_at.to_string(),
-            status: recording.status,
+            status: recording.status.as_str().to_owned(),
             error: recording.error,
             id: recording.id,
         })
@@ -94,14 +95,14 @@ pub async fn fetch(
             "the session has no recording (session.recording.active was off, or it was deleted)".to_owned(),
         ));
     };
-    match primary.status.as_str() {
-        "ready" => {}
-        "recording" => {
+    match primary.status {
+        RecordingStatus::Ready => {}
+        RecordingStatus::Recording => {
             return Err(ApiError::Conflict(
                 "the recording is not finished: it is finished when the session ends".to_owned(),
             ))
         }
-        _ => {
+        RecordingStatus::Failed => {
             return Err(ApiError::NotFound(format!(
                 "the recording failed: {}",
                 primary.error.unwrap_or_default()
@@ -154,7 +155,7 @@ pub async fn delete(
     let Some(target) = target else {
         return Err(ApiError::NotFound("Recording not found".to_owned()));
     };
-    if target.status == "recording" {
+    if target.status == RecordingStatus::Recording {
         return Err(ApiError::Conflict(
             "the recording is under way: end the session first, or pause it".to_owned(),
         ));

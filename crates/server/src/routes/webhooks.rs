@@ -3,6 +3,7 @@
 //! delivery attempts. Delivery itself is [`crate::webhooks`].
 
 use anchorage_core::webhook::{check_event_type, WebhookEvent, EVENT_TYPES};
+use anchorage_core::DeliveryStatus;
 use anchorage_core::Timestamp;
 use anchorage_store::{DeliveryAttempt, DeliveryFilter, WebhookChange, WebhookRecord};
 use axum::extract::{Path, RawQuery, State};
@@ -24,8 +25,6 @@ use crate::wire::{
 pub const MAX_WEBHOOKS: i64 = 5;
 /// Longest description, in characters.
 const MAX_DESCRIPTION_CHARS: usize = 256;
-/// The statuses an attempt can have.
-const ATTEMPT_STATUSES: &[&str] = &["pending", "in_flight", "succeeded", "failed", "dead"];
 
 fn not_found() -> ApiError {
     ApiError::NotFound("Webhook not found".to_owned())
@@ -342,7 +341,7 @@ fn row(attempt: DeliveryAttempt) -> DeliveryRow {
         external_event_id: attempt.event_id,
         delivery_id: attempt.delivery_id,
         event_type: attempt.event_type,
-        status: attempt.status,
+        status: attempt.status.as_str().to_owned(),
         attempt: attempt.attempt,
         response_status: attempt.response_status,
         error_message: attempt.error_message,
@@ -377,16 +376,14 @@ pub async fn events(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<DeliveryList>, ApiError> {
     let query = QueryMap::parse(raw.as_deref());
-    let status = query.get("status").map(str::to_owned);
-    if status
-        .as_deref()
-        .is_some_and(|status| !ATTEMPT_STATUSES.contains(&status))
-    {
-        return Err(ApiError::BadRequest(format!(
-            "status must be one of {}",
-            ATTEMPT_STATUSES.join(", ")
-        )));
+    let status = match query.get("status") {
+        None => None,
+        Some(text) => Some(text.parse::<DeliveryStatus>().map_err(|_| {
+            let names: Vec<&str> = DeliveryStatus::ALL.iter().map(DeliveryStatus::as_str).collect();
+            ApiError::BadRequest(format!("status must be one of {}", names.join(", ")))
+        })?),
     }
+    .map(|status| status.as_str().to_owned());
     let event_type = query.get("event_type").map(str::to_owned);
     if event_type.as_deref().is_some_and(|name| !EVENT_TYPES.contains(&name)) {
         return Err(ApiError::BadRequest(format!(

@@ -27,7 +27,7 @@ fn profile_from_row(row: &DbRow) -> StoreResult<ProfileRecord> {
                     .map_err(|_| StoreError::Corrupt(format!("session_id holds {text:?}")))
             })
             .transpose()?,
-        status: row.try_get("status")?,
+        status: super::rows::parse_id(row, "status")?,
         version: row.try_get("version")?,
         size_bytes: row.try_get("size_bytes")?,
         created_at: Timestamp::from_millis(row.try_get("created_at")?),
@@ -47,7 +47,7 @@ impl SqlStore {
         .bind(&profile.description)
         .bind(&profile.source)
         .bind(profile.session_id.map(|id| id.to_string()))
-        .bind(&profile.status)
+        .bind(profile.status.as_str())
         .bind(&profile.version)
         .bind(profile.size_bytes)
         .bind(profile.created_at.as_millis())
@@ -91,7 +91,7 @@ impl SqlStore {
         &self,
         id: ProfileId,
         saved: Option<(&str, i64)>,
-        status: &str,
+        status: anchorage_core::ProfileStatus,
         at: Timestamp,
     ) -> StoreResult<Option<Option<String>>> {
         let mut transaction = super::write(&self.pool).await?;
@@ -109,7 +109,7 @@ impl SqlStore {
                 )
                 .bind(version)
                 .bind(size)
-                .bind(status)
+                .bind(status.as_str())
                 .bind(at.as_millis())
                 .bind(id.to_string())
                 .execute(&mut *transaction)
@@ -117,7 +117,7 @@ impl SqlStore {
             }
             None => {
                 sqlx::query("UPDATE profiles SET status = $1, updated_at = $2 WHERE id = $3")
-                    .bind(status)
+                    .bind(status.as_str())
                     .bind(at.as_millis())
                     .bind(id.to_string())
                     .execute(&mut *transaction)

@@ -1,7 +1,7 @@
 //! Session recordings in SQLite.
 
 use anchorage_core::webhook::WebhookEvent;
-use anchorage_core::{SessionId, TeamId, Timestamp};
+use anchorage_core::{RecordingStatus, SessionId, TeamId, Timestamp};
 use sqlx::Row;
 
 use super::DbRow;
@@ -19,7 +19,7 @@ fn recording_from_row(row: &DbRow) -> StoreResult<RecordingRecord> {
         id: row.try_get("id")?,
         session_id: parse_id(row, "session_id")?,
         team_id: parse_id(row, "team_id")?,
-        status: row.try_get("status")?,
+        status: super::rows::parse_id(row, "status")?,
         size_bytes: row.try_get("size_bytes")?,
         duration_ms: row.try_get("duration_ms")?,
         error: row.try_get("error")?,
@@ -36,7 +36,7 @@ impl SqlStore {
         .bind(&recording.id)
         .bind(recording.session_id.to_string())
         .bind(recording.team_id.to_string())
-        .bind(&recording.status)
+        .bind(recording.status.as_str())
         .bind(recording.size_bytes)
         .bind(recording.duration_ms)
         .bind(&recording.error)
@@ -50,7 +50,7 @@ impl SqlStore {
     pub(super) async fn end_recording(
         &self,
         id: &str,
-        status: &str,
+        status: RecordingStatus,
         size_bytes: i64,
         duration_ms: i64,
         error: Option<&str>,
@@ -61,7 +61,7 @@ impl SqlStore {
             "UPDATE recordings SET status = $1, size_bytes = $2, duration_ms = $3, error = $4, ended_at = $5 \
              WHERE id = $6 AND status = 'recording' RETURNING {COLUMNS}"
         ))
-        .bind(status)
+        .bind(status.as_str())
         .bind(size_bytes)
         .bind(duration_ms)
         .bind(error)
@@ -74,7 +74,7 @@ impl SqlStore {
             return Ok(false);
         };
         let recording = recording_from_row(&row)?;
-        if status == "ready"
+        if status == RecordingStatus::Ready
             && super::webhooks::wanted(&mut transaction, recording.team_id, "session.recording.ready").await?
         {
             let event = WebhookEvent::recording_ready(
@@ -125,7 +125,7 @@ impl SqlStore {
 
     pub(super) async fn recordings_with(
         &self,
-        status: &str,
+        status: RecordingStatus,
         ended_before: Option<Timestamp>,
         node: Option<anchorage_core::NodeId>,
     ) -> StoreResult<Vec<RecordingRecord>> {
@@ -135,7 +135,7 @@ impl SqlStore {
              AND ($4 IS NULL OR session_id IN (SELECT s.id FROM sessions s WHERE s.node_id = $5 OR s.node_id IS NULL)) \
              ORDER BY created_at, id"
         ))
-        .bind(status)
+        .bind(status.as_str())
         .bind(ended_before.map(|at| at.as_millis()))
         .bind(ended_before.map(|at| at.as_millis()))
         .bind(node.map(|node| node.to_string()))

@@ -579,7 +579,7 @@ impl Store for SqlStore {
         &self,
         id: anchorage_core::ProfileId,
         saved: Option<(&str, i64)>,
-        status: &str,
+        status: anchorage_core::ProfileStatus,
         at: Timestamp,
     ) -> StoreResult<Option<Option<String>>> {
         self.record_profile_save(id, saved, status, at).await
@@ -761,7 +761,7 @@ impl Store for SqlStore {
     async fn finish_recording(
         &self,
         id: &str,
-        status: &str,
+        status: anchorage_core::RecordingStatus,
         size_bytes: i64,
         duration_ms: i64,
         error: Option<&str>,
@@ -785,7 +785,7 @@ impl Store for SqlStore {
 
     async fn recordings_in(
         &self,
-        status: &str,
+        status: anchorage_core::RecordingStatus,
         ended_before: Option<Timestamp>,
         node: Option<anchorage_core::NodeId>,
     ) -> StoreResult<Vec<RecordingRecord>> {

@@ -121,7 +121,7 @@ async fn profiles_are_per_team_and_a_save_switches_versions() {
         description: Some("logged in".to_owned()),
         source: None,
         session_id: None,
-        status: "ready".to_owned(),
+        status: anchorage_core::ProfileStatus::Ready,
         version: None,
         size_bytes: 0,
         created_at: now,
@@ -148,17 +148,17 @@ async fn profiles_are_per_team_and_a_save_switches_versions() {
 
     // A save hands back the version it replaces; a failed one keeps it.
     let first = store
-        .profile_saved(profile.id, Some(("v1", 10)), "ready", now)
+        .profile_saved(profile.id, Some(("v1", 10)), anchorage_core::ProfileStatus::Ready, now)
         .await
         .expect("saved");
     assert_eq!(first, Some(None));
     let second = store
-        .profile_saved(profile.id, Some(("v2", 20)), "ready", now)
+        .profile_saved(profile.id, Some(("v2", 20)), anchorage_core::ProfileStatus::Ready, now)
         .await
         .expect("saved");
     assert_eq!(second, Some(Some("v1".to_owned())));
     store
-        .profile_saved(profile.id, None, "failed", now)
+        .profile_saved(profile.id, None, anchorage_core::ProfileStatus::Failed, now)
         .await
         .expect("failed");
     let read = store
@@ -180,7 +180,7 @@ async fn profiles_are_per_team_and_a_save_switches_versions() {
         .is_none());
     assert_eq!(
         store
-            .profile_saved(profile.id, Some(("v3", 1)), "ready", now)
+            .profile_saved(profile.id, Some(("v3", 1)), anchorage_core::ProfileStatus::Ready, now)
             .await
             .expect("gone"),
         None
@@ -1009,7 +1009,7 @@ async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
         id: "rec-1".to_owned(),
         session_id,
         team_id: team,
-        status: "recording".to_owned(),
+        status: anchorage_core::RecordingStatus::Recording,
         size_bytes: 0,
         duration_ms: 0,
         error: None,
@@ -1018,12 +1018,16 @@ async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
     };
     store.create_recording(&recording).await.expect("create");
     assert_eq!(
-        store.recordings_in("recording", None, None).await.expect("list").len(),
+        store
+            .recordings_in(anchorage_core::RecordingStatus::Recording, None, None)
+            .await
+            .expect("list")
+            .len(),
         1
     );
     assert_eq!(
         store
-            .recordings_in("recording", None, Some(NODE))
+            .recordings_in(anchorage_core::RecordingStatus::Recording, None, Some(NODE))
             .await
             .expect("mine")
             .len(),
@@ -1031,16 +1035,30 @@ async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
     );
     let elsewhere = anchorage_core::NodeId::from_u128(0x0c0d);
     assert!(store
-        .recordings_in("recording", None, Some(elsewhere))
+        .recordings_in(anchorage_core::RecordingStatus::Recording, None, Some(elsewhere))
         .await
         .expect("another node's")
         .is_empty());
     assert!(store
-        .finish_recording("rec-1", "ready", 1234, 5000, None, Timestamp::now())
+        .finish_recording(
+            "rec-1",
+            anchorage_core::RecordingStatus::Ready,
+            1234,
+            5000,
+            None,
+            Timestamp::now()
+        )
         .await
         .expect("finish"));
     assert!(!store
-        .finish_recording("rec-1", "failed", 0, 0, Some("late"), Timestamp::now())
+        .finish_recording(
+            "rec-1",
+            anchorage_core::RecordingStatus::Failed,
+            0,
+            0,
+            Some("late"),
+            Timestamp::now()
+        )
         .await
         .expect("once"));
     let listed = store.session_recordings(team, session_id).await.expect("list");
@@ -1064,7 +1082,7 @@ async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
     let later = Timestamp::from_millis(Timestamp::now().as_millis() + 1000);
     assert_eq!(
         store
-            .recordings_in("ready", Some(later), Some(NODE))
+            .recordings_in(anchorage_core::RecordingStatus::Ready, Some(later), Some(NODE))
             .await
             .expect("old")
             .len(),

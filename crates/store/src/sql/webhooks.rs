@@ -8,6 +8,7 @@
 //! delivery when it is to be retried.
 
 use anchorage_core::webhook::{EndedSession, WebhookEvent};
+use anchorage_core::DeliveryStatus;
 use anchorage_core::{SessionId, SessionStatus, TeamId, Timestamp};
 use sqlx::{QueryBuilder, Row};
 
@@ -51,7 +52,7 @@ fn attempt_from_row(row: &DbRow) -> StoreResult<DeliveryAttempt> {
         delivery_id: row.try_get("delivery_id")?,
         event_id: row.try_get("event_id")?,
         event_type: row.try_get("event_type")?,
-        status: row.try_get("status")?,
+        status: super::rows::parse_id(row, "status")?,
         attempt: row.try_get("attempt")?,
         response_status: row.try_get("response_status")?,
         error_message: row.try_get("error_message")?,
@@ -506,7 +507,7 @@ impl SqlStore {
     ) -> StoreResult<()> {
         let mut transaction = super::write(&self.pool).await?;
         let (status, response_status, error) = match outcome {
-            AttemptOutcome::Succeeded { response_status } => ("succeeded", Some(*response_status), None),
+            AttemptOutcome::Succeeded { response_status } => (DeliveryStatus::Succeeded, Some(*response_status), None),
             AttemptOutcome::NotDelivered {
                 response_status,
                 error,
@@ -514,9 +515,9 @@ impl SqlStore {
                 refused,
             } => {
                 let status = if *refused || retry_at.is_some() {
-                    "failed"
+                    DeliveryStatus::Failed
                 } else {
-                    "dead"
+                    DeliveryStatus::Dead
                 };
                 (status, *response_status, Some(error.as_str()))
             }
@@ -525,7 +526,7 @@ impl SqlStore {
             "UPDATE webhook_deliveries SET status = $1, response_status = $2, error_message = $3, completed_at = $4 \
              WHERE id = $5 AND status = 'in_flight'",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(response_status)
         .bind(error)
         .bind(at.as_millis())

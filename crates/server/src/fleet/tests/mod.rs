@@ -326,7 +326,7 @@ impl Store for FaultyStore {
         &self,
         id: anchorage_core::ProfileId,
         saved: Option<(&str, i64)>,
-        status: &str,
+        status: anchorage_core::ProfileStatus,
         at: Timestamp,
     ) -> StoreResult<Option<Option<String>>> {
         self.inner.profile_saved(id, saved, status, at).await
@@ -458,7 +458,7 @@ impl Store for FaultyStore {
     async fn finish_recording(
         &self,
         id: &str,
-        status: &str,
+        status: anchorage_core::RecordingStatus,
         size_bytes: i64,
         duration_ms: i64,
         error: Option<&str>,
@@ -485,7 +485,7 @@ impl Store for FaultyStore {
     }
     async fn recordings_in(
         &self,
-        status: &str,
+        status: anchorage_core::RecordingStatus,
         ended_before: Option<Timestamp>,
         node: Option<anchorage_core::NodeId>,
     ) -> StoreResult<Vec<anchorage_store::RecordingRecord>> {
