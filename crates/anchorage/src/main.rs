@@ -183,11 +183,11 @@ async fn nodes(config: &Config) -> anyhow::Result<()> {
         "{:<38} {:<6} {:>8} {:>8} {:<26} url",
         "id", "state", "sessions", "capacity", "started"
     );
-    for node in anchorage_server::cluster::nodes::list(config).await? {
+    for node in anchorage_server::nodes::list(config).await? {
         println!(
             "{:<38} {:<6} {:>8} {:>8} {:<26} {}",
             node.id.to_string(),
-            anchorage_server::cluster::nodes::state(&node),
+            anchorage_server::nodes::state(&node),
             node.live_sessions,
             node.max_sessions,
             node.started_at.to_string(),

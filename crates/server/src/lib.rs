@@ -2,28 +2,35 @@
 //! fleet of live sessions with its provisioning queue.
 //!
 //! Start it with [`App::build`] and [`App::run`]; the `anchorage` binary is a
-//! thin wrapper around these. Nothing here spawns a process (that is
+//! thin wrapper around these, and this crate exposes only what it uses
+//! (the app, its configuration, `keys` and `nodes` for the admin
+//! commands). Nothing here spawns a process (that is
 //! `anchorage-browser`) or writes SQL (that is `anchorage-store`).
 
-pub mod app;
-pub mod auth;
-pub mod cluster;
-pub mod config;
-pub mod error;
-pub mod events;
-pub mod extensions;
-pub mod fleet;
+mod app;
+mod auth;
+mod cluster;
+mod config;
+mod error;
+mod events;
+mod extensions;
+mod fleet;
 pub mod keys;
 mod leftovers;
-pub mod metrics;
-pub mod profiles;
-pub mod recordings;
+mod metrics;
+mod profiles;
+mod recordings;
 mod routes;
-pub mod state;
+mod state;
 #[cfg(test)]
 mod test_support;
-pub mod webhooks;
-pub mod wire;
+mod webhooks;
+mod wire;
 
 pub use app::{App, StartError};
 pub use config::{Config, ConfigError, Environment, Source};
+
+/// The nodes of the database, as `anchorage nodes` shows them.
+pub mod nodes {
+    pub use crate::cluster::nodes::{list, state};
+}

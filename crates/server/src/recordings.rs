@@ -224,11 +224,6 @@ impl Recordings {
             let _ = tokio::fs::remove_dir(folder).await;
         }
     }
-
-    /// The root folder.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
 }
 
 /// A file's size; 0 when it is not there.

@@ -575,6 +575,7 @@ pub struct ScrollBody {
     /// Steps to split the scroll into, 1 to 100 (default 1).
     pub steps: Option<u32>,
     /// Accepted and ignored: every scroll is real wheel input.
+    #[expect(dead_code, reason = "accepted for the SDK's sake and never read")]
     pub use_os: Option<bool>,
 }
 

@@ -40,8 +40,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use batches::{BatchEnd, Ended};
-pub use session::{ClientGuard, EndWait, LiveSession};
+pub use batches::BatchEnd;
+pub use session::{EndWait, LiveSession};
 
 use admission::Admission;
 use pool::{Pool, Pooled, Refill};

@@ -90,7 +90,7 @@ impl Receiver {
 }
 
 /// Retries after 100 ms, so a test sees them all.
-fn quick_retries(config: &mut anchorage_server::config::Config) {
+fn quick_retries(config: &mut anchorage_server::Config) {
     config.webhook_retry_delays = vec![Duration::from_millis(100); 3];
 }
 

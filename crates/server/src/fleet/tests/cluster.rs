@@ -163,7 +163,7 @@ async fn a_batch_cancel_counts_every_nodes_ended_sessions_and_calls_each_other_n
     let answer = nodes.nodes[0].fleet.cancel_batch(nodes.team, batch_id).await.unwrap();
     assert_eq!(
         answer,
-        BatchEnd::Done(super::super::Ended {
+        BatchEnd::Done(crate::fleet::batches::Ended {
             ended: 6,
             errors: Vec::new()
         })
@@ -206,7 +206,7 @@ async fn of_racing_cancels_on_three_nodes_one_wins_and_counts_all_six() {
         .collect();
     assert_eq!(
         winners,
-        [&BatchEnd::Done(super::super::Ended {
+        [&BatchEnd::Done(crate::fleet::batches::Ended {
             ended: 6,
             errors: Vec::new()
         })],
