@@ -252,6 +252,11 @@ impl App {
         } else {
             Arc::new(crate::cluster::SingleNode::new(node))
         };
+        let files = crate::files::SessionFiles {
+            profiles: Some(profiles),
+            recordings: recordings.clone(),
+            extensions_root: Some(extensions_root),
+        };
         let settings = FleetSettings {
             max_sessions: config.max_sessions,
             launch_concurrency: config.launch_concurrency,
@@ -259,9 +264,6 @@ impl App {
             pool_size: config.pool_size,
             pool_refill_delay: config.pool_refill_delay,
             timeout_minute: config.timeout_minute,
-            profiles: Some(profiles),
-            extensions_root: Some(extensions_root),
-            recordings: recordings.clone(),
             default_recording: config.default_recording,
             default_headless: config.default_headless,
         };
@@ -279,6 +281,7 @@ impl App {
                 launcher,
                 cluster: Arc::clone(&cluster),
                 metrics: Arc::clone(&metrics),
+                files: files.clone(),
             },
             settings,
             shutdown.clone(),
@@ -342,6 +345,7 @@ impl App {
             fleet,
             cluster,
             metrics,
+            files,
             tokens,
             public_url,
             max_body_bytes: config.max_body_bytes,

@@ -14,6 +14,7 @@ mod config;
 mod error;
 mod events;
 mod extensions;
+mod files;
 mod fleet;
 pub mod keys;
 mod leftovers;

@@ -20,6 +20,8 @@ pub struct AppState {
     pub cluster: Arc<dyn crate::cluster::Cluster>,
     /// Counters for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The data dir's profiles, recordings and extensions.
+    pub files: crate::files::SessionFiles,
     /// Session tokens.
     pub tokens: TokenSigner,
     /// Base URL clients reach us at (http or https).

@@ -69,6 +69,35 @@ impl Drop for TeamSlot {
     }
 }
 
+/// A place (`max_sessions`) or a launch permit (`launch_concurrency`),
+/// held by a start or a refill. Dropping it is the one way to give it
+/// back: the permit returns, and once it was put to use (see
+/// [`Held::in_use`]) the admission loop wakes, so that a start waiting for
+/// it is looked at, whatever path the holder left by. One taken and given
+/// back within an admission round does not wake it (that round sees it).
+pub(crate) struct Held {
+    permit: Option<OwnedSemaphorePermit>,
+    admission: Arc<Admission>,
+    wake: bool,
+}
+
+impl Held {
+    /// Put to use: giving it back from now on wakes the admission loop.
+    pub(super) fn in_use(mut self) -> Self {
+        self.wake = true;
+        self
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        if self.wake {
+            self.admission.wake();
+        }
+    }
+}
+
 impl Admission {
     /// An empty queue with these limits.
     pub(super) fn new(max_sessions: usize, launch_concurrency: usize, team_quota: Option<usize>) -> Arc<Self> {
@@ -185,8 +214,13 @@ impl Admission {
     }
 
     /// A place for one more browser, if one is free.
-    pub(super) fn try_place(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.capacity).try_acquire_owned().ok()
+    pub(super) fn try_place(self: &Arc<Self>) -> Option<Held> {
+        let permit = Arc::clone(&self.capacity).try_acquire_owned().ok()?;
+        Some(Held {
+            permit: Some(permit),
+            admission: Arc::clone(self),
+            wake: false,
+        })
     }
 
     /// Whether a place is free now.
@@ -195,7 +229,12 @@ impl Admission {
     }
 
     /// A launch permit, if one is free.
-    pub(super) fn try_launch(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.launches).try_acquire_owned().ok()
+    pub(super) fn try_launch(self: &Arc<Self>) -> Option<Held> {
+        let permit = Arc::clone(&self.launches).try_acquire_owned().ok()?;
+        Some(Held {
+            permit: Some(permit),
+            admission: Arc::clone(self),
+            wake: false,
+        })
     }
 }

@@ -20,6 +20,7 @@
 
 mod admission;
 mod batches;
+mod plan;
 mod pool;
 mod provision;
 mod session;
@@ -75,13 +76,6 @@ pub struct FleetSettings {
     pub pool_refill_delay: Duration,
     /// The length of a timeout minute (see `Config::timeout_minute`).
     pub timeout_minute: Duration,
-    /// Saved profiles' files; `None` where sessions cannot use profiles.
-    pub profiles: Option<Arc<crate::profiles::ProfileFiles>>,
-    /// Where uploaded extensions are unpacked (`<root>/<id, 32 hex>`);
-    /// `None` where sessions cannot load extensions.
-    pub extensions_root: Option<std::path::PathBuf>,
-    /// Where recordings go; `None` where sessions cannot be recorded (no ffmpeg).
-    pub recordings: Option<Arc<crate::recordings::Recordings>>,
     /// Whether a start that does not say is recorded.
     pub default_recording: bool,
     /// Whether a start that does not say runs headless.
@@ -129,6 +123,8 @@ pub struct Fleet {
     request_changes: broadcast::Sender<RequestId>,
     /// Counters for `/metrics`.
     metrics: Arc<Metrics>,
+    /// The data dir's profiles, recordings and extensions.
+    files: crate::files::SessionFiles,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -217,6 +213,9 @@ pub struct FleetParts {
     pub cluster: Arc<dyn Cluster>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The data dir's profiles, recordings and extensions, for the
+    /// sessions it starts.
+    pub files: crate::files::SessionFiles,
 }
 
 impl Fleet {
@@ -232,6 +231,7 @@ impl Fleet {
             launcher,
             cluster,
             metrics,
+            files,
         } = parts;
         Arc::new(Self {
             store,
@@ -250,6 +250,7 @@ impl Fleet {
             batch_changes: broadcast::channel(1024).0,
             request_changes: broadcast::channel(1024).0,
             metrics,
+            files,
             shutdown,
             tasks,
         })
@@ -258,19 +259,6 @@ impl Fleet {
     /// Running browsers at most on this node.
     pub fn max_sessions(&self) -> usize {
         self.settings.max_sessions
-    }
-
-    /// Saved profiles' files, where sessions can use profiles.
-    pub fn profiles(&self) -> Option<&Arc<crate::profiles::ProfileFiles>> {
-        self.settings.profiles.as_ref()
-    }
-
-    /// Where an uploaded extension's files are, where sessions can load extensions.
-    pub fn extension_dir(&self, id: anchorage_core::ExtensionId) -> Option<std::path::PathBuf> {
-        self.settings
-            .extensions_root
-            .as_ref()
-            .map(|root| root.join(id.as_uuid().simple().to_string()))
     }
 
     /// Starts the admission loop, which claims queued work (pending
@@ -299,11 +287,6 @@ impl Fleet {
         let fleet = Arc::clone(self);
         self.tasks.spawn(async move { fleet.run().await });
         Ok(())
-    }
-
-    /// Where recordings are kept, if sessions can be recorded here.
-    pub fn recordings(&self) -> Option<&Arc<crate::recordings::Recordings>> {
-        self.settings.recordings.as_ref()
     }
 
     /// The live session with this id, if it belongs to `team_id`.
@@ -752,9 +735,9 @@ impl Fleet {
                         break;
                     };
                     provision::Start::Cold {
-                        place,
+                        place: place.in_use(),
                         evicted,
-                        launch_permit,
+                        launch_permit: launch_permit.in_use(),
                     }
                 }
             };
@@ -792,6 +775,7 @@ impl Fleet {
                     self.pool.refill_skipped();
                     return;
                 };
+                let (place, launch_permit) = (place.in_use(), launch_permit.in_use());
                 let fleet = Arc::clone(self);
                 self.tasks.spawn(async move {
                     let request = LaunchRequest {

@@ -16,9 +16,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::admission::Held;
 use anchorage_browser::Browser;
 use anchorage_core::{SessionOptions, Viewport};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 /// How long refills pause after a failed one.
@@ -27,7 +27,7 @@ pub(super) const REFILL_BACKOFF: Duration = Duration::from_secs(5);
 /// A browser waiting in the pool, with its place.
 pub(super) struct Pooled {
     pub browser: Browser,
-    pub place: OwnedSemaphorePermit,
+    pub place: Held,
 }
 
 /// Whether a start can take a pooled browser: its launch-time options (the

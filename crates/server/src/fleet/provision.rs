@@ -9,17 +9,19 @@
 
 use std::sync::Arc;
 
-use anchorage_browser::{Browser, BrowserSetup, LaunchError, LaunchRequest};
-use anchorage_core::{RequestId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp};
+use super::admission::Held;
+use anchorage_browser::{Browser, LaunchError};
+use anchorage_core::{ProfileId, RequestId, SessionId, SessionOptions, TeamId, Timestamp};
 use anchorage_store::{LaunchFailure, RequestRecord, SessionRecord};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::admission::TeamSlot;
+use super::plan;
 use super::pool::Pooled;
 use super::session::{Holdings, LiveSession};
 use super::{Fleet, Launching, StartOutcome, STORE_RETRY_DELAY};
+use crate::profiles::ProfileSeed;
 
 /// Where a starting session's browser comes from.
 pub(super) enum Start {
@@ -28,9 +30,9 @@ pub(super) enum Start {
     /// A fresh launch into this place; `evicted` is a pooled browser that
     /// gave its place up and must be ended first.
     Cold {
-        place: OwnedSemaphorePermit,
+        place: Held,
         evicted: Option<Browser>,
-        launch_permit: OwnedSemaphorePermit,
+        launch_permit: Held,
     },
 }
 
@@ -119,25 +121,13 @@ impl Fleet {
         team_slot: TeamSlot,
     ) -> Provisioned {
         let options = request.options.clone();
-        let session = SessionRecord {
-            id: SessionId::new_random(),
-            team_id: request.team_id,
-            api_key_id: request.api_key_id,
-            api_key_name: request.api_key_name.clone(),
-            request_id: Some(request.id),
-            batch_id: request.batch_id,
-            status: SessionStatus::Starting,
-            configuration: request.configuration.clone(),
-            tags: options.tags.clone(),
-            headless: options.headless_requested.unwrap_or(self.settings.default_headless),
-            recording: self.records(&options),
-            proxy: options.proxy_requested,
-            created_at: Timestamp::now(),
-            started_at: None,
-            ended_at: None,
-            end_reason: None,
-            node_id: Some(self.cluster.me()),
-        };
+        let session = plan::session_record(
+            request,
+            SessionId::new_random(),
+            self.defaults(),
+            self.cluster.me(),
+            Timestamp::now(),
+        );
         // Registered before the store hears of the launch, so that a cancel
         // that commits after `begin_launch` always finds it. Shutdown stops
         // it too (a child token).
@@ -197,74 +187,24 @@ impl Fleet {
                     // Its place is this start's: it must be gone first.
                     evicted.shut_down().await;
                 }
-                // A saved profile is read (held against removal) until the launch has copied it.
-                let mut seed = None;
-                if let Some(profile) = &options.profile {
-                    let found = match &self.settings.profiles {
-                        Some(files) => files.seed(self.store.as_ref(), session.team_id, &profile.name).await,
-                        None => None,
-                    };
-                    match found {
-                        Some((id, copy)) => {
-                            profile_id = Some(id);
-                            seed = copy;
-                        }
-                        None => {
-                            drop(launch_permit);
-                            self.admission.wake();
-                            drop(place);
-                            return Provisioned::LaunchFailed {
-                                session_id: session.id,
-                                message: format!(
-                                    "browser.profile.name: the profile {:?} does not exist (any more)",
-                                    profile.name
-                                ),
-                            };
-                        }
-                    }
-                }
-                let trusted_cas = match self.trusted_cas(session.team_id, &options.certificates).await {
-                    Ok(found) => found,
+                // A saved profile is read (held against removal) until the
+                // launch has copied it. A start that cannot launch gives its
+                // place and launch permit back as they drop.
+                let (found_profile, seed, found) = match self.find_launch_parts(&session, &options).await {
+                    Ok(parts) => parts,
                     Err(message) => {
-                        drop(launch_permit);
-                        self.admission.wake();
-                        drop(place);
                         return Provisioned::LaunchFailed {
                             session_id: session.id,
                             message,
-                        };
+                        }
                     }
                 };
-                let launch = LaunchRequest {
-                    name: session.id.as_uuid().simple().to_string(),
-                    window: (options.viewport.width, options.viewport.height),
-                    // Behind a proxy that wants credentials, the first page
-                    // opens once they can be answered (below).
-                    initial_url: options
-                        .initial_url
-                        .clone()
-                        .filter(|_| !proxy_needs_credentials(&options)),
-                    ahead: false,
-                    setup: BrowserSetup {
-                        profile_seed: seed.as_ref().map(|seed| (seed.folder.clone(), seed.max_bytes)),
-                        proxy_server: options.proxy.as_ref().map(|proxy| proxy.server.clone()),
-                        extensions: options
-                            .extensions
-                            .iter()
-                            .filter_map(|id| self.extension_dir(*id))
-                            .collect(),
-                        trusted_cas,
-                        switches: options.switches.iter().map(|switch| switch.flag()).collect(),
-                        pdfs_downloaded: options.pdfs_downloaded,
-                        fullscreen: options.fullscreen,
-                        headful: !session.headless,
-                    },
-                };
+                profile_id = found_profile;
+                let launch = plan::launch_request(&session, &options, found);
                 let launched = self.launch_with_retry(&launch, &abort).await;
                 drop(seed);
+                // Free again for a waiting start or a refill.
                 drop(launch_permit);
-                // A launch permit is free again: a waiting start or a refill may use it.
-                self.admission.wake();
                 (launched, place)
             }
         };
@@ -348,7 +288,7 @@ impl Fleet {
                 helper.cancel();
             });
         }
-        if let (true, Some(recordings)) = (session.recording, &self.settings.recordings) {
+        if let (true, Some(recordings)) = (session.recording, &self.files.recordings) {
             let size = (options.viewport.width, options.viewport.height);
             match recordings
                 .start(
@@ -398,10 +338,50 @@ impl Fleet {
         Provisioned::Running(session.id)
     }
 
-    /// Whether a session of these options is recorded: as asked, else the
-    /// server's default; never where recordings cannot be made.
-    pub(crate) fn records(&self, options: &anchorage_core::SessionOptions) -> bool {
-        self.settings.recordings.is_some() && options.recording_requested.unwrap_or(self.settings.default_recording)
+    /// What a start gets where it does not say.
+    fn defaults(&self) -> plan::Defaults {
+        plan::Defaults {
+            headless: self.settings.default_headless,
+            recording: self.settings.default_recording,
+            can_record: self.files.recordings.is_some(),
+        }
+    }
+
+    /// What a cold launch needs from outside its options: the saved
+    /// profile it begins from (its id, and its copy, held against removal
+    /// until the launch has copied it), the team's certificates and the
+    /// extensions' folders; or why the start cannot launch.
+    async fn find_launch_parts(
+        &self,
+        session: &SessionRecord,
+        options: &SessionOptions,
+    ) -> Result<(Option<ProfileId>, Option<ProfileSeed>, plan::Found), String> {
+        let (mut profile_id, mut seed) = (None, None);
+        if let Some(profile) = &options.profile {
+            let found = match &self.files.profiles {
+                Some(files) => files.seed(self.store.as_ref(), session.team_id, &profile.name).await,
+                None => None,
+            };
+            let Some((id, copy)) = found else {
+                return Err(format!(
+                    "browser.profile.name: the profile {:?} does not exist (any more)",
+                    profile.name
+                ));
+            };
+            profile_id = Some(id);
+            seed = copy;
+        }
+        let trusted_cas = self.trusted_cas(session.team_id, &options.certificates).await?;
+        let found = plan::Found {
+            profile_seed: seed.as_ref().map(|seed| (seed.folder.clone(), seed.max_bytes)),
+            trusted_cas,
+            extension_dirs: options
+                .extensions
+                .iter()
+                .filter_map(|id| self.files.extension_dir(*id))
+                .collect(),
+        };
+        Ok((profile_id, seed, found))
     }
 
     /// For a session behind a proxy that wants credentials: starts
@@ -412,7 +392,11 @@ impl Fleet {
         options: &SessionOptions,
         browser: &anchorage_browser::Browser,
     ) -> Result<Option<CancellationToken>, String> {
-        let Some(proxy) = options.proxy.as_ref().filter(|_| proxy_needs_credentials(options)) else {
+        let Some(proxy) = options
+            .proxy
+            .as_ref()
+            .filter(|_| plan::proxy_needs_credentials(options))
+        else {
             return Ok(None);
         };
         let authenticator = anchorage_browser::ProxyAuthenticator::enable(
@@ -479,9 +463,4 @@ impl Fleet {
             })
             .collect()
     }
-}
-
-/// Whether a session's proxy wants credentials answered.
-fn proxy_needs_credentials(options: &SessionOptions) -> bool {
-    options.proxy.as_ref().is_some_and(|proxy| proxy.username.is_some())
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anchorage_browser::{Browser, BrowserExit};
 use anchorage_browser::{Devtools, PageControl};
 use anchorage_core::{BatchId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp};
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
+
+use super::admission::Held;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -187,7 +189,7 @@ impl Drop for ClientGuard {
 /// What a supervisor holds for as long as its browser lives.
 pub(super) struct Holdings {
     pub browser: Browser,
-    pub place: OwnedSemaphorePermit,
+    pub place: Held,
     pub team_slot: TeamSlot,
 }
 
@@ -266,7 +268,7 @@ impl Fleet {
         // (so that it writes out what it keeps in memory) after the end call
         // has its answer; the save runs before its place is freed.
         let saves = session.profiles_to_save();
-        let profiles = self.settings.profiles.clone().filter(|_| !saves.is_empty());
+        let profiles = self.files.profiles.clone().filter(|_| !saves.is_empty());
         if profiles.is_none() {
             browser.kill_now();
         }

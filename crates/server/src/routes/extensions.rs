@@ -57,7 +57,7 @@ pub async fn upload(
         ))
     })?;
     let id = ExtensionId::new_random();
-    let Some(folder) = state.fleet.extension_dir(id) else {
+    let Some(folder) = state.files.extension_dir(id) else {
         return Err(ApiError::BadRequest("this server keeps no extensions".to_owned()));
     };
     let root = folder.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
@@ -208,7 +208,7 @@ pub async fn delete(
         .delete_extension(caller.0.team_id, id_of(&raw)?)
         .await?
         .ok_or_else(not_found)?;
-    if let Some(folder) = state.fleet.extension_dir(extension.id) {
+    if let Some(folder) = state.files.extension_dir(extension.id) {
         let _ = tokio::fs::remove_dir_all(folder).await;
     }
     Ok(Data::of(Deleted {

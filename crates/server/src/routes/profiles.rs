@@ -22,7 +22,11 @@ const MAX_DESCRIPTION_CHARS: usize = 1000;
 /// A profile as answered: `saving` while a session's state is being
 /// written into it.
 fn item(state: &AppState, profile: ProfileRecord) -> ProfileItem {
-    let saving = state.fleet.profiles().is_some_and(|files| files.is_saving(profile.id));
+    let saving = state
+        .files
+        .profiles
+        .as_ref()
+        .is_some_and(|files| files.is_saving(profile.id));
     ProfileItem {
         name: profile.name,
         description: profile.description,
@@ -84,7 +88,7 @@ pub async fn create(
                 .to_owned(),
         ));
     }
-    if state.fleet.profiles().is_none() {
+    if state.files.profiles.as_ref().is_none() {
         return Err(ApiError::BadRequest("this server keeps no profiles".to_owned()));
     }
     let session = match (body.source.as_deref(), body.session_id.as_deref()) {
@@ -214,7 +218,7 @@ pub async fn delete(
         .delete_profile(caller.0.team_id, &name)
         .await?
         .ok_or_else(not_found)?;
-    if let Some(files) = state.fleet.profiles() {
+    if let Some(files) = state.files.profiles.as_ref() {
         files.remove(profile.id).await;
     }
     Ok(Data::of(Success { status: "success" }))

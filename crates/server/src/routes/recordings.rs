@@ -109,7 +109,7 @@ pub async fn fetch(
             )))
         }
     }
-    let Some(recordings) = state.fleet.recordings() else {
+    let Some(recordings) = state.files.recordings.as_ref() else {
         return Err(ApiError::NotFound("recordings are not kept on this server".to_owned()));
     };
     let file = tokio::fs::File::open(recordings.file(session_id, &primary.id))
@@ -160,7 +160,7 @@ pub async fn delete(
             "the recording is under way: end the session first, or pause it".to_owned(),
         ));
     }
-    if let Some(recordings) = state.fleet.recordings() {
+    if let Some(recordings) = state.files.recordings.as_ref() {
         recordings.remove_file(session_id, &target.id).await;
     }
     state

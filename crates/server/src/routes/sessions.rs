@@ -46,7 +46,7 @@ pub(super) async fn check_named_resources(
     field_prefix: &str,
 ) -> Result<(), ApiError> {
     for id in &options.extensions {
-        if state.fleet.extension_dir(*id).is_none() || state.store.extension(caller.0.team_id, *id).await?.is_none() {
+        if state.files.extension_dir(*id).is_none() || state.store.extension(caller.0.team_id, *id).await?.is_none() {
             return Err(ApiError::BadRequest(format!(
                 "{field_prefix}browser.extensions: your team has no extension {id} (upload it with POST /v1/extensions)"
             )));
@@ -67,7 +67,7 @@ pub(super) async fn check_named_resources(
     let Some(profile) = &options.profile else {
         return Ok(());
     };
-    if state.fleet.profiles().is_none() {
+    if state.files.profiles.as_ref().is_none() {
         return Err(ApiError::BadRequest(format!(
             "{field_prefix}browser.profile: this server keeps no profiles"
         )));

@@ -57,6 +57,7 @@ async fn nodes(count: u128, max_sessions: usize) -> Nodes {
                 launcher: Arc::clone(&launcher) as Arc<dyn Launcher>,
                 cluster: net.node(id, Arc::clone(&store)),
                 metrics: Arc::default(),
+                files: Default::default(),
             },
             FleetSettings {
                 max_sessions,

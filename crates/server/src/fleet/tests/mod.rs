@@ -514,9 +514,6 @@ fn settings() -> FleetSettings {
         pool_refill_delay: Duration::ZERO,
         // Timeouts never fire during a test.
         timeout_minute: Duration::from_secs(3600),
-        profiles: None,
-        extensions_root: None,
-        recordings: None,
         default_recording: false,
         default_headless: true,
     }
@@ -555,6 +552,7 @@ async fn harness(settings: FleetSettings) -> Harness {
             launcher: Arc::clone(&launcher) as Arc<dyn Launcher>,
             cluster: Arc::new(crate::cluster::SingleNode::new(NODE)),
             metrics: Arc::clone(&metrics),
+            files: Default::default(),
         },
         settings,
         shutdown.clone(),
