@@ -76,6 +76,11 @@ uuid_id!(
     BatchId
 );
 uuid_id!(
+    /// A session's video recording.
+    RecordingId
+);
+
+uuid_id!(
     /// A request to start one session (sync, async, or one item of a batch).
     RequestId
 );
@@ -106,3 +111,44 @@ mod tests {
         assert!(simple.parse::<SessionId>().is_err());
     }
 }
+
+/// An id the database makes for a row of its own, kept and shown exactly as
+/// stored (32 hex digits, or a hyphenated UUID for rows written later): a
+/// newtype so that one kind is never passed where another is meant.
+macro_rules! stored_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The id as stored.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(text: String) -> Self {
+                Self(text)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(&self.0)
+            }
+        }
+    };
+}
+
+stored_id!(
+    /// A webhook event's delivery to one webhook (`Anchor-Delivery-Id`),
+    /// the same for each of its attempts.
+    DeliveryId
+);
+stored_id!(
+    /// One attempt at a delivery.
+    AttemptId
+);

@@ -19,7 +19,10 @@ mod wire_enum;
 
 pub use admission::FairQueue;
 pub use batch::{failure_summary, BatchCounts, BatchStatus};
-pub use ids::{ApiKeyId, BatchId, CertificateId, ExtensionId, NodeId, ProfileId, RequestId, SessionId, TeamId};
+pub use ids::{
+    ApiKeyId, AttemptId, BatchId, CertificateId, DeliveryId, ExtensionId, NodeId, ProfileId, RecordingId, RequestId,
+    SessionId, TeamId,
+};
 pub use options::{
     check_certificate_name, check_profile_name, redact_configuration, CustomProxy, OptionsError, ProfileUse,
     SessionOptions, Viewport,

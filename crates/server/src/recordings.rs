@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anchorage_browser::{Devtools, RecordingControl, RecordingSpec};
-use anchorage_core::{RecordingStatus, SessionId, TeamId, Timestamp};
+use anchorage_core::{RecordingId, RecordingStatus, SessionId, TeamId, Timestamp};
 use anchorage_store::{RecordingRecord, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -61,7 +61,7 @@ impl Recordings {
     }
 
     /// The file of a recording.
-    pub fn file(&self, session_id: SessionId, recording_id: &str) -> PathBuf {
+    pub fn file(&self, session_id: SessionId, recording_id: RecordingId) -> PathBuf {
         self.root
             .join(session_id.to_string())
             .join(format!("{recording_id}.mp4"))
@@ -75,7 +75,7 @@ impl Recordings {
         store: Arc<dyn Store>,
         subject: Subject,
         tasks: &tokio_util::task::TaskTracker,
-    ) -> Result<(String, RecordingControl), StoreError> {
+    ) -> Result<(RecordingId, RecordingControl), StoreError> {
         let Subject {
             session_id,
             team_id,
@@ -83,10 +83,10 @@ impl Recordings {
             size,
             stop,
         } = subject;
-        let id = uuid::Uuid::new_v4().to_string();
-        let output = self.file(session_id, &id);
+        let id = RecordingId::new_random();
+        let output = self.file(session_id, id);
         let record = RecordingRecord {
-            id: id.clone(),
+            id,
             session_id,
             team_id,
             status: RecordingStatus::Recording,
@@ -105,7 +105,7 @@ impl Recordings {
             width: size.0,
             height: size.1,
         };
-        let recording_id = id.clone();
+        let recording_id = id;
         let running = control.clone();
         tasks.spawn(async move {
             let folder = output.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -138,7 +138,7 @@ impl Recordings {
                 Err(error) => (RecordingStatus::Failed, 0, Some(format!("ffmpeg could not run: {error}"))),
             };
             if let Err(error) = store
-                .finish_recording(&recording_id, status, size, duration_ms, error.as_deref(), Timestamp::now())
+                .finish_recording(recording_id, status, size, duration_ms, error.as_deref(), Timestamp::now())
                 .await
             {
                 tracing::error!(%session_id, %error, "cannot record the end of a recording");
@@ -165,7 +165,7 @@ impl Recordings {
             .recordings_in(RecordingStatus::Recording, None, Some(self.node))
             .await?;
         for recording in &unfinished {
-            let file = self.file(recording.session_id, &recording.id);
+            let file = self.file(recording.session_id, recording.id);
             let size = file_size(&file).await;
             let duration = match &self.ffprobe {
                 Some(ffprobe) if size > 0 => anchorage_browser::probe_duration(ffprobe, &file).await,
@@ -185,7 +185,7 @@ impl Recordings {
             let duration_ms = duration.map_or(0, |duration| duration.as_millis() as i64);
             store
                 .finish_recording(
-                    &recording.id,
+                    recording.id,
                     status,
                     size,
                     duration_ms,
@@ -203,9 +203,9 @@ impl Recordings {
         let mut removed = 0;
         for status in [RecordingStatus::Ready, RecordingStatus::Failed] {
             for recording in store.recordings_in(status, Some(before), Some(self.node)).await? {
-                self.remove_file(recording.session_id, &recording.id).await;
+                self.remove_file(recording.session_id, recording.id).await;
                 if store
-                    .delete_recording(recording.team_id, recording.session_id, &recording.id)
+                    .delete_recording(recording.team_id, recording.session_id, recording.id)
                     .await?
                     .is_some()
                 {
@@ -217,7 +217,7 @@ impl Recordings {
     }
 
     /// Removes a recording's file (and its session's folder once empty).
-    pub async fn remove_file(&self, session_id: SessionId, recording_id: &str) {
+    pub async fn remove_file(&self, session_id: SessionId, recording_id: RecordingId) {
         let file = self.file(session_id, recording_id);
         let _ = tokio::fs::remove_file(&file).await;
         if let Some(folder) = file.parent() {
@@ -268,14 +268,15 @@ mod tests {
         let hours_ago = |hours: i64| Timestamp::from_millis(now.as_millis() - hours * 3_600_000);
         // Two finished three hours ago (past the hour kept), one finished
         // now, one still recording since three hours ago.
+        let [old, old_failed, new, live] = [1, 2, 3, 4].map(RecordingId::from_u128);
         for (id, status, ended) in [
-            ("old", RecordingStatus::Ready, Some(3)),
-            ("old-failed", RecordingStatus::Failed, Some(3)),
-            ("new", RecordingStatus::Ready, Some(0)),
-            ("live", RecordingStatus::Recording, None),
+            (old, RecordingStatus::Ready, Some(3)),
+            (old_failed, RecordingStatus::Failed, Some(3)),
+            (new, RecordingStatus::Ready, Some(0)),
+            (live, RecordingStatus::Recording, None),
         ] {
             let record = RecordingRecord {
-                id: id.to_owned(),
+                id,
                 session_id: session.id,
                 team_id: team,
                 status: RecordingStatus::Recording,
@@ -298,7 +299,7 @@ mod tests {
         }
 
         assert_eq!(recordings.sweep(store.as_ref()).await.expect("sweep"), 2);
-        let mut left: Vec<String> = store
+        let mut left: Vec<RecordingId> = store
             .session_recordings(team, session.id)
             .await
             .expect("list")
@@ -306,8 +307,8 @@ mod tests {
             .map(|recording| recording.id)
             .collect();
         left.sort();
-        assert_eq!(left, ["live", "new"]);
-        for (id, kept) in [("old", false), ("old-failed", false), ("new", true), ("live", true)] {
+        assert_eq!(left, [new, live]);
+        for (id, kept) in [(old, false), (old_failed, false), (new, true), (live, true)] {
             assert_eq!(recordings.file(session.id, id).exists(), kept, "{id}");
         }
         // Another node's sweep leaves this node's recordings alone.

@@ -318,7 +318,7 @@ impl Deliverer {
             .post(url)
             .header("Content-Type", "application/json")
             .header("Anchor-Event", &due.attempt.event_type)
-            .header("Anchor-Delivery-Id", &due.attempt.delivery_id)
+            .header("Anchor-Delivery-Id", due.attempt.delivery_id.to_string())
             .header("Anchor-Timestamp", timestamp.to_string())
             .header("Anchor-Signature", signature_header(&due.secrets, timestamp, &due.body))
             .body(due.body.clone())

@@ -370,7 +370,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<DueAttempt>>;
     /// Records how a claimed attempt ended; schedules the next one when the
     /// outcome asks for it.
-    async fn finish_attempt(&self, attempt_id: &str, outcome: &AttemptOutcome, at: Timestamp) -> StoreResult<()>;
+    async fn finish_attempt(
+        &self,
+        attempt_id: &anchorage_core::AttemptId,
+        outcome: &AttemptOutcome,
+        at: Timestamp,
+    ) -> StoreResult<()>;
     /// When the next `pending` attempt is due, if there is one.
     async fn next_attempt_due(&self) -> StoreResult<Option<Timestamp>>;
     /// Puts attempts left `in_flight` back to `pending` (same delivery id):
@@ -388,7 +393,7 @@ pub trait Store: Send + Sync + 'static {
     /// was not `recording` (or is gone).
     async fn finish_recording(
         &self,
-        id: &str,
+        id: anchorage_core::RecordingId,
         status: anchorage_core::RecordingStatus,
         size_bytes: i64,
         duration_ms: i64,
@@ -402,7 +407,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         team_id: TeamId,
         session_id: SessionId,
-        id: &str,
+        id: anchorage_core::RecordingId,
     ) -> StoreResult<Option<RecordingRecord>>;
     /// Recordings in a status (every team's), oldest first: `recording` ones
     /// after a restart, and finished ones ended before `ended_before`

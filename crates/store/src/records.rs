@@ -452,10 +452,10 @@ pub struct WebhookChange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryAttempt {
     /// This attempt's row.
-    pub id: String,
+    pub id: anchorage_core::AttemptId,
     /// The delivery it belongs to (`Anchor-Delivery-Id`), the same for
     /// every attempt.
-    pub delivery_id: String,
+    pub delivery_id: anchorage_core::DeliveryId,
     /// The event (`evt_…`).
     pub event_id: String,
     /// The event's type.
@@ -549,7 +549,7 @@ pub enum AttemptOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordingRecord {
     /// Its id.
-    pub id: String,
+    pub id: anchorage_core::RecordingId,
     /// The session recorded.
     pub session_id: SessionId,
     /// Its team.

@@ -41,7 +41,7 @@ pub struct LiveSession {
     /// Profiles the browser's state is saved into when the session ends.
     save_into: Mutex<Vec<anchorage_core::ProfileId>>,
     /// Its recording under way (id and controls), if it is recorded.
-    recording: std::sync::OnceLock<(String, anchorage_browser::RecordingControl)>,
+    recording: std::sync::OnceLock<(anchorage_core::RecordingId, anchorage_browser::RecordingControl)>,
     clients: watch::Sender<usize>,
     /// The session's clipboard: headless browsers have no system clipboard,
     /// so what `copy` and `clipboard` set is kept here, for this session only.
@@ -114,12 +114,12 @@ impl LiveSession {
     }
 
     /// Notes the session's recording under way.
-    pub(super) fn set_recording(&self, recording: (String, anchorage_browser::RecordingControl)) {
+    pub(super) fn set_recording(&self, recording: (anchorage_core::RecordingId, anchorage_browser::RecordingControl)) {
         let _ = self.recording.set(recording);
     }
 
     /// The session's recording under way (id and controls), if any.
-    pub fn recording(&self) -> Option<&(String, anchorage_browser::RecordingControl)> {
+    pub fn recording(&self) -> Option<&(anchorage_core::RecordingId, anchorage_browser::RecordingControl)> {
         self.recording.get()
     }
 

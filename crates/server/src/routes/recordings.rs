@@ -63,7 +63,7 @@ pub async fn list(
             created_at: recording.created_at.to_string(),
             status: recording.status.as_str().to_owned(),
             error: recording.error,
-            id: recording.id,
+            id: recording.id.to_string(),
         })
         .collect();
     Ok(Data::of(RecordingList {
@@ -112,7 +112,7 @@ pub async fn fetch(
     let Some(recordings) = state.files.recordings.as_ref() else {
         return Err(ApiError::NotFound("recordings are not kept on this server".to_owned()));
     };
-    let file = tokio::fs::File::open(recordings.file(session_id, &primary.id))
+    let file = tokio::fs::File::open(recordings.file(session_id, primary.id))
         .await
         .map_err(|_| ApiError::NotFound("the recording's file is gone".to_owned()))?;
     let length = file.metadata().await.map_err(ApiError::internal)?.len();
@@ -150,7 +150,9 @@ pub async fn delete(
     let target = if recording_id == "primary" {
         recordings.into_iter().next()
     } else {
-        recordings.into_iter().find(|recording| recording.id == recording_id)
+        recordings
+            .into_iter()
+            .find(|recording| recording.id.to_string() == recording_id)
     };
     let Some(target) = target else {
         return Err(ApiError::NotFound("Recording not found".to_owned()));
@@ -161,11 +163,11 @@ pub async fn delete(
         ));
     }
     if let Some(recordings) = state.files.recordings.as_ref() {
-        recordings.remove_file(session_id, &target.id).await;
+        recordings.remove_file(session_id, target.id).await;
     }
     state
         .store
-        .delete_recording(caller.0.team_id, session_id, &target.id)
+        .delete_recording(caller.0.team_id, session_id, target.id)
         .await?;
     Ok(Data::of(Success { status: "success" }))
 }

@@ -337,9 +337,9 @@ pub async fn test(
 
 fn row(attempt: DeliveryAttempt) -> DeliveryRow {
     DeliveryRow {
-        id: attempt.id,
+        id: attempt.id.to_string(),
         external_event_id: attempt.event_id,
-        delivery_id: attempt.delivery_id,
+        delivery_id: attempt.delivery_id.to_string(),
         event_type: attempt.event_type,
         status: attempt.status.as_str().to_owned(),
         attempt: attempt.attempt,

@@ -16,7 +16,7 @@ const COLUMNS: &str = "id, session_id, team_id, status, size_bytes, duration_ms,
 fn recording_from_row(row: &DbRow) -> StoreResult<RecordingRecord> {
     let ended_at: Option<i64> = row.try_get("ended_at")?;
     Ok(RecordingRecord {
-        id: row.try_get("id")?,
+        id: parse_id(row, "id")?,
         session_id: parse_id(row, "session_id")?,
         team_id: parse_id(row, "team_id")?,
         status: super::rows::parse_id(row, "status")?,
@@ -33,7 +33,7 @@ impl SqlStore {
         sqlx::query(&format!(
             "INSERT INTO recordings ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         ))
-        .bind(&recording.id)
+        .bind(recording.id.to_string())
         .bind(recording.session_id.to_string())
         .bind(recording.team_id.to_string())
         .bind(recording.status.as_str())
@@ -49,7 +49,7 @@ impl SqlStore {
 
     pub(super) async fn end_recording(
         &self,
-        id: &str,
+        id: anchorage_core::RecordingId,
         status: RecordingStatus,
         size_bytes: i64,
         duration_ms: i64,
@@ -66,7 +66,7 @@ impl SqlStore {
         .bind(duration_ms)
         .bind(error)
         .bind(at.as_millis())
-        .bind(id)
+        .bind(id.to_string())
         .fetch_optional(&mut *transaction)
         .await?;
         let Some(row) = row else {
@@ -80,7 +80,7 @@ impl SqlStore {
             let event = WebhookEvent::recording_ready(
                 recording.session_id,
                 recording.team_id,
-                &recording.id,
+                &recording.id.to_string(),
                 duration_ms,
                 size_bytes,
                 at,
@@ -110,14 +110,14 @@ impl SqlStore {
         &self,
         team_id: TeamId,
         session_id: SessionId,
-        id: &str,
+        id: anchorage_core::RecordingId,
     ) -> StoreResult<Option<RecordingRecord>> {
         let row = sqlx::query(&format!(
             "DELETE FROM recordings WHERE team_id = $1 AND session_id = $2 AND id = $3 RETURNING {COLUMNS}"
         ))
         .bind(team_id.to_string())
         .bind(session_id.to_string())
-        .bind(id)
+        .bind(id.to_string())
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(recording_from_row).transpose()

@@ -701,7 +701,12 @@ impl Store for SqlStore {
         self.claim_attempts(node, now, limit).await
     }
 
-    async fn finish_attempt(&self, attempt_id: &str, outcome: &AttemptOutcome, at: Timestamp) -> StoreResult<()> {
+    async fn finish_attempt(
+        &self,
+        attempt_id: &anchorage_core::AttemptId,
+        outcome: &AttemptOutcome,
+        at: Timestamp,
+    ) -> StoreResult<()> {
         self.end_attempt(attempt_id, outcome, at).await
     }
 
@@ -760,7 +765,7 @@ impl Store for SqlStore {
 
     async fn finish_recording(
         &self,
-        id: &str,
+        id: anchorage_core::RecordingId,
         status: anchorage_core::RecordingStatus,
         size_bytes: i64,
         duration_ms: i64,
@@ -778,7 +783,7 @@ impl Store for SqlStore {
         &self,
         team_id: TeamId,
         session_id: SessionId,
-        id: &str,
+        id: anchorage_core::RecordingId,
     ) -> StoreResult<Option<RecordingRecord>> {
         self.remove_recording(team_id, session_id, id).await
     }

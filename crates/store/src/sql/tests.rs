@@ -1005,8 +1005,9 @@ async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
     let running = session(team, pending.id, &[]);
     assert!(store.begin_launch(pending.id, &running).await.expect("begin"));
     let session_id = running.id;
+    let recording_id = anchorage_core::RecordingId::new_random();
     let recording = crate::RecordingRecord {
-        id: "rec-1".to_owned(),
+        id: recording_id,
         session_id,
         team_id: team,
         status: anchorage_core::RecordingStatus::Recording,
@@ -1041,7 +1042,7 @@ async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
         .is_empty());
     assert!(store
         .finish_recording(
-            "rec-1",
+            recording_id,
             anchorage_core::RecordingStatus::Ready,
             1234,
             5000,
@@ -1052,7 +1053,7 @@ async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
         .expect("finish"));
     assert!(!store
         .finish_recording(
-            "rec-1",
+            recording_id,
             anchorage_core::RecordingStatus::Failed,
             0,
             0,
@@ -1078,7 +1079,7 @@ async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
     assert_eq!(due.len(), 1);
     let body: serde_json::Value = serde_json::from_str(&due[0].body).expect("JSON");
     assert_eq!(body["type"], json!("session.recording.ready"));
-    assert_eq!(body["data"]["recording_id"], json!("rec-1"));
+    assert_eq!(body["data"]["recording_id"], json!(recording_id.to_string()));
     let later = Timestamp::from_millis(Timestamp::now().as_millis() + 1000);
     assert_eq!(
         store
@@ -1089,12 +1090,12 @@ async fn recordings_finish_once_tell_webhooks_and_are_per_team() {
         1
     );
     assert!(store
-        .delete_recording(other, session_id, "rec-1")
+        .delete_recording(other, session_id, recording_id)
         .await
         .expect("theirs")
         .is_none());
     assert!(store
-        .delete_recording(team, session_id, "rec-1")
+        .delete_recording(team, session_id, recording_id)
         .await
         .expect("ours")
         .is_some());

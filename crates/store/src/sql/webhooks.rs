@@ -48,8 +48,8 @@ fn webhook_from_row(row: &DbRow, events: Vec<String>) -> StoreResult<WebhookReco
 fn attempt_from_row(row: &DbRow) -> StoreResult<DeliveryAttempt> {
     let completed_at: Option<i64> = row.try_get("completed_at")?;
     Ok(DeliveryAttempt {
-        id: row.try_get("id")?,
-        delivery_id: row.try_get("delivery_id")?,
+        id: row.try_get::<String, _>("id")?.into(),
+        delivery_id: row.try_get::<String, _>("delivery_id")?.into(),
         event_id: row.try_get("event_id")?,
         event_type: row.try_get("event_type")?,
         status: super::rows::parse_id(row, "status")?,
@@ -501,7 +501,7 @@ impl SqlStore {
 
     pub(super) async fn end_attempt(
         &self,
-        attempt_id: &str,
+        attempt_id: &anchorage_core::AttemptId,
         outcome: &AttemptOutcome,
         at: Timestamp,
     ) -> StoreResult<()> {
@@ -530,7 +530,7 @@ impl SqlStore {
         .bind(response_status)
         .bind(error)
         .bind(at.as_millis())
-        .bind(attempt_id)
+        .bind(attempt_id.as_str())
         .execute(&mut *transaction)
         .await?;
         if ended.rows_affected() == 0 {
@@ -551,7 +551,7 @@ impl SqlStore {
             )
             .bind(Uuid::new_v4().to_string())
             .bind(retry_at.as_millis())
-            .bind(attempt_id)
+            .bind(attempt_id.as_str())
             .execute(&mut *transaction)
             .await?;
         }

@@ -425,7 +425,7 @@ impl Store for FaultyStore {
     }
     async fn finish_attempt(
         &self,
-        attempt_id: &str,
+        attempt_id: &anchorage_core::AttemptId,
         outcome: &anchorage_store::AttemptOutcome,
         at: Timestamp,
     ) -> StoreResult<()> {
@@ -457,7 +457,7 @@ impl Store for FaultyStore {
     }
     async fn finish_recording(
         &self,
-        id: &str,
+        id: anchorage_core::RecordingId,
         status: anchorage_core::RecordingStatus,
         size_bytes: i64,
         duration_ms: i64,
@@ -479,7 +479,7 @@ impl Store for FaultyStore {
         &self,
         team_id: TeamId,
         session_id: SessionId,
-        id: &str,
+        id: anchorage_core::RecordingId,
     ) -> StoreResult<Option<anchorage_store::RecordingRecord>> {
         self.inner.delete_recording(team_id, session_id, id).await
     }
