@@ -278,6 +278,7 @@ impl App {
         let fleet = Fleet::new(
             FleetParts {
                 store: Arc::clone(&store),
+                queue: Arc::clone(&store) as Arc<dyn anchorage_store::QueueStore>,
                 launcher,
                 cluster: Arc::clone(&cluster),
                 metrics: Arc::clone(&metrics),

@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use anchorage_core::{NodeId, Timestamp};
-use anchorage_store::{NodeRecord, PostgresStore, Store};
+use anchorage_store::{NodeRecord, NodeStore, PostgresStore, QueueStore, TeamStore};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,7 +1,10 @@
 //! Persistence for anchorage.
 //!
 //! [`Store`] is the one interface the rest of the server uses; nothing outside
-//! this crate writes SQL. Two backends implement it with the same statements
+//! this crate writes SQL. It is the union of role traits ([`TeamStore`],
+//! [`QueueStore`], [`SessionStore`], [`BatchStore`], [`FileStore`],
+//! [`WebhookStore`], [`NodeStore`]), so that a part of the server can hold
+//! the one role it uses and a test can fake that role alone. Two backends implement it with the same statements
 //! (`src/sql/`, compiled once into each): [`SqliteStore`], the embedded
 //! default, and [`PostgresStore`], which several nodes share. The SQL keeps
 //! to forms both accept: `$1` placeholders, `BIGINT` milliseconds for time,
@@ -124,24 +127,31 @@ pub fn is_shared(url: &str) -> bool {
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Everything the server keeps. Implementations must make each method atomic;
-/// the state changes are conditional so that two callers racing on the same
-/// row see exactly one winner (the `bool` results say who won).
+/// Everything the server keeps: every role below, in one object. Each role
+/// is a trait of its own, so that a part of the server can say which it
+/// uses (the fleet's queue calls go through a [`QueueStore`]) and a test's
+/// fake implements only the role under test. Implementations must make
+/// each method atomic; the state changes are conditional so that two
+/// callers racing on the same row see exactly one winner (the `bool`
+/// results say who won).
+pub trait Store: TeamStore + QueueStore + SessionStore + BatchStore + FileStore + WebhookStore + NodeStore {}
+
+impl<T> Store for T where T: TeamStore + QueueStore + SessionStore + BatchStore + FileStore + WebhookStore + NodeStore {}
+
+/// Teams, their API keys, and server-wide settings.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait TeamStore: Send + Sync + 'static {
     /// Reads a server-wide setting.
     async fn setting(&self, key: &str) -> StoreResult<Option<String>>;
     /// Stores `value` under `key` unless a value is there; returns the value
     /// that is there afterwards.
     async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String>;
-
     /// Creates a team; `AlreadyExists` if the name is taken.
     async fn create_team(&self, name: &str) -> StoreResult<TeamRecord>;
     /// Finds a team by name.
     async fn team_by_name(&self, name: &str) -> StoreResult<Option<TeamRecord>>;
     /// How many teams there are.
     async fn team_count(&self) -> StoreResult<i64>;
-
     /// Stores a new API key given by its hash.
     async fn create_api_key(
         &self,
@@ -156,7 +166,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
     /// Revokes the key whose id or prefix is given; returns how many were revoked.
     async fn revoke_api_key(&self, id_or_prefix: &str) -> StoreResult<u64>;
+}
 
+/// Start requests: the shared queue, the claims nodes make on it, and a launch's steps.
+#[async_trait]
+pub trait QueueStore: Send + Sync + 'static {
     /// Persists a new start request (status `pending`), in the queue of
     /// node `claimed_by` or, with `None`, of whichever node claims it.
     /// With a `team_quota`, it is claimed by that node only if its team's
@@ -208,7 +222,11 @@ pub trait Store: Send + Sync + 'static {
         error: &str,
         at: Timestamp,
     ) -> StoreResult<LaunchFailure>;
+}
 
+/// Sessions as recorded: one, its end, and the listings.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
     /// A team's session.
     async fn session(&self, team_id: TeamId, session_id: SessionId) -> StoreResult<Option<SessionRecord>>;
     /// Ends a live session with a final status; `false` if it had already ended.
@@ -222,7 +240,11 @@ pub trait Store: Send + Sync + 'static {
     /// A page of a team's sessions, with the total count of matches.
     async fn list_sessions(&self, filter: &SessionFilter, page: &SessionPage)
         -> StoreResult<(Vec<SessionRecord>, i64)>;
+}
 
+/// Batches and their items.
+#[async_trait]
+pub trait BatchStore: Send + Sync + 'static {
     /// Persists a batch and all its items (`pending`) together.
     async fn insert_batch(&self, batch: &BatchRecord, items: &[RequestRecord]) -> StoreResult<()>;
     /// A team's batch with its counts.
@@ -249,39 +271,25 @@ pub trait Store: Send + Sync + 'static {
         failed_only: bool,
         attempts: i64,
     ) -> StoreResult<RetryOutcome>;
-
     /// Every batch item of every team, counted by state (for metrics).
     async fn batch_item_counts(&self) -> StoreResult<anchorage_core::BatchCounts>;
+}
 
-    /// After `node` stopped uncleanly (it restarts, or another node saw
-    /// its lease run out): every live session it ran becomes `failed` with
-    /// `reason`, every `processing` request it was launching goes back to
-    /// `pending`, and the pending requests it had claimed are anybody's
-    /// again. Other nodes' sessions and requests are untouched.
-    async fn recover_node(
-        &self,
-        node: anchorage_core::NodeId,
-        reason: &str,
-        at: Timestamp,
-    ) -> StoreResult<RecoveryReport>;
-
+/// What the server keeps beside files in its data dir: profiles, extensions, certificates, recordings.
+#[async_trait]
+pub trait FileStore: Send + Sync + 'static {
     /// Records a new profile; `AlreadyExists` if its team has one of that name.
     async fn create_profile(&self, profile: &ProfileRecord) -> StoreResult<()>;
-
     /// A team's profile by name.
     async fn profile(&self, team_id: TeamId, name: &str) -> StoreResult<Option<ProfileRecord>>;
-
     /// A team's profiles, oldest first.
     async fn list_profiles(&self, team_id: TeamId) -> StoreResult<Vec<ProfileRecord>>;
-
     /// Every team's profiles (for the metrics and the start-up sweep of
     /// their folders).
     async fn all_profiles(&self) -> StoreResult<Vec<ProfileRecord>>;
-
     /// Removes a team's profile and hands it back (its folder is the
     /// caller's to remove).
     async fn delete_profile(&self, team_id: TeamId, name: &str) -> StoreResult<Option<ProfileRecord>>;
-
     /// A save of a profile ended: with `Some(version)` it now uses that
     /// copy (`ready`), with `None` it keeps what it had and takes `status`.
     /// Hands back the version it used before (its folder is the caller's
@@ -293,17 +301,13 @@ pub trait Store: Send + Sync + 'static {
         status: anchorage_core::ProfileStatus,
         at: Timestamp,
     ) -> StoreResult<Option<Option<String>>>;
-
     /// Records an uploaded extension.
     async fn create_extension(&self, extension: &ExtensionRecord) -> StoreResult<()>;
-
     /// One extension of a team.
     async fn extension(&self, team_id: TeamId, id: anchorage_core::ExtensionId)
         -> StoreResult<Option<ExtensionRecord>>;
-
     /// A team's extensions (every team's with `None`), oldest first.
     async fn list_extensions(&self, team_id: Option<TeamId>) -> StoreResult<Vec<ExtensionRecord>>;
-
     /// Removes a team's extension and hands it back (its folder is the
     /// caller's to remove).
     async fn delete_extension(
@@ -311,17 +315,51 @@ pub trait Store: Send + Sync + 'static {
         team_id: TeamId,
         id: anchorage_core::ExtensionId,
     ) -> StoreResult<Option<ExtensionRecord>>;
-
     /// Records an uploaded CA certificate; `AlreadyExists` if its team has
     /// one of that name.
     async fn create_certificate(&self, certificate: &CertificateRecord) -> StoreResult<()>;
-
     /// A team's certificates (every team's with `None`), oldest first.
     async fn list_certificates(&self, team_id: Option<TeamId>) -> StoreResult<Vec<CertificateRecord>>;
-
     /// Removes a team's certificate by name and hands it back.
     async fn delete_certificate(&self, team_id: TeamId, name: &str) -> StoreResult<Option<CertificateRecord>>;
+    /// Records a recording that has started.
+    async fn create_recording(&self, recording: &RecordingRecord) -> StoreResult<()>;
+    /// Ends a `recording` recording as `ready` or `failed`, with its size,
+    /// length and error; a `ready` one records `session.recording.ready` for
+    /// the webhooks that want it, in the same transaction. `false` if it
+    /// was not `recording` (or is gone).
+    async fn finish_recording(
+        &self,
+        id: anchorage_core::RecordingId,
+        status: anchorage_core::RecordingStatus,
+        size_bytes: i64,
+        duration_ms: i64,
+        error: Option<&str>,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
+    /// A team's session's recordings, oldest first.
+    async fn session_recordings(&self, team_id: TeamId, session_id: SessionId) -> StoreResult<Vec<RecordingRecord>>;
+    /// Removes a team's session's recording; what it was.
+    async fn delete_recording(
+        &self,
+        team_id: TeamId,
+        session_id: SessionId,
+        id: anchorage_core::RecordingId,
+    ) -> StoreResult<Option<RecordingRecord>>;
+    /// Recordings in a status (every team's), oldest first: `recording` ones
+    /// after a restart, and finished ones ended before `ended_before`
+    /// (retention); with `node`, only those of sessions that ran on it.
+    async fn recordings_in(
+        &self,
+        status: anchorage_core::RecordingStatus,
+        ended_before: Option<Timestamp>,
+        node: Option<anchorage_core::NodeId>,
+    ) -> StoreResult<Vec<RecordingRecord>>;
+}
 
+/// Webhooks and their outbox of delivery attempts.
+#[async_trait]
+pub trait WebhookStore: Send + Sync + 'static {
     /// Records a new webhook unless its team already has `max_per_team`
     /// (deleted ones do not count); `false` then.
     async fn create_webhook(&self, webhook: &WebhookRecord, max_per_team: i64) -> StoreResult<bool>;
@@ -384,41 +422,22 @@ pub trait Store: Send + Sync + 'static {
     async fn release_in_flight_attempts(&self, node: anchorage_core::NodeId, now: Timestamp) -> StoreResult<u64>;
     /// Forgets finished attempts, and events without attempts, older than `before`.
     async fn prune_deliveries(&self, before: Timestamp) -> StoreResult<u64>;
+}
 
-    /// Records a recording that has started.
-    async fn create_recording(&self, recording: &RecordingRecord) -> StoreResult<()>;
-    /// Ends a `recording` recording as `ready` or `failed`, with its size,
-    /// length and error; a `ready` one records `session.recording.ready` for
-    /// the webhooks that want it, in the same transaction. `false` if it
-    /// was not `recording` (or is gone).
-    async fn finish_recording(
+/// The nodes sharing the database: registry, leases, recovery of a lost node's work, and the signals between them.
+#[async_trait]
+pub trait NodeStore: Send + Sync + 'static {
+    /// After `node` stopped uncleanly (it restarts, or another node saw
+    /// its lease run out): every live session it ran becomes `failed` with
+    /// `reason`, every `processing` request it was launching goes back to
+    /// `pending`, and the pending requests it had claimed are anybody's
+    /// again. Other nodes' sessions and requests are untouched.
+    async fn recover_node(
         &self,
-        id: anchorage_core::RecordingId,
-        status: anchorage_core::RecordingStatus,
-        size_bytes: i64,
-        duration_ms: i64,
-        error: Option<&str>,
+        node: anchorage_core::NodeId,
+        reason: &str,
         at: Timestamp,
-    ) -> StoreResult<bool>;
-    /// A team's session's recordings, oldest first.
-    async fn session_recordings(&self, team_id: TeamId, session_id: SessionId) -> StoreResult<Vec<RecordingRecord>>;
-    /// Removes a team's session's recording; what it was.
-    async fn delete_recording(
-        &self,
-        team_id: TeamId,
-        session_id: SessionId,
-        id: anchorage_core::RecordingId,
-    ) -> StoreResult<Option<RecordingRecord>>;
-    /// Recordings in a status (every team's), oldest first: `recording` ones
-    /// after a restart, and finished ones ended before `ended_before`
-    /// (retention); with `node`, only those of sessions that ran on it.
-    async fn recordings_in(
-        &self,
-        status: anchorage_core::RecordingStatus,
-        ended_before: Option<Timestamp>,
-        node: Option<anchorage_core::NodeId>,
-    ) -> StoreResult<Vec<RecordingRecord>>;
-
+    ) -> StoreResult<RecoveryReport>;
     /// Registers a node (or the same node again after a restart) with a
     /// lease until `record.lease_until`.
     async fn register_node(&self, record: &NodeRecord) -> StoreResult<()>;
@@ -431,8 +450,7 @@ pub trait Store: Send + Sync + 'static {
     async fn nodes(&self) -> StoreResult<Vec<NodeRecord>>;
     /// Removes a node that stops cleanly.
     async fn leave(&self, id: anchorage_core::NodeId) -> StoreResult<()>;
-
-    /// Tells every node listening on this database (see [`Store::listen`])
+    /// Tells every node listening on this database (see [`NodeStore::listen`])
     /// `topic`, so that it looks now instead of at its next poll (PostgreSQL
     /// `NOTIFY`). Best effort: a listener that is reconnecting misses it,
     /// so what it wakes must also be polled for. Where one node is all
@@ -441,7 +459,6 @@ pub trait Store: Send + Sync + 'static {
         let _ = topic;
         Ok(())
     }
-
     /// The topics nodes notify (this one's included), as they arrive, on a
     /// connection of its own that reconnects by itself; `None` where the
     /// database has no such channel (SQLite).

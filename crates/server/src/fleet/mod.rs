@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use anchorage_browser::{Browser, LaunchError, LaunchRequest, Launcher};
 use anchorage_core::{BatchId, RequestId, RequestStatus, SessionId, SessionStatus, TeamId, Timestamp};
-use anchorage_store::{RequestRecord, Store, StoreError};
+use anchorage_store::{QueueStore, RequestRecord, Store, StoreError};
 use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -105,6 +105,10 @@ struct Launching {
 /// Every live session, and the pipeline that starts them.
 pub struct Fleet {
     store: Arc<dyn Store>,
+    /// The store's queue role, which every start request goes through (the
+    /// same object as `store` in the server; a fake of this role alone in
+    /// the unit tests).
+    queue: Arc<dyn QueueStore>,
     launcher: Arc<dyn Launcher>,
     /// The other nodes (and this node's id: it claims queued work as its
     /// own and is recorded on the sessions it runs; it must be registered,
@@ -207,6 +211,9 @@ impl Drop for StartTicket {
 pub struct FleetParts {
     /// The database.
     pub store: Arc<dyn Store>,
+    /// The database's queue role: start requests, claims and a launch's
+    /// steps (the same object as `store` but in tests that fake it).
+    pub queue: Arc<dyn QueueStore>,
     /// Where browsers come from.
     pub launcher: Arc<dyn Launcher>,
     /// The other nodes.
@@ -228,6 +235,7 @@ impl Fleet {
     ) -> Arc<Self> {
         let FleetParts {
             store,
+            queue,
             launcher,
             cluster,
             metrics,
@@ -235,6 +243,7 @@ impl Fleet {
         } = parts;
         Arc::new(Self {
             store,
+            queue,
             launcher,
             cluster,
             admission: Admission::new(
@@ -264,7 +273,7 @@ impl Fleet {
     /// Starts the admission loop, which claims queued work (pending
     /// requests from before a restart included) as places free up.
     pub async fn start(self: &Arc<Self>) -> Result<(), StoreError> {
-        let pending = self.store.queued_requests().await?;
+        let pending = self.queue.queued_requests().await?;
         if pending > 0 {
             tracing::info!(count = pending, "start requests are queued");
         }
@@ -332,7 +341,7 @@ impl Fleet {
         let Some(quota) = self.settings.team_max_sessions else {
             return Ok(false);
         };
-        let load = self.store.team_load(team_id, Timestamp::now()).await?;
+        let load = self.queue.team_load(team_id, Timestamp::now()).await?;
         Ok(load >= quota as i64)
     }
 
@@ -351,7 +360,7 @@ impl Fleet {
         }
         let quota = self.settings.team_max_sessions.map(|quota| quota as i64);
         match self
-            .store
+            .queue
             .claim_requests(self.cluster.me(), wanted as i64, quota, Timestamp::now())
             .await
         {
@@ -403,7 +412,7 @@ impl Fleet {
     /// Persists a request nobody waits on (an asynchronous start) in the
     /// shared queue, for whichever node has room.
     pub async fn submit(&self, request: RequestRecord) -> Result<(), StoreError> {
-        self.store.insert_request(&request, None, None).await?;
+        self.queue.insert_request(&request, None, None).await?;
         self.admission.wake();
         self.cluster.publish(Signal::Queued);
         Ok(())
@@ -418,7 +427,7 @@ impl Fleet {
         }
         let quota = self.settings.team_max_sessions.map(|quota| quota as i64);
         let claimed = self
-            .store
+            .queue
             .insert_request(&request, Some(self.cluster.me()), quota)
             .await?;
         if claimed {
@@ -432,7 +441,7 @@ impl Fleet {
 
     /// Persists a start in this node's own queue.
     async fn submit_here(&self, request: RequestRecord) -> Result<(), StoreError> {
-        self.store
+        self.queue
             .insert_request(&request, Some(self.cluster.me()), None)
             .await?;
         self.admission.push(request);
@@ -517,7 +526,7 @@ impl Fleet {
         // subscription is in the row, one reached after it is told.
         let mut changes = self.request_changes.subscribe();
         loop {
-            match self.store.request(team_id, request_id).await {
+            match self.queue.request(team_id, request_id).await {
                 Ok(Some(request)) => match request.status {
                     RequestStatus::Completed => {
                         if let Some(session_id) = request.session_id {
@@ -547,12 +556,12 @@ impl Fleet {
     /// cancelled, a launching or running one has its session ended.
     pub async fn abandon(&self, team_id: TeamId, request_id: RequestId) {
         let reason = "the client that asked for this session disconnected before it was ready";
-        match self.store.cancel_pending_request(request_id, Timestamp::now()).await {
+        match self.queue.cancel_pending_request(request_id, Timestamp::now()).await {
             Ok(true) => {
                 self.admission.remove(|request| request.id == request_id);
                 self.notify(request_id, StartOutcome::Cancelled);
             }
-            Ok(false) => match self.store.request(team_id, request_id).await {
+            Ok(false) => match self.queue.request(team_id, request_id).await {
                 Ok(Some(request)) => {
                     if let Some(session_id) = request.session_id {
                         if let Err(error) = self.end_session(session_id, SessionStatus::Completed, reason).await {

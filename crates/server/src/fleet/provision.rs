@@ -96,7 +96,7 @@ impl Fleet {
             Provisioned::LaunchFailed { session_id, message } => {
                 tracing::warn!(%request_id, %session_id, error = %message, "launch failed");
                 match self
-                    .store
+                    .queue
                     .fail_launch(request_id, session_id, &message, Timestamp::now())
                     .await
                 {
@@ -150,7 +150,7 @@ impl Fleet {
             done,
         };
 
-        let recorded = self.store.begin_launch(request.id, &session).await;
+        let recorded = self.queue.begin_launch(request.id, &session).await;
         if !matches!(recorded, Ok(true)) {
             // An unused pooled browser goes back.
             if let Start::Pooled(pooled) = start {
@@ -242,7 +242,7 @@ impl Fleet {
                 };
             }
         };
-        match self.store.finish_launch(request.id, session.id, Timestamp::now()).await {
+        match self.queue.finish_launch(request.id, session.id, Timestamp::now()).await {
             Ok(true) => {}
             Ok(false) => {
                 // Cancelled or ended while launching: never leave it running.

@@ -19,7 +19,9 @@ use crate::records::{
     ProfileRecord, RecordingRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage,
     SessionRecord, SessionSort, TeamRecord, WebhookChange, WebhookRecord,
 };
-use crate::{Store, StoreError, StoreResult};
+use crate::{
+    BatchStore, FileStore, NodeStore, QueueStore, SessionStore, StoreError, StoreResult, TeamStore, WebhookStore,
+};
 
 const SESSION_COLUMNS: &str = "s.id, s.team_id, s.api_key_id, s.api_key_name, s.request_id, s.batch_id, s.status, \
      s.configuration, s.headless, s.recording, s.proxy, s.created_at, s.started_at, s.ended_at, s.end_reason, \
@@ -118,7 +120,7 @@ impl SqlStore {
 }
 
 #[async_trait]
-impl Store for SqlStore {
+impl TeamStore for SqlStore {
     async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
         Ok(sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
             .bind(key)
@@ -234,7 +236,10 @@ impl Store for SqlStore {
         .await?;
         Ok(result.rows_affected())
     }
+}
 
+#[async_trait]
+impl QueueStore for SqlStore {
     async fn insert_request(
         &self,
         request: &RequestRecord,
@@ -438,7 +443,10 @@ impl Store for SqlStore {
             LaunchFailure::Failed
         })
     }
+}
 
+#[async_trait]
+impl SessionStore for SqlStore {
     async fn session(&self, team_id: TeamId, session_id: SessionId) -> StoreResult<Option<SessionRecord>> {
         let query = format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = $1 AND s.team_id = $2");
         let row = sqlx::query(&query)
@@ -538,7 +546,10 @@ impl Store for SqlStore {
         self.tags_of(&mut sessions).await?;
         Ok((sessions, total))
     }
+}
 
+#[async_trait]
+impl BatchStore for SqlStore {
     async fn insert_batch(&self, batch: &BatchRecord, items: &[RequestRecord]) -> StoreResult<()> {
         self.insert_batch_rows(batch, items).await
     }
@@ -555,6 +566,31 @@ impl Store for SqlStore {
         self.batch_page(filter).await
     }
 
+    async fn cancel_batch(&self, team_id: TeamId, batch_id: BatchId, at: Timestamp) -> StoreResult<BatchChange> {
+        self.cancel_batch_rows(team_id, batch_id, at).await
+    }
+
+    async fn delete_batch(&self, team_id: TeamId, batch_id: BatchId, at: Timestamp) -> StoreResult<BatchChange> {
+        self.delete_batch_rows(team_id, batch_id, at).await
+    }
+
+    async fn retry_batch(
+        &self,
+        team_id: TeamId,
+        batch_id: BatchId,
+        failed_only: bool,
+        attempts: i64,
+    ) -> StoreResult<RetryOutcome> {
+        self.retry_batch_rows(team_id, batch_id, failed_only, attempts).await
+    }
+
+    async fn batch_item_counts(&self) -> StoreResult<anchorage_core::BatchCounts> {
+        self.all_batch_item_counts().await
+    }
+}
+
+#[async_trait]
+impl FileStore for SqlStore {
     async fn create_profile(&self, profile: &ProfileRecord) -> StoreResult<()> {
         self.insert_profile(profile).await
     }
@@ -621,28 +657,47 @@ impl Store for SqlStore {
         self.remove_certificate(team_id, name).await
     }
 
-    async fn cancel_batch(&self, team_id: TeamId, batch_id: BatchId, at: Timestamp) -> StoreResult<BatchChange> {
-        self.cancel_batch_rows(team_id, batch_id, at).await
+    async fn create_recording(&self, recording: &RecordingRecord) -> StoreResult<()> {
+        self.insert_recording(recording).await
     }
 
-    async fn delete_batch(&self, team_id: TeamId, batch_id: BatchId, at: Timestamp) -> StoreResult<BatchChange> {
-        self.delete_batch_rows(team_id, batch_id, at).await
+    async fn finish_recording(
+        &self,
+        id: anchorage_core::RecordingId,
+        status: anchorage_core::RecordingStatus,
+        size_bytes: i64,
+        duration_ms: i64,
+        error: Option<&str>,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        self.end_recording(id, status, size_bytes, duration_ms, error, at).await
     }
 
-    async fn retry_batch(
+    async fn session_recordings(&self, team_id: TeamId, session_id: SessionId) -> StoreResult<Vec<RecordingRecord>> {
+        self.recordings_of(team_id, session_id).await
+    }
+
+    async fn delete_recording(
         &self,
         team_id: TeamId,
-        batch_id: BatchId,
-        failed_only: bool,
-        attempts: i64,
-    ) -> StoreResult<RetryOutcome> {
-        self.retry_batch_rows(team_id, batch_id, failed_only, attempts).await
+        session_id: SessionId,
+        id: anchorage_core::RecordingId,
+    ) -> StoreResult<Option<RecordingRecord>> {
+        self.remove_recording(team_id, session_id, id).await
     }
 
-    async fn batch_item_counts(&self) -> StoreResult<anchorage_core::BatchCounts> {
-        self.all_batch_item_counts().await
+    async fn recordings_in(
+        &self,
+        status: anchorage_core::RecordingStatus,
+        ended_before: Option<Timestamp>,
+        node: Option<anchorage_core::NodeId>,
+    ) -> StoreResult<Vec<RecordingRecord>> {
+        self.recordings_with(status, ended_before, node).await
     }
+}
 
+#[async_trait]
+impl WebhookStore for SqlStore {
     async fn create_webhook(&self, webhook: &WebhookRecord, max_per_team: i64) -> StoreResult<bool> {
         self.insert_webhook(webhook, max_per_team).await
     }
@@ -718,6 +773,13 @@ impl Store for SqlStore {
         self.release_attempts(node, now).await
     }
 
+    async fn prune_deliveries(&self, before: Timestamp) -> StoreResult<u64> {
+        self.prune_attempts(before).await
+    }
+}
+
+#[async_trait]
+impl NodeStore for SqlStore {
     async fn register_node(&self, record: &NodeRecord) -> StoreResult<()> {
         self.upsert_node(record).await
     }
@@ -753,48 +815,6 @@ impl Store for SqlStore {
 
     async fn listen(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
         super::listen(self).await
-    }
-
-    async fn prune_deliveries(&self, before: Timestamp) -> StoreResult<u64> {
-        self.prune_attempts(before).await
-    }
-
-    async fn create_recording(&self, recording: &RecordingRecord) -> StoreResult<()> {
-        self.insert_recording(recording).await
-    }
-
-    async fn finish_recording(
-        &self,
-        id: anchorage_core::RecordingId,
-        status: anchorage_core::RecordingStatus,
-        size_bytes: i64,
-        duration_ms: i64,
-        error: Option<&str>,
-        at: Timestamp,
-    ) -> StoreResult<bool> {
-        self.end_recording(id, status, size_bytes, duration_ms, error, at).await
-    }
-
-    async fn session_recordings(&self, team_id: TeamId, session_id: SessionId) -> StoreResult<Vec<RecordingRecord>> {
-        self.recordings_of(team_id, session_id).await
-    }
-
-    async fn delete_recording(
-        &self,
-        team_id: TeamId,
-        session_id: SessionId,
-        id: anchorage_core::RecordingId,
-    ) -> StoreResult<Option<RecordingRecord>> {
-        self.remove_recording(team_id, session_id, id).await
-    }
-
-    async fn recordings_in(
-        &self,
-        status: anchorage_core::RecordingStatus,
-        ended_before: Option<Timestamp>,
-        node: Option<anchorage_core::NodeId>,
-    ) -> StoreResult<Vec<RecordingRecord>> {
-        self.recordings_with(status, ended_before, node).await
     }
 
     async fn recover_node(

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::SqlStore;
 use crate::records::{RequestRecord, SessionFilter, SessionPage, SessionRecord, SessionSort};
-use crate::{Store, StoreError};
+use crate::{QueueStore, Store, StoreError, TeamStore};
 
 /// The node the tests claim work as.
 const NODE: anchorage_core::NodeId = anchorage_core::NodeId::from_u128(0x0a0b);

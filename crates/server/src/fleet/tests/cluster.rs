@@ -54,6 +54,7 @@ async fn nodes(count: u128, max_sessions: usize) -> Nodes {
         let fleet = Fleet::new(
             FleetParts {
                 store: Arc::clone(&store),
+                queue: Arc::clone(&store) as Arc<dyn anchorage_store::QueueStore>,
                 launcher: Arc::clone(&launcher) as Arc<dyn Launcher>,
                 cluster: net.node(id, Arc::clone(&store)),
                 metrics: Arc::default(),

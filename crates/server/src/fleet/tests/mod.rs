@@ -14,9 +14,8 @@ use anchorage_browser::testing::{simulated_browser, BrowserHandle};
 use anchorage_browser::{Browser, BrowserExit, LaunchError, LaunchRequest, Launcher};
 use anchorage_core::{BatchId, RequestId, RequestStatus, SessionId, SessionStatus, TeamId, Timestamp};
 use anchorage_store::{
-    ApiKeyRecord, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary, LaunchFailure,
-    RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage, SessionRecord, SqliteStore, Store,
-    StoreError, StoreResult, TeamRecord,
+    BatchRecord, BatchStore, LaunchFailure, NodeStore, QueueStore, RequestRecord, SessionRecord, SessionStore,
+    SqliteStore, Store, StoreError, StoreResult, TeamStore,
 };
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -143,9 +142,11 @@ impl Launcher for FakeLauncher {
     }
 }
 
-/// The in-memory store, with faults to order.
-struct FaultyStore {
-    inner: SqliteStore,
+/// The store's queue role over the in-memory store, with faults to order:
+/// the one role whose faults these tests need (every other role is the
+/// plain store's).
+struct FaultyQueue {
+    inner: Arc<SqliteStore>,
     /// `begin_launch` fails this many more times.
     begin_launch_failures: AtomicUsize,
     /// While set, `insert_request` tells `entered` and waits for `release`.
@@ -153,40 +154,7 @@ struct FaultyStore {
 }
 
 #[async_trait]
-impl Store for FaultyStore {
-    async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
-        self.inner.setting(key).await
-    }
-    async fn setting_or_insert(&self, key: &str, value: &str) -> StoreResult<String> {
-        self.inner.setting_or_insert(key, value).await
-    }
-    async fn create_team(&self, name: &str) -> StoreResult<TeamRecord> {
-        self.inner.create_team(name).await
-    }
-    async fn team_by_name(&self, name: &str) -> StoreResult<Option<TeamRecord>> {
-        self.inner.team_by_name(name).await
-    }
-    async fn team_count(&self) -> StoreResult<i64> {
-        self.inner.team_count().await
-    }
-    async fn create_api_key(
-        &self,
-        team_id: TeamId,
-        name: &str,
-        key_hash: &str,
-        key_prefix: &str,
-    ) -> StoreResult<ApiKeyRecord> {
-        self.inner.create_api_key(team_id, name, key_hash, key_prefix).await
-    }
-    async fn authenticate(&self, key_hash: &str) -> StoreResult<Option<AuthenticatedKey>> {
-        self.inner.authenticate(key_hash).await
-    }
-    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
-        self.inner.list_api_keys().await
-    }
-    async fn revoke_api_key(&self, id_or_prefix: &str) -> StoreResult<u64> {
-        self.inner.revoke_api_key(id_or_prefix).await
-    }
+impl QueueStore for FaultyQueue {
     async fn insert_request(
         &self,
         request: &RequestRecord,
@@ -200,12 +168,6 @@ impl Store for FaultyStore {
         }
         self.inner.insert_request(request, claimed_by, team_quota).await
     }
-    async fn request(&self, team_id: TeamId, request_id: RequestId) -> StoreResult<Option<RequestRecord>> {
-        self.inner.request(team_id, request_id).await
-    }
-    async fn cancel_pending_request(&self, request_id: RequestId, at: Timestamp) -> StoreResult<bool> {
-        self.inner.cancel_pending_request(request_id, at).await
-    }
     async fn begin_launch(&self, request_id: RequestId, session: &SessionRecord) -> StoreResult<bool> {
         let fail = self
             .begin_launch_failures
@@ -215,6 +177,27 @@ impl Store for FaultyStore {
             return Err(StoreError::Unavailable("the database is locked by another process"));
         }
         self.inner.begin_launch(request_id, session).await
+    }
+    async fn claim_requests(
+        &self,
+        node: anchorage_core::NodeId,
+        limit: i64,
+        team_quota: Option<i64>,
+        now: Timestamp,
+    ) -> StoreResult<Vec<RequestRecord>> {
+        self.inner.claim_requests(node, limit, team_quota, now).await
+    }
+    async fn team_load(&self, team_id: TeamId, now: Timestamp) -> StoreResult<i64> {
+        self.inner.team_load(team_id, now).await
+    }
+    async fn queued_requests(&self) -> StoreResult<i64> {
+        self.inner.queued_requests().await
+    }
+    async fn request(&self, team_id: TeamId, request_id: RequestId) -> StoreResult<Option<RequestRecord>> {
+        self.inner.request(team_id, request_id).await
+    }
+    async fn cancel_pending_request(&self, request_id: RequestId, at: Timestamp) -> StoreResult<bool> {
+        self.inner.cancel_pending_request(request_id, at).await
     }
     async fn finish_launch(&self, request_id: RequestId, session_id: SessionId, at: Timestamp) -> StoreResult<bool> {
         self.inner.finish_launch(request_id, session_id, at).await
@@ -228,275 +211,13 @@ impl Store for FaultyStore {
     ) -> StoreResult<LaunchFailure> {
         self.inner.fail_launch(request_id, session_id, error, at).await
     }
-    async fn session(&self, team_id: TeamId, session_id: SessionId) -> StoreResult<Option<SessionRecord>> {
-        self.inner.session(team_id, session_id).await
-    }
-    async fn end_session(
-        &self,
-        session_id: SessionId,
-        status: SessionStatus,
-        reason: &str,
-        at: Timestamp,
-    ) -> StoreResult<bool> {
-        self.inner.end_session(session_id, status, reason, at).await
-    }
-    async fn list_sessions(
-        &self,
-        filter: &SessionFilter,
-        page: &SessionPage,
-    ) -> StoreResult<(Vec<SessionRecord>, i64)> {
-        self.inner.list_sessions(filter, page).await
-    }
-    async fn insert_batch(&self, batch: &BatchRecord, items: &[RequestRecord]) -> StoreResult<()> {
-        self.inner.insert_batch(batch, items).await
-    }
-    async fn batch(&self, team_id: TeamId, batch_id: BatchId) -> StoreResult<Option<BatchSummary>> {
-        self.inner.batch(team_id, batch_id).await
-    }
-    async fn batch_items(&self, batch_id: BatchId) -> StoreResult<Vec<BatchItem>> {
-        self.inner.batch_items(batch_id).await
-    }
-    async fn list_batches(&self, filter: &BatchFilter) -> StoreResult<(Vec<BatchSummary>, i64)> {
-        self.inner.list_batches(filter).await
-    }
-    async fn cancel_batch(&self, team_id: TeamId, batch_id: BatchId, at: Timestamp) -> StoreResult<BatchChange> {
-        self.inner.cancel_batch(team_id, batch_id, at).await
-    }
-    async fn delete_batch(&self, team_id: TeamId, batch_id: BatchId, at: Timestamp) -> StoreResult<BatchChange> {
-        self.inner.delete_batch(team_id, batch_id, at).await
-    }
-    async fn retry_batch(
-        &self,
-        team_id: TeamId,
-        batch_id: BatchId,
-        failed_only: bool,
-        attempts: i64,
-    ) -> StoreResult<RetryOutcome> {
-        self.inner.retry_batch(team_id, batch_id, failed_only, attempts).await
-    }
-    async fn batch_item_counts(&self) -> StoreResult<anchorage_core::BatchCounts> {
-        self.inner.batch_item_counts().await
-    }
-    async fn claim_requests(
-        &self,
-        node: anchorage_core::NodeId,
-        wanted: i64,
-        team_quota: Option<i64>,
-        now: Timestamp,
-    ) -> StoreResult<Vec<RequestRecord>> {
-        self.inner.claim_requests(node, wanted, team_quota, now).await
-    }
-
-    async fn team_load(&self, team_id: TeamId, now: Timestamp) -> StoreResult<i64> {
-        self.inner.team_load(team_id, now).await
-    }
-
-    async fn queued_requests(&self) -> StoreResult<i64> {
-        self.inner.queued_requests().await
-    }
-
-    async fn session_node(&self, session_id: SessionId) -> StoreResult<Option<anchorage_core::NodeId>> {
-        self.inner.session_node(session_id).await
-    }
-
-    async fn recover_node(
-        &self,
-        node: anchorage_core::NodeId,
-        reason: &str,
-        at: Timestamp,
-    ) -> StoreResult<RecoveryReport> {
-        self.inner.recover_node(node, reason, at).await
-    }
-    async fn create_profile(&self, profile: &anchorage_store::ProfileRecord) -> StoreResult<()> {
-        self.inner.create_profile(profile).await
-    }
-    async fn profile(&self, team_id: TeamId, name: &str) -> StoreResult<Option<anchorage_store::ProfileRecord>> {
-        self.inner.profile(team_id, name).await
-    }
-    async fn list_profiles(&self, team_id: TeamId) -> StoreResult<Vec<anchorage_store::ProfileRecord>> {
-        self.inner.list_profiles(team_id).await
-    }
-    async fn all_profiles(&self) -> StoreResult<Vec<anchorage_store::ProfileRecord>> {
-        self.inner.all_profiles().await
-    }
-    async fn delete_profile(&self, team_id: TeamId, name: &str) -> StoreResult<Option<anchorage_store::ProfileRecord>> {
-        self.inner.delete_profile(team_id, name).await
-    }
-    async fn profile_saved(
-        &self,
-        id: anchorage_core::ProfileId,
-        saved: Option<(&str, i64)>,
-        status: anchorage_core::ProfileStatus,
-        at: Timestamp,
-    ) -> StoreResult<Option<Option<String>>> {
-        self.inner.profile_saved(id, saved, status, at).await
-    }
-    async fn create_extension(&self, extension: &anchorage_store::ExtensionRecord) -> StoreResult<()> {
-        self.inner.create_extension(extension).await
-    }
-    async fn extension(
-        &self,
-        team_id: TeamId,
-        id: anchorage_core::ExtensionId,
-    ) -> StoreResult<Option<anchorage_store::ExtensionRecord>> {
-        self.inner.extension(team_id, id).await
-    }
-    async fn list_extensions(&self, team_id: Option<TeamId>) -> StoreResult<Vec<anchorage_store::ExtensionRecord>> {
-        self.inner.list_extensions(team_id).await
-    }
-    async fn delete_extension(
-        &self,
-        team_id: TeamId,
-        id: anchorage_core::ExtensionId,
-    ) -> StoreResult<Option<anchorage_store::ExtensionRecord>> {
-        self.inner.delete_extension(team_id, id).await
-    }
-    async fn create_certificate(&self, certificate: &anchorage_store::CertificateRecord) -> StoreResult<()> {
-        self.inner.create_certificate(certificate).await
-    }
-    async fn list_certificates(&self, team_id: Option<TeamId>) -> StoreResult<Vec<anchorage_store::CertificateRecord>> {
-        self.inner.list_certificates(team_id).await
-    }
-    async fn delete_certificate(
-        &self,
-        team_id: TeamId,
-        name: &str,
-    ) -> StoreResult<Option<anchorage_store::CertificateRecord>> {
-        self.inner.delete_certificate(team_id, name).await
-    }
-    async fn create_webhook(&self, webhook: &anchorage_store::WebhookRecord, max_per_team: i64) -> StoreResult<bool> {
-        self.inner.create_webhook(webhook, max_per_team).await
-    }
-    async fn list_webhooks(&self, team_id: TeamId) -> StoreResult<Vec<anchorage_store::WebhookRecord>> {
-        self.inner.list_webhooks(team_id).await
-    }
-    async fn webhook(
-        &self,
-        team_id: TeamId,
-        id: &str,
-        deleted_too: bool,
-    ) -> StoreResult<Option<anchorage_store::WebhookRecord>> {
-        self.inner.webhook(team_id, id, deleted_too).await
-    }
-    async fn update_webhook(
-        &self,
-        team_id: TeamId,
-        id: &str,
-        change: &anchorage_store::WebhookChange,
-        at: Timestamp,
-    ) -> StoreResult<Option<anchorage_store::WebhookRecord>> {
-        self.inner.update_webhook(team_id, id, change, at).await
-    }
-    async fn delete_webhook(&self, team_id: TeamId, id: &str, at: Timestamp) -> StoreResult<bool> {
-        self.inner.delete_webhook(team_id, id, at).await
-    }
-    async fn rotate_webhook_secret(
-        &self,
-        team_id: TeamId,
-        id: &str,
-        secret: &str,
-        old_valid_until: Timestamp,
-        at: Timestamp,
-    ) -> StoreResult<Option<anchorage_store::WebhookRecord>> {
-        self.inner
-            .rotate_webhook_secret(team_id, id, secret, old_valid_until, at)
-            .await
-    }
-    async fn record_test_event(
-        &self,
-        webhook_id: &str,
-        event: &anchorage_core::webhook::WebhookEvent,
-    ) -> StoreResult<bool> {
-        self.inner.record_test_event(webhook_id, event).await
-    }
-    async fn list_delivery_attempts(
-        &self,
-        filter: &anchorage_store::DeliveryFilter,
-    ) -> StoreResult<(Vec<anchorage_store::DeliveryAttempt>, i64)> {
-        self.inner.list_delivery_attempts(filter).await
-    }
-    async fn claim_due_attempts(
-        &self,
-        node: anchorage_core::NodeId,
-        now: Timestamp,
-        limit: i64,
-    ) -> StoreResult<Vec<anchorage_store::DueAttempt>> {
-        self.inner.claim_due_attempts(node, now, limit).await
-    }
-    async fn finish_attempt(
-        &self,
-        attempt_id: &anchorage_core::AttemptId,
-        outcome: &anchorage_store::AttemptOutcome,
-        at: Timestamp,
-    ) -> StoreResult<()> {
-        self.inner.finish_attempt(attempt_id, outcome, at).await
-    }
-    async fn next_attempt_due(&self) -> StoreResult<Option<Timestamp>> {
-        self.inner.next_attempt_due().await
-    }
-    async fn release_in_flight_attempts(&self, node: anchorage_core::NodeId, now: Timestamp) -> StoreResult<u64> {
-        self.inner.release_in_flight_attempts(node, now).await
-    }
-    async fn register_node(&self, record: &anchorage_store::NodeRecord) -> StoreResult<()> {
-        self.inner.register_node(record).await
-    }
-    async fn renew_node(&self, id: anchorage_core::NodeId, lease_until: Timestamp) -> StoreResult<bool> {
-        self.inner.renew_node(id, lease_until).await
-    }
-    async fn nodes(&self) -> StoreResult<Vec<anchorage_store::NodeRecord>> {
-        self.inner.nodes().await
-    }
-    async fn leave(&self, id: anchorage_core::NodeId) -> StoreResult<()> {
-        self.inner.leave(id).await
-    }
-    async fn prune_deliveries(&self, before: Timestamp) -> StoreResult<u64> {
-        self.inner.prune_deliveries(before).await
-    }
-    async fn create_recording(&self, recording: &anchorage_store::RecordingRecord) -> StoreResult<()> {
-        self.inner.create_recording(recording).await
-    }
-    async fn finish_recording(
-        &self,
-        id: anchorage_core::RecordingId,
-        status: anchorage_core::RecordingStatus,
-        size_bytes: i64,
-        duration_ms: i64,
-        error: Option<&str>,
-        at: Timestamp,
-    ) -> StoreResult<bool> {
-        self.inner
-            .finish_recording(id, status, size_bytes, duration_ms, error, at)
-            .await
-    }
-    async fn session_recordings(
-        &self,
-        team_id: TeamId,
-        session_id: SessionId,
-    ) -> StoreResult<Vec<anchorage_store::RecordingRecord>> {
-        self.inner.session_recordings(team_id, session_id).await
-    }
-    async fn delete_recording(
-        &self,
-        team_id: TeamId,
-        session_id: SessionId,
-        id: anchorage_core::RecordingId,
-    ) -> StoreResult<Option<anchorage_store::RecordingRecord>> {
-        self.inner.delete_recording(team_id, session_id, id).await
-    }
-    async fn recordings_in(
-        &self,
-        status: anchorage_core::RecordingStatus,
-        ended_before: Option<Timestamp>,
-        node: Option<anchorage_core::NodeId>,
-    ) -> StoreResult<Vec<anchorage_store::RecordingRecord>> {
-        self.inner.recordings_in(status, ended_before, node).await
-    }
 }
 
 /// A fleet over the fake launcher and the faulty store, with two teams.
 struct Harness {
     fleet: Arc<Fleet>,
-    store: Arc<FaultyStore>,
+    store: Arc<SqliteStore>,
+    queue: Arc<FaultyQueue>,
     launcher: Arc<FakeLauncher>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -523,8 +244,9 @@ fn settings() -> FleetSettings {
 const NODE: anchorage_core::NodeId = anchorage_core::NodeId::from_u128(0x0a0b);
 
 async fn harness(settings: FleetSettings) -> Harness {
-    let store = Arc::new(FaultyStore {
-        inner: SqliteStore::open("sqlite::memory:").await.unwrap(),
+    let store = Arc::new(SqliteStore::open("sqlite::memory:").await.unwrap());
+    let queue = Arc::new(FaultyQueue {
+        inner: Arc::clone(&store),
         begin_launch_failures: AtomicUsize::new(0),
         insert_hold: Mutex::new(None),
     });
@@ -549,6 +271,7 @@ async fn harness(settings: FleetSettings) -> Harness {
     let fleet = Fleet::new(
         FleetParts {
             store: Arc::clone(&store) as Arc<dyn Store>,
+            queue: Arc::clone(&queue) as Arc<dyn QueueStore>,
             launcher: Arc::clone(&launcher) as Arc<dyn Launcher>,
             cluster: Arc::new(crate::cluster::SingleNode::new(NODE)),
             metrics: Arc::clone(&metrics),
@@ -562,6 +285,7 @@ async fn harness(settings: FleetSettings) -> Harness {
     Harness {
         fleet,
         store,
+        queue,
         launcher,
         metrics,
         shutdown,
@@ -904,7 +628,7 @@ async fn shutdown_ends_every_browser_and_tells_waiting_callers() {
 #[tokio::test]
 async fn a_store_error_when_a_launch_begins_answers_the_caller_and_the_request_is_tried_again() {
     let harness = harness(settings()).await;
-    harness.store.begin_launch_failures.store(1, Ordering::SeqCst);
+    harness.queue.begin_launch_failures.store(1, Ordering::SeqCst);
     let ticket = harness
         .fleet
         .submit_waiting(request(harness.team_a, body("a0")))
@@ -915,7 +639,7 @@ async fn a_store_error_when_a_launch_begins_answers_the_caller_and_the_request_i
         .expect("the caller is answered");
     assert!(matches!(outcome, Some(StartOutcome::Unavailable(_))), "{outcome:?}");
     // An asynchronous start, with nobody to tell, is tried again and runs.
-    harness.store.begin_launch_failures.store(1, Ordering::SeqCst);
+    harness.queue.begin_launch_failures.store(1, Ordering::SeqCst);
     let request_id = harness.submit(harness.team_b, body("b0")).await;
     eventually("b0 runs", || harness.running() == 1).await;
     assert_eq!(
@@ -933,7 +657,7 @@ async fn a_store_error_when_a_launch_begins_answers_the_caller_and_the_request_i
 async fn a_caller_that_leaves_while_its_start_is_being_stored_leaves_nothing_behind() {
     let harness = harness(settings()).await;
     let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    *harness.store.insert_hold.lock().unwrap() = Some((Arc::clone(&entered), Arc::clone(&release)));
+    *harness.queue.insert_hold.lock().unwrap() = Some((Arc::clone(&entered), Arc::clone(&release)));
     let start = request(harness.team_a, body("a0"));
     let request_id = start.id;
     let fleet = Arc::clone(&harness.fleet);
@@ -941,7 +665,7 @@ async fn a_caller_that_leaves_while_its_start_is_being_stored_leaves_nothing_beh
     entered.notified().await;
     caller.abort();
     assert!(caller.await.unwrap_err().is_cancelled());
-    *harness.store.insert_hold.lock().unwrap() = None;
+    *harness.queue.insert_hold.lock().unwrap() = None;
     release.notify_one();
     let (store, team_a) = (Arc::clone(&harness.store), harness.team_a);
     let mut status = RequestStatus::Pending;
