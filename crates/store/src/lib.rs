@@ -174,7 +174,7 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Persists a new start request (status `pending`), in the queue of
     /// node `claimed_by` or, with `None`, of whichever node claims it.
     /// With a `team_quota`, it is claimed by that node only if its team's
-    /// load (see [`Store::team_load`]: live sessions on every node and
+    /// load (see [`QueueStore::team_load`]: live sessions on every node and
     /// every pending request) is under the quota, weighed in the same transaction as the insert (so two nodes
     /// never both take the last place), and otherwise goes to the shared
     /// queue. Whether `claimed_by` got it.

@@ -1,8 +1,8 @@
 //! The cluster of nodes sharing a PostgreSQL database: they call each other
 //! over HTTP (the internal routes, `internal.rs`, with the node key that
 //! every node derives from the database's shared secret and no client has)
-//! and wake each other with `LISTEN`/`NOTIFY` ([`Store::notify`],
-//! [`Store::listen`]).
+//! and wake each other with `LISTEN`/`NOTIFY` ([`anchorage_store::NodeStore::notify`],
+//! [`anchorage_store::NodeStore::listen`]).
 //!
 //! Why calls rather than rows a node is woken for: the answer of an end or
 //! a cancel must wait until the browsers are gone, and only the node that
