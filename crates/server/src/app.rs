@@ -245,7 +245,7 @@ impl App {
             Arc::new(crate::cluster::Network::new(
                 node,
                 tokens.node_key(),
-                Arc::clone(&store),
+                Arc::clone(&store) as Arc<dyn anchorage_store::NodeStore>,
                 Arc::clone(&metrics),
                 tasks.clone(),
             ))

@@ -30,7 +30,7 @@ mod single;
 use std::fmt::Debug;
 
 use anchorage_core::{BatchId, NodeId, SessionId, SessionStatus, TeamId, Timestamp};
-use anchorage_store::{NodeRecord, Store, StoreError};
+use anchorage_store::{NodeRecord, NodeStore, StoreError};
 use async_trait::async_trait;
 use axum::extract::Request;
 use axum::response::Response;
@@ -146,7 +146,7 @@ pub trait Cluster: Send + Sync + Debug {
 }
 
 /// The other nodes of `store` whose lease holds now.
-pub(crate) async fn live_others(store: &dyn Store, me: NodeId) -> Result<Vec<NodeRecord>, StoreError> {
+pub(crate) async fn live_others(store: &dyn NodeStore, me: NodeId) -> Result<Vec<NodeRecord>, StoreError> {
     let now = Timestamp::now();
     Ok(store
         .nodes()
@@ -158,7 +158,7 @@ pub(crate) async fn live_others(store: &dyn Store, me: NodeId) -> Result<Vec<Nod
 
 /// The live node other than `me` that runs `session_id`, as `store` says.
 pub(crate) async fn live_owner_elsewhere(
-    store: &dyn Store,
+    store: &dyn NodeStore,
     me: NodeId,
     session_id: SessionId,
 ) -> Result<Option<NodeRecord>, StoreError> {

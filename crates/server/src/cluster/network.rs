@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anchorage_core::{BatchId, NodeId, SessionId, SessionStatus, TeamId};
-use anchorage_store::{NodeRecord, Store, StoreError};
+use anchorage_store::{NodeRecord, NodeStore, StoreError};
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::Request;
@@ -76,7 +76,7 @@ pub struct EndAnswer {
 pub struct Network {
     me: NodeId,
     key: String,
-    store: Arc<dyn Store>,
+    store: Arc<dyn NodeStore>,
     http: reqwest::Client,
     metrics: Arc<Metrics>,
     /// Signals waiting to be sent.
@@ -96,7 +96,7 @@ impl std::fmt::Debug for Network {
 impl Network {
     /// This node (`me`) among the others of `store`, calling them with
     /// `key`; signals are sent from tasks of `tasks` and counted in `metrics`.
-    pub fn new(me: NodeId, key: String, store: Arc<dyn Store>, metrics: Arc<Metrics>, tasks: TaskTracker) -> Self {
+    pub fn new(me: NodeId, key: String, store: Arc<dyn NodeStore>, metrics: Arc<Metrics>, tasks: TaskTracker) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
@@ -225,9 +225,16 @@ impl Cluster for Network {
         };
         let (sender, receiver) = mpsc::channel(1024);
         let (me, metrics) = (self.me, Arc::clone(&self.metrics));
-        // Ends when the store's listener does, or when nobody reads any more.
+        // Ends when the store's listener does, or as soon as nobody reads
+        // any more (the fleet stops reading at shutdown, which must not wait
+        // for the next signal). Its end lets the store's listener go too.
         self.tasks.spawn(async move {
-            while let Some(topic) = topics.recv().await {
+            loop {
+                let topic = tokio::select! {
+                    topic = topics.recv() => topic,
+                    () = sender.closed() => return,
+                };
+                let Some(topic) = topic else { return };
                 match Signal::parse(&topic) {
                     Some((from, signal)) if from != me => {
                         metrics.node_signal("received", signal.kind());
@@ -375,6 +382,86 @@ mod tests {
         );
         assert_eq!(join("http://a:1/", "v1/x"), "http://a:1/v1/x");
         assert_eq!(join("http://a:1/base", "v1/x"), "http://a:1/base/v1/x");
+    }
+
+    /// A database that carries topics as PostgreSQL does: a notification
+    /// reaches every listener, the notifying node's own included.
+    struct Channel {
+        feed: std::sync::Mutex<Option<mpsc::Receiver<String>>>,
+        sender: mpsc::Sender<String>,
+        notified: tokio::sync::Notify,
+    }
+
+    #[async_trait]
+    impl NodeStore for Channel {
+        async fn recover_node(
+            &self,
+            _node: NodeId,
+            _reason: &str,
+            _at: anchorage_core::Timestamp,
+        ) -> Result<anchorage_store::RecoveryReport, StoreError> {
+            Err(StoreError::Unavailable("not in this test"))
+        }
+        async fn register_node(&self, _record: &NodeRecord) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("not in this test"))
+        }
+        async fn renew_node(&self, _id: NodeId, _lease_until: anchorage_core::Timestamp) -> Result<bool, StoreError> {
+            Err(StoreError::Unavailable("not in this test"))
+        }
+        async fn session_node(&self, _session_id: SessionId) -> Result<Option<NodeId>, StoreError> {
+            Ok(None)
+        }
+        async fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn leave(&self, _id: NodeId) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn notify(&self, topic: &str) -> Result<(), StoreError> {
+            let _ = self.sender.send(topic.to_owned()).await;
+            self.notified.notify_one();
+            Ok(())
+        }
+        async fn listen(&self) -> Result<Option<mpsc::Receiver<String>>, StoreError> {
+            Ok(self.feed.lock().map(|mut feed| feed.take()).unwrap_or_default())
+        }
+    }
+
+    #[tokio::test]
+    async fn other_nodes_signals_arrive_and_the_listener_ends_once_nobody_reads() {
+        let (sender, feed) = mpsc::channel(16);
+        let store = Arc::new(Channel {
+            feed: std::sync::Mutex::new(Some(feed)),
+            sender: sender.clone(),
+            notified: tokio::sync::Notify::new(),
+        });
+        let tasks = TaskTracker::new();
+        let (me, other) = (NodeId::from_u128(1), NodeId::from_u128(2));
+        let network = Network::new(me, "key".to_owned(), store.clone(), Arc::default(), tasks.clone());
+        let mut signals = network.listen().await.expect("the database carries signals");
+        // This node's own signal comes back from the database and is dropped,
+        // as is a topic this version does not know.
+        network.publish(Signal::Queued);
+        store.notified.notified().await;
+        let batch = anchorage_core::BatchId::new_random();
+        for topic in [
+            Signal::Batch(batch).topic(other),
+            "a topic from later".to_owned(),
+            Signal::Queued.topic(other),
+        ] {
+            sender.send(topic).await.expect("fed");
+        }
+        for expected in [Signal::Batch(batch), Signal::Queued] {
+            let received = tokio::time::timeout(Duration::from_secs(5), signals.recv()).await;
+            assert_eq!(received.expect("in time"), Some(expected));
+        }
+        // At shutdown the fleet stops reading: the listener ends at once,
+        // though the database would go on carrying topics.
+        drop(signals);
+        tasks.close();
+        tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+            .await
+            .expect("the listener ended once nobody read its signals");
     }
 
     #[test]

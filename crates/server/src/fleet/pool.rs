@@ -16,10 +16,11 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::admission::Held;
 use anchorage_browser::Browser;
 use anchorage_core::{SessionOptions, Viewport};
 use tokio::time::Instant;
+
+use super::admission::Held;
 
 /// How long refills pause after a failed one.
 pub(super) const REFILL_BACKOFF: Duration = Duration::from_secs(5);

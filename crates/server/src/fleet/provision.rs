@@ -9,14 +9,13 @@
 
 use std::sync::Arc;
 
-use super::admission::Held;
 use anchorage_browser::{Browser, LaunchError};
 use anchorage_core::{ProfileId, RequestId, SessionId, SessionOptions, TeamId, Timestamp};
 use anchorage_store::{LaunchFailure, RequestRecord, SessionRecord};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::admission::TeamSlot;
+use super::admission::{Held, TeamSlot};
 use super::plan;
 use super::pool::Pooled;
 use super::session::{Holdings, LiveSession};

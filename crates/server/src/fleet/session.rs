@@ -9,12 +9,10 @@ use anchorage_browser::{Browser, BrowserExit};
 use anchorage_browser::{Devtools, PageControl};
 use anchorage_core::{BatchId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp};
 use tokio::sync::watch;
-
-use super::admission::Held;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::admission::TeamSlot;
+use super::admission::{Held, TeamSlot};
 use super::Fleet;
 
 /// A session whose browser is running.
