@@ -68,7 +68,10 @@ pub enum ClusterError {
 /// ended it (`false`: it was ending already).
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BatchShare {
-    /// The sessions it held, each with whether this stop ended it.
+    /// The sessions it held, each with whether this stop ended it. A node
+    /// of the version before this answered `{}`: read as none held, so its
+    /// sessions are ended one by one, as that version did.
+    #[serde(default)]
     pub sessions: Vec<HeldSession>,
 }
 

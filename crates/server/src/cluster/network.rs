@@ -474,5 +474,8 @@ mod tests {
         ]}))
         .expect("read");
         assert_eq!(share.ended(), 1);
+        // A node of the previous version answers a stop with `{}`.
+        let old: BatchShare = serde_json::from_str("{}").expect("read");
+        assert!(old.sessions.is_empty());
     }
 }
