@@ -40,3 +40,14 @@ pub fn age(path: &std::path::Path) {
         .and_then(|opened| opened.set_modified(hour_ago))
         .expect("aged");
 }
+
+/// A store in a file of its own temp dir, which must outlive it. Unlike
+/// `sqlite::memory:`, whose database lives and dies with its one
+/// connection, it survives the pool closing a connection, as the pool does
+/// when a task is dropped in the middle of a query (at shutdown, say).
+pub async fn file_store() -> (tempfile::TempDir, anchorage_store::SqliteStore) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = anchorage_store::SqliteStore::open(&url).await.expect("store");
+    (dir, store)
+}

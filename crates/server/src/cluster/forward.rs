@@ -122,7 +122,7 @@ mod tests {
     use super::*;
     use crate::cluster::fake::{Call, FakeNet};
     use anchorage_core::{NodeId, TeamId, Timestamp};
-    use anchorage_store::{NodeRecord, SqliteStore, Store};
+    use anchorage_store::{NodeRecord, Store};
     use axum::http::StatusCode;
     use axum::routing::post;
     use tower::ServiceExt;
@@ -131,8 +131,9 @@ mod tests {
     const THERE: NodeId = NodeId::from_u128(2);
 
     /// A store where `THERE` runs one session; the net between the two nodes.
-    async fn world() -> (Arc<dyn Store>, Arc<FakeNet>, SessionId) {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open("sqlite::memory:").await.unwrap());
+    async fn world() -> (tempfile::TempDir, Arc<dyn Store>, Arc<FakeNet>, SessionId) {
+        let (dir, store) = crate::test_support::file_store().await;
+        let store: Arc<dyn Store> = Arc::new(store);
         for id in [HERE, THERE] {
             store
                 .register_node(&NodeRecord {
@@ -148,7 +149,7 @@ mod tests {
         }
         let team: TeamId = store.create_team("a").await.unwrap().id;
         let session = crate::test_support::live_session(store.as_ref(), team, THERE).await;
-        (store, Arc::new(FakeNet::default()), session.id)
+        (dir, store, Arc::new(FakeNet::default()), session.id)
     }
 
     /// One route at `path`, naming its session as `session_in`, whose own
@@ -183,7 +184,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_reaches_the_node_named_where_its_route_declares() {
-        let (store, net, session) = world().await;
+        let (_dir, store, net, session) = world().await;
         let there = format!("answered by {THERE}");
         let cases = [
             (
@@ -227,7 +228,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_sessions_lost_owners_and_bodies_that_are_not_json_are_answered_here() {
-        let (store, net, session) = world().await;
+        let (_dir, store, net, session) = world().await;
         let stranger = SessionId::new_random();
         let (_, answer) = call(
             app(&net, &store, "/s/{session_id}", SessionIn::Path),
@@ -257,7 +258,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_owner_that_cannot_be_reached_is_a_503() {
-        let (store, net, session) = world().await;
+        let (_dir, store, net, session) = world().await;
         net.cut_off(THERE);
         let (status, _) = call(
             app(&net, &store, "/s/{session_id}", SessionIn::Path),

@@ -32,6 +32,8 @@ fn lease_for_an_hour() -> Timestamp {
 
 /// `count` nodes of `max_sessions` places each.
 async fn nodes(count: u128, max_sessions: usize) -> Nodes {
+    // In memory: several fleets write at once, which a file's locks would
+    // slow to a second; nothing here reads the store after the shutdown.
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open("sqlite::memory:").await.unwrap());
     let team = store.create_team("a").await.unwrap().id;
     let net = Arc::new(FakeNet::default());

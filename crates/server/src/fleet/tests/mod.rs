@@ -215,6 +215,8 @@ impl QueueStore for FaultyQueue {
 
 /// A fleet over the fake launcher and the faulty store, with two teams.
 struct Harness {
+    /// Where the store's file is.
+    _dir: tempfile::TempDir,
     fleet: Arc<Fleet>,
     store: Arc<SqliteStore>,
     queue: Arc<FaultyQueue>,
@@ -244,7 +246,8 @@ fn settings() -> FleetSettings {
 const NODE: anchorage_core::NodeId = anchorage_core::NodeId::from_u128(0x0a0b);
 
 async fn harness(settings: FleetSettings) -> Harness {
-    let store = Arc::new(SqliteStore::open("sqlite::memory:").await.unwrap());
+    let (dir, store) = crate::test_support::file_store().await;
+    let store = Arc::new(store);
     let queue = Arc::new(FaultyQueue {
         inner: Arc::clone(&store),
         begin_launch_failures: AtomicUsize::new(0),
@@ -283,6 +286,7 @@ async fn harness(settings: FleetSettings) -> Harness {
     );
     fleet.start().await.unwrap();
     Harness {
+        _dir: dir,
         fleet,
         store,
         queue,
