@@ -120,6 +120,15 @@ impl Nodes {
         }
     }
 
+    /// Ends `session_id` through node `at`; whether that ended it.
+    async fn end_from(&self, at: usize, session_id: SessionId) -> bool {
+        self.nodes[at]
+            .fleet
+            .end_session(session_id, SessionStatus::Completed, "test")
+            .await
+            .unwrap()
+    }
+
     fn running(&self) -> Vec<usize> {
         self.nodes
             .iter()
@@ -144,11 +153,7 @@ impl Nodes {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.tasks.close();
-        tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
-            .await
-            .expect("every task ends at shutdown");
+        shut_down(&self.shutdown, &self.tasks).await;
     }
 }
 
@@ -256,11 +261,7 @@ async fn an_end_of_a_session_another_node_runs_is_passed_there_once() {
     let nodes = nodes(2, 2).await;
     let session_id = nodes.session_on(1).await;
     assert_eq!(nodes.nodes[1].launcher.alive(), 1);
-    let ended = nodes.nodes[0]
-        .fleet
-        .end_session(session_id, SessionStatus::Completed, "test")
-        .await
-        .unwrap();
+    let ended = nodes.end_from(0, session_id).await;
     assert!(ended);
     assert_eq!(
         nodes.net.calls(),
@@ -273,11 +274,7 @@ async fn an_end_of_a_session_another_node_runs_is_passed_there_once() {
     assert_eq!(nodes.nodes[1].launcher.alive(), 0);
     assert_eq!(nodes.running(), [0, 0]);
     // A second end finds it ended, at its node.
-    let again = nodes.nodes[0]
-        .fleet
-        .end_session(session_id, SessionStatus::Completed, "test")
-        .await
-        .unwrap();
+    let again = nodes.end_from(0, session_id).await;
     assert!(!again);
     nodes.stop().await;
 }
@@ -295,11 +292,7 @@ async fn an_end_of_a_session_of_a_lost_node_is_recorded_here_without_a_call() {
         )
         .await
         .unwrap());
-    let ended = nodes.nodes[0]
-        .fleet
-        .end_session(session_id, SessionStatus::Completed, "test")
-        .await
-        .unwrap();
+    let ended = nodes.end_from(0, session_id).await;
     assert!(ended);
     assert!(nodes.net.calls().is_empty(), "{:?}", nodes.net.calls());
     let record = nodes.store.session(nodes.team, session_id).await.unwrap().unwrap();
@@ -320,11 +313,7 @@ async fn a_start_no_node_has_room_for_waits_and_is_served_when_a_place_frees() {
     let waiting = nodes.store.request(nodes.team, third_id).await.unwrap().unwrap();
     assert_eq!(waiting.status, RequestStatus::Pending);
     // A place frees on node 1 (ended from node 0): the start is served there.
-    nodes.nodes[0]
-        .fleet
-        .end_session(second, SessionStatus::Completed, "test")
-        .await
-        .unwrap();
+    assert!(nodes.end_from(0, second).await);
     let mut served = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while served.is_none() {

@@ -310,6 +310,15 @@ fn request(team_id: TeamId, configuration: Value) -> RequestRecord {
     RequestRecord::pending(team_id, None, configuration, options, Timestamp::now())
 }
 
+/// Shuts the fleet's tasks down and checks that every one of them ends.
+async fn shut_down(shutdown: &CancellationToken, tasks: &TaskTracker) {
+    shutdown.cancel();
+    tasks.close();
+    tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .expect("every task ends at shutdown");
+}
+
 /// Waits (polling, with a deadline) until `condition` holds.
 async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -380,11 +389,7 @@ impl Harness {
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.tasks.close();
-        tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
-            .await
-            .expect("every task ends at shutdown");
+        shut_down(&self.shutdown, &self.tasks).await;
     }
 }
 
