@@ -29,14 +29,18 @@ ensure_browser_packages() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 }
 
-# The tests make certificates and serve HTTPS with openssl.
-ensure_openssl() {
-    if command -v openssl >/dev/null 2>&1; then
+# The tests make certificates and serve HTTPS with openssl; the leak check
+# at the end of the test command finds leftover processes with pgrep.
+ensure_test_tools() {
+    local missing=()
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    command -v pgrep >/dev/null 2>&1 || missing+=(procps)
+    if [ "${#missing[@]}" = 0 ]; then
         return
     fi
-    say "installing openssl from Debian's packages"
+    say "installing ${missing[*]} from Debian's packages"
     as_root apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 }
 
 ensure_rust() {

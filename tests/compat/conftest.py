@@ -124,6 +124,27 @@ def browser_pids(data_dir: pathlib.Path) -> list[int]:
     return found
 
 
+def gauge(base_url, name):
+    """A gauge's or counter's value in the server's `/metrics`; fails if it is missing."""
+    import httpx
+
+    text = httpx.get(base_url + "/metrics").text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def wait_until_settled(base_url, timeout=10):
+    """Waits until the server's queue is empty and its scheduler has looked
+    at every change: after that, a start that is still to happen would
+    already have begun."""
+    deadline = time.monotonic() + timeout
+    while gauge(base_url, "anchorage_queued_requests") or gauge(base_url, "anchorage_admission_unseen_changes"):
+        assert time.monotonic() < deadline, f"the scheduler of {base_url} did not settle"
+        time.sleep(0.02)
+
+
 def start_anchorage(binary, env):
     """Starts `anchorage serve` with `env` on a port it picks itself (the
     address is read from its start line, so no two servers can race for a

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 from websockets.sync.client import connect as ws_connect
 
-from conftest import PAGE_TITLE, browser_pids
+from conftest import PAGE_TITLE, browser_pids, wait_until_settled
 
 NODE_DIR = pathlib.Path(__file__).resolve().parent / "node"
 
@@ -216,18 +216,33 @@ def test_sdk_drives_the_whole_batch_flow(client, page_url):
         client.batch_sessions.get_batch_session(batch_id)
 
 
-def test_sdk_cancels_a_batch(client):
+def test_sdk_cancels_a_batch(client, server):
     created = client.batch_sessions.create_batch_session(count=6)
     batch_id = str(created.data.batch_id)
-    wait_for_batch(client, batch_id, lambda batch: (batch.completed_requests or 0) >= 1)
+    # A settled batch: what runs has started and the rest waits for a place
+    # (the server has 4), so the cancel's counts are known before it is sent.
+    before = wait_for_batch(client, batch_id, lambda batch: (batch.completed_requests or 0) >= 1
+                            and batch.processing_requests == 0 and batch.pending_requests >= 1)
+    running = [item.session_id for item in before.sessions if item.status == "completed"]
+    assert len(running) == before.completed_requests
     cancelled = client.batch_sessions.update_batch_session(batch_id, status="cancelled")
     assert cancelled.data.status == "cancelled"
-    assert cancelled.data.cancelled_sessions >= 1
+    assert cancelled.data.cancelled_sessions == len(running)
     batch = client.batch_sessions.get_batch_session(batch_id).data
     assert batch.status == "cancelled"
-    total = (batch.completed_requests + batch.failed_requests + batch.processing_requests
-             + batch.pending_requests)
-    assert total + sum(1 for item in batch.sessions if item.status == "cancelled") == 6
+    assert (batch.pending_requests, batch.processing_requests, batch.failed_requests) == (0, 0, 0)
+    assert batch.to_dict()["cancelled_requests"] == 6 - len(running)
+    assert sorted(item.status for item in batch.sessions) == ["cancelled"] * (6 - len(running)) + ["completed"] * len(running)
+    # Every session it ran has ended, at once.
+    for session_id in running:
+        assert client.sessions.get_session(session_id).data.status == "completed"
+    # Nothing of it starts later: the places it held are free, so a start it
+    # left queued would begin now; wait until the scheduler has seen every
+    # change, then look again.
+    wait_until_settled(server["base_url"])
+    after = client.batch_sessions.get_batch_session(batch_id).data
+    assert [item.session_id for item in after.sessions if item.status == "cancelled"] == [None] * (6 - len(running))
+    assert after.to_dict()["cancelled_requests"] == 6 - len(running)
     with pytest.raises(anchorbrowser.ConflictError):
         client.batch_sessions.retry_batch_session(batch_id)
     client.batch_sessions.delete_batch_session(batch_id)

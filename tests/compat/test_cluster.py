@@ -16,7 +16,7 @@ import anchorbrowser
 import pytest
 from playwright.sync_api import sync_playwright
 
-from conftest import API_KEY, PAGE_TITLE, REPO, browser_pids, start_anchorage
+from conftest import API_KEY, PAGE_TITLE, REPO, browser_pids, start_anchorage, wait_until_settled
 
 
 def _database():
@@ -52,42 +52,64 @@ def _client(node):
     return anchorbrowser.Anchorbrowser(api_key=API_KEY, base_url=node["base_url"], _strict_response_validation=True)
 
 
-def test_the_sdk_works_through_either_node_whichever_runs_the_session(nodes, page_url):
-    first, second = _client(nodes[0]), _client(nodes[1])
-    # One place per node: the second start arrives at a full node, another
-    # node serves it, and the answer waits for it as on one node.
-    here = first.sessions.create_session(session={"initial_url": page_url})
-    there = first.sessions.create_session(session={"initial_url": page_url})
-    assert {len(browser_pids(node["data_dir"])) > 0 for node in nodes} == {True}
+def _owner(nodes):
+    """The one node whose data dir holds a browser: where a session really
+    runs when exactly one node runs one (each node has one place)."""
+    running = [node for node in nodes if browser_pids(node["data_dir"])]
+    assert len(running) == 1, f"expected one node with a browser, found {len(running)}"
+    return running[0]
 
-    # Playwright through the first node's cdp_url reaches the browser on the second.
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.connect_over_cdp(there.data.cdp_url)
-        page = browser.contexts[0].pages[0]
-        page.wait_for_load_state()
-        assert page.title() == PAGE_TITLE
-        browser.close()
+
+
+
+def test_the_sdk_works_through_either_node_whichever_runs_the_session(nodes, page_url):
+    # One place per node: the second start arrives at a full node, another
+    # node serves it, and the answer waits for it as on one node. Where each
+    # session runs is read from the processes, not assumed.
+    here = _client(nodes[0]).sessions.create_session(session={"initial_url": page_url})
+    here_owner = _owner(nodes)
+    there = _client(nodes[0]).sessions.create_session(session={"initial_url": page_url})
+    there_owner = next(node for node in nodes if node is not here_owner)
+    assert {len(browser_pids(node["data_dir"])) > 0 for node in nodes} == {True}
+    # Each session is driven below through the node that does not run it.
+    via_other = {here.data.id: _client(there_owner), there.data.id: _client(here_owner)}
+
+    # Playwright through a node that does not run the session reaches its browser.
+    for session in (here, there):
+        owner_url = (here_owner if session is here else there_owner)["base_url"]
+        url = session.data.cdp_url
+        other_url = (there_owner if session is here else here_owner)["base_url"]
+        url = other_url.replace("http://", "ws://") + url[url.index("/", len("ws://")):]
+        assert not url.startswith(owner_url.replace("http://", "ws://"))
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.connect_over_cdp(url)
+            page = browser.contexts[0].pages[0]
+            page.wait_for_load_state()
+            assert page.title() == PAGE_TITLE
+            browser.close()
 
     # Actions and reads through the node that does not run the session.
-    for client, session in ((second, here), (first, there)):
+    for session in (here, there):
+        client = via_other[session.data.id]
         png = client.sessions.get_session_screenshot(session.data.id).read()
         assert png.startswith(b"\x89PNG")
         client.sessions.mouse_click(session.data.id, x=10, y=10)
         assert client.tools.screenshot_webpage(session_id=session.data.id).read().startswith(b"\x89PNG")
         assert any(item.title == PAGE_TITLE for item in client.sessions.get_session_pages(session.data.id).data.items)
-    status = second.sessions.get_all_sessions_status()
-    assert status.data.count == 2
+    for node in nodes:
+        assert _client(node).sessions.get_all_sessions_status().data.count == 2
 
-    # Ends through the other node; both browsers are gone moments later.
-    assert second.sessions.delete_session(here.data.id).data.status == "ok"
-    assert first.sessions.delete_session(there.data.id).data.status == "ok"
-    deadline = time.monotonic() + 10
-    while any(browser_pids(node["data_dir"]) for node in nodes):
-        assert time.monotonic() < deadline, "a browser outlived its DELETE"
-        time.sleep(0.05)
+    # Ends through the node that does not run it; each browser is gone moments later.
+    for session, owner in ((here, here_owner), (there, there_owner)):
+        assert via_other[session.data.id].sessions.delete_session(session.data.id).data.status == "ok"
+        deadline = time.monotonic() + 10
+        while browser_pids(owner["data_dir"]):
+            assert time.monotonic() < deadline, "a browser outlived its DELETE through the other node"
+            time.sleep(0.05)
 
     # A batch sent to one node runs on both (one item still waits for a
     # place) and is cancelled from the other.
+    first, second = _client(nodes[0]), _client(nodes[1])
     batch_id = str(second.batch_sessions.create_batch_session(count=3).data.batch_id)
     deadline = time.monotonic() + 60
     while (first.batch_sessions.get_batch_session(batch_id).data.completed_requests or 0) < 2:
@@ -96,7 +118,24 @@ def test_the_sdk_works_through_either_node_whichever_runs_the_session(nodes, pag
     assert {len(browser_pids(node["data_dir"])) > 0 for node in nodes} == {True}
     cancelled = first.batch_sessions.update_batch_session(batch_id, status="cancelled")
     assert cancelled.data.status == "cancelled"
+    # Both running sessions were ended, one on each node, and counted.
+    assert cancelled.data.cancelled_sessions == 2
     assert all(browser_pids(node["data_dir"]) == [] for node in nodes)
+    batch = second.batch_sessions.get_batch_session(batch_id).data
+    assert batch.status == "cancelled"
+    assert (batch.completed_requests, batch.pending_requests, batch.processing_requests) == (2, 0, 0)
+    assert batch.to_dict()["cancelled_requests"] == 1
+    waiting = [item for item in batch.sessions if item.status == "cancelled"]
+    assert len(waiting) == 1 and not waiting[0].session_id
+    # Nothing of it starts later: both places are free, so a start left
+    # queued would begin at once; wait until every node's scheduler has
+    # looked at every change, then look again.
+    for node in nodes:
+        wait_until_settled(node["base_url"])
+    assert all(browser_pids(node["data_dir"]) == [] for node in nodes)
+    after = second.batch_sessions.get_batch_session(batch_id).data
+    assert [item.status for item in after.sessions if item.status == "cancelled"] == ["cancelled"]
+    assert after.to_dict()["cancelled_requests"] == 1
 
 
 def test_a_named_event_signalled_on_one_node_reaches_a_waiter_on_another(nodes):

@@ -1,8 +1,11 @@
-//! The leak check: waves of sessions through every way a session can start,
-//! be used and end, after each of which everything must be back at its
-//! baseline: browser processes, profile and temp dirs, the server's open
-//! file descriptors, WebSocket tasks, session counts; and the process's
-//! memory must not grow wave over wave beyond noise.
+//! The leak check: waves of sessions through every way a session can start
+//! (from the warm pool or launched, headless or headful, recorded, with a
+//! persisting profile), be used (CDP, live view, downloads, uploads) and
+//! end, after each of which everything must be back at its baseline:
+//! browser, display and encoder processes, profile and temp dirs, the
+//! server's open file descriptors, WebSocket tasks, session counts, the
+//! warm pool; and the process's memory must not grow wave over wave beyond
+//! noise.
 //!
 //! The server runs in this test process, so descriptors and memory are
 //! measured on the process itself; the test's HTTP client keeps no idle
@@ -24,6 +27,9 @@ fn text(value: &Value) -> &str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Footprint {
     browsers: usize,
+    displays: usize,
+    encoders: usize,
+    profile_dirs: usize,
     session_dirs: usize,
     short_tmp_dirs: usize,
     open_files: usize,
@@ -31,6 +37,7 @@ struct Footprint {
     running_sessions: String,
     connections: String,
     queued: String,
+    pooled: String,
 }
 
 /// Open descriptors of the process, leaving out the database pool's: the
@@ -75,8 +82,12 @@ fn sample(metrics: &str, name: &str) -> String {
 
 async fn footprint(server: &TestServer, short_tmp_root: &Path) -> Footprint {
     let metrics = server.metrics().await;
+    let root = std::fs::canonicalize(server.browsers_dir()).unwrap_or_else(|_| server.browsers_dir());
     Footprint {
         browsers: server.browser_pids().len(),
+        displays: anchorage_browser::leftover_display_pids(&root).len(),
+        encoders: anchorage_browser::leftover_encoder_pids(server.data_dir.path()).len(),
+        profile_dirs: entries(&server.data_dir.path().join("profiles")),
         session_dirs: entries(&server.browsers_dir()),
         short_tmp_dirs: entries(short_tmp_root),
         open_files: open_files(&server.data_dir.path().join("anchorage.db")),
@@ -84,6 +95,7 @@ async fn footprint(server: &TestServer, short_tmp_root: &Path) -> Footprint {
         running_sessions: sample(&metrics, "anchorage_sessions_running"),
         connections: sample(&metrics, "anchorage_cdp_connections"),
         queued: sample(&metrics, "anchorage_queued_requests"),
+        pooled: sample(&metrics, "anchorage_pool_browsers"),
     }
 }
 
@@ -116,8 +128,17 @@ async fn settle(server: &TestServer, short_tmp_root: &Path, baseline: &Footprint
 
 /// One wave: every way in and out of a session, once.
 async fn wave(server: &TestServer, page: &str) {
-    // Create, connect, use, disconnect, end.
+    // Create (from the warm pool: it holds one), connect, use, disconnect, end.
+    server.wait_for_metric("anchorage_pool_browsers", 1.0).await;
+    let warm = server.browser_pids();
     let session = server.create_session(json!({})).await;
+    // A browser launched for a session has a dir named after it; the warm
+    // one, named before the session existed, still runs and serves it.
+    assert!(
+        server.main_browser_pid(text(&session["id"])).is_none()
+            && warm.iter().all(|pid| Path::new(&format!("/proc/{pid}")).exists()),
+        "the first start of a wave is served by the warm pool"
+    );
     let mut client = Cdp::connect(text(&session["cdp_url"])).await;
     let tab = client.open_page(page).await;
     client.evaluate(&tab, "document.title").await;
@@ -156,17 +177,75 @@ async fn wave(server: &TestServer, page: &str) {
     client.closed(Duration::from_secs(10)).await;
     while viewer.next().await.is_some_and(|message| message.is_ok()) {}
 
-    // A launch that fails (twice: it is retried once).
+    // Headful and recorded, with a file uploaded to it; headless, recorded
+    // and persisting a profile, with a file downloaded by a click.
+    let headful = server
+        .create_session(json!({
+            "session": {"recording": {"active": true}},
+            "browser": {"headless": {"active": false}},
+        }))
+        .await;
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(&b"leak check"[..]).file_name("notes.txt"),
+    );
+    let (status, answer) = server
+        .post_multipart(
+            &format!("/v1/sessions/{}/uploads", text(&headful["id"])),
+            crate::support::TEST_KEY,
+            form,
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let saving = server
+        .create_session(json!({
+            "session": {"recording": {"active": true}},
+            "browser": {"profile": {"name": "leak check", "persist": true}},
+        }))
+        .await;
+    let id = text(&saving["id"]).to_owned();
+    server
+        .post(
+            &format!("/v1/sessions/{id}/goto"),
+            json!({"url": format!("{page}/actions")}),
+        )
+        .await;
+    let (status, answer) = server
+        .post(&format!("/v1/sessions/{id}/mouse/click"), json!({"selector": "#dl"}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.get(&format!("/v1/sessions/{id}/downloads")).await.1["data"]["count"] != json!(1) {
+        assert!(Instant::now() < deadline, "the download was never listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.delete(&format!("/v1/sessions/{}", text(&headful["id"]))).await;
+    server.delete(&format!("/v1/sessions/{id}")).await;
+    // The profile is saved once its session ended: the next wave reuses it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.get("/v1/profiles/leak%20check").await.1["data"]["status"] != json!("ready") {
+        assert!(Instant::now() < deadline, "the profile was never saved");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A launch that fails (twice: it is retried once). The window size
+    // keeps it and the batch below out of the warm pool: they launch.
+    let launched = json!({"width": 1000, "height": 700});
     let (status, _) = server
         .post(
             "/v1/sessions",
-            json!({"session": {"initial_url": "http://127.0.0.1:9/anchorage-fail-launch"}}),
+            json!({
+                "session": {"initial_url": "http://127.0.0.1:9/anchorage-fail-launch"},
+                "browser": {"viewport": launched},
+            }),
         )
         .await;
     assert_eq!(status, 500);
 
     // A batch cancelled while it launches.
-    let batch_id = server.create_batch(json!({"count": 3})).await;
+    let batch_id = server
+        .create_batch(json!({"count": 3, "configuration": {"browser": {"viewport": launched}}}))
+        .await;
     let (status, answer) = server
         .patch(
             &format!("/v1/batch-sessions/{batch_id}"),
@@ -201,9 +280,15 @@ async fn waves_of_sessions_return_everything_to_its_baseline() {
     let tools = tempfile::tempdir().expect("temp dir");
     let chromium = fake_chromium(tools.path());
     let chromium_setting = chromium.display().to_string();
-    let mut server = TestServer::start_with(&[("ANCHORAGE_CHROMIUM", chromium_setting.as_str())], |config| {
-        config.timeout_minute = Duration::from_secs(1);
-    })
+    let mut server = TestServer::start_with(
+        &[
+            ("ANCHORAGE_CHROMIUM", chromium_setting.as_str()),
+            ("ANCHORAGE_POOL_SIZE", "1"),
+        ],
+        |config| {
+            config.timeout_minute = Duration::from_secs(1);
+        },
+    )
     .await;
     // Every socket the test opens is closed when it is done with it.
     server.http = reqwest::Client::builder()
@@ -214,6 +299,8 @@ async fn waves_of_sessions_return_everything_to_its_baseline() {
         .short_tmp_root()
         .to_path_buf();
 
+    let (status, made) = server.post("/v1/profiles", json!({"name": "leak check"})).await;
+    assert_eq!(status, 200, "{made}");
     // A first wave warms up what is made once (the database pool, caches).
     wave(&server, &page).await;
     // The baseline is taken once the first wave is wholly gone.
@@ -221,9 +308,12 @@ async fn waves_of_sessions_return_everything_to_its_baseline() {
     let baseline = loop {
         let now = footprint(&server, &short_tmp_root).await;
         // Each session's short TMPDIR goes after its directory: wait for both.
-        let quiet = now.browsers == 0
-            && now.session_dirs == 0
-            && now.short_tmp_dirs == 0
+        // The warm pool's one browser is all that runs.
+        let quiet = now.browsers == 1
+            && now.session_dirs == 1
+            && now.displays == 0
+            && now.encoders == 0
+            && now.pooled == "1"
             && [
                 &now.websocket_tasks,
                 &now.running_sessions,
@@ -238,7 +328,7 @@ async fn waves_of_sessions_return_everything_to_its_baseline() {
         assert!(Instant::now() < deadline, "the first wave never ended: {now:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(baseline.browsers, 0, "{baseline:?}");
+    assert_eq!((baseline.browsers, baseline.profile_dirs), (1, 1), "{baseline:?}");
     // Nothing runs between waves; every sample exists.
     for value in [
         &baseline.websocket_tasks,
@@ -261,6 +351,11 @@ async fn waves_of_sessions_return_everything_to_its_baseline() {
         growth < 24 * 1024,
         "resident memory grew {growth} KiB over four waves: {resident:?}"
     );
-    server.assert_no_browsers_left().await;
-    server.stop().await;
+    // The warm browser goes with the server.
+    let data_dir = server.stop().await;
+    let root = data_dir.path().join("browsers");
+    crate::support::wait_until("no browser left after the stop", Duration::from_secs(10), || {
+        anchorage_browser::leftover_browser_pids(&root).is_empty()
+    })
+    .await;
 }

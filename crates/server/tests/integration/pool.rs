@@ -25,18 +25,7 @@ async fn start_with_pool(max_sessions: &str) -> TestServer {
     wait_until("two browsers launched", WAIT, || server.main_browser_count() == 2).await;
     // Launched is not yet pooled (the first one also has its viewport fitted):
     // wait until /metrics shows both in the pool.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let metrics = server.metrics().await;
-        if metrics.lines().any(|line| line == "anchorage_pool_browsers 2") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the pool never filled:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_for_metric("anchorage_pool_browsers", 2.0).await;
     server
 }
 

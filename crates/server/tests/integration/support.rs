@@ -181,6 +181,19 @@ impl TestServer {
             .unwrap_or_else(|| panic!("no {series} in {text}"))
     }
 
+    /// Waits until `series` in `/metrics` reads `wanted` (or fails after 30 s).
+    pub async fn wait_for_metric(&self, series: &str, wanted: f64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = self.metric(series).await;
+            if now == wanted {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{series} stayed at {now}, not {wanted}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until the admission loop has looked at every change so far
     /// (a start queued, a place freed), so that a test can check that
     /// something did *not* start without guessing a time to wait.

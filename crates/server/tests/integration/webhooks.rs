@@ -277,11 +277,48 @@ async fn a_failing_receiver_gets_one_delivery_again_and_rotation_keeps_the_old_s
         2.0
     );
 
-    // Disabled: no event fans out to it, a test event still goes.
+    // Disabled: no event fans out to it, a test event still goes. A second,
+    // enabled webhook on the same event tells when the fan-out has happened.
     let (status, changed) = server
-        .patch(&format!("/v1/webhooks/{id}"), json!({"enabled": false}))
+        .patch(
+            &format!("/v1/webhooks/{id}"),
+            json!({"enabled": false, "subscribed_events": ["session.completed"]}),
+        )
         .await;
     assert_eq!((status, changed["enabled"].clone()), (StatusCode::OK, json!(false)));
+    let (witness, witness_url) = Receiver::start(&[]).await;
+    create(&server, &witness_url, &["session.completed"]).await;
+    let session = server.create_session(json!({})).await;
+    let session_id = text(&session["id"]).to_owned();
+    let (status, ended) = server.delete(&format!("/v1/sessions/{session_id}")).await;
+    assert_eq!(status, StatusCode::OK, "{ended}");
+    let told = witness.wait_for(1).await;
+    assert_eq!(told[0].json()["data"]["session_id"], json!(session_id));
+    // A fan-out records every delivery before any is sent: the disabled
+    // webhook's record has none beyond the four attempts above.
+    let (_, rows) = server.get(&format!("/v1/webhooks/{id}/events")).await;
+    assert_eq!(
+        rows["pagination"]["total"],
+        json!(4),
+        "a disabled webhook got an event: {rows}"
+    );
+    assert_eq!(receiver.got().len(), 4, "a disabled webhook got an event");
+    let (status, _) = server
+        .post(
+            &format!("/v1/webhooks/{id}/test"),
+            json!({"event_type": "session.completed"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let got = receiver.wait_for(5).await;
+    assert_eq!(got.len(), 5);
+    assert_eq!(got[4].json()["type"], json!("session.completed"), "{}", got[4].body);
+    let deliveries = listing_once(&server, &format!("/v1/webhooks/{id}/events"), |rows| {
+        rows["pagination"]["total"] == json!(5)
+    })
+    .await;
+    assert_eq!(deliveries["pagination"]["total"], json!(5), "{deliveries}");
+    server.assert_no_browsers_left().await;
     server.stop().await;
 }
 
