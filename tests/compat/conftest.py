@@ -42,7 +42,7 @@ ACTIONS_PAGE = (
     "#d{position:absolute;left:400px;top:0;width:50px;height:50px;background:red}"
     "#far{position:absolute;left:0;top:3000px}#dl{position:absolute;left:0;top:300px}</style>"
     "<button id=b>b</button><input id=t><div id=d></div><button id=far>far</button>"
-    "<a id=dl href=/figures.csv download>figures</a>"
+    "<a id=dl href=/figures.csv download>figures</a><input type=file id=f>"
     "<script>window.clicks=0;window.doubles=0;window.farClicks=0;let dragging=false;"
     "b.addEventListener('click',()=>clicks++);b.addEventListener('dblclick',()=>doubles++);"
     "far.addEventListener('click',()=>farClicks++);"

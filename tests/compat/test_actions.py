@@ -93,12 +93,27 @@ def test_sdk_tools_capture_print_and_fetch(strict, page_url):
         strict.sessions.delete_session(session.id)
 
 
-def test_sdk_uploads_a_file_for_a_file_input(strict):
+def test_sdk_uploads_a_file_for_a_file_input(strict, page_url):
     session = strict.sessions.create_session().data
     try:
         uploaded = strict.sessions.upload_file(session.id, file=("report.csv", b"a,b\n1,2\n")).data
         assert uploaded.status == "uploaded"
-        assert "/uploads/report.csv" in uploaded.message
+        path = uploaded.message.removeprefix("saved as ").split(" (")[0]
+        assert path.endswith("/uploads/report.csv"), uploaded.message
+        # A client gives the path it was told to the page's file input over
+        # CDP (it names a file on the server's machine, not the client's);
+        # the page reads the bytes that were uploaded.
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.connect_over_cdp(session.cdp_url)
+            page = browser.contexts[0].pages[0]
+            page.goto(page_url + "actions")
+            cdp = page.context.new_cdp_session(page)
+            root = cdp.send("DOM.getDocument")["root"]["nodeId"]
+            node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": "#f"})["nodeId"]
+            cdp.send("DOM.setFileInputFiles", {"nodeId": node, "files": [path]})
+            assert page.evaluate("[f.files[0].name, f.files[0].size]") == ["report.csv", 8]
+            assert page.evaluate("f.files[0].text()") == "a,b\n1,2\n"
+            browser.close()
         downloads = strict.sessions.get_session_downloads(session.id).data
         assert downloads.count == 0 and downloads.items == []
     finally:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from conftest import API_KEY, browser_pids
+from conftest import API_KEY, browser_pids, gauge
 
 HEADERS = {"anchor-api-key": API_KEY}
 
@@ -61,6 +61,45 @@ def clean_up(base_url, response):
     requests.delete(base_url + "/v1/sessions/all", headers=HEADERS, timeout=60)
 
 
+def browser_dirs(data_dir):
+    """The profile dir names of the browsers running under `data_dir` (one
+    per browser: a launched one's is its session's id without dashes, a
+    warm pool's starts with `pool`)."""
+    marker = f"--user-data-dir={data_dir.resolve()}/browsers/".encode()
+    names = set()
+    for pid in browser_pids(data_dir):
+        try:
+            arguments = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        for argument in arguments:
+            if argument.startswith(marker):
+                names.add(argument[len(marker):].split(b"/")[0].decode())
+    return names
+
+
+def strays(server):
+    """Browsers named after a session that is not live (starting or
+    running). (A warm pool's browser keeps its pool name when it serves a
+    session, and the pool refills in the background: those are left to the
+    final check, after every session has ended.)"""
+    names = {name for name in browser_dirs(server["data_dir"]) if not name.startswith("pool")}
+    if not names:
+        return []
+    live = requests.get(server["base_url"] + "/v1/sessions/all/status", headers=HEADERS, timeout=60).json()["data"]
+    live_ids = {item["session_id"].replace("-", "") for item in live["items"]}
+    return sorted(names - live_ids)
+
+
+def no_strays(server, where):
+    """Fails unless every running browser is accounted for (allowing the
+    moments a browser takes to go after its session's end)."""
+    deadline = time.monotonic() + 15
+    while (found := strays(server)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert found == [], f"{where}: browsers no session accounts for: {found}"
+
+
 def check(case, response):
     where = f"{case.method} {case.formatted_path} {case.query} {case.body!r:.300}"
     assert response.status_code < 500, f"{where}: {response.status_code} {response.text}"
@@ -91,6 +130,9 @@ def test_no_generated_request_breaks_the_server(server, mode):
                 statuses[response.status_code] += 1
                 try:
                     check(case, response)
+                    # What the request left running, before the test's own
+                    # clean-up ends it: every browser is a live session's.
+                    no_strays(server, f"{case.method} {case.formatted_path}")
                 finally:
                     clean_up(base_url, response)
 
@@ -104,27 +146,25 @@ def test_no_generated_request_breaks_the_server(server, mode):
 
 
 def test_no_browser_outlives_the_generated_requests(server):
-    requests.delete(server["base_url"] + "/v1/sessions/all", headers=HEADERS, timeout=60)
+    # Checked before anything is ended here: what the generated requests
+    # left is all accounted for; then each live session ends on its own and
+    # its browser with it.
+    no_strays(server, "after the generated requests")
+    live = requests.get(server["base_url"] + "/v1/sessions/all/status", headers=HEADERS, timeout=60).json()
+    for item in live["data"]["items"]:
+        requests.delete(f"{server['base_url']}/v1/sessions/{item['session_id']}", headers=HEADERS, timeout=60)
     listed = requests.get(server["base_url"] + "/v1/batch-sessions?limit=100", headers=HEADERS, timeout=60).json()
     for batch in listed["data"]["batches"]:
         requests.delete(f"{server['base_url']}/v1/batch-sessions/{batch['batch_id']}", headers=HEADERS, timeout=60)
     live = requests.get(server["base_url"] + "/v1/sessions/all/status", headers=HEADERS, timeout=60).json()
     assert live["data"]["count"] == 0, live
-    # The warm pool's browsers (profile dirs named pool…) stay; no other may.
-    pool_marker = f"--user-data-dir={server['data_dir'].resolve()}/browsers/pool".encode()
-
-    def session_browsers():
-        found = []
-        for pid in browser_pids(server["data_dir"]):
-            try:
-                arguments = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-            except OSError:
-                continue
-            if not any(argument.startswith(pool_marker) for argument in arguments):
-                found.append(pid)
-        return found
+    # The browsers waiting in the warm pool stay; no other may (a pooled
+    # browser that served a session included).
+    def left():
+        names = browser_dirs(server["data_dir"])
+        return len(names) - gauge(server["base_url"], "anchorage_pool_browsers"), sorted(names)
 
     deadline = time.monotonic() + 15
-    while session_browsers() and time.monotonic() < deadline:
+    while left()[0] != 0 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert session_browsers() == []
+    assert left()[0] == 0, left()

@@ -15,6 +15,21 @@ from playwright.sync_api import sync_playwright
 from conftest import API_KEY, PAGE_TITLE
 
 
+def frame_colours(video):
+    """The video's colours in order, four frames a second, each frame
+    averaged to one pixel and named when it is clearly green or blue."""
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", video, "-vf", "fps=4,scale=1:1", "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    names = []
+    for at in range(0, len(raw) - 2, 3):
+        red, green, blue = raw[at], raw[at + 1], raw[at + 2]
+        name = "green" if green > 150 and red < 100 and blue < 100 else \
+            "blue" if blue > 150 and red < 100 and green < 100 else "other"
+        if not names or names[-1] != name:
+            names.append(name)
+    return names
+
+
 def test_sdk_headful_recorded_session_with_playwright(server, page_url):
     strict = anchorbrowser.Anchorbrowser(api_key=API_KEY, base_url=server["base_url"],
                                          _strict_response_validation=True, max_retries=0)
@@ -57,9 +72,13 @@ def test_sdk_headful_recorded_session_with_playwright(server, page_url):
         file.flush()
         probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration:stream=codec_name",
                                 "-of", "json", file.name], capture_output=True, text=True, check=True)
+        colours = frame_colours(file.name)
     facts = json.loads(probe.stdout)
     assert facts["streams"][0]["codec_name"] == "h264"
     length = float(facts["format"]["duration"])
+    # What the page showed while paused (green) is nowhere in the video;
+    # what it showed after the resume (blue) is.
+    assert "blue" in colours and "green" not in colours, colours
     # The paused second is not in it; the start before the first frame neither.
     assert 0 < length < recorded_for - 0.5, (length, recorded_for)
     assert strict.recordings.delete_recording(session_id, "primary").data.status == "success"

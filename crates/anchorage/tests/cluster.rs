@@ -62,6 +62,35 @@ fn node(dir: &Path, url: &str, max_sessions: u32) -> Server {
     )
 }
 
+/// The processes of the browser launched for `session_id` under `dir`'s
+/// data dir (its profile dir is named after the session).
+fn session_browser_pids(dir: &tempfile::TempDir, session_id: &str) -> Vec<u32> {
+    let marker = format!(
+        "--user-data-dir={}/browsers/{}/",
+        std::fs::canonicalize(dir.path()).expect("dir").display(),
+        session_id.replace('-', "")
+    );
+    browser_pids(dir.path())
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .split(|byte| *byte == 0)
+                .any(|argument| argument.starts_with(marker.as_bytes()))
+        })
+        .collect()
+}
+
+/// Which node (an index into `dirs`) runs `session_id`'s browser; fails
+/// unless exactly one does.
+fn owner_of(dirs: &[tempfile::TempDir], session_id: &str) -> usize {
+    let owners: Vec<usize> = (0..dirs.len())
+        .filter(|index| !session_browser_pids(&dirs[*index], session_id).is_empty())
+        .collect();
+    assert_eq!(owners.len(), 1, "{session_id} runs on nodes {owners:?}");
+    owners[0]
+}
+
 fn running_on(server: &Server) -> u64 {
     gauge(server, "anchorage_sessions_running")
 }
@@ -165,19 +194,26 @@ fn a_batch_fills_every_node_and_each_session_answers_through_every_node() {
         }
     }
 
-    // An end sent to any node ends the browser where it runs.
-    for (index, item) in items(&done).iter().enumerate() {
+    // An end sent to a node that does not run the session (read from where
+    // its browser's processes are) ends the browser where it runs.
+    let mut passed_on = 0;
+    for item in items(&done) {
         let session_id = item["session_id"].as_str().expect("session id");
-        let (status, answer) =
-            nodes[index % 3].call(reqwest::Method::DELETE, &format!("/v1/sessions/{session_id}"), None);
+        let owner = owner_of(&dirs, session_id);
+        let other = (owner + 1 + passed_on % 2) % 3;
+        let (status, answer) = nodes[other].call(reqwest::Method::DELETE, &format!("/v1/sessions/{session_id}"), None);
         assert_eq!(status, 200, "{answer}");
+        // A DELETE answers once the end is recorded and the kill under way
+        // (as on one node); the processes go moments later.
+        wait_until("the browser ended where it runs", || {
+            session_browser_pids(&dirs[owner], session_id).is_empty()
+        });
+        passed_on += 1;
     }
+    assert!(passed_on > 0);
     for (server, dir) in nodes.iter().zip(&dirs) {
-        assert_eq!(running_on(server), 0);
-        assert!(
-            browser_pids(dir.path()).is_empty(),
-            "every browser is gone once its end answered"
-        );
+        wait_until("every session's place freed", || running_on(server) == 0);
+        assert!(browser_pids(dir.path()).is_empty(), "every browser is gone");
     }
 }
 

@@ -734,6 +734,11 @@ fn a_webhook_delivery_cut_off_by_a_sigkill_is_made_after_the_restart_with_its_de
     let second = Server::start(data_dir.path(), &[]);
     wait_until("the attempt made again", || receiver.got().len() >= 2);
     let got = receiver.got();
+    assert!(
+        got[0].0.len() == 32 && got[0].0.chars().all(|c| c.is_ascii_hexdigit()),
+        "a delivery id: {:?}",
+        got[0].0
+    );
     assert_eq!(got[1], got[0], "the same delivery id and the same bytes");
     let envelope: Value = serde_json::from_str(&got[1].1).expect("JSON");
     assert_eq!(envelope["data"]["session_id"], json!(session_id));
@@ -787,6 +792,39 @@ fn a_server_killed_mid_recording_leaves_a_playable_video_and_no_display_behind()
     assert_eq!(item["status"], json!("ready"), "never a stuck recording: {listed}");
     assert!(item["size"].as_f64().unwrap_or(0.0) > 0.0, "{listed}");
     assert_ne!(item["duration"], json!("00:00:00"), "{listed}");
+    // The file itself plays: fetched as a user would, every frame decodes
+    // without an error, and there are seconds of them.
+    let (status, bytes) = second.get_bytes(&format!("/v1/sessions/{session_id}/recordings/primary/fetch"));
+    assert_eq!(status, 200);
+    let video = data_dir.path().join("fetched.mp4");
+    std::fs::write(&video, &bytes).expect("write the video");
+    let decoded = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&video)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        decoded.status.success() && decoded.stderr.is_empty(),
+        "the video does not decode cleanly: {}",
+        String::from_utf8_lossy(&decoded.stderr)
+    );
+    let counted = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames,width,height", "-of", "csv=p=0"])
+        .arg(&video)
+        .output()
+        .expect("ffprobe");
+    let fields: Vec<u64> = String::from_utf8_lossy(&counted.stdout)
+        .trim()
+        .split(',')
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    let [width, height, frames] = fields[..] else {
+        panic!("ffprobe said {counted:?}")
+    };
+    assert_eq!((width, height), (640, 400), "the session's window");
+    assert!(frames >= 10, "only {frames} frames in about 3 s of recording");
 }
 
 #[test]

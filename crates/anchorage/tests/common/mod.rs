@@ -141,6 +141,24 @@ impl Server {
         })
     }
 
+    /// A `GET` of `path` as raw bytes: the status and the body.
+    pub fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let response = reqwest::Client::new()
+                .get(format!("{}{path}", self.base))
+                .header("anchor-api-key", KEY)
+                .send()
+                .await
+                .expect("send");
+            let status = response.status().as_u16();
+            (status, response.bytes().await.expect("body").to_vec())
+        })
+    }
+
     pub fn signal(&self, signal: i32) {
         #[allow(unsafe_code)]
         // SAFETY: a plain syscall with integer arguments.

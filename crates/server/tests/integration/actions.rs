@@ -381,6 +381,7 @@ async fn a_download_lands_in_the_sessions_folder_and_is_listed_with_its_size() {
         server.get(&format!("/v1/sessions/{id}/downloads")).await.1,
         json!({"data": {"count": 0, "items": []}})
     );
+    let clicked = Instant::now();
     let (status, _) = server
         .post(&format!("/v1/sessions/{id}/mouse/click"), json!({"selector": "#dl"}))
         .await;
@@ -398,7 +399,12 @@ async fn a_download_lands_in_the_sessions_folder_and_is_listed_with_its_size() {
     let item = &listed["data"]["items"][0];
     assert_eq!(item["suggested_file_name"], json!("report.csv"));
     assert_eq!(item["original_download_url"], json!(format!("{pages}/report.csv")));
-    assert!(item["duration"].as_i64().is_some_and(|ms| ms >= 0), "{item}");
+    assert!(
+        item["duration"]
+            .as_i64()
+            .is_some_and(|ms| ms >= 0 && ms as u128 <= clicked.elapsed().as_millis()),
+        "{item}"
+    );
     // Its file_link serves the bytes, with the API key.
     let link = text(&item["file_link"]).to_owned();
     let (status, content_type, bytes) = server.get_url_for_bytes(&link).await;
@@ -426,6 +432,40 @@ async fn a_download_lands_in_the_sessions_folder_and_is_listed_with_its_size() {
         std::fs::read_to_string(&file).expect("read"),
         crate::support::DOWNLOAD_BODY
     );
+    // A download that lasts (its server pauses mid-body) is listed once
+    // finished, with a duration covering the pause and no longer than the test saw.
+    let clicked = Instant::now();
+    let (status, _) = server
+        .post(
+            &format!("/v1/sessions/{id}/mouse/click"),
+            json!({"selector": "#slowdl"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let slow = loop {
+        let (_, listed) = server.get(&format!("/v1/sessions/{id}/downloads")).await;
+        let found = listed["data"]["items"]
+            .as_array()
+            .and_then(|items| {
+                items
+                    .iter()
+                    .find(|item| item["suggested_file_name"] == json!("slow.csv"))
+            })
+            .cloned();
+        if let Some(item) = found {
+            break item;
+        }
+        assert!(Instant::now() < deadline, "the slow download was not listed: {listed}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = slow["duration"].as_i64().unwrap_or(-1);
+    assert!(
+        took >= crate::support::SLOW_DOWNLOAD.as_millis() as i64 - 50 && took as u128 <= clicked.elapsed().as_millis(),
+        "{slow} (the test saw {} ms)",
+        clicked.elapsed().as_millis()
+    );
+    assert_eq!(slow["size"], json!(8), "{slow}");
     server.delete(&format!("/v1/sessions/{id}")).await;
     server.assert_no_browsers_left().await;
     let deadline = Instant::now() + Duration::from_secs(10);

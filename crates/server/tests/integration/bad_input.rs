@@ -749,6 +749,11 @@ async fn a_websocket_frame_over_the_limit_closes_that_connection_only() {
     let session = server.create_session(json!({})).await;
     let cdp_url = session["cdp_url"].as_str().unwrap_or_default().to_owned();
     // A client that allows itself more than the server takes.
+    // Another client of the same session, already connected, with a page
+    // attached: it must be left alone.
+    let mut bystander = crate::support::Cdp::connect(&cdp_url).await;
+    let page = bystander.attach_newest_page().await;
+    bystander.evaluate(&page, "window.mark = 41; 1").await;
     let unlimited = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
     let (mut socket, _) = tokio_tungstenite::connect_async_with_config(&cdp_url, Some(unlimited), false)
         .await
@@ -763,9 +768,11 @@ async fn a_websocket_frame_over_the_limit_closes_that_connection_only() {
             Err(_) => panic!("the connection was not closed"),
         }
     }
-    // The session runs on, and a new client is served.
+    // The session runs on: the other client still works on its page, and a new client is served.
     let session_id = session["id"].as_str().unwrap_or_default();
     assert_eq!(server.session_status(session_id).await.0, "running");
+    assert_eq!(bystander.evaluate(&page, "window.mark + 1").await, json!(42));
+    bystander.close().await;
     let mut client = crate::support::Cdp::connect(&cdp_url).await;
     client.call("Browser.getVersion", json!({}), None).await;
     client.close().await;

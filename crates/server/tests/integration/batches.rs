@@ -421,16 +421,32 @@ async fn the_events_stream_follows_a_batch_to_its_end() {
 
 #[tokio::test]
 async fn a_cancel_that_lands_during_launches_leaves_no_browser_behind() {
-    let server = TestServer::start().await;
-    for _ in 0..3 {
-        let batch_id = server.create_batch(json!({"count": 4})).await;
-        // Straight away: items are queued or launching.
-        let (code, answer) = server
-            .patch(
-                &format!("/v1/batch-sessions/{batch_id}"),
-                json!({"status": "cancelled"}),
-            )
+    let (server, hold) = crate::support::LaunchHold::server().await;
+    let held = crate::support::LaunchHold::held_start();
+    // The first round's launches are still held when the cancel lands;
+    // the second's are let go at the moment it is sent.
+    for round in 1..=2 {
+        let before = hold.held();
+        let batch_id = server
+            .create_batch(json!({"count": 4, "configuration": held.clone()}))
             .await;
+        hold.wait_for(before + 1).await;
+        let launching = server.batch(&batch_id).await;
+        assert!(
+            launching["processing_requests"]
+                .as_i64()
+                .is_some_and(|count| count >= 1)
+                && launching["completed_requests"] == json!(0),
+            "{launching}"
+        );
+        let path = format!("/v1/batch-sessions/{batch_id}");
+        let (code, answer) = if round == 1 {
+            server.patch(&path, json!({"status": "cancelled"})).await
+        } else {
+            let cancel = server.patch(&path, json!({"status": "cancelled"}));
+            hold.release();
+            cancel.await
+        };
         assert_eq!(code, StatusCode::OK, "{answer}");
         assert!(server.browser_pids().is_empty(), "a browser outlived the cancel");
         let batch = server.batch(&batch_id).await;
@@ -443,8 +459,14 @@ async fn a_cancel_that_lands_during_launches_leaves_no_browser_behind() {
             json!(completed),
             "{answer} {batch}"
         );
+        if round == 1 {
+            assert_eq!(completed, 0, "nothing could have come up: {batch}");
+        }
     }
+    // Released, nothing of either batch comes up later.
+    hold.release();
     server.admission_settled().await;
+    assert!(server.browser_pids().is_empty(), "a browser came up after the cancel");
     server.assert_no_browsers_left().await;
     server.stop().await;
 }

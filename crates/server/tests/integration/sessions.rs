@@ -236,8 +236,20 @@ async fn upgrades_with_wrong_credentials_are_refused_before_any_browser_is_touch
 
     let (status, _) = server.session_status(&session_id).await;
     assert_eq!(status, "running");
-    server.stop().await;
-    // Shutdown ended the session and its browser.
+    // Shutdown ended the session and its browser: none of its processes is
+    // left, and the next server on the same data dir reads it as ended.
+    let data_dir = server.stop().await;
+    assert!(
+        anchorage_browser::leftover_browser_pids(
+            &std::fs::canonicalize(data_dir.path().join("browsers")).expect("dir")
+        )
+        .is_empty(),
+        "a browser outlived the shutdown"
+    );
+    let again = TestServer::start_in(data_dir, &[], |_| {}).await;
+    let (status, read) = again.session_status(&session_id).await;
+    assert_eq!(status, "completed", "{read}");
+    again.stop().await;
 }
 
 fn uuid_like() -> String {
@@ -412,31 +424,35 @@ async fn frames_far_over_the_usual_limits_pass_both_ways_unchanged() {
 
 #[tokio::test]
 async fn ending_a_session_while_it_launches_leaves_no_browser() {
-    let server = TestServer::start().await;
-    for _ in 0..3 {
-        let (_, accepted) = server.post("/v1/sessions/async", json!({})).await;
+    let (server, hold) = crate::support::LaunchHold::server().await;
+    let held = crate::support::LaunchHold::held_start();
+    for round in 1..=2 {
+        let (_, accepted) = server.post("/v1/sessions/async", held.clone()).await;
         let path = format!("/v1/sessions/async/{}/status", text(&accepted["data"]["request_id"]));
-        // Catch it as soon as it has a session, most often while launching.
-        let session_id = loop {
-            let (_, answer) = server.get(&path).await;
-            if let Some(session_id) = answer["data"]["session"]["session_id"].as_str() {
-                break session_id.to_owned();
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
+        // The launch has certainly begun and cannot finish: it is held.
+        hold.wait_for(round).await;
+        let (_, answer) = server.get(&path).await;
+        assert_eq!(answer["data"]["status"], json!("processing"), "{answer}");
+        let session_id = text(&answer["data"]["session"]["session_id"]).to_owned();
+        assert_eq!(server.session_status(&session_id).await.0, "starting");
+        assert_eq!(server.browser_pids().len(), 1, "the held launch is a process");
         let (code, _) = server.delete(&format!("/v1/sessions/{session_id}")).await;
         assert_eq!(code, StatusCode::OK);
-        // Killed with the DELETE; gone moments later, launching or not.
+        if round == 2 {
+            // A launch let go right after the end comes to nothing either.
+            hold.release();
+        }
+        // Killed with the DELETE; gone moments later.
         wait_until("no browser left", Duration::from_secs(10), || {
             server.browser_pids().is_empty()
         })
         .await;
         let (_, answer) = server.get(&path).await;
-        assert!(
-            ["cancelled", "completed"].contains(&text(&answer["data"]["status"])),
-            "{answer}"
-        );
+        assert_eq!(answer["data"]["status"], json!("cancelled"), "{answer}");
+        assert_eq!(server.session_status(&session_id).await.0, "completed");
     }
+    server.admission_settled().await;
+    assert!(server.browser_pids().is_empty());
     server.stop().await;
 }
 

@@ -317,10 +317,30 @@ pub async fn wait_until(what: &str, within: Duration, mut condition: impl FnMut(
     }
 }
 
+/// Whether this test process runs as root, which the checks of a root
+/// server's isolation need (`check` names them). Not root, the test fails,
+/// unless `ANCHORAGE_TEST_ALLOW_UNPRIVILEGED` is set (the test command sets
+/// it, and says so, when it does not run as root); then the skip is printed.
+pub fn running_as_root(check: &str) -> bool {
+    // SAFETY: geteuid takes nothing and cannot fail.
+    #[allow(unsafe_code)]
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        assert!(
+            std::env::var_os("ANCHORAGE_TEST_ALLOW_UNPRIVILEGED").is_some(),
+            "{check} needs the tests to run as root; set ANCHORAGE_TEST_ALLOW_UNPRIVILEGED=1 to skip it"
+        );
+        eprintln!("SKIPPED (not root): {check}");
+    }
+    root
+}
+
 /// A Chromium for fault tests, written into `dir`: a launch whose arguments
 /// mention `anchorage-fail-launch` exits at once, one that mentions
 /// `anchorage-hang-launch` never opens DevTools (and keeps the browser's
-/// arguments, so it is found like a browser), any other runs the real one.
+/// arguments, so it is found like a browser), one that mentions
+/// `anchorage-hold-launch` is held before the real one starts (see
+/// [`LaunchHold`]), any other runs the real one.
 pub fn fake_chromium(dir: &std::path::Path) -> PathBuf {
     let real = [
         "/usr/lib/chromium/chromium",
@@ -335,9 +355,12 @@ pub fn fake_chromium(dir: &std::path::Path) -> PathBuf {
            case \"$argument\" in\n\
              *anchorage-fail-launch*) echo 'refusing to start (a test asked)' >&2; exit 3 ;;\n\
              *anchorage-hang-launch*) exec python3 -c 'import time; time.sleep(600)' \"$@\" ;;\n\
+             *anchorage-hold-launch*) touch {held}/held-$$; \
+               while [ ! -e {held}/release ]; do sleep 0.02; done; exec {real} \"$@\" ;;\n\
            esac\n\
          done\n\
-         exec {real} \"$@\"\n"
+         exec {real} \"$@\"\n",
+        held = dir.display()
     );
     let path = dir.join("chromium");
     std::fs::write(&path, script).expect("write the fake chromium");
@@ -345,6 +368,57 @@ pub fn fake_chromium(dir: &std::path::Path) -> PathBuf {
     std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
     std::fs::set_permissions(&path, permissions).expect("chmod");
     path
+}
+
+/// The launches of a [`fake_chromium`] held on purpose (their arguments
+/// mention `anchorage-hold-launch`): each is a process that has started,
+/// with the browser's arguments, and opens no DevTools until released, so a
+/// test can act while a launch is certainly under way.
+pub struct LaunchHold {
+    dir: tempfile::TempDir,
+}
+
+impl LaunchHold {
+    /// A server whose Chromium is a [`fake_chromium`], and its holds;
+    /// nothing is released yet.
+    pub async fn server() -> (TestServer, Self) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let chromium = fake_chromium(dir.path()).display().to_string();
+        // The browsers may run as another user: the hold's marks are theirs to write.
+        let mut permissions = std::fs::metadata(dir.path()).expect("metadata").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o777);
+        std::fs::set_permissions(dir.path(), permissions).expect("chmod");
+        let server = TestServer::start_with(&[("ANCHORAGE_CHROMIUM", chromium.as_str())], |_| {}).await;
+        (server, Self { dir })
+    }
+
+    /// A start body whose launch is held.
+    pub fn held_start() -> Value {
+        json!({"session": {"initial_url": "http://127.0.0.1:9/anchorage-hold-launch"}})
+    }
+
+    /// How many launches have reached the hold so far.
+    pub fn held(&self) -> usize {
+        std::fs::read_dir(self.dir.path()).map_or(0, |entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| entry.file_name().to_string_lossy().starts_with("held-"))
+                .count()
+        })
+    }
+
+    /// Waits until `count` launches are held.
+    pub async fn wait_for(&self, count: usize) {
+        wait_until(&format!("{count} launches held"), Duration::from_secs(30), || {
+            self.held() >= count
+        })
+        .await;
+    }
+
+    /// Lets every held launch, and every later one, go on to the real Chromium.
+    pub fn release(&self) {
+        std::fs::write(self.dir.path().join("release"), b"").expect("release the launches");
+    }
 }
 
 /// A test page server on 127.0.0.1; returns its base URL.
@@ -383,6 +457,32 @@ pub async fn serve_test_page() -> String {
                 )
             }),
         );
+    let router = router.route(
+        "/slow.csv",
+        axum::routing::get(|| async {
+            // Half now, half after SLOW_DOWNLOAD: a download that lasts.
+            let halves = futures_util::stream::unfold(0, |sent| async move {
+                match sent {
+                    0 => Some((Ok::<_, std::io::Error>("a,b\n"), 1)),
+                    1 => {
+                        tokio::time::sleep(SLOW_DOWNLOAD).await;
+                        Some((Ok("1,2\n"), 2))
+                    }
+                    _ => None,
+                }
+            });
+            (
+                [
+                    (axum::http::header::CONTENT_TYPE, "text/csv"),
+                    (
+                        axum::http::header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"slow.csv\"",
+                    ),
+                ],
+                axum::body::Body::from_stream(halves),
+            )
+        }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address: SocketAddr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, router).await });
@@ -395,6 +495,9 @@ pub const LAZY_PAGE: &str = "<!doctype html><title>lazy</title>\
     <style>body{margin:0}#more{height:1px}</style><div id=first style=\"height:2000px\"></div><div id=more></div>\
     <script>new IntersectionObserver((seen)=>{if(seen.some(e=>e.isIntersecting)){first.style.height='4000px';}})\
     .observe(document.getElementById('more'));</script>";
+
+/// How long `/slow.csv` of the test page server pauses in the middle.
+pub const SLOW_DOWNLOAD: Duration = Duration::from_millis(400);
 
 /// What `/report.csv` of the test page server answers, as an attachment.
 pub const DOWNLOAD_BODY: &str = "a,b\n1,2\n";
@@ -411,6 +514,7 @@ pub const ACTIONS_PAGE: &str = "<!doctype html><title>actions</title>\
     <button id=b>b</button><input id=t><div id=d></div><button id=far>far</button>\
     <input type=file id=f style=\"position:absolute;left:0;top:400px\">\
     <a id=dl href=/report.csv download style=\"position:absolute;left:0;top:500px\">report</a>\
+    <a id=slowdl href=/slow.csv download style=\"position:absolute;left:0;top:540px\">slow</a>\
     <script>window.clicks=0;window.doubles=0;window.farClicks=0;let dragging=false;\
     b.addEventListener('click',()=>clicks++);b.addEventListener('dblclick',()=>doubles++);\
     far.addEventListener('click',()=>farClicks++);\
