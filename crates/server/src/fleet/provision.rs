@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use anchorage_browser::{Browser, LaunchError};
-use anchorage_core::{ProfileId, RequestId, SessionId, SessionOptions, TeamId, Timestamp};
+use anchorage_core::{ProfileId, RequestId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp};
 use anchorage_store::{LaunchFailure, RequestRecord, SessionRecord};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::admission::{Held, TeamSlot};
 use super::plan;
 use super::pool::Pooled;
-use super::session::{Holdings, LiveSession};
+use super::session::{EndWait, Holdings, LiveSession};
 use super::{Fleet, Launching, StartOutcome, STORE_RETRY_DELAY};
 use crate::profiles::ProfileSeed;
 
@@ -241,33 +241,11 @@ impl Fleet {
                 };
             }
         };
-        match self.queue.finish_launch(request.id, session.id, Timestamp::now()).await {
-            Ok(true) => {}
-            Ok(false) => {
-                // Cancelled or ended while launching: never leave it running.
-                browser.shut_down().await;
-                return Provisioned::Withdrawn;
-            }
-            Err(error) => {
-                tracing::error!(session_id = %session.id, %error, "cannot record a started session; ending it");
-                browser.shut_down().await;
-                return Provisioned::LaunchFailed {
-                    session_id: session.id,
-                    message: "the server could not record the session".to_owned(),
-                };
-            }
-        }
-        let timings = browser.timings();
-        tracing::info!(
-            session_id = %session.id,
-            pid = browser.pid(),
-            from_pool,
-            start_ms = started.elapsed().as_secs_f64() * 1000.0,
-            launch_prepared_ms = timings.prepared.as_secs_f64() * 1000.0,
-            launch_spawned_ms = timings.spawned.as_secs_f64() * 1000.0,
-            launch_devtools_ms = timings.devtools_ready.as_secs_f64() * 1000.0,
-            "session running"
-        );
+        // The session is connectable (CDP, live view, REST actions, its
+        // downloads followed, its end supervised) before anything can say
+        // it runs: the row turns `running` only after this, and whoever
+        // reads the row (a waiting start, a batch item, another node) hands
+        // out a `cdp_url` that answers at once.
         let live = Arc::new(LiveSession::new(
             session.id,
             session.team_id,
@@ -276,9 +254,6 @@ impl Fleet {
             options.live_view_read_only,
             browser.session_dir().map(std::path::Path::to_path_buf),
         ));
-        if let (Some(id), Some(true)) = (profile_id, options.profile.as_ref().map(|profile| profile.persist)) {
-            live.save_into_on_end(id);
-        }
         // The helpers answer for as long as the session lives.
         for helper in [authenticating, dismissing].into_iter().flatten() {
             let ending = live.ending_token();
@@ -286,29 +261,6 @@ impl Fleet {
                 ending.cancelled().await;
                 helper.cancel();
             });
-        }
-        if let (true, Some(recordings)) = (session.recording, &self.files.recordings) {
-            let size = (options.viewport.width, options.viewport.height);
-            match recordings
-                .start(
-                    Arc::clone(&self.store),
-                    crate::recordings::Subject {
-                        session_id: session.id,
-                        team_id: session.team_id,
-                        devtools: live.devtools.clone(),
-                        size,
-                        stop: live.ending_token(),
-                    },
-                    &self.tasks,
-                )
-                .await
-            {
-                Ok(recording) => live.set_recording(recording),
-                Err(error) => tracing::error!(session_id = %session.id, %error, "the session cannot be recorded"),
-            }
-        }
-        if let Ok(mut sessions) = self.live.lock() {
-            sessions.insert(session.id, Arc::clone(&live));
         }
         if let Some(folder) = live.files_dir.as_ref().map(|dir| dir.join("downloads")) {
             // Downloads go to the session's folder for as long as it lives.
@@ -326,14 +278,80 @@ impl Fleet {
                 }
             });
         }
+        let timings = browser.timings();
+        let pid = browser.pid();
+        let profile_persists = options.profile.as_ref().map(|profile| profile.persist);
+        let recording_size = (options.viewport.width, options.viewport.height);
+        if let Ok(mut sessions) = self.live.lock() {
+            sessions.insert(session.id, Arc::clone(&live));
+        }
         let fleet = Arc::clone(self);
         let holdings = Holdings {
             browser,
             place,
             team_slot,
         };
+        let supervised = Arc::clone(&live);
         self.tasks
-            .spawn(async move { fleet.supervise(live, options, holdings).await });
+            .spawn(async move { fleet.supervise(supervised, options, holdings).await });
+
+        let withdrawn = match self.queue.finish_launch(request.id, session.id, Timestamp::now()).await {
+            Ok(true) => None,
+            // Cancelled or ended while launching: never left running.
+            Ok(false) => Some((
+                SessionStatus::Completed,
+                "ended while its browser was launching".to_owned(),
+                None,
+            )),
+            Err(error) => {
+                tracing::error!(session_id = %session.id, %error, "cannot record a started session; ending it");
+                let message = "the server could not record the session".to_owned();
+                Some((SessionStatus::Failed, message.clone(), Some(message)))
+            }
+        };
+        if let Some((status, reason, failure)) = withdrawn {
+            live.end(status, &reason, EndWait::Gone).await;
+            return match failure {
+                Some(message) => Provisioned::LaunchFailed {
+                    session_id: session.id,
+                    message,
+                },
+                None => Provisioned::Withdrawn,
+            };
+        }
+        tracing::info!(
+            session_id = %session.id,
+            pid,
+            from_pool,
+            start_ms = started.elapsed().as_secs_f64() * 1000.0,
+            launch_prepared_ms = timings.prepared.as_secs_f64() * 1000.0,
+            launch_spawned_ms = timings.spawned.as_secs_f64() * 1000.0,
+            launch_devtools_ms = timings.devtools_ready.as_secs_f64() * 1000.0,
+            "session running"
+        );
+        // Only a session that really ran saves its state into its profile.
+        if let (Some(id), Some(true)) = (profile_id, profile_persists) {
+            live.save_into_on_end(id);
+        }
+        if let (true, Some(recordings)) = (session.recording, &self.files.recordings) {
+            match recordings
+                .start(
+                    Arc::clone(&self.store),
+                    crate::recordings::Subject {
+                        session_id: session.id,
+                        team_id: session.team_id,
+                        devtools: live.devtools.clone(),
+                        size: recording_size,
+                        stop: live.ending_token(),
+                    },
+                    &self.tasks,
+                )
+                .await
+            {
+                Ok(recording) => live.set_recording(recording),
+                Err(error) => tracing::error!(session_id = %session.id, %error, "the session cannot be recorded"),
+            }
+        }
         Provisioned::Running(session.id)
     }
 

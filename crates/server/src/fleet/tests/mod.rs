@@ -151,6 +151,9 @@ struct FaultyQueue {
     begin_launch_failures: AtomicUsize,
     /// While set, `insert_request` tells `entered` and waits for `release`.
     insert_hold: Mutex<Option<(Arc<Notify>, Arc<Notify>)>>,
+    /// While set, `finish_launch` (the row turning `running`) tells
+    /// `entered` and waits for `release`.
+    finish_hold: Mutex<Option<(Arc<Notify>, Arc<Notify>)>>,
 }
 
 #[async_trait]
@@ -200,6 +203,11 @@ impl QueueStore for FaultyQueue {
         self.inner.cancel_pending_request(request_id, at).await
     }
     async fn finish_launch(&self, request_id: RequestId, session_id: SessionId, at: Timestamp) -> StoreResult<bool> {
+        let hold = self.finish_hold.lock().unwrap().clone();
+        if let Some((entered, release)) = hold {
+            entered.notify_one();
+            release.notified().await;
+        }
         self.inner.finish_launch(request_id, session_id, at).await
     }
     async fn fail_launch(
@@ -252,6 +260,7 @@ async fn harness(settings: FleetSettings) -> Harness {
         inner: Arc::clone(&store),
         begin_launch_failures: AtomicUsize::new(0),
         insert_hold: Mutex::new(None),
+        finish_hold: Mutex::new(None),
     });
     let team_a = store.create_team("a").await.unwrap().id;
     let team_b = store.create_team("b").await.unwrap().id;
@@ -692,6 +701,76 @@ async fn a_caller_that_leaves_while_its_start_is_being_stored_leaves_nothing_beh
     })
     .await;
     assert!(matches!(status, RequestStatus::Cancelled | RequestStatus::Completed));
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_is_connectable_before_its_row_says_it_runs() {
+    let harness = harness(settings()).await;
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    *harness.queue.finish_hold.lock().unwrap() = Some((Arc::clone(&entered), Arc::clone(&release)));
+    let start = request(harness.team_a, body("a0"));
+    let (request_id, team_a) = (start.id, harness.team_a);
+    let fleet = Arc::clone(&harness.fleet);
+    // The caller keeps its ticket: a dropped one withdraws the start.
+    let caller = tokio::spawn(async move { fleet.submit_waiting(start).await.unwrap().outcome().await });
+    // Held at the moment the row would turn `running`: whatever reads the
+    // row next hands out the cdp_url, so the session must be live already.
+    entered.notified().await;
+    let session_id = harness
+        .store
+        .request(team_a, request_id)
+        .await
+        .unwrap()
+        .and_then(|request| request.session_id)
+        .expect("the launch has its session");
+    assert!(
+        harness.fleet.live_session(team_a, session_id).is_some(),
+        "the row is about to say running, and the session is not connectable"
+    );
+    *harness.queue.finish_hold.lock().unwrap() = None;
+    release.notify_one();
+    assert!(
+        matches!(caller.await.unwrap(), Some(StartOutcome::Started(id)) if id == session_id),
+        "the caller is told it runs"
+    );
+    assert_eq!(harness.running(), 1);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_ended_in_the_moment_before_its_row_runs_is_withdrawn_and_leaves_nothing() {
+    let harness = harness(settings()).await;
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    *harness.queue.finish_hold.lock().unwrap() = Some((Arc::clone(&entered), Arc::clone(&release)));
+    let start = request(harness.team_a, body("a0"));
+    let (request_id, team_a) = (start.id, harness.team_a);
+    let fleet = Arc::clone(&harness.fleet);
+    // The caller keeps its ticket: a dropped one withdraws the start.
+    let caller = tokio::spawn(async move { fleet.submit_waiting(start).await.unwrap().outcome().await });
+    entered.notified().await;
+    let session_id = harness
+        .store
+        .request(team_a, request_id)
+        .await
+        .unwrap()
+        .and_then(|request| request.session_id)
+        .expect("the launch has its session");
+    // Ended by a client while the row still says `starting`.
+    assert!(harness
+        .fleet
+        .end_session(session_id, SessionStatus::Completed, "a client")
+        .await
+        .unwrap());
+    *harness.queue.finish_hold.lock().unwrap() = None;
+    release.notify_one();
+    let _ = caller.await.unwrap();
+    eventually("nothing runs", || {
+        harness.running() == 0 && harness.launcher.alive() == 0
+    })
+    .await;
+    let row = harness.store.session(team_a, session_id).await.unwrap().expect("row");
+    assert_eq!(row.status, SessionStatus::Completed);
     harness.stop().await;
 }
 
