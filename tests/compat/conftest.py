@@ -206,4 +206,5 @@ def client(server, monkeypatch):
     monkeypatch.setenv("ANCHORBROWSER_BASE_URL", server["base_url"])
     from anchorbrowser import Anchorbrowser
 
-    return Anchorbrowser(api_key=API_KEY)
+    # Every answer must load under the SDK's strict validation.
+    return Anchorbrowser(api_key=API_KEY, _strict_response_validation=True)

@@ -6,11 +6,12 @@ import subprocess
 import time
 
 import anchorbrowser
+import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 from websockets.sync.client import connect as ws_connect
 
-from conftest import PAGE_TITLE, browser_pids, wait_until_settled
+from conftest import API_KEY, PAGE_TITLE, browser_pids, wait_until_settled
 
 NODE_DIR = pathlib.Path(__file__).resolve().parent / "node"
 
@@ -36,6 +37,17 @@ def test_sdk_session_driven_by_playwright_over_cdp_url(client, server, page_url)
     fetched = client.sessions.get_session(session_id)
     assert fetched.data.status == "running"
     assert fetched.data.configuration["session"]["tags"] == ["compat"]
+    # In this one answer upstream's model has the tags as an object.
+    assert fetched.data.tags == {"compat": True}
+    # As a list through their own route (the SDK has no method for it),
+    # replaced, and seen by the listing's filter.
+    tags_url = f"{server['base_url']}/v1/sessions/{session_id}/tags"
+    headers = {"anchor-api-key": API_KEY}
+    assert httpx.get(tags_url, headers=headers).json()["data"]["tags"] == ["compat"]
+    assert httpx.put(tags_url, headers=headers, json={"tags": ["compat", "renamed"]}).status_code == 200
+    assert client.sessions.get_session(session_id).data.tags == {"compat": True, "renamed": True}
+    listed = client.sessions.get_all_sessions_status(tags="renamed")
+    assert [item.session_id for item in listed.data.items] == [session_id]
     pages = client.sessions.get_session_pages(session_id)
     assert any(item.title == PAGE_TITLE for item in pages.data.items)
 

@@ -541,14 +541,20 @@ fn parse_initial_url(text: &str) -> Result<Option<Url>, OptionsError> {
 }
 
 fn parse_tags(items: &[String]) -> Result<Vec<String>, OptionsError> {
+    check_tags("session.tags", items)
+}
+
+/// Checks a list of tags given as `field` (at most [`MAX_TAGS`], each 1 to
+/// 256 characters) and drops repeats, keeping the first of each in order.
+pub fn check_tags(field: &str, items: &[String]) -> Result<Vec<String>, OptionsError> {
     if items.len() > MAX_TAGS {
-        return Err(invalid(format!("session.tags must hold at most {MAX_TAGS} tags")));
+        return Err(invalid(format!("{field} must hold at most {MAX_TAGS} tags")));
     }
     let mut tags: Vec<String> = Vec::with_capacity(items.len());
     for tag in items {
         if tag.is_empty() || tag.chars().count() > MAX_TAG_CHARS {
             return Err(invalid(format!(
-                "each of session.tags must be 1 to {MAX_TAG_CHARS} characters long"
+                "each of {field} must be 1 to {MAX_TAG_CHARS} characters long"
             )));
         }
         if !tags.contains(tag) {

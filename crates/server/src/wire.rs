@@ -125,7 +125,11 @@ pub struct SessionDetail {
     /// The start body it was created with, as sent.
     #[schema(value_type = Object)]
     pub configuration: Value,
-    /// Its tags.
+    /// Its tags, as upstream gives them in this one answer: an object with
+    /// each tag as a key (in order) whose value is `true`. Every other
+    /// answer, and `/v1/sessions/{id}/tags`, gives them as a list.
+    #[serde(serialize_with = "tags_as_object")]
+    #[schema(value_type = Object)]
     pub tags: Vec<String>,
     /// When it was asked for.
     #[schema(format = DateTime)]
@@ -1045,4 +1049,24 @@ pub struct RecordingList {
     pub count: usize,
     /// Oldest first.
     pub items: Vec<RecordingItem>,
+}
+
+/// Writes tags as `{"tag": true, …}`, in their order.
+fn tags_as_object<S: serde::Serializer>(tags: &[String], serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(tags.len()))?;
+    for tag in tags {
+        map.serialize_entry(tag, &true)?;
+    }
+    map.end()
+}
+
+/// One session's tags (`/v1/sessions/{session_id}/tags`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionTags {
+    /// The session.
+    #[schema(value_type = String, format = Uuid)]
+    pub session_id: SessionId,
+    /// Its tags, in order.
+    pub tags: Vec<String>,
 }

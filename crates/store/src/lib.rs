@@ -240,6 +240,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// A page of a team's sessions, with the total count of matches.
     async fn list_sessions(&self, filter: &SessionFilter, page: &SessionPage)
         -> StoreResult<(Vec<SessionRecord>, i64)>;
+    /// Replaces a team's session's tags with `tags` (in that order, already
+    /// checked), whatever its status; `false` if the team has no such session.
+    async fn set_tags(&self, team_id: TeamId, session_id: SessionId, tags: &[String]) -> StoreResult<bool>;
 }
 
 /// Batches and their items.

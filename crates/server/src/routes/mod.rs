@@ -100,8 +100,9 @@ const EVENT_WAIT: &[Fault] = &[
     Fault::Unavailable,
     Fault::Timeout,
 ];
-/// A change of a webhook, or a test event for it: a body to check.
-const WEBHOOK_CHANGE: &[Fault] = &[
+/// A change of one resource named by id, with a body: a webhook (or a test
+/// event for it), a session's tags.
+const CHANGE_ONE: &[Fault] = &[
     Fault::BadRequest,
     Fault::Unauthorized,
     Fault::NotFound,
@@ -223,6 +224,24 @@ pub(crate) fn table() -> Vec<Route> {
         route(Method::GET, "/v1/sessions/history", get(usage::history), QUERY),
         route(Method::GET, "/v1/sessions/all/status", get(sessions::all_status), QUERY),
         route(Method::GET, "/v1/sessions/{session_id}", get(sessions::get), READ_ONE),
+        route(
+            Method::GET,
+            "/v1/sessions/{session_id}/tags",
+            get(sessions::tags),
+            READ_ONE,
+        ),
+        route(
+            Method::PUT,
+            "/v1/sessions/{session_id}/tags",
+            axum::routing::put(sessions::put_tags),
+            CHANGE_ONE,
+        ),
+        route(
+            Method::DELETE,
+            "/v1/sessions/{session_id}/tags",
+            delete(sessions::delete_tags),
+            READ_ONE,
+        ),
         route(
             Method::DELETE,
             "/v1/sessions/{session_id}",
@@ -454,12 +473,7 @@ pub(crate) fn table() -> Vec<Route> {
         ),
         route(Method::GET, "/v1/webhooks", get(webhooks::list), READ),
         route(Method::GET, "/v1/webhooks/{id}", get(webhooks::get), READ_ONE),
-        route(
-            Method::PATCH,
-            "/v1/webhooks/{id}",
-            patch(webhooks::update),
-            WEBHOOK_CHANGE,
-        ),
+        route(Method::PATCH, "/v1/webhooks/{id}", patch(webhooks::update), CHANGE_ONE),
         route(Method::DELETE, "/v1/webhooks/{id}", delete(webhooks::delete), READ_ONE),
         route(
             Method::POST,
@@ -467,12 +481,7 @@ pub(crate) fn table() -> Vec<Route> {
             post(webhooks::rotate),
             READ_ONE,
         ),
-        route(
-            Method::POST,
-            "/v1/webhooks/{id}/test",
-            post(webhooks::test),
-            WEBHOOK_CHANGE,
-        ),
+        route(Method::POST, "/v1/webhooks/{id}/test", post(webhooks::test), CHANGE_ONE),
         route(
             Method::GET,
             "/v1/webhooks/{id}/events",

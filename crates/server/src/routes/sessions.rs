@@ -14,7 +14,7 @@ use crate::state::AppState;
 use crate::wire::StartBody;
 use crate::wire::{
     AsyncAccepted, AsyncStatus, BatchItem, Data, HistoryRow, LiveSessionItem, LiveSessions, PageItem, Phase,
-    SessionCreated, SessionDetail, SessionHistory, SessionPages, StatusOk,
+    SessionCreated, SessionDetail, SessionHistory, SessionPages, SessionTags, StatusOk,
 };
 
 type ApiResult<T> = Result<Json<Data<T>>, ApiError>;
@@ -295,6 +295,98 @@ pub async fn get(
         proxy_bytes: 0,
         steps: 0,
         playground: false,
+    }))
+}
+
+/// `GET /v1/sessions/{session_id}/tags`.
+#[utoipa::path(
+    operation_id = "get_session_tags",
+    get,
+    path = "/v1/sessions/{session_id}/tags",
+    tag = "sessions",
+    summary = "One session's tags, as a list in order",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "Its tags", body = Data<SessionTags>))
+)]
+pub async fn tags(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+) -> ApiResult<SessionTags> {
+    let session = owned_session(&state, &caller, session_id).await?;
+    Ok(Data::of(SessionTags {
+        session_id,
+        tags: session.tags,
+    }))
+}
+
+/// `PUT /v1/sessions/{session_id}/tags`: replaces them.
+#[utoipa::path(
+    operation_id = "put_session_tags",
+    put,
+    path = "/v1/sessions/{session_id}/tags",
+    tag = "sessions",
+    summary = "Replace one session's tags (running or ended); the listings' tags filters see the change",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    request_body(content = Object, description = "`{\"tags\": [\"…\", …]}`: at most 100 tags of 1 to 256 characters; repeats are dropped"),
+    security(("api_key" = [])),
+    responses((status = 200, description = "Its tags now", body = Data<SessionTags>))
+)]
+pub async fn put_tags(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<SessionTags> {
+    let Value::Object(fields) = body else {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object: {\"tags\": [...]}".to_owned(),
+        ));
+    };
+    if let Some(key) = fields.keys().find(|key| key.as_str() != "tags") {
+        return Err(ApiError::BadRequest(format!(
+            "{key} is not a field here; send {{\"tags\": [...]}}"
+        )));
+    }
+    let given: Vec<String> = match fields.get("tags") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(|| ApiError::BadRequest("tags must be an array of strings".to_owned()))?,
+        Some(_) => return Err(ApiError::BadRequest("tags must be an array of strings".to_owned())),
+        None => return Err(ApiError::BadRequest("tags is required: {\"tags\": [...]}".to_owned())),
+    };
+    let tags = anchorage_core::check_tags("tags", &given).map_err(|error| ApiError::BadRequest(error.0))?;
+    if !state.store.set_tags(caller.0.team_id, session_id, &tags).await? {
+        return Err(ApiError::session_not_found());
+    }
+    Ok(Data::of(SessionTags { session_id, tags }))
+}
+
+/// `DELETE /v1/sessions/{session_id}/tags`: removes them all.
+#[utoipa::path(
+    operation_id = "delete_session_tags",
+    delete,
+    path = "/v1/sessions/{session_id}/tags",
+    tag = "sessions",
+    summary = "Remove every tag of one session",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "Its tags now (none)", body = Data<SessionTags>))
+)]
+pub async fn delete_tags(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+) -> ApiResult<SessionTags> {
+    if !state.store.set_tags(caller.0.team_id, session_id, &[]).await? {
+        return Err(ApiError::session_not_found());
+    }
+    Ok(Data::of(SessionTags {
+        session_id,
+        tags: Vec::new(),
     }))
 }
 

@@ -385,6 +385,89 @@ async fn lists_filter_by_tags_status_and_page() {
 }
 
 #[tokio::test]
+async fn a_sessions_tags_read_as_an_object_in_its_answer_and_change_through_their_own_route() {
+    let server = TestServer::start().await;
+    let session = server
+        .create_session(json!({"session": {"tags": ["zeta", "alpha", "zeta"]}}))
+        .await;
+    let id = text(&session["id"]).to_owned();
+    // GET /v1/sessions/{id}: an object, in the order given, repeats dropped
+    // (the raw text shows the order: a JSON object has none of its own).
+    let (_, raw, bytes) = server
+        .get_url_for_bytes(&format!("{}/v1/sessions/{id}", server.base))
+        .await;
+    let body = String::from_utf8_lossy(&bytes);
+    assert!(body.contains(r#""tags":{"zeta":true,"alpha":true}"#), "{raw} {body}");
+    let (code, tags) = server.get(&format!("/v1/sessions/{id}/tags")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(tags, json!({"data": {"session_id": id, "tags": ["zeta", "alpha"]}}));
+
+    // Replaced; the listings' filters follow.
+    let path = format!("/v1/sessions/{id}/tags");
+    let (code, put) = server
+        .request(
+            reqwest::Method::PUT,
+            &path,
+            Some(crate::support::TEST_KEY),
+            Some(json!({"tags": ["beta", "beta", "gamma"]})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{put}");
+    assert_eq!(put["data"]["tags"], json!(["beta", "gamma"]));
+    let (_, listed) = server.get("/v1/sessions/all/status?tags=beta").await;
+    assert_eq!(listed["data"]["count"], json!(1), "{listed}");
+    assert_eq!(listed["data"]["items"][0]["tags"], json!(["beta", "gamma"]));
+    let (_, old) = server.get("/v1/sessions/all/status?tags=alpha").await;
+    assert_eq!(old["data"]["count"], json!(0), "{old}");
+
+    // Bad bodies change nothing.
+    for (body, needle) in [
+        (json!({"tags": "beta"}), "array of strings"),
+        (json!({"tags": [1]}), "array of strings"),
+        (json!({"tags": [""]}), "1 to 256"),
+        (json!({"tags": vec!["x"; 101]}), "at most 100"),
+        (json!({"labels": []}), "labels is not a field"),
+        (json!({}), "tags is required"),
+        (json!([]), "JSON object"),
+    ] {
+        let (code, error) = server
+            .request(
+                reqwest::Method::PUT,
+                &path,
+                Some(crate::support::TEST_KEY),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{body}: {error}");
+        assert!(text(&error["error"]["message"]).contains(needle), "{body}: {error}");
+    }
+    assert_eq!(server.get(&path).await.1["data"]["tags"], json!(["beta", "gamma"]));
+
+    // Another team cannot read or change them; an unknown session is 404.
+    let other = anchorage_server::keys::create(&server.config, "others", "test")
+        .await
+        .expect("key");
+    let (code, _) = server
+        .request(reqwest::Method::PUT, &path, Some(&other), Some(json!({"tags": []})))
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, _) = server.request(reqwest::Method::GET, &path, Some(&other), None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, _) = server
+        .get("/v1/sessions/6f1c2a4e-8d1b-4c5e-9a7f-0b2c3d4e5f60/tags")
+        .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    // Removed, also once the session has ended.
+    server.delete(&format!("/v1/sessions/{id}")).await;
+    let (code, cleared) = server.delete(&path).await;
+    assert_eq!((code, cleared["data"]["tags"].clone()), (StatusCode::OK, json!([])));
+    let (_, read) = server.get(&format!("/v1/sessions/{id}")).await;
+    assert_eq!(read["data"]["tags"], json!({}));
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_ends_every_browser_and_records_why() {
     let server = TestServer::start().await;
     let session = server.create_session(json!({})).await;

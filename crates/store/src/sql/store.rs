@@ -447,6 +447,38 @@ impl QueueStore for SqlStore {
 
 #[async_trait]
 impl SessionStore for SqlStore {
+    async fn set_tags(&self, team_id: TeamId, session_id: SessionId, tags: &[String]) -> StoreResult<bool> {
+        let mut transaction = super::write(&self.pool).await?;
+        // Written first (SQLite's transactions must write before they read):
+        // the old tags go only if the session is the team's.
+        sqlx::query(
+            "DELETE FROM session_tags WHERE session_id = $1 \
+             AND EXISTS (SELECT 1 FROM sessions WHERE id = $1 AND team_id = $2)",
+        )
+        .bind(session_id.to_string())
+        .bind(team_id.to_string())
+        .execute(&mut *transaction)
+        .await?;
+        let owned: Option<(String,)> = sqlx::query_as("SELECT id FROM sessions WHERE id = $1 AND team_id = $2")
+            .bind(session_id.to_string())
+            .bind(team_id.to_string())
+            .fetch_optional(&mut *transaction)
+            .await?;
+        if owned.is_none() {
+            return Ok(false);
+        }
+        for (position, tag) in tags.iter().enumerate() {
+            sqlx::query("INSERT INTO session_tags (session_id, position, tag) VALUES ($1, $2, $3)")
+                .bind(session_id.to_string())
+                .bind(position as i64)
+                .bind(tag)
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(true)
+    }
+
     async fn session(&self, team_id: TeamId, session_id: SessionId) -> StoreResult<Option<SessionRecord>> {
         let query = format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = $1 AND s.team_id = $2");
         let row = sqlx::query(&query)

@@ -336,6 +336,54 @@ async fn launch_lifecycle_and_races() {
 }
 
 #[tokio::test]
+async fn tags_are_replaced_in_order_for_the_teams_session_only() {
+    let Some((_dir, store)) = open().await else { return };
+    let store: &dyn Store = store.as_ref();
+    let team = store.create_team("alpha").await.expect("team");
+    let other = store.create_team("beta").await.expect("team");
+    let pending = request(team.id);
+    store.insert_request(&pending, None, None).await.expect("insert");
+    let new = session(team.id, pending.id, &["a", "b"]);
+    assert!(store.begin_launch(pending.id, &new).await.expect("begin"));
+    let replaced = ["z".to_owned(), "a".to_owned()];
+    assert!(store.set_tags(team.id, new.id, &replaced).await.expect("set"));
+    let read = store.session(team.id, new.id).await.expect("get").expect("found");
+    assert_eq!(read.tags, ["z", "a"]);
+    // The listing's filter sees the change.
+    let filter = |tags: &[&str]| SessionFilter {
+        team_id: Some(team.id),
+        tags: tags.iter().map(|tag| tag.to_string()).collect(),
+        ..SessionFilter::default()
+    };
+    let page = SessionPage {
+        sort: SessionSort::CreatedAt,
+        descending: true,
+        page: 1,
+        limit: Some(10),
+    };
+    assert_eq!(store.list_sessions(&filter(&["z"]), &page).await.expect("list").1, 1);
+    assert_eq!(store.list_sessions(&filter(&["b"]), &page).await.expect("list").1, 0);
+    // Another team's call changes nothing; an ended session keeps taking tags.
+    assert!(!store.set_tags(other.id, new.id, &[]).await.expect("set"));
+    assert_eq!(
+        store.session(team.id, new.id).await.expect("get").expect("found").tags,
+        ["z", "a"]
+    );
+    store
+        .end_session(new.id, SessionStatus::Completed, "done", Timestamp::now())
+        .await
+        .expect("end");
+    assert!(store.set_tags(team.id, new.id, &[]).await.expect("set"));
+    assert!(store
+        .session(team.id, new.id)
+        .await
+        .expect("get")
+        .expect("found")
+        .tags
+        .is_empty());
+}
+
+#[tokio::test]
 async fn an_end_during_launch_wins_over_the_launch() {
     let Some((_dir, store)) = open().await else { return };
     let store: &dyn Store = store.as_ref();
