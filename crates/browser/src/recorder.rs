@@ -31,6 +31,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::{Capture, PageControl};
@@ -38,7 +39,7 @@ use crate::cdp::CdpError;
 use crate::devtools::Devtools;
 
 /// How long one picture may take before the page is looked up again.
-const PICTURE_TIMEOUT: Duration = Duration::from_secs(2);
+const PICTURE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How each picture is taken: the viewport, as a JPEG.
 const PICTURE: Capture = Capture {
@@ -251,7 +252,8 @@ pub async fn record(
     let period = Duration::from_secs_f64(1.0 / f64::from(fps));
     // The capturer: the active page, captured once a period (not while
     // paused), its latest picture in `latest`; it ends when the browser goes.
-    let (latest_in, mut latest) = tokio::sync::watch::channel::<Option<Arc<Vec<u8>>>>(None);
+    // Each picture with the moment its capture began.
+    let (latest_in, mut latest) = tokio::sync::watch::channel::<Option<(Instant, Arc<Vec<u8>>)>>(None);
     let capturer = {
         let (devtools, control, stop) = (devtools.clone(), control.clone(), stop.clone());
         tokio::spawn(async move {
@@ -265,6 +267,10 @@ pub async fn record(
     // A late tick is made up for: the video keeps the wall clock's pace.
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut dropped = 0_u64;
+    // After a pause, only a picture whose capture began once it was over is
+    // used: one taken during the pause (its capture was in flight when the
+    // pause came) would show what the pause hid.
+    let (mut was_paused, mut resumed_at) = (false, None::<Instant>);
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
@@ -276,9 +282,16 @@ pub async fn record(
             }
             _ = ticker.tick() => {
                 if control.is_paused() {
+                    was_paused = true;
                     continue;
                 }
-                let Some(frame) = latest.borrow().clone() else { continue };
+                if std::mem::take(&mut was_paused) {
+                    resumed_at = Some(Instant::now());
+                }
+                let Some((began, frame)) = latest.borrow().clone() else { continue };
+                if resumed_at.is_some_and(|resumed| began < resumed) {
+                    continue;
+                }
                 match frames_in.try_send(frame) {
                     Ok(()) => {
                         control.frames.fetch_add(1, Ordering::SeqCst);
@@ -310,7 +323,7 @@ async fn capture_pictures(
     devtools: &Devtools,
     period: Duration,
     control: &RecordingControl,
-    latest: tokio::sync::watch::Sender<Option<Arc<Vec<u8>>>>,
+    latest: tokio::sync::watch::Sender<Option<(Instant, Arc<Vec<u8>>)>>,
 ) {
     let mut page: Option<PageControl> = None;
     let mut next = tokio::time::Instant::now();
@@ -332,14 +345,21 @@ async fn capture_pictures(
             // A capture in flight when its page swaps processes (a
             // navigation to another site) is never answered: the
             // connection is made again.
+            let began = Instant::now();
             match tokio::time::timeout(PICTURE_TIMEOUT, current.capture(PICTURE)).await {
                 Ok(Ok(jpeg)) => {
-                    latest.send_replace(Some(Arc::new(jpeg)));
+                    latest.send_replace(Some((began, Arc::new(jpeg))));
                 }
                 Ok(Err(CdpError::Closed | CdpError::Unreachable(_))) => return,
                 // A page between two documents, or closing: the next one.
                 Ok(Err(error)) => tracing::debug!(%error, "a picture for the recording could not be taken"),
-                Err(_) => page = None,
+                Err(_) => {
+                    // Not a busy page but a lost answer: connect again and
+                    // take the next picture at once, without waiting as long again.
+                    page = None;
+                    next = tokio::time::Instant::now();
+                    continue;
+                }
             }
         }
         let now = tokio::time::Instant::now();

@@ -72,13 +72,48 @@ pub async fn list(
     }))
 }
 
+/// How long a fetch waits for the recording of a session that has ended to
+/// be finished (its encoder writing the last frames, the file probed): the
+/// natural `delete; fetch` gets the video instead of a `409`.
+const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The session's primary recording; while it is still `recording` for a
+/// session that has ended (it is being finished), waits up to
+/// [`FINISH_WAIT`] for it to be `ready` or `failed`.
+async fn finished_primary(
+    state: &AppState,
+    caller: &Caller,
+    session_id: SessionId,
+) -> Result<RecordingRecord, ApiError> {
+    let deadline = tokio::time::Instant::now() + FINISH_WAIT;
+    loop {
+        let recordings = recordings_of(state, caller, session_id).await?;
+        let Some(primary) = recordings.into_iter().next() else {
+            return Err(ApiError::NotFound(
+                "the session has no recording (session.recording.active was off, or it was deleted)".to_owned(),
+            ));
+        };
+        let finishing = primary.status == RecordingStatus::Recording
+            && state.fleet.live_session(caller.0.team_id, session_id).is_none()
+            && state
+                .store
+                .session(caller.0.team_id, session_id)
+                .await?
+                .is_some_and(|session| session.status.is_final());
+        if !finishing || tokio::time::Instant::now() >= deadline {
+            return Ok(primary);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// `GET /v1/sessions/{session_id}/recordings/primary/fetch`.
 #[utoipa::path(
     operation_id = "fetch_primary_recording",
     get,
     path = "/v1/sessions/{session_id}/recordings/primary/fetch",
     tag = "recordings",
-    summary = "The session's primary recording, an MP4 (H.264), once finished (409 while it records)",
+    summary = "The session's primary recording, an MP4 (H.264), once finished (409 while it records; for a session that has ended, waits up to 30 s for it to be finished)",
     params(("session_id" = String, Path, description = "The session's id (a UUID)")),
     security(("api_key" = [])),
     responses((status = 200, description = "The video", content_type = "video/mp4", body = Vec<u8>))
@@ -89,18 +124,15 @@ pub async fn fetch(
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let session_id = session_of(&raw)?;
-    let recordings = recordings_of(&state, &caller, session_id).await?;
-    let Some(primary) = recordings.into_iter().next() else {
-        return Err(ApiError::NotFound(
-            "the session has no recording (session.recording.active was off, or it was deleted)".to_owned(),
-        ));
-    };
+    let primary = finished_primary(&state, &caller, session_id).await?;
     match primary.status {
         RecordingStatus::Ready => {}
         RecordingStatus::Recording => {
-            return Err(ApiError::Conflict(
-                "the recording is not finished: it is finished when the session ends".to_owned(),
-            ))
+            return Err(ApiError::Conflict(format!(
+                "the recording is not finished: it is finished when the session ends (a session that \
+                 ended is waited for up to {} s)",
+                FINISH_WAIT.as_secs()
+            )))
         }
         RecordingStatus::Failed => {
             return Err(ApiError::NotFound(format!(
