@@ -46,15 +46,19 @@ def test_sdk_profiles_carry_state_from_one_session_to_the_next(strict, page_url)
     assert strict.profiles.create_profile(name="sdk-profile", description="kept state").data.status == "success"
     persist = {"profile": {"name": "sdk-profile", "persist": True}}
     assert read_and_write(strict, page_url, persist, write=True) == ["", None]
-    # From the end call's answer until the state is written, the profile shows `saving`.
-    wait_for_status(strict, "sdk-profile", "ready")
+    # Started at once while the state is being written (the profile shows
+    # `saving`): the start waits for the save and has the state.
     assert read_and_write(strict, page_url, {"profile": {"name": "sdk-profile"}}, write=False) == ["member=1", "yes"]
+    assert strict.profiles.get_profile("sdk-profile").data.status == "ready"
     assert read_and_write(strict, page_url, {}, write=False) == ["", None]
 
     session = strict.sessions.create_session().data
     try:
         assert strict.profiles.create_profile(name="sdk-live", source="session", session_id=session.id).data.status == "success"
         assert strict.profiles.get_profile("sdk-live").data.status == "pending"
+        # Nothing is saved while its session runs: a start naming it says so.
+        with pytest.raises(anchorbrowser.BadRequestError, match="saved when session"):
+            strict.sessions.create_session(browser={"profile": {"name": "sdk-live"}})
     finally:
         strict.sessions.delete_session(session.id)
     wait_for_status(strict, "sdk-live", "ready")

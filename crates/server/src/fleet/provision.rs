@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use anchorage_browser::{Browser, LaunchError};
-use anchorage_core::{ProfileId, RequestId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp};
+use anchorage_core::{
+    ProfileId, ProfileStatus, RequestId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp,
+};
 use anchorage_store::{LaunchFailure, RequestRecord, SessionRecord};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +22,18 @@ use super::plan;
 use super::pool::Pooled;
 use super::session::{EndWait, Holdings, LiveSession};
 use super::{Fleet, Launching, StartOutcome, STORE_RETRY_DELAY};
+
+/// Whether a start can begin from a profile now (see [`Fleet::profile_readiness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProfileReadiness {
+    /// Its saved copy is the latest.
+    Ready,
+    /// A save is under way; the state it shows.
+    Wait(&'static str),
+}
+
+/// How long a start waits for the profile it names to be saved.
+pub(super) const PROFILE_SAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 use crate::profiles::ProfileSeed;
 
 /// Where a starting session's browser comes from.
@@ -375,6 +389,7 @@ impl Fleet {
     ) -> Result<(Option<ProfileId>, Option<ProfileSeed>, plan::Found), String> {
         let (mut profile_id, mut seed) = (None, None);
         if let Some(profile) = &options.profile {
+            self.wait_until_saved(session.team_id, &profile.name).await?;
             let found = match &self.files.profiles {
                 Some(files) => files.seed(self.store.as_ref(), session.team_id, &profile.name).await,
                 None => None,
@@ -399,6 +414,64 @@ impl Fleet {
                 .collect(),
         };
         Ok((profile_id, seed, found))
+    }
+
+    /// Whether a start can begin from the profile `name` now, must wait for
+    /// a save under way (`Wait`, with the state to name), or cannot (why:
+    /// missing, failed, or waiting for a session that still runs).
+    pub(crate) async fn profile_readiness(&self, team_id: TeamId, name: &str) -> Result<ProfileReadiness, String> {
+        let record = self
+            .store
+            .profile(team_id, name)
+            .await
+            .map_err(|error| format!("browser.profile.name: the profile {name:?} cannot be read now: {error}"))?
+            .ok_or_else(|| format!("browser.profile.name: the profile {name:?} does not exist (any more)"))?;
+        let saving_here = self
+            .files
+            .profiles
+            .as_ref()
+            .is_some_and(|files| files.is_saving(record.id));
+        match record.status {
+            _ if saving_here => Ok(ProfileReadiness::Wait("saving")),
+            ProfileStatus::Ready => Ok(ProfileReadiness::Ready),
+            ProfileStatus::Failed => Err(format!(
+                "browser.profile.name: the profile {name:?} is failed: its last save did not complete"
+            )),
+            ProfileStatus::Pending => {
+                // Made from a session: saved once that session ends.
+                let source = match record.session_id {
+                    Some(source) => self.store.session(team_id, source).await.ok().flatten(),
+                    None => None,
+                };
+                match source.filter(|source| !source.status.is_final()) {
+                    Some(source) => Err(format!(
+                        "browser.profile.name: the profile {name:?} is pending: it is saved when session {} ends",
+                        source.id
+                    )),
+                    None => Ok(ProfileReadiness::Wait("pending")),
+                }
+            }
+        }
+    }
+
+    /// Waits while the profile a start names is being saved (made from a
+    /// session that has ended, or a persisting session's state being
+    /// written), up to [`PROFILE_SAVE_WAIT`]: a start never begins from a
+    /// silently older or empty copy.
+    async fn wait_until_saved(&self, team_id: TeamId, name: &str) -> Result<(), String> {
+        let deadline = Instant::now() + PROFILE_SAVE_WAIT;
+        loop {
+            let ProfileReadiness::Wait(state) = self.profile_readiness(team_id, name).await? else {
+                return Ok(());
+            };
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "browser.profile.name: the profile {name:?} is still {state} after {} s; start again once it is ready",
+                    PROFILE_SAVE_WAIT.as_secs()
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// For a session behind a proxy that wants credentials: starts

@@ -73,7 +73,11 @@ pub(super) async fn check_named_resources(
         )));
     }
     match state.store.profile(caller.0.team_id, &profile.name).await? {
-        Some(_) => Ok(()),
+        // One being saved is waited for when the session launches.
+        Some(_) => match state.fleet.profile_readiness(caller.0.team_id, &profile.name).await {
+            Ok(_) => Ok(()),
+            Err(why) => Err(ApiError::BadRequest(format!("{field_prefix}{why}"))),
+        },
         None => Err(ApiError::BadRequest(format!(
             "{field_prefix}browser.profile.name: your team has no profile named {:?} (make it with POST /v1/profiles)",
             profile.name

@@ -69,10 +69,10 @@ async fn a_persisting_session_saves_its_state_and_the_next_one_starts_from_it() 
     let with_profile = json!({"browser": {"profile": {"name": "shop login", "persist": true}}});
     let (cookie, stored) = visit(&server, &pages, with_profile.clone(), WRITE).await;
     assert_eq!((cookie, stored), (json!(""), Value::Null), "a new profile is empty");
-    // From the end call's answer until the state is written, it shows `saving`.
+    // From the end call's answer until the state is written, it shows
+    // `saving`; a start right then waits for the save.
     let status = server.get("/v1/profiles/shop%20login").await.1["data"]["status"].clone();
     assert!(status == json!("saving") || status == json!("ready"), "{status}");
-    wait_until_ready(&server, "shop%20login").await;
 
     let (cookie, stored) = visit(&server, &pages, with_profile, "").await;
     assert_eq!(
@@ -201,8 +201,22 @@ async fn a_profile_made_from_a_running_session_is_saved_when_it_ends() {
     let (_, profile) = server.get("/v1/profiles/from%20session").await;
     assert_eq!(profile["data"]["status"], json!("pending"));
     assert_eq!(profile["data"]["session_id"], json!(id));
+    // While its session runs, nothing is saved yet: a start naming it is
+    // refused, with why, and starts nothing.
+    let (status, refused) = server
+        .post(
+            "/v1/sessions",
+            json!({"browser": {"profile": {"name": "from session"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(
+        text(&refused["error"]["message"]).contains(&format!("pending: it is saved when session {id} ends")),
+        "{refused}"
+    );
+    // Started the moment its session has ended, while it is being saved:
+    // the start waits for the save and begins from it.
     server.delete(&format!("/v1/sessions/{id}")).await;
-    wait_until_ready(&server, "from%20session").await;
     let (cookie, stored) = visit(
         &server,
         &pages,
