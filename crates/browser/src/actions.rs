@@ -185,6 +185,22 @@ const SCROLL_SCREENS: u32 = 100;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl PageControl {
+    /// Opens a connection attached to the page `target` (a target id, as
+    /// [`crate::list_pages`] gives them); it stays on that page.
+    pub async fn open_target(devtools: &Devtools, target: &str) -> Result<Self, CdpError> {
+        let mut client = CdpClient::open(devtools).await?;
+        let session = client.attach(target).await?;
+        Ok(Self {
+            client,
+            session,
+            target: target.to_owned(),
+            order: None,
+            broken: false,
+            page_gone: false,
+            own_tab: None,
+        })
+    }
+
     /// Opens a connection and attaches to the active page.
     pub async fn open(devtools: &Devtools) -> Result<Self, CdpError> {
         let mut client = CdpClient::open(devtools).await?;

@@ -714,9 +714,25 @@ pub struct PdfToolBody {
 /// A page to fetch, rendered (`tools.fetch_webpage`).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct FetchToolBody {
-    /// The page (`http`/`https`).
+    /// The page (`http`/`https`); empty or absent with a `sessionId`: the
+    /// session's page (its active one, or `page_index`'s) as it is.
     #[schema(value_type = String)]
     pub url: Option<String>,
+    /// `html` (the default) or `markdown`.
+    pub format: Option<String>,
+    /// Milliseconds to wait after the load, for content that comes later (0 to 30000).
+    pub wait: Option<i64>,
+    /// With a `sessionId`: `true` (the default with a `url`) loads the URL in
+    /// a tab of its own, closed afterwards; `false` loads it in the
+    /// session's active page and leaves it there.
+    pub new_page: Option<bool>,
+    /// With a `sessionId`: the page to read (its place in
+    /// `GET /v1/sessions/{id}/pages`, from 0), loaded with `url` if given;
+    /// overrides `new_page`.
+    pub page_index: Option<i64>,
+    /// When the page has not loaded within 20 s: `true` answers what it
+    /// shows by then, `false` (the default) a `504`.
+    pub return_partial_on_timeout: Option<bool>,
 }
 
 /// A file for the session (`multipart/form-data`).

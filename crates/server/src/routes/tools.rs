@@ -64,8 +64,9 @@ impl Drop for ToolSession {
 
 /// Where a tool runs.
 enum Place {
-    /// A tab of its own in the caller's running session.
-    Session(SessionId),
+    /// A tab of its own in the caller's running session, with this window
+    /// (the session's own when `None`).
+    Session(SessionId, Option<(u32, u32)>),
     /// A session of its own, with this window.
     Own(Option<(u32, u32)>),
 }
@@ -86,10 +87,10 @@ async fn on_tool_page<T>(
         work(page).await
     };
     match place {
-        Place::Session(session_id) => {
+        Place::Session(session_id, window) => {
             let session = running(state, caller, session_id).await?;
             let mut page = match url {
-                Some(_) => PageControl::open_tab(&session.devtools, None).await,
+                Some(_) => PageControl::open_tab(&session.devtools, window).await,
                 None => PageControl::open(&session.devtools).await,
             }
             .map_err(page_error)?;
@@ -150,7 +151,7 @@ fn place(query: Option<&str>, window: Option<(u32, u32)>) -> Result<Place, ApiEr
     match QueryMap::parse(query).get("sessionId") {
         Some(text) => text
             .parse::<SessionId>()
-            .map(Place::Session)
+            .map(|session_id| Place::Session(session_id, window))
             .map_err(|_| ApiError::session_not_found()),
         None => Ok(Place::Own(window)),
     }
@@ -210,7 +211,18 @@ pub async fn screenshot(
     });
     let place = place(query.as_deref(), window)?;
     let url = match (&place, body.url.as_deref()) {
-        (Place::Session(_), None) => None,
+        (Place::Session(..), None) => {
+            // The session's own page is captured as its clients see it:
+            // resizing it would change it under them.
+            if window.is_some() {
+                return Err(ApiError::BadRequest(
+                    "width and height need a url when a session's own page is captured (its window stays as its \
+                     clients set it); give a url to capture it in a tab of that size"
+                        .to_owned(),
+                ));
+            }
+            None
+        }
         (_, text) => Some(page_url(&state, text)?),
     };
     let capture = Capture {
@@ -315,11 +327,11 @@ pub async fn page_pdf(
     post,
     path = "/v1/tools/fetch/webpage",
     tag = "tools",
-    summary = "A web page's HTML once rendered",
+    summary = "A web page's HTML once rendered, or Markdown (`format`); with a sessionId, a page of that session",
     params(("sessionId" = Option<String>, Query, description = "Run in this running session, in a tab of its own")),
     request_body = FetchToolBody,
     security(("api_key" = [])),
-    responses((status = 200, description = "The rendered HTML", content_type = "text/html", body = String))
+    responses((status = 200, description = "The rendered HTML (text/html), or Markdown (text/markdown)", content_type = "text/html", body = String))
 )]
 pub async fn fetch_webpage(
     State(state): State<AppState>,
@@ -328,13 +340,94 @@ pub async fn fetch_webpage(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let body: FetchToolBody = decode_body(&body, expected)?;
-    let url = page_url(&state, body.url.as_deref())?;
-    let place = place(query.as_deref(), None)?;
-    let html = on_tool_page(&state, &caller, place, Some(&url), async |page| {
+    let markdown = match body.format.as_deref() {
+        None | Some("html") => false,
+        Some("markdown") => true,
+        Some(_) => return Err(ApiError::BadRequest("format must be html or markdown".to_owned())),
+    };
+    let wait = within("wait", body.wait, 0, 30_000)?.unwrap_or(0);
+    let page_index = within("page_index", body.page_index, 0, 1000)?;
+    let partial = body.return_partial_on_timeout.unwrap_or(false);
+    let given = body.url.as_deref().filter(|text| !text.trim().is_empty());
+    let url = given.map(|text| page_url(&state, Some(text))).transpose()?;
+    let work = async |page: &mut PageControl| {
+        if let Some(url) = &url {
+            match page.goto(url, FETCH_LOAD_TIMEOUT).await {
+                Err(anchorage_browser::CdpError::Timeout(_)) if partial => {}
+                Err(anchorage_browser::CdpError::Timeout(_)) => {
+                    return Err(ApiError::Timeout(format!(
+                        "the page did not load within {} s (return_partial_on_timeout gives what it shows by then)",
+                        FETCH_LOAD_TIMEOUT.as_secs()
+                    )))
+                }
+                Err(anchorage_browser::CdpError::Failed { error, .. }) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "url could not be loaded: {}",
+                        error.as_str().unwrap_or("the browser refused it")
+                    )))
+                }
+                other => other.map_err(page_error)?,
+            }
+        }
+        if wait > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+        }
         page.html().await.map_err(page_error)
-    })
-    .await?;
-    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
+    };
+    let html = match place(query.as_deref(), None)? {
+        Place::Own(_) => {
+            if page_index.is_some() {
+                return Err(ApiError::BadRequest("page_index needs a sessionId".to_owned()));
+            }
+            if url.is_none() {
+                return Err(ApiError::BadRequest("url is required without a sessionId".to_owned()));
+            }
+            on_tool_page(&state, &caller, Place::Own(None), None, work).await?
+        }
+        Place::Session(session_id, _) => {
+            let session = running(&state, &caller, session_id).await?;
+            let mut page = match (page_index, body.new_page, &url) {
+                (Some(index), _, _) => {
+                    let pages = anchorage_browser::list_pages(&session.devtools)
+                        .await
+                        .map_err(page_error)?;
+                    let Some(chosen) = pages.get(index as usize) else {
+                        return Err(ApiError::BadRequest(format!(
+                            "page_index {index}: the session has {} page(s), numbered from 0",
+                            pages.len()
+                        )));
+                    };
+                    PageControl::open_target(&session.devtools, &chosen.id).await
+                }
+                (None, Some(false), _) | (None, _, None) => PageControl::open(&session.devtools).await,
+                (None, _, Some(_)) => PageControl::open_tab(&session.devtools, None).await,
+            }
+            .map_err(page_error)?;
+            let outcome = work(&mut page).await;
+            page.close().await;
+            outcome?
+        }
+    };
+    if !markdown {
+        return Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response());
+    }
+    let text = tokio::task::spawn_blocking(move || to_markdown(&html))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(([(header::CONTENT_TYPE, "text/markdown; charset=utf-8")], text).into_response())
+}
+
+/// How long the fetch tool waits for a page's load.
+const FETCH_LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A rendered page as Markdown: headings, links, lists, tables and code
+/// kept; scripts, styles and other content no reader sees left out.
+fn to_markdown(html: &str) -> Result<String, ApiError> {
+    htmd::HtmlToMarkdown::builder()
+        .skip_tags(vec!["script", "style", "noscript", "template", "head"])
+        .build()
+        .convert(html)
+        .map_err(|error| ApiError::internal(format!("the page could not be turned into Markdown: {error}")))
 }
 
 /// `POST /v1/tools/fetch-webpage`: the same as `/v1/tools/fetch/webpage`.

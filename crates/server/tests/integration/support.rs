@@ -457,6 +457,31 @@ pub async fn serve_test_page() -> String {
                 )
             }),
         );
+    let router = router
+        .route(
+            "/article",
+            axum::routing::get(|| async { axum::response::Html(ARTICLE_PAGE) }),
+        )
+        .route(
+            "/later",
+            axum::routing::get(|| async {
+                axum::response::Html(
+                    "<!doctype html><title>later</title><p id=first>first</p>\
+                     <script>setTimeout(() => document.body.insertAdjacentHTML('beforeend', \
+                     '<p>arrived ' + 'later</p>'), 1500)</script>",
+                )
+            }),
+        )
+        .route(
+            "/stuck",
+            axum::routing::get(|| async {
+                axum::response::Html(
+                    "<!doctype html><title>stuck</title><h1>shown before the load</h1><img src=/never.png>",
+                )
+            }),
+        )
+        // Never answers: a page with it never fires its load event.
+        .route("/never.png", axum::routing::get(std::future::pending::<()>));
     let router = router.route(
         "/slow.csv",
         axum::routing::get(|| async {
@@ -495,6 +520,15 @@ pub const LAZY_PAGE: &str = "<!doctype html><title>lazy</title>\
     <style>body{margin:0}#more{height:1px}</style><div id=first style=\"height:2000px\"></div><div id=more></div>\
     <script>new IntersectionObserver((seen)=>{if(seen.some(e=>e.isIntersecting)){first.style.height='4000px';}})\
     .observe(document.getElementById('more'));</script>";
+
+/// A page with what Markdown keeps: headings, a link, lists, a table, code.
+pub const ARTICLE_PAGE: &str = "<!doctype html><title>article</title><style>h1{color:red}</style>\
+    <script>var hidden = 'script text';</script><h1>Quarterly report</h1><h2>Revenue</h2>\
+    <p>See <a href=\"https://example.com/q1\">the first quarter</a>.</p>\
+    <ul><li>alpha</li><li>beta</li></ul><ol><li>one</li><li>two</li></ol>\
+    <table><thead><tr><th>quarter</th><th>revenue</th></tr></thead>\
+    <tbody><tr><td>Q1</td><td>112</td></tr></tbody></table>\
+    <pre><code>let total = 237;</code></pre>";
 
 /// How long `/slow.csv` of the test page server pauses in the middle.
 pub const SLOW_DOWNLOAD: Duration = Duration::from_millis(400);

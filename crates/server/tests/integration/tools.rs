@@ -171,3 +171,133 @@ async fn tools_capture_print_and_fetch_pages_and_leave_nothing_running() {
     server.assert_no_browsers_left().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn fetch_gives_markdown_and_honours_every_field_and_screenshot_its_size_in_a_session() {
+    let server = TestServer::start().await;
+    let pages = serve_test_page().await;
+    let article = format!("{pages}/article");
+
+    // Markdown, without a session: headings, link, lists, table, code; no script or style.
+    let (status, content_type, body) = server
+        .post_for_bytes("/v1/tools/fetch-webpage", json!({"url": article, "format": "markdown"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(content_type.starts_with("text/markdown"), "{content_type}");
+    let text = String::from_utf8_lossy(&body).into_owned();
+    for wanted in [
+        "# Quarterly report",
+        "## Revenue",
+        "[the first quarter](https://example.com/q1)",
+        "```\nlet total = 237;\n```",
+    ] {
+        assert!(text.contains(wanted), "{wanted:?} missing from:\n{text}");
+    }
+    // Lists and the table, whatever the spacing the converter chooses.
+    let line = |prefix: &str, words: &[&str]| {
+        text.lines()
+            .any(|line| line.trim_start().starts_with(prefix) && words.iter().all(|word| line.contains(word)))
+    };
+    assert!(
+        line("*", &["alpha"]) && line("1.", &["one"]) && line("2.", &["two"]),
+        "{text}"
+    );
+    assert!(
+        line("|", &["quarter", "revenue"]) && line("|", &["Q1", "112"]),
+        "{text}"
+    );
+    assert!(!text.contains("script text") && !text.contains("color:red"), "{text}");
+
+    // wait: content that comes 1.5 s after the load is there with it, not without.
+    let later = format!("{pages}/later");
+    let (_, _, quick) = server
+        .post_for_bytes("/v1/tools/fetch-webpage", json!({"url": later}))
+        .await;
+    assert!(!String::from_utf8_lossy(&quick).contains("arrived later"));
+    let (_, _, waited) = server
+        .post_for_bytes("/v1/tools/fetch-webpage", json!({"url": later, "wait": 2500}))
+        .await;
+    assert!(String::from_utf8_lossy(&waited).contains("arrived later"));
+
+    // A page that never loads: a 504 after 20 s, or what it shows by then.
+    let stuck = format!("{pages}/stuck");
+    let (refused, partial) = tokio::join!(
+        server.post_for_bytes("/v1/tools/fetch-webpage", json!({"url": stuck})),
+        server.post_for_bytes(
+            "/v1/tools/fetch-webpage",
+            json!({"url": stuck, "return_partial_on_timeout": true}),
+        ),
+    );
+    assert_eq!(
+        refused.0,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        String::from_utf8_lossy(&refused.2)
+    );
+    assert_eq!(partial.0, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&partial.2).contains("shown before the load"));
+
+    // In a session: an empty url is its page as it is; page_index picks a
+    // page; new_page false loads the url in the active page and leaves it.
+    let session = server.create_session(json!({})).await;
+    let id = session["id"].as_str().unwrap_or_default().to_owned();
+    let goto = server
+        .post(
+            &format!("/v1/sessions/{id}/goto"),
+            json!({"url": format!("{pages}/second")}),
+        )
+        .await;
+    assert_eq!(goto.0, StatusCode::OK);
+    let fetch = format!("/v1/tools/fetch-webpage?sessionId={id}");
+    let (_, _, current) = server.post_for_bytes(&fetch, json!({"url": ""})).await;
+    assert!(String::from_utf8_lossy(&current).contains("<title>second page</title>"));
+    let (_, _, indexed) = server.post_for_bytes(&fetch, json!({"page_index": 0})).await;
+    assert!(String::from_utf8_lossy(&indexed).contains("<title>second page</title>"));
+    let (status, _, _) = server.post_for_bytes(&fetch, json!({"page_index": 5})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, moved) = server
+        .post_for_bytes(&fetch, json!({"url": article, "new_page": false, "format": "markdown"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&moved).contains("# Quarterly report"));
+    let (_, listed) = server.get(&format!("/v1/sessions/{id}/pages")).await;
+    assert_eq!(listed["data"]["count"], json!(1), "{listed}");
+    assert_eq!(listed["data"]["items"][0]["url"], json!(article), "{listed}");
+
+    // The screenshot's size, in a session: a tab of that size.
+    let (status, _, png) = server
+        .post_for_bytes(
+            &format!("/v1/tools/screenshot?sessionId={id}"),
+            json!({"url": article, "width": 800, "height": 600}),
+        )
+        .await;
+    assert_eq!((status, png_size(&png)), (StatusCode::OK, (800, 600)));
+    let (status, _, error) = server
+        .post_for_bytes(&format!("/v1/tools/screenshot?sessionId={id}"), json!({"width": 800}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&error).contains("width and height need a url"));
+
+    // Fields it cannot take are refused by name.
+    for (body, wanted) in [
+        (
+            json!({"url": article, "format": "pdf"}),
+            "format must be html or markdown",
+        ),
+        (json!({"url": article, "wait": -1}), "wait must be between"),
+        (json!({"url": article, "page_index": 0}), "page_index needs a sessionId"),
+        (json!({}), "url is required"),
+    ] {
+        let (status, _, error) = server.post_for_bytes("/v1/tools/fetch-webpage", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(
+            String::from_utf8_lossy(&error).contains(wanted),
+            "{body}: {}",
+            String::from_utf8_lossy(&error)
+        );
+    }
+    server.delete(&format!("/v1/sessions/{id}")).await;
+    assert_eq!(live_sessions(&server).await, 0);
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
