@@ -53,6 +53,16 @@ ensure_rust() {
 ensure_python_packages() {
     say "checking the Python packages of the compatibility tests"
     python3 -m pip install -q --disable-pip-version-check -r "$REPO/tests/compat/requirements.txt"
+    # LangChain's tools pin an older SDK: they get a virtual environment of their own.
+    local venv="$REPO/target/compat-langchain"
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv" 2>/dev/null || {
+            as_root apt-get update -q
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+            python3 -m venv "$venv"
+        }
+    fi
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$REPO/tests/compat/langchain/requirements.txt"
 }
 
 ensure_node_packages() {

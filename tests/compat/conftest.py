@@ -51,6 +51,12 @@ ACTIONS_PAGE = (
     "addEventListener('mouseup',()=>{dragging=false});</script>"
 )
 
+# A page with what Markdown keeps: headings, a link, a list.
+ARTICLE_PAGE = (
+    "<!doctype html><title>article</title><h1>Quarterly report</h1><h2>Revenue</h2>"
+    "<p>See <a href=\"https://example.com/q1\">the first quarter</a>.</p><ul><li>alpha</li><li>beta</li></ul>"
+)
+
 # What the actions page's download link serves.
 FIGURES_CSV = b"quarter,revenue\nQ1,112\nQ2,125\n"
 
@@ -77,6 +83,8 @@ class PageHandler(http.server.BaseHTTPRequestHandler):
             body = DEMO_PAGE.encode()
         elif self.path == "/clicks":
             body = CLICK_PAGE.encode()
+        elif self.path == "/article":
+            body = ARTICLE_PAGE.encode()
         elif self.path == "/actions":
             body = ACTIONS_PAGE.encode()
         elif self.path == "/figures.csv":
