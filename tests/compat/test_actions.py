@@ -2,7 +2,10 @@
 goto, clipboard, drag and drop) against anchorage with strict response validation, each effect read
 back from the page with Playwright."""
 
+import json
+import pathlib
 import struct
+import subprocess
 import time
 
 import anchorbrowser
@@ -11,6 +14,8 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from conftest import API_KEY, FIGURES_CSV
+
+NODE_DIR = pathlib.Path(__file__).resolve().parent / "node"
 
 
 @pytest.fixture()
@@ -146,3 +151,61 @@ def test_sdk_reads_the_usage_history(strict):
     assert history.data and history.data[-1].session_count >= 1
     assert history.summary.total_sessions >= 1
     assert history.pagination.current_page == 1
+
+
+@pytest.mark.parametrize("headless", [True, False])
+def test_sdk_lists_downloads_while_playwright_is_connected(strict, page_url, headless):
+    session = strict.sessions.create_session(browser={"headless": {"active": headless}}).data
+    try:
+        with sync_playwright() as playwright:
+            # Playwright sets its own download behaviour when it connects.
+            browser = playwright.chromium.connect_over_cdp(session.cdp_url)
+            page = browser.contexts[0].pages[0]
+            page.goto(page_url + "actions")
+            # A click through the REST API, with Playwright attached.
+            strict.sessions.mouse_click(session.id, selector="#dl")
+            deadline = time.monotonic() + 10
+            while not (listed := strict.sessions.get_session_downloads(session.id).data).items:
+                assert time.monotonic() < deadline, "the download was not listed with Playwright connected"
+                time.sleep(0.05)
+            assert listed.items[0].suggested_file_name == "figures.csv" and listed.items[0].size == len(FIGURES_CSV)
+            fetched = httpx.get(str(listed.items[0].file_link), headers={"anchor-api-key": API_KEY})
+            assert fetched.status_code == 200 and fetched.content == FIGURES_CSV
+            # A click by Playwright itself: its own download API works, and
+            # the server lists the file too.
+            with page.expect_download() as waiting:
+                page.click("#dl")
+            download = waiting.value
+            assert open(download.path(), "rb").read() == FIGURES_CSV
+            deadline = time.monotonic() + 10
+            while len(strict.sessions.get_session_downloads(session.id).data.items) < 2:
+                assert time.monotonic() < deadline, "Playwright's own download was not listed"
+                time.sleep(0.05)
+            browser.close()
+        # Once the client has gone, downloads land in the session's folder again.
+        strict.sessions.mouse_click(session.id, selector="#dl")
+        deadline = time.monotonic() + 10
+        while len(strict.sessions.get_session_downloads(session.id).data.items) < 3:
+            assert time.monotonic() < deadline, "a download after the client left was not listed"
+            time.sleep(0.05)
+    finally:
+        strict.sessions.delete_session(session.id)
+
+
+def test_sdk_lists_a_download_puppeteer_clicked_into_its_own_folder(strict, page_url):
+    session = strict.sessions.create_session().data
+    try:
+        ran = subprocess.run(["node", str(NODE_DIR / "puppeteer_download.mjs"), session.cdp_url, page_url + "actions"],
+                             capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 0, ran.stderr
+        told = json.loads(ran.stdout.strip().splitlines()[-1])
+        # Puppeteer's folder got the file, as it asked ...
+        assert told["names"] == ["figures.csv"] and told["content"] == FIGURES_CSV.decode(), told
+        # ... and the server lists it.
+        deadline = time.monotonic() + 10
+        while not (listed := strict.sessions.get_session_downloads(session.id).data).items:
+            assert time.monotonic() < deadline, "Puppeteer's download was not listed"
+            time.sleep(0.05)
+        assert listed.items[0].suggested_file_name == "figures.csv" and listed.items[0].size == len(FIGURES_CSV)
+    finally:
+        strict.sessions.delete_session(session.id)

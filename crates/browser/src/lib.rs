@@ -44,7 +44,7 @@ pub use launcher::{ChromiumLauncher, ChromiumSettings, LaunchRequest, Launcher};
 pub use page_rules::{PageRules, PageRulesConnection};
 pub use profile_files::{copy_profile, CopyError, CopyLimits};
 pub use proxy_auth::ProxyAuthenticator;
-pub use pump::{pump, websocket_config, PumpEnd, MAX_FRAME_BYTES};
+pub use pump::{pump, pump_watching, websocket_config, FrameWatch, PumpEnd, MAX_FRAME_BYTES};
 pub use reap::{leftover_browser_pids, leftover_display_pids, reap_leftovers, ReapReport};
 pub use recorder::{
     leftover_encoder_pids, probe_duration, reap_encoders, record, Recorded, RecordingControl, RecordingSpec,

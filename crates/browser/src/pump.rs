@@ -51,6 +51,39 @@ where
     C: AsyncRead + AsyncWrite + Unpin + Send,
     B: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin + Send,
 {
+    pump_watching(client, browser, stop, bytes, &Unwatched).await
+}
+
+/// What [`pump_watching`] shows the text frames it carries to. Each call
+/// runs on the frame's way, so it must be quick.
+pub trait FrameWatch: Sync {
+    /// A frame from the client; `Some` replaces it.
+    fn client_sent(&self, text: &str) -> Option<String>;
+    /// A frame from the browser, before the client gets it.
+    fn browser_sent(&self, text: &str);
+}
+
+struct Unwatched;
+
+impl FrameWatch for Unwatched {
+    fn client_sent(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn browser_sent(&self, _: &str) {}
+}
+
+/// As [`pump`], showing each text frame to `watch` on its way.
+pub async fn pump_watching<C, B, E>(
+    client: WebSocketStream<C>,
+    browser: B,
+    stop: impl std::future::Future<Output = ()> + Send,
+    bytes: &std::sync::atomic::AtomicU64,
+    watch: &dyn FrameWatch,
+) -> PumpEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+    B: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin + Send,
+{
     let (mut client_sink, mut client_stream) = client.split();
     let (mut browser_sink, mut browser_stream) = browser.split();
 
@@ -59,6 +92,10 @@ where
             match message {
                 Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
                     bytes.fetch_add(message.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    let message = match &message {
+                        Message::Text(text) => watch.client_sent(text.as_str()).map_or(message, Message::text),
+                        _ => message,
+                    };
                     if browser_sink.send(message).await.is_err() {
                         return PumpEnd::BrowserLeft;
                     }
@@ -74,6 +111,9 @@ where
             match message {
                 Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
                     bytes.fetch_add(message.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    if let Message::Text(text) = &message {
+                        watch.browser_sent(text.as_str());
+                    }
                     if client_sink.send(message).await.is_err() {
                         return PumpEnd::ClientLeft;
                     }

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use anchorage_browser::{pump, websocket_config};
+use anchorage_browser::{pump_watching, websocket_config};
 use anchorage_core::SessionId;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -143,10 +143,38 @@ async fn upgrade(
                 None => session.ending().await,
             }
         };
-        let end = pump(client, browser, stop, metrics.proxied_bytes()).await;
+        // A client's own download behaviour saves into the session's folder
+        // (`anchorage_browser::Downloads`), so that its downloads are listed too.
+        let watch = DownloadWatch {
+            downloads: session.downloads.clone(),
+            folder: session.files_dir.as_ref().map(|dir| dir.join("downloads")),
+        };
+        let end = pump_watching(client, browser, stop, metrics.proxied_bytes(), &watch).await;
         tracing::debug!(session_id = %session.id, ?end, "CDP client disconnected");
         drop(guard);
+        if session.client_count() == 0 {
+            session.downloads.clients_gone();
+        }
     })
+}
+
+/// Shows a client's frames to its session's downloads (see
+/// [`anchorage_browser::Downloads::client_frame`]).
+struct DownloadWatch {
+    downloads: anchorage_browser::Downloads,
+    folder: Option<std::path::PathBuf>,
+}
+
+impl anchorage_browser::FrameWatch for DownloadWatch {
+    fn client_sent(&self, text: &str) -> Option<String> {
+        self.downloads.client_frame(text, self.folder.as_deref()?)
+    }
+
+    fn browser_sent(&self, text: &str) {
+        if let Some(folder) = &self.folder {
+            self.downloads.browser_frame(text, folder);
+        }
+    }
 }
 
 /// A WebSocket upgrade request that passed its checks.

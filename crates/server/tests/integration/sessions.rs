@@ -48,7 +48,7 @@ async fn a_session_is_driven_over_the_proxy_and_leaves_nothing_behind() {
 
     let (status, data) = server.session_status(&session_id).await;
     assert_eq!(status, "running");
-    assert_eq!(data["tags"], json!(["lifecycle"]));
+    assert_eq!(data["tags"], json!({"lifecycle": true}));
     let (code, pages) = server.get(&format!("/v1/sessions/{session_id}/pages")).await;
     assert_eq!(code, StatusCode::OK);
     assert!(
