@@ -44,6 +44,28 @@ pub struct Download {
     pub completed_at_millis: Option<i64>,
 }
 
+/// A finished download's copy into the folder a client named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCopy {
+    from: PathBuf,
+    to: PathBuf,
+}
+
+impl ClientCopy {
+    /// Makes the copy, if the client's folder is on this machine (a client
+    /// elsewhere named a folder of its own machine: it fetches the file by
+    /// its link instead).
+    pub async fn make(self) {
+        let Some(folder) = self.to.parent() else { return };
+        if !tokio::fs::metadata(folder).await.is_ok_and(|meta| meta.is_dir()) {
+            return;
+        }
+        if let Err(error) = tokio::fs::copy(&self.from, &self.to).await {
+            tracing::debug!(%error, "could not put a download where its client asked");
+        }
+    }
+}
+
 /// Where a client told the browser to save downloads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ClientFolder {
@@ -93,42 +115,31 @@ impl Downloads {
     }
 
     /// A text frame the browser sends a client, before it goes on: when it
-    /// says a download finished, the file (in the session's `folder`) is
-    /// copied where that client's behaviour asked, if that folder is on
-    /// this machine. Cheap for every other frame.
-    pub fn browser_frame(&self, text: &str, folder: &Path) {
+    /// says a download finished, the copy to make (from the session's
+    /// `folder` to where that client's behaviour asked), for the proxy to
+    /// make before the client hears of it. Cheap for every other frame.
+    pub fn browser_frame(&self, text: &str, folder: &Path) -> Option<ClientCopy> {
         if !text.contains("Browser.downloadProgress") || !text.contains("completed") {
-            return;
+            return None;
         }
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(text) else {
-            return;
-        };
+        let message = serde_json::from_str::<serde_json::Value>(text).ok()?;
         if message["method"] != "Browser.downloadProgress" || message["params"]["state"] != "completed" {
-            return;
+            return None;
         }
         let guid = message["params"]["guid"].as_str().unwrap_or_default();
-        let Some(client) = self
-            .client_folders
-            .lock()
-            .ok()
-            .and_then(|folders| folders.last().cloned())
-        else {
-            return;
-        };
+        let client = self.client_folders.lock().ok()?.last().cloned()?;
         let name = if client.by_id {
             guid.to_owned()
         } else {
-            match self.list().into_iter().find(|download| download.guid == guid) {
-                Some(download) => download.file_name,
-                None => return,
-            }
+            self.list()
+                .into_iter()
+                .find(|download| download.guid == guid)?
+                .file_name
         };
-        let from = folder.join(&name);
-        if !name.is_empty() && client.folder.is_dir() && from.is_file() {
-            if let Err(error) = std::fs::copy(&from, client.folder.join(&name)) {
-                tracing::debug!(%error, "could not put a download where its client asked");
-            }
-        }
+        (!name.is_empty()).then(|| ClientCopy {
+            from: folder.join(&name),
+            to: client.folder.join(&name),
+        })
     }
 
     /// The session's last client has gone, and with its connection the
@@ -221,9 +232,12 @@ pub async fn follow_downloads(
                         .find(|download| download.guid == guid)
                         .map(|download| download.file_name);
                     let by_id = folder.join(&guid);
-                    if let Some(name) = name.filter(|name| !folder.join(name).is_file() && by_id.is_file()) {
-                        if let Err(error) = tokio::fs::copy(&by_id, folder.join(&name)).await {
-                            tracing::warn!(%error, "could not name a download saved by its id");
+                    let exists = async |path: &Path| tokio::fs::metadata(path).await.is_ok_and(|meta| meta.is_file());
+                    if let Some(name) = name {
+                        if !exists(&folder.join(&name)).await && exists(&by_id).await {
+                            if let Err(error) = tokio::fs::copy(&by_id, folder.join(&name)).await {
+                                tracing::warn!(%error, "could not name a download saved by its id");
+                            }
                         }
                     }
                 }
@@ -291,8 +305,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_finished_download_is_copied_where_its_client_asked() {
+    #[tokio::test]
+    async fn a_finished_download_is_copied_where_its_client_asked() {
         let root = tempfile::tempdir().expect("dir");
         let (session, client) = (root.path().join("session"), root.path().join("client"));
         std::fs::create_dir_all(&session).expect("dir");
@@ -307,14 +321,21 @@ mod tests {
                 "receivedBytes": 4, "totalBytes": 4}})
             .to_string()
         };
-        downloads.browser_frame(&progress("inProgress"), &session);
-        assert!(!client.join("guid-1").exists(), "nothing before it completed");
-        downloads.browser_frame(&progress("completed"), &session);
+        assert_eq!(downloads.browser_frame(&progress("inProgress"), &session), None);
+        let copy = downloads
+            .browser_frame(&progress("completed"), &session)
+            .expect("a copy");
+        copy.make().await;
         assert_eq!(std::fs::read(client.join("guid-1")).expect("copied"), b"a,b\n");
+        // A folder that is not on this machine gets nothing, and no error.
+        std::fs::remove_dir_all(&client).expect("remove");
+        let copy = downloads
+            .browser_frame(&progress("completed"), &session)
+            .expect("a copy");
+        copy.make().await;
+        assert!(!client.exists());
         // Once the clients have gone, nothing more is copied anywhere.
         downloads.clients_gone();
-        std::fs::remove_file(client.join("guid-1")).expect("remove");
-        downloads.browser_frame(&progress("completed"), &session);
-        assert!(!client.join("guid-1").exists());
+        assert_eq!(downloads.browser_frame(&progress("completed"), &session), None);
     }
 }

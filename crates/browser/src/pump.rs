@@ -59,8 +59,9 @@ where
 pub trait FrameWatch: Sync {
     /// A frame from the client; `Some` replaces it.
     fn client_sent(&self, text: &str) -> Option<String>;
-    /// A frame from the browser, before the client gets it.
-    fn browser_sent(&self, text: &str);
+    /// A frame from the browser; work it returns is done before the client
+    /// gets the frame.
+    fn browser_sent(&self, text: &str) -> Option<futures_util::future::BoxFuture<'static, ()>>;
 }
 
 struct Unwatched;
@@ -69,7 +70,9 @@ impl FrameWatch for Unwatched {
     fn client_sent(&self, _: &str) -> Option<String> {
         None
     }
-    fn browser_sent(&self, _: &str) {}
+    fn browser_sent(&self, _: &str) -> Option<futures_util::future::BoxFuture<'static, ()>> {
+        None
+    }
 }
 
 /// As [`pump`], showing each text frame to `watch` on its way.
@@ -111,8 +114,11 @@ where
             match message {
                 Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
                     bytes.fetch_add(message.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    if let Message::Text(text) = &message {
-                        watch.browser_sent(text.as_str());
+                    if let Some(work) = match &message {
+                        Message::Text(text) => watch.browser_sent(text.as_str()),
+                        _ => None,
+                    } {
+                        work.await;
                     }
                     if client_sink.send(message).await.is_err() {
                         return PumpEnd::ClientLeft;

@@ -170,10 +170,9 @@ impl anchorage_browser::FrameWatch for DownloadWatch {
         self.downloads.client_frame(text, self.folder.as_deref()?)
     }
 
-    fn browser_sent(&self, text: &str) {
-        if let Some(folder) = &self.folder {
-            self.downloads.browser_frame(text, folder);
-        }
+    fn browser_sent(&self, text: &str) -> Option<futures_util::future::BoxFuture<'static, ()>> {
+        let copy = self.downloads.browser_frame(text, self.folder.as_deref()?)?;
+        Some(Box::pin(copy.make()))
     }
 }
 

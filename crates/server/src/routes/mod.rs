@@ -725,8 +725,14 @@ mod tests {
 
     #[test]
     fn every_route_that_names_a_session_in_its_path_declares_it_or_only_reads_the_database() {
-        // The routes that read the database alone, which any node answers.
-        let reads = [(Method::GET, "/v1/sessions/{session_id}")];
+        // The routes that use the database alone (not the session's
+        // browser), which any node answers.
+        let reads = [
+            (Method::GET, "/v1/sessions/{session_id}"),
+            (Method::GET, "/v1/sessions/{session_id}/tags"),
+            (Method::PUT, "/v1/sessions/{session_id}/tags"),
+            (Method::DELETE, "/v1/sessions/{session_id}/tags"),
+        ];
         for route in table() {
             let reads_only = reads.contains(&(route.method.clone(), route.path));
             if route.path.contains("{session_id}") {

@@ -197,6 +197,13 @@ pub async fn screenshot(
     RawQuery(query): RawQuery,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    // Upstream uploads the picture to a presigned S3 URL; this server
+    // reaches no outside storage, and says so instead of ignoring it.
+    if body.get("s3_target_address").is_some_and(|value| !value.is_null()) {
+        return Err(ApiError::BadRequest(
+            "s3_target_address: uploading the picture to S3 is hosted-only; the picture is the answer".to_owned(),
+        ));
+    }
     let body: ScreenshotToolBody = decode_body(&body, expected)?;
     let width = within("width", body.width, 100, 7680)?;
     let height = within("height", body.height, 100, 4320)?;

@@ -277,6 +277,14 @@ async fn fetch_gives_markdown_and_honours_every_field_and_screenshot_its_size_in
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&error).contains("width and height need a url"));
+    let (status, _, error) = server
+        .post_for_bytes(
+            "/v1/tools/screenshot",
+            json!({"url": article, "s3_target_address": "https://bucket.example/put"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&error).contains("s3_target_address"));
 
     // Fields it cannot take are refused by name.
     for (body, wanted) in [

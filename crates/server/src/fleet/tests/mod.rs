@@ -372,8 +372,20 @@ impl Harness {
         self.store.request(team_id, request_id).await.unwrap().unwrap()
     }
 
+    /// Live sessions: connectable, a moment before their rows say `running`
+    /// (see [`Harness::wait_completed`]).
     fn running(&self) -> usize {
         self.fleet.gauges().running_sessions
+    }
+
+    /// Waits until the request is recorded `completed` (its session's row
+    /// `running`), which follows the session being live.
+    async fn wait_completed(&self, team_id: TeamId, request_id: RequestId) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.request_status(team_id, request_id).await.status != RequestStatus::Completed {
+            assert!(tokio::time::Instant::now() < deadline, "the request never completed");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Ends the session launched for `name` and waits until it is gone.
@@ -489,10 +501,7 @@ async fn a_pooled_browser_is_handed_to_a_default_start_and_the_pool_refills() {
         harness.launcher.handed_out.lock().unwrap().clone(),
         vec![Some(Url::parse("http://a0.test/").unwrap())]
     );
-    assert_eq!(
-        harness.request_status(harness.team_a, request_id).await.status,
-        RequestStatus::Completed
-    );
+    harness.wait_completed(harness.team_a, request_id).await;
     eventually("the pool refilled", || harness.fleet.gauges().pooled_browsers == 1).await;
     assert_eq!(
         harness
@@ -660,10 +669,7 @@ async fn a_store_error_when_a_launch_begins_answers_the_caller_and_the_request_i
     harness.queue.begin_launch_failures.store(1, Ordering::SeqCst);
     let request_id = harness.submit(harness.team_b, body("b0")).await;
     eventually("b0 runs", || harness.running() == 1).await;
-    assert_eq!(
-        harness.request_status(harness.team_b, request_id).await.status,
-        RequestStatus::Completed
-    );
+    harness.wait_completed(harness.team_b, request_id).await;
     // The synchronous one was withdrawn when its caller got the error.
     assert_eq!(harness.launcher.session_urls(), ["b0"]);
     harness.stop().await;
