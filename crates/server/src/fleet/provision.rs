@@ -22,6 +22,7 @@ use super::plan;
 use super::pool::Pooled;
 use super::session::{EndWait, Holdings, LiveSession};
 use super::{Fleet, Launching, StartOutcome, STORE_RETRY_DELAY};
+use crate::profiles::ProfileSeed;
 
 /// Whether a start can begin from a profile now (see [`Fleet::profile_readiness`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +35,6 @@ pub(crate) enum ProfileReadiness {
 
 /// How long a start waits for the profile it names to be saved.
 pub(super) const PROFILE_SAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-use crate::profiles::ProfileSeed;
 
 /// Where a starting session's browser comes from.
 pub(super) enum Start {
