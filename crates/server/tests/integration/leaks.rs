@@ -307,10 +307,11 @@ async fn waves_of_sessions_return_everything_to_its_baseline() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let baseline = loop {
         let now = footprint(&server, &short_tmp_root).await;
-        // Each session's short TMPDIR goes after its directory: wait for both.
-        // The warm pool's one browser is all that runs.
+        // The warm pool's one browser is all that runs (with its dir and its
+        // short TMPDIR, which goes after a session's dir: wait for both).
         let quiet = now.browsers == 1
             && now.session_dirs == 1
+            && now.short_tmp_dirs == 1
             && now.displays == 0
             && now.encoders == 0
             && now.pooled == "1"
