@@ -1006,13 +1006,19 @@ pub async fn launch_until(
     })
 }
 
-/// A display for a headful browser: a screen exactly its window's size.
+/// A display for a headful browser: a screen its window's size with its
+/// frame, and some room to spare. (A screen exactly the window's size, as
+/// once measured, made Chromium keep its window one pixel short of it on
+/// each side it touched: a viewport of 800×600 came out 799×599.)
 async fn start_display(spec: &LaunchSpec) -> Result<crate::display::Display, String> {
     let Some(xvfb) = &spec.xvfb else {
         return Err("headful browsers need Xvfb, which is not on PATH: install Debian's xvfb package".to_owned());
     };
     let (frame_width, frame_height) = spec.window_frame.unwrap_or(HEADFUL_FRAME_ALLOWANCE);
-    let size = (spec.window.0 + frame_width, spec.window.1 + frame_height);
+    let size = (
+        spec.window.0 + frame_width + SCREEN_SPARE,
+        spec.window.1 + frame_height + SCREEN_SPARE,
+    );
     let owner = spec.run_as.as_ref().map(|run_as| (run_as.uid, run_as.gid));
     crate::display::Display::start(xvfb, size, &spec.session_dir.join("display"), owner)
         .await
@@ -1022,6 +1028,9 @@ async fn start_display(spec: &LaunchSpec) -> Result<crate::display::Display, Str
 /// Room for a headful window's frame (tab strip, toolbar) on the screen of
 /// the first headful launch, before the frame is measured.
 const HEADFUL_FRAME_ALLOWANCE: (u32, u32) = (64, 256);
+
+/// Pixels of screen beyond a headful window and its frame, on each axis.
+const SCREEN_SPARE: u32 = 32;
 
 /// A browser spawned but not yet handed out. The one way to give it up is
 /// [`UnfinishedLaunch::abandon`]: kill the group, reap the main process, wait

@@ -70,6 +70,17 @@ async fn headful_sessions_get_a_display_each_and_leave_nothing_behind() {
     assert_ne!(displays[0], displays[1], "each session has its own display");
     let xvfbs = anchorage_browser::leftover_display_pids(&std::fs::canonicalize(server.browsers_dir()).expect("dir"));
     assert_eq!(xvfbs.len(), 2, "one Xvfb per headful session");
+    // A later headful launch sizes its screen from the frame the first one
+    // measured: its viewport is still exactly what was asked (it once came
+    // out a pixel short on a screen exactly its window's size).
+    let later = server.create_session(body.clone()).await;
+    let mut cdp = Cdp::connect(text(&later["cdp_url"])).await;
+    let page = cdp.attach_newest_page().await;
+    assert_eq!(
+        cdp.evaluate(&page, "[innerWidth, innerHeight]").await,
+        json!([800, 500])
+    );
+    cdp.close().await;
 
     server.delete("/v1/sessions/all").await;
     let root = std::fs::canonicalize(server.browsers_dir()).expect("dir");
