@@ -56,6 +56,9 @@ enum Provisioned {
     /// Withdrawn (a cancel, an end, an abandoned start, shutdown) before it
     /// was up; whoever withdrew it recorded why.
     Withdrawn,
+    /// The request was already being provisioned here (taken twice): the
+    /// other provisioning answers for it, this one did nothing.
+    Duplicate,
     /// The store could not record the start of the launch: nothing changed
     /// and the request is still pending.
     NotRecorded(String),
@@ -93,6 +96,9 @@ impl Fleet {
         match provisioned {
             Provisioned::Running(session_id) => self.notify(request_id, StartOutcome::Started(session_id)),
             Provisioned::Withdrawn => self.notify(request_id, StartOutcome::Cancelled),
+            Provisioned::Duplicate => {
+                tracing::warn!(%request_id, "a start request was taken twice; the second is dropped");
+            }
             Provisioned::NotRecorded(why) => {
                 tracing::error!(%request_id, error = %why, "cannot record a launch; the request is tried again shortly");
                 self.notify(request_id, StartOutcome::Unavailable(why));
@@ -146,16 +152,34 @@ impl Fleet {
         // it too (a child token).
         let abort = self.shutdown.child_token();
         let done = CancellationToken::new();
-        if let Ok(mut launching) = self.launching.lock() {
-            launching.insert(
-                request.id,
-                Launching {
-                    batch_id: request.batch_id,
-                    session_id: session.id,
-                    abort: abort.clone(),
-                    done: done.clone(),
-                },
-            );
+        let duplicate = match self.launching.lock() {
+            Ok(launching) if launching.contains_key(&request.id) => true,
+            Ok(mut launching) => {
+                launching.insert(
+                    request.id,
+                    Launching {
+                        batch_id: request.batch_id,
+                        session_id: session.id,
+                        abort: abort.clone(),
+                        done: done.clone(),
+                    },
+                );
+                false
+            }
+            Err(_) => false,
+        };
+        if duplicate {
+            // Its registration belongs to the other provisioning; what this
+            // one was given goes back.
+            match start {
+                Start::Pooled(pooled) => self.pool.put_back(pooled),
+                Start::Cold { evicted, .. } => {
+                    if let Some(evicted) = evicted {
+                        evicted.shut_down().await;
+                    }
+                }
+            }
+            return Provisioned::Duplicate;
         }
         let _registration = Registration {
             fleet: self,

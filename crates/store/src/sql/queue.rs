@@ -13,8 +13,18 @@ use crate::StoreResult;
 
 /// Requests in nobody's queue: unclaimed, or claimed by a node whose lease
 /// ran out (`$1` is now).
-const CLAIMABLE: &str = "r.status = 'pending' AND (r.claimed_by IS NULL OR r.claimed_by NOT IN \
-     (SELECT n.id FROM nodes n WHERE n.lease_until >= $1))";
+/// A pending request another node may take: unclaimed, or claimed by a node
+/// whose lease ran out. Never one the claiming node holds itself: a node whose
+/// own lease lapsed for a moment (a database locked longer than the lease)
+/// still has those requests in its queue or launching, and taking them again
+/// would start one request twice. `now` and `me` are the placeholders of the
+/// time and the claiming node.
+fn claimable(now: &str, me: &str) -> String {
+    format!(
+        "r.status = 'pending' AND (r.claimed_by IS NULL OR (r.claimed_by <> {me} AND r.claimed_by NOT IN \
+         (SELECT n.id FROM nodes n WHERE n.lease_until >= {now})))"
+    )
+}
 
 impl SqlStore {
     pub(super) async fn claim_queued(
@@ -28,10 +38,14 @@ impl SqlStore {
             return Ok(Vec::new());
         }
         // A look without the write lock first: an idle node asks often.
-        let any: Option<i32> = sqlx::query_scalar(&format!("SELECT 1 FROM start_requests r WHERE {CLAIMABLE} LIMIT 1"))
-            .bind(now.as_millis())
-            .fetch_optional(&self.pool)
-            .await?;
+        let any: Option<i32> = sqlx::query_scalar(&format!(
+            "SELECT 1 FROM start_requests r WHERE {} LIMIT 1",
+            claimable("$1", "$2")
+        ))
+        .bind(now.as_millis())
+        .bind(node.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
         if any.is_none() {
             return Ok(Vec::new());
         }
@@ -47,10 +61,12 @@ impl SqlStore {
                                  WHERE s.status = 'pending' AND s.team_id > w.team_id) \
                FROM waiting w WHERE w.team_id IS NOT NULL) \
              SELECT w.team_id, t.turn, \
-               (SELECT MIN(r.{order}) FROM start_requests r WHERE {CLAIMABLE} AND r.team_id = w.team_id) AS head \
-             FROM waiting w LEFT JOIN team_turns t ON t.team_id = w.team_id WHERE w.team_id IS NOT NULL"
+               (SELECT MIN(r.{order}) FROM start_requests r WHERE {claimable} AND r.team_id = w.team_id) AS head \
+             FROM waiting w LEFT JOIN team_turns t ON t.team_id = w.team_id WHERE w.team_id IS NOT NULL",
+            claimable = claimable("$1", "$2")
         ))
         .bind(now.as_millis())
+        .bind(node.to_string())
         .fetch_all(&mut *transaction)
         .await?;
         // Least recently served first (never served before all), then by
@@ -89,11 +105,13 @@ impl SqlStore {
                 continue;
             }
             let rows = sqlx::query(&format!(
-                "SELECT r.* FROM start_requests r WHERE {CLAIMABLE} AND r.team_id = $2 \
-                 ORDER BY r.{order} LIMIT $3{}",
+                "SELECT r.* FROM start_requests r WHERE {} AND r.team_id = $3 \
+                 ORDER BY r.{order} LIMIT $4{}",
+                claimable("$1", "$2"),
                 super::SKIP_LOCKED
             ))
             .bind(now.as_millis())
+            .bind(node.to_string())
             .bind(&team)
             .bind(room)
             .fetch_all(&mut *transaction)

@@ -1351,6 +1351,14 @@ async fn nodes_claim_queued_work_fairly_once_and_within_team_quotas() {
     // What a lost node claimed is anybody's; what it ran counts against its team.
     let orphan = request(beta);
     store.insert_request(&orphan, Some(lost), None).await.expect("insert");
+    // ...but never its own: the lost node itself (its lease lapsed while the
+    // database was locked) still holds the request in its queue, and taking
+    // it again would launch it twice.
+    assert!(store
+        .claim_requests(lost, 10, None, now)
+        .await
+        .expect("claim")
+        .is_empty());
     let taken = store.claim_requests(other, 10, None, now).await.expect("claim");
     assert_eq!(taken.iter().map(|request| request.id).collect::<Vec<_>>(), [orphan.id]);
 
