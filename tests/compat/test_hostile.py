@@ -88,7 +88,14 @@ def strays(server):
         return []
     live = requests.get(server["base_url"] + "/v1/sessions/all/status", headers=HEADERS, timeout=60).json()["data"]
     live_ids = {item["session_id"].replace("-", "") for item in live["items"]}
-    return sorted(names - live_ids)
+    # A host browser of context sessions is accounted for by a live session
+    # whose folder (`contexts/<session>`) is in its directory.
+    browsers = server["data_dir"].resolve() / "browsers"
+    hosts_in_use = {
+        name for name in names if name.startswith("host")
+        and any(entry.name in live_ids for entry in (browsers / name / "contexts").glob("*"))
+    }
+    return sorted(names - live_ids - hosts_in_use)
 
 
 def no_strays(server, where):

@@ -52,7 +52,9 @@ def test_sdk_profiles_carry_state_from_one_session_to_the_next(strict, page_url)
     assert strict.profiles.get_profile("sdk-profile").data.status == "ready"
     assert read_and_write(strict, page_url, {}, write=False) == ["", None]
 
-    session = strict.sessions.create_session().data
+    # A profile is a browser's directory: its source is a browser of its own
+    # (the server may make context sessions by default).
+    session = strict.sessions.create_session(extra_body={"anchorage": {"isolation": "browser"}}).data
     try:
         assert strict.profiles.create_profile(name="sdk-live", source="session", session_id=session.id).data.status == "success"
         assert strict.profiles.get_profile("sdk-live").data.status == "pending"

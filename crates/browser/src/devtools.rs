@@ -25,7 +25,7 @@
 //! (a message always fits an empty queue, so a large screenshot passes).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,6 +43,8 @@ use tokio::sync::{oneshot, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::PollSender;
 
+use crate::scope::{AnswerHook, CommandVerdict, EventVerdict, Scope, BROWSER_TARGET};
+
 /// How far (bytes of messages) a connection may fall behind before it is closed.
 pub const QUEUE_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 /// Largest message read from the browser; a longer one is skipped (logged).
@@ -52,10 +54,13 @@ pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Commands waiting for the pipe (of every connection).
 const COMMAND_QUEUE: usize = 64;
 
-/// The shared DevTools pipe of one browser. Cheap to clone.
+/// The shared DevTools pipe of one browser. Cheap to clone. A scoped one
+/// ([`Devtools::scoped`]) makes connections that see one context session
+/// only (see [`crate::scope`]).
 #[derive(Clone)]
 pub struct Devtools {
     hub: Arc<Hub>,
+    scope: Option<Arc<Scope>>,
 }
 
 impl std::fmt::Debug for Devtools {
@@ -187,7 +192,49 @@ impl Devtools {
         });
         tokio::spawn(write_commands(writer, outgoing, hub.closed.subscribe()));
         tokio::spawn(read_messages(Arc::clone(&hub), reader));
-        Ok(Self { hub })
+        Ok(Self { hub, scope: None })
+    }
+
+    /// The same pipe, for connections kept inside `scope`: everything made
+    /// through it (CDP clients, the live view, REST actions, recordings)
+    /// sees and acts on that context session only. The hub must follow
+    /// targets first ([`Devtools::follow_targets`]).
+    pub fn scoped(&self, scope: Arc<Scope>) -> Devtools {
+        Devtools {
+            hub: Arc::clone(&self.hub),
+            scope: Some(scope),
+        }
+    }
+
+    /// The scope of this handle's connections, if it has one.
+    pub fn scope(&self) -> Option<&Arc<Scope>> {
+        self.scope.as_ref()
+    }
+
+    /// Makes the hub follow which context every target is in (target
+    /// discovery on the pipe's own session), which scoped connections need.
+    /// Idempotent.
+    pub async fn follow_targets(&self) -> Result<(), String> {
+        {
+            let mut routes = self.hub.routes();
+            if routes.following {
+                return Ok(());
+            }
+            routes.following = true;
+        }
+        self.hub
+            .call("Target.setDiscoverTargets", json!({"discover": true, "filter": [{}]}))
+            .await?;
+        // The browser target is in no context, and discovery does not
+        // report it: its id comes from asking for the pipe's own target.
+        let own = self.hub.call("Target.getTargetInfo", json!({})).await?;
+        let browser = serde_json::from_str::<Value>(own.get())
+            .ok()
+            .and_then(|own| own.pointer("/targetInfo/targetId")?.as_str().map(str::to_owned));
+        if let Some(browser) = browser {
+            self.hub.routes().browser_targets.insert(browser);
+        }
+        Ok(())
     }
 
     /// Opens a connection with a browser session of its own.
@@ -230,6 +277,7 @@ impl Devtools {
                     session: session.clone(),
                     deliver,
                     queued: Arc::clone(&queued),
+                    scope: self.scope.clone(),
                 },
             );
             client
@@ -273,15 +321,37 @@ struct Routes {
     next_client: u64,
     /// Which connection each CDP session belongs to.
     owners: HashMap<String, u64>,
+    /// Browser sessions scoped connections attached to besides their own
+    /// (`Target.attachToBrowserTarget`): the scope's browser-session rules
+    /// apply to them too.
+    browser_sessions: std::collections::HashSet<String>,
     closed: bool,
     /// How many bytes a connection's queue may hold.
     budget: usize,
+    /// Whether the pipe's own session discovers targets (for scopes).
+    following: bool,
+    /// Which browser context each target is in (while `following`).
+    contexts: HashMap<String, String>,
+    /// The ids of browser targets (the pipe's own, and one per browser
+    /// session a connection attached), while `following`.
+    browser_targets: std::collections::HashSet<String>,
+    /// The last targets destroyed, with their contexts: their destruction
+    /// reaches the hub before it reaches the connections that saw them.
+    destroyed: VecDeque<(String, String)>,
 }
+
+/// How many destroyed targets the hub remembers.
+const DESTROYED_KEPT: usize = 256;
 
 /// Who waits for the answer to a command.
 enum Waiter {
-    /// A connection, which gave the command this id.
-    Client { client: u64, id: Box<RawValue> },
+    /// A connection, which gave the command this id (and, when scoped,
+    /// what its scope does with the answer).
+    Client {
+        client: u64,
+        id: Box<RawValue>,
+        hook: AnswerHook,
+    },
     /// The hub itself.
     Hub(oneshot::Sender<Result<Box<RawValue>, String>>),
     /// Nobody (a command whose answer does not matter).
@@ -294,6 +364,8 @@ struct Client {
     deliver: mpsc::UnboundedSender<Message>,
     /// Bytes delivered and not read yet.
     queued: Arc<AtomicUsize>,
+    /// The context session it is kept inside, if any.
+    scope: Option<Arc<Scope>>,
 }
 
 impl Routes {
@@ -312,10 +384,61 @@ impl Routes {
         }
     }
 
+    /// The context a target is in, if known.
+    fn context_of(&self, target: &str) -> Option<String> {
+        if self.browser_targets.contains(target) {
+            return Some(BROWSER_TARGET.to_owned());
+        }
+        self.contexts.get(target).cloned().or_else(|| {
+            self.destroyed
+                .iter()
+                .find(|(gone, _)| gone == target)
+                .map(|(_, context)| context.clone())
+        })
+    }
+
+    /// Follows the pipe's own target discovery.
+    fn follow(&mut self, method: &str, params: Option<&RawValue>) {
+        let Some(params) = params.and_then(|params| serde_json::from_str::<Value>(params.get()).ok()) else {
+            return;
+        };
+        let text = |value: &Value, key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
+        match method {
+            "Target.targetCreated" | "Target.targetInfoChanged" => {
+                if let Some(info) = params.get("targetInfo") {
+                    match (text(info, "targetId"), text(info, "browserContextId")) {
+                        (Some(target), Some(context)) => {
+                            self.contexts.insert(target, context);
+                        }
+                        (Some(target), None) if text(info, "type").as_deref() == Some("browser") => {
+                            self.browser_targets.insert(target);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            "Target.targetDestroyed" => {
+                if let Some(target) = text(&params, "targetId") {
+                    self.browser_targets.remove(&target);
+                    if let Some(context) = self.contexts.remove(&target) {
+                        if self.destroyed.len() >= DESTROYED_KEPT {
+                            self.destroyed.pop_front();
+                        }
+                        self.destroyed.push_back((target, context));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Forgets a connection and everything routed to it.
     fn forget(&mut self, client: u64) -> Option<Client> {
         let removed = self.clients.remove(&client)?;
-        self.owners.retain(|_, owner| *owner != client);
+        let owners = &mut self.owners;
+        self.browser_sessions
+            .retain(|session| owners.get(session).is_some_and(|owner| *owner != client));
+        owners.retain(|_, owner| *owner != client);
         self.pending
             .retain(|_, waiter| !matches!(waiter, Waiter::Client { client: owner, .. } if *owner == client));
         Some(removed)
@@ -419,9 +542,9 @@ impl Hub {
             )));
         };
         let mut routes = self.routes();
-        if !routes.clients.contains_key(&client) {
+        let Some(scope) = routes.clients.get(&client).map(|entry| entry.scope.clone()) else {
             return Err(None);
-        }
+        };
         let target_session = match &command.session_id {
             None => session,
             Some(named) if routes.owners.get(named.as_ref()) == Some(&client) => named.as_ref(),
@@ -434,14 +557,43 @@ impl Hub {
                 )))
             }
         };
+        let (mut params, mut hook) = (command.params.map(Cow::Borrowed), AnswerHook::None);
+        if let Some(scope) = scope {
+            let (verdict, answer_hook) = scope.check_command(
+                &method,
+                command.params,
+                target_session == session || routes.browser_sessions.contains(target_session),
+                |target| routes.context_of(target),
+            );
+            let named = command.session_id.as_deref();
+            match verdict {
+                CommandVerdict::Pass => {}
+                CommandVerdict::Params(rewritten) => match RawValue::from_string(rewritten) {
+                    Ok(rewritten) => params = Some(Cow::Owned(rewritten)),
+                    Err(error) => return Err(Some(refusal(Some(id), -32603, &error.to_string(), named))),
+                },
+                CommandVerdict::Refuse(why) => return Err(Some(refusal(Some(id), -32000, &why, named))),
+                CommandVerdict::AnswerHere(result) => {
+                    let mut answer =
+                        json!({"id": null, "result": serde_json::from_str::<Value>(result).unwrap_or_default()});
+                    answer["id"] = serde_json::from_str::<Value>(id.get()).unwrap_or_default();
+                    if let Some(named) = named {
+                        answer["sessionId"] = json!(named);
+                    }
+                    return Err(Some(Message::text(answer.to_string())));
+                }
+            }
+            hook = answer_hook;
+        }
         let number = routes.number(Waiter::Client {
             client,
             id: id.to_owned(),
+            hook,
         });
         serde_json::to_vec(&PipeCommand {
             id: number,
             method: &method,
-            params: command.params,
+            params: params.as_deref(),
             session_id: target_session,
         })
         .map_err(|error| Some(refusal(Some(id), -32603, &error.to_string(), None)))
@@ -457,9 +609,20 @@ impl Hub {
             }
         };
         let mut routes = self.routes();
+        let mut rewritten: Option<Box<RawValue>> = None;
         let (client, id) = match message.id {
             Some(number) => match routes.pending.remove(&number) {
-                Some(Waiter::Client { client, id }) => (client, Some(id)),
+                Some(Waiter::Client { client, id, hook }) => {
+                    if hook != AnswerHook::None {
+                        let scope = routes.clients.get(&client).and_then(|entry| entry.scope.clone());
+                        if let (Some(scope), Some(result)) = (scope, message.result) {
+                            rewritten = scope
+                                .answer(&hook, result)
+                                .and_then(|text| RawValue::from_string(text).ok());
+                        }
+                    }
+                    (client, Some(id))
+                }
                 Some(Waiter::Hub(answer)) => {
                     let outcome = match (message.result, message.error) {
                         (_, Some(error)) => Err(error.get().to_owned()),
@@ -473,15 +636,47 @@ impl Hub {
             },
             None => {
                 // An event: it belongs to whoever owns its session (events
-                // of the pipe's own session are the hub's, and unused).
-                let Some(client) = message
-                    .session_id
-                    .as_deref()
-                    .and_then(|session| routes.owners.get(session))
-                else {
+                // of the pipe's own session are the hub's: target
+                // discovery, followed for scopes).
+                let Some(session) = message.session_id.as_deref() else {
+                    if let Some(method) = message.method.as_deref() {
+                        routes.follow(method, message.params);
+                    }
+                    return;
+                };
+                let Some(client) = routes.owners.get(session) else {
                     return;
                 };
                 let client = *client;
+                let scope = routes.clients.get(&client).and_then(|entry| entry.scope.clone());
+                if let (Some(scope), Some(method)) = (scope, message.method.as_deref()) {
+                    let verdict = scope.event(
+                        method,
+                        message.params,
+                        |target| routes.context_of(target),
+                        |child| routes.owners.get(child) == Some(&client),
+                    );
+                    match verdict {
+                        EventVerdict::Deliver => {}
+                        EventVerdict::DeliverBrowser => {
+                            if let Some(child) = message.params.and_then(child_session) {
+                                routes.browser_sessions.insert(child);
+                            }
+                        }
+                        EventVerdict::Drop => return,
+                        EventVerdict::Detach(child) => {
+                            let number = routes.number(Waiter::Nobody);
+                            drop(routes);
+                            self.send_soon(json!({
+                                "id": number,
+                                "method": "Target.detachFromTarget",
+                                "params": {"sessionId": child},
+                                "sessionId": session,
+                            }));
+                            return;
+                        }
+                    }
+                }
                 match message.method.as_deref() {
                     Some("Target.attachedToTarget") => {
                         if let Some(child) = message.params.and_then(child_session) {
@@ -491,6 +686,7 @@ impl Hub {
                     Some("Target.detachedFromTarget") => {
                         if let Some(child) = message.params.and_then(child_session) {
                             routes.owners.remove(&child);
+                            routes.browser_sessions.remove(&child);
                         }
                     }
                     _ => {}
@@ -510,7 +706,7 @@ impl Hub {
             id: id.as_deref(),
             method: message.method.as_deref(),
             params: message.params,
-            result: message.result,
+            result: rewritten.as_deref().or(message.result),
             error: message.error,
             session_id,
         };
@@ -520,13 +716,27 @@ impl Hub {
         }
     }
 
+    /// Sends a command of the hub's own from the reader's task, which must
+    /// not wait for room in the pipe.
+    fn send_soon(&self, command: Value) {
+        let bytes = command.to_string().into_bytes();
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(bytes)) = self.to_browser.try_send(bytes) {
+            let to_browser = self.to_browser.clone();
+            tokio::spawn(async move {
+                let _ = to_browser.send(bytes).await;
+            });
+        }
+    }
+
     /// The browser's end is gone: every connection and waiter is told.
     fn close(&self) {
         let mut routes = self.routes();
         routes.closed = true;
         routes.clients.clear();
         routes.owners.clear();
+        routes.browser_sessions.clear();
         routes.pending.clear();
+        routes.contexts.clear();
         drop(routes);
         self.closed.send_replace(true);
     }
@@ -1001,6 +1211,7 @@ mod properties {
                     session: "B".to_owned(),
                     deliver,
                     queued: Arc::default(),
+                    scope: None,
                 },
             );
             routes.owners.insert("B".to_owned(), 1);

@@ -12,6 +12,7 @@
 
 mod actions;
 mod cdp;
+mod context;
 mod devtools;
 mod dirs;
 mod display;
@@ -26,12 +27,14 @@ mod proxy_auth;
 mod pump;
 mod reap;
 mod recorder;
+mod scope;
 mod screencast;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use actions::{Button, Capture, Key, PageControl};
 pub use cdp::{fit_viewport, list_pages, open_in_first_page, CdpError, PageInfo};
+pub use context::{ContextSetup, HostedContext};
 pub use devtools::{Devtools, DevtoolsConnection, PipeClosed, CONNECT_TIMEOUT, QUEUE_BUDGET_BYTES};
 pub use dirs::BrowserDirs;
 pub use downloads::{download_path, follow_downloads, ClientCopy, Download, Downloads};
@@ -49,4 +52,5 @@ pub use reap::{leftover_browser_pids, leftover_display_pids, reap_leftovers, Rea
 pub use recorder::{
     leftover_encoder_pids, probe_duration, reap_encoders, record, Recorded, RecordingControl, RecordingSpec,
 };
+pub use scope::{Scope, BROWSER_SESSION_METHODS, REFUSED_METHODS};
 pub use screencast::{Frame, FrameAck, Input, MouseButton, MouseKind, Screencast, ScreencastEvent};

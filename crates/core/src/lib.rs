@@ -24,8 +24,8 @@ pub use ids::{
     SessionId, TeamId,
 };
 pub use options::{
-    check_certificate_name, check_profile_name, check_tags, redact_configuration, CustomProxy, OptionsError,
-    ProfileUse, SessionOptions, Viewport,
+    check_certificate_name, check_profile_name, check_tags, redact_configuration, AnchoragePart, CustomProxy,
+    Isolation, OptionsError, ProfileUse, SessionOptions, Viewport,
 };
 pub use request::{RequestMove, RequestPhase, RequestStatus};
 pub use resources::{DeliveryStatus, ProfileStatus, RecordingStatus};

@@ -100,6 +100,32 @@ pub struct SessionOptions {
     /// (`browser.pdf_viewer.active: false`).
     #[serde(default)]
     pub pdfs_downloaded: bool,
+    /// How the session is isolated, if the start says
+    /// (`anchorage.isolation`); `None` leaves it to the server's setting.
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
+}
+
+/// How a session is isolated from the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// A Chromium of its own.
+    Browser,
+    /// A browser context (plus its first page) in a Chromium that hosts
+    /// several sessions.
+    Context,
+}
+
+impl Isolation {
+    /// Reads `browser` or `context`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "browser" => Some(Self::Browser),
+            "context" => Some(Self::Context),
+            _ => None,
+        }
+    }
 }
 
 /// A Chromium switch a start's browser options turn on.
@@ -222,6 +248,7 @@ impl Default for SessionOptions {
             popups_as_tabs: false,
             fullscreen: false,
             pdfs_downloaded: false,
+            isolation: None,
         }
     }
 }
@@ -256,6 +283,18 @@ pub struct StartBody {
     /// Hosted identities; accepted, not acted on.
     #[cfg_attr(feature = "schema", schema(value_type = Option<Vec<Object>>))]
     pub identities: Option<Vec<Value>>,
+    /// anchorage's own options (no upstream field is named so).
+    pub anchorage: Option<AnchoragePart>,
+}
+
+/// `anchorage` of a start: options upstream does not have.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct AnchoragePart {
+    /// `browser` (a Chromium of its own) or `context` (a browser context in
+    /// a shared Chromium); the server's `ANCHORAGE_SESSION_ISOLATION` when
+    /// absent. A start whose options need a browser of its own gets one.
+    pub isolation: Option<String>,
 }
 
 /// Session options of a start.
@@ -608,6 +647,13 @@ impl SessionOptions {
     /// Checks a decoded start body's limits and reads the options we act on.
     pub fn from_body(body: &StartBody) -> Result<Self, OptionsError> {
         let mut options = Self::default();
+        if let Some(isolation) = body.anchorage.as_ref().and_then(|part| part.isolation.as_deref()) {
+            options.isolation = Some(Isolation::parse(isolation).ok_or_else(|| {
+                invalid(format!(
+                    "anchorage.isolation: {isolation:?} is not valid: it must be \"browser\" or \"context\""
+                ))
+            })?);
+        }
         if let Some(session) = &body.session {
             if let Some(url) = &session.initial_url {
                 options.initial_url = parse_initial_url(url)?;

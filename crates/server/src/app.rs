@@ -266,6 +266,9 @@ impl App {
             timeout_minute: config.timeout_minute,
             default_recording: config.default_recording,
             default_headless: config.default_headless,
+            session_isolation: config.session_isolation,
+            contexts_per_host: config.contexts_per_host,
+            hosts_shared_by_teams: config.hosts_shared_by_teams,
         };
         let node_url = config
             .node_url

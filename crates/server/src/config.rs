@@ -62,6 +62,9 @@ struct FileConfig {
     max_batch: Option<u64>,
     team_max_sessions: Option<u64>,
     pool_size: Option<u64>,
+    session_isolation: Option<String>,
+    contexts_per_host: Option<u64>,
+    hosts_shared_by_teams: Option<bool>,
     pool_refill_delay_ms: Option<u64>,
     pool_refill_priority: Option<String>,
     block_private_networks: Option<bool>,
@@ -115,6 +118,15 @@ pub struct Config {
     pub team_max_sessions: Option<usize>,
     /// Browsers launched ahead for default starts (`ANCHORAGE_POOL_SIZE`).
     pub pool_size: usize,
+    /// How a start that does not say is isolated
+    /// (`ANCHORAGE_SESSION_ISOLATION`: `browser`, the default, or `context`).
+    pub session_isolation: anchorage_core::Isolation,
+    /// Context sessions one host browser serves at most
+    /// (`ANCHORAGE_CONTEXTS_PER_HOST`).
+    pub contexts_per_host: usize,
+    /// Whether one host browser may serve several teams' context sessions
+    /// (`ANCHORAGE_HOSTS_SHARED_BY_TEAMS`; default: a host serves one team).
+    pub hosts_shared_by_teams: bool,
     /// How long pool refills wait after a handout
     /// (`ANCHORAGE_POOL_REFILL_DELAY_MS`).
     pub pool_refill_delay: Duration,
@@ -190,6 +202,10 @@ fn parse_delays(name: &str, text: &str) -> Result<Vec<Duration>, ConfigError> {
 
 /// The default of `ANCHORAGE_POOL_REFILL_DELAY_MS` (see BENCHMARKS.md).
 const DEFAULT_POOL_REFILL_DELAY: Duration = Duration::ZERO;
+/// Context sessions per host browser when the setting does not say: a host
+/// of 20 pages stays far from what one Chromium process handles well, and
+/// a host that dies takes few sessions with it (see BENCHMARKS.md).
+const DEFAULT_CONTEXTS_PER_HOST: usize = 20;
 
 /// The core count of this machine.
 pub fn core_count() -> usize {
@@ -419,6 +435,21 @@ impl Config {
             }
         };
         let pool_size = number("ANCHORAGE_POOL_SIZE", from_file.pool_size, 0, 1000)?.map_or(2, |value| value as usize);
+        let session_isolation = match text("ANCHORAGE_SESSION_ISOLATION", from_file.session_isolation) {
+            None => anchorage_core::Isolation::Browser,
+            Some(value) => anchorage_core::Isolation::parse(&value).ok_or_else(|| {
+                ConfigError(format!(
+                    "ANCHORAGE_SESSION_ISOLATION={value:?} is not valid: set it to browser or context"
+                ))
+            })?,
+        };
+        let contexts_per_host = number("ANCHORAGE_CONTEXTS_PER_HOST", from_file.contexts_per_host, 1, 1000)?
+            .map_or(DEFAULT_CONTEXTS_PER_HOST, |value| value as usize);
+        let hosts_shared_by_teams = boolean(
+            "ANCHORAGE_HOSTS_SHARED_BY_TEAMS",
+            from_file.hosts_shared_by_teams,
+            false,
+        )?;
         let pool_refill_delay = number(
             "ANCHORAGE_POOL_REFILL_DELAY_MS",
             from_file.pool_refill_delay_ms,
@@ -463,6 +494,9 @@ impl Config {
             max_batch,
             team_max_sessions,
             pool_size,
+            session_isolation,
+            contexts_per_host,
+            hosts_shared_by_teams,
             pool_refill_delay,
             pool_refill_low_priority,
             timeout_minute: Duration::from_secs(60),

@@ -33,6 +33,8 @@ pub struct Metrics {
     launch_duration: Histogram,
     running_sessions: Gauge,
     pooled_browsers: Gauge,
+    host_browsers: Gauge,
+    context_sessions: Gauge,
     queued_requests: Gauge,
     cdp_connections: Gauge,
     unseen_admission_changes: Gauge,
@@ -51,6 +53,10 @@ pub struct Gauges {
     pub running_sessions: usize,
     /// Browsers waiting in the warm pool.
     pub pooled_browsers: usize,
+    /// Host browsers of context sessions.
+    pub host_browsers: usize,
+    /// Running sessions that are a context in a host browser.
+    pub context_sessions: usize,
     /// Start requests waiting for a browser.
     pub queued_requests: usize,
     /// CDP clients connected now.
@@ -78,6 +84,8 @@ impl Default for Metrics {
             launch_duration: Histogram::new(LAUNCH_BUCKETS),
             running_sessions: Gauge::default(),
             pooled_browsers: Gauge::default(),
+            host_browsers: Gauge::default(),
+            context_sessions: Gauge::default(),
             queued_requests: Gauge::default(),
             cdp_connections: Gauge::default(),
             unseen_admission_changes: Gauge::default(),
@@ -90,7 +98,7 @@ impl Default for Metrics {
             registry: Registry::default(),
         };
         // Names are given without `_total`: the client adds it to counters.
-        let gauges: [(&str, &str, &Gauge); 7] = [
+        let gauges: [(&str, &str, &Gauge); 9] = [
             (
                 "anchorage_sessions_running",
                 "Sessions whose browser runs.",
@@ -100,6 +108,16 @@ impl Default for Metrics {
                 "anchorage_pool_browsers",
                 "Browsers waiting in the warm pool.",
                 &metrics.pooled_browsers,
+            ),
+            (
+                "anchorage_host_browsers",
+                "Host browsers serving context sessions.",
+                &metrics.host_browsers,
+            ),
+            (
+                "anchorage_context_sessions",
+                "Running sessions that are a browser context in a host browser.",
+                &metrics.context_sessions,
             ),
             (
                 "anchorage_queued_requests",
@@ -249,6 +267,8 @@ impl Metrics {
         let count = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
         self.running_sessions.set(count(gauges.running_sessions));
         self.pooled_browsers.set(count(gauges.pooled_browsers));
+        self.host_browsers.set(count(gauges.host_browsers));
+        self.context_sessions.set(count(gauges.context_sessions));
         self.queued_requests.set(count(gauges.queued_requests));
         self.cdp_connections.set(count(gauges.cdp_connections));
         self.event_waiters.set(count(gauges.event_waiters));
@@ -307,7 +327,7 @@ mod tests {
             text.contains("anchorage_stored_bytes{kind=\"profiles\"} 4096\n"),
             "{text}"
         );
-        assert_eq!(text.matches("# TYPE").count(), 16, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 18, "{text}");
         assert!(
             text.contains("anchorage_node_signals_total{direction=\"received\",signal=\"batch\"} 1\n"),
             "{text}"

@@ -20,6 +20,7 @@
 
 mod admission;
 mod batches;
+mod hosts;
 mod plan;
 mod pool;
 mod provision;
@@ -80,6 +81,12 @@ pub struct FleetSettings {
     pub default_recording: bool,
     /// Whether a start that does not say runs headless.
     pub default_headless: bool,
+    /// How a start that does not say is isolated.
+    pub session_isolation: anchorage_core::Isolation,
+    /// Context sessions one host browser serves at most.
+    pub contexts_per_host: usize,
+    /// Whether a host browser may serve several teams.
+    pub hosts_shared_by_teams: bool,
 }
 
 /// How long a start whose launch the store could not record waits before
@@ -117,6 +124,8 @@ pub struct Fleet {
     settings: FleetSettings,
     admission: Arc<Admission>,
     pool: Pool,
+    /// Host browsers of context sessions.
+    hosts: Arc<hosts::Hosts>,
     live: Mutex<HashMap<SessionId, Arc<LiveSession>>>,
     /// The caller of a synchronous start, per request.
     waiters: Mutex<HashMap<RequestId, oneshot::Sender<StartOutcome>>>,
@@ -252,6 +261,7 @@ impl Fleet {
                 settings.team_max_sessions,
             ),
             pool: Pool::new(settings.pool_size, settings.pool_refill_delay),
+            hosts: Arc::default(),
             settings,
             live: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
@@ -311,15 +321,25 @@ impl Fleet {
 
     /// What the fleet holds now, for `/metrics`.
     pub fn gauges(&self) -> crate::metrics::Gauges {
-        let (running_sessions, cdp_connections) = self
+        let (running_sessions, cdp_connections, context_sessions) = self
             .live
             .lock()
-            .map(|live| (live.len(), live.values().map(|session| session.client_count()).sum()))
+            .map(|live| {
+                (
+                    live.len(),
+                    live.values().map(|session| session.client_count()).sum(),
+                    live.values()
+                        .filter(|session| session.devtools.scope().is_some())
+                        .count(),
+                )
+            })
             .unwrap_or_default();
         crate::metrics::Gauges {
             running_sessions,
             cdp_connections,
             pooled_browsers: self.pool.len(),
+            host_browsers: self.hosts.count(),
+            context_sessions,
             queued_requests: self.admission.queued(),
             unseen_admission_changes: self.admission.unseen_changes(),
             // The events are not the fleet's: the metrics route adds them.
@@ -724,7 +744,14 @@ impl Fleet {
             let Some((request, team_slot)) = self.admission.pop() else {
                 break;
             };
-            let wants_pool = pool::poolable(&request.options, self.settings.default_headless);
+            // A context session never takes a pooled browser (it may end one
+            // to free a place).
+            let wants_pool = pool::poolable(&request.options, self.settings.default_headless)
+                && plan::isolation(
+                    &request.options,
+                    self.settings.session_isolation,
+                    self.settings.default_headless,
+                ) == anchorage_core::Isolation::Browser;
             let start = match wants_pool.then(|| self.pool.take()).flatten() {
                 Some(pooled) => provision::Start::Pooled(pooled),
                 None => {
@@ -787,20 +814,7 @@ impl Fleet {
                 let (place, launch_permit) = (place.in_use(), launch_permit.in_use());
                 let fleet = Arc::clone(self);
                 self.tasks.spawn(async move {
-                    let request = LaunchRequest {
-                        name: format!("pool{}", uuid::Uuid::new_v4().simple()),
-                        window: (
-                            anchorage_core::Viewport::default().width,
-                            anchorage_core::Viewport::default().height,
-                        ),
-                        initial_url: None,
-                        ahead: true,
-                        // Browsers of the default kind.
-                        setup: anchorage_browser::BrowserSetup {
-                            headful: !fleet.settings.default_headless,
-                            ..anchorage_browser::BrowserSetup::default()
-                        },
-                    };
+                    let request = plan::default_launch_request("pool", !fleet.settings.default_headless, true);
                     let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
                     drop(launch_permit);
                     let refilled = match launched {

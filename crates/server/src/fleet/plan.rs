@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anchorage_browser::{BrowserSetup, LaunchRequest};
-use anchorage_core::{NodeId, SessionId, SessionOptions, SessionStatus, Timestamp};
+use anchorage_core::{Isolation, NodeId, SessionId, SessionOptions, SessionStatus, Timestamp};
 use anchorage_store::{RequestRecord, SessionRecord};
 
 /// What a start gets where it does not say.
@@ -68,6 +68,58 @@ pub(super) fn session_record(
     }
 }
 
+/// Whether a start's options set something for a whole browser process:
+/// a profile directory, a proxy, extensions, trusted CAs, Chromium
+/// switches, fullscreen, the PDF preference. Such a start launches a
+/// browser of its own (neither a pooled one nor a context).
+pub(super) fn sets_the_process(options: &SessionOptions) -> bool {
+    options.profile.is_some()
+        || options.proxy.is_some()
+        || !options.extensions.is_empty()
+        || !options.certificates.is_empty()
+        || !options.switches.is_empty()
+        || options.fullscreen
+        || options.pdfs_downloaded
+}
+
+/// How a session of these options is isolated: as it asks, else as the
+/// server's setting says; a context only when nothing it asks for needs a
+/// browser of its own (a headful window, a profile directory, extensions,
+/// trusted CAs, a proxy, Chromium switches, fullscreen, the PDF
+/// preference: all set for a whole browser process).
+pub(super) fn isolation(options: &SessionOptions, server: Isolation, default_headless: bool) -> Isolation {
+    let asked = options.isolation.unwrap_or(server);
+    let fits_a_context = options.headless_requested.unwrap_or(default_headless) && !sets_the_process(options);
+    match asked {
+        Isolation::Context if fits_a_context => Isolation::Context,
+        _ => Isolation::Browser,
+    }
+}
+
+/// The launch of a host browser for context sessions: headless, with the
+/// default window (each context's first page is sized on its own).
+pub(super) fn host_launch_request() -> LaunchRequest {
+    default_launch_request("host", false, false)
+}
+
+/// The launch of a browser of the default kind, not yet anyone's: named
+/// `prefix` and a random part, with the default window.
+pub(super) fn default_launch_request(prefix: &str, headful: bool, ahead: bool) -> LaunchRequest {
+    LaunchRequest {
+        name: format!("{prefix}{}", uuid::Uuid::new_v4().simple()),
+        window: (
+            anchorage_core::Viewport::default().width,
+            anchorage_core::Viewport::default().height,
+        ),
+        initial_url: None,
+        ahead,
+        setup: BrowserSetup {
+            headful,
+            ..BrowserSetup::default()
+        },
+    }
+}
+
 /// Whether a session's proxy wants credentials answered (over DevTools,
 /// once the browser is up).
 pub(super) fn proxy_needs_credentials(options: &SessionOptions) -> bool {
@@ -112,6 +164,44 @@ mod tests {
         recording: false,
         can_record: true,
     };
+
+    #[test]
+    fn a_context_is_given_only_where_asked_and_nothing_needs_a_browser() {
+        let options = |body: Value| SessionOptions::from_configuration(&body).unwrap();
+        let plain = options(json!({}));
+        assert_eq!(isolation(&plain, Isolation::Browser, true), Isolation::Browser);
+        assert_eq!(isolation(&plain, Isolation::Context, true), Isolation::Context);
+        // Headful by default on this server: a browser.
+        assert_eq!(isolation(&plain, Isolation::Context, false), Isolation::Browser);
+        let asked = options(json!({"anchorage": {"isolation": "context"}}));
+        assert_eq!(isolation(&asked, Isolation::Browser, true), Isolation::Context);
+        let declined = options(json!({"anchorage": {"isolation": "browser"}}));
+        assert_eq!(isolation(&declined, Isolation::Context, true), Isolation::Browser);
+        for needs_a_browser in [
+            json!({"browser": {"headless": {"active": false}}}),
+            json!({"browser": {"profile": {"name": "p"}}}),
+            json!({"session": {"proxy": {"type": "custom", "server": "http://127.0.0.1:1"}}}),
+            json!({"browser": {"extensions": ["00000000-0000-0000-0000-000000000001"]}}),
+            json!({"browser": {"certificates": ["ca"]}}),
+            json!({"browser": {"fullscreen": {"active": true}}}),
+            json!({"browser": {"disable_web_security": {"active": true}}}),
+        ] {
+            let mut body = needs_a_browser.clone();
+            body["anchorage"] = json!({"isolation": "context"});
+            assert_eq!(
+                isolation(&options(body), Isolation::Context, true),
+                Isolation::Browser,
+                "{needs_a_browser}"
+            );
+        }
+        assert!(SessionOptions::from_configuration(&json!({"anchorage": {"isolation": "thread"}})).is_err());
+        // Viewport, recording, tags and timeouts stay with a context.
+        let fitting = options(json!({
+            "browser": {"viewport": {"width": 800, "height": 600}},
+            "session": {"recording": {"active": true}, "tags": ["a"], "timeout": {"max_duration": 5}}
+        }));
+        assert_eq!(isolation(&fitting, Isolation::Context, true), Isolation::Context);
+    }
 
     fn request(body: Value) -> RequestRecord {
         let options = SessionOptions::from_configuration(&body).unwrap();

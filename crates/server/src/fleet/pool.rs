@@ -36,13 +36,7 @@ pub(super) struct Pooled {
 pub(super) fn poolable(options: &SessionOptions, default_headless: bool) -> bool {
     options.headless_requested.unwrap_or(default_headless) == default_headless
         && options.viewport == Viewport::default()
-        && options.profile.is_none()
-        && options.proxy.is_none()
-        && options.extensions.is_empty()
-        && options.certificates.is_empty()
-        && options.switches.is_empty()
-        && !options.pdfs_downloaded
-        && !options.fullscreen
+        && !super::plan::sets_the_process(options)
 }
 
 /// Whether a refill may start now.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anchorage_browser::{Browser, LaunchError};
 use anchorage_core::{
-    ProfileId, ProfileStatus, RequestId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp,
+    Isolation, ProfileId, ProfileStatus, RequestId, SessionId, SessionOptions, SessionStatus, TeamId, Timestamp,
 };
 use anchorage_store::{LaunchFailure, RequestRecord, SessionRecord};
 use tokio::time::Instant;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::admission::{Held, TeamSlot};
 use super::plan;
 use super::pool::Pooled;
-use super::session::{EndWait, Holdings, LiveSession};
+use super::session::{EndWait, Engine, Holdings, LiveSession};
 use super::{Fleet, Launching, StartOutcome, STORE_RETRY_DELAY};
 use crate::profiles::ProfileSeed;
 
@@ -208,71 +208,85 @@ impl Fleet {
         let started = Instant::now();
         let from_pool = matches!(start, Start::Pooled(_));
         let mut profile_id = None;
-        let (launched, place) = match start {
-            Start::Pooled(Pooled { browser, place }) => {
-                if let Err(error) = self.launcher.hand_out(&browser, options.initial_url.as_ref()).await {
-                    tracing::warn!(session_id = %session.id, %error, "could not ready a pooled browser fully");
-                }
-                (Ok(browser), place)
+        let in_context = matches!(start, Start::Cold { .. })
+            && plan::isolation(
+                &options,
+                self.settings.session_isolation,
+                self.settings.default_headless,
+            ) == Isolation::Context;
+        let (engine, place, authenticating) = if in_context {
+            match self.host_context(&session, &options, start, &abort).await {
+                Ok((engine, place)) => (engine, place, None),
+                Err(provisioned) => return provisioned,
             }
-            Start::Cold {
-                place,
-                evicted,
-                launch_permit,
-            } => {
-                if let Some(evicted) = evicted {
-                    // Its place is this start's: it must be gone first.
-                    evicted.shut_down().await;
-                }
-                // A saved profile is read (held against removal) until the
-                // launch has copied it. A start that cannot launch gives its
-                // place and launch permit back as they drop.
-                let (found_profile, seed, found) = match self.find_launch_parts(&session, &options).await {
-                    Ok(parts) => parts,
-                    Err(message) => {
-                        return Provisioned::LaunchFailed {
-                            session_id: session.id,
-                            message,
-                        }
+        } else {
+            let (launched, place) = match start {
+                Start::Pooled(Pooled { browser, place }) => {
+                    if let Err(error) = self.launcher.hand_out(&browser, options.initial_url.as_ref()).await {
+                        tracing::warn!(session_id = %session.id, %error, "could not ready a pooled browser fully");
                     }
-                };
-                profile_id = found_profile;
-                let launch = plan::launch_request(&session, &options, found);
-                let launched = self.launch_with_retry(&launch, &abort).await;
-                drop(seed);
-                // Free again for a waiting start or a refill.
-                drop(launch_permit);
-                (launched, place)
-            }
-        };
-        let browser = match launched {
-            Ok(browser) => browser,
-            Err(LaunchError::Stopped) => return Provisioned::Withdrawn,
-            Err(error) => {
-                return Provisioned::LaunchFailed {
-                    session_id: session.id,
-                    message: error.to_string(),
+                    (Ok(browser), place)
                 }
-            }
-        };
-        if abort.is_cancelled() {
-            browser.shut_down().await;
-            return Provisioned::Withdrawn;
-        }
-        let authenticating = match self.answer_proxy_credentials(&options, &browser).await {
-            Ok(authenticating) => authenticating,
-            Err(message) => {
+                Start::Cold {
+                    place,
+                    evicted,
+                    launch_permit,
+                } => {
+                    if let Some(evicted) = evicted {
+                        // Its place is this start's: it must be gone first.
+                        evicted.shut_down().await;
+                    }
+                    // A saved profile is read (held against removal) until the
+                    // launch has copied it. A start that cannot launch gives its
+                    // place and launch permit back as they drop.
+                    let (found_profile, seed, found) = match self.find_launch_parts(&session, &options).await {
+                        Ok(parts) => parts,
+                        Err(message) => {
+                            return Provisioned::LaunchFailed {
+                                session_id: session.id,
+                                message,
+                            }
+                        }
+                    };
+                    profile_id = found_profile;
+                    let launch = plan::launch_request(&session, &options, found);
+                    let launched = self.launch_with_retry(&launch, &abort).await;
+                    drop(seed);
+                    // Free again for a waiting start or a refill.
+                    drop(launch_permit);
+                    (launched, place)
+                }
+            };
+            let browser = match launched {
+                Ok(browser) => browser,
+                Err(LaunchError::Stopped) => return Provisioned::Withdrawn,
+                Err(error) => {
+                    return Provisioned::LaunchFailed {
+                        session_id: session.id,
+                        message: error.to_string(),
+                    }
+                }
+            };
+            if abort.is_cancelled() {
                 browser.shut_down().await;
-                return Provisioned::LaunchFailed {
-                    session_id: session.id,
-                    message,
-                };
+                return Provisioned::Withdrawn;
             }
+            let authenticating = match self.answer_proxy_credentials(&options, &browser).await {
+                Ok(authenticating) => authenticating,
+                Err(message) => {
+                    browser.shut_down().await;
+                    return Provisioned::LaunchFailed {
+                        session_id: session.id,
+                        message,
+                    };
+                }
+            };
+            (Engine::Browser(Box::new(browser)), place, authenticating)
         };
-        let dismissing = match self.apply_page_rules(&options, &browser).await {
+        let dismissing = match self.apply_page_rules(&options, engine.devtools()).await {
             Ok(dismissing) => dismissing,
             Err(message) => {
-                browser.shut_down().await;
+                engine.shut_down().await;
                 return Provisioned::LaunchFailed {
                     session_id: session.id,
                     message,
@@ -288,9 +302,9 @@ impl Fleet {
             session.id,
             session.team_id,
             session.batch_id,
-            browser.devtools().clone(),
+            engine.devtools().clone(),
             options.live_view_read_only,
-            browser.session_dir().map(std::path::Path::to_path_buf),
+            engine.files_dir(),
         ));
         // The helpers answer for as long as the session lives.
         for helper in [authenticating, dismissing].into_iter().flatten() {
@@ -316,8 +330,11 @@ impl Fleet {
                 }
             });
         }
-        let timings = browser.timings();
-        let pid = browser.pid();
+        let timings = match &engine {
+            Engine::Browser(browser) => Some(browser.timings()),
+            Engine::Context { .. } => None,
+        };
+        let pid = engine.pid();
         let profile_persists = options.profile.as_ref().map(|profile| profile.persist);
         let recording_size = (options.viewport.width, options.viewport.height);
         if let Ok(mut sessions) = self.live.lock() {
@@ -325,7 +342,7 @@ impl Fleet {
         }
         let fleet = Arc::clone(self);
         let holdings = Holdings {
-            browser,
+            engine,
             place,
             team_slot,
         };
@@ -361,10 +378,11 @@ impl Fleet {
             session_id = %session.id,
             pid,
             from_pool,
+            in_context,
             start_ms = started.elapsed().as_secs_f64() * 1000.0,
-            launch_prepared_ms = timings.prepared.as_secs_f64() * 1000.0,
-            launch_spawned_ms = timings.spawned.as_secs_f64() * 1000.0,
-            launch_devtools_ms = timings.devtools_ready.as_secs_f64() * 1000.0,
+            launch_prepared_ms = timings.map(|timings| timings.prepared.as_secs_f64() * 1000.0),
+            launch_spawned_ms = timings.map(|timings| timings.spawned.as_secs_f64() * 1000.0),
+            launch_devtools_ms = timings.map(|timings| timings.devtools_ready.as_secs_f64() * 1000.0),
             "session running"
         );
         // Only a session that really ran saves its state into its profile.
@@ -533,13 +551,87 @@ impl Fleet {
 }
 
 impl Fleet {
+    /// A context session's context: on a host of its team with room, or on
+    /// a host launched for it (with the start's launch permit), sized and
+    /// showing its first page. A start that cannot get one gives its place
+    /// back (and its host, if it launched it).
+    async fn host_context(
+        &self,
+        session: &SessionRecord,
+        options: &SessionOptions,
+        start: Start,
+        abort: &CancellationToken,
+    ) -> Result<(Engine, Held), Provisioned> {
+        let failed = |message: String| Provisioned::LaunchFailed {
+            session_id: session.id,
+            message,
+        };
+        let Start::Cold {
+            place,
+            evicted,
+            launch_permit,
+        } = start
+        else {
+            return Err(failed("a context session was given a pooled browser".to_owned()));
+        };
+        if let Some(evicted) = evicted {
+            // Its place is this start's: it must be gone first.
+            evicted.shut_down().await;
+        }
+        let team = (!self.settings.hosts_shared_by_teams).then_some(session.team_id);
+        let host = match self.hosts.lease(session.team_id, self.settings.contexts_per_host) {
+            Some(host) => host,
+            None => {
+                let launch = plan::host_launch_request();
+                match self.launch_with_retry(&launch, abort).await {
+                    Ok(browser) => self.hosts.adopt(browser, team),
+                    Err(LaunchError::Stopped) => return Err(Provisioned::Withdrawn),
+                    Err(error) => return Err(failed(error.to_string())),
+                }
+            }
+        };
+        // Free again for a waiting start or a refill.
+        drop(launch_permit);
+        let setup = anchorage_browser::ContextSetup {
+            initial_url: options.initial_url.clone(),
+            viewport: (options.viewport.width, options.viewport.height),
+            proxy_server: None,
+            files_dir: host.session_folder(&session.id.as_uuid().simple().to_string()),
+        };
+        let opened = tokio::select! {
+            opened = anchorage_browser::HostedContext::open(host.devtools(), &setup) => Some(opened),
+            () = abort.cancelled() => None,
+        };
+        let context = match opened {
+            Some(Ok(context)) => context,
+            Some(Err(message)) => {
+                self.hosts.release(&host).await;
+                return Err(failed(format!("cannot make the session's browser context: {message}")));
+            }
+            None => {
+                self.hosts.release(&host).await;
+                return Err(Provisioned::Withdrawn);
+            }
+        };
+        let engine = Engine::Context {
+            context,
+            host,
+            hosts: Arc::clone(&self.hosts),
+        };
+        if abort.is_cancelled() {
+            engine.shut_down().await;
+            return Err(Provisioned::Withdrawn);
+        }
+        Ok((engine, place))
+    }
+
     /// For a session with `browser.disable_dialogs` or
     /// `force_popups_as_tabs`: starts applying them to its pages (until the
     /// returned token fires, or the browser goes).
     async fn apply_page_rules(
         &self,
         options: &SessionOptions,
-        browser: &anchorage_browser::Browser,
+        devtools: &anchorage_browser::Devtools,
     ) -> Result<Option<CancellationToken>, String> {
         let rules = anchorage_browser::PageRules {
             dismiss_dialogs: options.dismiss_dialogs,
@@ -548,7 +640,7 @@ impl Fleet {
         if rules == anchorage_browser::PageRules::default() {
             return Ok(None);
         }
-        let dismisser = anchorage_browser::PageRulesConnection::enable(browser.devtools(), rules)
+        let dismisser = anchorage_browser::PageRulesConnection::enable(devtools, rules)
             .await
             .map_err(|error| format!("cannot set the pages up: {error}"))?;
         let stop = CancellationToken::new();

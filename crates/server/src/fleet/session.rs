@@ -186,9 +186,92 @@ impl Drop for ClientGuard {
 
 /// What a supervisor holds for as long as its browser lives.
 pub(super) struct Holdings {
-    pub browser: Browser,
+    pub engine: Engine,
     pub place: Held,
     pub team_slot: TeamSlot,
+}
+
+/// What runs a session: a browser of its own, or a context in a host.
+pub(super) enum Engine {
+    Browser(Box<Browser>),
+    Context {
+        context: anchorage_browser::HostedContext,
+        host: Arc<super::hosts::Host>,
+        hosts: Arc<super::hosts::Hosts>,
+    },
+}
+
+impl Engine {
+    /// The pipe the session's connections are made on (scoped for a context).
+    pub(super) fn devtools(&self) -> &Devtools {
+        match self {
+            Self::Browser(browser) => browser.devtools(),
+            Self::Context { context, .. } => context.devtools(),
+        }
+    }
+
+    /// The session's folder for uploads and downloads.
+    pub(super) fn files_dir(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Self::Browser(browser) => browser.session_dir().map(std::path::Path::to_path_buf),
+            Self::Context { context, .. } => Some(context.files_dir().to_path_buf()),
+        }
+    }
+
+    /// The main process of the browser it runs in.
+    pub(super) fn pid(&self) -> u32 {
+        match self {
+            Self::Browser(browser) => browser.pid(),
+            Self::Context { host, .. } => host.pid(),
+        }
+    }
+
+    /// Resolves when the session ends by itself, with its status and why.
+    async fn ended_by_itself(&self) -> (SessionStatus, String) {
+        match self {
+            Self::Browser(browser) => match browser.exited().await {
+                BrowserExit::Exited { clean: true, .. } => (
+                    SessionStatus::Completed,
+                    "the browser was closed by a client".to_owned(),
+                ),
+                BrowserExit::Exited { status, .. } => {
+                    (SessionStatus::Failed, format!("the browser died on its own ({status})"))
+                }
+                BrowserExit::Killed => (SessionStatus::Failed, "the browser was killed".to_owned()),
+            },
+            Self::Context { context, host, .. } => {
+                let closed = context.close_requested();
+                tokio::select! {
+                    why = host.gone() => (SessionStatus::Failed, why),
+                    why = context.crashed() => (SessionStatus::Failed, why),
+                    () = closed.cancelled() => {
+                        (SessionStatus::Completed, "the browser was closed by a client".to_owned())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops it at once, without waiting (a context is disposed by
+    /// [`Engine::shut_down`], moments later).
+    fn kill_now(&self) {
+        if let Self::Browser(browser) = self {
+            browser.kill_now();
+        }
+    }
+
+    /// Ends it and waits until nothing of it is left: a browser's processes
+    /// and dirs; a context's pages and folder (and its host, when it was
+    /// the host's last session).
+    pub(super) async fn shut_down(self) {
+        match self {
+            Self::Browser(browser) => (*browser).shut_down().await,
+            Self::Context { context, host, hosts } => {
+                context.dispose().await;
+                hosts.release(&host).await;
+            }
+        }
+    }
 }
 
 impl Fleet {
@@ -201,7 +284,7 @@ impl Fleet {
         holdings: Holdings,
     ) {
         let Holdings {
-            browser,
+            engine,
             place,
             team_slot,
         } = holdings;
@@ -217,17 +300,7 @@ impl Fleet {
         let (status, reason) = loop {
             let idle_deadline = idle_since.zip(idle_limit).map(|(since, limit)| since + limit);
             tokio::select! {
-                exit = browser.exited() => {
-                    break match exit {
-                        BrowserExit::Exited { clean: true, .. } => {
-                            (SessionStatus::Completed, "the browser was closed by a client".to_owned())
-                        }
-                        BrowserExit::Exited { status, .. } => {
-                            (SessionStatus::Failed, format!("the browser died on its own ({status})"))
-                        }
-                        BrowserExit::Killed => (SessionStatus::Failed, "the browser was killed".to_owned()),
-                    };
-                }
+                ended = engine.ended_by_itself() => break ended,
                 () = session.stop.cancelled() => {
                     let requested = session.stop_reason.lock().ok().and_then(|slot| slot.clone());
                     break requested.unwrap_or((SessionStatus::Completed, "ended".to_owned()));
@@ -266,9 +339,15 @@ impl Fleet {
         // (so that it writes out what it keeps in memory) after the end call
         // has its answer; the save runs before its place is freed.
         let saves = session.profiles_to_save();
-        let profiles = self.files.profiles.clone().filter(|_| !saves.is_empty());
+        // Only a browser of its own has a profile directory to save (a
+        // context session is refused as a profile's source).
+        let profiles = self
+            .files
+            .profiles
+            .clone()
+            .filter(|_| !saves.is_empty() && matches!(engine, Engine::Browser(_)));
         if profiles.is_none() {
-            browser.kill_now();
+            engine.kill_now();
         }
         if let Some(profiles) = &profiles {
             profiles.announce_saves(&saves);
@@ -278,7 +357,7 @@ impl Fleet {
         }
         self.metrics.session_ended();
         session.recorded.cancel();
-        if let Some(profiles) = profiles {
+        if let (Some(profiles), Engine::Browser(browser)) = (profiles, &engine) {
             let folder = browser.profile_dir().unwrap_or_default();
             if !browser.close_gracefully(PROFILE_CLOSE_WAIT).await {
                 tracing::warn!(session_id = %session.id, "the browser did not close in time; its profile is saved as it is");
@@ -289,7 +368,7 @@ impl Fleet {
                 profiles.save_announced(self.store.as_ref(), profile, &folder).await;
             }
         }
-        browser.shut_down().await;
+        engine.shut_down().await;
         drop(place);
         drop(team_slot);
         if let Some(batch_id) = session.batch_id {

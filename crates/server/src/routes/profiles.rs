@@ -97,7 +97,15 @@ pub async fn create(
             let id: SessionId = raw
                 .parse()
                 .map_err(|_| ApiError::BadRequest("session_id must be a session's id (a UUID)".to_owned()))?;
-            Some(running(&state, &caller, id).await?)
+            let session = running(&state, &caller, id).await?;
+            if session.devtools.scope().is_some() {
+                return Err(ApiError::BadRequest(format!(
+                    "session {id} is a context session (a browser context in a shared browser): it has no \
+                     profile directory to save; start the session with {{\"anchorage\": {{\"isolation\": \"browser\"}}}} \
+                     to make a profile from it"
+                )));
+            }
+            Some(session)
         }
         (Some("session"), None) => {
             return Err(ApiError::BadRequest(

@@ -560,6 +560,8 @@ pub const ACTIONS_PAGE: &str = "<!doctype html><title>actions</title>\
 pub struct Cdp {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     next_id: u64,
+    /// Every message that was not an awaited answer (events, mostly), as text.
+    pub passed_over: Vec<String>,
 }
 
 impl Cdp {
@@ -569,7 +571,11 @@ impl Cdp {
         let (socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
             .await
             .expect("CDP connect");
-        Self { socket, next_id: 0 }
+        Self {
+            socket,
+            next_id: 0,
+            passed_over: Vec::new(),
+        }
     }
 
     pub async fn call(&mut self, method: &str, params: Value, session_id: Option<&str>) -> Value {
@@ -578,11 +584,11 @@ impl Cdp {
         answer["result"].clone()
     }
 
-    /// Sends a command and returns its whole answer, error or not.
-    pub async fn answer(&mut self, method: &str, params: Value, session_id: Option<&str>) -> Value {
+    /// Sends a command without waiting for its answer (one that may never
+    /// come, such as `Page.crash`).
+    pub async fn send(&mut self, method: &str, params: Value, session_id: Option<&str>) {
         self.next_id += 1;
-        let id = self.next_id;
-        let mut message = json!({"id": id, "method": method, "params": params});
+        let mut message = json!({"id": self.next_id, "method": method, "params": params});
         if let Some(session_id) = session_id {
             message["sessionId"] = json!(session_id);
         }
@@ -590,6 +596,12 @@ impl Cdp {
             .send(Message::text(message.to_string()))
             .await
             .expect("send");
+    }
+
+    /// Sends a command and returns its whole answer, error or not.
+    pub async fn answer(&mut self, method: &str, params: Value, session_id: Option<&str>) -> Value {
+        self.send(method, params, session_id).await;
+        let id = self.next_id;
         loop {
             let message = tokio::time::timeout(Duration::from_secs(30), self.socket.next())
                 .await
@@ -601,6 +613,7 @@ impl Cdp {
                 if value["id"] == json!(id) {
                     return value;
                 }
+                self.passed_over.push(text.to_string());
             }
         }
     }

@@ -247,6 +247,9 @@ fn settings() -> FleetSettings {
         timeout_minute: Duration::from_secs(3600),
         default_recording: false,
         default_headless: true,
+        session_isolation: anchorage_core::Isolation::Browser,
+        contexts_per_host: 20,
+        hosts_shared_by_teams: false,
     }
 }
 

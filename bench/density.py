@@ -1,0 +1,152 @@
+"""Sessions per machine (issue 23): context sessions against browser sessions, in one go.
+
+    cargo build --release -p anchorage
+    python3 bench/density.py --sessions 40      # 40 of each kind, one after another
+
+For each isolation (`browser`, then `context`; one server each, pool off):
+start --sessions sessions one by one through `POST /v1/sessions`, each
+opening a small local page, and after each one check it answers a
+`Runtime.evaluate` over its own `cdp_url`. Reports:
+- memory per session: the drop in the machine's `MemAvailable` from before
+  the first start to after the last, divided by the count (every process
+  counts: browsers, hosts, renderers, the server);
+- start time: median and p90 of `POST /v1/sessions` (the first context
+  session of a run launches its host; the rest only make a context);
+- the full client cycle on one fresh session of each kind (connect, goto,
+  title, disconnect, end), median of --cycles.
+Ratios are context against browser. Asserts nothing about time.
+"""
+
+import argparse
+import http.server
+import json
+import pathlib
+import statistics
+import sys
+import threading
+import time
+
+from playwright.sync_api import sync_playwright
+from websockets.sync.client import connect as websocket_connect
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from harness import Server  # noqa: E402
+
+PAGE = b"<!doctype html><title>density</title><h1>a small page</h1><p>" + b"text " * 200
+
+
+class Page(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (the standard library's name)
+        self.send_response(200)
+        self.send_header("content-type", "text/html")
+        self.send_header("content-length", str(len(PAGE)))
+        self.end_headers()
+        self.wfile.write(PAGE)
+
+    def log_message(self, *_):
+        pass
+
+
+def mem_available_kib():
+    for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1])
+    return 0
+
+
+def evaluates(cdp_url):
+    """Connects to the session over its cdp_url and evaluates on its page."""
+    socket = websocket_connect(cdp_url, open_timeout=30, max_size=None)
+    try:
+        def call(message_id, method, params, session=None):
+            message = {"id": message_id, "method": method, "params": params}
+            if session:
+                message["sessionId"] = session
+            socket.send(json.dumps(message))
+            while True:
+                answer = json.loads(socket.recv())
+                if answer.get("id") == message_id:
+                    return answer["result"]
+
+        targets = call(1, "Target.getTargets", {})["targetInfos"]
+        page = next(info for info in targets if info["type"] == "page")
+        session = call(2, "Target.attachToTarget", {"targetId": page["targetId"], "flatten": True})["sessionId"]
+        value = call(3, "Runtime.evaluate", {"expression": "document.title", "returnByValue": True}, session)
+        return value["result"]["value"] == "density"
+    finally:
+        socket.close()
+
+
+def fill(binary, isolation, count, url):
+    server = Server(binary, session_isolation=isolation, pool_size=0, max_sessions=count + 4,
+                    launch_concurrency=2)
+    ids, starts = [], []
+    try:
+        before = mem_available_kib()
+        for _ in range(count):
+            began = time.perf_counter()
+            data = server.call("POST", "/v1/sessions", {"session": {"initial_url": url}})["data"]
+            starts.append(time.perf_counter() - began)
+            ids.append(data["id"])
+            assert evaluates(data["cdp_url"]), "a session did not answer"
+        time.sleep(2)
+        used = before - mem_available_kib()
+        return {"per_session_mib": used / count / 1024, "starts": starts}
+    finally:
+        for session_id in ids:
+            server.call("DELETE", f"/v1/sessions/{session_id}")
+        server.close()
+
+
+def cycle(binary, isolation, url, rounds):
+    server = Server(binary, session_isolation=isolation, pool_size=0)
+    times = []
+    try:
+        # One session of the kind runs throughout, so a context session's
+        # host is up (as on a busy node) and the cycle measures the session.
+        keep = server.call("POST", "/v1/sessions", {})["data"]["id"]
+        with sync_playwright() as playwright:
+            for _ in range(rounds):
+                began = time.perf_counter()
+                data = server.call("POST", "/v1/sessions", {})["data"]
+                browser = playwright.chromium.connect_over_cdp(data["cdp_url"])
+                page = browser.contexts[0].pages[0]
+                page.goto(url)
+                assert page.title() == "density"
+                browser.close()
+                server.call("DELETE", f"/v1/sessions/{data['id']}")
+                times.append(time.perf_counter() - began)
+        server.call("DELETE", f"/v1/sessions/{keep}")
+        return times
+    finally:
+        server.close()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--binary", default="target/release/anchorage")
+    parser.add_argument("--sessions", type=int, default=40)
+    parser.add_argument("--cycles", type=int, default=10)
+    args = parser.parse_args()
+    pages = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=pages.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{pages.server_address[1]}/"
+
+    results = {kind: fill(args.binary, kind, args.sessions, url) for kind in ("browser", "context")}
+    cycles = {kind: cycle(args.binary, kind, url, args.cycles) for kind in ("browser", "context")}
+    print(f"{args.sessions} sessions of each kind, each with a page that answers Runtime.evaluate")
+    print(f"{'':>10} {'MiB/session':>12} {'start p50 ms':>13} {'start p90 ms':>13} {'cycle p50 ms':>13}")
+    for kind in ("browser", "context"):
+        starts = sorted(results[kind]["starts"])
+        print(f"{kind:>10} {results[kind]['per_session_mib']:>12.1f} {statistics.median(starts) * 1000:>13.0f} "
+              f"{starts[int(len(starts) * 0.9)] * 1000:>13.0f} {statistics.median(cycles[kind]) * 1000:>13.0f}")
+    ratio = results["browser"]["per_session_mib"] / max(results["context"]["per_session_mib"], 0.1)
+    print(f"sessions per GiB, context / browser: {ratio:.2f}x")
+    print(f"start p50, context / browser: "
+          f"{statistics.median(results['context']['starts']) / statistics.median(results['browser']['starts']):.2f}x")
+    print(f"client cycle p50, context / browser: "
+          f"{statistics.median(cycles['context']) / statistics.median(cycles['browser']):.2f}x")
+
+
+if __name__ == "__main__":
+    main()

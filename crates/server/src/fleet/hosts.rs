@@ -1,0 +1,185 @@
+//! Host browsers: Chromiums that serve several context sessions, each a
+//! browser context of its own.
+//!
+//! A host serves one team (unless `ANCHORAGE_HOSTS_SHARED_BY_TEAMS`) and at
+//! most `ANCHORAGE_CONTEXTS_PER_HOST` sessions. A context start leases a
+//! place on a host with room, or launches a new host (with the launch
+//! permit its admission gave it). A host is retired, its browser shut down
+//! and its dirs removed, when its last session leaves; a host whose browser
+//! dies fails exactly its own sessions (their supervisors see
+//! [`Host::gone`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anchorage_browser::{Browser, BrowserExit, Devtools};
+use anchorage_core::TeamId;
+use tokio_util::sync::CancellationToken;
+
+/// One host browser.
+#[derive(Debug)]
+pub(crate) struct Host {
+    /// Its number on this node (for logs).
+    pub id: u64,
+    /// The team it serves (`None`: any).
+    team: Option<TeamId>,
+    devtools: Devtools,
+    pid: u32,
+    /// The browser's own directory (context sessions' folders go in it).
+    dir: Option<std::path::PathBuf>,
+    /// Sessions on it, and whether it takes no more.
+    load: Mutex<Load>,
+    /// Fired to shut the browser down (the last session left).
+    retire: CancellationToken,
+    /// Fires when its browser died on its own, with why.
+    died: CancellationToken,
+    death: Mutex<Option<String>>,
+    /// Fires when its browser, processes and dirs are gone.
+    finished: CancellationToken,
+}
+
+#[derive(Debug, Default)]
+struct Load {
+    sessions: usize,
+    closed: bool,
+}
+
+impl Host {
+    /// Its DevTools pipe (unscoped: the server's own).
+    pub(crate) fn devtools(&self) -> &Devtools {
+        &self.devtools
+    }
+
+    /// Its browser's main process.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The folder for one session's files.
+    pub(crate) fn session_folder(&self, name: &str) -> std::path::PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
+            .join("contexts")
+            .join(name)
+    }
+
+    /// Resolves when its browser died on its own, with why.
+    pub(crate) async fn gone(&self) -> String {
+        self.died.cancelled().await;
+        self.death
+            .lock()
+            .ok()
+            .and_then(|death| death.clone())
+            .unwrap_or_else(|| "its host browser died".to_owned())
+    }
+}
+
+/// This node's host browsers.
+#[derive(Debug, Default)]
+pub(crate) struct Hosts {
+    hosts: Mutex<Vec<Arc<Host>>>,
+    next_id: AtomicU64,
+}
+
+impl Hosts {
+    /// A place on a host that serves `team` and has room, if there is one.
+    pub(crate) fn lease(&self, team: TeamId, per_host: usize) -> Option<Arc<Host>> {
+        let hosts = self.hosts.lock().ok()?;
+        // The fullest host with room first: fewer hosts stay up.
+        let mut best: Option<(&Arc<Host>, usize)> = None;
+        for host in hosts
+            .iter()
+            .filter(|host| host.team.is_none_or(|served| served == team))
+        {
+            let Ok(load) = host.load.lock() else { continue };
+            if load.closed || load.sessions >= per_host || host.died.is_cancelled() {
+                continue;
+            }
+            if best.is_none_or(|(_, sessions)| load.sessions > sessions) {
+                best = Some((host, load.sessions));
+            }
+        }
+        let (host, _) = best?;
+        if let Ok(mut load) = host.load.lock() {
+            load.sessions += 1;
+        }
+        Some(Arc::clone(host))
+    }
+
+    /// Takes a freshly launched browser as a host for `team` (any team when
+    /// `None`) with one session leased on it, and starts the task that owns
+    /// it until it is retired or dies.
+    pub(crate) fn adopt(self: &Arc<Self>, browser: Browser, team: Option<TeamId>) -> Arc<Host> {
+        let host = Arc::new(Host {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            team,
+            devtools: browser.devtools().clone(),
+            pid: browser.pid(),
+            dir: browser.session_dir().map(std::path::Path::to_path_buf),
+            load: Mutex::new(Load {
+                sessions: 1,
+                closed: false,
+            }),
+            retire: CancellationToken::new(),
+            died: CancellationToken::new(),
+            death: Mutex::new(None),
+            finished: CancellationToken::new(),
+        });
+        if let Ok(mut hosts) = self.hosts.lock() {
+            hosts.push(Arc::clone(&host));
+        }
+        let (hosts, owned) = (Arc::clone(self), Arc::clone(&host));
+        tokio::spawn(async move {
+            tokio::select! {
+                exit = browser.exited() => {
+                    let why = match exit {
+                        BrowserExit::Exited { status, .. } => format!("its host browser exited ({status})"),
+                        BrowserExit::Killed => "its host browser was killed".to_owned(),
+                    };
+                    tracing::warn!(host = owned.id, pid = owned.pid, %why, "a host browser died; its sessions fail");
+                    if let Ok(mut death) = owned.death.lock() {
+                        *death = Some(why);
+                    }
+                    owned.died.cancel();
+                    hosts.forget(&owned);
+                }
+                () = owned.retire.cancelled() => {}
+            }
+            browser.shut_down().await;
+            owned.finished.cancel();
+        });
+        host
+    }
+
+    /// Gives a session's place back; the last one out retires the host and
+    /// waits until its browser is gone.
+    pub(crate) async fn release(&self, host: &Arc<Host>) {
+        let last = match host.load.lock() {
+            Ok(mut load) => {
+                load.sessions = load.sessions.saturating_sub(1);
+                if load.sessions == 0 {
+                    load.closed = true;
+                }
+                load.closed && load.sessions == 0
+            }
+            Err(_) => false,
+        };
+        if last {
+            self.forget(host);
+            host.retire.cancel();
+            host.finished.cancelled().await;
+        }
+    }
+
+    fn forget(&self, host: &Arc<Host>) {
+        if let Ok(mut hosts) = self.hosts.lock() {
+            hosts.retain(|kept| !Arc::ptr_eq(kept, host));
+        }
+    }
+
+    /// How many hosts run.
+    pub(crate) fn count(&self) -> usize {
+        self.hosts.lock().map(|hosts| hosts.len()).unwrap_or(0)
+    }
+}
