@@ -56,8 +56,7 @@ def mem_available_kib():
 
 def evaluates(cdp_url):
     """Connects to the session over its cdp_url and evaluates on its page."""
-    socket = websocket_connect(cdp_url, open_timeout=30, max_size=None)
-    try:
+    with websocket_connect(cdp_url, open_timeout=30, max_size=None) as socket:
         def call(message_id, method, params, session=None):
             message = {"id": message_id, "method": method, "params": params}
             if session:
@@ -71,10 +70,14 @@ def evaluates(cdp_url):
         targets = call(1, "Target.getTargets", {})["targetInfos"]
         page = next(info for info in targets if info["type"] == "page")
         session = call(2, "Target.attachToTarget", {"targetId": page["targetId"], "flatten": True})["sessionId"]
-        value = call(3, "Runtime.evaluate", {"expression": "document.title", "returnByValue": True}, session)
-        return value["result"]["value"] == "density"
-    finally:
-        socket.close()
+        # The start answers once the page is asked for; it may still load.
+        deadline = time.monotonic() + 10
+        for number in range(3, 10_000):
+            value = call(number, "Runtime.evaluate", {"expression": "document.title", "returnByValue": True}, session)
+            if value["result"].get("value") == "density" or time.monotonic() > deadline:
+                return value["result"].get("value") == "density"
+            time.sleep(0.02)
+        return False
 
 
 def fill(binary, isolation, count, url):

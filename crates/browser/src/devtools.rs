@@ -88,6 +88,8 @@ pub struct DevtoolsConnection {
     to_browser: PollSender<Vec<u8>>,
     messages: mpsc::UnboundedReceiver<Message>,
     queued: Arc<AtomicUsize>,
+    /// The context session it is kept inside, if any.
+    scope: Option<Arc<Scope>>,
 }
 
 /// The browser's end of the pipe has gone.
@@ -102,6 +104,10 @@ impl Stream for DevtoolsConnection {
         match self.messages.poll_next_unpin(context) {
             Poll::Ready(Some(message)) => {
                 self.queued.fetch_sub(message.len(), Ordering::Relaxed);
+                if let (Message::Close(_), Some(scope)) = (&message, &self.scope) {
+                    // A scoped client's `Browser.close`, answered: its session ends.
+                    scope.closed_by_client();
+                }
                 Poll::Ready(Some(Ok(message)))
             }
             Poll::Ready(None) => Poll::Ready(None),
@@ -289,6 +295,7 @@ impl Devtools {
             to_browser: PollSender::new(self.hub.to_browser.clone()),
             messages,
             queued,
+            scope: self.scope.clone(),
         })
     }
 
@@ -573,14 +580,18 @@ impl Hub {
                     Err(error) => return Err(Some(refusal(Some(id), -32603, &error.to_string(), named))),
                 },
                 CommandVerdict::Refuse(why) => return Err(Some(refusal(Some(id), -32000, &why, named))),
-                CommandVerdict::AnswerHere(result) => {
+                CommandVerdict::AnswerThenClose(result) => {
                     let mut answer =
                         json!({"id": null, "result": serde_json::from_str::<Value>(result).unwrap_or_default()});
                     answer["id"] = serde_json::from_str::<Value>(id.get()).unwrap_or_default();
                     if let Some(named) = named {
                         answer["sessionId"] = json!(named);
                     }
-                    return Err(Some(Message::text(answer.to_string())));
+                    // The answer first; the close after it ends the session
+                    // once the connection passes it on (`poll_next`).
+                    routes.deliver(client, Message::text(answer.to_string()));
+                    routes.deliver(client, Message::Close(None));
+                    return Err(None);
                 }
             }
             hook = answer_hook;

@@ -143,8 +143,9 @@ pub(crate) enum CommandVerdict {
     Params(String),
     /// Refused with this message (a CDP error, code -32000).
     Refuse(String),
-    /// Answered here with this result, never sent.
-    AnswerHere(&'static str),
+    /// Answered here with this result, never sent; then the connection
+    /// closes and the session ends.
+    AnswerThenClose(&'static str),
 }
 
 /// What to do with the answer to a command that passed.
@@ -206,6 +207,11 @@ impl Scope {
         self.close_requested.clone()
     }
 
+    /// A connection passed on the answer to a client's `Browser.close`.
+    pub(crate) fn closed_by_client(&self) {
+        self.close_requested.cancel();
+    }
+
     fn state(&self) -> MutexGuard<'_, ScopeState> {
         // Every change is one insert or remove: a poisoned lock is usable.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -238,8 +244,9 @@ impl Scope {
             ));
         }
         if method == "Browser.close" {
-            self.close_requested.cancel();
-            return (CommandVerdict::AnswerHere("{}"), AnswerHook::None);
+            // The session ends once the connection has passed the answer on
+            // (see `Scope::closed_by_client`).
+            return (CommandVerdict::AnswerThenClose("{}"), AnswerHook::None);
         }
         // Most commands name nothing the scope cares about: a substring
         // look decides without parsing.
@@ -548,9 +555,10 @@ mod tests {
         }
         assert_eq!(
             check(&scope, "Browser.close", serde_json::json!({}), true).0,
-            CommandVerdict::AnswerHere("{}")
+            CommandVerdict::AnswerThenClose("{}")
         );
-        assert!(scope.close_requested().is_cancelled());
+        // The session ends only once the answer was passed on.
+        assert!(!scope.close_requested().is_cancelled());
     }
 
     #[test]

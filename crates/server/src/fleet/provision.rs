@@ -581,14 +581,26 @@ impl Fleet {
         let team = (!self.settings.hosts_shared_by_teams).then_some(session.team_id);
         let host = match self.hosts.lease(session.team_id, self.settings.contexts_per_host) {
             Some(host) => host,
-            None => {
-                let launch = plan::host_launch_request();
-                match self.launch_with_retry(&launch, abort).await {
-                    Ok(browser) => self.hosts.adopt(browser, team),
-                    Err(LaunchError::Stopped) => return Err(Provisioned::Withdrawn),
-                    Err(error) => return Err(failed(error.to_string())),
+            // A pooled browser (headless, of the default kind) becomes the
+            // host at once: its place goes back (this start holds its own),
+            // and the pool refills.
+            None => match self.settings.default_headless.then(|| self.pool.take()).flatten() {
+                Some(Pooled { browser, place: pooled }) => {
+                    drop(pooled);
+                    if let Err(error) = self.launcher.hand_out(&browser, None).await {
+                        tracing::warn!(session_id = %session.id, %error, "could not ready a pooled browser fully");
+                    }
+                    self.hosts.adopt(browser, team)
                 }
-            }
+                None => {
+                    let launch = plan::host_launch_request();
+                    match self.launch_with_retry(&launch, abort).await {
+                        Ok(browser) => self.hosts.adopt(browser, team),
+                        Err(LaunchError::Stopped) => return Err(Provisioned::Withdrawn),
+                        Err(error) => return Err(failed(error.to_string())),
+                    }
+                }
+            },
         };
         // Free again for a waiting start or a refill.
         drop(launch_permit);

@@ -79,6 +79,11 @@ async fn context_sessions_share_a_host_and_each_client_sees_only_its_own() {
     // Each page is its own session's: address, size, cookies, storage.
     let session = first.attach_newest_page().await;
     assert!(text(&first.evaluate(&session, "location.href").await).starts_with(&page));
+    // The default viewport, as a browser session has it.
+    assert_eq!(
+        first.evaluate(&session, "[innerWidth, innerHeight]").await,
+        json!([1440, 900])
+    );
     first
         .evaluate(
             &session,
@@ -396,4 +401,40 @@ async fn teams_get_hosts_of_their_own_and_a_crash_fails_only_what_it_took() {
         .await;
     server.assert_no_browsers_left().await;
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_pooled_browser_becomes_the_host_of_a_teams_first_context_session() {
+    let server = TestServer::start_with(
+        &[("ANCHORAGE_SESSION_ISOLATION", "context"), ("ANCHORAGE_POOL_SIZE", "1")],
+        |_| {},
+    )
+    .await;
+    server.wait_for_metric("anchorage_pool_browsers", 1.0).await;
+    let pooled = server.browser_pids();
+    assert_eq!(pooled.len(), 1);
+    let session = server.create_session(json!({})).await;
+    // The pooled browser hosts the session (no launch was waited for), and
+    // the pool refills behind it.
+    assert_eq!(server.metric("anchorage_host_browsers").await, 1.0);
+    server.wait_for_metric("anchorage_pool_browsers", 1.0).await;
+    let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
+    let page = cdp.attach_newest_page().await;
+    assert_eq!(cdp.evaluate(&page, "1 + 1").await, json!(2));
+    let info = cdp.call("Target.getBrowserContexts", json!({}), None).await;
+    assert_eq!(info["browserContextIds"], json!([]));
+    cdp.close().await;
+    assert!(server.browser_pids().contains(&pooled[0]), "the pooled browser went");
+    server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
+    // The host goes with its last session; the refilled pool stays.
+    wait_host_gone(&server, pooled[0]).await;
+    server.stop().await;
+}
+
+async fn wait_host_gone(server: &TestServer, pid: u32) {
+    crate::support::wait_until("the host browser is gone", Duration::from_secs(10), || {
+        !server.browser_pids().contains(&pid)
+    })
+    .await;
+    assert_eq!(server.metric("anchorage_host_browsers").await, 0.0);
 }
