@@ -1,7 +1,7 @@
 """Sessions per machine (issue 23): context sessions against browser sessions, in one go.
 
     cargo build --release -p anchorage
-    python3 bench/density.py --sessions 40      # 40 of each kind, one after another
+    python3 bench/density.py --sessions 40 --batch 30   # 40 of each kind one after another; batches of 30
 
 For each isolation (`browser`, then `context`; one server each, pool off):
 start --sessions sessions one by one through `POST /v1/sessions`, each
@@ -13,7 +13,10 @@ opening a small local page, and after each one check it answers a
 - start time: median and p90 of `POST /v1/sessions` (the first context
   session of a run launches its host; the rest only make a context);
 - the full client cycle on one fresh session of each kind (connect, goto,
-  title, disconnect, end), median of --cycles.
+  title, disconnect, end), median of --cycles;
+- a start when something is ready for it (browser: the warm pool; context:
+  the host's spare context), median of --handouts;
+- a batch of --batch: from the POST to every item running.
 Ratios are context against browser. Asserts nothing about time.
 """
 
@@ -101,6 +104,46 @@ def fill(binary, isolation, count, url):
         server.close()
 
 
+def handouts(binary, isolation, rounds):
+    """Starts when something is ready for them: the warm pool's browser
+    (browser mode, pool of 2) or the host's spare context (context mode,
+    with one session already on the host); a pause between starts lets the
+    pool or the spare refill."""
+    server = Server(binary, session_isolation=isolation, pool_size=2)
+    ids, times = [], []
+    try:
+        ids.append(server.call("POST", "/v1/sessions", {})["data"]["id"])
+        for _ in range(rounds):
+            time.sleep(1.5)
+            began = time.perf_counter()
+            ids.append(server.call("POST", "/v1/sessions", {})["data"]["id"])
+            times.append(time.perf_counter() - began)
+        return times
+    finally:
+        for session_id in ids:
+            server.call("DELETE", f"/v1/sessions/{session_id}")
+        server.close()
+
+
+def batch_ready(binary, isolation, count):
+    """Seconds from `POST /v1/batch-sessions` of `count` to all running."""
+    server = Server(binary, session_isolation=isolation, pool_size=0, max_sessions=count + 4,
+                    launch_concurrency=2)
+    try:
+        began = time.perf_counter()
+        batch_id = server.call("POST", "/v1/batch-sessions", {"count": count})["data"]["batch_id"]
+        while True:
+            batch = server.call("GET", f"/v1/batch-sessions/{batch_id}")["data"]
+            if batch["completed_requests"] + batch["failed_requests"] >= count:
+                took = time.perf_counter() - began
+                break
+            time.sleep(0.05)
+        server.call("DELETE", f"/v1/batch-sessions/{batch_id}")
+        return took
+    finally:
+        server.close()
+
+
 def cycle(binary, isolation, url, rounds):
     server = Server(binary, session_isolation=isolation, pool_size=0)
     times = []
@@ -130,6 +173,8 @@ def main():
     parser.add_argument("--binary", default="target/release/anchorage")
     parser.add_argument("--sessions", type=int, default=40)
     parser.add_argument("--cycles", type=int, default=10)
+    parser.add_argument("--handouts", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=30)
     args = parser.parse_args()
     pages = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
     threading.Thread(target=pages.serve_forever, daemon=True).start()
@@ -137,6 +182,8 @@ def main():
 
     results = {kind: fill(args.binary, kind, args.sessions, url) for kind in ("browser", "context")}
     cycles = {kind: cycle(args.binary, kind, url, args.cycles) for kind in ("browser", "context")}
+    ready = {kind: handouts(args.binary, kind, args.handouts) for kind in ("browser", "context")}
+    batches = {kind: batch_ready(args.binary, kind, args.batch) for kind in ("browser", "context")}
     print(f"{args.sessions} sessions of each kind, each with a page that answers Runtime.evaluate")
     print(f"{'':>10} {'MiB/session':>12} {'start p50 ms':>13} {'start p90 ms':>13} {'cycle p50 ms':>13}")
     for kind in ("browser", "context"):
@@ -149,6 +196,11 @@ def main():
           f"{statistics.median(results['context']['starts']) / statistics.median(results['browser']['starts']):.2f}x")
     print(f"client cycle p50, context / browser: "
           f"{statistics.median(cycles['context']) / statistics.median(cycles['browser']):.2f}x")
+    for kind in ("browser", "context"):
+        print(f"start with one ready ({'pooled browser' if kind == 'browser' else 'spare context'}), {kind}: "
+              f"p50 {statistics.median(ready[kind]) * 1000:.0f} ms")
+    print(f"batch of {args.batch} ready: browser {batches['browser']:.1f} s, context {batches['context']:.1f} s, "
+          f"browser / context {batches['browser'] / batches['context']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -41,11 +41,84 @@ pub struct HostedContext {
     files_dir: PathBuf,
 }
 
+/// A context made ahead in a host, its first page blank at `viewport`:
+/// a start that takes it only names it its session's (and sizes it, and
+/// opens its first address, if it asks for those).
+#[derive(Debug)]
+pub struct SpareContext {
+    context: String,
+    viewport: (u32, u32),
+}
+
+impl SpareContext {
+    /// Makes one in the host whose pipe is `host`.
+    pub async fn make(host: &Devtools, viewport: (u32, u32)) -> Result<Self, String> {
+        Self::make_with(host, viewport, None).await
+    }
+
+    async fn make_with(host: &Devtools, viewport: (u32, u32), proxy_server: Option<&str>) -> Result<Self, String> {
+        host.follow_targets().await?;
+        let mut params = json!({"disposeOnDetach": false});
+        if let Some(proxy) = proxy_server {
+            params["proxyServer"] = json!(proxy);
+        }
+        let made = host.call("Target.createBrowserContext", params).await?;
+        let context = serde_json::from_str::<Value>(made.get())
+            .ok()
+            .and_then(|made| made.get("browserContextId")?.as_str().map(str::to_owned))
+            .ok_or_else(|| format!("unexpected answer to Target.createBrowserContext: {made}"))?;
+        let spare = Self { context, viewport };
+        // A failure from here on disposes what was made.
+        let first_page = async {
+            host.call(
+                "Target.createTarget",
+                json!({"url": "about:blank", "browserContextId": spare.context}),
+            )
+            .await?;
+            let scoped = host.scoped(Arc::new(Scope::new(spare.context.clone())));
+            crate::cdp::fit_viewport(&scoped, viewport.0, viewport.1)
+                .await
+                .map_err(|error| format!("cannot size the first page: {error}"))
+        };
+        match first_page.await {
+            Ok(_) => Ok(spare),
+            Err(error) => {
+                dispose_context(host, &spare.context).await;
+                Err(error)
+            }
+        }
+    }
+}
+
 impl HostedContext {
     /// Makes a context with its first page in the host whose pipe is
     /// `host`, sized to the viewport and showing the first page's address.
     pub async fn open(host: &Devtools, setup: &ContextSetup) -> Result<Self, String> {
-        host.follow_targets().await?;
+        let spare = SpareContext::make_with(host, setup.viewport, setup.proxy_server.as_deref()).await?;
+        Self::adopt(host, spare, setup).await
+    }
+
+    /// Makes a spare context the session's: its folder, its size (when it
+    /// asks for another), its first address.
+    pub async fn adopt(host: &Devtools, spare: SpareContext, setup: &ContextSetup) -> Result<Self, String> {
+        let scope = Arc::new(Scope::new(spare.context.clone()));
+        let hosted = Self {
+            host: host.clone(),
+            scoped: host.scoped(Arc::clone(&scope)),
+            scope,
+            files_dir: setup.files_dir.clone(),
+        };
+        // From here on, a failure disposes what was made.
+        match hosted.ready(&spare, setup).await {
+            Ok(()) => Ok(hosted),
+            Err(error) => {
+                hosted.dispose().await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn ready(&self, spare: &SpareContext, setup: &ContextSetup) -> Result<(), String> {
         // Made here, open to the browser's user (it makes `downloads` in
         // it); only that user and the server pass through the host's
         // directory around it.
@@ -58,43 +131,12 @@ impl HostedContext {
                 .await
                 .map_err(|error| format!("cannot open {} to the browser: {error}", setup.files_dir.display()))?;
         }
-        let mut params = json!({"disposeOnDetach": false});
-        if let Some(proxy) = &setup.proxy_server {
-            params["proxyServer"] = json!(proxy);
+        if setup.viewport != spare.viewport {
+            let (width, height) = setup.viewport;
+            crate::cdp::fit_viewport(&self.scoped, width, height)
+                .await
+                .map_err(|error| format!("cannot size the first page: {error}"))?;
         }
-        let made = host.call("Target.createBrowserContext", params).await?;
-        let context = serde_json::from_str::<Value>(made.get())
-            .ok()
-            .and_then(|made| made.get("browserContextId")?.as_str().map(str::to_owned))
-            .ok_or_else(|| format!("unexpected answer to Target.createBrowserContext: {made}"))?;
-        let scope = Arc::new(Scope::new(context.clone()));
-        let hosted = Self {
-            host: host.clone(),
-            scoped: host.scoped(Arc::clone(&scope)),
-            scope,
-            files_dir: setup.files_dir.clone(),
-        };
-        // From here on, a failure disposes what was made.
-        match hosted.first_page(setup).await {
-            Ok(()) => Ok(hosted),
-            Err(error) => {
-                hosted.dispose().await;
-                Err(error)
-            }
-        }
-    }
-
-    async fn first_page(&self, setup: &ContextSetup) -> Result<(), String> {
-        self.host
-            .call(
-                "Target.createTarget",
-                json!({"url": "about:blank", "browserContextId": self.scope.primary()}),
-            )
-            .await?;
-        let (width, height) = setup.viewport;
-        crate::cdp::fit_viewport(&self.scoped, width, height)
-            .await
-            .map_err(|error| format!("cannot size the first page: {error}"))?;
         if let Some(url) = &setup.initial_url {
             crate::cdp::open_in_first_page(&self.scoped, url)
                 .await
@@ -147,14 +189,17 @@ impl HostedContext {
     /// left to dispose.
     pub async fn dispose(&self) {
         for context in self.scope.contexts() {
-            if let Err(error) = self
-                .host
-                .call("Target.disposeBrowserContext", json!({"browserContextId": context}))
-                .await
-            {
-                tracing::debug!(%context, %error, "a browser context was not disposed (its host may be gone)");
-            }
+            dispose_context(&self.host, &context).await;
         }
         let _ = tokio::fs::remove_dir_all(&self.files_dir).await;
+    }
+}
+
+async fn dispose_context(host: &Devtools, context: &str) {
+    if let Err(error) = host
+        .call("Target.disposeBrowserContext", json!({"browserContextId": context}))
+        .await
+    {
+        tracing::debug!(%context, %error, "a browser context was not disposed (its host may be gone)");
     }
 }

@@ -34,7 +34,7 @@ pub mod testing;
 
 pub use actions::{Button, Capture, Key, PageControl};
 pub use cdp::{fit_viewport, list_pages, open_in_first_page, CdpError, PageInfo};
-pub use context::{ContextSetup, HostedContext};
+pub use context::{ContextSetup, HostedContext, SpareContext};
 pub use devtools::{Devtools, DevtoolsConnection, PipeClosed, CONNECT_TIMEOUT, QUEUE_BUDGET_BYTES};
 pub use dirs::BrowserDirs;
 pub use downloads::{download_path, follow_downloads, ClientCopy, Download, Downloads};

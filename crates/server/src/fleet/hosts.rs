@@ -8,11 +8,15 @@
 //! and its dirs removed, when its last session leaves; a host whose browser
 //! dies fails exactly its own sessions (their supervisors see
 //! [`Host::gone`]).
+//!
+//! Each host keeps one spare context made ahead (blank, at the default
+//! viewport), so that a start on a host that runs is a handout: the start
+//! takes it, and another is made behind it while the host has room.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anchorage_browser::{Browser, BrowserExit, Devtools};
+use anchorage_browser::{Browser, BrowserExit, Devtools, SpareContext};
 use anchorage_core::TeamId;
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +40,10 @@ pub(crate) struct Host {
     death: Mutex<Option<String>>,
     /// Fires when its browser, processes and dirs are gone.
     finished: CancellationToken,
+    /// A context made ahead for the next start.
+    spare: Mutex<Option<SpareContext>>,
+    /// Whether a spare is being made.
+    preparing: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -62,6 +70,11 @@ impl Host {
             .unwrap_or_else(std::env::temp_dir)
             .join("contexts")
             .join(name)
+    }
+
+    /// The spare context, if one is ready.
+    pub(crate) fn take_spare(&self) -> Option<SpareContext> {
+        self.spare.lock().ok()?.take()
     }
 
     /// Resolves when its browser died on its own, with why.
@@ -125,6 +138,8 @@ impl Hosts {
             died: CancellationToken::new(),
             death: Mutex::new(None),
             finished: CancellationToken::new(),
+            spare: Mutex::new(None),
+            preparing: AtomicBool::new(false),
         });
         if let Ok(mut hosts) = self.hosts.lock() {
             hosts.push(Arc::clone(&host));
@@ -150,6 +165,38 @@ impl Hosts {
             owned.finished.cancel();
         });
         host
+    }
+
+    /// Makes a spare context on `host` in the background, unless it has one
+    /// (or one is being made), or is full, retiring or dead. A spare dies
+    /// with its host.
+    pub(crate) fn prepare_spare(&self, host: &Arc<Host>, per_host: usize, viewport: (u32, u32)) {
+        let has_room = host
+            .load
+            .lock()
+            .is_ok_and(|load| !load.closed && load.sessions < per_host);
+        let has_spare = host.spare.lock().is_ok_and(|spare| spare.is_some());
+        if !has_room || has_spare || host.died.is_cancelled() || host.preparing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let host = Arc::clone(host);
+        tokio::spawn(async move {
+            let made = tokio::select! {
+                made = SpareContext::make(&host.devtools, viewport) => Some(made),
+                () = host.retire.cancelled() => None,
+                () = host.died.cancelled() => None,
+            };
+            match made {
+                Some(Ok(spare)) => {
+                    if let Ok(mut slot) = host.spare.lock() {
+                        *slot = Some(spare);
+                    }
+                }
+                Some(Err(error)) => tracing::debug!(host = host.id, %error, "no spare context made"),
+                None => {}
+            }
+            host.preparing.store(false, Ordering::Release);
+        });
     }
 
     /// Gives a session's place back; the last one out retires the host and

@@ -610,10 +610,26 @@ impl Fleet {
             proxy_server: None,
             files_dir: host.session_folder(&session.id.as_uuid().simple().to_string()),
         };
+        // The host's spare context if it has one (a handout), else a new one.
+        let spare = host.take_spare();
+        let from_spare = spare.is_some();
+        let making = async {
+            match spare {
+                Some(spare) => anchorage_browser::HostedContext::adopt(host.devtools(), spare, &setup).await,
+                None => anchorage_browser::HostedContext::open(host.devtools(), &setup).await,
+            }
+        };
         let opened = tokio::select! {
-            opened = anchorage_browser::HostedContext::open(host.devtools(), &setup) => Some(opened),
+            opened = making => Some(opened),
             () = abort.cancelled() => None,
         };
+        tracing::debug!(session_id = %session.id, host = host.id, from_spare, "context made");
+        let default_viewport = anchorage_core::Viewport::default();
+        self.hosts.prepare_spare(
+            &host,
+            self.settings.contexts_per_host,
+            (default_viewport.width, default_viewport.height),
+        );
         let context = match opened {
             Some(Ok(context)) => context,
             Some(Err(message)) => {

@@ -137,6 +137,17 @@ async fn context_sessions_share_a_host_and_each_client_sees_only_its_own() {
         .call("Target.closeTarget", json!({"targetId": created["targetId"]}), None)
         .await;
 
+    // A one-shot tool without a session runs in a context of the team's
+    // host: no browser is launched for it.
+    let launches = server.metric("anchorage_launches_total").await;
+    let (status, kind, image) = server
+        .post_for_bytes("/v1/tools/screenshot", json!({"url": page}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{kind}");
+    assert!(image.starts_with(b"\x89PNG"), "{kind}");
+    assert_eq!(server.metric("anchorage_launches_total").await, launches);
+    assert_eq!(server.main_browser_count(), 1);
+
     // A profile is a browser's directory: a context session cannot be one's source.
     let (status, refused) = server
         .post(
