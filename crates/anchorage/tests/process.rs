@@ -13,8 +13,18 @@ use common::*;
 
 #[test]
 fn after_a_sigkill_the_next_start_kills_the_old_browsers_and_shows_nothing_running() {
+    killed_and_restarted(&[]);
+}
+
+/// The same with context sessions: their host browser is reaped like any.
+#[test]
+fn after_a_sigkill_the_next_start_kills_the_old_host_browsers_too() {
+    killed_and_restarted(&[("ANCHORAGE_SESSION_ISOLATION", "context")]);
+}
+
+fn killed_and_restarted(settings: &[(&str, &str)]) {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let mut first = Server::start(data_dir.path(), &[]);
+    let mut first = Server::start(data_dir.path(), settings);
     let mut ids = Vec::new();
     for _ in 0..2 {
         let (status, answer) = first.call(reqwest::Method::POST, "/v1/sessions", Some(json!({})));
@@ -30,7 +40,7 @@ fn after_a_sigkill_the_next_start_kills_the_old_browsers_and_shows_nothing_runni
     let orphans = browser_pids(data_dir.path());
     assert!(!orphans.is_empty(), "expected orphaned browsers after SIGKILL");
 
-    let second = Server::start(data_dir.path(), &[]);
+    let second = Server::start(data_dir.path(), settings);
     wait_until("old browsers gone", || browser_pids(data_dir.path()).is_empty());
     let leftovers: Vec<_> = std::fs::read_dir(data_dir.path().join("browsers"))
         .expect("dir")

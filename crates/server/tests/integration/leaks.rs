@@ -1,6 +1,6 @@
 //! The leak check: waves of sessions through every way a session can start
-//! (from the warm pool or launched, headless or headful, recorded, with a
-//! persisting profile), be used (CDP, live view, downloads, uploads) and
+//! (from the warm pool or launched, headless or headful, a context in a
+//! host browser, recorded, with a persisting profile), be used (CDP, live view, downloads, uploads) and
 //! end, after each of which everything must be back at its baseline:
 //! browser, display and encoder processes, profile and temp dirs, the
 //! server's open file descriptors, WebSocket tasks, session counts, the
@@ -185,18 +185,7 @@ async fn wave(server: &TestServer, page: &str) {
             "browser": {"headless": {"active": false}},
         }))
         .await;
-    let form = reqwest::multipart::Form::new().part(
-        "file",
-        reqwest::multipart::Part::bytes(&b"leak check"[..]).file_name("notes.txt"),
-    );
-    let (status, answer) = server
-        .post_multipart(
-            &format!("/v1/sessions/{}/uploads", text(&headful["id"])),
-            crate::support::TEST_KEY,
-            form,
-        )
-        .await;
-    assert_eq!(status, 200, "{answer}");
+    upload_a_file(server, text(&headful["id"])).await;
     let saving = server
         .create_session(json!({
             "session": {"recording": {"active": true}},
@@ -204,21 +193,7 @@ async fn wave(server: &TestServer, page: &str) {
         }))
         .await;
     let id = text(&saving["id"]).to_owned();
-    server
-        .post(
-            &format!("/v1/sessions/{id}/goto"),
-            json!({"url": format!("{page}/actions")}),
-        )
-        .await;
-    let (status, answer) = server
-        .post(&format!("/v1/sessions/{id}/mouse/click"), json!({"selector": "#dl"}))
-        .await;
-    assert_eq!(status, 200, "{answer}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.get(&format!("/v1/sessions/{id}/downloads")).await.1["data"]["count"] != json!(1) {
-        assert!(Instant::now() < deadline, "the download was never listed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    download_by_a_click(server, &id, page).await;
     server.delete(&format!("/v1/sessions/{}", text(&headful["id"]))).await;
     server.delete(&format!("/v1/sessions/{id}")).await;
     // The profile is saved once its session ended: the next wave reuses it.
@@ -227,6 +202,32 @@ async fn wave(server: &TestServer, page: &str) {
         assert!(Instant::now() < deadline, "the profile was never saved");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // Context sessions in a host browser (the pool's, which refills): one
+    // recorded, with an upload and a download by a click; one whose client
+    // makes a context and a page of its own; a batch of them cancelled.
+    // The host goes with the last of them.
+    let context = json!({"isolation": "context"});
+    let recorded = server
+        .create_session(json!({"anchorage": context, "session": {"recording": {"active": true}}}))
+        .await;
+    let other = server.create_session(json!({"anchorage": context})).await;
+    let id = text(&recorded["id"]).to_owned();
+    upload_a_file(server, &id).await;
+    download_by_a_click(server, &id, page).await;
+    let mut client = Cdp::connect(text(&other["cdp_url"])).await;
+    let made = client.call("Target.createBrowserContext", json!({}), None).await;
+    client
+        .call(
+            "Target.createTarget",
+            json!({"url": page, "browserContextId": made["browserContextId"]}),
+            None,
+        )
+        .await;
+    cancel_a_batch(server, json!({"count": 2, "configuration": {"anchorage": context}})).await;
+    server.delete(&format!("/v1/sessions/{id}")).await;
+    server.delete(&format!("/v1/sessions/{}", text(&other["id"]))).await;
+    client.closed(Duration::from_secs(10)).await;
 
     // A launch that fails (twice: it is retried once). The window size
     // keeps it and the batch below out of the warm pool: they launch.
@@ -243,17 +244,11 @@ async fn wave(server: &TestServer, page: &str) {
     assert_eq!(status, 500);
 
     // A batch cancelled while it launches.
-    let batch_id = server
-        .create_batch(json!({"count": 3, "configuration": {"browser": {"viewport": launched}}}))
-        .await;
-    let (status, answer) = server
-        .patch(
-            &format!("/v1/batch-sessions/{batch_id}"),
-            json!({"status": "cancelled"}),
-        )
-        .await;
-    assert!(status == 200 || status == 409, "{answer}");
-    server.delete(&format!("/v1/batch-sessions/{batch_id}")).await;
+    cancel_a_batch(
+        server,
+        json!({"count": 3, "configuration": {"browser": {"viewport": launched}}}),
+    )
+    .await;
 
     // Ended by the idle timeout (nobody connects) and by max_duration (a
     // client stays connected, for which it has two "minutes"). One timeout
@@ -272,6 +267,55 @@ async fn wave(server: &TestServer, page: &str) {
         .wait_for_status(text(&busy["id"]), "completed", Duration::from_secs(20))
         .await;
     client.closed(Duration::from_secs(10)).await;
+}
+
+/// Starts a batch, cancels it while it launches (or finds it already
+/// done), and deletes it.
+async fn cancel_a_batch(server: &TestServer, body: serde_json::Value) {
+    let batch_id = server.create_batch(body).await;
+    let (status, answer) = server
+        .patch(
+            &format!("/v1/batch-sessions/{batch_id}"),
+            json!({"status": "cancelled"}),
+        )
+        .await;
+    assert!(status == 200 || status == 409, "{answer}");
+    server.delete(&format!("/v1/batch-sessions/{batch_id}")).await;
+}
+
+/// Uploads a small file into a session.
+async fn upload_a_file(server: &TestServer, id: &str) {
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(&b"leak check"[..]).file_name("notes.txt"),
+    );
+    let (status, answer) = server
+        .post_multipart(&format!("/v1/sessions/{id}/uploads"), crate::support::TEST_KEY, form)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Opens the actions page in a session, clicks its download link, and waits
+/// until the session lists the file.
+async fn download_by_a_click(server: &TestServer, id: &str, page: &str) {
+    server
+        .post(
+            &format!("/v1/sessions/{id}/goto"),
+            json!({"url": format!("{page}/actions")}),
+        )
+        .await;
+    let (status, answer) = server
+        .post(&format!("/v1/sessions/{id}/mouse/click"), json!({"selector": "#dl"}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.get(&format!("/v1/sessions/{id}/downloads")).await.1["data"]["count"] != json!(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the download of session {id} was never listed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
