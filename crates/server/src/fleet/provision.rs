@@ -607,11 +607,13 @@ impl Fleet {
         let setup = anchorage_browser::ContextSetup {
             initial_url: options.initial_url.clone(),
             viewport: (options.viewport.width, options.viewport.height),
-            proxy_server: None,
+            proxy_server: options.proxy.as_ref().map(|proxy| proxy.server.clone()),
             files_dir: host.session_folder(&session.id.as_uuid().simple().to_string()),
         };
-        // The host's spare context if it has one (a handout), else a new one.
-        let spare = host.take_spare();
+        // The host's spare context if it has one (a handout), else a new
+        // one (always for a start with a proxy: it is set as the context
+        // is made).
+        let spare = setup.proxy_server.is_none().then(|| host.take_spare()).flatten();
         let from_spare = spare.is_some();
         let making = async {
             match spare {

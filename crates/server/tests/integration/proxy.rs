@@ -25,16 +25,21 @@ struct TestProxy {
 }
 
 async fn start_proxy() -> TestProxy {
+    let wanted = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("user:{PASSWORD}"))
+    );
+    start_proxy_wanting(Some(wanted)).await
+}
+
+/// The same proxy, wanting `wanted` as `Proxy-Authorization`, or nothing.
+async fn start_proxy_wanting(wanted: Option<String>) -> TestProxy {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
     let (served, refused, credentials) = (
         Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicUsize::new(0)),
         Arc::new(Mutex::new(Vec::new())),
-    );
-    let wanted = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("user:{PASSWORD}"))
     );
     let (counter, refusals, seen) = (Arc::clone(&served), Arc::clone(&refused), Arc::clone(&credentials));
     tokio::spawn(async move {
@@ -69,7 +74,7 @@ async fn start_proxy() -> TestProxy {
                             seen.push(given.clone());
                         }
                     }
-                    let answer = if authorization.as_deref() == Some(wanted.as_str()) {
+                    let answer = if wanted.is_none() || authorization == wanted {
                         counter.fetch_add(1, Ordering::SeqCst);
                         let body = format!("<title>via proxy</title><p>{target}</p>");
                         format!(
@@ -229,6 +234,57 @@ async fn proxy_settings_that_cannot_work_are_refused() {
         .create_session(json!({"session": {"proxy": {"type": "anchor_proxy", "active": false}}}))
         .await;
     server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_context_session_browses_through_its_own_proxy_and_its_neighbour_does_not() {
+    let server = TestServer::start_with(&[("ANCHORAGE_SESSION_ISOLATION", "context")], |_| {}).await;
+    let proxy = start_proxy_wanting(None).await;
+    let neighbour = server.create_session(json!({})).await;
+    let proxied = server
+        .create_session(json!({"session": {
+            "initial_url": "http://shop.test/first",
+            "proxy": {"type": "custom", "server": format!("http://127.0.0.1:{}", proxy.port), "active": true}
+        }}))
+        .await;
+    // Both are contexts of one host browser.
+    assert_eq!(server.main_browser_count(), 1);
+    assert_eq!(server.metric("anchorage_context_sessions").await, 2.0);
+    let mut cdp = Cdp::connect(text(&proxied["cdp_url"])).await;
+    let page = cdp.attach_newest_page().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while cdp.evaluate(&page, "document.title").await != json!("via proxy") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the context's first page did not come through its proxy"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let tab = cdp.open_page("http://shop.test/second").await;
+    assert_eq!(cdp.evaluate(&tab, "document.title").await, json!("via proxy"));
+    let served = proxy.served.load(Ordering::SeqCst);
+    assert!(served >= 2, "{served}");
+    // The neighbour in the same browser goes straight out: the proxy never
+    // hears of its navigation (which fails: the name does not resolve).
+    let mut other = Cdp::connect(text(&neighbour["cdp_url"])).await;
+    let other_page = other.attach_newest_page().await;
+    other
+        .call(
+            "Page.navigate",
+            json!({"url": "http://shop.test/neighbour"}),
+            Some(&other_page),
+        )
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_ne!(other.evaluate(&other_page, "document.title").await, json!("via proxy"));
+    assert_eq!(proxy.served.load(Ordering::SeqCst), served);
+    cdp.close().await;
+    other.close().await;
+    for session in [&proxied, &neighbour] {
+        server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
+    }
     server.assert_no_browsers_left().await;
     server.stop().await;
 }
