@@ -228,9 +228,16 @@ impl Devtools {
             }
             routes.following = true;
         }
-        self.hub
+        let discovering = self
+            .hub
             .call("Target.setDiscoverTargets", json!({"discover": true, "filter": [{}]}))
-            .await?;
+            .await;
+        if let Err(error) = discovering {
+            // Not following: the next context tries again (until then its
+            // scoped connections find no target of theirs, and fail closed).
+            self.hub.routes().following = false;
+            return Err(error);
+        }
         // The browser target is in no context, and discovery does not
         // report it: its id comes from asking for the pipe's own target.
         let own = self.hub.call("Target.getTargetInfo", json!({})).await?;

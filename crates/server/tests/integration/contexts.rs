@@ -20,23 +20,22 @@ fn text(value: &Value) -> &str {
 /// The pages a client sees (the browser's own UI targets of its window
 /// aside, as on a browser of its own).
 async fn target_ids(cdp: &mut Cdp) -> Vec<String> {
-    let targets = cdp.call("Target.getTargets", json!({}), None).await;
-    targets["targetInfos"]
-        .as_array()
-        .expect("targets")
-        .iter()
-        .filter(|info| info["type"] == "page")
-        .map(|info| text(&info["targetId"]).to_owned())
-        .collect()
+    targets_of(cdp, Some("page")).await
 }
 
 /// Every target a client sees, of any type.
 async fn all_target_ids(cdp: &mut Cdp) -> Vec<String> {
+    targets_of(cdp, None).await
+}
+
+/// The ids of the targets a client sees, of one type or of any.
+async fn targets_of(cdp: &mut Cdp, kind: Option<&str>) -> Vec<String> {
     let targets = cdp.call("Target.getTargets", json!({}), None).await;
     targets["targetInfos"]
         .as_array()
         .expect("targets")
         .iter()
+        .filter(|info| kind.is_none_or(|kind| info["type"] == kind))
         .map(|info| text(&info["targetId"]).to_owned())
         .collect()
 }
