@@ -54,6 +54,12 @@ pub trait Launcher: Send + Sync + 'static {
 
     /// Whether launches can work at all (the executable is in place).
     fn ready(&self) -> bool;
+
+    /// How much memory the browsers launched here use now, per browser;
+    /// `None` when it cannot be told. Blocking (it reads `/proc`).
+    fn memory_in_use(&self) -> Option<crate::MemoryUse> {
+        None
+    }
 }
 
 /// The settings every Chromium of a server shares.
@@ -186,5 +192,9 @@ impl Launcher for ChromiumLauncher {
 
     fn ready(&self) -> bool {
         crate::host::is_executable(&self.settings.executable)
+    }
+
+    fn memory_in_use(&self) -> Option<crate::MemoryUse> {
+        Some(crate::memory::browsers_memory(self.settings.dirs.root()))
     }
 }

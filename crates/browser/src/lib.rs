@@ -5,7 +5,8 @@
 //! ([`launch`]), speaks DevTools with it over a pipe that any number of
 //! connections share ([`Devtools`]), kills the whole group and removes the dirs when the session
 //! ends ([`Browser::shut_down`]), finds and removes what a previous run left
-//! behind ([`reap_leftovers`]), pumps CDP frames between a client and a
+//! behind ([`reap_leftovers`]), reads how much memory they use
+//! ([`browsers_memory`]), pumps CDP frames between a client and a
 //! browser ([`pump`]), and streams a page to the live view and forwards its
 //! input ([`Screencast`]). It knows nothing of HTTP routes, teams or the
 //! store.
@@ -20,6 +21,7 @@ mod downloads;
 pub mod host;
 mod launch;
 mod launcher;
+mod memory;
 mod page_rules;
 mod pages;
 mod profile_files;
@@ -44,6 +46,7 @@ pub use launch::{
     LaunchTimings, RunAs,
 };
 pub use launcher::{ChromiumLauncher, ChromiumSettings, LaunchRequest, Launcher};
+pub use memory::{browsers_memory, MemoryUse};
 pub use page_rules::{PageRules, PageRulesConnection};
 pub use profile_files::{copy_profile, CopyError, CopyLimits};
 pub use proxy_auth::ProxyAuthenticator;

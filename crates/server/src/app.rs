@@ -269,6 +269,8 @@ impl App {
             session_isolation: config.session_isolation,
             contexts_per_host: config.contexts_per_host,
             hosts_shared_by_teams: config.hosts_shared_by_teams,
+            max_memory: config.max_memory,
+            host_max_memory: config.host_max_memory,
         };
         let node_url = config
             .node_url
@@ -328,7 +330,7 @@ impl App {
             });
         }
         let summary = format!(
-            "anchorage listening on {bound} (public URL {public_url}); node {node}; chromium {} as {}, sandbox {}; max sessions {}; launch concurrency {}; pool {}; data in {}",
+            "anchorage listening on {bound} (public URL {public_url}); node {node}; chromium {} as {}, sandbox {}; max sessions {}; memory for browsers {}; launch concurrency {}; pool {}; data in {}",
             chromium.display(),
             config
                 .browser_user
@@ -336,6 +338,9 @@ impl App {
                 .map_or_else(|| "the server's user".to_owned(), |user| format!("{} (uid {})", user.name, user.uid)),
             if config.browser_sandbox { "on" } else { "off" },
             config.max_sessions,
+            config
+                .max_memory
+                .map_or_else(|| "unlimited".to_owned(), |bytes| format!("{} MiB", bytes / (1024 * 1024))),
             config.launch_concurrency,
             config.pool_size,
             config.data_dir.display()

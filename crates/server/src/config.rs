@@ -65,6 +65,8 @@ struct FileConfig {
     session_isolation: Option<String>,
     contexts_per_host: Option<u64>,
     hosts_shared_by_teams: Option<bool>,
+    max_memory_mib: Option<u64>,
+    host_max_memory_mib: Option<u64>,
     pool_refill_delay_ms: Option<u64>,
     pool_refill_priority: Option<String>,
     block_private_networks: Option<bool>,
@@ -127,6 +129,12 @@ pub struct Config {
     /// Whether one host browser may serve several teams' context sessions
     /// (`ANCHORAGE_HOSTS_SHARED_BY_TEAMS`; default: a host serves one team).
     pub hosts_shared_by_teams: bool,
+    /// Memory this node's browsers may use together, in bytes
+    /// (`ANCHORAGE_MAX_MEMORY_MIB`; `None` when set to 0).
+    pub max_memory: Option<u64>,
+    /// Memory past which a host browser takes no more context sessions, in
+    /// bytes (`ANCHORAGE_HOST_MAX_MEMORY_MIB`; `None` when set to 0).
+    pub host_max_memory: Option<u64>,
     /// How long pool refills wait after a handout
     /// (`ANCHORAGE_POOL_REFILL_DELAY_MS`).
     pub pool_refill_delay: Duration,
@@ -220,13 +228,36 @@ fn total_memory_mib() -> Option<u64> {
     Some(kib / 1024)
 }
 
-/// The default for `ANCHORAGE_MAX_SESSIONS`: an idle headless Chromium takes
-/// about 150 MiB, so allow one per 300 MiB of memory (room for pages to
-/// grow), and at most 16 per core, since every browser also costs CPU.
-pub fn default_max_sessions() -> usize {
-    let by_memory = total_memory_mib().map_or(8, |mib| (mib / 300) as usize);
-    by_memory.min(core_count() * 16).max(1)
+/// The default for `ANCHORAGE_MAX_SESSIONS`. With browser sessions: an idle
+/// headless Chromium takes about 165 MiB, so one per 300 MiB of memory (room
+/// for pages to grow), and at most 16 per core, since every browser also
+/// costs CPU to launch and run. With context sessions: one per 60 MiB (a
+/// context with a small page takes 56–67 MiB), with no cap per core (an idle
+/// context costs no CPU); the memory limit (`ANCHORAGE_MAX_MEMORY_MIB`)
+/// stops starts before pages that grew exhaust the machine.
+pub fn default_max_sessions(isolation: anchorage_core::Isolation) -> usize {
+    match isolation {
+        anchorage_core::Isolation::Browser => {
+            let by_memory = total_memory_mib().map_or(8, |mib| (mib / 300) as usize);
+            by_memory.min(core_count() * 16).max(1)
+        }
+        anchorage_core::Isolation::Context => total_memory_mib().map_or(16, |mib| (mib / 60) as usize).max(1),
+    }
 }
+
+/// The default for `ANCHORAGE_MAX_MEMORY_MIB`: the machine's memory less a
+/// twentieth (at least 1 GiB) for the system and the server itself; `None`
+/// where the total cannot be read.
+pub fn default_max_memory_mib() -> Option<u64> {
+    let total = total_memory_mib()?;
+    Some(total.saturating_sub((total / 20).max(1024)).max(256))
+}
+
+/// The default for `ANCHORAGE_HOST_MAX_MEMORY_MIB`: a host of 20 context
+/// sessions with small pages takes about 1.3 GiB; one three times that
+/// large holds heavy pages or has grown over many sessions, and is better
+/// replaced by a fresh one as its sessions end.
+const DEFAULT_HOST_MAX_MEMORY_MIB: u64 = 4096;
 
 /// `url` with its password, if it has one, replaced by `***`, for messages
 /// and logs.
@@ -314,8 +345,6 @@ impl Config {
             )));
         }
         let chromium = text("ANCHORAGE_CHROMIUM", from_file.chromium).map(PathBuf::from);
-        let max_sessions = number("ANCHORAGE_MAX_SESSIONS", from_file.max_sessions, 1, 10_000)?
-            .map_or_else(default_max_sessions, |value| value as usize);
         let launch_concurrency = number("ANCHORAGE_LAUNCH_CONCURRENCY", from_file.launch_concurrency, 1, 256)?
             .map_or_else(core_count, |value| value as usize);
         let api_key = text("ANCHORAGE_API_KEY", from_file.api_key);
@@ -443,6 +472,24 @@ impl Config {
                 ))
             })?,
         };
+        let max_sessions = number("ANCHORAGE_MAX_SESSIONS", from_file.max_sessions, 1, 10_000)?
+            .map_or_else(|| default_max_sessions(session_isolation), |value| value as usize);
+        const MIB: u64 = 1024 * 1024;
+        let max_memory = match number("ANCHORAGE_MAX_MEMORY_MIB", from_file.max_memory_mib, 0, 1 << 30)? {
+            Some(0) => None,
+            Some(mib) => Some(mib * MIB),
+            None => default_max_memory_mib().map(|mib| mib * MIB),
+        };
+        let host_max_memory = match number(
+            "ANCHORAGE_HOST_MAX_MEMORY_MIB",
+            from_file.host_max_memory_mib,
+            0,
+            1 << 30,
+        )? {
+            Some(0) => None,
+            Some(mib) => Some(mib * MIB),
+            None => Some(DEFAULT_HOST_MAX_MEMORY_MIB * MIB),
+        };
         let contexts_per_host = number("ANCHORAGE_CONTEXTS_PER_HOST", from_file.contexts_per_host, 1, 1000)?
             .map_or(DEFAULT_CONTEXTS_PER_HOST, |value| value as usize);
         let hosts_shared_by_teams = boolean(
@@ -497,6 +544,8 @@ impl Config {
             session_isolation,
             contexts_per_host,
             hosts_shared_by_teams,
+            max_memory,
+            host_max_memory,
             pool_refill_delay,
             pool_refill_low_priority,
             timeout_minute: Duration::from_secs(60),

@@ -39,6 +39,9 @@ pub struct Metrics {
     cdp_connections: Gauge,
     unseen_admission_changes: Gauge,
     event_waiters: Gauge,
+    memory_in_use: Gauge,
+    memory_reserved: Gauge,
+    memory_limit: Gauge,
     batch_items: Family<Vec<(String, String)>, Gauge>,
     stored_items: Family<Vec<(String, String)>, Gauge>,
     stored_bytes: Family<Vec<(String, String)>, Gauge>,
@@ -66,6 +69,12 @@ pub struct Gauges {
     pub unseen_admission_changes: u64,
     /// Clients waiting for a named event on this node.
     pub event_waiters: usize,
+    /// Bytes this node's browsers used at the last reading.
+    pub memory_in_use: u64,
+    /// Bytes reserved by starts the last reading has not seen.
+    pub memory_reserved: u64,
+    /// Bytes the browsers may use together, if limited.
+    pub memory_limit: Option<u64>,
     /// Batch items by status.
     pub batch_items: Vec<(&'static str, i64)>,
     /// What teams keep on the server, by kind (`profiles`, `extensions`): how many, and their bytes.
@@ -90,6 +99,9 @@ impl Default for Metrics {
             cdp_connections: Gauge::default(),
             unseen_admission_changes: Gauge::default(),
             event_waiters: Gauge::default(),
+            memory_in_use: Gauge::default(),
+            memory_reserved: Gauge::default(),
+            memory_limit: Gauge::default(),
             batch_items: Family::default(),
             stored_items: Family::default(),
             stored_bytes: Family::default(),
@@ -98,7 +110,7 @@ impl Default for Metrics {
             registry: Registry::default(),
         };
         // Names are given without `_total`: the client adds it to counters.
-        let gauges: [(&str, &str, &Gauge); 9] = [
+        let gauges: [(&str, &str, &Gauge); 12] = [
             (
                 "anchorage_sessions_running",
                 "Sessions whose browser runs.",
@@ -133,6 +145,21 @@ impl Default for Metrics {
                 "anchorage_admission_unseen_changes",
                 "Changes (a start queued, a place freed) the admission loop has not looked at yet; 0 when it is idle.",
                 &metrics.unseen_admission_changes,
+            ),
+            (
+                "anchorage_memory_in_use_bytes",
+                "Memory (proportional set size) of this node's browsers and displays at the last reading.",
+                &metrics.memory_in_use,
+            ),
+            (
+                "anchorage_memory_reserved_bytes",
+                "Memory set aside for starts the last reading has not seen yet.",
+                &metrics.memory_reserved,
+            ),
+            (
+                "anchorage_memory_limit_bytes",
+                "Memory this node's browsers may use together (ANCHORAGE_MAX_MEMORY_MIB); 0 for no limit.",
+                &metrics.memory_limit,
             ),
             (
                 "anchorage_event_waiters",
@@ -272,6 +299,10 @@ impl Metrics {
         self.queued_requests.set(count(gauges.queued_requests));
         self.cdp_connections.set(count(gauges.cdp_connections));
         self.event_waiters.set(count(gauges.event_waiters));
+        let bytes = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.memory_in_use.set(bytes(gauges.memory_in_use));
+        self.memory_reserved.set(bytes(gauges.memory_reserved));
+        self.memory_limit.set(bytes(gauges.memory_limit.unwrap_or(0)));
         self.unseen_admission_changes
             .set(i64::try_from(gauges.unseen_admission_changes).unwrap_or(i64::MAX));
         for (status, value) in &gauges.batch_items {
@@ -327,7 +358,7 @@ mod tests {
             text.contains("anchorage_stored_bytes{kind=\"profiles\"} 4096\n"),
             "{text}"
         );
-        assert_eq!(text.matches("# TYPE").count(), 18, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 21, "{text}");
         assert!(
             text.contains("anchorage_node_signals_total{direction=\"received\",signal=\"batch\"} 1\n"),
             "{text}"

@@ -9,6 +9,10 @@
 //! dies fails exactly its own sessions (their supervisors see
 //! [`Host::gone`]).
 //!
+//! A host whose browser grew past `ANCHORAGE_HOST_MAX_MEMORY_MIB` (by the
+//! fleet's memory readings) is closed the same way: it takes no more
+//! sessions, and is retired when its last one ends.
+//!
 //! Each host keeps one spare context made ahead (blank, at the default
 //! viewport), so that a start on a host that runs is a handout: the start
 //! takes it, and another is made behind it while the host has room.
@@ -217,6 +221,40 @@ impl Hosts {
             host.retire.cancel();
             host.finished.cancelled().await;
         }
+    }
+
+    /// Closes every host whose browser uses more than `limit` bytes by
+    /// this reading (bytes per browser pid): it takes no more sessions, and
+    /// is retired when its last one ends (at once if it has none). Which
+    /// hosts were closed now, with their size.
+    pub(crate) fn close_oversized(
+        &self,
+        by_browser: &std::collections::HashMap<u32, u64>,
+        limit: u64,
+    ) -> Vec<(u64, u64)> {
+        let hosts = self.hosts.lock().map(|hosts| hosts.clone()).unwrap_or_default();
+        let mut closed = Vec::new();
+        for host in hosts {
+            let Some(&bytes) = by_browser.get(&host.pid) else {
+                continue;
+            };
+            if bytes <= limit {
+                continue;
+            }
+            let empty = match host.load.lock() {
+                Ok(mut load) if !load.closed => {
+                    load.closed = true;
+                    load.sessions == 0
+                }
+                _ => continue,
+            };
+            closed.push((host.id, bytes));
+            if empty {
+                self.forget(&host);
+                host.retire.cancel();
+            }
+        }
+        closed
     }
 
     fn forget(&self, host: &Arc<Host>) {

@@ -7,6 +7,8 @@
 //! - [`admission`]: the queue and the limits a start must pass (a place, its
 //!   team's quota, a launch permit), in fair order across teams;
 //! - [`pool`]: browsers launched ahead, and when a refill may start;
+//! - [`memory`]: the memory the browsers may use, read from time to time,
+//!   and what admitted starts reserve until a reading sees them;
 //! - `provision.rs`: the provisioning of one admitted start, from the
 //!   store's `begin_launch` to a running session, with one exit that does the
 //!   bookkeeping (tell the waiter, re-queue, publish the batch change);
@@ -21,6 +23,7 @@
 mod admission;
 mod batches;
 mod hosts;
+mod memory;
 mod plan;
 mod pool;
 mod provision;
@@ -87,6 +90,11 @@ pub struct FleetSettings {
     pub contexts_per_host: usize,
     /// Whether a host browser may serve several teams.
     pub hosts_shared_by_teams: bool,
+    /// Bytes this node's browsers may use together (`None`: no limit).
+    pub max_memory: Option<u64>,
+    /// Bytes past which a host browser takes no more sessions and is
+    /// retired when its last one ends (`None`: no limit).
+    pub host_max_memory: Option<u64>,
 }
 
 /// How long a start whose launch the store could not record waits before
@@ -126,6 +134,8 @@ pub struct Fleet {
     pool: Pool,
     /// Host browsers of context sessions.
     hosts: Arc<hosts::Hosts>,
+    /// The memory starts may use, and what the browsers use.
+    memory: Arc<memory::MemoryBudget>,
     live: Mutex<HashMap<SessionId, Arc<LiveSession>>>,
     /// The caller of a synchronous start, per request.
     waiters: Mutex<HashMap<RequestId, oneshot::Sender<StartOutcome>>>,
@@ -262,6 +272,7 @@ impl Fleet {
             ),
             pool: Pool::new(settings.pool_size, settings.pool_refill_delay),
             hosts: Arc::default(),
+            memory: memory::MemoryBudget::new(settings.max_memory),
             settings,
             live: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
@@ -305,7 +316,47 @@ impl Fleet {
         }
         let fleet = Arc::clone(self);
         self.tasks.spawn(async move { fleet.run().await });
+        let fleet = Arc::clone(self);
+        self.tasks.spawn(async move { fleet.read_memory().await });
         Ok(())
+    }
+
+    /// Reads the browsers' memory from time to time, for admission, for
+    /// retiring hosts that grew too large, and for `/metrics`.
+    async fn read_memory(self: Arc<Self>) {
+        loop {
+            let index = self.memory.reading_begins();
+            let began = Instant::now();
+            let launcher = Arc::clone(&self.launcher);
+            let reading = tokio::task::spawn_blocking(move || launcher.memory_in_use()).await;
+            let Ok(Some(reading)) = reading else {
+                if self.memory.limit().is_some() {
+                    tracing::warn!("the browsers' memory cannot be read here; ANCHORAGE_MAX_MEMORY_MIB is not applied");
+                }
+                self.memory.unreadable();
+                return;
+            };
+            let was_allowed = self.memory.allows();
+            self.memory.read(index, reading.total_bytes);
+            if let Some(host_limit) = self.settings.host_max_memory {
+                for (host, bytes) in self.hosts.close_oversized(&reading.by_group, host_limit) {
+                    tracing::info!(
+                        host,
+                        mib = bytes / (1024 * 1024),
+                        limit_mib = host_limit / (1024 * 1024),
+                        "a host browser grew past ANCHORAGE_HOST_MAX_MEMORY_MIB: it takes no more sessions and ends with its last"
+                    );
+                }
+            }
+            if self.memory.allows() && (!was_allowed || self.admission.queued() > 0) {
+                self.admission.wake();
+            }
+            let pause = (began.elapsed() * memory::READING_SPACING).max(memory::READING_INTERVAL);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.shutdown.cancelled() => return,
+            }
+        }
     }
 
     /// The live session with this id, if it belongs to `team_id`.
@@ -342,6 +393,9 @@ impl Fleet {
             context_sessions,
             queued_requests: self.admission.queued(),
             unseen_admission_changes: self.admission.unseen_changes(),
+            memory_in_use: self.memory.measured(),
+            memory_reserved: self.memory.reserved(),
+            memory_limit: self.memory.limit(),
             // The events are not the fleet's: the metrics route adds them.
             event_waiters: 0,
             batch_items: Vec::new(),
@@ -369,7 +423,13 @@ impl Fleet {
     /// free places, and places pooled browsers hold (a start takes one, or
     /// ends it to use its place).
     fn room(&self) -> usize {
-        (self.admission.free_places() + self.pool.len()).saturating_sub(self.admission.queued())
+        // With the memory limit reached, only pooled browsers can be handed out.
+        let places = if self.memory.allows() {
+            self.admission.free_places()
+        } else {
+            0
+        };
+        (places + self.pool.len()).saturating_sub(self.admission.queued())
     }
 
     /// Claims as much queued work as this node has room for, into its queue.
@@ -746,15 +806,23 @@ impl Fleet {
             };
             // A context session never takes a pooled browser (it may end one
             // to free a place).
+            let isolation = plan::isolation(
+                &request.options,
+                self.settings.session_isolation,
+                self.settings.default_headless,
+            );
             let wants_pool = pool::poolable(&request.options, self.settings.default_headless)
-                && plan::isolation(
-                    &request.options,
-                    self.settings.session_isolation,
-                    self.settings.default_headless,
-                ) == anchorage_core::Isolation::Browser;
+                && isolation == anchorage_core::Isolation::Browser;
+            let mut memory_claim = None;
             let start = match wants_pool.then(|| self.pool.take()).flatten() {
                 Some(pooled) => provision::Start::Pooled(pooled),
                 None => {
+                    // A pooled browser is in the last reading already; a
+                    // launch or a new context is not.
+                    if !self.memory.allows() {
+                        self.admission.push_back_unstarted(request, team_slot);
+                        break;
+                    }
                     // Launch permits are taken here, in admission order, so
                     // that starts launch in the order they were admitted.
                     let Some(launch_permit) = self.admission.try_launch() else {
@@ -770,6 +838,10 @@ impl Fleet {
                         self.admission.push_back_unstarted(request, team_slot);
                         break;
                     };
+                    memory_claim = Some(self.memory.reserve(match isolation {
+                        anchorage_core::Isolation::Context => memory::CONTEXT_GUESS,
+                        anchorage_core::Isolation::Browser => memory::BROWSER_GUESS,
+                    }));
                     provision::Start::Cold {
                         place: place.in_use(),
                         evicted,
@@ -778,8 +850,10 @@ impl Fleet {
                 }
             };
             let fleet = Arc::clone(self);
-            self.tasks
-                .spawn(async move { fleet.provision(request, start, team_slot).await });
+            self.tasks.spawn(async move {
+                fleet.provision(request, start, team_slot).await;
+                drop(memory_claim);
+            });
         }
         if self.admission.queued() == 0 {
             self.refill_pool();
@@ -806,11 +880,16 @@ impl Fleet {
                 });
             }
             Refill::Start => {
+                if !self.memory.allows() {
+                    self.pool.refill_skipped();
+                    return;
+                }
                 let (Some(place), Some(launch_permit)) = (self.admission.try_place(), self.admission.try_launch())
                 else {
                     self.pool.refill_skipped();
                     return;
                 };
+                let memory_claim = self.memory.reserve(memory::BROWSER_GUESS);
                 let (place, launch_permit) = (place.in_use(), launch_permit.in_use());
                 let fleet = Arc::clone(self);
                 self.tasks.spawn(async move {
@@ -833,6 +912,7 @@ impl Fleet {
                         }
                     };
                     fleet.pool.refilled(refilled);
+                    drop(memory_claim);
                     fleet.admission.wake();
                 });
             }

@@ -20,6 +20,7 @@ mod headful;
 mod isolation;
 mod leaks;
 mod live;
+mod memory;
 mod pool;
 mod profiles;
 mod proxy;

@@ -51,6 +51,8 @@ struct FakeLauncher {
     /// While set, launches wait until a permit is added.
     gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
     stopped: AtomicUsize,
+    /// What its memory readings say, in bytes (`None`: it cannot tell).
+    memory: Mutex<Option<u64>>,
 }
 
 impl FakeLauncher {
@@ -139,6 +141,14 @@ impl Launcher for FakeLauncher {
 
     fn ready(&self) -> bool {
         true
+    }
+
+    fn memory_in_use(&self) -> Option<anchorage_browser::MemoryUse> {
+        let total_bytes = (*self.memory.lock().unwrap())?;
+        Some(anchorage_browser::MemoryUse {
+            total_bytes,
+            ..Default::default()
+        })
     }
 }
 
@@ -250,6 +260,8 @@ fn settings() -> FleetSettings {
         session_isolation: anchorage_core::Isolation::Browser,
         contexts_per_host: 20,
         hosts_shared_by_teams: false,
+        max_memory: None,
+        host_max_memory: None,
     }
 }
 
@@ -280,6 +292,10 @@ async fn harness(settings: FleetSettings) -> Harness {
         .await
         .unwrap();
     let launcher = Arc::new(FakeLauncher::default());
+    if settings.max_memory.is_some() {
+        // Readable from the first reading on.
+        *launcher.memory.lock().unwrap() = Some(0);
+    }
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let metrics = Arc::new(Metrics::default());
@@ -332,8 +348,12 @@ async fn shut_down(shutdown: &CancellationToken, tasks: &TaskTracker) {
 }
 
 /// Waits (polling, with a deadline) until `condition` holds.
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+async fn eventually(what: &str, condition: impl FnMut() -> bool) {
+    eventually_within(what, Duration::from_secs(5), condition).await;
+}
+
+async fn eventually_within(what: &str, within: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
     while !condition() {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -435,6 +455,48 @@ async fn teams_take_turns_and_each_team_keeps_its_order() {
         harness.end_named(name).await;
     }
     assert_eq!(harness.launcher.session_urls(), ["a0", "b0", "a1", "a2"]);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn starts_wait_while_the_browsers_use_the_memory_limit_and_go_when_it_frees() {
+    const MIB: u64 = 1024 * 1024;
+    let harness = harness(FleetSettings {
+        max_memory: Some(500 * MIB),
+        ..settings()
+    })
+    .await;
+    *harness.launcher.memory.lock().unwrap() = Some(600 * MIB);
+    eventually("a reading saw 600 MiB", || {
+        harness.fleet.gauges().memory_in_use == 600 * MIB
+    })
+    .await;
+    let waiting = harness.submit(harness.team_a, body("a0")).await;
+    // Two more readings: still over the limit, nothing launched.
+    let reading = harness.fleet.memory.readings_begun();
+    eventually_within("two more readings", Duration::from_secs(10), || {
+        harness.fleet.memory.readings_begun() >= reading + 2
+    })
+    .await;
+    assert!(
+        harness.launcher.requests().is_empty(),
+        "a start launched over the memory limit"
+    );
+    assert_eq!(harness.store.queued_requests().await.unwrap(), 1);
+    assert_eq!(
+        harness.fleet.room(),
+        0,
+        "a node over its memory limit claims no shared work"
+    );
+    // Memory frees (a session elsewhere ended): the start goes.
+    *harness.launcher.memory.lock().unwrap() = Some(100 * MIB);
+    eventually_within("a0 runs", Duration::from_secs(10), || harness.running() == 1).await;
+    harness.wait_completed(harness.team_a, waiting).await;
+    // What it was expected to take is given back once a reading has seen it.
+    eventually_within("nothing reserved", Duration::from_secs(10), || {
+        harness.fleet.gauges().memory_reserved == 0
+    })
+    .await;
     harness.stop().await;
 }
 
