@@ -167,7 +167,12 @@ impl LaunchSpec {
             "--disable-breakpad",
             "--disable-crash-reporter",
             "--disable-client-side-phishing-detection",
-            "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider,InterestFeedContentSuggestions,CertificateTransparencyComponentUpdater,AutofillServerCommunication,DisableLoadExtensionCommandLineSwitch",
+            // The last three: every window otherwise preloads the omnibox's
+            // suggestion popups as WebUI pages, a renderer process per
+            // window that nothing here ever shows (measured: 60 MiB per
+            // context with a window, 20 MiB without; BENCHMARKS.md). The
+            // address bar falls back to its native popup.
+            "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider,InterestFeedContentSuggestions,CertificateTransparencyComponentUpdater,AutofillServerCommunication,DisableLoadExtensionCommandLineSwitch,WebUIOmniboxPopup,WebUIOmniboxAimPopup,WebUIOmniboxFullPopup",
             "--disable-quic",
             "--disable-gpu",
             "--disable-dev-shm-usage",

@@ -98,6 +98,8 @@ pub struct ChromiumLauncher {
     /// Whether browsers launched ahead can be put back at normal priority
     /// (otherwise they are launched at normal priority in the first place).
     background_launches: bool,
+    /// Reads the browsers' memory, reusing sizes between readings.
+    memory: Mutex<crate::MemoryReader>,
 }
 
 impl ChromiumLauncher {
@@ -108,6 +110,7 @@ impl ChromiumLauncher {
             headful_frame: Mutex::new(None),
             xvfb: crate::host::find_in_path("Xvfb"),
             background_launches: settings.low_priority_ahead && can_raise_priority(),
+            memory: Mutex::new(crate::MemoryReader::new(settings.dirs.root())),
             settings,
         }
     }
@@ -195,6 +198,7 @@ impl Launcher for ChromiumLauncher {
     }
 
     fn memory_in_use(&self) -> Option<crate::MemoryUse> {
-        Some(crate::memory::browsers_memory(self.settings.dirs.root()))
+        let mut reader = self.memory.lock().ok()?;
+        Some(reader.read())
     }
 }

@@ -46,7 +46,7 @@ pub use launch::{
     LaunchTimings, RunAs,
 };
 pub use launcher::{ChromiumLauncher, ChromiumSettings, LaunchRequest, Launcher};
-pub use memory::{browsers_memory, MemoryUse};
+pub use memory::{browsers_memory, MemoryReader, MemoryUse};
 pub use page_rules::{PageRules, PageRulesConnection};
 pub use profile_files::{copy_profile, CopyError, CopyLimits};
 pub use proxy_auth::ProxyAuthenticator;

@@ -229,28 +229,31 @@ fn total_memory_mib() -> Option<u64> {
 }
 
 /// The default for `ANCHORAGE_MAX_SESSIONS`. With browser sessions: an idle
-/// headless Chromium takes about 165 MiB, so one per 300 MiB of memory (room
-/// for pages to grow), and at most 16 per core, since every browser also
-/// costs CPU to launch and run. With context sessions: one per 60 MiB (a
-/// context with a small page takes 56–67 MiB), with no cap per core (an idle
-/// context costs no CPU); the memory limit (`ANCHORAGE_MAX_MEMORY_MIB`)
-/// stops starts before pages that grew exhaust the machine.
+/// headless Chromium with a small page takes about 135 MiB, so one per
+/// 300 MiB of memory (room for pages to grow), and at most 16 per core,
+/// since every browser also costs CPU to launch and run. With context
+/// sessions: one per 40 MiB (a context with a small page takes about
+/// 34 MiB), with no cap per core (an idle context costs no CPU); the memory
+/// limit (`ANCHORAGE_MAX_MEMORY_MIB`) stops starts before pages that grew
+/// exhaust the machine.
 pub fn default_max_sessions(isolation: anchorage_core::Isolation) -> usize {
     match isolation {
         anchorage_core::Isolation::Browser => {
             let by_memory = total_memory_mib().map_or(8, |mib| (mib / 300) as usize);
             by_memory.min(core_count() * 16).max(1)
         }
-        anchorage_core::Isolation::Context => total_memory_mib().map_or(16, |mib| (mib / 60) as usize).max(1),
+        anchorage_core::Isolation::Context => total_memory_mib().map_or(16, |mib| (mib / 40) as usize).max(1),
     }
 }
 
-/// The default for `ANCHORAGE_MAX_MEMORY_MIB`: the machine's memory less a
-/// twentieth (at least 1 GiB) for the system and the server itself; `None`
+/// The default for `ANCHORAGE_MAX_MEMORY_MIB`: 75% of the machine's memory.
+/// The browsers' PSS leaves out what the kernel keeps for them (6–12% more,
+/// measured), so this is about 85% of the machine; the fleet's own floor (a
+/// tenth of the memory stays available) guards the rest. (At 85%, 169
+/// browsers on 24 GiB brought the kernel's OOM killer out once.) `None`
 /// where the total cannot be read.
 pub fn default_max_memory_mib() -> Option<u64> {
-    let total = total_memory_mib()?;
-    Some(total.saturating_sub((total / 20).max(1024)).max(256))
+    Some((total_memory_mib()? * 75 / 100).max(256))
 }
 
 /// The default for `ANCHORAGE_HOST_MAX_MEMORY_MIB`: a host of 20 context

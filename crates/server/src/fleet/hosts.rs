@@ -102,26 +102,22 @@ pub(crate) struct Hosts {
 impl Hosts {
     /// A place on a host that serves `team` and has room, if there is one.
     pub(crate) fn lease(&self, team: TeamId, per_host: usize) -> Option<Arc<Host>> {
+        // Chosen and counted under the lock, so that two starts never take
+        // a host's last place both.
         let hosts = self.hosts.lock().ok()?;
-        // The fullest host with room first: fewer hosts stay up.
-        let mut best: Option<(&Arc<Host>, usize)> = None;
-        for host in hosts
-            .iter()
-            .filter(|host| host.team.is_none_or(|served| served == team))
-        {
-            let Ok(load) = host.load.lock() else { continue };
-            if load.closed || load.sessions >= per_host || host.died.is_cancelled() {
-                continue;
-            }
-            if best.is_none_or(|(_, sessions)| load.sessions > sessions) {
-                best = Some((host, load.sessions));
-            }
-        }
-        let (host, _) = best?;
+        let host = with_room(&hosts, team, per_host)?;
         if let Ok(mut load) = host.load.lock() {
             load.sessions += 1;
         }
         Some(Arc::clone(host))
+    }
+
+    /// Whether a host serves `team` and has room (a start of the team would
+    /// launch none).
+    pub(crate) fn has_room(&self, team: TeamId, per_host: usize) -> bool {
+        self.hosts
+            .lock()
+            .is_ok_and(|hosts| with_room(&hosts, team, per_host).is_some())
     }
 
     /// Takes a freshly launched browser as a host for `team` (any team when
@@ -267,4 +263,22 @@ impl Hosts {
     pub(crate) fn count(&self) -> usize {
         self.hosts.lock().map(|hosts| hosts.len()).unwrap_or(0)
     }
+}
+
+/// The fullest of `hosts` that serves `team` and has room: fewer hosts stay up.
+fn with_room(hosts: &[Arc<Host>], team: TeamId, per_host: usize) -> Option<&Arc<Host>> {
+    let mut best: Option<(&Arc<Host>, usize)> = None;
+    for host in hosts
+        .iter()
+        .filter(|host| host.team.is_none_or(|served| served == team))
+    {
+        let Ok(load) = host.load.lock() else { continue };
+        if load.closed || load.sessions >= per_host || host.died.is_cancelled() {
+            continue;
+        }
+        if best.is_none_or(|(_, sessions)| load.sessions > sessions) {
+            best = Some((host, load.sessions));
+        }
+    }
+    best.map(|(host, _)| host)
 }

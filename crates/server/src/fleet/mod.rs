@@ -330,14 +330,12 @@ impl Fleet {
             let launcher = Arc::clone(&self.launcher);
             let reading = tokio::task::spawn_blocking(move || launcher.memory_in_use()).await;
             let Ok(Some(reading)) = reading else {
-                if self.memory.limit().is_some() {
-                    tracing::warn!("the browsers' memory cannot be read here; ANCHORAGE_MAX_MEMORY_MIB is not applied");
-                }
+                tracing::warn!("the browsers' memory cannot be read here: starts do not wait for memory (ANCHORAGE_MAX_MEMORY_MIB)");
                 self.memory.unreadable();
                 return;
             };
             let was_allowed = self.memory.allows();
-            self.memory.read(index, reading.total_bytes);
+            self.memory.read(index, reading.total_bytes, reading.machine);
             if let Some(host_limit) = self.settings.host_max_memory {
                 for (host, bytes) in self.hosts.close_oversized(&reading.by_group, host_limit) {
                     tracing::info!(
@@ -838,9 +836,16 @@ impl Fleet {
                         self.admission.push_back_unstarted(request, team_slot);
                         break;
                     };
-                    memory_claim = Some(self.memory.reserve(match isolation {
-                        anchorage_core::Isolation::Context => memory::CONTEXT_GUESS,
-                        anchorage_core::Isolation::Browser => memory::BROWSER_GUESS,
+                    // A context on a host that runs, or on a pooled browser
+                    // (counted already), is a context's worth; else a
+                    // browser is launched for it.
+                    let context_only = isolation == anchorage_core::Isolation::Context
+                        && (self.pool.len() > 0
+                            || self.hosts.has_room(request.team_id, self.settings.contexts_per_host));
+                    memory_claim = Some(self.memory.reserve(if context_only {
+                        memory::CONTEXT_GUESS
+                    } else {
+                        memory::BROWSER_GUESS
                     }));
                     provision::Start::Cold {
                         place: place.in_use(),

@@ -60,6 +60,18 @@ async fn context_sessions_share_a_host_and_each_client_sees_only_its_own() {
         .await;
     // One Chromium holds both.
     assert_eq!(server.main_browser_count(), 1);
+    // No window of it keeps a WebUI renderer for the address bar's popups
+    // (one per context, the largest share of a context's memory).
+    let processes = server.browser_group_command_lines();
+    assert!(
+        processes.iter().any(|line| line.contains("--type=renderer")),
+        "{processes:?}"
+    );
+    let webui: Vec<_> = processes
+        .iter()
+        .filter(|line| line.contains("--top-chrome-webui"))
+        .collect();
+    assert!(webui.is_empty(), "{webui:?}");
     assert_eq!(server.metric("anchorage_host_browsers").await, 1.0);
     assert_eq!(server.metric("anchorage_context_sessions").await, 2.0);
 

@@ -777,6 +777,32 @@ impl TestServer {
         }
     }
 
+    /// Command lines of every process in this server's browsers' process
+    /// groups (renderers, GPU, utilities; each as one string).
+    pub fn browser_group_command_lines(&self) -> Vec<String> {
+        let groups: Vec<u32> = self
+            .browser_pids()
+            .into_iter()
+            .filter(|pid| self.main_browser_pid_is(*pid))
+            .collect();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok())
+                        .is_some_and(|group| groups.contains(&group))
+                })
+            })
+            .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+            .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+            .collect()
+    }
+
     /// Main browser processes of this server alive now.
     pub fn main_browser_count(&self) -> usize {
         self.browser_pids()
