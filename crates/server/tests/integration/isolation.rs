@@ -222,25 +222,6 @@ async fn browsers_of_a_root_server_run_unprivileged_and_cannot_read_the_database
     server.stop().await;
 }
 
-/// The processes of a browser's group (its main process is the group leader).
-fn group_members(leader: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                // After the command's closing parenthesis: state, parent, group.
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok())
-                    == Some(leader)
-            })
-        })
-        .collect()
-}
-
 /// The inodes of the machine's listening TCP sockets.
 fn listening_tcp_inodes() -> std::collections::HashSet<String> {
     ["/proc/net/tcp", "/proc/net/tcp6"]
@@ -279,7 +260,7 @@ async fn devtools_is_a_pipe_that_other_local_users_cannot_reach() {
     let version = cdp.call("Browser.getVersion", json!({}), None).await;
     assert!(text(&version["product"]).contains("Chrome"), "{version}");
     let listening = listening_tcp_inodes();
-    let members = group_members(pid);
+    let members = crate::support::group_members(pid);
     assert!(members.contains(&pid), "{members:?}");
     for member in members {
         let Ok(descriptors) = std::fs::read_dir(format!("/proc/{member}/fd")) else {

@@ -780,24 +780,10 @@ impl TestServer {
     /// Command lines of every process in this server's browsers' process
     /// groups (renderers, GPU, utilities; each as one string).
     pub fn browser_group_command_lines(&self) -> Vec<String> {
-        let groups: Vec<u32> = self
-            .browser_pids()
+        self.browser_pids()
             .into_iter()
             .filter(|pid| self.main_browser_pid_is(*pid))
-            .collect();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                    stat.rsplit_once(')')
-                        .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok())
-                        .is_some_and(|group| groups.contains(&group))
-                })
-            })
+            .flat_map(group_members)
             .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
             .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
             .collect()
@@ -853,4 +839,23 @@ async fn bytes_of(response: reqwest::Response) -> (StatusCode, String, Vec<u8>) 
         .unwrap_or_default()
         .to_owned();
     (status, content_type, response.bytes().await.expect("body").to_vec())
+}
+
+/// The processes of a browser's group (its main process is the group leader).
+pub fn group_members(leader: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // After the command's closing parenthesis: state, parent, group.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok())
+                    == Some(leader)
+            })
+        })
+        .collect()
 }
