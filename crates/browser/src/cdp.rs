@@ -95,6 +95,23 @@ pub async fn list_pages(devtools: &Devtools) -> Result<Vec<PageInfo>, CdpError> 
         .collect())
 }
 
+/// The ids of the targets in a `Target.getTargets` answer whose type is one
+/// of `types`.
+pub(crate) fn target_ids_of(targets: &Value, types: &[&str]) -> Vec<String> {
+    targets
+        .get("targetInfos")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|info| {
+            info.get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|kind| types.contains(&kind))
+        })
+        .filter_map(|info| info.get("targetId").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
 /// A connection of the browser's DevTools hub that numbers its commands:
 /// `call` waits for a command's answer, `send` only sends (its answer comes
 /// through `next` like any message).

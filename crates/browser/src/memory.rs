@@ -212,6 +212,54 @@ mod tests {
         assert!(available <= total && total > 0);
     }
 
+    /// A process group led by a shell whose command line names a browser
+    /// directory under `root`, as a browser's does, with a child of its own.
+    fn fake_browser(root: &Path) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("sleep 30 & wait")
+            .arg(format!("--user-data-dir={}/fake/profile", root.display()))
+            .process_group(0)
+            .spawn()
+            .expect("sh")
+    }
+
+    #[test]
+    fn a_reader_counts_every_process_of_a_group_and_drops_one_that_ended_at_once() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let mut reader = MemoryReader::new(root.path());
+        assert_eq!(reader.read().processes, 0);
+        let mut child = fake_browser(root.path());
+        let leader = child.id();
+        // The shell and its `sleep`, once both run.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let reading = loop {
+            let reading = reader.read();
+            if reading.processes == 2 || std::time::Instant::now() > deadline {
+                break reading;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(reading.processes, 2, "{reading:?}");
+        let group = reading.by_group.get(&leader).copied().unwrap_or(0);
+        assert!(group > 0 && group == reading.total_bytes, "{reading:?}");
+        // Readings in between reuse the sizes, and agree with a fresh one
+        // on what runs.
+        for _ in 0..REFRESH_READINGS {
+            assert_eq!(reader.read().processes, 2);
+        }
+        assert_eq!(browsers_memory(root.path()).processes, 2);
+        crate::launch::kill_group(leader);
+        let _ = child.wait();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while reader.read().processes != 0 {
+            assert!(std::time::Instant::now() < deadline, "the ended group is still counted");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(reader.read().total_bytes, 0);
+    }
+
     #[test]
     fn the_group_and_start_time_of_this_process_are_read() {
         let (group, started) = group_and_start(std::process::id()).expect("own stat");

@@ -53,15 +53,7 @@ impl PageRulesConnection {
         // Auto-attach covers the pages opened from now on; those open now
         // are attached here.
         let targets = client.call("Target.getTargets", json!({}), None).await?;
-        let pages: Vec<String> = targets
-            .get("targetInfos")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|info| info.get("type").and_then(Value::as_str) == Some("page"))
-            .filter_map(|info| info.get("targetId").and_then(Value::as_str).map(str::to_owned))
-            .collect();
-        for page in pages {
+        for page in crate::cdp::target_ids_of(&targets, &["page"]) {
             // A page that closed meanwhile is no error.
             if let Ok(session) = client.attach(&page).await {
                 for (method, params) in commands(rules) {

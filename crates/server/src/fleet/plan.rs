@@ -89,16 +89,15 @@ fn sets_the_process_besides_a_proxy(options: &SessionOptions) -> bool {
 /// How a session of these options is isolated: as it asks, else as the
 /// server's setting says; a context only when nothing it asks for needs a
 /// browser of its own (a headful window, a profile directory, extensions,
-/// trusted CAs, a proxy that wants credentials, Chromium switches,
-/// fullscreen, the PDF preference: all set for a whole browser process).
+/// trusted CAs, Chromium switches, fullscreen, the PDF preference: all set
+/// for a whole browser process).
 pub(super) fn isolation(options: &SessionOptions, server: Isolation, default_headless: bool) -> Isolation {
     let asked = options.isolation.unwrap_or(server);
-    // A proxy without credentials is the context's own
-    // (`Target.createBrowserContext`'s `proxyServer`); credentials are
-    // answered for a whole browser.
-    let fits_a_context = options.headless_requested.unwrap_or(default_headless)
-        && !sets_the_process_besides_a_proxy(options)
-        && !proxy_needs_credentials(options);
+    // A proxy is the context's own (`Target.createBrowserContext`'s
+    // `proxyServer`); its credentials are answered in the context's own
+    // targets.
+    let fits_a_context =
+        options.headless_requested.unwrap_or(default_headless) && !sets_the_process_besides_a_proxy(options);
     match asked {
         Isolation::Context if fits_a_context => Isolation::Context,
         _ => Isolation::Browser,
@@ -189,7 +188,6 @@ mod tests {
         for needs_a_browser in [
             json!({"browser": {"headless": {"active": false}}}),
             json!({"browser": {"profile": {"name": "p"}}}),
-            json!({"session": {"proxy": {"type": "custom", "server": "http://127.0.0.1:1", "username": "u", "password": "p"}}}),
             json!({"browser": {"extensions": ["00000000-0000-0000-0000-000000000001"]}}),
             json!({"browser": {"certificates": ["ca"]}}),
             json!({"browser": {"fullscreen": {"active": true}}}),
@@ -210,9 +208,13 @@ mod tests {
             "session": {"recording": {"active": true}, "tags": ["a"], "timeout": {"max_duration": 5}}
         }));
         assert_eq!(isolation(&fitting, Isolation::Context, true), Isolation::Context);
-        // A proxy without credentials is the context's own.
+        // A proxy is the context's own, with credentials or without.
         let proxied = options(json!({"session": {"proxy": {"type": "custom", "server": "http://127.0.0.1:1"}}}));
         assert_eq!(isolation(&proxied, Isolation::Context, true), Isolation::Context);
+        let authenticated = options(json!({"session": {"proxy": {
+            "type": "custom", "server": "http://127.0.0.1:1", "username": "u", "password": "p"
+        }}}));
+        assert_eq!(isolation(&authenticated, Isolation::Context, true), Isolation::Context);
     }
 
     fn request(body: Value) -> RequestRecord {

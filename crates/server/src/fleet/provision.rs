@@ -216,7 +216,7 @@ impl Fleet {
             ) == Isolation::Context;
         let (engine, place, authenticating) = if in_context {
             match self.host_context(&session, &options, start, &abort).await {
-                Ok((engine, place)) => (engine, place, None),
+                Ok(hosted) => hosted,
                 Err(provisioned) => return provisioned,
             }
         } else {
@@ -271,7 +271,7 @@ impl Fleet {
                 browser.shut_down().await;
                 return Provisioned::Withdrawn;
             }
-            let authenticating = match self.answer_proxy_credentials(&options, &browser).await {
+            let authenticating = match self.answer_proxy_credentials(&options, browser.devtools(), false).await {
                 Ok(authenticating) => authenticating,
                 Err(message) => {
                     browser.shut_down().await;
@@ -522,7 +522,8 @@ impl Fleet {
     async fn answer_proxy_credentials(
         &self,
         options: &SessionOptions,
-        browser: &anchorage_browser::Browser,
+        devtools: &anchorage_browser::Devtools,
+        in_a_shared_browser: bool,
     ) -> Result<Option<CancellationToken>, String> {
         let Some(proxy) = options
             .proxy
@@ -531,17 +532,20 @@ impl Fleet {
         else {
             return Ok(None);
         };
-        let authenticator = anchorage_browser::ProxyAuthenticator::enable(
-            browser.devtools(),
+        let (username, password) = (
             proxy.username.as_deref().unwrap_or_default(),
             proxy.password.as_deref().unwrap_or_default(),
-        )
-        .await
-        .map_err(|error| format!("cannot answer the proxy's credentials: {error}"))?;
+        );
+        let enabled = if in_a_shared_browser {
+            anchorage_browser::ProxyAuthenticator::enable_in_targets(devtools, username, password).await
+        } else {
+            anchorage_browser::ProxyAuthenticator::enable(devtools, username, password).await
+        };
+        let authenticator = enabled.map_err(|error| format!("cannot answer the proxy's credentials: {error}"))?;
         let stop = CancellationToken::new();
         self.tasks.spawn(authenticator.run(stop.clone()));
         if let Some(url) = &options.initial_url {
-            if let Err(error) = anchorage_browser::open_in_first_page(browser.devtools(), url).await {
+            if let Err(error) = anchorage_browser::open_in_first_page(devtools, url).await {
                 stop.cancel();
                 return Err(format!("cannot open session.initial_url: {error}"));
             }
@@ -561,7 +565,7 @@ impl Fleet {
         options: &SessionOptions,
         start: Start,
         abort: &CancellationToken,
-    ) -> Result<(Engine, Held), Provisioned> {
+    ) -> Result<(Engine, Held, Option<CancellationToken>), Provisioned> {
         let failed = |message: String| Provisioned::LaunchFailed {
             session_id: session.id,
             message,
@@ -605,7 +609,12 @@ impl Fleet {
         // Free again for a waiting start or a refill.
         drop(launch_permit);
         let setup = anchorage_browser::ContextSetup {
-            initial_url: options.initial_url.clone(),
+            // Behind a proxy that wants credentials, the first page opens
+            // once they can be answered (below).
+            initial_url: options
+                .initial_url
+                .clone()
+                .filter(|_| !plan::proxy_needs_credentials(options)),
             viewport: (options.viewport.width, options.viewport.height),
             proxy_server: options.proxy.as_ref().map(|proxy| proxy.server.clone()),
             files_dir: host.session_folder(&session.id.as_uuid().simple().to_string()),
@@ -643,16 +652,27 @@ impl Fleet {
                 return Err(Provisioned::Withdrawn);
             }
         };
+        let authenticating = match self.answer_proxy_credentials(options, context.devtools(), true).await {
+            Ok(authenticating) => authenticating,
+            Err(message) => {
+                context.dispose().await;
+                self.hosts.release(&host).await;
+                return Err(failed(message));
+            }
+        };
         let engine = Engine::Context {
             context,
             host,
             hosts: Arc::clone(&self.hosts),
         };
         if abort.is_cancelled() {
+            if let Some(authenticating) = authenticating {
+                authenticating.cancel();
+            }
             engine.shut_down().await;
             return Err(Provisioned::Withdrawn);
         }
-        Ok((engine, place))
+        Ok((engine, place, authenticating))
     }
 
     /// For a session with `browser.disable_dialogs` or

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::support::{Cdp, TestServer};
+use crate::support::{serve_test_page, Cdp, TestServer};
 
 const PASSWORD: &str = "s3cret-Pa55-word";
 
@@ -22,6 +22,8 @@ struct TestProxy {
     served: Arc<AtomicUsize>,
     refused: Arc<AtomicUsize>,
     credentials: Arc<Mutex<Vec<String>>>,
+    /// The request line of every request it was sent.
+    requests: Arc<Mutex<Vec<String>>>,
 }
 
 async fn start_proxy() -> TestProxy {
@@ -41,13 +43,20 @@ async fn start_proxy_wanting(wanted: Option<String>) -> TestProxy {
         Arc::new(AtomicUsize::new(0)),
         Arc::new(Mutex::new(Vec::new())),
     );
-    let (counter, refusals, seen) = (Arc::clone(&served), Arc::clone(&refused), Arc::clone(&credentials));
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let (counter, refusals, seen, lines) = (
+        Arc::clone(&served),
+        Arc::clone(&refused),
+        Arc::clone(&credentials),
+        Arc::clone(&requests),
+    );
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (counter, refusals, seen, wanted) = (
+            let (counter, refusals, seen, lines, wanted) = (
                 Arc::clone(&counter),
                 Arc::clone(&refusals),
                 Arc::clone(&seen),
+                Arc::clone(&lines),
                 wanted.clone(),
             );
             tokio::spawn(async move {
@@ -64,6 +73,9 @@ async fn start_proxy_wanting(wanted: Option<String>) -> TestProxy {
                         }
                     }
                     let target = head.first().cloned().unwrap_or_default();
+                    if let Ok(mut lines) = lines.lock() {
+                        lines.push(target.clone());
+                    }
                     let authorization = head.iter().find_map(|line| {
                         let (name, value) = line.split_once(':')?;
                         name.eq_ignore_ascii_case("proxy-authorization")
@@ -99,11 +111,42 @@ async fn start_proxy_wanting(wanted: Option<String>) -> TestProxy {
         served,
         refused,
         credentials,
+        requests,
     }
 }
 
 fn text(value: &Value) -> &str {
     value.as_str().unwrap_or_default()
+}
+
+/// Waits until `page` shows what the test proxy answers.
+async fn wait_until_via_proxy(cdp: &mut Cdp, page: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while cdp.evaluate(page, "document.title").await != json!("via proxy") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first page did not come through the proxy"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Two context sessions of one host: a plain one, then one behind `proxy`
+/// (a `session.proxy`), whose first page and a tab its client opens both
+/// come through the proxy. The two sessions, and a client of the second.
+async fn beside_one_behind_a_proxy(server: &TestServer, proxy: Value) -> (Value, Value, Cdp) {
+    let neighbour = server.create_session(json!({})).await;
+    let proxied = server
+        .create_session(json!({"session": {"initial_url": "http://shop.test/first", "proxy": proxy}}))
+        .await;
+    assert_eq!(server.main_browser_count(), 1, "both are contexts of one host");
+    assert_eq!(server.metric("anchorage_context_sessions").await, 2.0);
+    let mut cdp = Cdp::connect(text(&proxied["cdp_url"])).await;
+    let page = cdp.attach_newest_page().await;
+    wait_until_via_proxy(&mut cdp, &page).await;
+    let tab = cdp.open_page("http://shop.test/second").await;
+    assert_eq!(cdp.evaluate(&tab, "document.title").await, json!("via proxy"));
+    (neighbour, proxied, cdp)
 }
 
 #[tokio::test]
@@ -120,14 +163,7 @@ async fn a_session_browses_through_its_own_authenticating_proxy() {
     let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
     let page = cdp.attach_newest_page().await;
     // The first page came through the proxy, with the credentials.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while cdp.evaluate(&page, "document.title").await != json!("via proxy") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first page did not come through the proxy"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_until_via_proxy(&mut cdp, &page).await;
     assert!(text(&cdp.evaluate(&page, "document.body.innerText").await).contains("http://shop.test/first"));
     // So does a later navigation, and one in a new tab.
     let (status, _) = server
@@ -242,28 +278,11 @@ async fn proxy_settings_that_cannot_work_are_refused() {
 async fn a_context_session_browses_through_its_own_proxy_and_its_neighbour_does_not() {
     let server = TestServer::start_with(&[("ANCHORAGE_SESSION_ISOLATION", "context")], |_| {}).await;
     let proxy = start_proxy_wanting(None).await;
-    let neighbour = server.create_session(json!({})).await;
-    let proxied = server
-        .create_session(json!({"session": {
-            "initial_url": "http://shop.test/first",
-            "proxy": {"type": "custom", "server": format!("http://127.0.0.1:{}", proxy.port), "active": true}
-        }}))
-        .await;
-    // Both are contexts of one host browser.
-    assert_eq!(server.main_browser_count(), 1);
-    assert_eq!(server.metric("anchorage_context_sessions").await, 2.0);
-    let mut cdp = Cdp::connect(text(&proxied["cdp_url"])).await;
-    let page = cdp.attach_newest_page().await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while cdp.evaluate(&page, "document.title").await != json!("via proxy") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the context's first page did not come through its proxy"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let tab = cdp.open_page("http://shop.test/second").await;
-    assert_eq!(cdp.evaluate(&tab, "document.title").await, json!("via proxy"));
+    let (neighbour, proxied, cdp) = beside_one_behind_a_proxy(
+        &server,
+        json!({"type": "custom", "server": format!("http://127.0.0.1:{}", proxy.port), "active": true}),
+    )
+    .await;
     let served = proxy.served.load(Ordering::SeqCst);
     assert!(served >= 2, "{served}");
     // The neighbour in the same browser goes straight out: the proxy never
@@ -283,6 +302,67 @@ async fn a_context_session_browses_through_its_own_proxy_and_its_neighbour_does_
     cdp.close().await;
     other.close().await;
     for session in [&proxied, &neighbour] {
+        server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
+    }
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_context_session_answers_its_proxys_credentials_in_its_own_pages_only() {
+    let server = TestServer::start_with(&[("ANCHORAGE_SESSION_ISOLATION", "context")], |_| {}).await;
+    let proxy = start_proxy().await;
+    // A proxy with credentials no longer makes a browser of its own.
+    let (neighbour, authenticated, cdp) = beside_one_behind_a_proxy(
+        &server,
+        json!({"type": "custom", "server": format!("http://127.0.0.1:{}", proxy.port),
+               "username": "user", "password": PASSWORD, "active": true}),
+    )
+    .await;
+    let wanted = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("user:{PASSWORD}"))
+    );
+    let given = proxy.credentials.lock().expect("seen").clone();
+    assert!(
+        !given.is_empty() && given.iter().all(|given| *given == wanted),
+        "{given:?}"
+    );
+    assert!(proxy.served.load(Ordering::SeqCst) >= 2);
+    // The neighbour in the same browser browses its own pages, never
+    // through the proxy.
+    let local = serve_test_page().await;
+    let mut other = Cdp::connect(text(&neighbour["cdp_url"])).await;
+    let other_page = other.attach_newest_page().await;
+    other
+        .call("Page.navigate", json!({"url": local}), Some(&other_page))
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !text(&other.evaluate(&other_page, "location.href").await).starts_with(&local) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the neighbour's page did not load"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let port = local
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let requests = proxy.requests.lock().expect("requests").clone();
+    assert!(
+        requests.iter().all(|line| !line.contains(&format!(":{port}"))),
+        "{requests:?}"
+    );
+    // The password is on no command line.
+    for line in server.browser_group_command_lines() {
+        assert!(!line.contains(PASSWORD), "{line}");
+    }
+    cdp.close().await;
+    other.close().await;
+    for session in [&authenticated, &neighbour] {
         server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
     }
     server.assert_no_browsers_left().await;
