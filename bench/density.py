@@ -31,6 +31,8 @@ machine has less than --floor-mib available (a guard for the run itself). Then
 every session is asked again, and the count that answers, the memory per
 session (`MemAvailable` drop, and the server's own reading,
 `anchorage_memory_in_use_bytes`) and the ratio of the counts are reported.
+--contexts-per-host sets `ANCHORAGE_CONTEXTS_PER_HOST` for it, and
+--kinds context runs one kind only.
 """
 
 import argparse
@@ -160,10 +162,10 @@ def reading_ms(data_dir):
     return (time.perf_counter() - began) * 1000, count
 
 
-def scale(binary, isolation, cap, memory_mib, wait, url, floor_mib):
+def scale(binary, isolation, cap, memory_mib, wait, url, floor_mib, per_host):
     """Starts sessions until `cap` run or one waits `wait` seconds."""
     server = Server(binary, session_isolation=isolation, pool_size=0, max_sessions=cap + 10,
-                    launch_concurrency=2, max_memory_mib=memory_mib)
+                    launch_concurrency=2, max_memory_mib=memory_mib, contexts_per_host=per_host)
     ids, urls = [], {}
     try:
         before = mem_available_kib()
@@ -286,14 +288,17 @@ def main():
     parser.add_argument("--wait", type=float, default=45)
     parser.add_argument("--floor-mib", type=int, default=1500)
     parser.add_argument("--kinds", default="context,browser")
+    parser.add_argument("--contexts-per-host", type=int, default=20)
     args = parser.parse_args()
     pages = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
     threading.Thread(target=pages.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{pages.server_address[1]}/"
 
     if args.scale:
-        print(f"at most {args.scale} sessions of each kind, ANCHORAGE_MAX_MEMORY_MIB={args.memory_mib}", flush=True)
-        reached = {kind: scale(args.binary, kind, args.scale, args.memory_mib, args.wait, url, args.floor_mib)
+        print(f"at most {args.scale} sessions of each kind, ANCHORAGE_MAX_MEMORY_MIB={args.memory_mib}, "
+              f"ANCHORAGE_CONTEXTS_PER_HOST={args.contexts_per_host}", flush=True)
+        reached = {kind: scale(args.binary, kind, args.scale, args.memory_mib, args.wait, url, args.floor_mib,
+                         args.contexts_per_host)
                    for kind in args.kinds.split(",")}
         print(f"{'':>10} {'sessions':>9} {'answering':>10} {'MiB/session':>12} {'read MiB/session':>17} {'fill s':>7}"
               "  one reading")

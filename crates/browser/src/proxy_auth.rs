@@ -32,8 +32,10 @@ fn fetch_params() -> Value {
     json!({"handleAuthRequests": true, "patterns": [{"urlPattern": "*"}]})
 }
 
-/// Target types whose requests a context session's authenticator covers
-/// (frames of other sites and dedicated workers go through their page).
+/// Target types whose requests a context session's authenticator covers.
+/// Frames of other sites and dedicated workers are not attached: they load
+/// after their page, whose first request through the proxy left the
+/// credentials with the context.
 const COVERED_TYPES: [&str; 3] = ["page", "service_worker", "shared_worker"];
 
 /// Credentials for a session's proxy, answering on a connection of its own.
