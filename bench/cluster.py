@@ -39,7 +39,6 @@ import sys
 import tempfile
 import time
 import urllib.parse
-import urllib.request
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from harness import Cdp, Server, percentile  # noqa: E402
@@ -131,7 +130,7 @@ def main():
 def pool_is_full(server):
     """Waits until the server's warm pool holds its browser."""
     deadline = time.monotonic() + 30
-    while "anchorage_pool_browsers 1\n" not in urllib.request.urlopen(server.base + "/metrics").read().decode():
+    while server.metric("anchorage_pool_browsers") != 1:
         assert time.monotonic() < deadline, "the pool did not refill"
         time.sleep(0.05)
 

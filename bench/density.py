@@ -44,13 +44,12 @@ import sys
 import threading
 import time
 import urllib.error
-import urllib.request
 
 from playwright.sync_api import sync_playwright
 from websockets.sync.client import connect as websocket_connect
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from harness import KEY, Server  # noqa: E402
+from harness import Server  # noqa: E402
 
 PAGE = b"<!doctype html><title>density</title><h1>a small page</h1><p>" + b"text " * 200
 
@@ -116,21 +115,12 @@ def fill(binary, isolation, count, url):
             assert evaluates(data["cdp_url"]), "a session did not answer"
         time.sleep(2)
         used = before - mem_available_kib()
-        read = metric(server, "anchorage_memory_in_use_bytes")
+        read = server.metric("anchorage_memory_in_use_bytes")
         return {"per_session_mib": used / count / 1024, "read_mib": read / count / 1024 / 1024, "starts": starts}
     finally:
         for session_id in ids:
             server.call("DELETE", f"/v1/sessions/{session_id}")
         server.close()
-
-
-def metric(server, series):
-    request = urllib.request.Request(server.base + "/metrics")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(series + " "):
-                return float(line.split()[1])
-    return 0.0
 
 
 def reading_ms(data_dir):
@@ -171,14 +161,11 @@ def scale(binary, isolation, cap, memory_mib, wait, url, floor_mib, per_host):
         before = mem_available_kib()
         began = time.perf_counter()
         while len(ids) < cap and mem_available_kib() > floor_mib * 1024:
-            request = urllib.request.Request(
-                server.base + "/v1/sessions", method="POST",
-                # No idle end while the others start (the default is 5 minutes).
-                data=json.dumps({"session": {"initial_url": url, "timeout": {"idle_timeout": -1}}}).encode(),
-                headers={"anchor-api-key": KEY, "content-type": "application/json"})
             try:
-                with urllib.request.urlopen(request, timeout=wait) as response:
-                    data = json.loads(response.read())["data"]
+                # No idle end while the others start (the default is 5 minutes).
+                data = server.call("POST", "/v1/sessions",
+                                   {"session": {"initial_url": url, "timeout": {"idle_timeout": -1}}},
+                                   timeout=wait)["data"]
             except (TimeoutError, urllib.error.URLError):
                 break
             ids.append(data["id"])
@@ -190,7 +177,7 @@ def scale(binary, isolation, cap, memory_mib, wait, url, floor_mib, per_host):
         filled = time.perf_counter() - began
         time.sleep(3)
         used = before - mem_available_kib()
-        read = metric(server, "anchorage_memory_in_use_bytes")
+        read = server.metric("anchorage_memory_in_use_bytes")
         took, processes = reading_ms(server.data_dir)
         answering = 0
         for session_id in ids:

@@ -117,12 +117,20 @@ class Server:
         self.base = f"http://127.0.0.1:{port}"
         wait_for_port(port, self.process)
 
-    def call(self, method, path, body=None):
+    def call(self, method, path, body=None, timeout=300):
         request = urllib.request.Request(self.base + path, method=method,
                                          data=None if body is None else json.dumps(body).encode(),
                                          headers={"anchor-api-key": KEY, "content-type": "application/json"})
-        with urllib.request.urlopen(request, timeout=300) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
+
+    def metric(self, series):
+        """The value of one series on `/metrics` (a name, labels included), 0 if absent."""
+        with urllib.request.urlopen(self.base + "/metrics", timeout=30) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith(series + " "):
+                    return float(line.split()[-1])
+        return 0.0
 
     def rss_kib(self):
         for line in pathlib.Path(f"/proc/{self.process.pid}/status").read_text().splitlines():

@@ -58,12 +58,7 @@ def wait_ready(server, name):
 
 
 def stored_bytes(server):
-    request = __import__("urllib.request").request.Request(server.base + "/metrics")
-    with __import__("urllib.request").request.urlopen(request) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith('anchorage_stored_bytes{kind="profiles"}'):
-                return int(float(line.split()[-1]))
-    return 0
+    return int(server.metric('anchorage_stored_bytes{kind="profiles"}'))
 
 
 def main():
