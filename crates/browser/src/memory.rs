@@ -20,7 +20,7 @@
 //! readings; callers read in a blocking thread and space their readings by
 //! the time one takes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// One reading.
@@ -61,8 +61,11 @@ pub struct MemoryReader {
     /// Sizes read, by pid, with the process's start time (a pid used again
     /// by another process is read afresh) and group.
     known: HashMap<u32, Known>,
-    /// Whether each group leader seen (pid and start time) is ours.
-    leaders: HashMap<(u32, u64), bool>,
+    /// The group leaders found to be ours (pid and start time). Only those
+    /// are remembered: a process read between its fork and its `exec`
+    /// still shows its parent's command line, so "not ours" is asked again
+    /// at every reading.
+    leaders: HashSet<(u32, u64)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +81,7 @@ impl MemoryReader {
             root: browsers_root.to_path_buf(),
             readings: 0,
             known: HashMap::new(),
-            leaders: HashMap::new(),
+            leaders: HashSet::new(),
         }
     }
 
@@ -91,7 +94,7 @@ impl MemoryReader {
         let own_pid = std::process::id();
         let marker = format!("--user-data-dir={}/", self.root.display());
         let mut members: Vec<(u32, u32, u64)> = Vec::new();
-        let mut leaders: HashMap<(u32, u64), bool> = HashMap::new();
+        let mut leaders: HashSet<(u32, u64)> = HashSet::new();
         for pid in entries
             .filter_map(Result::ok)
             .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
@@ -101,24 +104,20 @@ impl MemoryReader {
                 continue;
             };
             if group == pid {
-                let is_ours = match self.leaders.get(&(pid, started)) {
-                    Some(known) => *known,
-                    None => std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                let is_ours = self.leaders.contains(&(pid, started))
+                    || std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
                         cmdline
                             .split(|byte| *byte == 0)
                             .any(|argument| argument.starts_with(marker.as_bytes()))
                             || crate::display::is_display_of(&cmdline, &self.root)
-                    }),
-                };
-                leaders.insert((pid, started), is_ours);
+                    });
+                if is_ours {
+                    leaders.insert((pid, started));
+                }
             }
             members.push((pid, group, started));
         }
-        let ours: std::collections::HashSet<u32> = leaders
-            .iter()
-            .filter(|(_, is_ours)| **is_ours)
-            .map(|((pid, _), _)| *pid)
-            .collect();
+        let ours: HashSet<u32> = leaders.iter().map(|(pid, _)| *pid).collect();
         self.leaders = leaders;
         let mut reading = MemoryUse {
             machine: machine_memory(),
@@ -214,12 +213,15 @@ mod tests {
 
     /// A process group led by a shell whose command line names a browser
     /// directory under `root`, as a browser's does, with a child of its own.
+    /// For its first 300 ms the leader has another command line (as a
+    /// browser has between its fork and its `exec`); then it `exec`s, with
+    /// the same pid and start time.
     fn fake_browser(root: &Path) -> std::process::Child {
         use std::os::unix::process::CommandExt;
+        let profile = format!("--user-data-dir={}/fake/profile", root.display());
         std::process::Command::new("sh")
             .arg("-c")
-            .arg("sleep 30 & wait")
-            .arg(format!("--user-data-dir={}/fake/profile", root.display()))
+            .arg(format!("sleep 0.3; exec sh -c 'sleep 30 & wait' '{profile}'"))
             .process_group(0)
             .spawn()
             .expect("sh")
@@ -232,6 +234,17 @@ mod tests {
         assert_eq!(reader.read().processes, 0);
         let mut child = fake_browser(root.path());
         let leader = child.id();
+        // Its group goes whatever the test finds (a kill of a group that is
+        // gone does nothing).
+        struct Reaped(u32);
+        impl Drop for Reaped {
+            fn drop(&mut self) {
+                crate::launch::kill_group(self.0);
+            }
+        }
+        let _reaped = Reaped(leader);
+        // Read while the leader is not yet recognisable.
+        assert_eq!(reader.read().processes, 0);
         // The shell and its `sleep`, once both run.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let reading = loop {
