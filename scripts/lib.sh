@@ -74,6 +74,23 @@ ensure_node_packages() {
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
 }
 
+# Users' code (execute_code, code tasks) runs on Node with the packages of
+# runtime/ (Playwright, the anchorbrowser SDK, esbuild), installed from its
+# lock file; Node and npm come from Debian's packages when missing.
+ensure_code_runtime() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        say "installing nodejs and npm from Debian's packages"
+        as_root apt-get update -q
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
+    fi
+    local dir="$REPO/runtime"
+    if [ -d "$dir/node_modules/playwright-core" ] && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+        return
+    fi
+    say "installing the code runtime's Node packages (runtime/)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 # The newest PostgreSQL server programs Debian installed, if any.
 postgres_bin() {
     ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1

@@ -7,8 +7,9 @@
 //! ends ([`Browser::shut_down`]), finds and removes what a previous run left
 //! behind ([`reap_leftovers`]), reads how much memory they use
 //! ([`browsers_memory`]), pumps CDP frames between a client and a
-//! browser ([`pump`]), and streams a page to the live view and forwards its
-//! input ([`Screencast`]). It knows nothing of HTTP routes, teams or the
+//! browser ([`pump`]), streams a page to the live view and forwards its
+//! input ([`Screencast`]), and runs a user's code in a sandbox beside a
+//! browser ([`CodeProcess`]). It knows nothing of HTTP routes, teams or the
 //! store.
 
 mod actions;
@@ -29,6 +30,7 @@ mod proxy_auth;
 mod pump;
 mod reap;
 mod recorder;
+mod sandbox;
 mod scope;
 mod screencast;
 #[cfg(any(test, feature = "testing"))]
@@ -54,6 +56,10 @@ pub use pump::{pump, pump_watching, websocket_config, FrameWatch, PumpEnd, MAX_F
 pub use reap::{leftover_browser_pids, leftover_display_pids, reap_leftovers, ReapReport};
 pub use recorder::{
     leftover_encoder_pids, probe_duration, reap_encoders, record, Recorded, RecordingControl, RecordingSpec,
+};
+pub use sandbox::{
+    free_run_uid, kill_user_processes, processes_of_user, reap_leftover_runs, CodeProcess, RunFailure, RunLimits,
+    SandboxSettings, RUN_UIDS,
 };
 pub use scope::{Scope, BROWSER_SESSION_METHODS, REFUSED_METHODS};
 pub use screencast::{Frame, FrameAck, Input, MouseButton, MouseKind, Screencast, ScreencastEvent};

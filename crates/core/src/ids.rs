@@ -97,6 +97,19 @@ uuid_id!(
     CertificateId
 );
 
+uuid_id!(
+    /// A code task (`/v1/task`): the user's TypeScript, kept in versions.
+    TaskId
+);
+uuid_id!(
+    /// One version of a task (its draft, or a published number).
+    TaskVersionId
+);
+uuid_id!(
+    /// One run of user code: a task's run, or an `execute_code` snippet.
+    ExecutionId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

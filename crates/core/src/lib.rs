@@ -20,15 +20,15 @@ mod wire_enum;
 pub use admission::FairQueue;
 pub use batch::{failure_summary, BatchCounts, BatchStatus};
 pub use ids::{
-    ApiKeyId, AttemptId, BatchId, CertificateId, DeliveryId, ExtensionId, NodeId, ProfileId, RecordingId, RequestId,
-    SessionId, TeamId,
+    ApiKeyId, AttemptId, BatchId, CertificateId, DeliveryId, ExecutionId, ExtensionId, NodeId, ProfileId, RecordingId,
+    RequestId, SessionId, TaskId, TaskVersionId, TeamId,
 };
 pub use options::{
     check_certificate_name, check_profile_name, check_tags, redact_configuration, AnchoragePart, CustomProxy,
     Isolation, OptionsError, ProfileUse, SessionOptions, Viewport,
 };
 pub use request::{RequestMove, RequestPhase, RequestStatus};
-pub use resources::{DeliveryStatus, ProfileStatus, RecordingStatus};
+pub use resources::{DeliveryStatus, ExecutionStatus, ProfileStatus, RecordingStatus};
 pub use session::{SessionMove, SessionStatus};
 pub use time::Timestamp;
 pub use wire_enum::UnknownStatus;

@@ -62,3 +62,28 @@ mod tests {
         assert!("saving".parse::<ProfileStatus>().is_err());
     }
 }
+
+wire_enum! {
+    /// Where a run of user code is (a task's run, or `execute_code`).
+    pub enum ExecutionStatus {
+        /// Accepted, waiting for a runner (or for its session to start).
+        Queued => "queued",
+        /// Its code runs.
+        Running => "running",
+        /// Its code returned.
+        Success => "success",
+        /// Its code threw, crashed, or could not start.
+        Failure => "failure",
+        /// It ran past its time and was stopped.
+        Timeout => "timeout",
+        /// Its session ended, or the server stopped, before it finished.
+        Cancelled => "cancelled",
+    }
+}
+
+impl ExecutionStatus {
+    /// Whether the run is over.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+}

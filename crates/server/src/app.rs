@@ -49,6 +49,8 @@ pub enum StartError {
 /// A server ready to run.
 pub struct App {
     listener: TcpListener,
+    /// Where sandboxed runs of users' code reach the API (see `crate::code`).
+    code_listener: Option<tokio::net::UnixListener>,
     state: AppState,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -329,8 +331,40 @@ impl App {
                 }
             });
         }
+        let (code_listener, socket_problem) = match bind_code_socket(&data_dir) {
+            Ok(listener) => (Some(listener), None),
+            Err(error) => (None, Some(error)),
+        };
+        let code = crate::code::CodeRunner::new(
+            &config.code,
+            &data_dir,
+            socket_problem,
+            format!("--anchorage-runs-of={}", data_dir.display()),
+            Arc::clone(&metrics),
+        );
+        let reaped_runs = {
+            let code = Arc::clone(&code);
+            tokio::task::spawn_blocking(move || code.reap_leftovers())
+                .await
+                .unwrap_or_default()
+        };
+        let cancelled_runs = store
+            .cancel_executions_of(
+                node,
+                Timestamp::now(),
+                "the server stopped while this code ran; run it again",
+            )
+            .await?;
+        if reaped_runs > 0 || cancelled_runs > 0 {
+            tracing::warn!(
+                reaped_runs,
+                cancelled_runs,
+                "cleaned up the runs of code of the previous run"
+            );
+        }
+        code.refill_warm();
         let summary = format!(
-            "anchorage listening on {bound} (public URL {public_url}); node {node}; chromium {} as {}, sandbox {}; max sessions {}; memory for browsers {}; launch concurrency {}; pool {}; data in {}",
+            "anchorage listening on {bound} (public URL {public_url}); node {node}; chromium {} as {}, sandbox {}; max sessions {}; memory for browsers {}; launch concurrency {}; pool {}; code {}; data in {}",
             chromium.display(),
             config
                 .browser_user
@@ -343,6 +377,7 @@ impl App {
                 .map_or_else(|| "unlimited".to_owned(), |bytes| format!("{} MiB", bytes / (1024 * 1024))),
             config.launch_concurrency,
             config.pool_size,
+            code.describe(),
             config.data_dir.display()
         );
         let state = AppState {
@@ -362,9 +397,12 @@ impl App {
             max_extension_bytes: config.max_extension_bytes,
             header_read_timeout: config.header_read_timeout,
             block_private_networks: config.block_private_networks,
+            code,
+            node,
         };
         Ok(Self {
             listener,
+            code_listener,
             state,
             shutdown,
             tasks,
@@ -401,6 +439,7 @@ impl App {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let Self {
             listener,
+            code_listener,
             state,
             shutdown: token,
             tasks,
@@ -408,8 +447,24 @@ impl App {
         } = self;
         let browser_dirs = state.browser_dirs.clone();
         let header_read_timeout = state.header_read_timeout;
+        let code = Arc::clone(&state.code);
         let router = crate::routes::router(state);
+        if let Some(code_listener) = code_listener {
+            let (router, token) = (router.clone(), token.clone());
+            tasks.spawn(async move {
+                let stopped = token.clone();
+                let _ = serve(
+                    code_listener,
+                    router,
+                    header_read_timeout,
+                    token,
+                    stopped.cancelled_owned(),
+                )
+                .await;
+            });
+        }
         let served = serve(listener, router, header_read_timeout, token.clone(), shutdown).await;
+        code.stop();
         tracing::info!("shutting down: ending every session");
         token.cancel();
         tasks.close();
@@ -433,8 +488,8 @@ impl App {
 /// This is `axum::serve` with two additions: TCP_NODELAY on every
 /// connection (CDP is many small messages both ways) and a deadline for a
 /// request's headers, so that a slow client cannot hold a connection open.
-async fn serve(
-    listener: TcpListener,
+async fn serve<L: Listener>(
+    listener: L,
     router: axum::Router,
     header_read_timeout: Duration,
     stop: CancellationToken,
@@ -454,7 +509,7 @@ async fn serve(
             () = stop.cancelled() => break,
         };
         let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
+            Ok(tcp) => tcp,
             Err(error) => {
                 // Out of descriptors, say: wait a little instead of spinning.
                 tracing::warn!(%error, "accepting a connection failed");
@@ -462,9 +517,7 @@ async fn serve(
                 continue;
             }
         };
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
+        L::tune(&tcp);
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let connection = builder
             .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tcp), service)
@@ -484,6 +537,61 @@ async fn serve(
         tracing::warn!("some connections were still open at the end of the shutdown grace period");
     }
     Ok(())
+}
+
+/// What [`serve`] accepts connections from: TCP, and the Unix socket of
+/// sandboxed runs.
+trait Listener: Send {
+    /// A connection.
+    type Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    /// The next connection.
+    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<Self::Io>> + Send;
+    /// Sets what a new connection needs.
+    fn tune(_connection: &Self::Io) {}
+}
+
+impl Listener for TcpListener {
+    type Io = tokio::net::TcpStream;
+
+    async fn accept(&self) -> std::io::Result<Self::Io> {
+        TcpListener::accept(self).await.map(|(stream, _)| stream)
+    }
+
+    fn tune(connection: &Self::Io) {
+        // CDP is many small messages both ways.
+        if let Err(error) = connection.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    }
+}
+
+impl Listener for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+
+    async fn accept(&self) -> std::io::Result<Self::Io> {
+        tokio::net::UnixListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+/// Listens on the socket sandboxed runs reach the API through: a dir only
+/// root may change, a socket any local user may connect to (as they may to
+/// the TCP port; every request still needs a key).
+fn bind_code_socket(data_dir: &Path) -> Result<tokio::net::UnixListener, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = crate::code::socket_dir(data_dir);
+    let path = dir.join(crate::code::SOCKET_NAME);
+    let made = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)));
+    let bound = made.and_then(|()| {
+        match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        let listener = tokio::net::UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+        Ok(listener)
+    });
+    bound.map_err(|error| format!("the runs' socket {} cannot be made: {error}", path.display()))
 }
 
 fn derive_public_url(bound: SocketAddr) -> Url {

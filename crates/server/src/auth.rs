@@ -110,6 +110,41 @@ impl TokenSigner {
     }
 }
 
+/// The start of a run's credential (see [`TokenSigner::run_key`]).
+const RUN_KEY_PREFIX: &str = "anr_";
+
+impl TokenSigner {
+    /// The credential of one run of users' code (`anchorClient` and the
+    /// `ANCHOR_API_KEY` of a task): `anr_`, the execution's id, and an HMAC
+    /// of it. Nothing is stored: any node checks the HMAC, and the key acts
+    /// for the execution's team only while the execution is unfinished.
+    pub fn run_key(&self, execution_id: anchorage_core::ExecutionId) -> String {
+        let mac = self.run_mac(execution_id);
+        format!(
+            "{RUN_KEY_PREFIX}{}_{}",
+            execution_id.as_uuid().simple(),
+            hex::encode(mac.finalize().into_bytes())
+        )
+    }
+
+    /// The execution a run's credential names, if its HMAC is right.
+    pub fn run_key_execution(&self, key: &str) -> Option<anchorage_core::ExecutionId> {
+        let (id, mac) = key.strip_prefix(RUN_KEY_PREFIX)?.split_once('_')?;
+        let execution_id = anchorage_core::ExecutionId::from(uuid::Uuid::try_parse(id).ok()?);
+        let bytes = hex::decode(mac).ok()?;
+        self.run_mac(execution_id).verify_slice(&bytes).ok()?;
+        Some(execution_id)
+    }
+
+    fn run_mac(&self, execution_id: anchorage_core::ExecutionId) -> Hmac<Sha256> {
+        // HMAC takes keys of any length, so this cannot fail.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!());
+        mac.update(b"run-key:");
+        mac.update(execution_id.to_string().as_bytes());
+        mac
+    }
+}
+
 /// The caller of a `/v1` route, authenticated by its key.
 #[derive(Debug, Clone)]
 pub struct Caller(pub AuthenticatedKey);
@@ -118,6 +153,17 @@ pub struct Caller(pub AuthenticatedKey);
 pub async fn authenticate(state: &AppState, key: &str) -> Result<Option<AuthenticatedKey>, ApiError> {
     if key.is_empty() || key.len() > 512 {
         return Ok(None);
+    }
+    if let Some(execution_id) = state.tokens.run_key_execution(key) {
+        // A run's credential: its team's, while the run lasts.
+        let execution = state.store.execution_by_id(execution_id).await?;
+        return Ok(execution
+            .filter(|execution| !execution.status.is_finished())
+            .map(|execution| AuthenticatedKey {
+                key_id: anchorage_core::ApiKeyId::from(execution.id.as_uuid()),
+                key_name: format!("run {}", execution.id),
+                team_id: execution.team_id,
+            }));
     }
     Ok(state.store.authenticate(&hash_api_key(key)).await?)
 }
@@ -150,6 +196,29 @@ mod tests {
         assert_eq!(first.len(), 68);
         assert_eq!(hash_api_key(&first), hash_api_key(&first));
         assert_ne!(hash_api_key(&first), first);
+    }
+
+    #[test]
+    fn run_keys_name_their_execution_and_nothing_else() {
+        let signer = TokenSigner {
+            secret: b"secret".to_vec(),
+        };
+        let execution = anchorage_core::ExecutionId::new_random();
+        let key = signer.run_key(execution);
+        assert_eq!(signer.run_key_execution(&key), Some(execution));
+        let other = anchorage_core::ExecutionId::new_random();
+        let forged = format!(
+            "anr_{}_{}",
+            other.as_uuid().simple(),
+            key.rsplit('_').next().unwrap_or_default()
+        );
+        assert_eq!(signer.run_key_execution(&forged), None);
+        assert_eq!(signer.run_key_execution("anr_x_y"), None);
+        assert_eq!(signer.run_key_execution(&generate_api_key()), None);
+        let stranger = TokenSigner {
+            secret: b"other".to_vec(),
+        };
+        assert_eq!(stranger.run_key_execution(&key), None);
     }
 
     #[test]

@@ -76,6 +76,40 @@ struct FileConfig {
     default_headless: Option<bool>,
     default_recording: Option<bool>,
     recording_retention_hours: Option<u64>,
+    code_runtime: Option<String>,
+    node: Option<String>,
+    code_sandbox: Option<String>,
+    code_timeout_seconds: Option<u64>,
+    code_memory_mib: Option<u64>,
+    code_max_runs: Option<u64>,
+    code_team_max_runs: Option<u64>,
+    code_max_output_bytes: Option<u64>,
+    code_warm: Option<u64>,
+}
+
+/// How users' code runs (`execute_code`, code tasks): see `crate::code`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeConfig {
+    /// The runtime dir: `runner.cjs` and its `node_modules`
+    /// (`ANCHORAGE_CODE_RUNTIME`); found by `crate::code` when not set.
+    pub runtime_dir: Option<PathBuf>,
+    /// The Node executable (`ANCHORAGE_NODE`; `node` on `PATH`).
+    pub node: PathBuf,
+    /// Whether runs are isolated (`ANCHORAGE_CODE_SANDBOX`: on when the
+    /// server is root; it needs root).
+    pub sandbox: bool,
+    /// Longest a run may take (`ANCHORAGE_CODE_TIMEOUT_SECONDS`).
+    pub timeout: Duration,
+    /// Memory one run may use (`ANCHORAGE_CODE_MEMORY_MIB`), bytes.
+    pub memory_bytes: u64,
+    /// Runs at once on this node (`ANCHORAGE_CODE_MAX_RUNS`).
+    pub max_runs: usize,
+    /// Runs at once of one team on this node (`ANCHORAGE_CODE_TEAM_MAX_RUNS`).
+    pub team_max_runs: usize,
+    /// Largest result a run may give (`ANCHORAGE_CODE_MAX_OUTPUT_BYTES`).
+    pub max_output_bytes: usize,
+    /// Runners kept started and waiting for a job (`ANCHORAGE_CODE_WARM`).
+    pub warm: usize,
 }
 
 /// Everything the server needs to start.
@@ -172,6 +206,8 @@ pub struct Config {
     pub default_recording: bool,
     /// How long finished recordings are kept.
     pub recording_retention: Duration,
+    /// How users' code runs.
+    pub code: CodeConfig,
 }
 
 /// The default webhook retry schedule: six attempts over about 2.6 hours.
@@ -520,6 +556,56 @@ impl Config {
             }
         };
 
+        let code_sandbox = match text("ANCHORAGE_CODE_SANDBOX", from_file.code_sandbox)
+            .map(|value| value.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("auto") => server_is_root,
+            Some("on" | "true" | "1") => {
+                if !server_is_root {
+                    return Err(ConfigError(
+                        "ANCHORAGE_CODE_SANDBOX=on needs a server that runs as root (it gives each run a user and namespaces of its own); run as root, or set it to off".to_owned(),
+                    ));
+                }
+                true
+            }
+            Some("off" | "false" | "0") => false,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "ANCHORAGE_CODE_SANDBOX={other:?} is not valid: set it to auto, on or off"
+                )))
+            }
+        };
+        let code_max_runs = number("ANCHORAGE_CODE_MAX_RUNS", from_file.code_max_runs, 1, 1000)?
+            .map_or_else(|| (core_count() * 2).max(2), |value| value as usize);
+        let code = CodeConfig {
+            runtime_dir: text("ANCHORAGE_CODE_RUNTIME", from_file.code_runtime).map(PathBuf::from),
+            node: PathBuf::from(text("ANCHORAGE_NODE", from_file.node).unwrap_or_else(|| "node".to_owned())),
+            sandbox: code_sandbox,
+            timeout: Duration::from_secs(
+                number(
+                    "ANCHORAGE_CODE_TIMEOUT_SECONDS",
+                    from_file.code_timeout_seconds,
+                    1,
+                    86_400,
+                )?
+                .unwrap_or(300),
+            ),
+            memory_bytes: number("ANCHORAGE_CODE_MEMORY_MIB", from_file.code_memory_mib, 128, 1 << 20)?.unwrap_or(1024)
+                * MIB,
+            max_runs: code_max_runs,
+            team_max_runs: number("ANCHORAGE_CODE_TEAM_MAX_RUNS", from_file.code_team_max_runs, 1, 1000)?
+                .map_or(code_max_runs, |value| value as usize),
+            max_output_bytes: number(
+                "ANCHORAGE_CODE_MAX_OUTPUT_BYTES",
+                from_file.code_max_output_bytes,
+                1024,
+                64 * MIB,
+            )?
+            .map_or(4 * MIB as usize, |value| value as usize),
+            warm: number("ANCHORAGE_CODE_WARM", from_file.code_warm, 0, 64)?.map_or(1, |value| value as usize),
+        };
+
         let webhook_retry_delays = parse_delays(
             "ANCHORAGE_WEBHOOK_RETRY_DELAYS",
             &text("ANCHORAGE_WEBHOOK_RETRY_DELAYS", from_file.webhook_retry_delays)
@@ -561,6 +647,7 @@ impl Config {
             default_headless,
             default_recording,
             recording_retention,
+            code,
         })
     }
 

@@ -10,6 +10,7 @@
 mod app;
 mod auth;
 mod cluster;
+mod code;
 mod config;
 mod error;
 mod events;

@@ -47,6 +47,9 @@ pub struct Metrics {
     stored_bytes: Family<Vec<(String, String)>, Gauge>,
     webhook_attempts: Family<Vec<(String, String)>, Counter>,
     node_signals: Family<Vec<(String, String)>, Counter>,
+    code_runs: Gauge,
+    code_runs_waiting: Gauge,
+    code_runs_finished: Family<Vec<(String, String)>, Counter>,
 }
 
 /// What `/metrics` shows besides the counters, read at render time.
@@ -107,10 +110,23 @@ impl Default for Metrics {
             stored_bytes: Family::default(),
             webhook_attempts: Family::default(),
             node_signals: Family::default(),
+            code_runs: Gauge::default(),
+            code_runs_waiting: Gauge::default(),
+            code_runs_finished: Family::default(),
             registry: Registry::default(),
         };
         // Names are given without `_total`: the client adds it to counters.
-        let gauges: [(&str, &str, &Gauge); 12] = [
+        let gauges: [(&str, &str, &Gauge); 14] = [
+            (
+                "anchorage_code_runs_waiting",
+                "Runs of users' code waiting for a place on this node (ANCHORAGE_CODE_MAX_RUNS, ANCHORAGE_CODE_TEAM_MAX_RUNS).",
+                &metrics.code_runs_waiting,
+            ),
+            (
+                "anchorage_code_runs",
+                "Runs of users' code (execute_code, task runs) under way on this node.",
+                &metrics.code_runs,
+            ),
             (
                 "anchorage_sessions_running",
                 "Sessions whose browser runs.",
@@ -230,6 +246,11 @@ impl Default for Metrics {
             "Signals between the nodes of one PostgreSQL database (queued, request, batch), sent by this node or received from others.",
             metrics.node_signals.clone(),
         );
+        registry.register(
+            "anchorage_code_runs_finished",
+            "Runs of users' code that finished on this node, by how (success, failure, timeout, cancelled).",
+            metrics.code_runs_finished.clone(),
+        );
         Self { registry, ..metrics }
     }
 }
@@ -271,6 +292,19 @@ impl Metrics {
                 ("direction".to_owned(), direction.to_owned()),
                 ("signal".to_owned(), signal.to_owned()),
             ])
+            .inc();
+    }
+
+    /// Sets the number of runs of code under way, and waiting.
+    pub fn set_code_runs(&self, running: usize, waiting: usize) {
+        self.code_runs.set(i64::try_from(running).unwrap_or(i64::MAX));
+        self.code_runs_waiting.set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a finished run of code by how it ended.
+    pub fn count_code_run(&self, status: anchorage_core::ExecutionStatus) {
+        self.code_runs_finished
+            .get_or_create(&vec![("status".to_owned(), status.as_str().to_owned())])
             .inc();
     }
 
@@ -358,7 +392,7 @@ mod tests {
             text.contains("anchorage_stored_bytes{kind=\"profiles\"} 4096\n"),
             "{text}"
         );
-        assert_eq!(text.matches("# TYPE").count(), 21, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 23, "{text}");
         assert!(
             text.contains("anchorage_node_signals_total{direction=\"received\",signal=\"batch\"} 1\n"),
             "{text}"

@@ -44,6 +44,10 @@ pub struct AppState {
     pub events: Arc<crate::events::EventHub>,
     /// The webhook delivery worker (woken when a test event is recorded).
     pub deliverer: Arc<crate::webhooks::Deliverer>,
+    /// Runs of users' code on this node.
+    pub code: Arc<crate::code::CodeRunner>,
+    /// This node's id.
+    pub node: anchorage_core::NodeId,
 }
 
 impl AppState {
@@ -56,6 +60,22 @@ impl AppState {
         let _ = url.set_scheme(scheme);
         url.set_path(&format!("{}cdp/{session_id}", base_path(&self.public_url)));
         url.set_query(Some(&format!("token={}", self.tokens.token(session_id))));
+        url.to_string()
+    }
+
+    /// A CDP URL of a session opened with an API key (the form the npm SDK
+    /// builds): its connections close when the key stops standing, as a
+    /// run's credential does when its run ends.
+    pub fn cdp_url_with_key(&self, session_id: SessionId, key: &str) -> String {
+        let mut url = self.public_url.clone();
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        // Both schemes are special, so switching between them cannot fail.
+        let _ = url.set_scheme(scheme);
+        url.set_path(&base_path(&self.public_url));
+        url.query_pairs_mut()
+            .clear()
+            .append_pair("apiKey", key)
+            .append_pair("sessionId", &session_id.to_string());
         url.to_string()
     }
 

@@ -1086,3 +1086,95 @@ pub struct SessionTags {
     /// Its tags, in order.
     pub tags: Vec<String>,
 }
+
+// ---------------------------------------------------------------- code
+
+/// A snippet to run beside a session (`tools.execute_code`).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ExecuteCodeBody {
+    /// TypeScript (or JavaScript): the body of an async function that is
+    /// given `page`, `browser`, `context`, `sessionId` and `anchorClient`.
+    pub code: Option<String>,
+}
+
+/// How a snippet ran. Not wrapped in `data`, as upstream's is not.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecuteCodeAnswer {
+    /// Whether the snippet returned.
+    pub success: bool,
+    /// What happened, in words.
+    pub message: String,
+    /// The JSON of its return value (absent for `undefined`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Its execution's id.
+    #[serde(rename = "executionResultId")]
+    pub execution_result_id: String,
+}
+
+/// A new task (`POST /v1/task`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateTaskBody {
+    /// Letters, digits, `_` and `-`; unique among the team's tasks.
+    pub name: Option<String>,
+    /// `typescript`.
+    pub language: Option<String>,
+    /// The code, base64; saved as the task's draft.
+    pub code: Option<String>,
+    /// What it does, at most 1000 characters.
+    pub description: Option<String>,
+    /// The `session` part of a start body its runs start with.
+    #[schema(value_type = Object)]
+    pub browser_configuration: Option<Value>,
+}
+
+/// A task's new name or description.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdateTaskBody {
+    /// Its new name.
+    pub name: Option<String>,
+    /// Its new description.
+    pub description: Option<String>,
+}
+
+/// A version's content: a draft, a deploy, a published number.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskVersionBody {
+    /// The code, base64.
+    pub code: Option<String>,
+    /// `typescript`.
+    pub language: Option<String>,
+    /// What this version is.
+    pub description: Option<String>,
+    /// The `session` part of a start body its runs start with.
+    #[schema(value_type = Object)]
+    pub browser_configuration: Option<Value>,
+}
+
+/// A task run (`POST /v1/task/run`, `POST /v1/task/run/{name}`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunTaskBody {
+    /// The task (by id; the by-name route names it in the path).
+    pub task_id: Option<String>,
+    /// `draft`, `latest` (the default) or a number.
+    pub version: Option<String>,
+    /// A running session to run in; without it the run starts one.
+    pub session_id: Option<String>,
+    /// Answer at once and run in the background.
+    #[serde(rename = "async")]
+    pub run_async: Option<bool>,
+    /// Session settings over the version's `browserConfiguration`.
+    #[schema(value_type = Object)]
+    pub override_browser_configuration: Option<Value>,
+    /// `ANCHOR_*` names and their values, given to the code as environment variables.
+    #[schema(value_type = Object)]
+    pub inputs: Option<Map<String, Value>>,
+    /// End the session the run started once it finishes (default true).
+    pub cleanup_sessions: Option<bool>,
+}

@@ -26,9 +26,10 @@ use async_trait::async_trait;
 pub use postgres::PostgresStore;
 pub use records::{
     ApiKeyRecord, AttemptOutcome, AuthenticatedKey, BatchChange, BatchFilter, BatchItem, BatchRecord, BatchSummary,
-    CertificateRecord, DeliveryAttempt, DeliveryFilter, DueAttempt, ExtensionRecord, LaunchFailure, NodeRecord,
-    ProfileRecord, RecordingRecord, RecoveryReport, RequestRecord, RetryOutcome, SessionFilter, SessionPage,
-    SessionRecord, SessionSort, TeamRecord, WebhookChange, WebhookRecord,
+    CertificateRecord, DeliveryAttempt, DeliveryFilter, DueAttempt, ExecutionFilter, ExecutionRecord, ExtensionRecord,
+    LaunchFailure, NodeRecord, ProfileRecord, RecordingRecord, RecoveryReport, RequestRecord, RetryOutcome,
+    SessionFilter, SessionPage, SessionRecord, SessionSort, TaskRecord, TaskVersionRecord, TeamRecord, WebhookChange,
+    WebhookRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -134,9 +135,15 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// each method atomic; the state changes are conditional so that two
 /// callers racing on the same row see exactly one winner (the `bool`
 /// results say who won).
-pub trait Store: TeamStore + QueueStore + SessionStore + BatchStore + FileStore + WebhookStore + NodeStore {}
+pub trait Store:
+    TeamStore + QueueStore + SessionStore + BatchStore + FileStore + WebhookStore + NodeStore + CodeStore
+{
+}
 
-impl<T> Store for T where T: TeamStore + QueueStore + SessionStore + BatchStore + FileStore + WebhookStore + NodeStore {}
+impl<T> Store for T where
+    T: TeamStore + QueueStore + SessionStore + BatchStore + FileStore + WebhookStore + NodeStore + CodeStore
+{
+}
 
 /// Teams, their API keys, and server-wide settings.
 #[async_trait]
@@ -468,4 +475,56 @@ pub trait NodeStore: Send + Sync + 'static {
     async fn listen(&self) -> StoreResult<Option<tokio::sync::mpsc::Receiver<String>>> {
         Ok(None)
     }
+}
+
+/// Code tasks, their versions, and runs of user code (executions).
+#[async_trait]
+pub trait CodeStore: Send + Sync + 'static {
+    /// Records a new task, with its first draft when it came with code;
+    /// `AlreadyExists` if its team has a live task of that name.
+    async fn create_task(&self, task: &TaskRecord, draft: Option<&TaskVersionRecord>) -> StoreResult<()>;
+    /// A page of a team's live tasks, oldest first, and how many there are.
+    async fn list_tasks(&self, team_id: TeamId, offset: i64, limit: i64) -> StoreResult<(Vec<TaskRecord>, i64)>;
+    /// A team's live task.
+    async fn task(&self, team_id: TeamId, task_id: anchorage_core::TaskId) -> StoreResult<Option<TaskRecord>>;
+    /// A team's live task by name.
+    async fn task_named(&self, team_id: TeamId, name: &str) -> StoreResult<Option<TaskRecord>>;
+    /// Saves a task's name and description; `AlreadyExists` if the new
+    /// name is another live task's.
+    async fn update_task(&self, task: &TaskRecord) -> StoreResult<()>;
+    /// Marks a live task and its versions deleted; false if there was none.
+    async fn delete_task(&self, team_id: TeamId, task_id: anchorage_core::TaskId, at: Timestamp) -> StoreResult<bool>;
+    /// A task's live versions: the draft first, then by number.
+    async fn task_versions(&self, task_id: anchorage_core::TaskId) -> StoreResult<Vec<TaskVersionRecord>>;
+    /// Saves a version under its name (`draft` or a number), replacing
+    /// (and restoring, if deleted) one of that name; returns it as stored.
+    async fn save_task_version(&self, version: &TaskVersionRecord) -> StoreResult<TaskVersionRecord>;
+    /// Saves a version under the next number of its task (one past every
+    /// number it ever had); returns it as stored.
+    async fn deploy_task_version(&self, version: &TaskVersionRecord) -> StoreResult<TaskVersionRecord>;
+    /// Marks a live version deleted; false if there was none.
+    async fn delete_task_version(
+        &self,
+        task_id: anchorage_core::TaskId,
+        version: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Records a new execution.
+    async fn insert_execution(&self, execution: &ExecutionRecord) -> StoreResult<()>;
+    /// Saves an execution's state, output, error, session and time.
+    async fn update_execution(&self, execution: &ExecutionRecord) -> StoreResult<()>;
+    /// A team's execution.
+    async fn execution(
+        &self,
+        team_id: TeamId,
+        execution_id: anchorage_core::ExecutionId,
+    ) -> StoreResult<Option<ExecutionRecord>>;
+    /// An execution whoever its team, for the credential of a run.
+    async fn execution_by_id(&self, execution_id: anchorage_core::ExecutionId) -> StoreResult<Option<ExecutionRecord>>;
+    /// A page of a task's executions, newest first, and how many match.
+    async fn list_executions(&self, filter: &ExecutionFilter) -> StoreResult<(Vec<ExecutionRecord>, i64)>;
+    /// Ends as `cancelled` every unfinished execution of `node` (its runs
+    /// died with it); returns how many.
+    async fn cancel_executions_of(&self, node: anchorage_core::NodeId, at: Timestamp, reason: &str)
+        -> StoreResult<u64>;
 }

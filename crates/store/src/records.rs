@@ -585,3 +585,95 @@ pub struct NodeRecord {
     /// written by a registration).
     pub live_sessions: i64,
 }
+
+/// A code task: the user's TypeScript under a name, kept in versions
+/// ([`TaskVersionRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// Its id.
+    pub id: anchorage_core::TaskId,
+    /// Its team.
+    pub team_id: TeamId,
+    /// Its name, unique among its team's tasks that are not deleted.
+    pub name: String,
+    /// What the user said it does.
+    pub description: Option<String>,
+    /// Deleted (kept, as upstream keeps them, but no longer served).
+    pub deleted: bool,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When its name or description last changed.
+    pub updated_at: Timestamp,
+}
+
+/// One version of a task: its draft, or a published number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskVersionRecord {
+    /// Its id.
+    pub id: anchorage_core::TaskVersionId,
+    /// Its task.
+    pub task_id: anchorage_core::TaskId,
+    /// `draft`, or a number (`1`, `2`, …).
+    pub version: String,
+    /// The code, base64 as the API carries it.
+    pub code: String,
+    /// Its language (`typescript`).
+    pub language: String,
+    /// What the user said of this version.
+    pub description: Option<String>,
+    /// The session configuration its runs start with.
+    pub browser_configuration: Option<serde_json::Value>,
+    /// Deleted (kept, not served).
+    pub deleted: bool,
+    /// When it was first saved.
+    pub created_at: Timestamp,
+    /// When it was last saved.
+    pub updated_at: Timestamp,
+}
+
+/// One run of user code: a task's run, or an `execute_code` snippet (no
+/// task).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionRecord {
+    /// Its id (`executionResultId` on the wire).
+    pub id: anchorage_core::ExecutionId,
+    /// Its team.
+    pub team_id: TeamId,
+    /// Its task, when it is a task's run.
+    pub task_id: Option<anchorage_core::TaskId>,
+    /// The version it ran.
+    pub task_version_id: Option<anchorage_core::TaskVersionId>,
+    /// That version's name (`draft`, a number), or `snippet` for `execute_code`.
+    pub version: String,
+    /// Where it is.
+    pub status: anchorage_core::ExecutionStatus,
+    /// The JSON of what the code returned.
+    pub output: Option<String>,
+    /// Why it failed.
+    pub error_message: Option<String>,
+    /// The session it ran beside.
+    pub session_id: Option<SessionId>,
+    /// The node that runs it.
+    pub node_id: Option<anchorage_core::NodeId>,
+    /// When it was accepted.
+    pub started_at: Timestamp,
+    /// How long its code ran, milliseconds, once finished.
+    pub execution_time_ms: Option<i64>,
+}
+
+/// Which executions of a task to list, and which page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionFilter {
+    /// The team asking.
+    pub team_id: TeamId,
+    /// The task.
+    pub task_id: anchorage_core::TaskId,
+    /// Only those in this state.
+    pub status: Option<anchorage_core::ExecutionStatus>,
+    /// Only those of this version (`draft`, a number).
+    pub version: Option<String>,
+    /// Rows to skip.
+    pub offset: i64,
+    /// Rows to give.
+    pub limit: i64,
+}

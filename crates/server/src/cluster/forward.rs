@@ -37,6 +37,8 @@ pub enum SessionIn {
     Query,
     /// The JSON body's `session_id` (a profile made from a running session).
     Body,
+    /// The JSON body's `sessionId` (a task run in a running session).
+    BodyCamel,
 }
 
 /// What the forwarding of one route needs.
@@ -75,7 +77,11 @@ pub async fn to_owner(
             (named, request)
         }
         SessionIn::Query => (in_query(request.uri()), request),
-        SessionIn::Body => match in_body(forwarding.max_body_bytes, request).await {
+        SessionIn::Body => match in_body(forwarding.max_body_bytes, request, "session_id").await {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        },
+        SessionIn::BodyCamel => match in_body(forwarding.max_body_bytes, request, "sessionId").await {
             Ok(found) => found,
             Err(answer) => return answer,
         },
@@ -101,17 +107,21 @@ fn in_query(uri: &axum::http::Uri) -> Option<SessionId> {
         .and_then(|(_, value)| value.parse().ok())
 }
 
-/// The `session_id` a JSON body names, and the request again with the
+/// The session a JSON body names in `field`, and the request again with the
 /// same body (read whole, within the body limit; a body that is not JSON
 /// names none and is left to the handler to refuse).
-async fn in_body(max_body_bytes: usize, request: Request) -> Result<(Option<SessionId>, Request), Response> {
+async fn in_body(
+    max_body_bytes: usize,
+    request: Request,
+    field: &str,
+) -> Result<(Option<SessionId>, Request), Response> {
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, max_body_bytes)
         .await
         .map_err(|_| ApiError::PayloadTooLarge(max_body_bytes).into_response())?;
     let session_id = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
-        .and_then(|value| value.get("session_id")?.as_str()?.parse().ok());
+        .and_then(|value| value.get(field)?.as_str()?.parse().ok());
     Ok((session_id, Request::from_parts(parts, Body::from(bytes))))
 }
 

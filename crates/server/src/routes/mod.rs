@@ -6,6 +6,7 @@ mod actions;
 mod batches;
 mod cdp;
 mod certificates;
+mod code;
 mod events;
 mod extensions;
 pub mod extract;
@@ -15,6 +16,7 @@ mod openapi;
 mod profiles;
 mod recordings;
 mod sessions;
+mod tasks;
 mod tools;
 mod usage;
 mod webhooks;
@@ -169,6 +171,25 @@ const TOOL: &[Fault] = &[
     Fault::Unavailable,
     Fault::Timeout,
 ];
+/// A task's change, with a body: it may be missing, or clash by name.
+const TASK_CHANGE: &[Fault] = &[
+    Fault::BadRequest,
+    Fault::Unauthorized,
+    Fault::NotFound,
+    Fault::Conflict,
+    Fault::PayloadTooLarge,
+    Fault::Unavailable,
+];
+/// A read of a task or its parts, by id and version name.
+const TASK_READ: &[Fault] = &[
+    Fault::BadRequest,
+    Fault::Unauthorized,
+    Fault::NotFound,
+    Fault::Unavailable,
+];
+/// A task's run: a change that may start a session and wait for a run slot.
+const TASK_RUN: &[Fault] = TOOL;
+
 /// A WebSocket upgrade that a session's token opens.
 const TOKEN_UPGRADE: &[Fault] = &[Fault::BadRequest, Fault::Unauthorized, Fault::NotFound];
 
@@ -503,6 +524,93 @@ pub(crate) fn table() -> Vec<Route> {
             READ_ONE,
         ),
         route(Method::POST, "/v1/tools/screenshot", post(tools::screenshot), TOOL).on_session(SessionIn::Query),
+        route(Method::POST, "/v1/tools/execute-code", post(code::execute_code), TOOL).on_session(SessionIn::Query),
+        route(Method::POST, "/v1/task", post(tasks::create), TASK_CHANGE),
+        route(Method::GET, "/v1/task", get(tasks::list), QUERY),
+        route(Method::POST, "/v1/task/run", post(tasks::run), TASK_RUN).on_session(SessionIn::BodyCamel),
+        route(
+            Method::POST,
+            "/v1/task/run/{task_name}",
+            post(tasks::run_by_name),
+            TASK_RUN,
+        )
+        .on_session(SessionIn::BodyCamel),
+        route(Method::GET, "/v1/task/{task_id}", get(tasks::get), READ_ONE),
+        route(
+            Method::PUT,
+            "/v1/task/{task_id}",
+            axum::routing::put(tasks::update),
+            TASK_CHANGE,
+        ),
+        route(Method::DELETE, "/v1/task/{task_id}", delete(tasks::delete), READ_ONE),
+        route(
+            Method::GET,
+            "/v1/task/{task_id}/versions",
+            get(tasks::versions),
+            READ_ONE,
+        ),
+        route(Method::GET, "/v1/task/{task_id}/latest", get(tasks::latest), TASK_READ),
+        route(
+            Method::POST,
+            "/v1/task/{task_id}/latest",
+            post(tasks::publish_latest),
+            TASK_READ,
+        ),
+        route(
+            Method::DELETE,
+            "/v1/task/{task_id}/latest",
+            delete(tasks::delete_latest),
+            TASK_READ,
+        ),
+        route(Method::GET, "/v1/task/{task_id}/draft", get(tasks::draft), TASK_READ),
+        route(
+            Method::DELETE,
+            "/v1/task/{task_id}/draft",
+            delete(tasks::delete_draft),
+            TASK_READ,
+        ),
+        route(
+            Method::POST,
+            "/v1/task/{task_id}/draft",
+            post(tasks::save_draft),
+            TASK_CHANGE,
+        ),
+        route(
+            Method::POST,
+            "/v1/task/{task_id}/deploy",
+            post(tasks::deploy),
+            TASK_CHANGE,
+        ),
+        route(
+            Method::GET,
+            "/v1/task/{task_id}/executions",
+            get(tasks::executions),
+            TASK_READ,
+        ),
+        route(
+            Method::GET,
+            "/v1/task/{task_id}/executions/{execution_id}",
+            get(tasks::execution),
+            READ_ONE,
+        ),
+        route(
+            Method::GET,
+            "/v1/task/{task_id}/{task_version}",
+            get(tasks::get_version),
+            TASK_READ,
+        ),
+        route(
+            Method::POST,
+            "/v1/task/{task_id}/{task_version}",
+            post(tasks::publish),
+            TASK_CHANGE,
+        ),
+        route(
+            Method::DELETE,
+            "/v1/task/{task_id}/{task_version}",
+            delete(tasks::delete_version),
+            TASK_READ,
+        ),
         route(Method::POST, "/v1/tools/page-pdf", post(tools::page_pdf), TOOL).on_session(SessionIn::Query),
         route(
             Method::POST,

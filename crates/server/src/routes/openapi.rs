@@ -9,8 +9,8 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    actions, batches, cdp, certificates, events, extensions, health, live, profiles, recordings, sessions, tools,
-    usage, webhooks,
+    actions, batches, cdp, certificates, code, events, extensions, health, live, profiles, recordings, sessions, tasks,
+    tools, usage, webhooks,
 };
 use crate::error::Fault;
 use crate::wire::{BatchGone, ErrorBody};
@@ -101,6 +101,27 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         tools::page_pdf,
         tools::fetch_webpage,
         tools::fetch_webpage_npm,
+        code::execute_code,
+        tasks::create,
+        tasks::list,
+        tasks::run,
+        tasks::run_by_name,
+        tasks::get,
+        tasks::update,
+        tasks::delete,
+        tasks::versions,
+        tasks::latest,
+        tasks::publish_latest,
+        tasks::delete_latest,
+        tasks::delete_draft,
+        tasks::draft,
+        tasks::save_draft,
+        tasks::deploy,
+        tasks::executions,
+        tasks::execution,
+        tasks::get_version,
+        tasks::publish,
+        tasks::delete_version,
         batches::create,
         batches::list,
         batches::get,
@@ -120,7 +141,8 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         (name = "webhooks", description = "URLs the team's session and batch events are posted to, signed"),
         (name = "extensions", description = "Browser extensions a team uploads and sessions load"),
         (name = "profiles", description = "Saved browser state (cookies, storage, cache) that sessions start from and save into"),
-        (name = "tools", description = "One-shot tools on a web page: a screenshot, a PDF, the rendered HTML"),
+        (name = "tools", description = "One-shot tools on a web page: a screenshot, a PDF, the rendered HTML; and the caller's code run beside a session"),
+        (name = "tasks", description = "Code tasks: the team's TypeScript kept in versions and run beside a session with inputs"),
         (name = "actions", description = "What an agent does to a running session over REST: screenshot, mouse, keyboard, navigation"),
         (name = "connect", description = "CDP connections to a session's browser"),
         (name = "live view", description = "Watching and steering a session from a web browser"),

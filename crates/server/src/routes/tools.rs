@@ -21,25 +21,27 @@ use crate::fleet::{EndWait, Fleet, StartOutcome};
 use crate::state::AppState;
 use crate::wire::{FetchToolBody, PdfToolBody, ScreenshotToolBody};
 
-/// A session a tool started for itself; ended when the tool is done, or by
-/// its drop if the caller went away first.
-struct ToolSession {
+/// A session a tool (or a task's run) started for itself; ended when the
+/// work is done, or by its drop if the caller went away first.
+pub(super) struct ToolSession {
     fleet: std::sync::Arc<Fleet>,
     session_id: SessionId,
     ended: bool,
+    reason: &'static str,
 }
 
 const TOOL_SESSION_END: &str = "a tool's session, ended once the tool answered";
 
 impl ToolSession {
-    async fn end(mut self) {
+    /// Ends the session now.
+    pub(super) async fn end(mut self) {
         self.ended = true;
         if let Err(error) = self
             .fleet
             .end_session_waiting(
                 self.session_id,
                 SessionStatus::Completed,
-                TOOL_SESSION_END,
+                self.reason,
                 EndWait::Recorded,
             )
             .await
@@ -52,11 +54,9 @@ impl ToolSession {
 impl Drop for ToolSession {
     fn drop(&mut self) {
         if !self.ended {
-            let (fleet, session_id) = (std::sync::Arc::clone(&self.fleet), self.session_id);
+            let (fleet, session_id, reason) = (std::sync::Arc::clone(&self.fleet), self.session_id, self.reason);
             tokio::spawn(async move {
-                let _ = fleet
-                    .end_session(session_id, SessionStatus::Completed, TOOL_SESSION_END)
-                    .await;
+                let _ = fleet.end_session(session_id, SessionStatus::Completed, reason).await;
             });
         }
     }
@@ -107,28 +107,8 @@ async fn on_tool_page<T>(
                     json!({"viewport": {"width": width, "height": height}}),
                 );
             }
-            let request = super::sessions::new_request(state, caller, Value::Object(configuration)).await?;
-            // Served here: this node drives the tool's page.
-            let ticket = state.fleet.submit_waiting_here(request).await?;
-            let session_id = match ticket.outcome().await {
-                Some(StartOutcome::Started(session_id)) => session_id,
-                Some(StartOutcome::Failed(reason)) => {
-                    return Err(ApiError::internal(format!(
-                        "the tool's browser could not start: {reason}"
-                    )))
-                }
-                Some(StartOutcome::Unavailable(why)) => return Err(ApiError::Unavailable(why)),
-                Some(StartOutcome::Cancelled) | None => {
-                    return Err(ApiError::Unavailable(
-                        "the server is shutting down; try again shortly".to_owned(),
-                    ))
-                }
-            };
-            let own = ToolSession {
-                fleet: std::sync::Arc::clone(&state.fleet),
-                session_id,
-                ended: false,
-            };
+            let own = start_own_session(state, caller, Value::Object(configuration), TOOL_SESSION_END).await?;
+            let session_id = own.session_id;
             let outcome = async {
                 let session = state
                     .fleet
@@ -143,6 +123,49 @@ async fn on_tool_page<T>(
             own.end().await;
             outcome
         }
+    }
+}
+
+/// Starts a session of the caller's team served by this node (which then
+/// drives it), and waits until it runs; it ends with `reason` when the
+/// returned guard is ended or dropped.
+pub(super) async fn start_own_session(
+    state: &AppState,
+    caller: &Caller,
+    configuration: Value,
+    reason: &'static str,
+) -> Result<ToolSession, ApiError> {
+    let request = super::sessions::new_request(state, caller, configuration).await?;
+    let ticket = state.fleet.submit_waiting_here(request).await?;
+    let session_id = match ticket.outcome().await {
+        Some(StartOutcome::Started(session_id)) => session_id,
+        Some(StartOutcome::Failed(reason)) => {
+            return Err(ApiError::internal(format!("the browser could not start: {reason}")))
+        }
+        Some(StartOutcome::Unavailable(why)) => return Err(ApiError::Unavailable(why)),
+        Some(StartOutcome::Cancelled) | None => {
+            return Err(ApiError::Unavailable(
+                "the server is shutting down; try again shortly".to_owned(),
+            ))
+        }
+    };
+    Ok(ToolSession {
+        fleet: std::sync::Arc::clone(&state.fleet),
+        session_id,
+        ended: false,
+        reason,
+    })
+}
+
+impl ToolSession {
+    /// The session's id.
+    pub(super) fn session_id(&self) -> SessionId {
+        self.session_id
+    }
+
+    /// Leaves the session running when the guard goes.
+    pub(super) fn keep(mut self) {
+        self.ended = true;
     }
 }
 

@@ -12,6 +12,7 @@ mod bad_input;
 mod batches;
 mod certificates;
 mod chaos;
+mod code;
 mod contexts;
 mod events;
 mod extensions;

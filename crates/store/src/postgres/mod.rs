@@ -17,6 +17,8 @@
 mod batches;
 #[path = "../sql/certificates.rs"]
 mod certificates;
+#[path = "../sql/code.rs"]
+mod code;
 #[path = "../sql/extensions.rs"]
 mod extensions;
 #[path = "../sql/nodes.rs"]
@@ -62,7 +64,11 @@ const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 const WRITE_LOCK: i64 = 0x616e_6368_6f72;
 
 /// Each migration, in order; the index plus one is its version.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema_2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("schema_2.sql"),
+    include_str!("schema_3.sql"),
+];
 
 /// A store in a PostgreSQL database, shared by every node that opens it.
 #[derive(Debug, Clone)]

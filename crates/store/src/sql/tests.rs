@@ -1422,3 +1422,192 @@ async fn notified_topics_reach_every_listener_where_there_is_a_channel() {
         }
     }
 }
+
+fn task_version(task_id: anchorage_core::TaskId, version: &str, code: &str) -> crate::TaskVersionRecord {
+    crate::TaskVersionRecord {
+        id: anchorage_core::TaskVersionId::new_random(),
+        task_id,
+        version: version.to_owned(),
+        code: code.to_owned(),
+        language: "typescript".to_owned(),
+        description: None,
+        browser_configuration: Some(json!({"tags": ["t"]})),
+        deleted: false,
+        created_at: Timestamp::now(),
+        updated_at: Timestamp::now(),
+    }
+}
+
+#[tokio::test]
+async fn tasks_keep_their_names_per_team_and_number_their_versions_once() {
+    let Some((_dir, store)) = open().await else { return };
+    let store: &dyn Store = store.as_ref();
+    let alpha = store.create_team("alpha").await.expect("team");
+    let beta = store.create_team("beta").await.expect("team");
+    let now = Timestamp::now();
+    let task = crate::TaskRecord {
+        id: anchorage_core::TaskId::new_random(),
+        team_id: alpha.id,
+        name: "scrape".to_owned(),
+        description: Some("d".to_owned()),
+        deleted: false,
+        created_at: now,
+        updated_at: now,
+    };
+    store
+        .create_task(&task, Some(&task_version(task.id, "draft", "YQ==")))
+        .await
+        .expect("created");
+    let again = crate::TaskRecord {
+        id: anchorage_core::TaskId::new_random(),
+        ..task.clone()
+    };
+    assert!(matches!(
+        store.create_task(&again, None).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    // Another team may use the name.
+    let theirs = crate::TaskRecord {
+        id: anchorage_core::TaskId::new_random(),
+        team_id: beta.id,
+        ..task.clone()
+    };
+    store.create_task(&theirs, None).await.expect("other team");
+    assert_eq!(store.task(alpha.id, task.id).await.expect("get"), Some(task.clone()));
+    assert_eq!(store.task(beta.id, task.id).await.expect("not theirs"), None);
+    assert_eq!(
+        store
+            .task_named(alpha.id, "scrape")
+            .await
+            .expect("named")
+            .map(|found| found.id),
+        Some(task.id)
+    );
+    let (page, total) = store.list_tasks(alpha.id, 0, 10).await.expect("list");
+    assert_eq!((page.len(), total), (1, 1));
+
+    // Versions: deploys count up, a published number is saved as given, a
+    // deleted number is not given again.
+    let first = store
+        .deploy_task_version(&task_version(task.id, "", "Yg=="))
+        .await
+        .expect("deploy");
+    assert_eq!(first.version, "1");
+    assert_eq!(first.browser_configuration, Some(json!({"tags": ["t"]})));
+    let fifth = store
+        .save_task_version(&task_version(task.id, "5", "Yw=="))
+        .await
+        .expect("publish");
+    assert_eq!(fifth.version, "5");
+    assert!(store
+        .delete_task_version(task.id, "5", Timestamp::now())
+        .await
+        .expect("delete"));
+    assert!(!store
+        .delete_task_version(task.id, "5", Timestamp::now())
+        .await
+        .expect("gone"));
+    let sixth = store
+        .deploy_task_version(&task_version(task.id, "", "ZA=="))
+        .await
+        .expect("deploy");
+    assert_eq!(sixth.version, "6");
+    let names: Vec<String> = store
+        .task_versions(task.id)
+        .await
+        .expect("versions")
+        .into_iter()
+        .map(|version| version.version)
+        .collect();
+    assert_eq!(names, ["draft", "1", "6"]);
+    // The draft is saved over.
+    let draft = store
+        .save_task_version(&task_version(task.id, "draft", "ZQ=="))
+        .await
+        .expect("draft");
+    assert_eq!(draft.code, "ZQ==");
+    assert_eq!(store.task_versions(task.id).await.expect("versions").len(), 3);
+
+    // Renaming onto another live task's name is refused.
+    let other = crate::TaskRecord {
+        id: anchorage_core::TaskId::new_random(),
+        name: "other".to_owned(),
+        ..task.clone()
+    };
+    store.create_task(&other, None).await.expect("other");
+    let clash = crate::TaskRecord {
+        name: "scrape".to_owned(),
+        ..other.clone()
+    };
+    assert!(matches!(
+        store.update_task(&clash).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+
+    // Executions.
+    let run = crate::ExecutionRecord {
+        id: anchorage_core::ExecutionId::new_random(),
+        team_id: alpha.id,
+        task_id: Some(task.id),
+        task_version_id: Some(first.id),
+        version: "1".to_owned(),
+        status: anchorage_core::ExecutionStatus::Running,
+        output: None,
+        error_message: None,
+        session_id: None,
+        node_id: Some(NODE),
+        started_at: Timestamp::now(),
+        execution_time_ms: None,
+    };
+    store.insert_execution(&run).await.expect("insert");
+    let done = crate::ExecutionRecord {
+        id: anchorage_core::ExecutionId::new_random(),
+        status: anchorage_core::ExecutionStatus::Success,
+        output: Some("{\"a\":1}".to_owned()),
+        execution_time_ms: Some(12),
+        ..run.clone()
+    };
+    store.insert_execution(&done).await.expect("insert");
+    assert_eq!(
+        store.execution(alpha.id, done.id).await.expect("get"),
+        Some(done.clone())
+    );
+    assert_eq!(store.execution(beta.id, done.id).await.expect("not theirs"), None);
+    let filter = crate::ExecutionFilter {
+        team_id: alpha.id,
+        task_id: task.id,
+        status: Some(anchorage_core::ExecutionStatus::Success),
+        version: Some("1".to_owned()),
+        offset: 0,
+        limit: 10,
+    };
+    let (found, total) = store.list_executions(&filter).await.expect("list");
+    assert_eq!((found, total), (vec![done.clone()], 1));
+    assert_eq!(
+        store
+            .cancel_executions_of(NODE, Timestamp::now(), "the node restarted")
+            .await
+            .expect("cancel"),
+        1
+    );
+    let cancelled = store.execution_by_id(run.id).await.expect("get").expect("there");
+    assert_eq!(cancelled.status, anchorage_core::ExecutionStatus::Cancelled);
+    assert_eq!(cancelled.error_message.as_deref(), Some("the node restarted"));
+
+    // A deleted task is gone with its versions, and frees its name.
+    assert!(store
+        .delete_task(alpha.id, task.id, Timestamp::now())
+        .await
+        .expect("delete"));
+    assert!(!store
+        .delete_task(alpha.id, task.id, Timestamp::now())
+        .await
+        .expect("gone"));
+    assert_eq!(store.task(alpha.id, task.id).await.expect("get"), None);
+    assert!(store.task_versions(task.id).await.expect("versions").is_empty());
+    let reborn = crate::TaskRecord {
+        id: anchorage_core::TaskId::new_random(),
+        ..task.clone()
+    };
+    store.create_task(&reborn, None).await.expect("the name is free again");
+}

@@ -7,6 +7,8 @@
 mod batches;
 #[path = "../sql/certificates.rs"]
 mod certificates;
+#[path = "../sql/code.rs"]
+mod code;
 #[path = "../sql/extensions.rs"]
 mod extensions;
 #[path = "../sql/nodes.rs"]
@@ -61,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_8.sql"),
     include_str!("schema_9.sql"),
     include_str!("schema_10.sql"),
+    include_str!("schema_11.sql"),
 ];
 
 /// A store in one SQLite file.

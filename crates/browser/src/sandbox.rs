@@ -1,0 +1,756 @@
+//! The process that runs a user's code beside a browser session
+//! (`execute_code` and code tasks), and the sandbox it runs in.
+//!
+//! Each run is a Node process of its own (`runtime/runner.cjs`), started in
+//! a session and process group of its own with resource limits (memory,
+//! processes, file size, open files). When the server is root it is also
+//! *isolated*:
+//!
+//! - it runs as a user id of its own, drawn at random for the run and used by
+//!   no other process, so it can neither signal nor read (`/proc`, files,
+//!   DevTools pipes) the server, the browsers (their user is another) or
+//!   another run; and its processes can all be found and killed by that id,
+//!   even those that left its process group;
+//! - in a network namespace of its own: it reaches nothing (no database, no
+//!   other service on the machine, no display) but the server, through a
+//!   socket the server listens on, which the runner relays on loopback;
+//! - in a mount namespace where the whole tree is read-only except a small
+//!   `tmpfs` at each world-writable place (`/tmp`, `/var/tmp`, `/dev/shm`,
+//!   `/run/lock`), which ends with the run, and where the server's data dir
+//!   is covered by an empty one;
+//! - with `no_new_privs`, so no setuid program gives it more.
+//!
+//! This module starts, feeds, reads and kills such processes. It knows
+//! nothing of teams, sessions or the store: the server decides what a run
+//! may reach and gives it a job.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, ChildStdin, Command};
+
+/// Where, inside an isolated run's mount namespace, the runtime (the
+/// runner and its `node_modules`) is found.
+const RUNTIME_INSIDE: &str = "/tmp/.anchorage/runtime";
+/// … and the dir that holds the server's socket.
+const SOCKET_DIR_INSIDE: &str = "/tmp/.anchorage/server";
+/// The places any user may write to; an isolated run gets a small `tmpfs`
+/// of its own at each that exists, and every other place is read-only.
+const WRITABLE_PLACES: [&str; 4] = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"];
+/// The range run user ids are drawn from: far above the ids of real users
+/// and of user namespaces' usual maps (100000 and up, by 65536s).
+pub const RUN_UIDS: std::ops::Range<u32> = 1_900_000_000..2_000_000_000;
+
+/// Resource limits of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Its data segment and anonymous memory (`RLIMIT_DATA`), bytes; the
+    /// JavaScript heap is capped below it.
+    pub memory_bytes: u64,
+    /// Processes and threads of the run's user (`RLIMIT_NPROC`; isolated
+    /// runs only, since the id is the run's alone).
+    pub processes: u64,
+    /// Largest file it may write (`RLIMIT_FSIZE`), bytes.
+    pub file_bytes: u64,
+    /// Size of each of its private temp dirs (isolated runs), bytes.
+    pub tmp_bytes: u64,
+    /// Open files (`RLIMIT_NOFILE`).
+    pub open_files: u64,
+}
+
+/// How runs are started on this node.
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    /// The Node executable.
+    pub node: PathBuf,
+    /// The runtime dir: `runner.cjs` and its `node_modules`.
+    pub runtime_dir: PathBuf,
+    /// Whether runs are isolated (needs root; see the module's doc).
+    pub isolate: bool,
+    /// The dir holding the socket the server listens on for isolated runs.
+    pub socket_dir: PathBuf,
+    /// Dirs an isolated run must not see (covered by an empty `tmpfs`).
+    pub hidden: Vec<PathBuf>,
+    /// Its resource limits.
+    pub limits: RunLimits,
+    /// The argument that marks this node's runners, so that the next start
+    /// finds what a crash left behind.
+    pub marker: String,
+}
+
+impl SandboxSettings {
+    /// Where the runner sees the server's socket.
+    pub fn socket_path_inside(&self, socket_name: &str) -> PathBuf {
+        if self.isolate {
+            Path::new(SOCKET_DIR_INSIDE).join(socket_name)
+        } else {
+            self.socket_dir.join(socket_name)
+        }
+    }
+}
+
+/// Why a run gave no result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunFailure {
+    /// It ran past its time and was killed.
+    TimedOut,
+    /// Its result was larger than allowed.
+    ResultTooLarge(usize),
+    /// It ended without a result (killed, out of memory, crashed), with the
+    /// end of what it printed to stderr.
+    Ended {
+        /// How it ended (its exit status).
+        status: String,
+        /// The end of what it printed to stderr.
+        stderr: String,
+    },
+    /// It could not be started or fed.
+    Io(String),
+}
+
+/// A runner process, started and waiting for its job (a warm runtime is
+/// one started ahead). Dropping it kills it and everything it started.
+#[derive(Debug)]
+pub struct CodeProcess {
+    child: Child,
+    pid: u32,
+    /// The run's user when isolated.
+    uid: Option<u32>,
+    stdin: Option<ChildStdin>,
+    result: Option<tokio::net::unix::pipe::Receiver>,
+    stdout: Option<tokio::process::ChildStdout>,
+    stderr: Option<tokio::process::ChildStderr>,
+}
+
+/// What a finished run printed, at most this much of each stream is kept.
+const PRINTED_KEPT: usize = 16 * 1024;
+
+impl CodeProcess {
+    /// Starts a runner; `uid` is the run's own user for an isolated run
+    /// (see [`free_run_uid`]).
+    pub fn start(settings: &SandboxSettings, uid: Option<u32>) -> std::io::Result<Self> {
+        let isolated = settings.isolate && uid.is_some();
+        let runtime = if isolated {
+            PathBuf::from(RUNTIME_INSIDE)
+        } else {
+            settings.runtime_dir.clone()
+        };
+        // The JavaScript heap stops well below the memory limit, so that
+        // running out of it is a clear error rather than a failed mmap.
+        let heap_mib = (settings.limits.memory_bytes / (1024 * 1024) / 2).max(32);
+        let mut command = Command::new(&settings.node);
+        command
+            .arg(format!("--max-old-space-size={heap_mib}"))
+            .arg(runtime.join("runner.cjs"))
+            .arg(&settings.marker)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("NODE_ENV", "production")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if isolated {
+            command.env("HOME", "/tmp").env("TMPDIR", "/tmp").current_dir("/");
+        } else {
+            command
+                .env("HOME", std::env::temp_dir())
+                .current_dir(std::env::temp_dir());
+        }
+        let (result_read, result_write) = std::io::pipe()?;
+        let result_write: OwnedFd = result_write.into();
+        let plan = ChildPlan::new(settings, uid.filter(|_| isolated), result_write.as_raw_fd())?;
+        // SAFETY: the closure runs in the child between fork and exec. It
+        // calls only system calls (no allocation: every path and string it
+        // needs was made before the fork, in `plan`), and returns the error
+        // of the first that fails, which fails the spawn.
+        #[allow(unsafe_code)]
+        unsafe {
+            command.pre_exec(move || plan.apply());
+        }
+        let mut child = command.spawn()?;
+        drop(result_write);
+        let pid = child
+            .id()
+            .ok_or_else(|| std::io::Error::other("the runner ended at once"))?;
+        let result = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(result_read))?;
+        Ok(Self {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+            result: Some(result),
+            child,
+            pid,
+            uid: uid.filter(|_| isolated),
+        })
+    }
+
+    /// Its process id (the leader of its process group).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether its process has not ended (a warm runner may have died).
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The run's own user, when isolated.
+    pub fn uid(&self) -> Option<u32> {
+        self.uid
+    }
+
+    /// Gives the runner its job and waits, at most `timeout`, for its
+    /// result (one JSON line, at most `max_result_bytes`). Whatever
+    /// happens, every process of the run is gone when this returns.
+    pub async fn run(mut self, job: &[u8], timeout: Duration, max_result_bytes: usize) -> Result<Vec<u8>, RunFailure> {
+        let printed = [self.stdout.take().map(boxed), self.stderr.take().map(boxed)]
+            .map(|stream| stream.map(|stream| tokio::spawn(keep_the_end(stream, PRINTED_KEPT))));
+        let outcome = tokio::time::timeout(timeout, self.feed_and_read(job, max_result_bytes)).await;
+        let outcome = match outcome {
+            Err(_) => Err(RunFailure::TimedOut),
+            Ok(Err(failure)) => Err(failure),
+            Ok(Ok(Some(result))) => Ok(result),
+            Ok(Ok(None)) => {
+                // No result: it ended first. Its status and last words say why.
+                let status = match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
+                    Ok(Ok(status)) => status.to_string(),
+                    _ => "still running after closing its result".to_owned(),
+                };
+                self.kill_all();
+                let [_, stderr] = printed;
+                let stderr = match stderr {
+                    Some(task) => task.await.unwrap_or_default(),
+                    None => String::new(),
+                };
+                return Err(RunFailure::Ended { status, stderr });
+            }
+        };
+        self.kill_all();
+        outcome
+    }
+
+    async fn feed_and_read(&mut self, job: &[u8], max_result_bytes: usize) -> Result<Option<Vec<u8>>, RunFailure> {
+        if let Some(mut stdin) = self.stdin.take() {
+            // A runner that died before reading its job is seen below.
+            let _ = stdin.write_all(job).await;
+            let _ = stdin.shutdown().await;
+        }
+        let Some(mut result) = self.result.take() else {
+            return Err(RunFailure::Io("the result pipe was read already".to_owned()));
+        };
+        let mut bytes = Vec::new();
+        let mut chunk = [0_u8; 8192];
+        loop {
+            let read = result
+                .read(&mut chunk)
+                .await
+                .map_err(|error| RunFailure::Io(format!("reading the result: {error}")))?;
+            if read == 0 {
+                break;
+            }
+            bytes.extend_from_slice(&chunk[..read]);
+            if bytes.len() > max_result_bytes {
+                return Err(RunFailure::ResultTooLarge(max_result_bytes));
+            }
+            if bytes.ends_with(b"\n") {
+                break;
+            }
+        }
+        Ok(if bytes.is_empty() { None } else { Some(bytes) })
+    }
+
+    /// Kills the runner's group, and every process of the run's user
+    /// wherever it went, and reaps the runner.
+    fn kill_all(&mut self) {
+        kill_group(self.pid);
+        if let Some(uid) = self.uid {
+            kill_user_processes(uid);
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Drop for CodeProcess {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+fn boxed(stream: impl AsyncRead + Unpin + Send + 'static) -> Box<dyn AsyncRead + Unpin + Send> {
+    Box::new(stream)
+}
+
+/// Reads a stream to its end, keeping the last `keep` bytes.
+async fn keep_the_end(mut stream: Box<dyn AsyncRead + Unpin + Send>, keep: usize) -> String {
+    let mut kept = Vec::new();
+    let mut chunk = [0_u8; 8192];
+    while let Ok(read) = stream.read(&mut chunk).await {
+        if read == 0 {
+            break;
+        }
+        kept.extend_from_slice(&chunk[..read]);
+        if kept.len() > keep * 2 {
+            kept.drain(..kept.len() - keep);
+        }
+    }
+    if kept.len() > keep {
+        kept.drain(..kept.len() - keep);
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+#[allow(unsafe_code)]
+fn kill_group(pgid: u32) {
+    if let Ok(pgid) = libc::pid_t::try_from(pgid) {
+        if pgid > 1 {
+            // SAFETY: kill takes no pointers; a group that is gone is ESRCH.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// The real user id of a process.
+fn process_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("Uid:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Pids of the processes that run as `uid` (by real or effective id).
+pub fn processes_of_user(uid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            process_uid(*pid) == Some(uid) && crate::reap::process_state(*pid).is_some_and(|(state, _)| state != 'Z')
+        })
+        .collect()
+}
+
+/// Kills every process of `uid`, a few rounds so that one forked meanwhile
+/// goes too (a run's user can make no more than its process limit).
+#[allow(unsafe_code)]
+pub fn kill_user_processes(uid: u32) {
+    if !RUN_UIDS.contains(&uid) {
+        return;
+    }
+    for _ in 0..8 {
+        let found = processes_of_user(uid);
+        if found.is_empty() {
+            return;
+        }
+        for pid in found {
+            if let Ok(pid) = libc::pid_t::try_from(pid) {
+                // SAFETY: kill takes no pointers.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A run user id that no process uses now, drawn at random from
+/// [`RUN_UIDS`] (so that nodes on one machine need not agree).
+pub fn free_run_uid() -> u32 {
+    let span = RUN_UIDS.end - RUN_UIDS.start;
+    loop {
+        let mut bytes = [0_u8; 4];
+        if std::fs::File::open("/dev/urandom")
+            .and_then(|mut random| std::io::Read::read_exact(&mut random, &mut bytes))
+            .is_err()
+        {
+            // No random source: time and pid are unique enough to retry on.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|elapsed| elapsed.subsec_nanos())
+                .unwrap_or_default();
+            bytes = (nanos ^ std::process::id()).to_le_bytes();
+        }
+        let uid = RUN_UIDS.start + u32::from_le_bytes(bytes) % span;
+        if processes_of_user(uid).is_empty() {
+            return uid;
+        }
+    }
+}
+
+/// The processes whose command line has `marker` as an argument: runners of
+/// this node left by a crash, to be killed with their users' processes.
+pub fn leftover_runner_pids(marker: &str) -> Vec<u32> {
+    crate::reap::pids_whose_command_line(|line| line.split(|byte| *byte == 0).any(|part| part == marker.as_bytes()))
+}
+
+/// Kills what a crashed run left: its runner's group and its user's
+/// processes. Returns how many runners were found.
+pub fn reap_leftover_runs(marker: &str) -> usize {
+    let found = leftover_runner_pids(marker);
+    for pid in &found {
+        let uid = process_uid(*pid);
+        kill_group(*pid);
+        if let Some(uid) = uid {
+            kill_user_processes(uid);
+        }
+    }
+    found.len()
+}
+
+/// Everything the child does between fork and exec, prepared before the
+/// fork so that the child allocates nothing.
+struct ChildPlan {
+    result_fd: RawFd,
+    limits: RunLimits,
+    isolated: Option<Isolation>,
+}
+
+struct Isolation {
+    uid: u32,
+    runtime_dir: CString,
+    socket_dir: CString,
+    hidden: Vec<CString>,
+    writable: Vec<CString>,
+    tmpfs_options: CString,
+    hidden_options: CString,
+}
+
+fn c_path(path: &Path) -> std::io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::other("a path with a NUL byte"))
+}
+
+fn c_text(text: &str) -> CString {
+    // Only our own constants and numbers come here; none holds a NUL.
+    CString::new(text).unwrap_or_default()
+}
+
+impl ChildPlan {
+    fn new(settings: &SandboxSettings, uid: Option<u32>, result_fd: RawFd) -> std::io::Result<Self> {
+        let isolated = match uid {
+            None => None,
+            Some(uid) => Some(Isolation {
+                uid,
+                runtime_dir: c_path(&settings.runtime_dir)?,
+                socket_dir: c_path(&settings.socket_dir)?,
+                hidden: settings
+                    .hidden
+                    .iter()
+                    .filter(|path| path.is_dir())
+                    .map(|path| c_path(path))
+                    .collect::<Result<_, _>>()?,
+                writable: WRITABLE_PLACES
+                    .iter()
+                    .filter(|place| Path::new(place).is_dir())
+                    .map(|place| c_text(place))
+                    .collect(),
+                tmpfs_options: c_text(&format!("size={},mode=1777", settings.limits.tmp_bytes.max(4096))),
+                hidden_options: c_text("size=4k,mode=000"),
+            }),
+        };
+        Ok(Self {
+            result_fd,
+            limits: settings.limits,
+            isolated,
+        })
+    }
+
+    /// Runs in the child. Every call is a plain system call.
+    #[allow(unsafe_code)]
+    fn apply(&self) -> std::io::Result<()> {
+        // SAFETY (every block below): system calls on integers we own and
+        // on the NUL-terminated strings of `self`, which outlive the call.
+        unsafe {
+            check(libc::setsid())?;
+            // The result pipe at fd 3, open across exec.
+            if self.result_fd != 3 {
+                check(libc::dup2(self.result_fd, 3))?;
+            } else {
+                check(libc::fcntl(3, libc::F_SETFD, 0))?;
+            }
+            if let Some(isolation) = &self.isolated {
+                isolation.apply()?;
+            }
+            limit(libc::RLIMIT_DATA, self.limits.memory_bytes)?;
+            limit(libc::RLIMIT_FSIZE, self.limits.file_bytes)?;
+            limit(libc::RLIMIT_NOFILE, self.limits.open_files)?;
+            limit(libc::RLIMIT_CORE, 0)?;
+            if let Some(isolation) = &self.isolated {
+                limit(libc::RLIMIT_NPROC, self.limits.processes)?;
+                check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+                check(libc::setgroups(0, std::ptr::null()))?;
+                check(libc::setresgid(isolation.uid, isolation.uid, isolation.uid))?;
+                check(libc::setresuid(isolation.uid, isolation.uid, isolation.uid))?;
+            } else {
+                check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            }
+            // A run is background work next to the browsers.
+            libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        }
+        Ok(())
+    }
+}
+
+impl Isolation {
+    #[allow(unsafe_code)]
+    fn apply(&self) -> std::io::Result<()> {
+        // SAFETY: as in `ChildPlan::apply`.
+        unsafe {
+            check(libc::unshare(
+                libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC,
+            ))?;
+            let none = c"none".as_ptr();
+            let tmpfs = c"tmpfs".as_ptr();
+            // Nothing mounted here reaches the machine's tree.
+            check(libc::mount(
+                none,
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            // In the new network namespace: loopback up, and any port may be
+            // listened on (the relay takes the server's public port).
+            bring_loopback_up()?;
+            let sysctl = check(libc::open(
+                c"/proc/sys/net/ipv4/ip_unprivileged_port_start".as_ptr(),
+                libc::O_WRONLY,
+            ))?;
+            let written = libc::write(sysctl, c"0".as_ptr().cast(), 1);
+            libc::close(sysctl);
+            check(i32::try_from(written).unwrap_or(-1))?;
+            // The whole tree read-only, recursively.
+            let attributes = MountAttributes {
+                set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+                clear: 0,
+                propagation: 0,
+                userns_fd: 0,
+            };
+            check(
+                i32::try_from(libc::syscall(
+                    libc::SYS_mount_setattr,
+                    libc::AT_FDCWD,
+                    c"/".as_ptr(),
+                    AT_RECURSIVE,
+                    &raw const attributes,
+                    std::mem::size_of::<MountAttributes>(),
+                ))
+                .unwrap_or(-1),
+            )?;
+            // What must stay reachable is cloned (read-only, as the tree is
+            // now) before anything covers it, and put back at fixed places.
+            let runtime = clone_tree(&self.runtime_dir)?;
+            let sockets = clone_tree(&self.socket_dir)?;
+            for hidden in &self.hidden {
+                check(libc::mount(
+                    tmpfs,
+                    hidden.as_ptr(),
+                    tmpfs,
+                    libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    self.hidden_options.as_ptr().cast(),
+                ))?;
+            }
+            for place in &self.writable {
+                check(libc::mount(
+                    tmpfs,
+                    place.as_ptr(),
+                    tmpfs,
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    self.tmpfs_options.as_ptr().cast(),
+                ))?;
+            }
+            // The runtime and the server's socket, at fixed places in the
+            // run's own /tmp (root's dirs: the run cannot replace them).
+            for dir in [
+                c"/tmp/.anchorage",
+                c"/tmp/.anchorage/runtime",
+                c"/tmp/.anchorage/server",
+            ] {
+                check(libc::mkdir(dir.as_ptr(), 0o755))?;
+            }
+            attach_tree(runtime, c"/tmp/.anchorage/runtime")?;
+            attach_tree(sockets, c"/tmp/.anchorage/server")?;
+        }
+        Ok(())
+    }
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const AT_RECURSIVE: libc::c_int = 0x8000;
+
+#[repr(C)]
+struct MountAttributes {
+    set: u64,
+    clear: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+/// A detached copy of the mount at `path` (`open_tree`), which can be
+/// attached after the path itself is covered.
+#[allow(unsafe_code)]
+fn clone_tree(path: &std::ffi::CStr) -> std::io::Result<RawFd> {
+    // SAFETY: a NUL-terminated path that lives through the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    check(i32::try_from(fd).unwrap_or(-1))
+}
+
+/// Attaches a tree from [`clone_tree`] at `target`, and closes it.
+#[allow(unsafe_code)]
+fn attach_tree(tree: RawFd, target: &std::ffi::CStr) -> std::io::Result<()> {
+    // SAFETY: NUL-terminated paths that live through the call; the fd is ours.
+    let moved = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    // SAFETY: closing the fd we own.
+    unsafe {
+        libc::close(tree);
+    }
+    check(i32::try_from(moved).unwrap_or(-1))?;
+    Ok(())
+}
+
+#[allow(unsafe_code)]
+fn bring_loopback_up() -> std::io::Result<()> {
+    // SAFETY: a socket we own and an ifreq on the stack.
+    unsafe {
+        let socket = check(libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0))?;
+        let mut request: libc::ifreq = std::mem::zeroed();
+        for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
+            *slot = libc::c_char::try_from(*byte).unwrap_or(0);
+        }
+        let read = libc::ioctl(socket, libc::SIOCGIFFLAGS, &raw mut request);
+        if read < 0 {
+            let error = std::io::Error::last_os_error();
+            libc::close(socket);
+            return Err(error);
+        }
+        let up = i16::try_from(libc::IFF_UP).unwrap_or(1);
+        request.ifr_ifru.ifru_flags |= up;
+        let written = libc::ioctl(socket, libc::SIOCSIFFLAGS, &raw const request);
+        let error = std::io::Error::last_os_error();
+        libc::close(socket);
+        if written < 0 {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+#[allow(unsafe_code)]
+fn limit(resource: libc::__rlimit_resource_t, value: u64) -> std::io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    check(unsafe { libc::setrlimit(resource, &raw const limit) })?;
+    Ok(())
+}
+
+fn check(result: libc::c_int) -> std::io::Result<libc::c_int> {
+    if result < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_users_are_drawn_from_their_range_and_are_free() {
+        for _ in 0..20 {
+            let uid = free_run_uid();
+            assert!(RUN_UIDS.contains(&uid));
+            assert!(processes_of_user(uid).is_empty());
+        }
+        // Ids outside the range are never killed by user.
+        kill_user_processes(0);
+    }
+}
+
+#[cfg(test)]
+mod runs {
+    use super::*;
+
+    fn settings(socket_dir: &Path, hidden: &Path) -> SandboxSettings {
+        SandboxSettings {
+            node: PathBuf::from("node"),
+            runtime_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runtime"),
+            // SAFETY: geteuid has no arguments.
+            #[allow(unsafe_code)]
+            isolate: unsafe { libc::geteuid() } == 0,
+            socket_dir: socket_dir.to_owned(),
+            hidden: vec![hidden.to_owned()],
+            limits: RunLimits {
+                memory_bytes: 1 << 30,
+                processes: 128,
+                file_bytes: 1 << 20,
+                tmp_bytes: 4 << 20,
+                open_files: 256,
+            },
+            marker: "--anchorage-runner-test".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snippet_runs_as_its_own_user_and_sees_no_secret() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let hidden = scratch.path().join("data");
+        std::fs::create_dir(&hidden).expect("dir");
+        std::fs::write(hidden.join("secret"), "s").expect("write");
+        let sockets = scratch.path().join("sockets");
+        std::fs::create_dir(&sockets).expect("dir");
+        let settings = settings(&sockets, &hidden);
+        let uid = settings.isolate.then(free_run_uid);
+        let process = CodeProcess::start(&settings, uid).expect("start");
+        let code = format!(
+            "const fs = require('fs'); let secret; try {{ secret = fs.readFileSync({:?}, 'utf8') }} catch (e) {{ secret = e.code }}\n\
+             return {{ uid: process.getuid(), secret, tmp: fs.readdirSync('/tmp') }};",
+            hidden.join("secret")
+        );
+        let job = serde_json::json!({"kind": "snippet", "code": code, "origin": "http://127.0.0.1:9", "apiKey": "k"});
+        let result = process
+            .run(job.to_string().as_bytes(), Duration::from_secs(30), 1 << 20)
+            .await
+            .expect("result");
+        let result: serde_json::Value = serde_json::from_slice(&result).expect("json");
+        eprintln!("{result}");
+        assert_eq!(result["ok"], true, "{result}");
+        let output: serde_json::Value = serde_json::from_str(result["output"].as_str().expect("output")).expect("json");
+        if let Some(uid) = uid {
+            assert_eq!(output["uid"], uid);
+            assert_ne!(output["secret"], "s");
+            assert!(processes_of_user(uid).is_empty());
+        }
+    }
+}

@@ -1,0 +1,174 @@
+// One run of a user's code beside a browser session (execute_code, or a
+// code task). anchorage starts this file in a sandbox of its own for each
+// run: as a user id of its own, in a network namespace whose only way out
+// is anchorage's socket, with private temp dirs and resource limits. The
+// sandbox is anchorage's job; this file only runs the code.
+//
+// Protocol: the modules load first (a runtime kept warm has done that
+// already), then one job is read from stdin as JSON:
+//   { kind: "snippet" | "task", code, sessionId, cdpUrl, apiKey, origin,
+//     socket, inputs }
+// and the result is written to fd 3 as one JSON line:
+//   { ok: true, output? } or { ok: false, error }.
+// What the code prints goes to stdout and stderr, which anchorage reads
+// with a cap and keeps out of the result.
+"use strict";
+
+const fs = require("node:fs");
+const net = require("node:net");
+const dns = require("node:dns");
+const path = require("node:path");
+const Module = require("node:module");
+
+const modules = path.join(__dirname, "node_modules");
+const esbuild = require(path.join(modules, "esbuild"));
+const { chromium } = require(path.join(modules, "playwright-core"));
+const Anchorbrowser = require(path.join(modules, "anchorbrowser")).default;
+
+// esbuild's service process starts on first use: start it now, before a job.
+esbuild.transformSync("", { loader: "ts" });
+
+/** The lines of the snippet's wrapper before the user's first line. */
+const SNIPPET_PREFIX = "module.exports = async function snippet({ page, browser, context, sessionId, anchorClient }) {\n";
+
+function answer(result) {
+  // fd 3 is the result pipe; writeSync so that nothing is lost at exit.
+  fs.writeSync(3, JSON.stringify(result) + "\n");
+}
+
+function messageOf(error) {
+  if (error instanceof Error) {
+    return error.stack || `${error.name}: ${error.message}`;
+  }
+  return String(error);
+}
+
+async function readJob() {
+  const chunks = [];
+  for await (const chunk of process.stdin) {
+    chunks.push(chunk);
+  }
+  return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+}
+
+/**
+ * Inside the run's network namespace, anchorage's public address is served
+ * by a relay on loopback that passes each connection to anchorage's socket,
+ * and the public host name resolves to loopback. So the URLs the API gives
+ * (cdp_url, the SDK's base URL) work unchanged.
+ */
+async function relayTo(job) {
+  const origin = new URL(job.origin);
+  const port = Number(origin.port || (origin.protocol === "https:" ? 443 : 80));
+  const server = net.createServer((inbound) => {
+    const outbound = net.connect(job.socket);
+    inbound.pipe(outbound);
+    outbound.pipe(inbound);
+    const close = () => {
+      inbound.destroy();
+      outbound.destroy();
+    };
+    inbound.on("error", close);
+    outbound.on("error", close);
+    inbound.on("close", close);
+    outbound.on("close", close);
+  });
+  await new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", resolve);
+  });
+  server.unref();
+  const host = origin.hostname.replace(/^\[|\]$/g, "");
+  const lookup = dns.lookup;
+  dns.lookup = function (name, options, callback) {
+    if (name === host) {
+      const cb = typeof options === "function" ? options : callback;
+      const all = typeof options === "object" && options !== null && options.all;
+      return process.nextTick(() =>
+        all ? cb(null, [{ address: "127.0.0.1", family: 4 }]) : cb(null, "127.0.0.1", 4),
+      );
+    }
+    return lookup.call(dns, name, options, callback);
+  };
+  return `http://127.0.0.1:${port}`;
+}
+
+/** Compiles TypeScript (or JavaScript) to a CommonJS module and loads it. */
+function load(source, filename) {
+  const compiled = esbuild.transformSync(source, {
+    loader: "ts",
+    format: "cjs",
+    target: "node20",
+    sourcefile: filename,
+  });
+  const loaded = new Module(filename, null);
+  loaded.filename = filename;
+  // The code's imports (playwright-core, anchorbrowser) come from the runtime.
+  loaded.paths = [modules];
+  loaded._compile(compiled.code, filename);
+  return loaded.exports;
+}
+
+function outputOf(value) {
+  if (value === undefined) {
+    return undefined;
+  }
+  const text = JSON.stringify(value);
+  return text === undefined ? undefined : text;
+}
+
+async function main() {
+  let job;
+  try {
+    job = await readJob();
+  } catch (error) {
+    answer({ ok: false, error: `the job could not be read: ${messageOf(error)}` });
+    return;
+  }
+  for (const [name, value] of Object.entries(job.inputs || {})) {
+    process.env[name] = String(value);
+  }
+  let browser;
+  try {
+    const baseURL = job.socket ? await relayTo(job) : job.origin;
+    process.env.ANCHORBROWSER_BASE_URL = baseURL;
+    process.env.ANCHORBROWSER_API_KEY = job.apiKey;
+    process.env.ANCHOR_API_KEY = job.apiKey;
+    if (job.sessionId) {
+      process.env.ANCHOR_SESSION_ID = job.sessionId;
+    }
+    const anchorClient = new Anchorbrowser({ apiKey: job.apiKey, baseURL });
+    let run;
+    if (job.kind === "snippet") {
+      run = load(SNIPPET_PREFIX + job.code + "\n};\n", "snippet.ts");
+    } else {
+      const exported = load(job.code, "task.ts");
+      run = typeof exported === "function" ? exported : exported && exported.default;
+      if (typeof run !== "function") {
+        throw new Error("the task's code has no default export that is a function (export default async function () { ... })");
+      }
+    }
+    let page;
+    let context;
+    if (job.cdpUrl) {
+      browser = await chromium.connectOverCDP(job.cdpUrl);
+      context = browser.contexts()[0] || (await browser.newContext());
+      page = context.pages()[0] || (await context.newPage());
+    }
+    const value = await run({ page, browser, context, sessionId: job.sessionId, anchorClient });
+    answer({ ok: true, output: outputOf(value) });
+  } catch (error) {
+    answer({ ok: false, error: messageOf(error) });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error) => {
+    try {
+      answer({ ok: false, error: messageOf(error) });
+    } finally {
+      process.exit(1);
+    }
+  },
+);
