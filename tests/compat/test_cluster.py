@@ -3,6 +3,7 @@ database (a fresh schema in the cluster the test command starts): each
 client speaks to one node only, and every call works whichever node runs
 the session; answers load with strict validation."""
 
+import base64
 import os
 import pathlib
 import signal
@@ -52,6 +53,17 @@ def _client(node):
     return anchorbrowser.Anchorbrowser(api_key=API_KEY, base_url=node["base_url"], _strict_response_validation=True)
 
 
+def _code_runs(node):
+    """Runs of code that succeeded on a node, from its /metrics."""
+    import httpx
+
+    text = httpx.get(node["base_url"] + "/metrics", timeout=30).text
+    for line in text.splitlines():
+        if line.startswith('anchorage_code_runs_finished_total{status="success"} '):
+            return int(float(line.split()[-1]))
+    return 0
+
+
 def _owner(nodes):
     """The one node whose data dir holds a browser: where a session really
     runs when exactly one node runs one (each node has one place)."""
@@ -96,6 +108,17 @@ def test_the_sdk_works_through_either_node_whichever_runs_the_session(nodes, pag
         client.sessions.mouse_click(session.data.id, x=10, y=10)
         assert client.tools.screenshot_webpage(session_id=session.data.id).read().startswith(b"\x89PNG")
         assert any(item.title == PAGE_TITLE for item in client.sessions.get_session_pages(session.data.id).data.items)
+        # Code runs on the node that runs the session, whichever node is asked.
+        owner = here_owner if session is here else there_owner
+        before = _code_runs(owner)
+        ran = client.tools.execute_code(session_id=session.data.id, code="return await page.title();")
+        assert ran.success is True and PAGE_TITLE in ran.output, ran
+        task = client.tasks_legacy.create_task(
+            name=f"title-{session.data.id}", language="typescript",
+            code=base64.b64encode(b"export default async ({ page }: any) => page.title();").decode())
+        run = client.tasks_legacy.run_adhoc_task(task_id=str(task.data.id), session_id=str(session.data.id))
+        assert run.data.success is True and PAGE_TITLE in run.data.output, run
+        assert _code_runs(owner) == before + 2
     for node in nodes:
         assert _client(node).sessions.get_all_sessions_status().data.count == 2
 

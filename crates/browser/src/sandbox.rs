@@ -386,8 +386,9 @@ pub fn free_run_uid() -> u32 {
     }
 }
 
-/// The processes whose command line has `marker` as an argument: runners of
-/// this node left by a crash, to be killed with their users' processes.
+/// The processes whose command line has `marker` as an argument: this
+/// node's runners (at start, those a crash left, to be killed with their
+/// users' processes).
 pub fn leftover_runner_pids(marker: &str) -> Vec<u32> {
     crate::reap::pids_whose_command_line(|line| line.split(|byte| *byte == 0).any(|part| part == marker.as_bytes()))
 }
@@ -750,6 +751,31 @@ mod runs {
         if let Some(uid) = uid {
             assert_eq!(output["uid"], uid);
             assert_ne!(output["secret"], "s");
+            assert!(processes_of_user(uid).is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_runner_left_by_a_crash_is_found_by_its_marker_and_killed_with_its_user() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let mut settings = settings(scratch.path(), scratch.path());
+        settings.marker = format!("--anchorage-runner-test-crash-{}", std::process::id());
+        let uid = settings.isolate.then(free_run_uid);
+        let process = CodeProcess::start(&settings, uid).expect("start");
+        let pid = process.pid();
+        // A crash: the server is gone, its guard never dropped.
+        std::mem::forget(process);
+        assert_eq!(leftover_runner_pids(&settings.marker), vec![pid]);
+        assert_eq!(reap_leftover_runs(&settings.marker), 1);
+        for _ in 0..100 {
+            if leftover_runner_pids(&settings.marker).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let alive = crate::reap::process_state(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X');
+        assert!(!alive, "the runner survived");
+        if let Some(uid) = uid {
             assert!(processes_of_user(uid).is_empty());
         }
     }

@@ -29,8 +29,12 @@ pub const EVENT_TYPES: &[&str] = &[
 ];
 
 /// The event types anchorage sends. The others belong to hosted-only
-/// features (AI tasks, interventions, identities) and are refused.
+/// features (AI self-healing, interventions, identities) and are refused.
+/// The `task.*` events are sent for runs of code tasks.
 pub const SENT_EVENT_TYPES: &[&str] = &[
+    "task.completed",
+    "task.failed",
+    "task.cancelled",
     "session.completed",
     "session.failed",
     "session.recording.ready",
@@ -46,7 +50,7 @@ pub enum EventTypeError {
     Unknown(String),
     /// Upstream's, for a feature anchorage does not have.
     #[error(
-        "{0:?} is an event of a hosted-only AnchorBrowser feature (AI tasks, interventions, identities) that anchorage does not have; the types it sends are {types}",
+        "{0:?} is an event of a hosted-only AnchorBrowser feature (AI self-healing, interventions, identities) that anchorage does not have; the types it sends are {types}",
         types = SENT_EVENT_TYPES.join(", ")
     )]
     HostedOnly(String),
@@ -108,6 +112,31 @@ pub struct EndedSession {
     pub ended_at: Timestamp,
     /// Its tags.
     pub tags: Vec<String>,
+}
+
+/// A code task's run that finished, as its event tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedTaskRun {
+    /// The task.
+    pub task_id: crate::TaskId,
+    /// The run (`executionResultId`).
+    pub execution_id: crate::ExecutionId,
+    /// Its team.
+    pub team_id: TeamId,
+    /// The version it ran.
+    pub version: String,
+    /// How it ended.
+    pub status: crate::ExecutionStatus,
+    /// The session it ran beside.
+    pub session_id: Option<SessionId>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// How long its code ran.
+    pub execution_time_ms: Option<i64>,
+    /// When it was accepted.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub ended_at: Timestamp,
 }
 
 impl WebhookEvent {
@@ -200,6 +229,52 @@ impl WebhookEvent {
         })
     }
 
+    /// The event of a code task's run that finished: `task.completed` when
+    /// its code returned, `task.failed` when it failed or ran out of time,
+    /// `task.cancelled` when its session ended first; none while it runs.
+    pub fn task_run_ended(run: &EndedTaskRun) -> Option<Self> {
+        let event_type = match run.status {
+            crate::ExecutionStatus::Success => "task.completed",
+            crate::ExecutionStatus::Failure | crate::ExecutionStatus::Timeout => "task.failed",
+            crate::ExecutionStatus::Cancelled => "task.cancelled",
+            crate::ExecutionStatus::Queued | crate::ExecutionStatus::Running => return None,
+        };
+        let seconds = run.execution_time_ms.unwrap_or_default().max(0) as f64 / 1000.0;
+        let text = match run.status {
+            crate::ExecutionStatus::Success => {
+                format!(
+                    "Run `{}` of task `{}` completed in {seconds:.1}s",
+                    run.execution_id, run.task_id
+                )
+            }
+            _ => format!(
+                "Run `{}` of task `{}` ended {}: {}",
+                run.execution_id,
+                run.task_id,
+                run.status.as_str(),
+                one_line(run.error.as_deref().unwrap_or("no error recorded"))
+            ),
+        };
+        Some(Self {
+            id: new_event_id(),
+            event_type,
+            team_id: run.team_id,
+            created: run.ended_at,
+            text,
+            data: json!({
+                "task_id": run.task_id.to_string(),
+                "execution_id": run.execution_id.to_string(),
+                "version": run.version,
+                "status": run.status.as_str(),
+                "session_id": run.session_id.map(|id| id.to_string()),
+                "error": run.error,
+                "execution_time_ms": run.execution_time_ms,
+                "started_at": run.started_at.to_string(),
+                "ended_at": run.ended_at.to_string(),
+            }),
+        })
+    }
+
     /// `session.recording.ready`: a session's recording is finished and can
     /// be fetched.
     pub fn recording_ready(
@@ -271,8 +346,9 @@ mod tests {
     #[test]
     fn event_types_are_sent_refused_as_hosted_only_or_unknown() {
         assert_eq!(check_event_type("batch.completed"), Ok("batch.completed"));
+        assert_eq!(check_event_type("task.failed"), Ok("task.failed"));
         assert!(matches!(
-            check_event_type("task.failed"),
+            check_event_type("task.healed"),
             Err(EventTypeError::HostedOnly(_))
         ));
         assert!(matches!(

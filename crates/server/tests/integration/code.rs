@@ -440,3 +440,34 @@ async fn runs_past_the_limit_wait_and_past_the_waiting_room_are_refused() {
     server.assert_no_browsers_left().await;
     server.stop().await;
 }
+
+/// A warm runner (started ahead, its modules loaded) serves one run, and
+/// another takes its place: no two runs share a process or a user.
+#[tokio::test]
+async fn warm_runners_serve_one_run_each() {
+    let server = TestServer::start_with(&[("ANCHORAGE_CODE_WARM", "1")], |_| {}).await;
+    let marker = format!(
+        "--anchorage-runs-of={}",
+        server.data_dir.path().canonicalize().expect("dir").display()
+    );
+    let warm = || {
+        let marker = marker.clone();
+        move || !anchorage_browser::leftover_runner_pids(&marker).is_empty()
+    };
+    crate::support::wait_until("a warm runner", Duration::from_secs(20), warm()).await;
+    let session = server.create_session(json!({})).await;
+    let session_id = text(&session["id"]).to_owned();
+    let snippet = "return { pid: process.pid, uid: process.getuid(), up: process.uptime() };";
+    let (_, first) = execute(&server, &session_id, snippet).await;
+    let first = returned(&first);
+    crate::support::wait_until("another warm runner", Duration::from_secs(20), warm()).await;
+    let (_, second) = execute(&server, &session_id, snippet).await;
+    let second = returned(&second);
+    assert_ne!(first["pid"], second["pid"]);
+    assert_ne!(first["uid"], second["uid"]);
+    server.delete(&format!("/v1/sessions/{session_id}")).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+    // Stopping the server ends its warm runner.
+    assert!(anchorage_browser::leftover_runner_pids(&marker).is_empty());
+}

@@ -342,10 +342,7 @@ async fn bad_webhook_requests_are_refused_and_another_team_sees_nothing() {
             json!({"url": url, "subscribed_events": ["session.ended"]}),
             "not a webhook event type",
         ),
-        (
-            json!({"url": url, "subscribed_events": ["task.completed"]}),
-            "hosted-only",
-        ),
+        (json!({"url": url, "subscribed_events": ["task.healed"]}), "hosted-only"),
         (
             json!({"url": url, "subscribed_events": ["batch.failed"], "description": "x".repeat(257)}),
             "description",
@@ -384,7 +381,7 @@ async fn bad_webhook_requests_are_refused_and_another_team_sees_nothing() {
     let (status, error) = server
         .post(
             &format!("/v1/webhooks/{}/test", ids[0]),
-            json!({"event_type": "task.failed"}),
+            json!({"event_type": "task.healed"}),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
@@ -517,6 +514,48 @@ async fn a_receiver_that_never_answers_holds_up_no_other_webhook() {
         .await;
     assert_eq!(rows["pagination"]["total"], json!(2), "{rows}");
     assert!(!held.lock().expect("lock").is_empty());
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
+/// A code task's runs tell the team's webhooks how they ended.
+#[tokio::test]
+async fn a_task_run_that_ends_is_told_as_task_completed_or_task_failed() {
+    use base64::Engine as _;
+    let (receiver, url) = Receiver::start(&[]).await;
+    let server = TestServer::start_with(&[("ANCHORAGE_CODE_WARM", "0")], |_| {}).await;
+    create(&server, &url, &["task.completed", "task.failed"]).await;
+    let code = |source: &str| base64::engine::general_purpose::STANDARD.encode(source);
+    let (status, task) = server
+        .post(
+            "/v1/task",
+            json!({"name": "told", "language": "typescript", "code": code("export default async () => 'done';")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{task}");
+    let task_id = text(&task["data"]["id"]).to_owned();
+    let (_, ran) = server.post("/v1/task/run", json!({"taskId": task_id})).await;
+    assert_eq!(ran["data"]["success"], true, "{ran}");
+    let (_, published) = server
+        .post(
+            &format!("/v1/task/{task_id}/2"),
+            json!({"code": code("export default async () => { throw new Error('out of stock'); };")}),
+        )
+        .await;
+    assert_eq!(published["data"]["version"], "2", "{published}");
+    let (_, failed) = server.post("/v1/task/run", json!({"taskId": task_id})).await;
+    assert_eq!(failed["data"]["success"], false, "{failed}");
+
+    let got = receiver.wait_for(2).await;
+    let told: Vec<Value> = got.iter().map(Received::json).collect();
+    assert_eq!(told[0]["type"], "task.completed", "{told:?}");
+    assert_eq!(told[0]["data"]["task_id"], json!(task_id));
+    assert_eq!(told[0]["data"]["execution_id"], ran["data"]["executionResultId"]);
+    assert_eq!(told[0]["data"]["version"], "draft");
+    assert_eq!(told[1]["type"], "task.failed", "{told:?}");
+    assert_eq!(told[1]["data"]["version"], "2");
+    assert!(text(&told[1]["data"]["error"]).contains("out of stock"), "{told:?}");
+    assert!(text(&told[1]["text"]).contains("out of stock"), "{told:?}");
     server.assert_no_browsers_left().await;
     server.stop().await;
 }

@@ -5,6 +5,7 @@
 //! name. Version numbers are never reused: a deploy takes one past the
 //! largest number the task ever had.
 
+use anchorage_core::webhook::{EndedTaskRun, WebhookEvent};
 use anchorage_core::{ExecutionId, ExecutionStatus, NodeId, TaskId, TeamId, Timestamp};
 use async_trait::async_trait;
 use sqlx::Row;
@@ -306,7 +307,8 @@ impl CodeStore for SqlStore {
     }
 
     async fn update_execution(&self, execution: &ExecutionRecord) -> StoreResult<()> {
-        sqlx::query(
+        let mut transaction = super::write(&self.pool).await?;
+        let updated = sqlx::query(
             "UPDATE executions SET status = $1, output = $2, error_message = $3, session_id = $4, \
              execution_time = $5 WHERE id = $6",
         )
@@ -316,8 +318,31 @@ impl CodeStore for SqlStore {
         .bind(execution.session_id.map(|id| id.to_string()))
         .bind(execution.execution_time_ms)
         .bind(execution.id.to_string())
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        // A task's run that finished tells the team's webhooks, in the same
+        // transaction (the outbox): the event is recorded if and only if
+        // the end is.
+        if let Some(task_id) = execution.task_id.filter(|_| updated.rows_affected() > 0) {
+            let ended = EndedTaskRun {
+                task_id,
+                execution_id: execution.id,
+                team_id: execution.team_id,
+                version: execution.version.clone(),
+                status: execution.status,
+                session_id: execution.session_id,
+                error: execution.error_message.clone(),
+                execution_time_ms: execution.execution_time_ms,
+                started_at: execution.started_at,
+                ended_at: Timestamp::now(),
+            };
+            if let Some(event) = WebhookEvent::task_run_ended(&ended) {
+                if super::webhooks::wanted(&mut transaction, execution.team_id, event.event_type).await? {
+                    super::webhooks::record_event(&mut transaction, &event, None).await?;
+                }
+            }
+        }
+        transaction.commit().await?;
         Ok(())
     }
 
