@@ -32,6 +32,7 @@ esbuild.transformSync("", { loader: "ts" });
 const SNIPPET_PREFIX = "module.exports = async function snippet({ page, browser, context, sessionId, anchorClient }) {\n";
 
 function answer(result) {
+  answered = true;
   // fd 3 is the result pipe; writeSync so that nothing is lost at exit.
   fs.writeSync(3, JSON.stringify(result) + "\n");
 }
@@ -62,6 +63,8 @@ async function relayTo(job) {
   const port = Number(origin.port || (origin.protocol === "https:" ? 443 : 80));
   const server = net.createServer((inbound) => {
     const outbound = net.connect(job.socket);
+    // CDP is many small messages both ways: no Nagle delay on loopback.
+    inbound.setNoDelay(true);
     inbound.pipe(outbound);
     outbound.pipe(inbound);
     const close = () => {
@@ -117,10 +120,18 @@ function outputOf(value) {
   return text === undefined ? undefined : text;
 }
 
+/** Milliseconds since the job arrived, by phase (logged by the server). */
+const timings = {};
+let jobArrived = 0;
+const mark = (phase) => {
+  timings[phase] = Math.round((performance.now() - jobArrived) * 10) / 10;
+};
+
 async function main() {
   let job;
   try {
     job = await readJob();
+    jobArrived = performance.now();
   } catch (error) {
     answer({ ok: false, error: `the job could not be read: ${messageOf(error)}` });
     return;
@@ -131,6 +142,7 @@ async function main() {
   let browser;
   try {
     const baseURL = job.socket ? await relayTo(job) : job.origin;
+    mark("relay");
     process.env.ANCHORBROWSER_BASE_URL = baseURL;
     process.env.ANCHORBROWSER_API_KEY = job.apiKey;
     process.env.ANCHOR_API_KEY = job.apiKey;
@@ -148,19 +160,34 @@ async function main() {
         throw new Error("the task's code has no default export that is a function (export default async function () { ... })");
       }
     }
+    mark("compiled");
     let page;
     let context;
-    if (job.cdpUrl) {
+    // Connecting is most of a short run's time: code that never names the
+    // browser objects (it only uses anchorClient, say) is not connected.
+    const named = /\b(page|browser|context)\b/.test(job.code);
+    if (job.cdpUrl && named) {
       browser = await chromium.connectOverCDP(job.cdpUrl);
       context = browser.contexts()[0] || (await browser.newContext());
       page = context.pages()[0] || (await context.newPage());
     }
+    mark("connected");
     const value = await run({ page, browser, context, sessionId: job.sessionId, anchorClient });
-    answer({ ok: true, output: outputOf(value) });
+    mark("ran");
+    answer({ ok: true, output: outputOf(value), timings });
   } catch (error) {
-    answer({ ok: false, error: messageOf(error) });
+    answer({ ok: false, error: messageOf(error), timings });
   }
 }
+
+// Node ends when nothing is left to wait for: code whose promise can no
+// longer settle (awaiting a promise nobody resolves) ends here.
+let answered = false;
+process.on("beforeExit", () => {
+  if (!answered) {
+    answer({ ok: false, error: "the code never finished: it awaits a promise that nothing is left to settle", timings });
+  }
+});
 
 main().then(
   () => process.exit(0),

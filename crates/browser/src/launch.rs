@@ -612,7 +612,7 @@ fn chown_tree(path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
 
 /// Sets the nice value of every process of a group.
 #[allow(unsafe_code)]
-fn set_group_priority(pgid: u32, nice: i32) -> std::io::Result<()> {
+pub(crate) fn set_group_priority(pgid: u32, nice: i32) -> std::io::Result<()> {
     if pgid == 0 {
         return Ok(());
     }

@@ -132,8 +132,10 @@ const PRINTED_KEPT: usize = 16 * 1024;
 
 impl CodeProcess {
     /// Starts a runner; `uid` is the run's own user for an isolated run
-    /// (see [`free_run_uid`]).
-    pub fn start(settings: &SandboxSettings, uid: Option<u32>) -> std::io::Result<Self> {
+    /// (see [`free_run_uid`]). A runner started `ahead` (a warm one) loads
+    /// its modules at the lowest CPU priority, so that it never slows a
+    /// run or a browser; [`CodeProcess::run`] raises it again.
+    pub fn start(settings: &SandboxSettings, uid: Option<u32>, ahead: bool) -> std::io::Result<Self> {
         let isolated = settings.isolate && uid.is_some();
         let runtime = if isolated {
             PathBuf::from(RUNTIME_INSIDE)
@@ -164,7 +166,8 @@ impl CodeProcess {
         }
         let (result_read, result_write) = std::io::pipe()?;
         let result_write: OwnedFd = result_write.into();
-        let plan = ChildPlan::new(settings, uid.filter(|_| isolated), result_write.as_raw_fd())?;
+        let mut plan = ChildPlan::new(settings, uid.filter(|_| isolated), result_write.as_raw_fd())?;
+        plan.nice = if ahead { crate::launch::BACKGROUND_NICE } else { 0 };
         // SAFETY: the closure runs in the child between fork and exec. It
         // calls only system calls (no allocation: every path and string it
         // needs was made before the fork, in `plan`), and returns the error
@@ -209,6 +212,9 @@ impl CodeProcess {
     /// result (one JSON line, at most `max_result_bytes`). Whatever
     /// happens, every process of the run is gone when this returns.
     pub async fn run(mut self, job: &[u8], timeout: Duration, max_result_bytes: usize) -> Result<Vec<u8>, RunFailure> {
+        // A warm runner waited at the lowest priority; its run is not
+        // background work. (Raising it needs root; otherwise it stays.)
+        let _ = crate::launch::set_group_priority(self.pid, 0);
         let printed = [self.stdout.take().map(boxed), self.stderr.take().map(boxed)]
             .map(|stream| stream.map(|stream| tokio::spawn(keep_the_end(stream, PRINTED_KEPT))));
         let outcome = tokio::time::timeout(timeout, self.feed_and_read(job, max_result_bytes)).await;
@@ -222,7 +228,7 @@ impl CodeProcess {
                     Ok(Ok(status)) => status.to_string(),
                     _ => "still running after closing its result".to_owned(),
                 };
-                self.kill_all();
+                self.kill_all().await;
                 let [_, stderr] = printed;
                 let stderr = match stderr {
                     Some(task) => task.await.unwrap_or_default(),
@@ -231,7 +237,7 @@ impl CodeProcess {
                 return Err(RunFailure::Ended { status, stderr });
             }
         };
-        self.kill_all();
+        self.kill_all().await;
         outcome
     }
 
@@ -266,19 +272,32 @@ impl CodeProcess {
     }
 
     /// Kills the runner's group, and every process of the run's user
-    /// wherever it went, and reaps the runner.
-    fn kill_all(&mut self) {
+    /// wherever it went (a walk of `/proc`, off the async threads), and
+    /// reaps the runner; done when nothing of the run is left.
+    async fn kill_all(&mut self) {
         kill_group(self.pid);
-        if let Some(uid) = self.uid {
-            kill_user_processes(uid);
-        }
         let _ = self.child.start_kill();
+        if let Some(uid) = self.uid.take() {
+            let _ = tokio::task::spawn_blocking(move || kill_user_processes(uid)).await;
+        }
     }
 }
 
 impl Drop for CodeProcess {
+    /// A runner dropped before its run ended (a warm one at shutdown, a run
+    /// whose task went away): its group now, its user's other processes
+    /// on a blocking thread.
     fn drop(&mut self) {
-        self.kill_all();
+        kill_group(self.pid);
+        let _ = self.child.start_kill();
+        if let Some(uid) = self.uid.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn_blocking(move || kill_user_processes(uid));
+                }
+                Err(_) => kill_user_processes(uid),
+            }
+        }
     }
 }
 
@@ -411,6 +430,7 @@ pub fn reap_leftover_runs(marker: &str) -> usize {
 /// fork so that the child allocates nothing.
 struct ChildPlan {
     result_fd: RawFd,
+    nice: i32,
     limits: RunLimits,
     isolated: Option<Isolation>,
 }
@@ -459,6 +479,7 @@ impl ChildPlan {
         };
         Ok(Self {
             result_fd,
+            nice: 0,
             limits: settings.limits,
             isolated,
         })
@@ -493,8 +514,9 @@ impl ChildPlan {
             } else {
                 check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
             }
-            // A run is background work next to the browsers.
-            libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+            if self.nice != 0 {
+                libc::setpriority(libc::PRIO_PROCESS, 0, self.nice);
+            }
         }
         Ok(())
     }
@@ -733,7 +755,7 @@ mod runs {
         std::fs::create_dir(&sockets).expect("dir");
         let settings = settings(&sockets, &hidden);
         let uid = settings.isolate.then(free_run_uid);
-        let process = CodeProcess::start(&settings, uid).expect("start");
+        let process = CodeProcess::start(&settings, uid, false).expect("start");
         let code = format!(
             "const fs = require('fs'); let secret; try {{ secret = fs.readFileSync({:?}, 'utf8') }} catch (e) {{ secret = e.code }}\n\
              return {{ uid: process.getuid(), secret, tmp: fs.readdirSync('/tmp') }};",
@@ -761,7 +783,7 @@ mod runs {
         let mut settings = settings(scratch.path(), scratch.path());
         settings.marker = format!("--anchorage-runner-test-crash-{}", std::process::id());
         let uid = settings.isolate.then(free_run_uid);
-        let process = CodeProcess::start(&settings, uid).expect("start");
+        let process = CodeProcess::start(&settings, uid, false).expect("start");
         let pid = process.pid();
         // A crash: the server is gone, its guard never dropped.
         std::mem::forget(process);

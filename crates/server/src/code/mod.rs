@@ -341,17 +341,20 @@ impl CodeRunner {
         }
     }
 
-    /// A started runner: a warm one when there is, else a new one; a warm
-    /// one is started in its place.
-    fn take_process(self: &Arc<Self>, settings: &SandboxSettings) -> std::io::Result<CodeProcess> {
+    /// A started runner: a warm one when there is, else a new one (the warm
+    /// ones are started again when the run ends, not while it runs). Starting walks `/proc` (for a free user
+    /// id) and forks: a blocking thread does it.
+    async fn take_process(self: &Arc<Self>, settings: &SandboxSettings) -> std::io::Result<CodeProcess> {
         let warm = self.warm.lock().ok().and_then(|mut warm| warm.pop());
-        self.refill_warm();
         if let Some(mut process) = warm {
             if process.is_alive() {
                 return Ok(process);
             }
         }
-        CodeProcess::start(settings, settings.isolate.then(anchorage_browser::free_run_uid))
+        let settings = settings.clone();
+        tokio::task::spawn_blocking(move || start_runner(&settings, false))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     /// Starts warm runners up to the target, in the background.
@@ -365,17 +368,15 @@ impl CodeRunner {
         for _ in 0..missing {
             let runner = Arc::clone(self);
             let settings = settings.clone();
-            tokio::spawn(async move {
-                match CodeProcess::start(&settings, settings.isolate.then(anchorage_browser::free_run_uid)) {
-                    Ok(process) => {
-                        if let Ok(mut warm) = runner.warm.lock() {
-                            if warm.len() < runner.warm_target {
-                                warm.push(process);
-                            }
+            tokio::task::spawn_blocking(move || match start_runner(&settings, true) {
+                Ok(process) => {
+                    if let Ok(mut warm) = runner.warm.lock() {
+                        if warm.len() < runner.warm_target {
+                            warm.push(process);
                         }
                     }
-                    Err(error) => tracing::warn!(%error, "could not start a warm runner"),
                 }
+                Err(error) => tracing::warn!(%error, "could not start a warm runner"),
             });
         }
     }
@@ -403,7 +404,7 @@ impl CodeRunner {
                 started.elapsed(),
             );
         };
-        let process = match self.take_process(settings) {
+        let process = match self.take_process(settings).await {
             Ok(process) => process,
             Err(error) => {
                 tracing::warn!(%error, "could not start a runner");
@@ -447,8 +448,14 @@ impl CodeRunner {
         };
         let elapsed = started.elapsed();
         self.metrics.count_code_run(end.status());
+        self.refill_warm();
         (end, elapsed)
     }
+}
+
+/// Starts a runner, isolated under a free user id when the sandbox is on.
+fn start_runner(settings: &SandboxSettings, ahead: bool) -> std::io::Result<CodeProcess> {
+    CodeProcess::start(settings, settings.isolate.then(anchorage_browser::free_run_uid), ahead)
 }
 
 /// Gives a waiter's place in the wait back if it goes away while waiting.
@@ -478,6 +485,7 @@ fn read_result(line: &[u8]) -> RunEnd {
     let Ok(result) = serde_json::from_slice::<Value>(line) else {
         return RunEnd::Failed("the runner's result was not JSON".to_owned());
     };
+    tracing::debug!(timings = %result["timings"], "a run's phases (ms after its job arrived)");
     if result["ok"] == true {
         RunEnd::Returned(result["output"].as_str().map(str::to_owned))
     } else {

@@ -139,6 +139,10 @@ async fn a_snippet_drives_its_session_and_returns_json_and_a_throw_is_a_failure(
     let (_, answer) = execute(&server, &session_id, "const = ;").await;
     assert_eq!(answer["success"], false, "{answer}");
     assert!(text(&answer["error"]).contains("snippet.ts"), "{answer}");
+    // Awaiting what nothing can settle: a failure that says so.
+    let (_, answer) = execute(&server, &session_id, "await new Promise(() => {});").await;
+    assert_eq!(answer["success"], false, "{answer}");
+    assert!(text(&answer["error"]).contains("never finished"), "{answer}");
     // Returning nothing: a success without output.
     let (_, answer) = execute(&server, &session_id, "await page.title();").await;
     assert_eq!(answer["success"], true, "{answer}");
@@ -212,7 +216,11 @@ async fn ending_a_session_ends_the_code_that_runs_beside_it() {
     let server = code_server(&[]).await;
     let session = server.create_session(json!({})).await;
     let session_id = text(&session["id"]).to_owned();
-    let running = execute_in_background(&server, &session_id, "await new Promise(() => {});");
+    let running = execute_in_background(
+        &server,
+        &session_id,
+        "await new Promise((resolve) => setTimeout(resolve, 600000));",
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     server.delete(&format!("/v1/sessions/{session_id}")).await;
     let answer = tokio::time::timeout(Duration::from_secs(20), running)
