@@ -182,7 +182,11 @@ async fn a_snippet_drives_its_session_and_returns_json_and_a_throw_is_a_failure(
 
 #[tokio::test]
 async fn a_snippet_that_runs_past_its_time_is_stopped_with_everything_it_started() {
-    let server = code_server(&[("ANCHORAGE_CODE_TIMEOUT_SECONDS", "3")]).await;
+    let server = code_server(&[
+        ("ANCHORAGE_CODE_TIMEOUT_SECONDS", "3"),
+        ("ANCHORAGE_CODE_MAX_OUTPUT_BYTES", "4096"),
+    ])
+    .await;
     let session = server.create_session(json!({})).await;
     let session_id = text(&session["id"]).to_owned();
     // It shows its user id, forks a child that leaves its process group
@@ -203,6 +207,15 @@ async fn a_snippet_that_runs_past_its_time_is_stopped_with_everything_it_started
         assert!(anchorage_browser::RUN_UIDS.contains(&uid), "{uid}");
         assert!(processes_of(uid).is_empty(), "left: {:?}", processes_of(uid));
     }
+    // A result past the output limit, and a process that exits with an
+    // error, are failures that say so.
+    let (_, answer) = execute(&server, &session_id, "return 'x'.repeat(10000);").await;
+    assert_eq!(answer["success"], false, "{answer}");
+    assert!(text(&answer["error"]).contains("larger than 4096 bytes"), "{answer}");
+    let (_, answer) = execute(&server, &session_id, "console.error('giving up'); process.exit(3);").await;
+    assert_eq!(answer["success"], false, "{answer}");
+    assert!(text(&answer["error"]).contains("exit status: 3"), "{answer}");
+    assert!(text(&answer["error"]).contains("giving up"), "{answer}");
     // The session is still there, and code runs in it again.
     let (_, answer) = execute(&server, &session_id, "return 2 + 2;").await;
     assert_eq!(returned(&answer), json!(4));
