@@ -42,6 +42,7 @@ pub struct Metrics {
     memory_in_use: Gauge,
     memory_reserved: Gauge,
     memory_limit: Gauge,
+    memory_readings: Gauge,
     batch_items: Family<Vec<(String, String)>, Gauge>,
     stored_items: Family<Vec<(String, String)>, Gauge>,
     stored_bytes: Family<Vec<(String, String)>, Gauge>,
@@ -78,6 +79,8 @@ pub struct Gauges {
     pub memory_reserved: u64,
     /// Bytes the browsers may use together, if limited.
     pub memory_limit: Option<u64>,
+    /// Readings of the browsers' memory begun since the start.
+    pub memory_readings: u64,
     /// Batch items by status.
     pub batch_items: Vec<(&'static str, i64)>,
     /// What teams keep on the server, by kind (`profiles`, `extensions`): how many, and their bytes.
@@ -105,6 +108,7 @@ impl Default for Metrics {
             memory_in_use: Gauge::default(),
             memory_reserved: Gauge::default(),
             memory_limit: Gauge::default(),
+            memory_readings: Gauge::default(),
             batch_items: Family::default(),
             stored_items: Family::default(),
             stored_bytes: Family::default(),
@@ -116,7 +120,12 @@ impl Default for Metrics {
             registry: Registry::default(),
         };
         // Names are given without `_total`: the client adds it to counters.
-        let gauges: [(&str, &str, &Gauge); 14] = [
+        let gauges: [(&str, &str, &Gauge); 15] = [
+            (
+                "anchorage_memory_readings",
+                "Readings of the browsers' memory begun since the start (one at least every second).",
+                &metrics.memory_readings,
+            ),
             (
                 "anchorage_code_runs_waiting",
                 "Runs of users' code waiting for a place on this node (ANCHORAGE_CODE_MAX_RUNS, ANCHORAGE_CODE_TEAM_MAX_RUNS).",
@@ -337,6 +346,7 @@ impl Metrics {
         self.memory_in_use.set(bytes(gauges.memory_in_use));
         self.memory_reserved.set(bytes(gauges.memory_reserved));
         self.memory_limit.set(bytes(gauges.memory_limit.unwrap_or(0)));
+        self.memory_readings.set(bytes(gauges.memory_readings));
         self.unseen_admission_changes
             .set(i64::try_from(gauges.unseen_admission_changes).unwrap_or(i64::MAX));
         for (status, value) in &gauges.batch_items {
@@ -392,7 +402,7 @@ mod tests {
             text.contains("anchorage_stored_bytes{kind=\"profiles\"} 4096\n"),
             "{text}"
         );
-        assert_eq!(text.matches("# TYPE").count(), 23, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 24, "{text}");
         assert!(
             text.contains("anchorage_node_signals_total{direction=\"received\",signal=\"batch\"} 1\n"),
             "{text}"

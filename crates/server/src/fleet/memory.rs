@@ -148,7 +148,6 @@ impl MemoryBudget {
     }
 
     /// Readings begun so far.
-    #[cfg(test)]
     pub(super) fn readings_begun(&self) -> u64 {
         self.readings_begun.load(Ordering::SeqCst)
     }

@@ -394,6 +394,7 @@ impl Fleet {
             memory_in_use: self.memory.measured(),
             memory_reserved: self.memory.reserved(),
             memory_limit: self.memory.limit(),
+            memory_readings: self.memory.readings_begun(),
             // The events are not the fleet's: the metrics route adds them.
             event_waiters: 0,
             batch_items: Vec::new(),
