@@ -292,7 +292,7 @@ impl PageControl {
     /// One command to the page. On a connection that follows the active
     /// page, a command that finds its page closed (a tab closed just before,
     /// its end not yet announced) is sent once more to the page active now.
-    async fn call(&mut self, method: &str, params: Value) -> Result<Value, CdpError> {
+    pub(crate) async fn call(&mut self, method: &str, params: Value) -> Result<Value, CdpError> {
         let answer = self.call_once(method, params.clone()).await;
         if !answer.as_ref().is_err_and(CdpError::is_page_gone) {
             return answer;
@@ -482,7 +482,7 @@ impl PageControl {
     }
 
     /// Evaluates `expression` in the page and returns its value.
-    async fn evaluate(&mut self, expression: &str) -> Result<Value, CdpError> {
+    pub(crate) async fn evaluate(&mut self, expression: &str) -> Result<Value, CdpError> {
         let answer = self
             .call(
                 "Runtime.evaluate",

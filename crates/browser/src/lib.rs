@@ -33,6 +33,7 @@ mod recorder;
 mod sandbox;
 mod scope;
 mod screencast;
+mod snapshot;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -63,3 +64,4 @@ pub use sandbox::{
 };
 pub use scope::{Scope, BROWSER_SESSION_METHODS, REFUSED_METHODS};
 pub use screencast::{Frame, FrameAck, Input, MouseButton, MouseKind, Screencast, ScreencastEvent};
+pub use snapshot::{fit as snapshot_text, parse_ref as parse_snapshot_ref};

@@ -399,6 +399,7 @@ impl App {
             block_private_networks: config.block_private_networks,
             code,
             node,
+            snapshots: Arc::default(),
         };
         Ok(Self {
             listener,

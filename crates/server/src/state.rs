@@ -48,6 +48,37 @@ pub struct AppState {
     pub code: Arc<crate::code::CodeRunner>,
     /// This node's id.
     pub node: anchorage_core::NodeId,
+    /// Each session's last snapshot, for "what changed since".
+    pub snapshots: Arc<SnapshotMemory>,
+}
+
+/// The last snapshot (its page's URL and lines) of each session this node
+/// answered for; a session that is no longer live is forgotten at the
+/// next swap.
+#[derive(Debug, Default)]
+pub struct SnapshotMemory {
+    last: std::sync::Mutex<std::collections::HashMap<SessionId, (String, Vec<String>)>>,
+}
+
+impl SnapshotMemory {
+    /// Keeps `lines` as the session's last snapshot of `url`; returns the
+    /// one before when it was of the same URL.
+    pub fn swap(
+        &self,
+        session_id: SessionId,
+        url: &str,
+        lines: Vec<String>,
+        is_live: impl Fn(SessionId) -> bool,
+    ) -> Option<Vec<String>> {
+        let Ok(mut last) = self.last.lock() else {
+            return None;
+        };
+        last.retain(|id, _| *id == session_id || is_live(*id));
+        let before = last.insert(session_id, (url.to_owned(), lines));
+        before
+            .filter(|(previous_url, _)| previous_url == url)
+            .map(|(_, lines)| lines)
+    }
 }
 
 impl AppState {

@@ -85,7 +85,7 @@ pub(super) fn page_error(error: CdpError) -> ApiError {
 
 /// Runs `act` on the session's active page, on the session's kept
 /// connection when no other action is using it (one of its own otherwise).
-async fn on_page<T>(
+pub(super) async fn on_page<T>(
     session: &LiveSession,
     act: impl AsyncFnOnce(&mut PageControl) -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {

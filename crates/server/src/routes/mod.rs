@@ -3,6 +3,7 @@
 //! turn their answers into the contract's JSON.
 
 mod actions;
+mod agent;
 mod batches;
 mod cdp;
 mod certificates;
@@ -524,6 +525,27 @@ pub(crate) fn table() -> Vec<Route> {
             READ_ONE,
         ),
         route(Method::POST, "/v1/tools/screenshot", post(tools::screenshot), TOOL).on_session(SessionIn::Query),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/snapshot",
+            post(agent::snapshot),
+            ACTION,
+        )
+        .on_session(SessionIn::Path),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/element",
+            post(agent::element),
+            ACTION,
+        )
+        .on_session(SessionIn::Path),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/wait",
+            post(agent::wait),
+            ACTION,
+        )
+        .on_session(SessionIn::Path),
         route(Method::POST, "/v1/tools/execute-code", post(code::execute_code), TOOL).on_session(SessionIn::Query),
         route(Method::POST, "/v1/task", post(tasks::create), TASK_CHANGE),
         route(Method::GET, "/v1/task", get(tasks::list), QUERY),

@@ -9,8 +9,8 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    actions, batches, cdp, certificates, code, events, extensions, health, live, profiles, recordings, sessions, tasks,
-    tools, usage, webhooks,
+    actions, agent, batches, cdp, certificates, code, events, extensions, health, live, profiles, recordings, sessions,
+    tasks, tools, usage, webhooks,
 };
 use crate::error::Fault;
 use crate::wire::{BatchGone, ErrorBody};
@@ -102,6 +102,9 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         tools::fetch_webpage,
         tools::fetch_webpage_npm,
         code::execute_code,
+        agent::snapshot,
+        agent::element,
+        agent::wait,
         tasks::create,
         tasks::list,
         tasks::run,

@@ -8,6 +8,7 @@
 mod support;
 
 mod actions;
+mod agent;
 mod bad_input;
 mod batches;
 mod certificates;

@@ -463,6 +463,19 @@ pub async fn serve_test_page() -> String {
             axum::routing::get(|| async { axum::response::Html(ARTICLE_PAGE) }),
         )
         .route(
+            "/form",
+            axum::routing::get(|| async { axum::response::Html(FORM_PAGE) }),
+        )
+        .route(
+            "/many",
+            axum::routing::get(|| async {
+                let items: String = (0..10_000)
+                    .map(|index| format!("<li><a href=#{index}>item {index}</a></li>"))
+                    .collect();
+                axum::response::Html(format!("<!doctype html><title>many</title><ul>{items}</ul>"))
+            }),
+        )
+        .route(
             "/later",
             axum::routing::get(|| async {
                 axum::response::Html(
@@ -859,3 +872,12 @@ pub fn group_members(leader: u32) -> Vec<u32> {
         })
         .collect()
 }
+
+/// A form for agents: a heading, a field, a choice, a button that writes
+/// what it got into the page, and a box that appears a moment after a click.
+pub const FORM_PAGE: &str = "<!doctype html><title>order form</title><h1>Order</h1>\
+<label>Name <input id=name></label>\
+<select id=size aria-label=Size><option value=s>Small</option><option value=l>Large</option></select>\
+<button id=send onclick=\"document.getElementById('out').textContent = 'sent ' + document.getElementById('name').value + ' ' + document.getElementById('size').value; \
+setTimeout(() => document.body.insertAdjacentHTML('beforeend', '<p id=later>thanks</p>'), 300)\">Send</button>\
+<p id=out>nothing yet</p><div id=box><button>Inner</button></div>";

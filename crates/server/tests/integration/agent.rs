@@ -1,0 +1,131 @@
+//! What an agent reads and does on a page through the anchorage routes the
+//! MCP tools use: a snapshot with references, actions on references, waits,
+//! and the snapshot's budgets.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::{serve_test_page, TestServer};
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+/// The reference on the first line of a snapshot that contains `needle`.
+fn reference(snapshot: &str, needle: &str) -> String {
+    let line = snapshot
+        .lines()
+        .find(|line| line.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{snapshot}"));
+    let start = line.find("[ref=").expect("a reference") + 5;
+    line[start..line[start..].find(']').expect("closed") + start].to_owned()
+}
+
+#[tokio::test]
+async fn an_agent_reads_references_acts_on_them_and_waits() {
+    let pages = serve_test_page().await;
+    let server = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let id = text(&session["id"]).to_owned();
+    let (status, _) = server
+        .post(
+            &format!("/v1/sessions/{id}/goto"),
+            json!({"url": format!("{pages}/form")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, read) = server.post(&format!("/v1/sessions/{id}/snapshot"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    let snapshot = text(&read["data"]["snapshot"]).to_owned();
+    assert_eq!(read["data"]["title"], "order form");
+    assert!(snapshot.contains("- heading \"Order\" [level=1]"), "{snapshot}");
+    assert!(snapshot.contains("- textbox \"Name\""), "{snapshot}");
+    assert!(snapshot.contains("- combobox \"Size\""), "{snapshot}");
+    let name = reference(&snapshot, "textbox \"Name\"");
+    let size = reference(&snapshot, "combobox \"Size\"");
+    let send = reference(&snapshot, "button \"Send\"");
+
+    let act = |body: Value| {
+        let path = format!("/v1/sessions/{id}/element");
+        let server = &server;
+        async move { server.post(&path, body).await }
+    };
+    let (status, done) = act(json!({"ref": name, "action": "type", "text": "Ada"})).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    let (_, done) = act(json!({"ref": size, "action": "select", "values": ["Large"]})).await;
+    assert_eq!(done["selected"], json!(["l"]), "{done}");
+    let (_, done) = act(json!({"ref": send})).await;
+    assert_eq!(done["status"], "clicked", "{done}");
+    let (_, waited) = server
+        .post(
+            &format!("/v1/sessions/{id}/wait"),
+            json!({"selector": "#later", "timeout": 5000}),
+        )
+        .await;
+    assert_eq!(waited["data"]["found"], true, "{waited}");
+    let (_, waited) = server
+        .post(
+            &format!("/v1/sessions/{id}/wait"),
+            json!({"text": "no such words", "timeout": 200}),
+        )
+        .await;
+    assert_eq!(waited["data"]["found"], false, "{waited}");
+
+    // What changed since the last snapshot: the output and the new paragraph.
+    let (_, changed) = server
+        .post(&format!("/v1/sessions/{id}/snapshot"), json!({"changes_only": true}))
+        .await;
+    let changes = text(&changed["data"]["snapshot"]);
+    assert!(changes.starts_with("# changes since the last snapshot"), "{changes}");
+    assert!(changes.contains("sent Ada l"), "{changes}");
+    assert!(changes.contains("thanks"), "{changes}");
+    assert!(!changes.contains("heading \"Order\""), "{changes}");
+    // One part of the page.
+    let (_, part) = server
+        .post(&format!("/v1/sessions/{id}/snapshot"), json!({"selector": "#box"}))
+        .await;
+    assert_eq!(
+        text(&part["data"]["snapshot"]).trim(),
+        format!("- button \"Inner\" [ref={}]", reference(&snapshot, "Inner"))
+    );
+
+    // Bad input is refused and changes nothing; a stale reference says so.
+    for (body, status) in [
+        (json!({"ref": "12"}), StatusCode::BAD_REQUEST),
+        (json!({"ref": name, "action": "launch"}), StatusCode::BAD_REQUEST),
+        (json!({"ref": name, "action": "type"}), StatusCode::BAD_REQUEST),
+        (json!({"ref": "e999999"}), StatusCode::NOT_FOUND),
+    ] {
+        let (got, error) = act(body.clone()).await;
+        assert_eq!(got, status, "{body}: {error}");
+    }
+    let (got, _) = server
+        .post(&format!("/v1/sessions/{id}/snapshot"), json!({"max_chars": 5}))
+        .await;
+    assert_eq!(got, StatusCode::BAD_REQUEST);
+    let (got, _) = server
+        .post(&format!("/v1/sessions/{id}/snapshot"), json!({"selector": "#nothing"}))
+        .await;
+    assert_eq!(got, StatusCode::NOT_FOUND);
+
+    // A page of 10,000 links stays within its budget.
+    server
+        .post(
+            &format!("/v1/sessions/{id}/goto"),
+            json!({"url": format!("{pages}/many")}),
+        )
+        .await;
+    let (_, big) = server
+        .post(&format!("/v1/sessions/{id}/snapshot"), json!({"max_chars": 5000}))
+        .await;
+    let shown = text(&big["data"]["snapshot"]);
+    assert!(shown.len() <= 5000, "{}", shown.len());
+    assert_eq!(big["data"]["truncated"], true);
+    assert!(big["data"]["lines"].as_u64().expect("lines") >= 10_000, "{big}");
+    assert!(shown.contains("more lines not shown"), "{shown}");
+
+    server.delete(&format!("/v1/sessions/{id}")).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
