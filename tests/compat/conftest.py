@@ -57,6 +57,14 @@ ARTICLE_PAGE = (
     "<p>See <a href=\"https://example.com/q1\">the first quarter</a>.</p><ul><li>alpha</li><li>beta</li></ul>"
 )
 
+# A form an agent fills in: its button writes what it got into #out.
+FORM_PAGE = (
+    "<!doctype html><title>order form</title><h1>Order</h1>"
+    "<label>Name <input id=name></label>"
+    "<button id=send onclick=\"document.getElementById('out').textContent = "
+    "'sent ' + document.getElementById('name').value\">Send</button><p id=out>nothing yet</p>"
+)
+
 # What the actions page's download link serves.
 FIGURES_CSV = b"quarter,revenue\nQ1,112\nQ2,125\n"
 
@@ -87,6 +95,11 @@ class PageHandler(http.server.BaseHTTPRequestHandler):
             body = ARTICLE_PAGE.encode()
         elif self.path == "/actions":
             body = ACTIONS_PAGE.encode()
+        elif self.path == "/form":
+            body = FORM_PAGE.encode()
+        elif self.path == "/many":
+            body = ("<!doctype html><title>many</title><ul>"
+                    + "".join(f"<li><a href=#{i}>item {i}</a></li>" for i in range(10_000)) + "</ul>").encode()
         elif self.path == "/figures.csv":
             body = FIGURES_CSV
             self.send_response(200)

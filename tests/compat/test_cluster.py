@@ -53,6 +53,20 @@ def _client(node):
     return anchorbrowser.Anchorbrowser(api_key=API_KEY, base_url=node["base_url"], _strict_response_validation=True)
 
 
+def _mcp_snapshot(base_url, session_id):
+    """The snapshot an MCP client of `base_url` reads of a session."""
+    import asyncio
+
+    from test_mcp import _with_client, text_of
+
+    async def work(session):
+        answer = await session.call_tool("snapshot", {"session_id": session_id})
+        assert not answer.is_error, text_of(answer)
+        return text_of(answer)
+
+    return asyncio.run(_with_client(base_url, API_KEY, work))
+
+
 def _code_runs(node):
     """Runs of code that succeeded on a node, from its /metrics."""
     import httpx
@@ -85,6 +99,9 @@ def test_the_sdk_works_through_either_node_whichever_runs_the_session(nodes, pag
     assert {len(browser_pids(node["data_dir"])) > 0 for node in nodes} == {True}
     # Each session is driven below through the node that does not run it.
     via_other = {here.data.id: _client(there_owner), there.data.id: _client(here_owner)}
+
+    def via_other_node(session):
+        return (there_owner if session is here else here_owner)["base_url"]
 
     # Playwright through a node that does not run the session reaches its browser.
     for session in (here, there):
@@ -119,6 +136,8 @@ def test_the_sdk_works_through_either_node_whichever_runs_the_session(nodes, pag
         run = client.tasks_legacy.run_adhoc_task(task_id=str(task.data.id), session_id=str(session.data.id))
         assert run.data.success is True and PAGE_TITLE in run.data.output, run
         assert _code_runs(owner) == before + 2
+        # An MCP client of the node that does not run the session drives it.
+        assert PAGE_TITLE in _mcp_snapshot(via_other_node(session), str(session.data.id))
     for node in nodes:
         assert _client(node).sessions.get_all_sessions_status().data.count == 2
 

@@ -19,6 +19,7 @@ mod files;
 mod fleet;
 pub mod keys;
 mod leftovers;
+mod mcp;
 mod metrics;
 mod profiles;
 mod recordings;

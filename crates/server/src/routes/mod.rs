@@ -752,10 +752,25 @@ pub fn router(state: AppState) -> Router {
         };
         by_path.insert(path, merged);
     }
-    by_path
+    let rest = by_path
         .into_iter()
         .fold(Router::new(), |router, (path, handlers)| router.route(path, handlers))
-        .merge(crate::cluster::internal::router(state.clone()))
+        .merge(crate::cluster::internal::router(state.clone()));
+    // The MCP endpoint's tools call the routes above, in-process, through
+    // the same layers as a request from outside.
+    let mcp = Router::new()
+        .nest_service(
+            crate::mcp::PATH,
+            crate::mcp::service(finish(rest.clone(), state.clone()), &state),
+        )
+        .layer(middleware::from_fn_with_state(state.clone(), crate::mcp::authenticated));
+    finish(rest.merge(mcp), state)
+}
+
+/// The fallbacks and layers every request goes through.
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    let body_limit = state.max_body_bytes;
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -111,12 +111,9 @@ async fn a_host_that_grew_past_its_limit_takes_no_more_sessions_and_ends_with_it
     // A reading begun once the host was known (the one running now may have
     // started while it was launching, before it was a host to close).
     let readings = server.metric("anchorage_memory_readings").await;
-    wait_metric(
-        &server,
-        "anchorage_memory_readings",
-        "two more readings",
-        |count| count >= readings + 2.0,
-    )
+    wait_metric(&server, "anchorage_memory_readings", "two more readings", |count| {
+        count >= readings + 2.0
+    })
     .await;
     assert!(server.metric("anchorage_memory_in_use_bytes").await > MIB);
     // That reading saw it past its limit and closed it: the next session gets a new host.
