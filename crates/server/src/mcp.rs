@@ -42,6 +42,8 @@ pub const PATH: &str = "/v1/mcp";
 /// Largest screenshot a tool gives back as an image; a larger PNG is sent
 /// again as a JPEG.
 const MAX_IMAGE_BYTES: usize = 1024 * 1024;
+/// Largest snapshot a tool gives (characters).
+const MAX_SNAPSHOT_CHARS: usize = 200_000;
 /// Largest answer read from a REST call.
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
@@ -86,7 +88,14 @@ pub async fn authenticated(State(state): State<AppState>, mut request: Request, 
     match authenticate(&state, &key).await {
         Ok(Some(_)) => {
             request.extensions_mut().insert(CallerKey(key));
-            next.run(request).await
+            let ending = request.method() == Method::DELETE;
+            let mut response = next.run(request).await;
+            // An ended MCP session is answered 200, which clients (the
+            // Python SDK) take for success; the library says 202.
+            if ending && response.status() == axum::http::StatusCode::ACCEPTED {
+                *response.status_mut() = axum::http::StatusCode::OK;
+            }
+            response
         }
         Ok(None) => ApiError::Unauthorized.into_response(),
         Err(error) => error.into_response(),
@@ -293,7 +302,7 @@ struct NavigateArgs {
 struct SnapshotArgs {
     /// The browser session.
     session_id: String,
-    /// At most this many characters (default 20000); more is left out with a note.
+    /// At most this many characters (default 20000, up to 200000); more is left out with a note.
     max_chars: Option<usize>,
     /// Only this CSS selector's first match and what is in it.
     selector: Option<String>,
@@ -594,6 +603,13 @@ impl FleetTools {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
         let arguments: SnapshotArgs = checked!(given);
+        if arguments.max_chars.is_some_and(|max| max > MAX_SNAPSHOT_CHARS) {
+            // A tool result travels in one event; clients cap its size (the
+            // Python SDK at 1 MiB).
+            return Ok(failure(format!(
+                "max_chars is at most {MAX_SNAPSHOT_CHARS} here: scope the snapshot with selector, or use changes_only"
+            )));
+        }
         let path = path!(arguments.session_id, "/snapshot");
         let body = json!({"max_chars": arguments.max_chars, "selector": arguments.selector, "changes_only": arguments.changes_only});
         self.json_tool(&context, Method::POST, &path, Some(body), |answer| {
