@@ -45,7 +45,7 @@ def test_an_agent_fills_a_form_through_snapshot_references(server, page_url):
     async def work(session):
         tools = {tool.name for tool in (await session.list_tools()).tools}
         assert {"start_session", "navigate", "snapshot", "click", "type_text", "screenshot", "end_session",
-                "execute_code", "start_batch"} <= tools, tools
+                "execute_code", "start_batch", "open_tab", "close_tab", "list_tabs"} <= tools, tools
         started = await session.call_tool("start_session", {"viewport_width": 800, "viewport_height": 600})
         assert not started.is_error, text_of(started)
         session_id = re.search(r"session_id: (\S+)", text_of(started)).group(1)
@@ -72,6 +72,14 @@ def test_an_agent_fills_a_form_through_snapshot_references(server, page_url):
             assert struct.unpack(">II", png[16:24]) == (800, 600)
             listed = text_of(await session.call_tool("list_sessions", {}))
             assert session_id in listed
+            # A tab opened is where the tools act; closed, the form is again.
+            opened = text_of(await session.call_tool("open_tab", {"session_id": session_id, "url": page_url + "article"}))
+            tab = re.search(r"opened tab (\S+)", opened).group(1)
+            assert "article" in text_of(await session.call_tool("snapshot", {"session_id": session_id}))
+            assert tab in text_of(await session.call_tool("list_tabs", {"session_id": session_id}))
+            closed = await session.call_tool("close_tab", {"session_id": session_id, "page_id": tab})
+            assert not closed.is_error, text_of(closed)
+            assert "order form" in text_of(await session.call_tool("snapshot", {"session_id": session_id}))
         finally:
             ended = await session.call_tool("end_session", {"session_id": session_id})
         assert not ended.is_error, text_of(ended)

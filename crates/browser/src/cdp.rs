@@ -95,6 +95,35 @@ pub async fn list_pages(devtools: &Devtools) -> Result<Vec<PageInfo>, CdpError> 
         .collect())
 }
 
+/// Opens a new page (tab) at `url`; its target id. It becomes the
+/// session's active page, as any page opened last does.
+pub async fn open_page(devtools: &Devtools, url: &str) -> Result<String, CdpError> {
+    let mut conversation = CdpClient::open(devtools).await?;
+    let answer = conversation
+        .call("Target.createTarget", json!({"url": url}), None)
+        .await;
+    conversation.close().await;
+    answer?
+        .get("targetId")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| CdpError::Malformed("Target.createTarget gave no target id".to_owned()))
+}
+
+/// Closes the page `target` if it is one of the browser's (as this
+/// connection sees them); whether it was.
+pub async fn close_page(devtools: &Devtools, target: &str) -> Result<bool, CdpError> {
+    if !list_pages(devtools).await?.iter().any(|page| page.id == target) {
+        return Ok(false);
+    }
+    let mut conversation = CdpClient::open(devtools).await?;
+    let answer = conversation
+        .call("Target.closeTarget", json!({"targetId": target}), None)
+        .await;
+    conversation.close().await;
+    Ok(answer?.get("success").and_then(Value::as_bool).unwrap_or(true))
+}
+
 /// The ids of the targets in a `Target.getTargets` answer whose type is one
 /// of `types`.
 pub(crate) fn target_ids_of(targets: &Value, types: &[&str]) -> Vec<String> {

@@ -38,7 +38,7 @@ mod snapshot;
 pub mod testing;
 
 pub use actions::{Button, Capture, Key, PageControl};
-pub use cdp::{fit_viewport, list_pages, open_in_first_page, CdpError, PageInfo};
+pub use cdp::{close_page, fit_viewport, list_pages, open_in_first_page, open_page, CdpError, PageInfo};
 pub use context::{ContextSetup, HostedContext, SpareContext};
 pub use devtools::{Devtools, DevtoolsConnection, PipeClosed, CONNECT_TIMEOUT, QUEUE_BUDGET_BYTES};
 pub use dirs::BrowserDirs;

@@ -828,6 +828,39 @@ impl FleetTools {
             .await
     }
 
+    #[tool(description = "Open a tab at url (or blank); it becomes the active page the other tools act on.", input_schema = schema_for_type::<FetchArgs>())]
+    async fn open_tab(
+        &self,
+        Parameters(given): Parameters<JsonObject>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let arguments: FetchArgs = checked!(given);
+        let path = path!(arguments.session_id, "/pages");
+        self.json_tool(
+            &context,
+            Method::POST,
+            &path,
+            Some(json!({"url": arguments.url})),
+            |answer| format!("opened tab {}", answer["data"]["id"].as_str().unwrap_or_default()),
+        )
+        .await
+    }
+
+    #[tool(description = "Close a tab (page_id from list_tabs); the tab opened before it becomes the active page.", input_schema = schema_for_type::<TabArgs>())]
+    async fn close_tab(
+        &self,
+        Parameters(given): Parameters<JsonObject>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let arguments: TabArgs = checked!(given);
+        let path = path!(
+            arguments.session_id,
+            &format!("/pages/{}", urlencode(&arguments.page_id))
+        );
+        self.json_tool(&context, Method::DELETE, &path, None, |_| "closed".to_owned())
+            .await
+    }
+
     #[tool(description = "A page as Markdown (its rendered HTML turned into Markdown): the url loaded in a tab of the session, or without url the active page as it is.", input_schema = schema_for_type::<FetchArgs>())]
     async fn page_markdown(
         &self,
@@ -1022,6 +1055,16 @@ impl FleetTools {
             },
         )
     }
+}
+
+/// A tab of a session.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct TabArgs {
+    /// The browser session.
+    session_id: String,
+    /// The tab's id (from list_tabs).
+    page_id: String,
 }
 
 /// No arguments.

@@ -366,3 +366,88 @@ pub async fn wait(
         waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     }))
 }
+
+/// A tab to open.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct OpenPageBody {
+    /// What it loads (`http`/`https`; default `about:blank`).
+    pub url: Option<String>,
+}
+
+/// The tab opened.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PageOpened {
+    /// Its id, as `GET /v1/sessions/{id}/pages` lists it.
+    pub id: String,
+}
+
+/// `POST /v1/sessions/{session_id}/pages`.
+#[utoipa::path(
+    operation_id = "open_page",
+    post,
+    path = "/v1/sessions/{session_id}/pages",
+    tag = "actions",
+    summary = "Open a tab (it becomes the active page) (anchorage)",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)")),
+    request_body = OpenPageBody,
+    security(("api_key" = [])),
+    responses((status = 200, description = "Opened", body = Data<PageOpened>))
+)]
+pub async fn open_page(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(session_id): IdPath<SessionId>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Data<PageOpened>>, ApiError> {
+    let body: OpenPageBody = decode_body(&body, expected)?;
+    let url = match body.url.filter(|url| !url.is_empty()) {
+        None => "about:blank".to_owned(),
+        Some(url) => {
+            let parsed = url::Url::parse(&url)
+                .ok()
+                .filter(|parsed| matches!(parsed.scheme(), "http" | "https"))
+                .ok_or_else(|| ApiError::BadRequest(format!("url {url:?} is not an http or https URL")))?;
+            if state.block_private_networks && anchorage_core::network::is_private_url(&parsed) {
+                return Err(ApiError::BadRequest(format!(
+                    "url {url:?} is a private or loopback address, which this server keeps sessions from"
+                )));
+            }
+            parsed.to_string()
+        }
+    };
+    let session = running(&state, &caller, session_id).await?;
+    let id = anchorage_browser::open_page(&session.devtools, &url)
+        .await
+        .map_err(page_error)?;
+    Ok(Data::of(PageOpened { id }))
+}
+
+/// `DELETE /v1/sessions/{session_id}/pages/{page_id}`.
+#[utoipa::path(
+    operation_id = "close_page",
+    delete,
+    path = "/v1/sessions/{session_id}/pages/{page_id}",
+    tag = "actions",
+    summary = "Close a tab; the one opened before it becomes the active page (anchorage)",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)"), ("page_id" = String, Path, description = "The page's id")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "Closed", body = ElementDone))
+)]
+pub async fn close_page(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Path((session_id, page_id)): axum::extract::Path<(String, String)>,
+) -> Result<Json<ElementDone>, ApiError> {
+    let session_id: SessionId = session_id.parse().map_err(|_| ApiError::session_not_found())?;
+    let session = running(&state, &caller, session_id).await?;
+    if !anchorage_browser::close_page(&session.devtools, &page_id)
+        .await
+        .map_err(page_error)?
+    {
+        return Err(ApiError::NotFound(format!("the session has no page {page_id:?}")));
+    }
+    Ok(Json(ElementDone {
+        status: "closed",
+        selected: None,
+    }))
+}

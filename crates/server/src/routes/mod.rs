@@ -546,6 +546,20 @@ pub(crate) fn table() -> Vec<Route> {
             ACTION,
         )
         .on_session(SessionIn::Path),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/pages",
+            post(agent::open_page),
+            ACTION,
+        )
+        .on_session(SessionIn::Path),
+        route(
+            Method::DELETE,
+            "/v1/sessions/{session_id}/pages/{page_id}",
+            delete(agent::close_page),
+            ACTION,
+        )
+        .on_session(SessionIn::Path),
         route(Method::POST, "/v1/tools/execute-code", post(code::execute_code), TOOL).on_session(SessionIn::Query),
         route(Method::POST, "/v1/task", post(tasks::create), TASK_CHANGE),
         route(Method::GET, "/v1/task", get(tasks::list), QUERY),

@@ -105,6 +105,8 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         agent::snapshot,
         agent::element,
         agent::wait,
+        agent::open_page,
+        agent::close_page,
         tasks::create,
         tasks::list,
         tasks::run,

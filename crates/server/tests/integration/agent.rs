@@ -109,6 +109,31 @@ async fn an_agent_reads_references_acts_on_them_and_waits() {
         .await;
     assert_eq!(got, StatusCode::NOT_FOUND);
 
+    // A tab opened becomes the active page; closed, the one before is again.
+    let (status, opened) = server
+        .post(
+            &format!("/v1/sessions/{id}/pages"),
+            json!({"url": format!("{pages}/article")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{opened}");
+    let tab = text(&opened["data"]["id"]).to_owned();
+    let (_, read) = server.post(&format!("/v1/sessions/{id}/snapshot"), json!({})).await;
+    assert_eq!(read["data"]["title"], "article", "{read}");
+    let (status, _) = server.delete(&format!("/v1/sessions/{id}/pages/{tab}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = server.delete(&format!("/v1/sessions/{id}/pages/{tab}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, read) = server.post(&format!("/v1/sessions/{id}/snapshot"), json!({})).await;
+    assert_eq!(read["data"]["title"], "order form", "{read}");
+    let (status, _) = server
+        .post(
+            &format!("/v1/sessions/{id}/pages"),
+            json!({"url": "file:///etc/passwd"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
     // A page of 10,000 links stays within its budget.
     server
         .post(
