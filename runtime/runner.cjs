@@ -28,6 +28,81 @@ const Anchorbrowser = require(path.join(modules, "anchorbrowser")).default;
 // esbuild's service process starts on first use: start it now, before a job.
 esbuild.transformSync("", { loader: "ts" });
 
+/**
+ * A runner kept warm has loaded its modules, but V8 has not yet compiled
+ * what a first CDP connection runs, which made up most of a warm run's
+ * overhead. So before its job, the runner connects Playwright once to a
+ * stand-in browser of its own on loopback (a handful of CDP answers: one
+ * page, one frame, one context). Best effort: a stand-in Playwright does
+ * not accept is left after a moment.
+ */
+async function warmUp() {
+  const { WebSocketServer } = require(path.join(modules, "ws"));
+  const standIn = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  await new Promise((resolve, reject) => {
+    standIn.once("listening", resolve);
+    standIn.once("error", reject);
+  });
+  standIn.on("connection", (socket) => {
+    const send = (message) => socket.send(JSON.stringify(message));
+    const frame = {
+      id: "F", loaderId: "L", url: "about:blank", domainAndRegistry: "", securityOrigin: "://",
+      mimeType: "text/html", secureContextType: "InsecureScheme",
+      crossOriginIsolatedContextType: "NotIsolated", gatedAPIFeatures: [],
+    };
+    socket.on("message", (data) => {
+      let message;
+      try {
+        message = JSON.parse(String(data));
+      } catch {
+        return;
+      }
+      const { id, method, sessionId, params = {} } = message;
+      const reply = (result) => send({ id, sessionId, result });
+      const page = sessionId === "S";
+      if (method === "Browser.getVersion") {
+        reply({ protocolVersion: "1.3", product: "Chrome/140.0.0.0", revision: "", userAgent: "Chrome/140.0.0.0", jsVersion: "14" });
+      } else if (method === "Target.setAutoAttach" && !sessionId) {
+        reply({});
+        send({
+          method: "Target.attachedToTarget",
+          params: {
+            sessionId: "S", waitingForDebugger: false,
+            targetInfo: { targetId: "T", type: "page", title: "", url: "about:blank", attached: true, canAccessOpener: false, browserContextId: "C" },
+          },
+        });
+      } else if (method === "Target.getTargetInfo" && !sessionId) {
+        reply({ targetInfo: { targetId: "B", type: "browser", title: "", url: "", attached: true, canAccessOpener: false } });
+      } else if (method === "Target.getBrowserContexts") {
+        reply({ browserContextIds: [] });
+      } else if (page && method === "Page.getFrameTree") {
+        reply({ frameTree: { frame, childFrames: [] } });
+      } else if (page && method === "Runtime.enable") {
+        reply({});
+        send({ sessionId, method: "Runtime.executionContextCreated", params: { context: { id: 1, origin: "://", name: "", uniqueId: "U1", auxData: { isDefault: true, type: "default", frameId: "F" } } } });
+      } else if (page && method === "Page.addScriptToEvaluateOnNewDocument" && params.worldName) {
+        reply({ identifier: "1" });
+        send({ sessionId, method: "Runtime.executionContextCreated", params: { context: { id: 2, origin: "://", name: params.worldName, uniqueId: "U2", auxData: { isDefault: false, type: "isolated", frameId: "F" } } } });
+      } else if (page && method === "Page.createIsolatedWorld") {
+        reply({ executionContextId: 2 });
+        send({ sessionId, method: "Runtime.executionContextCreated", params: { context: { id: 2, origin: "://", name: params.worldName || "", uniqueId: "U2", auxData: { isDefault: false, type: "isolated", frameId: "F" } } } });
+      } else {
+        reply({});
+      }
+    });
+  });
+  const port = standIn.address().port;
+  let browser;
+  try {
+    browser = await chromium.connectOverCDP(`ws://127.0.0.1:${port}/`, { timeout: 3000 });
+  } finally {
+    const closing = browser ? browser.close().catch(() => {}) : Promise.resolve();
+    await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, 500))]);
+    for (const client of standIn.clients) client.terminate();
+    standIn.close();
+  }
+}
+
 /** The lines of the snippet's wrapper before the user's first line. */
 const SNIPPET_PREFIX = "module.exports = async function snippet({ page, browser, context, sessionId, anchorClient }) {\n";
 
@@ -128,6 +203,12 @@ const mark = (phase) => {
 };
 
 async function main() {
+  // Started ahead (warm), a runner has the time; started for a job at once,
+  // the job is waiting and does not wait for this. The job's bytes wait in
+  // the pipe meanwhile.
+  if (process.argv.includes("--warm-up")) {
+    await Promise.race([warmUp().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
+  }
   let job;
   try {
     job = await readJob();

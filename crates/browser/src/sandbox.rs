@@ -150,6 +150,8 @@ impl CodeProcess {
             .arg(format!("--max-old-space-size={heap_mib}"))
             .arg(runtime.join("runner.cjs"))
             .arg(&settings.marker)
+            // Started ahead, it has the time to warm its CDP client up.
+            .args(ahead.then_some("--warm-up"))
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("NODE_ENV", "production")

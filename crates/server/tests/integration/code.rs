@@ -471,24 +471,28 @@ async fn warm_runners_serve_one_run_each() {
         "--anchorage-runs-of={}",
         server.data_dir.path().canonicalize().expect("dir").display()
     );
-    let warm = || {
-        let marker = marker.clone();
-        move || !anchorage_browser::leftover_runner_pids(&marker).is_empty()
-    };
-    crate::support::wait_until("a warm runner", Duration::from_secs(20), warm()).await;
+    let warm_pid = |marker: &str| anchorage_browser::leftover_runner_pids(marker).first().copied();
     let session = server.create_session(json!({})).await;
     let session_id = text(&session["id"]).to_owned();
-    let snippet = "return { pid: process.pid, uid: process.getuid(), up: process.uptime() };";
-    let (_, first) = execute(&server, &session_id, snippet).await;
-    let first = returned(&first);
-    crate::support::wait_until("another warm runner", Duration::from_secs(20), warm()).await;
-    let (_, second) = execute(&server, &session_id, snippet).await;
-    let second = returned(&second);
-    assert_ne!(first["pid"], second["pid"]);
-    assert_ne!(first["uid"], second["uid"]);
+    let snippet = "return { pid: process.pid, uid: process.getuid() };";
+    let mut served = Vec::new();
+    for _ in 0..2 {
+        crate::support::wait_until("a warm runner", Duration::from_secs(20), || warm_pid(&marker).is_some()).await;
+        let ready = warm_pid(&marker).expect("a warm runner");
+        let (_, answer) = execute(&server, &session_id, snippet).await;
+        let ran = returned(&answer);
+        // The run was served by the runner that was waiting, started before it.
+        assert_eq!(ran["pid"], json!(ready), "{ran}");
+        served.push(ran);
+    }
+    assert_ne!(served[0]["pid"], served[1]["pid"]);
+    assert_ne!(served[0]["uid"], served[1]["uid"]);
     server.delete(&format!("/v1/sessions/{session_id}")).await;
     server.assert_no_browsers_left().await;
     server.stop().await;
     // Stopping the server ends its warm runner.
-    assert!(anchorage_browser::leftover_runner_pids(&marker).is_empty());
+    crate::support::wait_until("the warm runner ended", Duration::from_secs(10), || {
+        anchorage_browser::leftover_runner_pids(&marker).is_empty()
+    })
+    .await;
 }
