@@ -33,7 +33,7 @@ pub(super) struct Work {
 }
 
 /// Runs `work` beside `session` (a live session of this node) as the
-/// recorded `execution`, in a task of its own; resolves to the execution
+/// recorded `execution` (stored as `running` by the caller), in a task of its own; resolves to the execution
 /// as it ended. `slot` is the run's place, taken by the caller.
 pub(super) fn spawn_run(
     state: &AppState,
@@ -44,14 +44,6 @@ pub(super) fn spawn_run(
 ) -> tokio::task::JoinHandle<ExecutionRecord> {
     let state = state.clone();
     tokio::spawn(async move {
-        let mut execution = execution;
-        if execution.status != ExecutionStatus::Running {
-            execution.status = ExecutionStatus::Running;
-            execution.session_id = Some(session.id);
-            if let Err(error) = state.store.update_execution(&execution).await {
-                tracing::warn!(%error, execution = %execution.id, "could not record a run as running");
-            }
-        }
         let api_key = state.tokens.run_key(execution.id);
         let job = Job {
             kind: work.kind,

@@ -877,17 +877,16 @@ async fn remove_version(
     task: &str,
     version: &str,
 ) -> Result<Json<Data<DeletedAnswer>>, ApiError> {
-    let (state, version) = (state, version.to_owned());
-    check_version_name(&version)?;
+    check_version_name(version)?;
     let task = own_task(state, caller, task).await?;
     let versions = state.store.task_versions(task.id).await?;
-    let found = resolve(&versions, &version).ok_or_else(|| version_not_found(&version))?;
+    let found = resolve(&versions, version).ok_or_else(|| version_not_found(version))?;
     if !state
         .store
         .delete_task_version(task.id, &found.version, Timestamp::now())
         .await?
     {
-        return Err(version_not_found(&version));
+        return Err(version_not_found(version));
     }
     Ok(Data::of(DeletedAnswer {
         success: true,
