@@ -7,6 +7,7 @@ tool errors that change nothing."""
 
 import asyncio
 import base64
+import json
 import os
 import re
 import struct
@@ -45,7 +46,7 @@ def test_an_agent_fills_a_form_through_snapshot_references(server, page_url):
     async def work(session):
         tools = {tool.name for tool in (await session.list_tools()).tools}
         assert {"start_session", "navigate", "snapshot", "click", "type_text", "screenshot", "end_session",
-                "execute_code", "start_batch", "open_tab", "close_tab", "list_tabs"} <= tools, tools
+                "execute_code", "start_batch", "open_tab", "close_tab", "list_tabs", "switch_tab"} <= tools, tools
         started = await session.call_tool("start_session", {"viewport_width": 800, "viewport_height": 600})
         assert not started.is_error, text_of(started)
         session_id = re.search(r"session_id: (\S+)", text_of(started)).group(1)
@@ -76,7 +77,17 @@ def test_an_agent_fills_a_form_through_snapshot_references(server, page_url):
             opened = text_of(await session.call_tool("open_tab", {"session_id": session_id, "url": page_url + "article"}))
             tab = re.search(r"opened tab (\S+)", opened).group(1)
             assert "article" in text_of(await session.call_tool("snapshot", {"session_id": session_id}))
-            assert tab in text_of(await session.call_tool("list_tabs", {"session_id": session_id}))
+            tabs = json.loads(text_of(await session.call_tool("list_tabs", {"session_id": session_id})))
+            assert [item["id"] for item in tabs["items"] if item["active"]] == [tab], tabs
+            # Switched back to the form, the tools act there; the article tab stays open.
+            form_tab = next(item["id"] for item in tabs["items"] if item["id"] != tab)
+            switched = await session.call_tool("switch_tab", {"session_id": session_id, "page_id": form_tab})
+            assert not switched.is_error, text_of(switched)
+            assert "order form" in text_of(await session.call_tool("snapshot", {"session_id": session_id}))
+            tabs = json.loads(text_of(await session.call_tool("list_tabs", {"session_id": session_id})))
+            assert [item["id"] for item in tabs["items"] if item["active"]] == [form_tab], tabs
+            missing = await session.call_tool("switch_tab", {"session_id": session_id, "page_id": "NOPAGE"})
+            assert missing.is_error and "no page" in text_of(missing), text_of(missing)
             closed = await session.call_tool("close_tab", {"session_id": session_id, "page_id": tab})
             assert not closed.is_error, text_of(closed)
             assert "order form" in text_of(await session.call_tool("snapshot", {"session_id": session_id}))

@@ -16,7 +16,9 @@ use url::Url;
 
 use crate::cdp::{CdpClient, CdpError};
 use crate::devtools::Devtools;
-use crate::pages::PageOrder;
+use tokio::sync::watch;
+
+use crate::pages::{PageOrder, Switch};
 
 /// A mouse button.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,8 +147,9 @@ pub struct PageControl {
     /// The CDP session attached to the page, and that page's target id.
     session: String,
     target: String,
-    /// The pages followed, for a connection to the active page.
-    order: Option<PageOrder>,
+    /// The pages followed, for a connection to the active page, and the
+    /// session's switches.
+    order: Option<(PageOrder, watch::Receiver<Option<Switch>>)>,
     /// Whether the connection failed (closed, or a call went unanswered);
     /// such a connection is closed, never kept.
     broken: bool,
@@ -204,15 +207,8 @@ impl PageControl {
     /// Opens a connection and attaches to the active page.
     pub async fn open(devtools: &Devtools) -> Result<Self, CdpError> {
         let mut client = CdpClient::open(devtools).await?;
-        client.keep_target_events();
-        // Every existing target is announced before the answer.
-        client
-            .call("Target.setDiscoverTargets", json!({"discover": true}), None)
-            .await?;
-        let mut order = PageOrder::default();
-        for event in client.take_events()? {
-            order.observe(&event);
-        }
+        let switches = devtools.front().watch();
+        let order = crate::pages::discover(&mut client, devtools).await?;
         let target = order
             .active()
             .map(str::to_owned)
@@ -222,7 +218,7 @@ impl PageControl {
             client,
             session,
             target,
-            order: Some(order),
+            order: Some((order, switches)),
             broken: false,
             page_gone: false,
             own_tab: None,
@@ -232,13 +228,14 @@ impl PageControl {
     /// Moves a connection opened with [`PageControl::open`] to the page that
     /// is active now, if that is another one.
     pub async fn refresh(&mut self) -> Result<(), CdpError> {
-        let Some(order) = self.order.as_mut() else {
+        let Some((order, switches)) = self.order.as_mut() else {
             return Ok(());
         };
         let events = self.client.take_events().inspect_err(|_| self.broken = true)?;
         for event in &events {
             order.observe(event);
         }
+        order.follow(switches.borrow_and_update().clone());
         let active = order
             .active()
             .map(str::to_owned)
@@ -297,7 +294,7 @@ impl PageControl {
         if !answer.as_ref().is_err_and(CdpError::is_page_gone) {
             return answer;
         }
-        let Some(order) = self.order.as_mut() else {
+        let Some((order, _)) = self.order.as_mut() else {
             self.page_gone = true;
             return answer;
         };

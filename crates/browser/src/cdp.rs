@@ -21,6 +21,8 @@ pub struct PageInfo {
     pub title: String,
     /// Its URL.
     pub url: String,
+    /// Whether it is the session's active page (see [`crate::pages`]).
+    pub active: bool,
 }
 
 /// What can go wrong in a CDP conversation.
@@ -73,12 +75,18 @@ impl CdpError {
     }
 }
 
-/// Asks the browser for its page targets with `Target.getTargets`.
+/// Asks the browser for its page targets with `Target.getTargets`, and
+/// which of them is active.
 pub async fn list_pages(devtools: &Devtools) -> Result<Vec<PageInfo>, CdpError> {
     let mut conversation = CdpClient::open(devtools).await?;
-    let answer = conversation.call("Target.getTargets", json!({}), None).await;
+    let answer = async {
+        let order = crate::pages::discover(&mut conversation, devtools).await?;
+        let targets = conversation.call("Target.getTargets", json!({}), None).await?;
+        Ok::<_, CdpError>((order.active().map(str::to_owned), targets))
+    }
+    .await;
     conversation.close().await;
-    let answer = answer?;
+    let (active, answer) = answer?;
     let infos = answer
         .pointer("/targetInfos")
         .and_then(Value::as_array)
@@ -91,6 +99,7 @@ pub async fn list_pages(devtools: &Devtools) -> Result<Vec<PageInfo>, CdpError> 
             id: text(info, "targetId"),
             title: text(info, "title"),
             url: text(info, "url"),
+            active: active.as_deref() == info.get("targetId").and_then(Value::as_str),
         })
         .collect())
 }

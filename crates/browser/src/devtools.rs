@@ -195,6 +195,7 @@ impl Devtools {
             }),
             to_browser,
             closed,
+            front: crate::pages::FrontPage::default(),
         });
         tokio::spawn(write_commands(writer, outgoing, hub.closed.subscribe()));
         tokio::spawn(read_messages(Arc::clone(&hub), reader));
@@ -217,9 +218,27 @@ impl Devtools {
         self.scope.as_ref()
     }
 
-    /// Makes the hub follow which context every target is in (target
-    /// discovery on the pipe's own session), which scoped connections need.
-    /// Idempotent.
+    /// The page this handle's session was switched to (see [`crate::pages`]):
+    /// the scope's for a context session, else the browser's.
+    pub(crate) fn front(&self) -> &crate::pages::FrontPage {
+        match &self.scope {
+            Some(scope) => scope.front(),
+            None => &self.hub.front,
+        }
+    }
+
+    /// Puts `targets` in the order the hub saw them announced (while it
+    /// follows targets); those it has not seen yet go last, in the order
+    /// given.
+    pub(crate) fn oldest_first(&self, targets: &mut [String]) {
+        let routes = self.hub.routes();
+        targets.sort_by_key(|target| routes.born.get(target).copied().unwrap_or(u64::MAX));
+    }
+
+    /// Makes the hub follow which context every target is in and the order
+    /// targets appeared in (target discovery on the pipe's own session),
+    /// which scoped connections and the choice of a session's active page
+    /// need. Idempotent.
     pub async fn follow_targets(&self) -> Result<(), String> {
         {
             let mut routes = self.hub.routes();
@@ -323,6 +342,8 @@ struct Hub {
     routes: Mutex<Routes>,
     to_browser: tokio::sync::mpsc::Sender<Vec<u8>>,
     closed: watch::Sender<bool>,
+    /// The page the browser's session was switched to.
+    front: crate::pages::FrontPage,
 }
 
 #[derive(Default)]
@@ -352,6 +373,12 @@ struct Routes {
     /// The last targets destroyed, with their contexts: their destruction
     /// reaches the hub before it reaches the connections that saw them.
     destroyed: VecDeque<(String, String)>,
+    /// When each open target was announced to the hub (while `following`),
+    /// so that pages are known oldest first: a connection's own discovery
+    /// announces the existing targets in no particular order.
+    born: HashMap<String, u64>,
+    /// The number the next target announced gets.
+    next_birth: u64,
 }
 
 /// How many destroyed targets the hub remembers.
@@ -420,6 +447,12 @@ impl Routes {
         match method {
             "Target.targetCreated" | "Target.targetInfoChanged" => {
                 if let Some(info) = params.get("targetInfo") {
+                    if let Some(target) = text(info, "targetId") {
+                        if !self.born.contains_key(&target) {
+                            self.born.insert(target, self.next_birth);
+                            self.next_birth += 1;
+                        }
+                    }
                     match (text(info, "targetId"), text(info, "browserContextId")) {
                         (Some(target), Some(context)) => {
                             self.contexts.insert(target, context);
@@ -433,6 +466,7 @@ impl Routes {
             }
             "Target.targetDestroyed" => {
                 if let Some(target) = text(&params, "targetId") {
+                    self.born.remove(&target);
                     self.browser_targets.remove(&target);
                     if let Some(context) = self.contexts.remove(&target) {
                         if self.destroyed.len() >= DESTROYED_KEPT {
@@ -1219,6 +1253,7 @@ mod properties {
             }),
             to_browser,
             closed,
+            front: crate::pages::FrontPage::default(),
         };
         let (deliver, messages) = mpsc::unbounded();
         {

@@ -991,6 +991,10 @@ pub async fn launch_until(
         }
     }
 
+    // The hub learns the order pages open in (the active page is the newest).
+    if let Err(error) = devtools.follow_targets().await {
+        tracing::warn!(pid, %error, "the browser's targets cannot be followed; the active page may be any open page");
+    }
     let dirs = unfinished.finish();
     let (exit_sender, exit) = watch::channel(None);
     let (killer, kill_requested) = tokio::sync::oneshot::channel();

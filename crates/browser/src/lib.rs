@@ -51,6 +51,7 @@ pub use launch::{
 pub use launcher::{ChromiumLauncher, ChromiumSettings, LaunchRequest, Launcher};
 pub use memory::{browsers_memory, MemoryReader, MemoryUse};
 pub use page_rules::{PageRules, PageRulesConnection};
+pub use pages::{page_order, switch_to_page};
 pub use profile_files::{copy_profile, CopyError, CopyLimits};
 pub use proxy_auth::ProxyAuthenticator;
 pub use pump::{pump, pump_watching, websocket_config, FrameWatch, PumpEnd, MAX_FRAME_BYTES};
@@ -63,5 +64,5 @@ pub use sandbox::{
     RunFailure, RunLimits, SandboxSettings, RUN_UIDS,
 };
 pub use scope::{Scope, BROWSER_SESSION_METHODS, REFUSED_METHODS};
-pub use screencast::{Frame, FrameAck, Input, MouseButton, MouseKind, Screencast, ScreencastEvent};
+pub use screencast::{Frame, FrameAck, Incoming, Input, MouseButton, MouseKind, Screencast, ScreencastEvent};
 pub use snapshot::{fit as snapshot_text, parse_ref as parse_snapshot_ref};

@@ -124,6 +124,8 @@ pub struct Scope {
     primary: String,
     state: Mutex<ScopeState>,
     close_requested: CancellationToken,
+    /// The page the session was switched to.
+    front: crate::pages::FrontPage,
 }
 
 #[derive(Debug, Default)]
@@ -186,7 +188,13 @@ impl Scope {
             primary: primary.into(),
             state: Mutex::new(ScopeState::default()),
             close_requested: CancellationToken::new(),
+            front: crate::pages::FrontPage::default(),
         }
+    }
+
+    /// The page the session was switched to.
+    pub(crate) fn front(&self) -> &crate::pages::FrontPage {
+        &self.front
     }
 
     /// The session's own context.

@@ -9,8 +9,9 @@
 //! it has passed them on, so a slow viewer slows the screencast down instead
 //! of making anyone buffer.
 //!
-//! Which page is shown: the browser's active page (see [`crate::pages`]),
-//! followed as tabs and popups open and close.
+//! Which page is shown: the session's active page (see [`crate::pages`]),
+//! followed as tabs and popups open and close and as the session is switched
+//! to another tab through the API.
 
 use std::collections::HashMap;
 
@@ -19,7 +20,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::cdp::{CdpClient, CdpError};
 use crate::devtools::Devtools;
-use crate::pages::PageOrder;
+use tokio::sync::watch;
+
+use crate::pages::{PageOrder, Switch};
 
 /// Largest frame side asked of the screencast, in device pixels.
 const MAX_FRAME_SIDE: u32 = 1920;
@@ -145,12 +148,28 @@ enum Pending {
     Attach(String),
 }
 
+/// What [`Screencast::recv`] read, for [`Screencast::handle`].
+#[derive(Debug)]
+pub struct Incoming(IncomingKind);
+
+#[derive(Debug)]
+enum IncomingKind {
+    /// A message from the browser.
+    Browser(Message),
+    /// The session was switched to another tab.
+    Switched,
+}
+
 /// A live-view connection to one browser.
 pub struct Screencast {
     client: CdpClient,
     pending: HashMap<u64, Pending>,
     /// The browser's open pages, to show the active one.
     order: PageOrder,
+    /// The session's switches to another tab.
+    switches: watch::Receiver<Option<Switch>>,
+    /// The session's handle, for the order its pages opened in.
+    devtools: Devtools,
     /// The shown target and the CDP session attached to it.
     shown: Option<(String, String)>,
     /// Whether the existing targets have all been announced.
@@ -164,9 +183,13 @@ impl Screencast {
             client: CdpClient::open(devtools).await?,
             pending: HashMap::new(),
             order: PageOrder::default(),
+            switches: devtools.front().watch(),
+            devtools: devtools.clone(),
             shown: None,
             discovered: false,
         };
+        let switch = screencast.switches.borrow_and_update().clone();
+        screencast.order.follow(switch);
         // The browser announces every existing target before it answers.
         let id = screencast
             .send("Target.setDiscoverTargets", json!({"discover": true}), None)
@@ -175,14 +198,29 @@ impl Screencast {
         Ok(screencast)
     }
 
-    /// Reads the next browser message; `None` once the browser has gone.
-    /// Cancel-safe.
-    pub async fn recv(&mut self) -> Option<Message> {
-        self.client.next().await
+    /// Reads the next browser message or switch of tab; `None` once the
+    /// browser has gone. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        tokio::select! {
+            message = self.client.next() => message.map(|message| Incoming(IncomingKind::Browser(message))),
+            Ok(()) = self.switches.changed() => Some(Incoming(IncomingKind::Switched)),
+        }
     }
 
     /// Acts on one message from [`Self::recv`] and says what it meant.
-    pub async fn handle(&mut self, message: Message) -> Result<ScreencastEvent, CdpError> {
+    pub async fn handle(&mut self, incoming: Incoming) -> Result<ScreencastEvent, CdpError> {
+        let message = match incoming.0 {
+            IncomingKind::Browser(message) => message,
+            IncomingKind::Switched => {
+                let switch = self.switches.borrow_and_update().clone();
+                if self.order.follow(switch) && self.discovered {
+                    if let Some(active) = self.order.active().map(str::to_owned) {
+                        self.show(&active).await?;
+                    }
+                }
+                return Ok(ScreencastEvent::Nothing);
+            }
+        };
         let Message::Text(text) = message else {
             return Ok(ScreencastEvent::Nothing);
         };
@@ -307,6 +345,7 @@ impl Screencast {
         match pending {
             Pending::Discover => {
                 self.discovered = true;
+                self.order.arrange(&self.devtools);
                 if self.shown.is_none() {
                     if let Some(active) = self.order.active().map(str::to_owned) {
                         self.show(&active).await?;

@@ -180,6 +180,27 @@ impl FleetTools {
     }
 
     /// A call whose JSON answer is given to the model as text.
+    /// A call on one tab (`/pages/{page_id}` and `suffix`), told as `done`
+    /// and the tab's id.
+    async fn tab_tool(
+        &self,
+        context: &RequestContext<RoleServer>,
+        arguments: &TabArgs,
+        method: Method,
+        suffix: &str,
+        done: &str,
+    ) -> Result<CallToolResult, McpError> {
+        let rest = format!("/pages/{}{suffix}", urlencode(&arguments.page_id));
+        let path = match session_path(&arguments.session_id, &rest) {
+            Ok(path) => path,
+            Err(result) => return Ok(result),
+        };
+        self.json_tool(context, method, &path, None, |_| {
+            format!("{done} {}", arguments.page_id)
+        })
+        .await
+    }
+
     async fn json_tool(
         &self,
         context: &RequestContext<RoleServer>,
@@ -816,7 +837,7 @@ impl FleetTools {
         Ok(CallToolResult::success(vec![ContentBlock::image(data, kind)]))
     }
 
-    #[tool(description = "The session's pages (tabs): id, title, URL; the last one is the active page the other tools act on.", input_schema = schema_for_type::<SessionArgs>())]
+    #[tool(description = "The session's pages (tabs): id, title, URL, and active: true on the page the other tools act on.", input_schema = schema_for_type::<SessionArgs>())]
     async fn list_tabs(
         &self,
         Parameters(given): Parameters<JsonObject>,
@@ -846,18 +867,25 @@ impl FleetTools {
         .await
     }
 
-    #[tool(description = "Close a tab (page_id from list_tabs); the tab opened before it becomes the active page.", input_schema = schema_for_type::<TabArgs>())]
+    #[tool(description = "Close a tab (page_id from list_tabs); the newest open tab becomes the active page, unless switch_tab chose another that is still open.", input_schema = schema_for_type::<TabArgs>())]
     async fn close_tab(
         &self,
         Parameters(given): Parameters<JsonObject>,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, McpError> {
         let arguments: TabArgs = checked!(given);
-        let path = path!(
-            arguments.session_id,
-            &format!("/pages/{}", urlencode(&arguments.page_id))
-        );
-        self.json_tool(&context, Method::DELETE, &path, None, |_| "closed".to_owned())
+        self.tab_tool(&context, &arguments, Method::DELETE, "", "closed tab")
+            .await
+    }
+
+    #[tool(description = "Switch to a tab (page_id from list_tabs): it becomes the active page the other tools act on, and the one the live view shows, until it closes or a tab opens.", input_schema = schema_for_type::<TabArgs>())]
+    async fn switch_tab(
+        &self,
+        Parameters(given): Parameters<JsonObject>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let arguments: TabArgs = checked!(given);
+        self.tab_tool(&context, &arguments, Method::POST, "/activate", "switched to tab")
             .await
     }
 

@@ -264,6 +264,9 @@ pub struct PageItem {
     pub url: String,
     /// The session's live view.
     pub frontend_url: String,
+    /// Whether it is the active page: the one REST actions, agents' tools
+    /// and the live view act on (anchorage).
+    pub active: bool,
 }
 
 // ---------------------------------------------------------------- batches

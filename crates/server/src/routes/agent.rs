@@ -428,7 +428,7 @@ pub async fn open_page(
     delete,
     path = "/v1/sessions/{session_id}/pages/{page_id}",
     tag = "actions",
-    summary = "Close a tab; the one opened before it becomes the active page (anchorage)",
+    summary = "Close a tab; the newest open tab becomes the active page, unless the session was switched to another that is still open (anchorage)",
     params(("session_id" = String, Path, description = "The session's id (a UUID)"), ("page_id" = String, Path, description = "The page's id")),
     security(("api_key" = [])),
     responses((status = 200, description = "Closed", body = ElementDone))
@@ -436,18 +436,59 @@ pub async fn open_page(
 pub async fn close_page(
     State(state): State<AppState>,
     caller: Caller,
-    axum::extract::Path((session_id, page_id)): axum::extract::Path<(String, String)>,
+    axum::extract::Path(path): axum::extract::Path<(String, String)>,
+) -> Result<Json<ElementDone>, ApiError> {
+    on_tab(&state, &caller, path, Tab::Close).await
+}
+
+/// What is done to a tab.
+#[derive(Debug, Clone, Copy)]
+enum Tab {
+    Close,
+    Activate,
+}
+
+/// Closes or switches to one of a session's tabs; `404` for a page that is
+/// not one of the session's.
+async fn on_tab(
+    state: &AppState,
+    caller: &Caller,
+    (session_id, page_id): (String, String),
+    action: Tab,
 ) -> Result<Json<ElementDone>, ApiError> {
     let session_id: SessionId = session_id.parse().map_err(|_| ApiError::session_not_found())?;
-    let session = running(&state, &caller, session_id).await?;
-    if !anchorage_browser::close_page(&session.devtools, &page_id)
-        .await
-        .map_err(page_error)?
-    {
+    let session = running(state, caller, session_id).await?;
+    let done = match action {
+        Tab::Close => anchorage_browser::close_page(&session.devtools, &page_id).await,
+        Tab::Activate => anchorage_browser::switch_to_page(&session.devtools, &page_id).await,
+    };
+    if !done.map_err(page_error)? {
         return Err(ApiError::NotFound(format!("the session has no page {page_id:?}")));
     }
     Ok(Json(ElementDone {
-        status: "closed",
+        status: match action {
+            Tab::Close => "closed",
+            Tab::Activate => "activated",
+        },
         selected: None,
     }))
+}
+
+/// `POST /v1/sessions/{session_id}/pages/{page_id}/activate`.
+#[utoipa::path(
+    operation_id = "activate_page",
+    post,
+    path = "/v1/sessions/{session_id}/pages/{page_id}/activate",
+    tag = "actions",
+    summary = "Switch to a tab: it becomes the active page (and the live view shows it) until it closes or another tab opens (anchorage)",
+    params(("session_id" = String, Path, description = "The session's id (a UUID)"), ("page_id" = String, Path, description = "The page's id")),
+    security(("api_key" = [])),
+    responses((status = 200, description = "Switched", body = ElementDone))
+)]
+pub async fn activate_page(
+    State(state): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(path): axum::extract::Path<(String, String)>,
+) -> Result<Json<ElementDone>, ApiError> {
+    on_tab(&state, &caller, path, Tab::Activate).await
 }

@@ -560,6 +560,13 @@ pub(crate) fn table() -> Vec<Route> {
             ACTION,
         )
         .on_session(SessionIn::Path),
+        route(
+            Method::POST,
+            "/v1/sessions/{session_id}/pages/{page_id}/activate",
+            post(agent::activate_page),
+            ACTION,
+        )
+        .on_session(SessionIn::Path),
         route(Method::POST, "/v1/tools/execute-code", post(code::execute_code), TOOL).on_session(SessionIn::Query),
         route(Method::POST, "/v1/task", post(tasks::create), TASK_CHANGE),
         route(Method::GET, "/v1/task", get(tasks::list), QUERY),

@@ -107,6 +107,7 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         agent::wait,
         agent::open_page,
         agent::close_page,
+        agent::activate_page,
         tasks::create,
         tasks::list,
         tasks::run,

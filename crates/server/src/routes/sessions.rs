@@ -654,6 +654,7 @@ pub async fn pages(
             title: page.title,
             url: page.url,
             frontend_url: frontend_url.clone(),
+            active: page.active,
         })
         .collect();
     Ok(Data::of(SessionPages {

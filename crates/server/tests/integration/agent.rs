@@ -126,6 +126,68 @@ async fn an_agent_reads_references_acts_on_them_and_waits() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, read) = server.post(&format!("/v1/sessions/{id}/snapshot"), json!({})).await;
     assert_eq!(read["data"]["title"], "order form", "{read}");
+
+    // Switching to an older tab makes it the active page until a tab opens;
+    // once that one closes, the switch holds again.
+    let open_tab = |path: &'static str| {
+        let (server, id) = (&server, &id);
+        let url = format!("{pages}/{path}");
+        async move {
+            let (status, opened) = server
+                .post(&format!("/v1/sessions/{id}/pages"), json!({ "url": url }))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{opened}");
+            text(&opened["data"]["id"]).to_owned()
+        }
+    };
+    let active_page = || async {
+        let (_, listed) = server.get(&format!("/v1/sessions/{id}/pages")).await;
+        let items = listed["data"]["items"].as_array().cloned().unwrap_or_default();
+        let active: Vec<_> = items.iter().filter(|item| item["active"] == true).collect();
+        assert_eq!(active.len(), 1, "{listed}");
+        text(&active[0]["id"]).to_owned()
+    };
+    let title = || async {
+        let (_, read) = server.post(&format!("/v1/sessions/{id}/snapshot"), json!({})).await;
+        text(&read["data"]["title"]).to_owned()
+    };
+    let form = active_page().await;
+    let article = open_tab("article").await;
+    assert_eq!(active_page().await, article);
+    let (status, switched) = server
+        .post(&format!("/v1/sessions/{id}/pages/{form}/activate"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{switched}");
+    assert_eq!(switched["status"], "activated");
+    assert_eq!(active_page().await, form);
+    assert_eq!(title().await, "order form");
+    let third = open_tab("second").await;
+    assert_eq!(active_page().await, third);
+    server.delete(&format!("/v1/sessions/{id}/pages/{third}")).await;
+    assert_eq!(active_page().await, form);
+    assert_eq!(title().await, "order form");
+    // Neither a made-up page nor another session's is switched to.
+    let other = server.create_session(json!({})).await;
+    let (_, listed) = server.get(&format!("/v1/sessions/{}/pages", text(&other["id"]))).await;
+    let foreign = text(&listed["data"]["items"][0]["id"]).to_owned();
+    assert!(!foreign.is_empty(), "{listed}");
+    for missing in ["NOPAGE", foreign.as_str()] {
+        let (status, answer) = server
+            .post(&format!("/v1/sessions/{id}/pages/{missing}/activate"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{missing}: {answer}");
+        assert_eq!(active_page().await, form);
+    }
+    server.delete(&format!("/v1/sessions/{}", text(&other["id"]))).await;
+    // Closing the page switched to hands over to the newest.
+    let (status, _) = server
+        .post(&format!("/v1/sessions/{id}/pages/{article}/activate"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(title().await, "article");
+    server.delete(&format!("/v1/sessions/{id}/pages/{article}")).await;
+    assert_eq!(active_page().await, form);
+
     let (status, _) = server
         .post(
             &format!("/v1/sessions/{id}/pages"),

@@ -328,6 +328,22 @@ async fn a_context_sessions_client_cannot_reach_another_session_or_the_host() {
     }
     let cookies = cdp.call("Storage.getCookies", json!({}), None).await;
     assert_eq!(cookies["cookies"], json!([]));
+    // Nor through the REST routes on tabs: the victim's page is no page of
+    // the intruder's session, to switch to or close.
+    let intruder_id = text(&intruder["id"]);
+    let (status, answer) = server
+        .post(
+            &format!("/v1/sessions/{intruder_id}/pages/{victim_page}/activate"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    let (status, answer) = server
+        .delete(&format!("/v1/sessions/{intruder_id}/pages/{victim_page}"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    let (_, listed) = server.get(&format!("/v1/sessions/{intruder_id}/pages")).await;
+    assert!(!listed.to_string().contains(&victim_page), "{listed}");
 
     // `Browser.close` ends the intruder's session only.
     let closed = cdp.answer("Browser.close", json!({}), None).await;

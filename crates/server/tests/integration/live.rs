@@ -111,6 +111,40 @@ async fn the_stream_shows_frames_forwards_keys_and_follows_new_tabs() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(typed, "hi");
+
+    // Switched back to the first tab through the API, the viewer is shown it
+    // and types into it.
+    let id = text(&session["id"]);
+    let (_, listed) = server.get(&format!("/v1/sessions/{id}/pages")).await;
+    let first = listed["data"]["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|item| !text(&item["url"]).ends_with("/second")))
+        .map(|item| text(&item["id"]).to_owned())
+        .expect("the first tab");
+    let first_session = cdp.attach(&first).await;
+    cdp.evaluate(
+        &first_session,
+        "document.body.innerHTML = '<input id=field>'; document.getElementById('field').focus()",
+    )
+    .await;
+    let (status, _) = server
+        .post(&format!("/v1/sessions/{id}/pages/{first}/activate"), json!({}))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    next_of(&mut stream, "page").await;
+    let key = json!({"type": "key", "event": "down", "key": "x", "code": "KeyX", "text": "x", "key_code": 88});
+    send(&mut stream, key).await;
+    let mut typed = Value::Null;
+    for _ in 0..100 {
+        typed = cdp
+            .evaluate(&first_session, "document.getElementById('field').value")
+            .await;
+        if typed == "x" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(typed, "x");
     cdp.close().await;
 
     // Ending the session tells the viewer and closes the stream.

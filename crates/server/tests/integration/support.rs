@@ -635,14 +635,7 @@ impl Cdp {
     pub async fn open_page(&mut self, url: &str) -> String {
         let created = self.call("Target.createTarget", json!({"url": url}), None).await;
         let target_id = created["targetId"].as_str().expect("target id").to_owned();
-        let attached = self
-            .call(
-                "Target.attachToTarget",
-                json!({"targetId": target_id, "flatten": true}),
-                None,
-            )
-            .await;
-        let session = attached["sessionId"].as_str().expect("session id").to_owned();
+        let session = self.attach(&target_id).await;
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let state = self.evaluate(&session, "document.readyState").await;
@@ -653,6 +646,18 @@ impl Cdp {
             assert!(Instant::now() < deadline, "page {url} did not load");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Attaches to a target (flat); the CDP session id.
+    pub async fn attach(&mut self, target_id: &str) -> String {
+        let attached = self
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": target_id, "flatten": true}),
+                None,
+            )
+            .await;
+        attached["sessionId"].as_str().expect("session id").to_owned()
     }
 
     /// Attaches to the newest page the browser has (the one REST actions
@@ -668,14 +673,7 @@ impl Cdp {
             .and_then(|info| info["targetId"].as_str())
             .expect("a page")
             .to_owned();
-        let attached = self
-            .call(
-                "Target.attachToTarget",
-                json!({"targetId": target_id, "flatten": true}),
-                None,
-            )
-            .await;
-        attached["sessionId"].as_str().expect("session id").to_owned()
+        self.attach(&target_id).await
     }
 
     pub async fn evaluate(&mut self, session: &str, expression: &str) -> Value {
