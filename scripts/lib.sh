@@ -21,6 +21,10 @@ ensure_browser_packages() {
     # Headful sessions run on a virtual display; recordings are encoded by ffmpeg.
     command -v Xvfb >/dev/null 2>&1 || missing+=(xvfb)
     command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+    # Ad blocking's filter lists (EasyList, EasyPrivacy, the public suffix
+    # list), kept current by Debian; the extension itself is not loaded.
+    [ -f /usr/share/chromium/extensions/ublock-origin/assets/thirdparties/easylist/easylist.txt ] \
+        || missing+=(webext-ublock-origin-chromium)
     if [ "${#missing[@]}" = 0 ]; then
         return
     fi

@@ -159,6 +159,8 @@ pub(crate) struct CdpClient {
     /// Whether target events that arrive while a call waits are kept for
     /// [`CdpClient::take_events`] instead of being passed over.
     keep_target_events: bool,
+    /// Whether every event that arrives while a call waits is kept.
+    keep_all_events: bool,
     kept: Vec<Value>,
 }
 
@@ -170,6 +172,7 @@ impl CdpClient {
             socket,
             next_id: 0,
             keep_target_events: false,
+            keep_all_events: false,
             kept: Vec::new(),
         })
     }
@@ -179,11 +182,27 @@ impl CdpClient {
         self.keep_target_events = true;
     }
 
-    /// Keeps `message` if it is a target event and they are being kept.
+    /// From now on, keeps every event that arrives during calls (for a
+    /// connection that must act on each, such as a paused request).
+    pub(crate) fn keep_all_events(&mut self) {
+        self.keep_all_events = true;
+    }
+
+    /// Keeps `message` if it is an event of a kind being kept.
     pub(crate) fn keep(&mut self, message: Value) {
-        if self.keep_target_events && crate::pages::is_target_event(&message) {
+        let wanted = if self.keep_all_events {
+            message.get("method").is_some()
+        } else {
+            self.keep_target_events && crate::pages::is_target_event(&message)
+        };
+        if wanted {
             self.kept.push(message);
         }
+    }
+
+    /// The events kept so far, without reading more.
+    pub(crate) fn take_kept(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.kept)
     }
 
     /// The target events kept so far and those already waiting, without
@@ -288,6 +307,19 @@ impl CdpClient {
     async fn first_page(&mut self) -> Result<String, CdpError> {
         let targets = self.call("Target.getTargets", json!({}), None).await?;
         first_page_target(&targets).ok_or_else(|| CdpError::Malformed("the browser has no page".to_owned()))
+    }
+
+    /// Attaches to every page opened from now on (flat mode), each waiting
+    /// until it is told to run (`Runtime.runIfWaitingForDebugger`).
+    pub(crate) async fn attach_to_new_pages(&mut self) -> Result<(), CdpError> {
+        self.call(
+            "Target.setAutoAttach",
+            json!({"autoAttach": true, "waitForDebuggerOnStart": true, "flatten": true,
+                   "filter": [{"type": "page", "exclude": false}, {"exclude": true}]}),
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     /// Attaches to a target (flat mode) and returns the CDP session id.

@@ -13,6 +13,7 @@
 //! store.
 
 mod actions;
+pub mod adblock;
 mod cdp;
 mod context;
 mod devtools;

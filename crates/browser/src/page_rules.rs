@@ -42,14 +42,7 @@ impl PageRulesConnection {
     /// those open now; later ones wait for [`PageRulesConnection::run`].
     pub async fn enable(devtools: &Devtools, rules: PageRules) -> Result<Self, CdpError> {
         let mut client = CdpClient::open(devtools).await?;
-        client
-            .call(
-                "Target.setAutoAttach",
-                json!({"autoAttach": true, "waitForDebuggerOnStart": true, "flatten": true,
-                       "filter": [{"type": "page", "exclude": false}, {"exclude": true}]}),
-                None,
-            )
-            .await?;
+        client.attach_to_new_pages().await?;
         // Auto-attach covers the pages opened from now on; those open now
         // are attached here.
         let targets = client.call("Target.getTargets", json!({}), None).await?;

@@ -92,6 +92,10 @@ pub struct SessionOptions {
     /// (`browser.force_popups_as_tabs.active`).
     #[serde(default)]
     pub popups_as_tabs: bool,
+    /// Whether ad blocking is off for the session
+    /// (`browser.adblock.active: false`; on by default).
+    #[serde(default)]
+    pub no_adblock: bool,
     /// Whether the window is fullscreen, on a screen the viewport's size
     /// (`browser.fullscreen.active`).
     #[serde(default)]
@@ -246,6 +250,7 @@ impl Default for SessionOptions {
             switches: Vec::new(),
             dismiss_dialogs: false,
             popups_as_tabs: false,
+            no_adblock: false,
             fullscreen: false,
             pdfs_downloaded: false,
             isolation: None,
@@ -440,9 +445,9 @@ pub struct BrowserPart {
     /// The saved profile to start from, and whether to write the session's
     /// state back to it when it ends.
     pub profile: Option<ProfilePart>,
-    /// Ad blocking; recorded, not active yet.
-    #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
-    pub adblock: Option<Map<String, Value>>,
+    /// Ad and tracker blocking by the node's filter lists: on by default;
+    /// `{"active": false}` turns it off for the session.
+    pub adblock: Option<ActivePart>,
     /// Popup blocking: on by default (Chromium's own: no window opens
     /// without a user gesture); `{"active": false}` lets pages open them.
     pub popup_blocker: Option<ActivePart>,
@@ -514,6 +519,7 @@ fn expected_at(path: &str) -> String {
         | "session.proxy.active"
         | "session.live_view.read_only"
         | "browser.headless.active"
+        | "browser.adblock.active"
         | "browser.popup_blocker.active"
         | "browser.disable_web_security.active"
         | "browser.disable_dialogs.active"
@@ -732,6 +738,7 @@ impl SessionOptions {
             options.dismiss_dialogs = browser.disable_dialogs.as_ref().and_then(|part| part.active) == Some(true);
             options.fullscreen = browser.fullscreen.as_ref().and_then(|part| part.active) == Some(true);
             options.popups_as_tabs = browser.force_popups_as_tabs.as_ref().and_then(|part| part.active) == Some(true);
+            options.no_adblock = browser.adblock.as_ref().and_then(|part| part.active) == Some(false);
             options.pdfs_downloaded = browser.pdf_viewer.as_ref().and_then(|part| part.active) == Some(false);
             if browser.popup_blocker.as_ref().and_then(|part| part.active) == Some(false) {
                 options.switches.push(BrowserSwitch::AllowPopups);

@@ -107,6 +107,61 @@ fn prepare_browser_user(
 
 /// Makes sure the configured key exists, or on a first start makes a key;
 /// returns a key that must be shown to the operator.
+/// Compiles ad blocking's filter lists (off when none are set); a list that
+/// cannot be used stops the start, naming it.
+async fn load_adblock(
+    config: &crate::config::AdblockConfig,
+) -> Result<Option<Arc<anchorage_browser::adblock::Adblock>>, StartError> {
+    if config.lists.is_empty() {
+        tracing::warn!("ANCHORAGE_ADBLOCK_LISTS is empty: ad blocking is off on this node");
+        return Ok(None);
+    }
+    let (lists, suffix_list) = (config.lists.clone(), config.suffix_list.clone());
+    let loaded = tokio::task::spawn_blocking(move || anchorage_browser::adblock::Adblock::load(lists, suffix_list))
+        .await
+        .map_err(|error| ConfigError(format!("ANCHORAGE_ADBLOCK_LISTS: compiling the lists failed: {error}")))?;
+    let adblock = loaded.map_err(|error| {
+        ConfigError(format!(
+            "ANCHORAGE_ADBLOCK_LISTS: {error} (install Debian's webext-ublock-origin-chromium, or set the \
+             setting to lists that exist, or to nothing to turn ad blocking off)"
+        ))
+    })?;
+    let engine = adblock.engine();
+    for list in engine.lists() {
+        tracing::info!(list = %list.path.display(), title = list.title.as_deref().unwrap_or(""), rules = list.rules,
+            skipped = list.skipped, "filter list");
+    }
+    tracing::info!(
+        compile_ms = engine.compile_time().as_millis() as u64,
+        "ad blocking's filter lists compiled"
+    );
+    Ok(Some(Arc::new(adblock)))
+}
+
+/// How often the filter lists' files are checked for a change.
+const ADBLOCK_RELOAD_CHECK: Duration = Duration::from_secs(30);
+
+/// Compiles the filter lists again when their files change, until `stop`.
+async fn reload_adblock(adblock: Arc<anchorage_browser::adblock::Adblock>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(ADBLOCK_RELOAD_CHECK) => {}
+        }
+        let checking = Arc::clone(&adblock);
+        match tokio::task::spawn_blocking(move || checking.reload_if_changed()).await {
+            Ok(Ok(true)) => tracing::info!(
+                compile_ms = adblock.engine().compile_time().as_millis() as u64,
+                "a filter list changed: compiled again"
+            ),
+            Ok(Ok(false)) | Err(_) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "a filter list changed and cannot be used; the lists before stay in use")
+            }
+        }
+    }
+}
+
 async fn ensure_keys(store: &dyn Store, configured: Option<&str>) -> Result<Option<String>, StartError> {
     let team = match store.team_by_name(DEFAULT_TEAM).await? {
         Some(team) => Some(team),
@@ -212,11 +267,19 @@ impl App {
             run_as: run_as.clone(),
             sandbox: config.browser_sandbox,
             low_priority_ahead: config.pool_refill_low_priority,
-            host_resolver_rules: config.block_private_networks.then(|| {
-                // The server's own names too, as clients reach it.
-                let own_host = public_url.host_str().map(str::to_owned).into_iter().collect::<Vec<_>>();
-                anchorage_core::network::blocking_rules(&own_host)
-            }),
+            host_resolver_rules: {
+                let blocking = config.block_private_networks.then(|| {
+                    // The server's own names too, as clients reach it.
+                    let own_host = public_url.host_str().map(str::to_owned).into_iter().collect::<Vec<_>>();
+                    anchorage_core::network::blocking_rules(&own_host)
+                });
+                // The operator's own rules come first: Chromium takes the
+                // first rule that matches a name.
+                match (config.host_resolver_rules.clone(), blocking) {
+                    (Some(own), Some(blocking)) => Some(format!("{own}, {blocking}")),
+                    (own, blocking) => own.or(blocking),
+                }
+            },
         }));
         let profiles = Arc::new(ProfileFiles::new(data_dir.join("profiles"), config.max_profile_bytes));
         profiles.sweep(store.as_ref()).await?;
@@ -239,6 +302,7 @@ impl App {
                 tracing::warn!(recovered, "finished recordings a stopped server left unfinished");
             }
         }
+        let adblock = load_adblock(&config.adblock).await?;
         let extensions_root = data_dir.join("extensions");
         crate::extensions::sweep(store.as_ref(), &extensions_root).await?;
         let metrics = Arc::new(crate::metrics::Metrics::default());
@@ -290,12 +354,16 @@ impl App {
                 cluster: Arc::clone(&cluster),
                 metrics: Arc::clone(&metrics),
                 files: files.clone(),
+                adblock: adblock.clone(),
             },
             settings,
             shutdown.clone(),
             tasks.clone(),
         );
         fleet.start().await?;
+        if let Some(adblock) = &adblock {
+            tasks.spawn(reload_adblock(Arc::clone(adblock), shutdown.clone()));
+        }
         tasks.spawn(crate::cluster::nodes::keep_lease(
             Arc::clone(&store),
             node,

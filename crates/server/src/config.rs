@@ -85,6 +85,47 @@ struct FileConfig {
     code_team_max_runs: Option<u64>,
     code_max_output_bytes: Option<u64>,
     code_warm: Option<u64>,
+    adblock_lists: Option<String>,
+    adblock_extra_lists: Option<String>,
+    host_resolver_rules: Option<String>,
+    adblock_suffix_list: Option<String>,
+}
+
+/// Where Debian's `webext-ublock-origin-chromium` puts the filter lists.
+pub const DEBIAN_LISTS_DIR: &str = "/usr/share/chromium/extensions/ublock-origin/assets";
+
+/// Ad blocking's filter lists (see `anchorage_browser::adblock`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdblockConfig {
+    /// The list files, in order (`ANCHORAGE_ADBLOCK_LISTS`, then
+    /// `ANCHORAGE_ADBLOCK_EXTRA_LISTS`); none: ad blocking is off on this
+    /// node.
+    pub lists: Vec<PathBuf>,
+    /// The Public Suffix List (`ANCHORAGE_ADBLOCK_SUFFIX_LIST`).
+    pub suffix_list: Option<PathBuf>,
+}
+
+impl AdblockConfig {
+    /// EasyList and EasyPrivacy as Debian ships them.
+    pub fn debian_default() -> Self {
+        let dir = Path::new(DEBIAN_LISTS_DIR);
+        Self {
+            lists: vec![
+                dir.join("thirdparties/easylist/easylist.txt"),
+                dir.join("thirdparties/easylist/easyprivacy.txt"),
+            ],
+            suffix_list: Some(dir.join("thirdparties/publicsuffix.org/list/effective_tld_names.dat")),
+        }
+    }
+}
+
+/// Paths separated by commas (blanks around them ignored).
+fn path_list(text: &str) -> Vec<PathBuf> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(PathBuf::from)
+        .collect()
 }
 
 /// How users' code runs (`execute_code`, code tasks): see `crate::code`.
@@ -198,6 +239,12 @@ pub struct Config {
     pub webhook_retry_delays: Vec<Duration>,
     /// How long a receiver has to answer a delivery.
     pub webhook_timeout: Duration,
+    /// Ad blocking's filter lists.
+    pub adblock: AdblockConfig,
+    /// Chromium `--host-resolver-rules` every browser gets
+    /// (`ANCHORAGE_HOST_RESOLVER_RULES`), e.g. to map names to hosts of a
+    /// private network; joined with those of `block_private_networks`.
+    pub host_resolver_rules: Option<String>,
     /// Whether a start that does not say runs headless
     /// (`ANCHORAGE_DEFAULT_HEADLESS`; upstream's default is headful).
     pub default_headless: bool,
@@ -612,6 +659,21 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_WEBHOOK_RETRY_DELAYS.to_owned()),
         )?;
 
+        let debian = AdblockConfig::debian_default();
+        let mut adblock_lists =
+            text("ANCHORAGE_ADBLOCK_LISTS", from_file.adblock_lists).map_or(debian.lists, |text| path_list(&text));
+        adblock_lists.extend(
+            text("ANCHORAGE_ADBLOCK_EXTRA_LISTS", from_file.adblock_extra_lists)
+                .map(|text| path_list(&text))
+                .unwrap_or_default(),
+        );
+        let adblock = AdblockConfig {
+            lists: adblock_lists,
+            suffix_list: text("ANCHORAGE_ADBLOCK_SUFFIX_LIST", from_file.adblock_suffix_list)
+                .map(PathBuf::from)
+                .or(debian.suffix_list),
+        };
+
         Ok(Self {
             listen,
             public_url,
@@ -648,6 +710,10 @@ impl Config {
             default_recording,
             recording_retention,
             code,
+            adblock,
+            host_resolver_rules: text("ANCHORAGE_HOST_RESOLVER_RULES", from_file.host_resolver_rules)
+                .map(|rules| rules.trim().to_owned())
+                .filter(|rules| !rules.is_empty()),
         })
     }
 

@@ -51,6 +51,9 @@ pub struct Metrics {
     code_runs: Gauge,
     code_runs_waiting: Gauge,
     code_runs_finished: Family<Vec<(String, String)>, Counter>,
+    adblock_blocked: Counter,
+    adblock_rules: Gauge,
+    adblock_list_modified: Family<Vec<(String, String)>, Gauge>,
 }
 
 /// What `/metrics` shows besides the counters, read at render time.
@@ -85,6 +88,13 @@ pub struct Gauges {
     pub batch_items: Vec<(&'static str, i64)>,
     /// What teams keep on the server, by kind (`profiles`, `extensions`): how many, and their bytes.
     pub stored: Vec<(&'static str, i64, i64)>,
+    /// Requests ad blocking blocked on this node since the start.
+    pub adblock_blocked: u64,
+    /// Rules in the ad-blocking engine.
+    pub adblock_rules: u64,
+    /// Each filter list's file and when it was last changed (seconds since
+    /// the epoch).
+    pub adblock_lists: Vec<(String, i64)>,
 }
 
 impl Default for Metrics {
@@ -117,10 +127,18 @@ impl Default for Metrics {
             code_runs: Gauge::default(),
             code_runs_waiting: Gauge::default(),
             code_runs_finished: Family::default(),
+            adblock_blocked: Counter::default(),
+            adblock_rules: Gauge::default(),
+            adblock_list_modified: Family::default(),
             registry: Registry::default(),
         };
         // Names are given without `_total`: the client adds it to counters.
-        let gauges: [(&str, &str, &Gauge); 15] = [
+        let gauges: [(&str, &str, &Gauge); 16] = [
+            (
+                "anchorage_adblock_rules",
+                "Filter rules in this node's ad-blocking engine (0 when ad blocking is off on the node).",
+                &metrics.adblock_rules,
+            ),
             (
                 "anchorage_memory_readings",
                 "Readings of the browsers' memory begun since the start (one at least every second).",
@@ -200,7 +218,12 @@ impl Default for Metrics {
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
         }
-        let counters: [(&str, &str, &Counter); 4] = [
+        let counters: [(&str, &str, &Counter); 5] = [
+            (
+                "anchorage_adblock_blocked_requests",
+                "Requests of this node's sessions that ad blocking failed before they left the browser.",
+                &metrics.adblock_blocked,
+            ),
             (
                 "anchorage_launches",
                 "Browser launches tried (each try counts).",
@@ -229,6 +252,11 @@ impl Default for Metrics {
             "anchorage_launch_duration_seconds",
             "Time from spawn to DevTools ready.",
             metrics.launch_duration.clone(),
+        );
+        registry.register(
+            "anchorage_adblock_list_modified_seconds",
+            "When each filter list's file was last changed (its package or its operator dates it), by file.",
+            metrics.adblock_list_modified.clone(),
         );
         registry.register(
             "anchorage_batch_items",
@@ -359,6 +387,15 @@ impl Metrics {
             self.stored_items.get_or_create(&label).set(*items);
             self.stored_bytes.get_or_create(&label).set(*bytes);
         }
+        let blocked_before = self.adblock_blocked.get();
+        self.adblock_blocked
+            .inc_by(gauges.adblock_blocked.saturating_sub(blocked_before));
+        self.adblock_rules.set(bytes(gauges.adblock_rules));
+        for (list, modified) in &gauges.adblock_lists {
+            self.adblock_list_modified
+                .get_or_create(&vec![("list".to_owned(), list.clone())])
+                .set(*modified);
+        }
         let mut out = String::new();
         if let Err(error) = encode(&mut out, &self.registry) {
             // Writing into a String cannot fail; say so if it ever does.
@@ -402,7 +439,7 @@ mod tests {
             text.contains("anchorage_stored_bytes{kind=\"profiles\"} 4096\n"),
             "{text}"
         );
-        assert_eq!(text.matches("# TYPE").count(), 24, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 27, "{text}");
         assert!(
             text.contains("anchorage_node_signals_total{direction=\"received\",signal=\"batch\"} 1\n"),
             "{text}"

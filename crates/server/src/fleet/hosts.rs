@@ -2,7 +2,9 @@
 //! browser context of its own.
 //!
 //! A host serves one team (unless `ANCHORAGE_HOSTS_SHARED_BY_TEAMS`) and at
-//! most `ANCHORAGE_CONTEXTS_PER_HOST` sessions. A context start leases a
+//! most `ANCHORAGE_CONTEXTS_PER_HOST` sessions, all with ad blocking on or
+//! all with it off (it is applied to the whole browser, see
+//! `anchorage_browser::adblock`). A context start leases a
 //! place on a host with room, or launches a new host (with the launch
 //! permit its admission gave it). A host is retired, its browser shut down
 //! and its dirs removed, when its last session leaves; a host whose browser
@@ -31,6 +33,8 @@ pub(crate) struct Host {
     pub id: u64,
     /// The team it serves (`None`: any).
     team: Option<TeamId>,
+    /// Whether its sessions have ads blocked.
+    adblock: bool,
     devtools: Devtools,
     pid: u32,
     /// The browser's own directory (context sessions' folders go in it).
@@ -100,12 +104,13 @@ pub(crate) struct Hosts {
 }
 
 impl Hosts {
-    /// A place on a host that serves `team` and has room, if there is one.
-    pub(crate) fn lease(&self, team: TeamId, per_host: usize) -> Option<Arc<Host>> {
+    /// A place on a host that serves `team` (with ad blocking as
+    /// `adblock` says) and has room, if there is one.
+    pub(crate) fn lease(&self, team: TeamId, adblock: bool, per_host: usize) -> Option<Arc<Host>> {
         // Chosen and counted under the lock, so that two starts never take
         // a host's last place both.
         let hosts = self.hosts.lock().ok()?;
-        let host = with_room(&hosts, team, per_host)?;
+        let host = with_room(&hosts, team, adblock, per_host)?;
         if let Ok(mut load) = host.load.lock() {
             load.sessions += 1;
         }
@@ -114,19 +119,21 @@ impl Hosts {
 
     /// Whether a host serves `team` and has room (a start of the team would
     /// launch none).
-    pub(crate) fn has_room(&self, team: TeamId, per_host: usize) -> bool {
+    pub(crate) fn has_room(&self, team: TeamId, adblock: bool, per_host: usize) -> bool {
         self.hosts
             .lock()
-            .is_ok_and(|hosts| with_room(&hosts, team, per_host).is_some())
+            .is_ok_and(|hosts| with_room(&hosts, team, adblock, per_host).is_some())
     }
 
     /// Takes a freshly launched browser as a host for `team` (any team when
     /// `None`) with one session leased on it, and starts the task that owns
-    /// it until it is retired or dies.
-    pub(crate) fn adopt(self: &Arc<Self>, browser: Browser, team: Option<TeamId>) -> Arc<Host> {
+    /// it until it is retired or dies. `adblock` says whether ads are blocked
+    /// in it already.
+    pub(crate) fn adopt(self: &Arc<Self>, browser: Browser, team: Option<TeamId>, adblock: bool) -> Arc<Host> {
         let host = Arc::new(Host {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
             team,
+            adblock,
             devtools: browser.devtools().clone(),
             pid: browser.pid(),
             dir: browser.session_dir().map(std::path::Path::to_path_buf),
@@ -266,11 +273,11 @@ impl Hosts {
 }
 
 /// The fullest of `hosts` that serves `team` and has room: fewer hosts stay up.
-fn with_room(hosts: &[Arc<Host>], team: TeamId, per_host: usize) -> Option<&Arc<Host>> {
+fn with_room(hosts: &[Arc<Host>], team: TeamId, adblock: bool, per_host: usize) -> Option<&Arc<Host>> {
     let mut best: Option<(&Arc<Host>, usize)> = None;
     for host in hosts
         .iter()
-        .filter(|host| host.team.is_none_or(|served| served == team))
+        .filter(|host| host.team.is_none_or(|served| served == team) && host.adblock == adblock)
     {
         let Ok(load) = host.load.lock() else { continue };
         if load.closed || load.sessions >= per_host || host.died.is_cancelled() {

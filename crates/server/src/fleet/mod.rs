@@ -148,6 +148,8 @@ pub struct Fleet {
     metrics: Arc<Metrics>,
     /// The data dir's profiles, recordings and extensions.
     files: crate::files::SessionFiles,
+    /// Ad blocking, when the node has filter lists.
+    adblock: Option<Arc<anchorage_browser::adblock::Adblock>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -242,6 +244,8 @@ pub struct FleetParts {
     /// The data dir's profiles, recordings and extensions, for the
     /// sessions it starts.
     pub files: crate::files::SessionFiles,
+    /// Ad blocking, when the node has filter lists.
+    pub adblock: Option<Arc<anchorage_browser::adblock::Adblock>>,
 }
 
 impl Fleet {
@@ -259,6 +263,7 @@ impl Fleet {
             cluster,
             metrics,
             files,
+            adblock,
         } = parts;
         Arc::new(Self {
             store,
@@ -281,9 +286,24 @@ impl Fleet {
             request_changes: broadcast::channel(1024).0,
             metrics,
             files,
+            adblock,
             shutdown,
             tasks,
         })
+    }
+
+    /// The node's ad blocking, if a session with `options` gets it (it did
+    /// not turn it off and the node has filter lists).
+    pub(crate) fn adblock_for(
+        &self,
+        options: &anchorage_core::SessionOptions,
+    ) -> Option<&Arc<anchorage_browser::adblock::Adblock>> {
+        self.adblock.as_ref().filter(|_| !options.no_adblock)
+    }
+
+    /// The node's ad blocking, if it has filter lists.
+    pub fn adblock(&self) -> Option<&Arc<anchorage_browser::adblock::Adblock>> {
+        self.adblock.as_ref()
     }
 
     /// Running browsers at most on this node.
@@ -399,6 +419,28 @@ impl Fleet {
             event_waiters: 0,
             batch_items: Vec::new(),
             stored: Vec::new(),
+            adblock_blocked: self.adblock.as_ref().map_or(0, |adblock| adblock.blocked()),
+            adblock_rules: self.adblock.as_ref().map_or(0, |adblock| {
+                adblock.engine().lists().iter().map(|list| list.rules as u64).sum()
+            }),
+            adblock_lists: self
+                .adblock
+                .as_ref()
+                .map(|adblock| {
+                    adblock
+                        .engine()
+                        .lists()
+                        .iter()
+                        .map(|list| {
+                            let modified = list
+                                .modified
+                                .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+                                .map_or(0, |since| i64::try_from(since.as_secs()).unwrap_or(i64::MAX));
+                            (list.path.display().to_string(), modified)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -842,7 +884,11 @@ impl Fleet {
                     // browser is launched for it.
                     let context_only = isolation == anchorage_core::Isolation::Context
                         && (self.pool.len() > 0
-                            || self.hosts.has_room(request.team_id, self.settings.contexts_per_host));
+                            || self.hosts.has_room(
+                                request.team_id,
+                                self.adblock_for(&request.options).is_some(),
+                                self.settings.contexts_per_host,
+                            ));
                     memory_claim = Some(self.memory.reserve(if context_only {
                         memory::CONTEXT_GUESS
                     } else {

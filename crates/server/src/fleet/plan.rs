@@ -135,7 +135,14 @@ pub(super) fn proxy_needs_credentials(options: &SessionOptions) -> bool {
 }
 
 /// The launch of `session`'s browser.
-pub(super) fn launch_request(session: &SessionRecord, options: &SessionOptions, found: Found) -> LaunchRequest {
+/// With `blocks_ads`, the first page waits until ads are blocked (it opens
+/// after the launch).
+pub(super) fn launch_request(
+    session: &SessionRecord,
+    options: &SessionOptions,
+    found: Found,
+    blocks_ads: bool,
+) -> LaunchRequest {
     LaunchRequest {
         name: session.id.as_uuid().simple().to_string(),
         window: (options.viewport.width, options.viewport.height),
@@ -144,7 +151,7 @@ pub(super) fn launch_request(session: &SessionRecord, options: &SessionOptions, 
         initial_url: options
             .initial_url
             .clone()
-            .filter(|_| !proxy_needs_credentials(options)),
+            .filter(|_| !proxy_needs_credentials(options) && !blocks_ads),
         ahead: false,
         setup: BrowserSetup {
             profile_seed: found.profile_seed,
@@ -231,7 +238,7 @@ mod tests {
             NodeId::from_u128(7),
             Timestamp::now(),
         );
-        let launch = launch_request(&session, &request.options, found);
+        let launch = launch_request(&session, &request.options, found, false);
         (session, launch)
     }
 
@@ -291,6 +298,17 @@ mod tests {
         assert!(launch.initial_url.is_some(), "nothing to wait for");
         let (_, launch) = plan(proxy(Some("user")), DEFAULTS, Found::default());
         assert_eq!(launch.initial_url, None, "opened once the credentials can be answered");
+        // Likewise once ads are blocked.
+        let request = request(proxy(None));
+        let session = session_record(
+            &request,
+            SessionId::new_random(),
+            DEFAULTS,
+            NodeId::from_u128(7),
+            Timestamp::now(),
+        );
+        let launch = launch_request(&session, &request.options, Found::default(), true);
+        assert_eq!(launch.initial_url, None, "opened once ads are blocked");
     }
 
     #[test]

@@ -214,14 +214,30 @@ impl Fleet {
                 self.settings.session_isolation,
                 self.settings.default_headless,
             ) == Isolation::Context;
-        let (engine, place, authenticating) = if in_context {
+        let (engine, place, authenticating, blocking) = if in_context {
             match self.host_context(&session, &options, start, &abort).await {
-                Ok(hosted) => hosted,
+                // A host's ad blocking is the host's, ended with it.
+                Ok((engine, place, authenticating)) => (engine, place, authenticating, None),
                 Err(provisioned) => return provisioned,
             }
         } else {
+            let adblock = self.adblock_for(&options).cloned();
+            let mut blocking = None;
             let (launched, place) = match start {
                 Start::Pooled(Pooled { browser, place }) => {
+                    // Ads are blocked before the first page opens.
+                    if let Some(adblock) = &adblock {
+                        match self.block_ads(adblock, browser.devtools()).await {
+                            Ok(stop) => blocking = Some(stop),
+                            Err(message) => {
+                                browser.shut_down().await;
+                                return Provisioned::LaunchFailed {
+                                    session_id: session.id,
+                                    message,
+                                };
+                            }
+                        }
+                    }
                     if let Err(error) = self.launcher.hand_out(&browser, options.initial_url.as_ref()).await {
                         tracing::warn!(session_id = %session.id, %error, "could not ready a pooled browser fully");
                     }
@@ -249,7 +265,7 @@ impl Fleet {
                         }
                     };
                     profile_id = found_profile;
-                    let launch = plan::launch_request(&session, &options, found);
+                    let launch = plan::launch_request(&session, &options, found, adblock.is_some());
                     let launched = self.launch_with_retry(&launch, &abort).await;
                     drop(seed);
                     // Free again for a waiting start or a refill.
@@ -271,6 +287,36 @@ impl Fleet {
                 browser.shut_down().await;
                 return Provisioned::Withdrawn;
             }
+            if let (Some(adblock), None) = (&adblock, &blocking) {
+                // A browser launched for the session: its first page was
+                // held back until ads are blocked.
+                let blocked = match self.block_ads(adblock, browser.devtools()).await {
+                    Ok(stop) => {
+                        blocking = Some(stop);
+                        match options
+                            .initial_url
+                            .as_ref()
+                            .filter(|_| !plan::proxy_needs_credentials(&options))
+                        {
+                            Some(url) => anchorage_browser::open_in_first_page(browser.devtools(), url)
+                                .await
+                                .map_err(|error| format!("cannot open session.initial_url: {error}")),
+                            None => Ok(()),
+                        }
+                    }
+                    Err(message) => Err(message),
+                };
+                if let Err(message) = blocked {
+                    if let Some(stop) = blocking.take() {
+                        stop.cancel();
+                    }
+                    browser.shut_down().await;
+                    return Provisioned::LaunchFailed {
+                        session_id: session.id,
+                        message,
+                    };
+                }
+            }
             let authenticating = match self.answer_proxy_credentials(&options, browser.devtools(), false).await {
                 Ok(authenticating) => authenticating,
                 Err(message) => {
@@ -281,7 +327,7 @@ impl Fleet {
                     };
                 }
             };
-            (Engine::Browser(Box::new(browser)), place, authenticating)
+            (Engine::Browser(Box::new(browser)), place, authenticating, blocking)
         };
         let dismissing = match self.apply_page_rules(&options, engine.devtools()).await {
             Ok(dismissing) => dismissing,
@@ -307,7 +353,7 @@ impl Fleet {
             engine.files_dir(),
         ));
         // The helpers answer for as long as the session lives.
-        for helper in [authenticating, dismissing].into_iter().flatten() {
+        for helper in [authenticating, dismissing, blocking].into_iter().flatten() {
             let ending = live.ending_token();
             self.tasks.spawn(async move {
                 ending.cancelled().await;
@@ -583,28 +629,43 @@ impl Fleet {
             evicted.shut_down().await;
         }
         let team = (!self.settings.hosts_shared_by_teams).then_some(session.team_id);
-        let host = match self.hosts.lease(session.team_id, self.settings.contexts_per_host) {
+        let adblock = self.adblock_for(options).cloned();
+        let host = match self
+            .hosts
+            .lease(session.team_id, adblock.is_some(), self.settings.contexts_per_host)
+        {
             Some(host) => host,
             // A pooled browser (headless, of the default kind) becomes the
             // host at once: its place goes back (this start holds its own),
             // and the pool refills.
-            None => match self.settings.default_headless.then(|| self.pool.take()).flatten() {
-                Some(Pooled { browser, place: pooled }) => {
-                    drop(pooled);
-                    if let Err(error) = self.launcher.hand_out(&browser, None).await {
-                        tracing::warn!(session_id = %session.id, %error, "could not ready a pooled browser fully");
+            None => {
+                let browser = match self.settings.default_headless.then(|| self.pool.take()).flatten() {
+                    Some(Pooled { browser, place: pooled }) => {
+                        drop(pooled);
+                        if let Err(error) = self.launcher.hand_out(&browser, None).await {
+                            tracing::warn!(session_id = %session.id, %error, "could not ready a pooled browser fully");
+                        }
+                        browser
                     }
-                    self.hosts.adopt(browser, team)
-                }
-                None => {
-                    let launch = plan::host_launch_request();
-                    match self.launch_with_retry(&launch, abort).await {
-                        Ok(browser) => self.hosts.adopt(browser, team),
-                        Err(LaunchError::Stopped) => return Err(Provisioned::Withdrawn),
-                        Err(error) => return Err(failed(error.to_string())),
+                    None => {
+                        let launch = plan::host_launch_request();
+                        match self.launch_with_retry(&launch, abort).await {
+                            Ok(browser) => browser,
+                            Err(LaunchError::Stopped) => return Err(Provisioned::Withdrawn),
+                            Err(error) => return Err(failed(error.to_string())),
+                        }
+                    }
+                };
+                // Ads are blocked in the whole host before any session of it
+                // can start (it ends with the browser).
+                if let Some(adblock) = &adblock {
+                    if let Err(message) = self.block_ads(adblock, browser.devtools()).await {
+                        browser.shut_down().await;
+                        return Err(failed(message));
                     }
                 }
-            },
+                self.hosts.adopt(browser, team, adblock.is_some())
+            }
         };
         // Free again for a waiting start or a refill.
         drop(launch_permit);
@@ -673,6 +734,21 @@ impl Fleet {
             return Err(Provisioned::Withdrawn);
         }
         Ok((engine, place, authenticating))
+    }
+
+    /// Starts blocking ads in a browser (until the returned token fires, or
+    /// the browser goes).
+    async fn block_ads(
+        &self,
+        adblock: &Arc<anchorage_browser::adblock::Adblock>,
+        devtools: &anchorage_browser::Devtools,
+    ) -> Result<CancellationToken, String> {
+        let connection = anchorage_browser::adblock::AdblockConnection::enable(devtools, Arc::clone(adblock))
+            .await
+            .map_err(|error| format!("cannot start blocking ads: {error}"))?;
+        let stop = CancellationToken::new();
+        self.tasks.spawn(connection.run(stop.clone()));
+        Ok(stop)
     }
 
     /// For a session with `browser.disable_dialogs` or

@@ -3,6 +3,7 @@
 //! turn their answers into the contract's JSON.
 
 mod actions;
+mod adblock;
 mod agent;
 mod batches;
 mod cdp;
@@ -244,6 +245,7 @@ pub(crate) fn table() -> Vec<Route> {
         ),
         route(Method::DELETE, "/v1/sessions/all", delete(sessions::delete_all), READ),
         route(Method::GET, "/v1/sessions/history", get(usage::history), QUERY),
+        route(Method::GET, "/v1/adblock", get(adblock::status), READ),
         route(Method::GET, "/v1/sessions/all/status", get(sessions::all_status), QUERY),
         route(Method::GET, "/v1/sessions/{session_id}", get(sessions::get), READ_ONE),
         route(

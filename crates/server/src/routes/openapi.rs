@@ -9,8 +9,8 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    actions, agent, batches, cdp, certificates, code, events, extensions, health, live, profiles, recordings, sessions,
-    tasks, tools, usage, webhooks,
+    actions, adblock, agent, batches, cdp, certificates, code, events, extensions, health, live, profiles, recordings,
+    sessions, tasks, tools, usage, webhooks,
 };
 use crate::error::Fault;
 use crate::wire::{BatchGone, ErrorBody};
@@ -108,6 +108,7 @@ const DOCS_PAGE: &str = include_str!("../../assets/docs.html");
         agent::open_page,
         agent::close_page,
         agent::activate_page,
+        adblock::status,
         tasks::create,
         tasks::list,
         tasks::run,

@@ -8,6 +8,7 @@
 mod support;
 
 mod actions;
+mod adblock;
 mod agent;
 mod bad_input;
 mod batches;

@@ -61,6 +61,7 @@ async fn nodes(count: u128, max_sessions: usize) -> Nodes {
                 cluster: net.node(id, Arc::clone(&store)),
                 metrics: Arc::default(),
                 files: Default::default(),
+                adblock: None,
             },
             FleetSettings {
                 max_sessions,

@@ -307,6 +307,7 @@ async fn harness(settings: FleetSettings) -> Harness {
             cluster: Arc::new(crate::cluster::SingleNode::new(NODE)),
             metrics: Arc::clone(&metrics),
             files: Default::default(),
+            adblock: None,
         },
         settings,
         shutdown.clone(),

@@ -1,0 +1,269 @@
+//! Ad blocking with Debian's EasyList and EasyPrivacy and a list of the
+//! test's own, against a local site whose ads come from names those lists
+//! know (mapped to 127.0.0.1 by the browsers' resolver rules): blocked
+//! requests never reach the site, listed elements are hidden, the content
+//! loads; with `browser.adblock.active: false` everything loads.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::{Cdp, Settings, TestServer};
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or_default()
+}
+
+/// The requests the site answered, as `host path`.
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// A site on 127.0.0.1 that counts what it serves. Its page is
+/// `http://site.test:{port}/adpage`.
+async fn serve_site() -> (u16, Seen) {
+    let seen: Seen = Arc::default();
+    let log = Arc::clone(&seen);
+    let router = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let log = Arc::clone(&log);
+        async move {
+            let host = request
+                .headers()
+                .get(axum::http::header::HOST)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let path = request.uri().path().to_owned();
+            if let Ok(mut log) = log.lock() {
+                log.push(format!("{host} {path}"));
+            }
+            let port = request
+                .headers()
+                .get(axum::http::header::HOST)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|host| host.split(':').nth(1))
+                .unwrap_or("80")
+                .to_owned();
+            use axum::response::IntoResponse;
+            match path.as_str() {
+                "/adpage" => axum::response::Html(format!(
+                    "<!doctype html><title>ad page</title>\
+                     <p id=content>first-party content</p>\
+                     <div id=ad_top>an ad</div><div class=house-ad>a house ad</div>\
+                     <img id=banner src=/ads/banners/top.png>\
+                     <img id=pixel src=http://custom-blocked.test:{port}/pixel.png>\
+                     <script src=http://tracker.hbiq.net:{port}/analytics.js></script>\
+                     <script src=/app.js></script>"
+                ))
+                .into_response(),
+                "/app.js" => (
+                    [(axum::http::header::CONTENT_TYPE, "text/javascript")],
+                    "window.appLoaded = true;",
+                )
+                    .into_response(),
+                "/analytics.js" => (
+                    [(axum::http::header::CONTENT_TYPE, "text/javascript")],
+                    "window.tracked = true;",
+                )
+                    .into_response(),
+                _ => ([(axum::http::header::CONTENT_TYPE, "image/gif")], GIF.to_vec()).into_response(),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (port, seen)
+}
+
+/// A 1×1 GIF.
+const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+
+/// The settings of a server that blocks with Debian's lists and `custom`.
+fn settings(custom: &std::path::Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("ANCHORAGE_ADBLOCK_EXTRA_LISTS", custom.display().to_string()),
+        (
+            "ANCHORAGE_HOST_RESOLVER_RULES",
+            "MAP site.test 127.0.0.1, MAP tracker.hbiq.net 127.0.0.1, MAP custom-blocked.test 127.0.0.1".to_owned(),
+        ),
+    ]
+}
+
+fn custom_list() -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(
+        file.path(),
+        "! Title: the test's own list\n||custom-blocked.test^\nsite.test##.house-ad\n",
+    )
+    .expect("write the list");
+    file
+}
+
+/// What a page shows: which scripts ran and which elements are hidden,
+/// once the lists' CSS had time to arrive (hiding is asynchronous).
+async fn look(cdp: &mut Cdp, page: &str, expect_hidden: bool) -> Value {
+    let probe = "JSON.stringify({app: window.appLoaded === true, tracked: window.tracked === true, \
+                 ad: getComputedStyle(document.getElementById('ad_top')).display, \
+                 house: getComputedStyle(document.querySelector('.house-ad')).display, \
+                 content: getComputedStyle(document.getElementById('content')).display})";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen: Value = serde_json::from_str(text(&cdp.evaluate(page, probe).await)).expect("JSON");
+        let hidden = seen["ad"] == "none" && seen["house"] == "none";
+        if hidden == expect_hidden || Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn check_blocking(isolation: &str) {
+    let (port, seen) = serve_site().await;
+    let custom = custom_list();
+    let mut pairs: Vec<(&str, String)> = settings(custom.path());
+    pairs.push(("ANCHORAGE_SESSION_ISOLATION", isolation.to_owned()));
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(key, value)| (*key, value.as_str())).collect();
+    let server = TestServer::start_with(&pairs, |_| {}).await;
+    let url = format!("http://site.test:{port}/adpage");
+
+    // The default: ads blocked, the content there.
+    let blocked = server.create_session(json!({})).await;
+    let mut cdp = Cdp::connect(text(&blocked["cdp_url"])).await;
+    let page = cdp.open_page(&url).await;
+    let shown = look(&mut cdp, &page, true).await;
+    assert_eq!(
+        shown,
+        json!({"app": true, "tracked": false, "ad": "none", "house": "none", "content": "block"}),
+        "{isolation}"
+    );
+    let requests = seen.lock().map(|log| log.clone()).unwrap_or_default();
+    assert!(
+        requests.contains(&"site.test /adpage".to_owned()) && requests.contains(&"site.test /app.js".to_owned()),
+        "{requests:?}"
+    );
+    for ad in [
+        "tracker.hbiq.net /analytics.js",
+        "site.test /ads/banners/top.png",
+        "custom-blocked.test /pixel.png",
+    ] {
+        assert!(
+            !requests.iter().any(|request| request == ad),
+            "{ad} reached the site: {requests:?}"
+        );
+    }
+    cdp.close().await;
+    assert!(server.metric("anchorage_adblock_blocked_requests_total").await >= 3.0);
+
+    // Turned off: everything loads.
+    seen.lock().expect("log").clear();
+    let open = server
+        .create_session(json!({"browser": {"adblock": {"active": false}}}))
+        .await;
+    let mut cdp = Cdp::connect(text(&open["cdp_url"])).await;
+    let page = cdp.open_page(&url).await;
+    let shown = look(&mut cdp, &page, false).await;
+    assert_eq!(
+        shown,
+        json!({"app": true, "tracked": true, "ad": "block", "house": "block", "content": "block"}),
+        "{isolation}"
+    );
+    // Images may still be on their way after the load of a reused page.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let requests = seen.lock().map(|log| log.clone()).unwrap_or_default();
+        let all = [
+            "tracker.hbiq.net /analytics.js",
+            "site.test /ads/banners/top.png",
+            "custom-blocked.test /pixel.png",
+        ]
+        .iter()
+        .all(|ad| requests.iter().any(|request| request == ad));
+        if all {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not everything loaded: {requests:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cdp.close().await;
+
+    for session in [&blocked, &open] {
+        server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
+    }
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ads_are_blocked_by_default_and_not_when_turned_off() {
+    check_blocking("browser").await;
+}
+
+#[tokio::test]
+async fn context_sessions_block_ads_too_each_as_it_asks() {
+    check_blocking("context").await;
+}
+
+#[tokio::test]
+async fn the_node_tells_its_lists_and_bad_lists_stop_the_start_naming_them() {
+    let custom = custom_list();
+    let pairs = settings(custom.path());
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(key, value)| (*key, value.as_str())).collect();
+    let server = TestServer::start_with(&pairs, |_| {}).await;
+    let (status, answer) = server.get("/v1/adblock").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let data = &answer["data"];
+    assert_eq!(data["active"], true);
+    let titles: Vec<&str> = data["lists"]
+        .as_array()
+        .map(|lists| lists.iter().map(|list| text(&list["title"])).collect())
+        .unwrap_or_default();
+    assert_eq!(titles, ["EasyList", "EasyPrivacy", "the test's own list"], "{answer}");
+    for list in data["lists"].as_array().into_iter().flatten() {
+        assert!(
+            list["rules"].as_u64() > Some(0) && text(&list["modified"]).len() >= 20,
+            "{list}"
+        );
+    }
+    assert!(server
+        .metrics()
+        .await
+        .contains("anchorage_adblock_list_modified_seconds{list=\""));
+    server.stop().await;
+
+    // A list that is not there, or not text, stops the start and names it.
+    let binary = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(binary.path(), b"||a.example^\n\xff\xfe\n").expect("write");
+    for (list, expected) in [
+        (
+            "/nonexistent/own-list.txt".to_owned(),
+            "/nonexistent/own-list.txt".to_owned(),
+        ),
+        (
+            binary.path().display().to_string(),
+            format!("{} is not text: line 2", binary.path().display()),
+        ),
+    ] {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let source = Settings(HashMap::from([
+            ("ANCHORAGE_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            ("ANCHORAGE_DATA_DIR".to_owned(), data_dir.path().display().to_string()),
+            ("ANCHORAGE_ADBLOCK_EXTRA_LISTS".to_owned(), list),
+        ]));
+        let config = anchorage_server::Config::load(&source, None).expect("config");
+        let error = match anchorage_server::App::build(config, &source).await {
+            Ok(_) => panic!("started with a bad list"),
+            Err(error) => error.to_string(),
+        };
+        assert!(
+            error.contains("ANCHORAGE_ADBLOCK_LISTS") && error.contains(&expected),
+            "{error}"
+        );
+    }
+}
