@@ -439,7 +439,7 @@ mod tests {
             text.contains("anchorage_stored_bytes{kind=\"profiles\"} 4096\n"),
             "{text}"
         );
-        assert_eq!(text.matches("# TYPE").count(), 27, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 26, "{text}");
         assert!(
             text.contains("anchorage_node_signals_total{direction=\"received\",signal=\"batch\"} 1\n"),
             "{text}"

@@ -290,9 +290,33 @@ pub struct Adblock {
     current: RwLock<Arc<FilterEngine>>,
     blocked: AtomicU64,
     reloads: AtomicU64,
-    /// Match time of the last checks, for the benchmark.
-    checks: AtomicU64,
-    check_nanos: AtomicU64,
+    /// How long checks took, by bucket (see [`check_bucket`]).
+    check_times: [AtomicU64; CHECK_BUCKETS],
+}
+
+/// Buckets of check times: four per doubling, from 1 ns to about 2^32 ns.
+const CHECK_BUCKETS: usize = 128;
+
+/// The bucket of a check that took `nanos`: its power of two and the next
+/// two bits (each bucket is at most a fifth wider than the one before).
+fn check_bucket(nanos: u64) -> usize {
+    if nanos < 4 {
+        return usize::try_from(nanos).unwrap_or(0);
+    }
+    let power = 63 - u64::from(nanos.leading_zeros());
+    let next_two = (nanos >> (power - 2)) & 0b11;
+    usize::try_from(power * 4 + next_two).map_or(CHECK_BUCKETS - 1, |bucket| bucket.min(CHECK_BUCKETS - 1))
+}
+
+/// The largest time (ns) of a bucket.
+fn bucket_top(bucket: usize) -> u64 {
+    // Buckets 0 to 3 hold 0 to 3 ns; 4 to 7 are never used (4 ns is 2^2).
+    if bucket < 8 {
+        return bucket.min(3) as u64;
+    }
+    let (power, next_two) = ((bucket / 4) as u32, (bucket % 4) as u64);
+    let low = (4 + next_two) << (power - 2);
+    low + (1 << (power - 2)) - 1
 }
 
 impl Adblock {
@@ -305,8 +329,7 @@ impl Adblock {
             current: RwLock::new(Arc::new(engine)),
             blocked: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
-            checks: AtomicU64::new(0),
-            check_nanos: AtomicU64::new(0),
+            check_times: std::array::from_fn(|_| AtomicU64::new(0)),
         })
     }
 
@@ -344,12 +367,32 @@ impl Adblock {
         self.reloads.load(Ordering::Relaxed)
     }
 
-    /// Requests checked, and the time their checks took in all.
-    pub fn checked(&self) -> (u64, Duration) {
-        (
-            self.checks.load(Ordering::Relaxed),
-            Duration::from_nanos(self.check_nanos.load(Ordering::Relaxed)),
-        )
+    /// Requests checked so far.
+    pub fn checked(&self) -> u64 {
+        self.check_times.iter().map(|count| count.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The time within which a `fraction` (0 to 1) of the checks so far were
+    /// made (to a fifth), `None` before any.
+    pub fn check_time(&self, fraction: f64) -> Option<Duration> {
+        let counts: Vec<u64> = self
+            .check_times
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let wanted = ((total as f64) * fraction.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (bucket, count) in counts.iter().enumerate() {
+            seen += count;
+            if seen >= wanted {
+                return Some(Duration::from_nanos(bucket_top(bucket)));
+            }
+        }
+        None
     }
 
     /// Checks one request and counts it.
@@ -357,8 +400,7 @@ impl Adblock {
         let started = Instant::now();
         let verdict = engine.check(url, source_url, kind);
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.checks.fetch_add(1, Ordering::Relaxed);
-        self.check_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.check_times[check_bucket(nanos)].fetch_add(1, Ordering::Relaxed);
         if verdict == Verdict::Block {
             self.blocked.fetch_add(1, Ordering::Relaxed);
         }
@@ -430,6 +472,29 @@ mod tests {
         let engine = FilterEngine::compile(&[mixed.path().to_owned()], None).expect("compiles");
         assert_eq!((engine.lists()[0].rules, engine.lists()[0].skipped), (1, 1));
         assert_eq!(FilterEngine::compile(&[], None).expect_err("none"), ListError::NoList);
+    }
+
+    #[test]
+    fn check_times_fall_in_buckets_a_fifth_wide() {
+        for nanos in [0, 1, 3, 4, 5, 7, 8, 100, 1_000, 4_095, 4_096, 123_456_789] {
+            let bucket = check_bucket(nanos);
+            assert!(bucket_top(bucket) >= nanos, "{nanos} above its bucket {bucket}");
+            if bucket > 0 {
+                assert!(bucket_top(bucket - 1) < nanos, "{nanos} fits the bucket below {bucket}");
+            }
+        }
+        let adblock = {
+            let file = list(b"||ads.example^\n");
+            Adblock::load(vec![file.path().to_owned()], None).expect("loads")
+        };
+        assert_eq!(adblock.check_time(0.5), None);
+        let engine = adblock.engine();
+        for _ in 0..10 {
+            adblock.check(&engine, "https://ads.example/a.js", "", "script");
+        }
+        assert_eq!(adblock.checked(), 10);
+        assert_eq!(adblock.blocked(), 10);
+        assert!(adblock.check_time(0.99) >= adblock.check_time(0.5));
     }
 
     #[test]

@@ -107,7 +107,8 @@ fn custom_list() -> tempfile::NamedTempFile {
 }
 
 /// What a page shows: which scripts ran and which elements are hidden,
-/// once the lists' CSS had time to arrive (hiding is asynchronous).
+/// once its own script ran and the lists' CSS had time to arrive (hiding is
+/// asynchronous).
 async fn look(cdp: &mut Cdp, page: &str, expect_hidden: bool) -> Value {
     let probe = "JSON.stringify({app: window.appLoaded === true, tracked: window.tracked === true, \
                  ad: getComputedStyle(document.getElementById('ad_top')).display, \
@@ -117,7 +118,7 @@ async fn look(cdp: &mut Cdp, page: &str, expect_hidden: bool) -> Value {
     loop {
         let seen: Value = serde_json::from_str(text(&cdp.evaluate(page, probe).await)).expect("JSON");
         let hidden = seen["ad"] == "none" && seen["house"] == "none";
-        if hidden == expect_hidden || Instant::now() > deadline {
+        if (hidden == expect_hidden && seen["app"] == true) || Instant::now() > deadline {
             return seen;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

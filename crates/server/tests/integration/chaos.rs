@@ -21,7 +21,9 @@ async fn a_browser_that_never_opens_devtools_times_out_and_is_killed() {
         |_| {},
     )
     .await;
-    let hang = json!({"session": {"initial_url": "http://127.0.0.1:9/anchorage-hang-launch"}});
+    // Without ad blocking, the first page is among the launch's arguments.
+    let hang = json!({"session": {"initial_url": "http://127.0.0.1:9/anchorage-hang-launch"},
+                      "browser": {"adblock": {"active": false}}});
 
     // A single start: tried twice, then a clear failure.
     let started = Instant::now();

@@ -237,7 +237,8 @@ async fn wave(server: &TestServer, page: &str) {
             "/v1/sessions",
             json!({
                 "session": {"initial_url": "http://127.0.0.1:9/anchorage-fail-launch"},
-                "browser": {"viewport": launched},
+                // Without ad blocking, the first page is among the launch's arguments.
+                "browser": {"viewport": launched, "adblock": {"active": false}},
             }),
         )
         .await;

@@ -298,7 +298,10 @@ async fn a_context_session_browses_through_its_own_proxy_and_its_neighbour_does_
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_ne!(other.evaluate(&other_page, "document.title").await, json!("via proxy"));
-    assert_eq!(proxy.served.load(Ordering::SeqCst), served);
+    // (The proxied session's own page may still ask for more, its icon say:
+    // what matters is that nothing of the neighbour's went there.)
+    let lines = proxy.requests.lock().map(|lines| lines.clone()).unwrap_or_default();
+    assert!(!lines.iter().any(|line| line.contains("neighbour")), "{lines:?}");
     cdp.close().await;
     other.close().await;
     for session in [&proxied, &neighbour] {

@@ -335,8 +335,9 @@ pub fn running_as_root(check: &str) -> bool {
     root
 }
 
-/// A Chromium for fault tests, written into `dir`: a launch whose arguments
-/// mention `anchorage-fail-launch` exits at once, one that mentions
+/// A Chromium for fault tests, written into `dir` (the first page is among
+/// a launch's arguments only for a start without ad blocking): a launch
+/// whose arguments mention `anchorage-fail-launch` exits at once, one that mentions
 /// `anchorage-hang-launch` never opens DevTools (and keeps the browser's
 /// arguments, so it is found like a browser), one that mentions
 /// `anchorage-hold-launch` is held before the real one starts (see
@@ -392,9 +393,12 @@ impl LaunchHold {
         (server, Self { dir })
     }
 
-    /// A start body whose launch is held.
+    /// A start body whose launch is held (its first page is among the
+    /// launch's arguments only without ad blocking: with it, the page opens
+    /// after the launch).
     pub fn held_start() -> Value {
-        json!({"session": {"initial_url": "http://127.0.0.1:9/anchorage-hold-launch"}})
+        json!({"session": {"initial_url": "http://127.0.0.1:9/anchorage-hold-launch"},
+               "browser": {"adblock": {"active": false}}})
     }
 
     /// How many launches have reached the hold so far.

@@ -1,0 +1,200 @@
+"""Ad blocking (issue 26): page loads blocked vs not, the pool's handout with it on vs off, and the engine, in one go.
+
+    cargo build --release -p anchorage
+    python3 bench/adblock.py --runs 20
+
+- page load: the `load` event (navigation timing, in the page) of a local
+  page with 40 ad and tracker requests from names EasyList and EasyPrivacy
+  list (all mapped to 127.0.0.1; their answers take --slow-ms), in a session
+  with ad blocking (the default) and one with `browser.adblock.active:
+  false`, runs interleaved; the same for a page of 30 first-party resources
+  and no ad. Each URL is fresh (no cache). The ratio is unblocked / blocked
+  for the ad page (higher is better for blocking) and blocked / unblocked
+  for the plain page (the cost of blocking where nothing is blocked);
+- pool: `POST /v1/sessions` taken from a pool of 2 with the default and
+  with ad blocking off, interleaved, the pool refilled before each;
+- engine: compile time (`GET /v1/adblock`), the server's resident memory
+  with the default lists vs with ad blocking off (both idle, after start),
+  and the time of one check (p50, p99) over the requests of the runs.
+Nothing is asserted.
+"""
+
+import argparse
+import http.server
+import json
+import pathlib
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import harness  # noqa: E402
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+# Names EasyPrivacy blocks (`||name^`), none of them HSTS-preloaded, so plain
+# HTTP to 127.0.0.1 reaches the site when nothing blocks them.
+TRACKERS = ["hbiq.net", "gsitrix.com", "hdmtools.com", "growth-channel.net", "gotoda.co",
+            "greencolumnhealth.com", "godiciardstia.com", "healthroundprince.com"]
+SLOW = {"ms": 300}
+SEEN = {"ads": 0}
+
+
+def ad_page(port, run):
+    parts = ["<!doctype html><title>news</title><h1>News</h1><p>" + "words " * 200 + "</p>"]
+    for index in range(40):
+        host = TRACKERS[index % len(TRACKERS)]
+        if index % 4 == 0:
+            parts.append(f"<script src=http://tag.{host}:{port}/t.js?r={run}-{index}></script>")
+        elif index % 4 == 1:
+            parts.append(f"<img src=/ads/banners/b{index}.png?r={run}>")
+        else:
+            parts.append(f"<img src=http://px.{host}:{port}/p.gif?r={run}-{index}>")
+    parts.append(f"<script src=/app.js?r={run}></script>")
+    return "".join(parts)
+
+
+def plain_page(run):
+    parts = ["<!doctype html><title>plain</title><h1>Plain</h1><p>" + "words " * 200 + "</p>",
+             f"<link rel=stylesheet href=/style.css?r={run}>"]
+    parts += [f"<img src=/img/{index}.gif?r={run}>" for index in range(25)]
+    parts += [f"<script src=/lib{index}.js?r={run}></script>" for index in range(4)]
+    return "".join(parts)
+
+
+class Site(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802
+        path = self.path.split("?")[0]
+        host = (self.headers.get("host") or "").split(":")[0]
+        run = self.path.split("r=")[-1] if "r=" in self.path else "0"
+        port = self.server.server_address[1]
+        if path == "/ads":
+            body, kind = ad_page(port, run).encode(), "text/html"
+        elif path == "/plain":
+            body, kind = plain_page(run).encode(), "text/html"
+        elif path.endswith(".js"):
+            body, kind = b"window.n = (window.n || 0) + 1;", "text/javascript"
+        elif path.endswith(".css"):
+            body, kind = b"h1 { color: #333 }", "text/css"
+        else:
+            body, kind = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;", "image/gif"
+        if host != "site.test" or path.startswith("/ads/"):
+            SEEN["ads"] += 1
+            time.sleep(SLOW["ms"] / 1000)
+        self.send_response(200)
+        self.send_header("content-type", kind)
+        self.send_header("content-length", str(len(body)))
+        self.send_header("cache-control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def load_ms(page, url):
+    page.goto(url, wait_until="load", timeout=60_000)
+    timing = page.evaluate("JSON.stringify(performance.getEntriesByType('navigation')[0])")
+    entry = json.loads(timing)
+    return entry["loadEventStart"] - entry["startTime"]
+
+
+def page_loads(server, port, runs):
+    sessions = {
+        "blocked": server.call("POST", "/v1/sessions", {})["data"],
+        "unblocked": server.call("POST", "/v1/sessions", {"browser": {"adblock": {"active": False}}})["data"],
+    }
+    figures = {}
+    with sync_playwright() as playwright:
+        pages = {}
+        for name, session in sessions.items():
+            browser = playwright.chromium.connect_over_cdp(session["cdp_url"])
+            pages[name] = browser.contexts[0].pages[0]
+        for kind in ("ads", "plain"):
+            for name in pages:  # once each, unmeasured
+                load_ms(pages[name], f"http://site.test:{port}/{kind}?r=warm-{name}")
+            for run in range(runs):
+                for name in (("blocked", "unblocked") if run % 2 == 0 else ("unblocked", "blocked")):
+                    before = SEEN["ads"]
+                    took = load_ms(pages[name], f"http://site.test:{port}/{kind}?r={run}-{name}")
+                    figures.setdefault(f"{kind} {name}", []).append(took)
+                    figures.setdefault(f"{kind} {name} ad requests", []).append(SEEN["ads"] - before)
+    for session in sessions.values():
+        server.call("DELETE", f"/v1/sessions/{session['id']}")
+    return figures
+
+
+def pool_handouts(server, runs):
+    times = {"adblock on": [], "adblock off": []}
+    for run in range(runs):
+        for name in (("adblock on", "adblock off") if run % 2 == 0 else ("adblock off", "adblock on")):
+            deadline = time.monotonic() + 60
+            while server.metric("anchorage_pool_browsers") < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            body = {} if name == "adblock on" else {"browser": {"adblock": {"active": False}}}
+            started = time.perf_counter()
+            created = server.call("POST", "/v1/sessions", body)["data"]
+            times[name].append((time.perf_counter() - started) * 1000)
+            server.call("DELETE", f"/v1/sessions/{created['id']}")
+    return times
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--binary", default=str(harness.REPO / "target" / "release" / "anchorage"))
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--slow-ms", type=int, default=300)
+    args = parser.parse_args()
+    SLOW["ms"] = args.slow_ms
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Site)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    port = site.server_address[1]
+    rules = "MAP * 127.0.0.1"
+
+    p50 = lambda values: statistics.median(values)  # noqa: E731
+    server = harness.Server(args.binary, host_resolver_rules=rules, pool_size=0)
+    try:
+        loads = page_loads(server, port, args.runs)
+        status = server.call("GET", "/v1/adblock")["data"]
+        rss_on = server.rss_kib()
+    finally:
+        server.close()
+    for kind in ("ads", "plain"):
+        blocked, unblocked = p50(loads[f"{kind} blocked"]), p50(loads[f"{kind} unblocked"])
+        print(f"{kind} page load p50: blocked {blocked:.0f} ms, unblocked {unblocked:.0f} ms "
+              f"(ad requests that reached the site per load: blocked {p50(loads[f'{kind} blocked ad requests']):.0f}, "
+              f"unblocked {p50(loads[f'{kind} unblocked ad requests']):.0f})")
+        if kind == "ads":
+            print(f"  unblocked / blocked = {unblocked / blocked:.2f}x (target >= 1.5x)")
+        else:
+            print(f"  blocked / unblocked = {blocked / unblocked:.3f}x (target <= 1.03x)")
+
+    server = harness.Server(args.binary, pool_size=2)
+    try:
+        handouts = pool_handouts(server, args.runs)
+    finally:
+        server.close()
+    on, off = p50(handouts["adblock on"]), p50(handouts["adblock off"])
+    print(f"POST /v1/sessions from the pool p50: adblock on {on:.1f} ms, off {off:.1f} ms: on / off = {on / off:.3f}x "
+          "(target <= 1.05x)")
+
+    server = harness.Server(args.binary, adblock_lists="", pool_size=0)
+    try:
+        time.sleep(1)
+        rss_off = server.rss_kib()
+    finally:
+        server.close()
+    lists = ", ".join(f"{item['title']} ({item['rules']} rules, {item['skipped']} lines skipped)" for item in status["lists"])
+    print(f"engine: {lists}; compiled in {status['compile_ms']} ms; server resident memory {rss_on / 1024:.0f} MiB "
+          f"with the lists vs {rss_off / 1024:.0f} MiB without (idle after start: {(rss_on - rss_off) / 1024:.0f} MiB); "
+          f"one check p50 <= {status['check_p50_us']:.1f} us, p99 <= {status['check_p99_us']:.1f} us "
+          f"over {status['checked_requests']} requests")
+
+
+if __name__ == "__main__":
+    main()
