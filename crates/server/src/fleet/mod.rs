@@ -831,7 +831,7 @@ impl Fleet {
         if let Ok(mut waiters) = self.waiters.lock() {
             waiters.clear();
         }
-        for Pooled { browser, place } in self.pool.drain() {
+        for Pooled { browser, place, .. } in self.pool.drain() {
             browser.shut_down().await;
             drop(place);
         }
@@ -955,7 +955,22 @@ impl Fleet {
                         }
                         Ok(browser) => {
                             tracing::debug!(pid = browser.pid(), "pool refilled");
-                            Some(Pooled { browser, place })
+                            let blocking = match &fleet.adblock {
+                                Some(adblock) => match fleet.block_ads(adblock, browser.devtools()).await {
+                                    Ok(blocking) => Some(blocking),
+                                    Err(message) => {
+                                        // Its handout will try again.
+                                        tracing::warn!(%message, "a pooled browser does not block ads yet");
+                                        None
+                                    }
+                                },
+                                None => None,
+                            };
+                            Some(Pooled {
+                                browser,
+                                place,
+                                blocking,
+                            })
                         }
                         Err(LaunchError::Stopped) => None,
                         Err(error) => {

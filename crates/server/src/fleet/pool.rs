@@ -10,6 +10,10 @@
 //! start waits and a launch permit is free, and not in the moment after a
 //! handout, while its session is being driven.
 //!
+//! A pooled browser blocks ads from the time it is pooled (the default of a
+//! start), so that a start with ad blocking pays nothing for it at the
+//! handout; a start without ends it first.
+//!
 //! This part keeps the browsers and decides when a refill may start; the
 //! fleet launches them.
 
@@ -29,6 +33,27 @@ pub(super) const REFILL_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) struct Pooled {
     pub browser: Browser,
     pub place: Held,
+    /// Its ad blocking, on from the start (most starts want it), ended at
+    /// the handout of a start that does not.
+    pub blocking: Option<Blocking>,
+}
+
+/// A browser's ad blocking, running (`Fleet::block_ads`).
+#[derive(Debug)]
+pub(crate) struct Blocking {
+    /// Ends it.
+    pub stop: tokio_util::sync::CancellationToken,
+    /// Fires once its connection to the browser is closed (nothing is
+    /// blocked after).
+    pub finished: tokio_util::sync::CancellationToken,
+}
+
+impl Blocking {
+    /// Ends it, and waits until nothing is blocked any more.
+    pub(crate) async fn end(self) {
+        self.stop.cancel();
+        self.finished.cancelled().await;
+    }
 }
 
 /// Whether a start can take a pooled browser: its launch-time options (the

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::{Held, TeamSlot};
 use super::plan;
-use super::pool::Pooled;
+use super::pool::{Blocking, Pooled};
 use super::session::{EndWait, Engine, Holdings, LiveSession};
 use super::{Fleet, Launching, StartOutcome, STORE_RETRY_DELAY};
 use crate::profiles::ProfileSeed;
@@ -224,18 +224,23 @@ impl Fleet {
             let adblock = self.adblock_for(&options).cloned();
             let mut blocking = None;
             let (launched, place) = match start {
-                Start::Pooled(Pooled { browser, place }) => {
-                    // Ads are blocked before the first page opens.
-                    if let Some(adblock) = &adblock {
-                        match self.block_ads(adblock, browser.devtools()).await {
-                            Ok(stop) => blocking = Some(stop),
-                            Err(message) => {
-                                browser.shut_down().await;
-                                return Provisioned::LaunchFailed {
-                                    session_id: session.id,
-                                    message,
-                                };
-                            }
+                Start::Pooled(Pooled {
+                    browser,
+                    place,
+                    blocking: pooled_blocking,
+                }) => {
+                    // Ads are blocked (or not) before the first page opens.
+                    match self
+                        .match_blocking(adblock.as_ref(), pooled_blocking, browser.devtools())
+                        .await
+                    {
+                        Ok(matched) => blocking = matched.map(|blocking| blocking.stop),
+                        Err(message) => {
+                            browser.shut_down().await;
+                            return Provisioned::LaunchFailed {
+                                session_id: session.id,
+                                message,
+                            };
                         }
                     }
                     if let Err(error) = self.launcher.hand_out(&browser, options.initial_url.as_ref()).await {
@@ -291,8 +296,8 @@ impl Fleet {
                 // A browser launched for the session: its first page was
                 // held back until ads are blocked.
                 let blocked = match self.block_ads(adblock, browser.devtools()).await {
-                    Ok(stop) => {
-                        blocking = Some(stop);
+                    Ok(started) => {
+                        blocking = Some(started.stop);
                         match options
                             .initial_url
                             .as_ref()
@@ -639,30 +644,40 @@ impl Fleet {
             // host at once: its place goes back (this start holds its own),
             // and the pool refills.
             None => {
-                let browser = match self.settings.default_headless.then(|| self.pool.take()).flatten() {
-                    Some(Pooled { browser, place: pooled }) => {
+                let (browser, pooled_blocking) = match self
+                    .settings
+                    .default_headless
+                    .then(|| self.pool.take())
+                    .flatten()
+                {
+                    Some(Pooled {
+                        browser,
+                        place: pooled,
+                        blocking,
+                    }) => {
                         drop(pooled);
                         if let Err(error) = self.launcher.hand_out(&browser, None).await {
                             tracing::warn!(session_id = %session.id, %error, "could not ready a pooled browser fully");
                         }
-                        browser
+                        (browser, blocking)
                     }
                     None => {
                         let launch = plan::host_launch_request();
                         match self.launch_with_retry(&launch, abort).await {
-                            Ok(browser) => browser,
+                            Ok(browser) => (browser, None),
                             Err(LaunchError::Stopped) => return Err(Provisioned::Withdrawn),
                             Err(error) => return Err(failed(error.to_string())),
                         }
                     }
                 };
-                // Ads are blocked in the whole host before any session of it
-                // can start (it ends with the browser).
-                if let Some(adblock) = &adblock {
-                    if let Err(message) = self.block_ads(adblock, browser.devtools()).await {
-                        browser.shut_down().await;
-                        return Err(failed(message));
-                    }
+                // Ads are blocked in the whole host (or not) before any
+                // session of it can start; it ends with the browser.
+                if let Err(message) = self
+                    .match_blocking(adblock.as_ref(), pooled_blocking, browser.devtools())
+                    .await
+                {
+                    browser.shut_down().await;
+                    return Err(failed(message));
                 }
                 self.hosts.adopt(browser, team, adblock.is_some())
             }
@@ -738,17 +753,40 @@ impl Fleet {
 
     /// Starts blocking ads in a browser (until the returned token fires, or
     /// the browser goes).
-    async fn block_ads(
+    pub(super) async fn block_ads(
         &self,
         adblock: &Arc<anchorage_browser::adblock::Adblock>,
         devtools: &anchorage_browser::Devtools,
-    ) -> Result<CancellationToken, String> {
+    ) -> Result<Blocking, String> {
         let connection = anchorage_browser::adblock::AdblockConnection::enable(devtools, Arc::clone(adblock))
             .await
             .map_err(|error| format!("cannot start blocking ads: {error}"))?;
-        let stop = CancellationToken::new();
-        self.tasks.spawn(connection.run(stop.clone()));
-        Ok(stop)
+        let (stop, finished) = (CancellationToken::new(), CancellationToken::new());
+        let (stopping, finishing) = (stop.clone(), finished.clone());
+        self.tasks.spawn(async move {
+            connection.run(stopping).await;
+            finishing.cancel();
+        });
+        Ok(Blocking { stop, finished })
+    }
+
+    /// A pooled browser's ad blocking made to match a start: kept (or
+    /// started, if the pool could not) when `wanted`, else ended.
+    async fn match_blocking(
+        &self,
+        wanted: Option<&Arc<anchorage_browser::adblock::Adblock>>,
+        pooled: Option<Blocking>,
+        devtools: &anchorage_browser::Devtools,
+    ) -> Result<Option<Blocking>, String> {
+        match (wanted, pooled) {
+            (Some(_), Some(blocking)) => Ok(Some(blocking)),
+            (Some(adblock), None) => self.block_ads(adblock, devtools).await.map(Some),
+            (None, Some(blocking)) => {
+                blocking.end().await;
+                Ok(None)
+            }
+            (None, None) => Ok(None),
+        }
     }
 
     /// For a session with `browser.disable_dialogs` or

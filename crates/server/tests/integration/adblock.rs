@@ -125,16 +125,19 @@ async fn look(cdp: &mut Cdp, page: &str, expect_hidden: bool) -> Value {
     }
 }
 
-async fn check_blocking(isolation: &str) {
+async fn check_blocking(isolation: &str, pool_size: &str) {
     let (port, seen) = serve_site().await;
     let custom = custom_list();
     let mut pairs: Vec<(&str, String)> = settings(custom.path());
     pairs.push(("ANCHORAGE_SESSION_ISOLATION", isolation.to_owned()));
+    pairs.push(("ANCHORAGE_POOL_SIZE", pool_size.to_owned()));
     let pairs: Vec<(&str, &str)> = pairs.iter().map(|(key, value)| (*key, value.as_str())).collect();
     let server = TestServer::start_with(&pairs, |_| {}).await;
     let url = format!("http://site.test:{port}/adpage");
 
+    let pooled: f64 = pool_size.parse().unwrap_or(0.0);
     // The default: ads blocked, the content there.
+    server.wait_for_metric("anchorage_pool_browsers", pooled).await;
     let blocked = server.create_session(json!({})).await;
     let mut cdp = Cdp::connect(text(&blocked["cdp_url"])).await;
     let page = cdp.open_page(&url).await;
@@ -142,7 +145,7 @@ async fn check_blocking(isolation: &str) {
     assert_eq!(
         shown,
         json!({"app": true, "tracked": false, "ad": "none", "house": "none", "content": "block"}),
-        "{isolation}"
+        "{isolation}, pool of {pool_size}"
     );
     let requests = seen.lock().map(|log| log.clone()).unwrap_or_default();
     assert!(
@@ -164,6 +167,7 @@ async fn check_blocking(isolation: &str) {
 
     // Turned off: everything loads.
     seen.lock().expect("log").clear();
+    server.wait_for_metric("anchorage_pool_browsers", pooled).await;
     let open = server
         .create_session(json!({"browser": {"adblock": {"active": false}}}))
         .await;
@@ -197,18 +201,27 @@ async fn check_blocking(isolation: &str) {
     for session in [&blocked, &open] {
         server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
     }
-    server.assert_no_browsers_left().await;
+    if pooled == 0.0 {
+        server.assert_no_browsers_left().await;
+    }
     server.stop().await;
 }
 
 #[tokio::test]
 async fn ads_are_blocked_by_default_and_not_when_turned_off() {
-    check_blocking("browser").await;
+    check_blocking("browser", "0").await;
+}
+
+#[tokio::test]
+async fn pooled_browsers_serve_both_settings() {
+    // A pooled browser blocks from the time it is pooled; a start that turns
+    // blocking off ends that at its handout.
+    check_blocking("browser", "2").await;
 }
 
 #[tokio::test]
 async fn context_sessions_block_ads_too_each_as_it_asks() {
-    check_blocking("context").await;
+    check_blocking("context", "1").await;
 }
 
 #[tokio::test]
