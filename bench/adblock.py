@@ -66,6 +66,9 @@ def plain_page(run):
 
 class Site(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go in separate writes: without this, Nagle's algorithm
+    # and the client's delayed ACK hold each body back by tens of ms.
+    disable_nagle_algorithm = True
 
     def do_GET(self):  # noqa: N802
         path = self.path.split("?")[0]
