@@ -214,6 +214,11 @@ impl AdblockConnection {
                 ) else {
                     return Ok(());
                 };
+                // A page attached by `enable` is announced too: it is set up
+                // already.
+                if self.sessions.contains_key(session) {
+                    return Ok(());
+                }
                 let (session, target) = (session.to_owned(), target.to_owned());
                 self.set_page_up(&target, &session, true).await
             }

@@ -387,7 +387,7 @@ pub struct PageOpened {
     post,
     path = "/v1/sessions/{session_id}/pages",
     tag = "actions",
-    summary = "Open a tab (it becomes the active page) (anchorage)",
+    summary = "Open a tab (it becomes the active page), answered once its url has loaded (anchorage)",
     params(("session_id" = String, Path, description = "The session's id (a UUID)")),
     request_body = OpenPageBody,
     security(("api_key" = [])),
@@ -401,7 +401,7 @@ pub async fn open_page(
 ) -> Result<Json<Data<PageOpened>>, ApiError> {
     let body: OpenPageBody = decode_body(&body, expected)?;
     let url = match body.url.filter(|url| !url.is_empty()) {
-        None => "about:blank".to_owned(),
+        None => None,
         Some(url) => {
             let parsed = url::Url::parse(&url)
                 .ok()
@@ -412,13 +412,23 @@ pub async fn open_page(
                     "url {url:?} is a private or loopback address, which this server keeps sessions from"
                 )));
             }
-            parsed.to_string()
+            Some(parsed)
         }
     };
     let session = running(&state, &caller, session_id).await?;
-    let id = anchorage_browser::open_page(&session.devtools, &url)
+    let id = anchorage_browser::open_page(&session.devtools, "about:blank")
         .await
         .map_err(page_error)?;
+    // Loaded as `goto` loads, so that the answer comes with the page there
+    // (a new tab may wait to start, for the server's own set-up of it).
+    if let Some(url) = url {
+        let mut page = PageControl::open_target(&session.devtools, &id)
+            .await
+            .map_err(page_error)?;
+        let loaded = super::actions::load(&mut page, &url).await;
+        page.close().await;
+        loaded?;
+    }
     Ok(Data::of(PageOpened { id }))
 }
 
