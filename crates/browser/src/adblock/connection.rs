@@ -108,9 +108,8 @@ struct World {
 pub struct AdblockConnection {
     client: CdpClient,
     adblock: Arc<Adblock>,
-    /// Page targets (their main frame's id is theirs).
-    pages: HashSet<String>,
-    /// The CDP session of each attached page, to its target id.
+    /// The CDP session of each attached page, to its target id (which is
+    /// also its main frame's id).
     sessions: HashMap<String, String>,
     /// The document URL of each frame seen navigating.
     frames: HashMap<String, String>,
@@ -122,7 +121,7 @@ impl std::fmt::Debug for AdblockConnection {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("AdblockConnection")
-            .field("pages", &self.pages.len())
+            .field("pages", &self.sessions.len())
             .finish_non_exhaustive()
     }
 }
@@ -158,7 +157,6 @@ impl AdblockConnection {
         let mut connection = Self {
             client,
             adblock,
-            pages: HashSet::new(),
             sessions: HashMap::new(),
             frames: HashMap::new(),
             worlds: HashMap::new(),
@@ -225,7 +223,6 @@ impl AdblockConnection {
             "Target.detachedFromTarget" => {
                 if let Some(session) = params.get("sessionId").and_then(Value::as_str) {
                     if let Some(target) = self.sessions.remove(session) {
-                        self.pages.remove(&target);
                         self.frames.remove(&target);
                     }
                     self.worlds.retain(|(world_session, _), _| world_session != session);
@@ -262,7 +259,6 @@ impl AdblockConnection {
     /// Gives a page the script that reports its documents (then lets it go
     /// on, if it waits for us).
     async fn set_page_up(&mut self, target: &str, session: &str, waiting: bool) -> Result<(), CdpError> {
-        self.pages.insert(target.to_owned());
         self.sessions.insert(session.to_owned(), target.to_owned());
         let commands = [
             (
@@ -300,7 +296,8 @@ impl AdblockConnection {
             .unwrap_or_default();
         let resource_type = params.get("resourceType").and_then(Value::as_str).unwrap_or_default();
         let frame = params.get("frameId").and_then(Value::as_str).unwrap_or_default();
-        let main_frame = resource_type == "Document" && self.pages.contains(frame);
+        // A page's main frame has the page's target id.
+        let main_frame = resource_type == "Document" && self.sessions.values().any(|page| page == frame);
         let verdict = if main_frame || !(url.starts_with("http:") || url.starts_with("https:")) {
             Verdict::Pass
         } else {
