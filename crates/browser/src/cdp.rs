@@ -120,17 +120,43 @@ pub async fn open_page(devtools: &Devtools, url: &str) -> Result<String, CdpErro
 }
 
 /// Closes the page `target` if it is one of the browser's (as this
-/// connection sees them); whether it was.
+/// connection sees them); whether it was. Answers once the browser has
+/// announced the page gone (`Target.closeTarget` answers before that), so a
+/// listing made next no longer shows it; at most a few seconds.
 pub async fn close_page(devtools: &Devtools, target: &str) -> Result<bool, CdpError> {
-    if !list_pages(devtools).await?.iter().any(|page| page.id == target) {
-        return Ok(false);
-    }
     let mut conversation = CdpClient::open(devtools).await?;
-    let answer = conversation
-        .call("Target.closeTarget", json!({"targetId": target}), None)
-        .await;
+    let closed = async {
+        let order = crate::pages::discover(&mut conversation, devtools).await?;
+        if !order.pages().iter().any(|page| page == target) {
+            return Ok(false);
+        }
+        let answer = conversation
+            .call("Target.closeTarget", json!({"targetId": target}), None)
+            .await?;
+        if answer.get("success").and_then(Value::as_bool) == Some(false) {
+            return Ok(false);
+        }
+        let gone = |event: &Value| {
+            event.get("method").and_then(Value::as_str) == Some("Target.targetDestroyed")
+                && event.pointer("/params/targetId").and_then(Value::as_str) == Some(target)
+        };
+        if conversation.take_events()?.iter().any(gone) {
+            return Ok(true);
+        }
+        let wait = async {
+            while let Some(Message::Text(text)) = conversation.next().await {
+                if serde_json::from_str::<Value>(&text).is_ok_and(|event| gone(&event)) {
+                    break;
+                }
+            }
+        };
+        // A page slow to go is reported closed as the browser answered.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), wait).await;
+        Ok(true)
+    }
+    .await;
     conversation.close().await;
-    Ok(answer?.get("success").and_then(Value::as_bool).unwrap_or(true))
+    closed
 }
 
 /// The ids of the targets in a `Target.getTargets` answer whose type is one
