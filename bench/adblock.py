@@ -40,6 +40,7 @@ TRACKERS = ["hbiq.net", "gsitrix.com", "hdmtools.com", "growth-channel.net", "go
             "greencolumnhealth.com", "godiciardstia.com", "healthroundprince.com"]
 SLOW = {"ms": 300}
 SEEN = {"ads": 0}
+KINDS = ["ads", "plain"]
 
 
 def ad_page(port, run):
@@ -117,7 +118,7 @@ def page_loads(server, port, runs):
         for name, session in sessions.items():
             browser = playwright.chromium.connect_over_cdp(session["cdp_url"])
             pages[name] = browser.contexts[0].pages[0]
-        for kind in ("ads", "plain"):
+        for kind in KINDS:
             for name in pages:  # once each, unmeasured
                 load_ms(pages[name], f"http://site.test:{port}/{kind}?r=warm-{name}")
             for run in range(runs):
@@ -151,8 +152,11 @@ def main():
     parser.add_argument("--binary", default=str(harness.REPO / "target" / "release" / "anchorage"))
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--slow-ms", type=int, default=300)
+    parser.add_argument("--kinds", default="ads,plain", help="which pages to load (ads, plain)")
+    parser.add_argument("--loads-only", action="store_true", help="leave out the pool and the engine's memory")
     args = parser.parse_args()
     SLOW["ms"] = args.slow_ms
+    KINDS[:] = args.kinds.split(",")
 
     site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Site)
     threading.Thread(target=site.serve_forever, daemon=True).start()
@@ -167,7 +171,7 @@ def main():
         rss_on = server.rss_kib()
     finally:
         server.close()
-    for kind in ("ads", "plain"):
+    for kind in KINDS:
         blocked, unblocked = p50(loads[f"{kind} blocked"]), p50(loads[f"{kind} unblocked"])
         print(f"{kind} page load p50: blocked {blocked:.0f} ms, unblocked {unblocked:.0f} ms "
               f"(ad requests that reached the site per load: blocked {p50(loads[f'{kind} blocked ad requests']):.0f}, "
@@ -177,6 +181,8 @@ def main():
         else:
             print(f"  blocked / unblocked = {blocked / unblocked:.3f}x (target <= 1.03x)")
 
+    if args.loads_only:
+        return
     server = harness.Server(args.binary, pool_size=2)
     try:
         handouts = pool_handouts(server, args.runs)

@@ -14,7 +14,9 @@ For one server, one session:
   `ANCHORAGE_CODE_WARM=0` (each run starts its runner: Node, modules, the
   sandbox), timed around the call by this script;
 - execute_code, warm: the same with a warm runner ready (a pause between
-  runs lets it be started again);
+  runs lets it be started again), each run in turn with one of the local
+  client's (kept running, driven run by run), so that both meet the machine
+  in the same state; the overhead is against those client runs;
 - then both again through a relay on loopback that holds every chunk
   10 ms each way (20 ms more per round trip), for the client far from the
   fleet;
@@ -45,25 +47,63 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 RUNTIME = REPO / "runtime"
 RUN_UIDS = range(1_900_000_000, 2_000_000_000)
 
-LOCAL_CLIENT = r"""
+# One run of the snippet by a Node client of one's own: connect, snippet,
+# disconnect; its time in ms.
+CLIENT_RUN = r"""
 const { chromium } = require(process.env.RUNTIME + '/node_modules/playwright-core');
-const [cdpUrl, pageUrl, runs] = [process.argv[1], process.argv[2], Number(process.argv[3])];
+const [cdpUrl, pageUrl] = [process.argv[1], process.argv[2]];
+async function once() {
+  const started = performance.now();
+  const browser = await chromium.connectOverCDP(cdpUrl);
+  const context = browser.contexts()[0];
+  const page = context.pages()[0] || await context.newPage();
+  await page.goto(pageUrl);
+  let sum = 0;
+  for (let i = 0; i < 20; i++) sum += await page.evaluate((n) => n * 2, i);
+  await browser.close();
+  return performance.now() - started;
+}
+"""
+
+# The client for --runs runs in a row, in one process.
+LOCAL_CLIENT = CLIENT_RUN + r"""
 (async () => {
   const times = [];
-  for (let run = 0; run < runs; run++) {
-    const started = performance.now();
-    const browser = await chromium.connectOverCDP(cdpUrl);
-    const context = browser.contexts()[0];
-    const page = context.pages()[0] || await context.newPage();
-    await page.goto(pageUrl);
-    let sum = 0;
-    for (let i = 0; i < 20; i++) sum += await page.evaluate((n) => n * 2, i);
-    await browser.close();
-    times.push(performance.now() - started);
-  }
+  for (let run = 0; run < Number(process.argv[3]); run++) times.push(await once());
   console.log(JSON.stringify(times));
 })();
 """
+
+# The same client, kept running and driven one run at a time (a line on
+# stdin starts a run; its time comes back as a line), so that its runs can be
+# interleaved with execute_code's and both meet the same machine.
+PAIRED_CLIENT = CLIENT_RUN + r"""
+require('readline').createInterface({ input: process.stdin })
+  .on('line', async () => process.stdout.write(JSON.stringify(await once()) + "\n"));
+"""
+
+
+def paired_runs(base, session, page_url, runs, pause):
+    """The local client and execute_code with a warm runner, run after run in turn."""
+    client = subprocess.Popen(["node", "-e", PAIRED_CLIENT, session["cdp_url"], page_url], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=dict(os.environ, RUNTIME=str(RUNTIME)))
+    local, warm = [], []
+    try:
+        for run in range(runs + 1):
+            # Both go on a machine at rest (the runner used last is replaced
+            # by a new warm one in the background meanwhile).
+            time.sleep(pause)
+            client.stdin.write("run\n")
+            client.stdin.flush()
+            took = float(client.stdout.readline())
+            time.sleep(pause)
+            warm_took = execute(base, session["id"], snippet(page_url))
+            if run > 0:  # the client's first run is its cold one
+                local.append(took)
+                warm.append(warm_took)
+    finally:
+        client.kill()
+    return local, warm
 
 
 def snippet(page_url):
@@ -182,6 +222,17 @@ def run_user_pss_kib():
     return total
 
 
+def warm_figures(args, page_url):
+    server = harness.Server(args.binary, code_warm=1, pool_size=0)
+    try:
+        session = server.call("POST", "/v1/sessions", {})["data"]
+        local, warm = paired_runs(server.base, session, page_url, args.runs, args.warm_pause)
+        server.call("DELETE", f"/v1/sessions/{session['id']}")
+    finally:
+        server.close()
+    return {"local": local, "warm": warm}
+
+
 def figures(args, page_url):
     results = {}
     for warm in (0, 1):
@@ -199,7 +250,8 @@ def figures(args, page_url):
                 results["local_far"] = local_runs(far, page_url, args.runs)
                 results["cold_far"] = execute_runs(f"http://127.0.0.1:{relay.port}", session["id"], code, args.runs, 0)
             else:
-                results["warm"] = execute_runs(server.base, session["id"], code, args.runs, args.warm_pause)
+                results["local_paired"], results["warm"] = paired_runs(server.base, session, page_url, args.runs,
+                                                                       args.warm_pause)
                 relay = DelayRelay(port, 0.010)
                 results["warm_far"] = execute_runs(f"http://127.0.0.1:{relay.port}", session["id"], code, args.runs,
                                                    args.warm_pause)
@@ -245,9 +297,15 @@ def main():
     parser.add_argument("--binary", default=str(REPO / "target" / "release" / "anchorage"))
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--warm-only", action="store_true",
+                        help="only the local client and execute_code with a warm runner (for trying a change)")
     parser.add_argument("--warm-pause", type=float, default=1.0, help="seconds between warm runs (the next runner starts)")
     args = parser.parse_args()
     page_url = harness.serve_pages()
+    if args.warm_only:
+        local, warm = (statistics.median(values) for values in warm_figures(args, page_url).values())
+        print(f"p50 of {args.runs}: local Node client {local:.1f} ms, execute_code warm {warm:.1f} ms (+{warm - local:.1f} ms)")
+        return
     results = figures(args, page_url)
     p50 = {name: statistics.median(values) for name, values in results.items() if isinstance(values, list)}
     print(f"snippet: goto + 20 page.evaluate; {args.runs} runs each; p50 in ms")
@@ -255,6 +313,8 @@ def main():
     print(f"  local Node client, a fresh process per run       {p50['local_cold']:8.1f}")
     print(f"  execute_code, cold runner                        {p50['cold']:8.1f}  (+{p50['cold'] - p50['local']:.1f} ms, {p50['cold'] / p50['local']:.2f}x)")
     print(f"  execute_code, warm runner                        {p50['warm']:8.1f}  (+{p50['warm'] - p50['local']:.1f} ms, {p50['warm'] / p50['local']:.2f}x)")
+    print(f"  the same, run in turn with the local client: client {p50['local_paired']:.1f}, execute_code warm "
+          f"{p50['warm']:.1f} (+{p50['warm'] - p50['local_paired']:.1f} ms)")
     print("with 20 ms more per round trip between client and server:")
     print(f"  local Node client                                {p50['local_far']:8.1f}")
     print(f"  execute_code, cold runner                        {p50['cold_far']:8.1f}  ({p50['cold_far'] / p50['local_far']:.2f}x of the client's time)")

@@ -19,8 +19,61 @@ const net = require("node:net");
 const dns = require("node:dns");
 const path = require("node:path");
 const Module = require("node:module");
+const vm = require("node:vm");
 
 const modules = path.join(__dirname, "node_modules");
+
+/**
+ * The V8 code cache of the runtime's large modules (Playwright's two
+ * bundles, esbuild's API: megabytes that every run would otherwise parse
+ * and compile again). anchorage builds it once per node at start with this
+ * file in `--build-cache=DIR` mode, which runs none of a user's code, and
+ * gives every run `--code-cache=DIR` read-only. V8 checks each cache
+ * against the source and its own flags and ignores one that does not fit,
+ * so a stale or missing cache costs time, never correctness.
+ */
+const CACHED_MIN_BYTES = 32 * 1024;
+const option = (name) => {
+  const found = process.argv.find((argument) => argument.startsWith(`--${name}=`));
+  return found ? found.slice(name.length + 3) : null;
+};
+const buildCacheDir = option("build-cache");
+const cacheDir = buildCacheDir || option("code-cache");
+/** The scripts compiled through the cache, by cache file name. */
+const cachedScripts = new Map();
+/** How many modules came with a cache V8 took, and with one it refused. */
+const codeCache = { used: 0, rejected: 0 };
+if (cacheDir) {
+  const compile = Module.prototype._compile;
+  Module.prototype._compile = function compileWithCache(content, filename) {
+    const relative = path.relative(modules, filename);
+    if (content.length < CACHED_MIN_BYTES || relative.startsWith("..") || path.isAbsolute(relative)) {
+      return compile.call(this, content, filename);
+    }
+    const name = relative.split(path.sep).join("__") + ".v8";
+    let cachedData;
+    if (!buildCacheDir) {
+      try {
+        cachedData = fs.readFileSync(path.join(cacheDir, name));
+      } catch {
+        // No cache for it: compiled as usual.
+      }
+    }
+    const script = new vm.Script(Module.wrap(content), {
+      filename,
+      cachedData,
+      importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+    });
+    cachedScripts.set(name, script);
+    if (cachedData) {
+      codeCache[script.cachedDataRejected ? "rejected" : "used"] += 1;
+    }
+    const wrapper = script.runInThisContext({ displayErrors: true });
+    const localRequire = Module.createRequire(filename);
+    return wrapper.call(this.exports, this.exports, localRequire, this, filename, path.dirname(filename));
+  };
+}
+
 const esbuild = require(path.join(modules, "esbuild"));
 const { chromium } = require(path.join(modules, "playwright-core"));
 const Anchorbrowser = require(path.join(modules, "anchorbrowser")).default;
@@ -28,13 +81,19 @@ const Anchorbrowser = require(path.join(modules, "anchorbrowser")).default;
 // esbuild's service process starts on first use: start it now, before a job.
 esbuild.transformSync("", { loader: "ts" });
 
+/** How many times the warm-up drives the stand-in. */
+const WARM_UP_ROUNDS = 8;
+
 /**
  * A runner kept warm has loaded its modules, but V8 has not yet compiled
- * what a first CDP connection runs, which made up most of a warm run's
- * overhead. So before its job, the runner connects Playwright once to a
- * stand-in browser of its own on loopback (a handful of CDP answers: one
- * page, one frame, one context). Best effort: a stand-in Playwright does
- * not accept is left after a moment.
+ * what a first CDP connection and its first calls run, which made up most
+ * of a warm run's overhead. So before its job (and before the code cache is
+ * written), the runner drives Playwright against a stand-in browser of
+ * its own on loopback, a few rounds (V8 optimises what it has run many
+ * times): it connects, navigates and evaluates, the stand-in
+ * giving the few answers and events those need (one page, one frame, its
+ * worlds). Best effort: whatever the stand-in does not satisfy is left
+ * after a moment.
  */
 async function warmUp() {
   const { WebSocketServer } = require(path.join(modules, "ws"));
@@ -46,9 +105,20 @@ async function warmUp() {
   standIn.on("connection", (socket) => {
     const send = (message) => socket.send(JSON.stringify(message));
     const frame = {
-      id: "F", loaderId: "L", url: "about:blank", domainAndRegistry: "", securityOrigin: "://",
+      id: "T", loaderId: "L0", url: "about:blank", domainAndRegistry: "", securityOrigin: "://",
       mimeType: "text/html", secureContextType: "InsecureScheme",
       crossOriginIsolatedContextType: "NotIsolated", gatedAPIFeatures: [],
+    };
+    let nextContext = 1;
+    let utilityWorld = null;
+    let handles = 0;
+    const worlds = (sessionId) => {
+      send({ sessionId, method: "Runtime.executionContextCreated", params: { context: { id: nextContext, origin: "://", name: "", uniqueId: `U${nextContext}`, auxData: { isDefault: true, type: "default", frameId: "T" } } } });
+      nextContext += 1;
+      if (utilityWorld) {
+        send({ sessionId, method: "Runtime.executionContextCreated", params: { context: { id: nextContext, origin: "://", name: utilityWorld, uniqueId: `U${nextContext}`, auxData: { isDefault: false, type: "isolated", frameId: "T" } } } });
+        nextContext += 1;
+      }
     };
     socket.on("message", (data) => {
       let message;
@@ -79,13 +149,32 @@ async function warmUp() {
         reply({ frameTree: { frame, childFrames: [] } });
       } else if (page && method === "Runtime.enable") {
         reply({});
-        send({ sessionId, method: "Runtime.executionContextCreated", params: { context: { id: 1, origin: "://", name: "", uniqueId: "U1", auxData: { isDefault: true, type: "default", frameId: "F" } } } });
-      } else if (page && method === "Page.addScriptToEvaluateOnNewDocument" && params.worldName) {
-        reply({ identifier: "1" });
-        send({ sessionId, method: "Runtime.executionContextCreated", params: { context: { id: 2, origin: "://", name: params.worldName, uniqueId: "U2", auxData: { isDefault: false, type: "isolated", frameId: "F" } } } });
-      } else if (page && method === "Page.createIsolatedWorld") {
-        reply({ executionContextId: 2 });
-        send({ sessionId, method: "Runtime.executionContextCreated", params: { context: { id: 2, origin: "://", name: params.worldName || "", uniqueId: "U2", auxData: { isDefault: false, type: "isolated", frameId: "F" } } } });
+        worlds(sessionId);
+      } else if (page && (method === "Page.createIsolatedWorld" || (method === "Page.addScriptToEvaluateOnNewDocument" && params.worldName))) {
+        const fresh = utilityWorld === null && Boolean(params.worldName);
+        utilityWorld = utilityWorld || params.worldName || null;
+        reply(method === "Page.createIsolatedWorld" ? { executionContextId: nextContext } : { identifier: "1" });
+        if (fresh) {
+          send({ sessionId, method: "Runtime.executionContextCreated", params: { context: { id: nextContext, origin: "://", name: utilityWorld, uniqueId: `U${nextContext}`, auxData: { isDefault: false, type: "isolated", frameId: "T" } } } });
+          nextContext += 1;
+        }
+      } else if (page && method === "Page.navigate") {
+        const loaderId = `L${nextContext}`;
+        reply({ frameId: "T", loaderId });
+        Object.assign(frame, { loaderId, url: params.url });
+        send({ sessionId, method: "Runtime.executionContextsCleared", params: {} });
+        send({ sessionId, method: "Page.frameNavigated", params: { frame, type: "Navigation" } });
+        worlds(sessionId);
+        for (const name of ["init", "DOMContentLoaded", "load"]) {
+          send({ sessionId, method: "Page.lifecycleEvent", params: { frameId: "T", loaderId, name, timestamp: 1 } });
+        }
+        send({ sessionId, method: "Page.domContentEventFired", params: { timestamp: 1 } });
+        send({ sessionId, method: "Page.loadEventFired", params: { timestamp: 1 } });
+      } else if (page && method === "Runtime.evaluate") {
+        handles += 1;
+        reply({ result: { type: "object", className: "Object", objectId: `H${handles}` } });
+      } else if (page && method === "Runtime.callFunctionOn") {
+        reply({ result: { type: "number", value: 2, description: "2" } });
       } else {
         reply({});
       }
@@ -94,12 +183,46 @@ async function warmUp() {
   const port = standIn.address().port;
   let browser;
   try {
-    browser = await chromium.connectOverCDP(`ws://127.0.0.1:${port}/`, { timeout: 3000 });
+    // Several rounds: V8 optimises what it has seen run many times.
+    for (let round = 0; round < WARM_UP_ROUNDS; round++) {
+      browser = await chromium.connectOverCDP(`ws://127.0.0.1:${port}/`, { timeout: 3000 });
+      const context = browser.contexts()[0];
+      const page = context.pages()[0] || (await context.newPage());
+      await page.goto("http://stand-in.invalid/", { timeout: 2000 });
+      for (let call = 0; call < 20; call++) {
+        await page.evaluate((n) => n * 2, call);
+      }
+      if (round < WARM_UP_ROUNDS - 1) {
+        await browser.close();
+        browser = undefined;
+      }
+    }
   } finally {
     const closing = browser ? browser.close().catch(() => {}) : Promise.resolve();
     await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, 500))]);
     for (const client of standIn.clients) client.terminate();
     standIn.close();
+  }
+}
+
+/** A full garbage collection (V8's `gc`, made reachable for this call only). */
+function collectGarbage() {
+  try {
+    require("node:v8").setFlagsFromString("--expose-gc");
+    vm.runInNewContext("gc")();
+  } catch {
+    // Not collecting is only slower.
+  }
+}
+
+/** Writes the code cache of every module compiled through it (build mode). */
+function writeCodeCache() {
+  fs.mkdirSync(buildCacheDir, { recursive: true });
+  for (const [name, script] of cachedScripts) {
+    const target = path.join(buildCacheDir, name);
+    const partial = `${target}.${process.pid}.partial`;
+    fs.writeFileSync(partial, script.createCachedData(), { mode: 0o644 });
+    fs.renameSync(partial, target);
   }
 }
 
@@ -171,19 +294,43 @@ async function relayTo(job) {
   return `http://127.0.0.1:${port}`;
 }
 
-/** Compiles TypeScript (or JavaScript) to a CommonJS module and loads it. */
+/**
+ * The session's CDP URL, reached straight through anchorage's socket when
+ * the run has one: every CDP message of the run then skips the relay (a
+ * hop through this process's own event loop each way). The code's own
+ * connections use the public URL and the relay as before.
+ */
+function directCdpUrl(job) {
+  if (!job.socket) {
+    return job.cdpUrl;
+  }
+  const url = new URL(job.cdpUrl);
+  return `ws+unix://${job.socket}:${url.pathname}${url.search}`;
+}
+
+/**
+ * Compiles TypeScript (or JavaScript) to a CommonJS module and loads it.
+ * Source that is already plain CommonJS JavaScript (most snippets) needs
+ * nothing stripped and is loaded as it is, which spares esbuild's round
+ * trip; anything else (types, `import`, `export`) goes through esbuild.
+ */
 function load(source, filename) {
-  const compiled = esbuild.transformSync(source, {
-    loader: "ts",
-    format: "cjs",
-    target: "node20",
-    sourcefile: filename,
-  });
+  let code = source;
+  try {
+    new vm.Script(source, { filename });
+  } catch {
+    code = esbuild.transformSync(source, {
+      loader: "ts",
+      format: "cjs",
+      target: "node20",
+      sourcefile: filename,
+    }).code;
+  }
   const loaded = new Module(filename, null);
   loaded.filename = filename;
   // The code's imports (playwright-core, anchorbrowser) come from the runtime.
   loaded.paths = [modules];
-  loaded._compile(compiled.code, filename);
+  loaded._compile(code, filename);
   return loaded.exports;
 }
 
@@ -206,8 +353,25 @@ async function main() {
   // Started ahead (warm), a runner has the time; started for a job at once,
   // the job is waiting and does not wait for this. The job's bytes wait in
   // the pipe meanwhile.
+  if (buildCacheDir) {
+    // Build mode: no job; the cache is written after the warm-up so that
+    // it holds what a connection and its first calls compiled too.
+    let warmed = "warmed up";
+    await Promise.race([
+      warmUp().catch((error) => {
+        warmed = `warm-up failed: ${messageOf(error)}`;
+      }),
+      new Promise((resolve) => setTimeout(resolve, 5000).unref()),
+    ]);
+    writeCodeCache();
+    answered = true;
+    process.stdout.write(`code cache of ${cachedScripts.size} modules written (${warmed})\n`);
+    return;
+  }
   if (process.argv.includes("--warm-up")) {
     await Promise.race([warmUp().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
+    // What the warm-up left is collected now, not in the middle of the job.
+    collectGarbage();
   }
   let job;
   try {
@@ -231,6 +395,14 @@ async function main() {
       process.env.ANCHOR_SESSION_ID = job.sessionId;
     }
     const anchorClient = new Anchorbrowser({ apiKey: job.apiKey, baseURL });
+    // Connecting is most of a short run's time: code that never names the
+    // browser objects (it only uses anchorClient, say) is not connected.
+    // The connection is started first and compiling happens while it
+    // waits on the network.
+    const named = /\b(page|browser|context)\b/.test(job.code);
+    const connecting = job.cdpUrl && named ? chromium.connectOverCDP(directCdpUrl(job)) : null;
+    // A failed connection is reported where it is awaited, below.
+    connecting?.catch(() => {});
     let run;
     if (job.kind === "snippet") {
       run = load(SNIPPET_PREFIX + job.code + "\n};\n", "snippet.ts");
@@ -244,20 +416,17 @@ async function main() {
     mark("compiled");
     let page;
     let context;
-    // Connecting is most of a short run's time: code that never names the
-    // browser objects (it only uses anchorClient, say) is not connected.
-    const named = /\b(page|browser|context)\b/.test(job.code);
-    if (job.cdpUrl && named) {
-      browser = await chromium.connectOverCDP(job.cdpUrl);
+    if (connecting) {
+      browser = await connecting;
       context = browser.contexts()[0] || (await browser.newContext());
       page = context.pages()[0] || (await context.newPage());
     }
     mark("connected");
     const value = await run({ page, browser, context, sessionId: job.sessionId, anchorClient });
     mark("ran");
-    answer({ ok: true, output: outputOf(value), timings });
+    answer({ ok: true, output: outputOf(value), timings, codeCache });
   } catch (error) {
-    answer({ ok: false, error: messageOf(error), timings });
+    answer({ ok: false, error: messageOf(error), timings, codeCache });
   }
 }
 

@@ -61,8 +61,8 @@ pub use recorder::{
     leftover_encoder_pids, probe_duration, reap_encoders, record, Recorded, RecordingControl, RecordingSpec,
 };
 pub use sandbox::{
-    free_run_uid, kill_user_processes, leftover_runner_pids, processes_of_user, reap_leftover_runs, CodeProcess,
-    RunFailure, RunLimits, SandboxSettings, RUN_UIDS,
+    build_code_cache, free_run_uid, kill_user_processes, leftover_runner_pids, processes_of_user, reap_leftover_runs,
+    CodeProcess, RunFailure, RunLimits, SandboxSettings, RUN_UIDS,
 };
 pub use scope::{Scope, BROWSER_SESSION_METHODS, REFUSED_METHODS};
 pub use screencast::{Frame, FrameAck, Incoming, Input, MouseButton, MouseKind, Screencast, ScreencastEvent};

@@ -39,6 +39,8 @@ use tokio::process::{Child, ChildStdin, Command};
 const RUNTIME_INSIDE: &str = "/tmp/.anchorage/runtime";
 /// … and the dir that holds the server's socket.
 const SOCKET_DIR_INSIDE: &str = "/tmp/.anchorage/server";
+/// … and the runtime's code cache (read-only).
+const CODE_CACHE_INSIDE: &str = "/tmp/.anchorage/cache";
 /// The places any user may write to; an isolated run gets a small `tmpfs`
 /// of its own at each that exists, and every other place is read-only.
 const WRITABLE_PLACES: [&str; 4] = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"];
@@ -78,12 +80,24 @@ pub struct SandboxSettings {
     pub hidden: Vec<PathBuf>,
     /// Its resource limits.
     pub limits: RunLimits,
+    /// The V8 code cache of the runtime's modules, built by
+    /// [`build_code_cache`] and read (never written) by every run.
+    pub code_cache: Option<PathBuf>,
     /// The argument that marks this node's runners, so that the next start
     /// finds what a crash left behind.
     pub marker: String,
 }
 
 impl SandboxSettings {
+    /// Node's heap cap for a run: the JavaScript heap stops well below the
+    /// memory limit, so that running out of it is a clear error rather
+    /// than a failed mmap. (V8 takes its flags into account when it checks
+    /// a code cache, so the cache is built with the same.)
+    fn heap_argument(&self) -> String {
+        let heap_mib = (self.limits.memory_bytes / (1024 * 1024) / 2).max(32);
+        format!("--max-old-space-size={heap_mib}")
+    }
+
     /// Where the runner sees the server's socket.
     pub fn socket_path_inside(&self, socket_name: &str) -> PathBuf {
         if self.isolate {
@@ -144,12 +158,19 @@ impl CodeProcess {
         };
         // The JavaScript heap stops well below the memory limit, so that
         // running out of it is a clear error rather than a failed mmap.
-        let heap_mib = (settings.limits.memory_bytes / (1024 * 1024) / 2).max(32);
         let mut command = Command::new(&settings.node);
         command
-            .arg(format!("--max-old-space-size={heap_mib}"))
+            .arg(settings.heap_argument())
             .arg(runtime.join("runner.cjs"))
             .arg(&settings.marker)
+            .args(settings.code_cache.as_ref().map(|dir| {
+                let dir = if isolated {
+                    Path::new(CODE_CACHE_INSIDE)
+                } else {
+                    dir.as_path()
+                };
+                format!("--code-cache={}", dir.display())
+            }))
             // Started ahead, it has the time to warm its CDP client up.
             .args(ahead.then_some("--warm-up"))
             .env_clear()
@@ -239,7 +260,13 @@ impl CodeProcess {
                 return Err(RunFailure::Ended { status, stderr });
             }
         };
-        self.kill_all().await;
+        // A run that answered is not kept waiting for the sweep; one that
+        // failed (ran out of time, say) is answered when nothing is left.
+        if outcome.is_ok() {
+            self.end_in_background();
+        } else {
+            self.kill_all().await;
+        }
         outcome
     }
 
@@ -271,6 +298,17 @@ impl CodeProcess {
             }
         }
         Ok(if bytes.is_empty() { None } else { Some(bytes) })
+    }
+
+    /// Kills the runner's group at once, and leaves the sweep of the run's
+    /// user's other processes (a walk of `/proc`, until none is left) to a
+    /// blocking thread, so that a run's answer does not wait for it.
+    fn end_in_background(&mut self) {
+        kill_group(self.pid);
+        let _ = self.child.start_kill();
+        if let Some(uid) = self.uid.take() {
+            tokio::task::spawn_blocking(move || kill_user_processes(uid));
+        }
     }
 
     /// Kills the runner's group, and every process of the run's user
@@ -407,6 +445,80 @@ pub fn free_run_uid() -> u32 {
     }
 }
 
+/// The longest a code cache build may take before it is given up.
+const CACHE_BUILD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Builds the V8 code cache of the runtime's modules into
+/// `settings.code_cache` (see `runner.cjs`): the runner in its build mode,
+/// which loads the modules, drives Playwright against a stand-in browser of
+/// its own and writes what V8 compiled. Only the runtime's own code runs
+/// (no job), so it runs as the server's user, not isolated, at the lowest
+/// CPU priority, with a run's Node flags (V8 checks them when it reads a
+/// cache). It ends by itself (it reads no job), so it carries no runner
+/// marker: a warm runner is never mistaken for it. Returns what the runner
+/// said.
+pub async fn build_code_cache(settings: &SandboxSettings) -> std::io::Result<String> {
+    let Some(dir) = &settings.code_cache else {
+        return Ok(String::new());
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut command = Command::new(&settings.node);
+    command
+        .arg(settings.heap_argument())
+        .arg(settings.runtime_dir.join("runner.cjs"))
+        .arg(format!("--build-cache={}", dir.display()))
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("NODE_ENV", "production")
+        .env("HOME", std::env::temp_dir())
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let nice = crate::launch::BACKGROUND_NICE;
+    // SAFETY: setpriority is a plain system call, safe between fork and exec.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    let group = child.id();
+    let output = match tokio::time::timeout(CACHE_BUILD_TIMEOUT, child.wait_with_output()).await {
+        Ok(output) => output?,
+        Err(_) => {
+            if let Some(group) = group {
+                kill_group(group);
+            }
+            return Err(std::io::Error::other(format!(
+                "the build took over {} s",
+                CACHE_BUILD_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: String = stderr
+            .chars()
+            .rev()
+            .take(400)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        return Err(std::io::Error::other(format!(
+            "the runner {}: {}",
+            output.status,
+            tail.trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
 /// The processes whose command line has `marker` as an argument: this
 /// node's runners (at start, those a crash left, to be killed with their
 /// users' processes).
@@ -441,6 +553,7 @@ struct Isolation {
     uid: u32,
     runtime_dir: CString,
     socket_dir: CString,
+    code_cache: Option<CString>,
     hidden: Vec<CString>,
     writable: Vec<CString>,
     tmpfs_options: CString,
@@ -464,6 +577,12 @@ impl ChildPlan {
                 uid,
                 runtime_dir: c_path(&settings.runtime_dir)?,
                 socket_dir: c_path(&settings.socket_dir)?,
+                code_cache: settings
+                    .code_cache
+                    .as_deref()
+                    .filter(|dir| dir.is_dir())
+                    .map(c_path)
+                    .transpose()?,
                 hidden: settings
                     .hidden
                     .iter()
@@ -574,6 +693,10 @@ impl Isolation {
             // now) before anything covers it, and put back at fixed places.
             let runtime = clone_tree(&self.runtime_dir)?;
             let sockets = clone_tree(&self.socket_dir)?;
+            let cache = match &self.code_cache {
+                Some(dir) => Some(clone_tree(dir)?),
+                None => None,
+            };
             for hidden in &self.hidden {
                 check(libc::mount(
                     tmpfs,
@@ -603,6 +726,10 @@ impl Isolation {
             }
             attach_tree(runtime, c"/tmp/.anchorage/runtime")?;
             attach_tree(sockets, c"/tmp/.anchorage/server")?;
+            if let Some(cache) = cache {
+                check(libc::mkdir(c"/tmp/.anchorage/cache".as_ptr(), 0o755))?;
+                attach_tree(cache, c"/tmp/.anchorage/cache")?;
+            }
         }
         Ok(())
     }
@@ -743,8 +870,62 @@ mod runs {
                 tmp_bytes: 4 << 20,
                 open_files: 256,
             },
+            code_cache: None,
             marker: "--anchorage-runner-test".to_owned(),
         }
+    }
+
+    /// Runs `code` as a snippet with no session; the runner's result line.
+    async fn run_snippet(process: CodeProcess, code: &str) -> serde_json::Value {
+        let job = serde_json::json!({"kind": "snippet", "code": code, "origin": "http://127.0.0.1:9", "apiKey": "k"});
+        let result = process
+            .run(job.to_string().as_bytes(), Duration::from_secs(30), 1 << 20)
+            .await
+            .expect("result");
+        serde_json::from_slice(&result).expect("json")
+    }
+
+    #[tokio::test]
+    async fn runs_load_the_code_cache_built_for_them_and_cannot_change_it() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        // As on a node: the cache is in the data dir, which runs do not see.
+        let hidden = scratch.path().join("data");
+        let sockets = scratch.path().join("sockets");
+        std::fs::create_dir(&sockets).expect("dir");
+        let mut settings = settings(&sockets, &hidden);
+        settings.code_cache = Some(hidden.join("code-cache"));
+        settings.marker = format!("--anchorage-runner-test-cache-{}", std::process::id());
+        let said = build_code_cache(&settings).await.expect("build");
+        assert!(said.contains("warmed up"), "{said}");
+        let bundle = hidden.join("code-cache/playwright-core__lib__coreBundle.js.v8");
+        let built = std::fs::read(&bundle).expect("the bundle's cache");
+        assert!(built.len() > 100_000, "{} bytes", built.len());
+
+        let uid = settings.isolate.then(free_run_uid);
+        let process = CodeProcess::start(&settings, uid, false).expect("start");
+        let inside = if settings.isolate {
+            PathBuf::from(CODE_CACHE_INSIDE)
+        } else {
+            hidden.join("code-cache")
+        };
+        let code = format!(
+            "const fs = require('fs'); const dir = {:?}; const tried = [];\n\
+             for (const attempt of [() => fs.writeFileSync(dir + '/playwright-core__lib__coreBundle.js.v8', 'x'),\n\
+                                    () => fs.writeFileSync(dir + '/new.v8', 'x'), () => fs.unlinkSync(dir + '/esbuild__lib__main.js.v8')]) {{\n\
+               try {{ attempt(); tried.push('done'); }} catch (e) {{ tried.push(e.code); }} }}\n\
+             return tried;",
+            inside.display().to_string()
+        );
+        let result = run_snippet(process, &code).await;
+        assert_eq!(result["ok"], true, "{result}");
+        assert!(result["codeCache"]["used"].as_u64() >= Some(2), "{result}");
+        assert_eq!(result["codeCache"]["rejected"], 0, "{result}");
+        if uid.is_some() {
+            let tried: Vec<String> = serde_json::from_str(result["output"].as_str().expect("output")).expect("json");
+            assert!(tried.iter().all(|outcome| outcome != "done"), "{tried:?}");
+            assert_eq!(std::fs::read(&bundle).expect("the bundle's cache"), built);
+        }
+        assert!(leftover_runner_pids(&settings.marker).is_empty());
     }
 
     #[tokio::test]
@@ -763,18 +944,20 @@ mod runs {
              return {{ uid: process.getuid(), secret, tmp: fs.readdirSync('/tmp') }};",
             hidden.join("secret")
         );
-        let job = serde_json::json!({"kind": "snippet", "code": code, "origin": "http://127.0.0.1:9", "apiKey": "k"});
-        let result = process
-            .run(job.to_string().as_bytes(), Duration::from_secs(30), 1 << 20)
-            .await
-            .expect("result");
-        let result: serde_json::Value = serde_json::from_slice(&result).expect("json");
+        let result = run_snippet(process, &code).await;
         eprintln!("{result}");
         assert_eq!(result["ok"], true, "{result}");
         let output: serde_json::Value = serde_json::from_str(result["output"].as_str().expect("output")).expect("json");
         if let Some(uid) = uid {
             assert_eq!(output["uid"], uid);
             assert_ne!(output["secret"], "s");
+            // The sweep of the run's user runs after the answer, at once.
+            for _ in 0..100 {
+                if processes_of_user(uid).is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             assert!(processes_of_user(uid).is_empty());
         }
     }

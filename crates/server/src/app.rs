@@ -430,7 +430,10 @@ impl App {
                 "cleaned up the runs of code of the previous run"
             );
         }
-        code.refill_warm();
+        {
+            let code = Arc::clone(&code);
+            tokio::spawn(async move { code.prepare().await });
+        }
         let summary = format!(
             "anchorage listening on {bound} (public URL {public_url}); node {node}; chromium {} as {}, sandbox {}; max sessions {}; memory for browsers {}; launch concurrency {}; pool {}; code {}; data in {}",
             chromium.display(),

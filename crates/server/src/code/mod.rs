@@ -234,6 +234,7 @@ impl CodeRunner {
                     tmp_bytes: 64 * 1024 * 1024,
                     open_files: 1024,
                 },
+                code_cache: config.cache.then(|| data_dir.join("code-cache")),
                 marker,
             })
         });
@@ -381,6 +382,25 @@ impl CodeRunner {
         }
     }
 
+    /// Builds the runtime's code cache (every run started after it loads
+    /// its modules from it), then starts the warm runners. A build that
+    /// fails leaves runs compiling their modules as before, with a warning.
+    pub async fn prepare(self: &Arc<Self>) {
+        if let Ok(settings) = &self.sandbox {
+            let started = Instant::now();
+            match anchorage_browser::build_code_cache(settings).await {
+                Ok(said) => tracing::info!(
+                    ms = started.elapsed().as_millis(),
+                    "the code runtime's cache is built: {said}"
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "could not build the code runtime's cache; runs compile their modules")
+                }
+            }
+        }
+        self.refill_warm();
+    }
+
     /// Ends the warm runners (at shutdown).
     pub fn stop(&self) {
         if let Ok(mut warm) = self.warm.lock() {
@@ -485,7 +505,11 @@ fn read_result(line: &[u8]) -> RunEnd {
     let Ok(result) = serde_json::from_slice::<Value>(line) else {
         return RunEnd::Failed("the runner's result was not JSON".to_owned());
     };
-    tracing::debug!(timings = %result["timings"], "a run's phases (ms after its job arrived)");
+    tracing::debug!(
+        timings = %result["timings"],
+        code_cache = %result["codeCache"],
+        "a run's phases (ms after its job arrived)"
+    );
     if result["ok"] == true {
         RunEnd::Returned(result["output"].as_str().map(str::to_owned))
     } else {
