@@ -95,7 +95,7 @@ async fn uid_in_page(server: &TestServer, session_id: &str) -> u32 {
 }
 
 async fn code_server(pairs: &[(&str, &str)]) -> TestServer {
-    let mut all = vec![("ANCHORAGE_CODE_WARM", "0")];
+    let mut all = vec![("ANCHORAGE_CODE_WARM", "0"), ("ANCHORAGE_CODE_CACHE", "on")];
     all.extend_from_slice(pairs);
     TestServer::start_with(&all, |_| {}).await
 }
@@ -470,7 +470,7 @@ async fn runs_past_the_limit_wait_and_past_the_waiting_room_are_refused() {
 /// another takes its place: no two runs share a process or a user.
 #[tokio::test]
 async fn warm_runners_serve_one_run_each() {
-    let server = TestServer::start_with(&[("ANCHORAGE_CODE_WARM", "1")], |_| {}).await;
+    let server = TestServer::start_with(&[("ANCHORAGE_CODE_WARM", "1"), ("ANCHORAGE_CODE_CACHE", "on")], |_| {}).await;
     let marker = format!(
         "--anchorage-runs-of={}",
         server.data_dir.path().canonicalize().expect("dir").display()
@@ -491,6 +491,12 @@ async fn warm_runners_serve_one_run_each() {
     }
     assert_ne!(served[0]["pid"], served[1]["pid"]);
     assert_ne!(served[0]["uid"], served[1]["uid"]);
+    // Warm runners start once the node's code cache is built, and load from it.
+    let cache = server
+        .data_dir
+        .path()
+        .join("code-cache/playwright-core__lib__coreBundle.js.v8");
+    assert!(cache.is_file(), "no code cache at {}", cache.display());
     server.delete(&format!("/v1/sessions/{session_id}")).await;
     server.assert_no_browsers_left().await;
     server.stop().await;

@@ -67,6 +67,10 @@ impl TestServer {
             // Tests that count browsers see only their sessions' unless they
             // turn the pool on.
             ("ANCHORAGE_POOL_SIZE", "0"),
+            // No code runner or code cache is started for tests that run no
+            // code (the code tests turn them on).
+            ("ANCHORAGE_CODE_WARM", "0"),
+            ("ANCHORAGE_CODE_CACHE", "off"),
         ]
         .iter()
         .map(|(key, value)| (key.to_string(), value.to_string()))
