@@ -19,7 +19,11 @@ Straight against Debian's Chromium, no server:
   host-only rules merged into `requestDomains` lists, and without the
   extension;
   and whether a tracker request made right then was blocked (a name
-  EasyPrivacy lists, mapped to 127.0.0.1, counted at the local server).
+  EasyPrivacy lists, mapped to 127.0.0.1, counted at the local server);
+- contexts: with the merged rules and without, the same check in the
+  browser's default context and in a new browser context
+  (`Target.createBrowserContext`, what a context session is made of), the
+  browser started as anchorage starts its own and reached over CDP.
 Nothing is asserted.
 """
 
@@ -119,6 +123,27 @@ def launch(playwright, profile, extension):
         ignore_default_args=["--disable-extensions"])
 
 
+def tracker_blocked_in_contexts(playwright, profile, extension, port):
+    """Whether the tracker is kept away in the browser's default context and in a new browser context
+    (`Target.createBrowserContext`, which is what a context session is made of), the browser reached
+    over CDP as anchorage reaches its own."""
+    args = [shutil.which("chromium"), "--headless=new", "--no-sandbox", "--remote-debugging-port=0",
+            f"--user-data-dir={profile}", "--host-resolver-rules=MAP * 127.0.0.1", "about:blank"]
+    if extension:
+        args += [f"--load-extension={extension}", f"--disable-extensions-except={extension}"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        endpoint = next(line.split(" on ", 1)[1].strip() for line in process.stderr if "DevTools listening on" in line)
+        browser = playwright.chromium.connect_over_cdp(endpoint)
+        default = tracker_blocked(browser.contexts[0].pages[0], port)
+        fresh = tracker_blocked(browser.new_context().new_page(), port)
+        browser.close()
+        return default, fresh
+    finally:
+        process.kill()
+        process.wait()
+
+
 def tracker_blocked(page, port):
     """Whether an image from a name EasyPrivacy lists (`||hbiq.net^`) was kept from the site."""
     page.goto(f"http://site.test:{port}/plain?r=first")
@@ -181,6 +206,10 @@ def main():
                     browser.close()
                 label = (f"{count} rules" if count > 0 else f"{-count} merged rules" if count < 0
                          else "no extension")
+                if count <= 0:
+                    default, fresh = tracker_blocked_in_contexts(playwright, scratch / f"cdp-{count}", extension, port)
+                    print(f"with {label}, over CDP: tracker blocked in the default context {default}, "
+                          f"in a new browser context {fresh}")
                 print(f"launch p50 with {label}: {statistics.median(launches):.0f} ms; tracker blocked right after "
                       f"the launch in {sum(blocked)} of {len(blocked)}")
     finally:
