@@ -23,11 +23,14 @@ Straight against Debian's Chromium, no server:
 - contexts: with the merged rules and without, the same check in the
   browser's default context and in a new browser context
   (`Target.createBrowserContext`, what a context session is made of), the
-  browser started as anchorage starts its own and reached over CDP.
+  browser started as anchorage starts its own and reached over CDP; and with
+  the merged rules again, the extension allowed in off-the-record contexts
+  by the new profile's preferences.
 Nothing is asserted.
 """
 
 import argparse
+import hashlib
 import http.server
 import json
 import pathlib
@@ -123,6 +126,17 @@ def launch(playwright, profile, extension):
         ignore_default_args=["--disable-extensions"])
 
 
+def allow_in_new_contexts(profile, extension):
+    """Writes the profile's preferences before its first launch so that the unpacked extension at
+    `extension` also runs in off-the-record contexts (Chromium names an unpacked extension by the
+    SHA-256 of its path, its first 32 hex digits spelt with the letters a to p)."""
+    digest = hashlib.sha256(str(extension).encode()).hexdigest()[:32]
+    extension_id = "".join(chr(ord("a") + int(digit, 16)) for digit in digest)
+    (profile / "Default").mkdir(parents=True, exist_ok=True)
+    (profile / "Default" / "Preferences").write_text(
+        json.dumps({"extensions": {"settings": {extension_id: {"incognito": True}}}}))
+
+
 def tracker_blocked_in_contexts(playwright, profile, extension, port):
     """Whether the tracker is kept away in the browser's default context and in a new browser context
     (`Target.createBrowserContext`, which is what a context session is made of), the browser reached
@@ -210,6 +224,11 @@ def main():
                     default, fresh = tracker_blocked_in_contexts(playwright, scratch / f"cdp-{count}", extension, port)
                     print(f"with {label}, over CDP: tracker blocked in the default context {default}, "
                           f"in a new browser context {fresh}")
+                if count < 0:
+                    allow_in_new_contexts(scratch / "cdp-allowed", extension)
+                    default, fresh = tracker_blocked_in_contexts(playwright, scratch / "cdp-allowed", extension, port)
+                    print(f"the same, the extension allowed in off-the-record contexts by the profile's preferences: "
+                          f"default context {default}, new browser context {fresh}")
                 print(f"launch p50 with {label}: {statistics.median(launches):.0f} ms; tracker blocked right after "
                       f"the launch in {sum(blocked)} of {len(blocked)}")
     finally:
