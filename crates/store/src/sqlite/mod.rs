@@ -98,14 +98,10 @@ impl SqliteStore {
     }
 }
 
-/// A transaction for a change. It takes SQLite's write lock when it begins
-/// (`BEGIN IMMEDIATE`, waiting for it as long as the busy timeout): a
-/// deferred transaction that reads first and then writes fails at once,
-/// without waiting, when another connection wrote in between (WAL's
-/// stale snapshot), which a change that checks before it writes would
-/// otherwise answer as "the database is locked".
+/// A transaction for a change. SQLite takes its write lock at the first
+/// write; every change here writes before it reads what it decides on.
 async fn write(pool: &SqlitePool) -> StoreResult<Transaction<'static, Db>> {
-    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+    Ok(pool.begin().await?)
 }
 
 /// Nobody else uses an SQLite database: nobody to tell (see
