@@ -925,6 +925,13 @@ mod runs {
             assert!(tried.iter().all(|outcome| outcome != "done"), "{tried:?}");
             assert_eq!(std::fs::read(&bundle).expect("the bundle's cache"), built);
         }
+        // The runner is killed as the run answers; it is gone a moment later.
+        for _ in 0..100 {
+            if leftover_runner_pids(&settings.marker).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert!(leftover_runner_pids(&settings.marker).is_empty());
     }
 
