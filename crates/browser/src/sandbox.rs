@@ -461,7 +461,7 @@ pub async fn build_code_cache(settings: &SandboxSettings) -> std::io::Result<Str
     let Some(dir) = &settings.code_cache else {
         return Ok(String::new());
     };
-    std::fs::create_dir_all(dir)?;
+    tokio::fs::create_dir_all(dir).await?;
     let mut command = Command::new(&settings.node);
     command
         .arg(settings.heap_argument())

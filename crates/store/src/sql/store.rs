@@ -27,17 +27,17 @@ const SESSION_COLUMNS: &str = "s.id, s.team_id, s.api_key_id, s.api_key_name, s.
      s.configuration, s.headless, s.recording, s.proxy, s.created_at, s.started_at, s.ended_at, s.end_reason, \
      s.node_id";
 
+/// The table of applied migrations; the one table every database has.
+pub(super) const MIGRATIONS_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)";
+
 impl SqlStore {
     /// Brings the schema up to date: runs each of `migrations` not yet
     /// recorded, in order, in one write transaction (so two nodes starting
     /// together on one database migrate once).
     pub(super) async fn migrate(&self, migrations: &[&str]) -> StoreResult<()> {
         let mut transaction = super::write(&self.pool).await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-        )
-        .execute(&mut *transaction)
-        .await?;
+        sqlx::query(MIGRATIONS_TABLE).execute(&mut *transaction).await?;
         let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
             .fetch_one(&mut *transaction)
             .await?;

@@ -992,6 +992,34 @@ mod webhooks {
         );
     }
 
+    /// A change that checks before it writes, racing other writers, waits
+    /// for its turn: none is refused as "locked" (SQLite's deferred
+    /// transactions failed at once when another wrote between the check
+    /// and the write; seen once in the compatibility suite).
+    #[tokio::test]
+    async fn changes_that_check_before_they_write_wait_for_each_other() {
+        let Some((_dir, store)) = open().await else { return };
+        let store: std::sync::Arc<dyn Store> = store.into();
+        let team = store.create_team("alpha").await.expect("team").id;
+        let hook = webhook(team, &["session.failed"]);
+        assert!(store.create_webhook(&hook, 5).await.expect("create"));
+        let racers = (0..4).map(|_| {
+            let (store, id) = (std::sync::Arc::clone(&store), hook.id.clone());
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    let event = WebhookEvent::test("batch.failed", team, Timestamp::now());
+                    store
+                        .record_test_event(&id, &event)
+                        .await
+                        .expect("a racing change was refused");
+                }
+            })
+        });
+        for racer in racers.collect::<Vec<_>>() {
+            racer.await.expect("racer");
+        }
+    }
+
     #[tokio::test]
     async fn a_test_event_goes_to_its_webhook_only_and_a_restart_fails_sessions_with_events() {
         let Some((_dir, store)) = open().await else { return };

@@ -33,6 +33,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{SqlitePool, Transaction};
 
 use crate::{StoreError, StoreResult};
+use store::MIGRATIONS_TABLE;
 
 /// The database the shared code speaks to here.
 type Db = sqlx::Sqlite;
@@ -92,16 +93,29 @@ impl SqliteStore {
             .min_connections(1)
             .connect_with(options)
             .await?;
+        // Every change's transaction takes its lock on this table (`write`).
+        sqlx::query(MIGRATIONS_TABLE).execute(&pool).await?;
         let store = Self { pool };
         store.migrate(MIGRATIONS).await?;
         Ok(store)
     }
 }
 
-/// A transaction for a change. SQLite takes its write lock at the first
-/// write; every change here writes before it reads what it decides on.
+/// A transaction for a change, holding SQLite's write lock from its start.
+///
+/// A deferred transaction that reads and then writes fails at once ("database
+/// is locked", no busy wait) when another connection committed in between:
+/// its snapshot is stale. A write that matches nothing, made first, takes the
+/// lock while the transaction has no snapshot yet, so it waits out the busy
+/// timeout like any write, and the reads after it see the latest state.
+/// (`BEGIN IMMEDIATE` would do the same, but sqlx keeps believing a
+/// transaction is open when that statement fails, as on a full disk.)
 async fn write(pool: &SqlitePool) -> StoreResult<Transaction<'static, Db>> {
-    Ok(pool.begin().await?)
+    let mut transaction = pool.begin().await?;
+    sqlx::query("DELETE FROM schema_migrations WHERE 0")
+        .execute(&mut *transaction)
+        .await?;
+    Ok(transaction)
 }
 
 /// Nobody else uses an SQLite database: nobody to tell (see
