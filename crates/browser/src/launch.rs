@@ -75,6 +75,10 @@ pub struct BrowserSetup {
     /// Unpacked extensions, copied into the browser's own folder (so that
     /// its user owns them) and loaded.
     pub extensions: Vec<PathBuf>,
+    /// The node's ad blocking extension (`crate::adblock::dnr`), copied in
+    /// and loaded like those, and allowed in the browser's off-the-record
+    /// contexts too (context sessions are such contexts).
+    pub adblock_extension: Option<PathBuf>,
     /// CA certificates (name, PEM) the browser trusts: put in an NSS
     /// database under a home folder of the browser's own.
     pub trusted_cas: Vec<(String, String)>,
@@ -136,6 +140,11 @@ impl LaunchSpec {
         self.session_dir.join("extensions").join(index.to_string())
     }
 
+    /// Where the browser's copy of the ad blocking extension goes.
+    fn adblock_dir(&self) -> PathBuf {
+        self.session_dir.join("extensions").join("adblock")
+    }
+
     fn profile_dir(&self) -> PathBuf {
         self.session_dir.join("profile")
     }
@@ -195,10 +204,13 @@ impl LaunchSpec {
         }
         arguments.push(format!("--user-data-dir={}", self.profile_dir().display()));
         arguments.push(format!("--window-size={width},{height}"));
-        if !self.setup.extensions.is_empty() {
-            let folders: Vec<String> = (0..self.setup.extensions.len())
-                .map(|index| self.extension_dir(index).display().to_string())
-                .collect();
+        let mut folders: Vec<String> = (0..self.setup.extensions.len())
+            .map(|index| self.extension_dir(index).display().to_string())
+            .collect();
+        if self.setup.adblock_extension.is_some() {
+            folders.push(self.adblock_dir().display().to_string());
+        }
+        if !folders.is_empty() {
             arguments.push(format!("--load-extension={}", folders.join(",")));
             arguments.push(format!("--disable-extensions-except={}", folders.join(",")));
         }
@@ -307,9 +319,17 @@ pub struct Browser {
     killer: Option<tokio::sync::oneshot::Sender<()>>,
     /// The virtual display of a headful browser (ended after it).
     display: Option<crate::display::Display>,
+    /// The id of the ad blocking extension it loaded, if it did.
+    adblock_extension: Option<String>,
 }
 
 impl Browser {
+    /// The id of the node's ad blocking extension in this browser, when it
+    /// was launched with it ([`BrowserSetup::adblock_extension`]).
+    pub fn adblock_extension(&self) -> Option<&str> {
+        self.adblock_extension.as_deref()
+    }
+
     /// The process id (also the process group id).
     pub fn pid(&self) -> u32 {
         self.pid
@@ -419,6 +439,7 @@ impl Browser {
             exit,
             killer: Some(killer),
             display: None,
+            adblock_extension: None,
         }
     }
 
@@ -833,6 +854,9 @@ pub async fn launch_until(
     for (index, extension) in spec.setup.extensions.iter().enumerate() {
         copies.push((extension.clone(), spec.extension_dir(index), u64::MAX));
     }
+    if let Some(extension) = &spec.setup.adblock_extension {
+        copies.push((extension.clone(), spec.adblock_dir(), u64::MAX));
+    }
     for (from, to, max_bytes) in copies {
         let limits = crate::CopyLimits {
             max_bytes,
@@ -846,6 +870,26 @@ pub async fn launch_until(
         if let Err(source) = copied {
             remove_dirs(spec).await;
             return Err(LaunchError::Directory { path: to, source });
+        }
+    }
+    let mut adblock_extension = None;
+    if spec.setup.adblock_extension.is_some() {
+        // Chromium names an unpacked extension after its absolute path.
+        let allowed = match tokio::fs::canonicalize(spec.adblock_dir()).await {
+            Ok(dir) => {
+                let id = crate::adblock::dnr::extension_id(&dir);
+                let set = set_preference(spec, &["extensions", "settings", &id, "incognito"], true.into()).await;
+                adblock_extension = Some(id);
+                set
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(source) = allowed {
+            remove_dirs(spec).await;
+            return Err(LaunchError::Directory {
+                path: spec.profile_dir(),
+                source,
+            });
         }
     }
     if spec.setup.pdfs_downloaded {
@@ -1012,6 +1056,7 @@ pub async fn launch_until(
         exit,
         killer: Some(killer),
         display,
+        adblock_extension,
     })
 }
 

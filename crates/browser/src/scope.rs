@@ -434,8 +434,9 @@ impl Scope {
 }
 
 /// Whether a URL is one of the browser's own pages (`chrome://`,
-/// `devtools://`, …): they show and act on the whole browser (its
-/// processes, every context's sites), and only the browser itself (here,
+/// `devtools://`, `chrome-extension://`, …): they show and act on the whole
+/// browser (its processes, every context's sites; an extension's pages can
+/// change its rules for every context), and only the browser itself (here,
 /// DevTools) can open them; web content cannot.
 fn browser_internal(url: &str) -> bool {
     let scheme = url.split(':').next().unwrap_or_default().trim().to_ascii_lowercase();
@@ -557,6 +558,9 @@ mod tests {
             "CHROME-untrusted://x",
             "devtools://devtools/x",
             "view-source:https://a.test/",
+            // The host's ad blocking extension: its pages could change the
+            // rules of every context of the host.
+            "chrome-extension://abcdefghijklmnopabcdefghijklmnop/worker.js",
         ] {
             let (verdict, _) = check(&scope, "Page.navigate", serde_json::json!({"url": url}), false);
             assert!(matches!(verdict, CommandVerdict::Refuse(_)), "{url}");

@@ -111,15 +111,20 @@ fn prepare_browser_user(
 /// cannot be used stops the start, naming it.
 async fn load_adblock(
     config: &crate::config::AdblockConfig,
+    data_dir: &Path,
 ) -> Result<Option<Arc<anchorage_browser::adblock::Adblock>>, StartError> {
     if config.lists.is_empty() {
         tracing::warn!("ANCHORAGE_ADBLOCK_LISTS is empty: ad blocking is off on this node");
         return Ok(None);
     }
     let (lists, suffix_list) = (config.lists.clone(), config.suffix_list.clone());
-    let loaded = tokio::task::spawn_blocking(move || anchorage_browser::adblock::Adblock::load(lists, suffix_list))
-        .await
-        .map_err(|error| ConfigError(format!("ANCHORAGE_ADBLOCK_LISTS: compiling the lists failed: {error}")))?;
+    // The browsers' extension of the lists' rules (written again on a reload).
+    let extension_root = data_dir.join("adblock");
+    let loaded = tokio::task::spawn_blocking(move || {
+        anchorage_browser::adblock::Adblock::load(lists, suffix_list, extension_root)
+    })
+    .await
+    .map_err(|error| ConfigError(format!("ANCHORAGE_ADBLOCK_LISTS: compiling the lists failed: {error}")))?;
     let adblock = loaded.map_err(|error| {
         ConfigError(format!(
             "ANCHORAGE_ADBLOCK_LISTS: {error} (install Debian's webext-ublock-origin-chromium, or set the \
@@ -131,9 +136,12 @@ async fn load_adblock(
         tracing::info!(list = %list.path.display(), title = list.title.as_deref().unwrap_or(""), rules = list.rules,
             skipped = list.skipped, "filter list");
     }
+    let (translated, left_out) = engine.browser_rules();
     tracing::info!(
         compile_ms = engine.compile_time().as_millis() as u64,
-        "ad blocking's filter lists compiled"
+        translated,
+        left_out,
+        "ad blocking's filter lists compiled, and their network lines written as the browsers' rules"
     );
     Ok(Some(Arc::new(adblock)))
 }
@@ -302,7 +310,7 @@ impl App {
                 tracing::warn!(recovered, "finished recordings a stopped server left unfinished");
             }
         }
-        let adblock = load_adblock(&config.adblock).await?;
+        let adblock = load_adblock(&config.adblock, &data_dir).await?;
         let extensions_root = data_dir.join("extensions");
         crate::extensions::sweep(store.as_ref(), &extensions_root).await?;
         let metrics = Arc::new(crate::metrics::Metrics::default());

@@ -1,24 +1,21 @@
 //! The browser side of ad blocking: one DevTools connection per browser,
 //! held by the server for the browser's life.
 //!
-//! - **Requests**: `Fetch.enable` on the connection's own browser session
-//!   pauses every request of every page, frame and worker of the browser
-//!   (all its contexts) before it leaves; the connection answers each at
-//!   once from the engine in memory (a few microseconds), failing it as
-//!   `BlockedByClient` or letting it go on. A client's own interception
-//!   (Playwright's `page.route`) is nearer the page, so it sees every
-//!   request first, and what it lets go on is checked here. A page's own
-//!   navigation (a top-level document) is never blocked: the client asked
-//!   for it.
+//! - **Requests** are blocked inside the browser, by the node's extension of
+//!   `declarativeNetRequest` rules (see [`super::dnr`]), loaded at launch: no
+//!   request waits on this connection. The connection attaches to the
+//!   extension's service worker (which keeps it running), makes sure its
+//!   ruleset is on before a session gets the browser (a start waits for it),
+//!   turns it off when the browser is handed to a session that wants no
+//!   blocking, and counts what it blocks (the worker reports each blocked
+//!   request through a binding). A client's own interception (Playwright's
+//!   `page.route`) sees the requests that were not blocked.
 //! - **Elements**: every page gets a script in an isolated world of its own
 //!   (out of the page's reach) that reports the document's URL and then the
 //!   classes and ids it meets (as they appear); the connection answers with
 //!   CSS that hides what the lists name for the site and what their generic
 //!   rules name among those classes and ids. Frames in other processes get
 //!   their requests blocked but not their elements hidden.
-//!
-//! It must not block anything when its engine has no rule for it, and never
-//! keeps a request waiting on anything but the engine.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -26,18 +23,20 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::{Adblock, FilterEngine, Verdict};
+use super::Adblock;
 use crate::cdp::{CdpClient, CdpError};
-use crate::devtools::Devtools;
+use crate::launch::Browser;
 
 /// The binding the page script reports through (in its world only).
 const BINDING: &str = "__anchorage_adblock";
+/// The binding the extension's worker reports blocked requests through.
+const WORKER_BINDING: &str = "__anchorage_blocked";
+/// How long a browser may take to start the extension's worker.
+const WORKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// The isolated world the page script runs in.
 const WORLD: &str = "anchorage-adblock";
 /// The most of one report that is read.
 const MAX_REPORT_BYTES: usize = 256 * 1024;
-/// Frames whose document URL is remembered, before the memory is cleared.
-const MAX_FRAMES: usize = 4096;
 
 /// Runs in the isolated world of every document: reports the URL, then the
 /// classes and ids met (each once), and applies the CSS it is sent.
@@ -108,11 +107,11 @@ struct World {
 pub struct AdblockConnection {
     client: CdpClient,
     adblock: Arc<Adblock>,
+    /// The CDP session of the extension's worker.
+    worker: String,
     /// The CDP session of each attached page, to its target id (which is
     /// also its main frame's id).
     sessions: HashMap<String, String>,
-    /// The document URL of each frame seen navigating.
-    frames: HashMap<String, String>,
     /// Each document's cosmetics, by page session and execution context.
     worlds: HashMap<(String, i64), World>,
 }
@@ -126,39 +125,30 @@ impl std::fmt::Debug for AdblockConnection {
     }
 }
 
-/// The engine's request type for a CDP resource type.
-fn request_kind(resource_type: &str, main_frame: bool) -> &'static str {
-    match resource_type {
-        "Document" if main_frame => "main_frame",
-        "Document" => "sub_frame",
-        "Stylesheet" => "stylesheet",
-        "Image" => "image",
-        "Media" => "media",
-        "Font" => "font",
-        "Script" => "script",
-        "XHR" | "Fetch" => "xmlhttprequest",
-        "WebSocket" => "websocket",
-        "Ping" => "ping",
-        "CSPViolationReport" => "csp_report",
-        _ => "other",
-    }
-}
-
 impl AdblockConnection {
-    /// Opens the connection and starts blocking: when it returns, every
-    /// request of the browser is checked, and every page open or opened
-    /// later gets its elements hidden.
-    pub async fn enable(devtools: &Devtools, adblock: Arc<Adblock>) -> Result<Self, CdpError> {
-        let mut client = CdpClient::open(devtools).await?;
-        // Paused requests and new pages that arrive while a call below
-        // waits are kept for `run`, never passed over (they would hang).
+    /// Opens the connection and starts blocking: when it returns, the
+    /// browser's extension blocks every listed request of the browser (all
+    /// its contexts), and every page open or opened later gets its elements
+    /// hidden. A browser launched without the extension is refused.
+    pub async fn enable(browser: &Browser, adblock: Arc<Adblock>) -> Result<Self, CdpError> {
+        let extension_id = browser.adblock_extension().ok_or_else(|| {
+            CdpError::Unreachable("the browser was launched without the ad blocking extension".to_owned())
+        })?;
+        let mut client = CdpClient::open(browser.devtools()).await?;
+        // New pages that arrive while a call below waits are kept for
+        // `run`, never passed over (they would hang).
         client.keep_all_events();
+        let worker = attach_worker(&mut client, extension_id).await?;
+        client
+            .call("Runtime.addBinding", json!({"name": WORKER_BINDING}), Some(&worker))
+            .await?;
+        set_rules(&mut client, &worker, true).await?;
         client.attach_to_new_pages().await?;
         let mut connection = Self {
             client,
             adblock,
+            worker,
             sessions: HashMap::new(),
-            frames: HashMap::new(),
             worlds: HashMap::new(),
         };
         let targets = connection.client.call("Target.getTargets", json!({}), None).await?;
@@ -168,14 +158,6 @@ impl AdblockConnection {
                 connection.set_page_up(&page, &session, false).await?;
             }
         }
-        connection
-            .client
-            .call(
-                "Fetch.enable",
-                json!({"patterns": [{"urlPattern": "*", "requestStage": "Request"}]}),
-                None,
-            )
-            .await?;
         Ok(connection)
     }
 
@@ -192,9 +174,14 @@ impl AdblockConnection {
                 pending.remove(0)
             };
             if self.handle(event).await.is_err() {
-                break;
+                self.client.close().await;
+                return;
             }
         }
+        // Ended from outside while the browser lives on (it goes to a
+        // session that wants no blocking, or it is closing): nothing of the
+        // lists applies after.
+        let _ = set_rules(&mut self.client, &self.worker, false).await;
         self.client.close().await;
     }
 
@@ -204,7 +191,13 @@ impl AdblockConnection {
         };
         let params = event.get("params").unwrap_or(&Value::Null);
         match method {
-            "Fetch.requestPaused" => self.decide(params).await,
+            "Runtime.bindingCalled"
+                if params.get("name").and_then(Value::as_str) == Some(WORKER_BINDING)
+                    && event.get("sessionId").and_then(Value::as_str) == Some(self.worker.as_str()) =>
+            {
+                self.adblock.count_blocked();
+                Ok(())
+            }
             "Target.attachedToTarget" => {
                 let (Some(session), Some(target)) = (
                     params.get("sessionId").and_then(Value::as_str),
@@ -222,9 +215,7 @@ impl AdblockConnection {
             }
             "Target.detachedFromTarget" => {
                 if let Some(session) = params.get("sessionId").and_then(Value::as_str) {
-                    if let Some(target) = self.sessions.remove(session) {
-                        self.frames.remove(&target);
-                    }
+                    self.sessions.remove(session);
                     self.worlds.retain(|(world_session, _), _| world_session != session);
                 }
                 Ok(())
@@ -285,48 +276,6 @@ impl AdblockConnection {
         Ok(())
     }
 
-    /// Answers one paused request.
-    async fn decide(&mut self, params: &Value) -> Result<(), CdpError> {
-        let Some(request_id) = params.get("requestId").and_then(Value::as_str) else {
-            return Ok(());
-        };
-        let url = params
-            .pointer("/request/url")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let resource_type = params.get("resourceType").and_then(Value::as_str).unwrap_or_default();
-        let frame = params.get("frameId").and_then(Value::as_str).unwrap_or_default();
-        // A page's main frame has the page's target id.
-        let main_frame = resource_type == "Document" && self.sessions.values().any(|page| page == frame);
-        let verdict = if main_frame || !(url.starts_with("http:") || url.starts_with("https:")) {
-            Verdict::Pass
-        } else {
-            let source = self
-                .frames
-                .get(frame)
-                .map(String::as_str)
-                .or_else(|| referrer(params))
-                .unwrap_or_default();
-            let engine: Arc<FilterEngine> = self.adblock.engine();
-            self.adblock
-                .check(&engine, url, source, request_kind(resource_type, main_frame))
-        };
-        if resource_type == "Document" && verdict == Verdict::Pass {
-            if self.frames.len() >= MAX_FRAMES {
-                self.frames.clear();
-            }
-            self.frames.insert(frame.to_owned(), url.to_owned());
-        }
-        let (method, answer) = match verdict {
-            Verdict::Block => (
-                "Fetch.failRequest",
-                json!({"requestId": request_id, "errorReason": "BlockedByClient"}),
-            ),
-            Verdict::Pass => ("Fetch.continueRequest", json!({"requestId": request_id})),
-        };
-        self.client.send(method, answer, None).await.map(drop)
-    }
-
     /// Answers a page script's report with the CSS that hides what the
     /// lists name.
     async fn hide(&mut self, session: &str, params: &Value) -> Result<(), CdpError> {
@@ -378,33 +327,72 @@ impl AdblockConnection {
     }
 }
 
-/// The request's `Referer`, the document that asked for it as far as the
-/// page's referrer policy tells.
-fn referrer(params: &Value) -> Option<&str> {
-    let headers = params.pointer("/request/headers")?.as_object()?;
-    headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("referer"))
-        .and_then(|(_, value)| value.as_str())
+/// Finds the extension's worker (waiting for the browser to start it) and
+/// attaches to it; returns its CDP session.
+async fn attach_worker(client: &mut CdpClient, extension_id: &str) -> Result<String, CdpError> {
+    let prefix = format!("chrome-extension://{extension_id}/");
+    let deadline = tokio::time::Instant::now() + WORKER_TIMEOUT;
+    loop {
+        let targets = client.call("Target.getTargets", json!({}), None).await?;
+        let found = targets
+            .get("targetInfos")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|target| {
+                target.get("type").and_then(Value::as_str) == Some("service_worker")
+                    && target
+                        .get("url")
+                        .and_then(Value::as_str)
+                        .is_some_and(|url| url.starts_with(&prefix))
+            })
+            .and_then(|target| target.get("targetId").and_then(Value::as_str))
+            .map(str::to_owned);
+        if let Some(target) = found {
+            return client.attach(&target).await;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CdpError::Timeout(format!(
+                "the ad blocking extension {extension_id} did not start within {} s",
+                WORKER_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resource_types_map_to_the_engines_request_types() {
-        assert_eq!(request_kind("Document", true), "main_frame");
-        assert_eq!(request_kind("Document", false), "sub_frame");
-        assert_eq!(request_kind("Fetch", false), "xmlhttprequest");
-        assert_eq!(request_kind("Image", false), "image");
-        assert_eq!(request_kind("Prefetch", false), "other");
+/// Turns the extension's ruleset on or off, and checks that it is so.
+async fn set_rules(client: &mut CdpClient, worker: &str, on: bool) -> Result<(), CdpError> {
+    let change = if on { "enableRulesetIds" } else { "disableRulesetIds" };
+    let expression = format!(
+        "chrome.declarativeNetRequest.updateEnabledRulesets({{{change}: ['{ruleset}']}})\
+         .then(() => chrome.declarativeNetRequest.getEnabledRulesets())",
+        ruleset = super::dnr::RULESET
+    );
+    let answer = client
+        .call(
+            "Runtime.evaluate",
+            json!({"expression": expression, "awaitPromise": true, "returnByValue": true}),
+            Some(worker),
+        )
+        .await?;
+    if let Some(exception) = answer.get("exceptionDetails") {
+        return Err(CdpError::Failed {
+            method: "declarativeNetRequest.updateEnabledRulesets".to_owned(),
+            error: exception.clone(),
+        });
     }
-
-    #[test]
-    fn the_referer_is_read_whatever_its_case() {
-        let params = json!({"request": {"headers": {"referer": "https://a.example/"}}});
-        assert_eq!(referrer(&params), Some("https://a.example/"));
-        assert_eq!(referrer(&json!({"request": {"headers": {}}})), None);
+    let enabled = answer
+        .pointer("/result/value")
+        .and_then(Value::as_array)
+        .is_some_and(|ids| ids.iter().any(|id| id.as_str() == Some(super::dnr::RULESET)));
+    if enabled == on {
+        Ok(())
+    } else {
+        Err(CdpError::Malformed(format!(
+            "the ad blocking ruleset is {} after it was turned {}",
+            if enabled { "on" } else { "off" },
+            if on { "on" } else { "off" }
+        )))
     }
 }

@@ -15,6 +15,7 @@
 //! which browsers it applies to.
 
 pub mod connection;
+pub mod dnr;
 mod suffixes;
 
 use std::collections::HashSet;
@@ -63,6 +64,14 @@ pub enum ListError {
     /// No list was given.
     #[error("ad blocking needs at least one filter list")]
     NoList,
+    /// The browsers' extension could not be written.
+    #[error("the ad blocking extension cannot be written to {path}: {reason}")]
+    Extension {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What was read from one list file.
@@ -89,6 +98,10 @@ pub struct FilterEngine {
     compile_time: Duration,
     /// Each file's length and change time when it was read.
     stamps: Vec<(PathBuf, Option<(u64, SystemTime)>)>,
+    /// The lists' network rules as the browsers' rules (see [`dnr`]).
+    translation: dnr::Translation,
+    /// The extension carrying them, once written.
+    extension: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for FilterEngine {
@@ -162,6 +175,7 @@ impl FilterEngine {
         let mut set = FilterSet::new(false);
         let mut lists = Vec::new();
         let mut stamps = Vec::new();
+        let mut texts = Vec::new();
         for path in files {
             let before = stamp(path);
             let text = read_list(path)?;
@@ -199,7 +213,8 @@ impl FilterEngine {
                     tracing::info!(list = %path.display(), skipped = skipped.len(), rules, "filter list lines the engine cannot parse are skipped (lines {lines})");
                 }
             }
-            let record = set.add_filter_list(text, ParseOptions::default());
+            let record = set.add_filter_list(text.clone(), ParseOptions::default());
+            texts.push(text);
             lists.push(ListInfo {
                 path: path.clone(),
                 title: record.metadata.title,
@@ -210,11 +225,14 @@ impl FilterEngine {
             stamps.push((path.clone(), before));
         }
         let engine = adblock::Engine::new_with_filter_set(set);
+        let translation = dnr::translate(texts.iter().map(String::as_str));
         Ok(Self {
             engine,
             lists,
             compile_time: started.elapsed(),
             stamps,
+            translation,
+            extension: None,
         })
     }
 
@@ -226,6 +244,32 @@ impl FilterEngine {
     /// How long compiling took.
     pub fn compile_time(&self) -> Duration {
         self.compile_time
+    }
+
+    /// The unpacked extension that blocks the lists' requests in a browser
+    /// (`None` for an engine of no node: a test's).
+    pub fn extension(&self) -> Option<&Path> {
+        self.extension.as_deref()
+    }
+
+    /// Writes the extension of this compile's rules as generation
+    /// `generation` under `root`.
+    fn write_extension(&mut self, root: &Path, generation: u64) -> Result<(), ListError> {
+        let dir = dnr::extension_dir(root, generation);
+        dnr::write_extension(&dir, &self.translation.rules).map_err(|error| ListError::Extension {
+            path: dir.clone(),
+            reason: error.to_string(),
+        })?;
+        // The rules are on disk; the copy in memory is not needed again.
+        self.translation.rules = Vec::new();
+        self.extension = Some(dir);
+        Ok(())
+    }
+
+    /// How many of the lists' network lines the browsers' rules hold, and
+    /// how many were left out (see [`dnr`]).
+    pub fn browser_rules(&self) -> (usize, usize) {
+        (self.translation.translated, self.translation.left_out)
     }
 
     /// Whether any file changed (length or change time) since it was read.
@@ -287,49 +331,33 @@ fn hiding_css<'a>(selectors: impl IntoIterator<Item = &'a String>) -> String {
 pub struct Adblock {
     files: Vec<PathBuf>,
     suffix_list: Option<PathBuf>,
+    /// Where each compile's extension is written (see [`dnr`]).
+    extension_root: PathBuf,
     current: RwLock<Arc<FilterEngine>>,
     blocked: AtomicU64,
     reloads: AtomicU64,
-    /// How long checks took, by bucket (see [`check_bucket`]).
-    check_times: [AtomicU64; CHECK_BUCKETS],
-}
-
-/// Buckets of check times: four per doubling, from 1 ns to about 2^32 ns.
-const CHECK_BUCKETS: usize = 128;
-
-/// The bucket of a check that took `nanos`: its power of two and the next
-/// two bits (each bucket is at most a fifth wider than the one before).
-fn check_bucket(nanos: u64) -> usize {
-    if nanos < 4 {
-        return usize::try_from(nanos).unwrap_or(0);
-    }
-    let power = 63 - u64::from(nanos.leading_zeros());
-    let next_two = (nanos >> (power - 2)) & 0b11;
-    usize::try_from(power * 4 + next_two).map_or(CHECK_BUCKETS - 1, |bucket| bucket.min(CHECK_BUCKETS - 1))
-}
-
-/// The largest time (ns) of a bucket.
-fn bucket_top(bucket: usize) -> u64 {
-    // Buckets 0 to 3 hold 0 to 3 ns; 4 to 7 are never used (4 ns is 2^2).
-    if bucket < 8 {
-        return bucket.min(3) as u64;
-    }
-    let (power, next_two) = ((bucket / 4) as u32, (bucket % 4) as u64);
-    let low = (4 + next_two) << (power - 2);
-    low + (1 << (power - 2)) - 1
 }
 
 impl Adblock {
-    /// Compiles `files` (see [`FilterEngine::compile`]).
-    pub fn load(files: Vec<PathBuf>, suffix_list: Option<PathBuf>) -> Result<Self, ListError> {
-        let engine = FilterEngine::compile(&files, suffix_list.as_deref())?;
+    /// Compiles `files` (see [`FilterEngine::compile`]) and writes the
+    /// browsers' extension of their rules under `extension_root` (whatever
+    /// an earlier run left there is removed).
+    pub fn load(files: Vec<PathBuf>, suffix_list: Option<PathBuf>, extension_root: PathBuf) -> Result<Self, ListError> {
+        let mut engine = FilterEngine::compile(&files, suffix_list.as_deref())?;
+        if extension_root.exists() {
+            std::fs::remove_dir_all(&extension_root).map_err(|error| ListError::Extension {
+                path: extension_root.clone(),
+                reason: error.to_string(),
+            })?;
+        }
+        engine.write_extension(&extension_root, 0)?;
         Ok(Self {
             files,
             suffix_list,
+            extension_root,
             current: RwLock::new(Arc::new(engine)),
             blocked: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
-            check_times: std::array::from_fn(|_| AtomicU64::new(0)),
         })
     }
 
@@ -348,7 +376,13 @@ impl Adblock {
         if !self.engine().changed_on_disk() {
             return Ok(false);
         }
-        let engine = FilterEngine::compile(&self.files, self.suffix_list.as_deref())?;
+        let mut engine = FilterEngine::compile(&self.files, self.suffix_list.as_deref())?;
+        let generation = self.reloads.load(Ordering::Relaxed) + 1;
+        engine.write_extension(&self.extension_root, generation)?;
+        // The one before the last stays: a launch may be copying it now.
+        if let Some(older) = generation.checked_sub(2) {
+            let _ = std::fs::remove_dir_all(dnr::extension_dir(&self.extension_root, older));
+        }
         match self.current.write() {
             Ok(mut current) => *current = Arc::new(engine),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(engine),
@@ -367,44 +401,9 @@ impl Adblock {
         self.reloads.load(Ordering::Relaxed)
     }
 
-    /// Requests checked so far.
-    pub fn checked(&self) -> u64 {
-        self.check_times.iter().map(|count| count.load(Ordering::Relaxed)).sum()
-    }
-
-    /// The time within which a `fraction` (0 to 1) of the checks so far were
-    /// made (to a fifth), `None` before any.
-    pub fn check_time(&self, fraction: f64) -> Option<Duration> {
-        let counts: Vec<u64> = self
-            .check_times
-            .iter()
-            .map(|count| count.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let wanted = ((total as f64) * fraction.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (bucket, count) in counts.iter().enumerate() {
-            seen += count;
-            if seen >= wanted {
-                return Some(Duration::from_nanos(bucket_top(bucket)));
-            }
-        }
-        None
-    }
-
-    /// Checks one request and counts it.
-    pub(crate) fn check(&self, engine: &FilterEngine, url: &str, source_url: &str, kind: &str) -> Verdict {
-        let started = Instant::now();
-        let verdict = engine.check(url, source_url, kind);
-        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.check_times[check_bucket(nanos)].fetch_add(1, Ordering::Relaxed);
-        if verdict == Verdict::Block {
-            self.blocked.fetch_add(1, Ordering::Relaxed);
-        }
-        verdict
+    /// Counts a request a browser's rules blocked.
+    pub(crate) fn count_blocked(&self) {
+        self.blocked.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -475,37 +474,22 @@ mod tests {
     }
 
     #[test]
-    fn check_times_fall_in_buckets_a_fifth_wide() {
-        for nanos in [0, 1, 3, 4, 5, 7, 8, 100, 1_000, 4_095, 4_096, 123_456_789] {
-            let bucket = check_bucket(nanos);
-            assert!(bucket_top(bucket) >= nanos, "{nanos} above its bucket {bucket}");
-            if bucket > 0 {
-                assert!(bucket_top(bucket - 1) < nanos, "{nanos} fits the bucket below {bucket}");
-            }
-        }
-        let adblock = {
-            let file = list(b"||ads.example^\n");
-            Adblock::load(vec![file.path().to_owned()], None).expect("loads")
-        };
-        assert_eq!(adblock.check_time(0.5), None);
-        let engine = adblock.engine();
-        for _ in 0..10 {
-            adblock.check(&engine, "https://ads.example/a.js", "", "script");
-        }
-        assert_eq!(adblock.checked(), 10);
-        assert_eq!(adblock.blocked(), 10);
-        assert!(adblock.check_time(0.99) >= adblock.check_time(0.5));
-    }
-
-    #[test]
     fn a_changed_file_is_compiled_again_and_a_broken_one_keeps_the_engine() {
         let mut file = list(b"||ads.example^\n");
-        let adblock = Adblock::load(vec![file.path().to_owned()], None).expect("loads");
+        let root = tempfile::tempdir().expect("temp dir");
+        let adblock = Adblock::load(vec![file.path().to_owned()], None, root.path().join("ext")).expect("loads");
+        let first = adblock.engine().extension().map(Path::to_owned).expect("an extension");
+        let rules = std::fs::read_to_string(first.join("rules.json")).expect("rules");
+        assert!(rules.contains("ads.example"), "{rules}");
         assert_eq!(adblock.reload_if_changed(), Ok(false));
         file.write_all(b"||more.example^\n").expect("append");
         file.flush().expect("flush");
         assert_eq!(adblock.reload_if_changed(), Ok(true));
         let engine = adblock.engine();
+        let second = engine.extension().map(Path::to_owned).expect("an extension");
+        assert_ne!(first, second);
+        let rules = std::fs::read_to_string(second.join("rules.json")).expect("rules");
+        assert!(rules.contains("more.example"), "{rules}");
         assert_eq!(engine.check("https://more.example/a.js", "", "script"), Verdict::Block);
         file.write_all(b"\xff\n").expect("append");
         file.flush().expect("flush");

@@ -294,6 +294,14 @@ impl Fleet {
 
     /// The node's ad blocking, if a session with `options` gets it (it did
     /// not turn it off and the node has filter lists).
+    /// The extension a launch loads to block ads with `adblock`.
+    pub(crate) fn extension_of(
+        &self,
+        adblock: Option<&Arc<anchorage_browser::adblock::Adblock>>,
+    ) -> Option<std::path::PathBuf> {
+        adblock.and_then(|adblock| adblock.engine().extension().map(std::path::Path::to_owned))
+    }
+
     pub(crate) fn adblock_for(
         &self,
         options: &anchorage_core::SessionOptions,
@@ -945,7 +953,8 @@ impl Fleet {
                 let (place, launch_permit) = (place.in_use(), launch_permit.in_use());
                 let fleet = Arc::clone(self);
                 self.tasks.spawn(async move {
-                    let request = plan::default_launch_request("pool", !fleet.settings.default_headless, true);
+                    let mut request = plan::default_launch_request("pool", !fleet.settings.default_headless, true);
+                    request.setup.adblock_extension = fleet.extension_of(fleet.adblock.as_ref());
                     let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
                     drop(launch_permit);
                     let refilled = match launched {
@@ -955,22 +964,28 @@ impl Fleet {
                         }
                         Ok(browser) => {
                             tracing::debug!(pid = browser.pid(), "pool refilled");
-                            let blocking = match &fleet.adblock {
-                                Some(adblock) => match fleet.block_ads(adblock, browser.devtools()).await {
-                                    Ok(blocking) => Some(blocking),
+                            match &fleet.adblock {
+                                Some(adblock) => match fleet.block_ads(adblock, &browser).await {
+                                    Ok(blocking) => Some(Pooled {
+                                        browser,
+                                        place,
+                                        blocking: Some(blocking),
+                                    }),
                                     Err(message) => {
-                                        // Its handout will try again.
-                                        tracing::warn!(%message, "a pooled browser does not block ads yet");
+                                        // Its extension's rules may be on
+                                        // with nothing to turn them off: it
+                                        // serves no session.
+                                        tracing::warn!(%message, "a pooled browser could not start blocking ads; it is closed");
+                                        browser.shut_down().await;
                                         None
                                     }
                                 },
-                                None => None,
-                            };
-                            Some(Pooled {
-                                browser,
-                                place,
-                                blocking,
-                            })
+                                None => Some(Pooled {
+                                    browser,
+                                    place,
+                                    blocking: None,
+                                }),
+                            }
                         }
                         Err(LaunchError::Stopped) => None,
                         Err(error) => {

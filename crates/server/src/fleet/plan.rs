@@ -106,8 +106,10 @@ pub(super) fn isolation(options: &SessionOptions, server: Isolation, default_hea
 
 /// The launch of a host browser for context sessions: headless, with the
 /// default window (each context's first page is sized on its own).
-pub(super) fn host_launch_request() -> LaunchRequest {
-    default_launch_request("host", false, false)
+pub(super) fn host_launch_request(adblock_extension: Option<PathBuf>) -> LaunchRequest {
+    let mut request = default_launch_request("host", false, false);
+    request.setup.adblock_extension = adblock_extension;
+    request
 }
 
 /// The launch of a browser of the default kind, not yet anyone's: named
@@ -135,14 +137,15 @@ pub(super) fn proxy_needs_credentials(options: &SessionOptions) -> bool {
 }
 
 /// The launch of `session`'s browser.
-/// With `blocks_ads`, the first page waits until ads are blocked (it opens
-/// after the launch).
+/// With `adblock_extension`, the browser loads it, and the first page waits
+/// until ads are blocked (it opens after the launch).
 pub(super) fn launch_request(
     session: &SessionRecord,
     options: &SessionOptions,
     found: Found,
-    blocks_ads: bool,
+    adblock_extension: Option<PathBuf>,
 ) -> LaunchRequest {
+    let blocks_ads = adblock_extension.is_some();
     LaunchRequest {
         name: session.id.as_uuid().simple().to_string(),
         window: (options.viewport.width, options.viewport.height),
@@ -157,6 +160,7 @@ pub(super) fn launch_request(
             profile_seed: found.profile_seed,
             proxy_server: options.proxy.as_ref().map(|proxy| proxy.server.clone()),
             extensions: found.extension_dirs,
+            adblock_extension,
             trusted_cas: found.trusted_cas,
             switches: options.switches.iter().map(|switch| switch.flag()).collect(),
             pdfs_downloaded: options.pdfs_downloaded,
@@ -238,7 +242,7 @@ mod tests {
             NodeId::from_u128(7),
             Timestamp::now(),
         );
-        let launch = launch_request(&session, &request.options, found, false);
+        let launch = launch_request(&session, &request.options, found, None);
         (session, launch)
     }
 
@@ -307,7 +311,12 @@ mod tests {
             NodeId::from_u128(7),
             Timestamp::now(),
         );
-        let launch = launch_request(&session, &request.options, Found::default(), true);
+        let launch = launch_request(
+            &session,
+            &request.options,
+            Found::default(),
+            Some(PathBuf::from("/ext")),
+        );
         assert_eq!(launch.initial_url, None, "opened once ads are blocked");
     }
 

@@ -230,10 +230,7 @@ impl Fleet {
                     blocking: pooled_blocking,
                 }) => {
                     // Ads are blocked (or not) before the first page opens.
-                    match self
-                        .match_blocking(adblock.as_ref(), pooled_blocking, browser.devtools())
-                        .await
-                    {
+                    match self.match_blocking(adblock.as_ref(), pooled_blocking, &browser).await {
                         Ok(matched) => blocking = matched.map(|blocking| blocking.stop),
                         Err(message) => {
                             browser.shut_down().await;
@@ -270,7 +267,7 @@ impl Fleet {
                         }
                     };
                     profile_id = found_profile;
-                    let launch = plan::launch_request(&session, &options, found, adblock.is_some());
+                    let launch = plan::launch_request(&session, &options, found, self.extension_of(adblock.as_ref()));
                     let launched = self.launch_with_retry(&launch, &abort).await;
                     drop(seed);
                     // Free again for a waiting start or a refill.
@@ -295,7 +292,7 @@ impl Fleet {
             if let (Some(adblock), None) = (&adblock, &blocking) {
                 // A browser launched for the session: its first page was
                 // held back until ads are blocked.
-                let blocked = match self.block_ads(adblock, browser.devtools()).await {
+                let blocked = match self.block_ads(adblock, &browser).await {
                     Ok(started) => {
                         blocking = Some(started.stop);
                         match options
@@ -662,7 +659,7 @@ impl Fleet {
                         (browser, blocking)
                     }
                     None => {
-                        let launch = plan::host_launch_request();
+                        let launch = plan::host_launch_request(self.extension_of(adblock.as_ref()));
                         match self.launch_with_retry(&launch, abort).await {
                             Ok(browser) => (browser, None),
                             Err(LaunchError::Stopped) => return Err(Provisioned::Withdrawn),
@@ -672,10 +669,7 @@ impl Fleet {
                 };
                 // Ads are blocked in the whole host (or not) before any
                 // session of it can start; it ends with the browser.
-                if let Err(message) = self
-                    .match_blocking(adblock.as_ref(), pooled_blocking, browser.devtools())
-                    .await
-                {
+                if let Err(message) = self.match_blocking(adblock.as_ref(), pooled_blocking, &browser).await {
                     browser.shut_down().await;
                     return Err(failed(message));
                 }
@@ -756,9 +750,9 @@ impl Fleet {
     pub(super) async fn block_ads(
         &self,
         adblock: &Arc<anchorage_browser::adblock::Adblock>,
-        devtools: &anchorage_browser::Devtools,
+        browser: &anchorage_browser::Browser,
     ) -> Result<Blocking, String> {
-        let connection = anchorage_browser::adblock::AdblockConnection::enable(devtools, Arc::clone(adblock))
+        let connection = anchorage_browser::adblock::AdblockConnection::enable(browser, Arc::clone(adblock))
             .await
             .map_err(|error| format!("cannot start blocking ads: {error}"))?;
         let (stop, finished) = (CancellationToken::new(), CancellationToken::new());
@@ -776,11 +770,11 @@ impl Fleet {
         &self,
         wanted: Option<&Arc<anchorage_browser::adblock::Adblock>>,
         pooled: Option<Blocking>,
-        devtools: &anchorage_browser::Devtools,
+        browser: &anchorage_browser::Browser,
     ) -> Result<Option<Blocking>, String> {
         match (wanted, pooled) {
             (Some(_), Some(blocking)) => Ok(Some(blocking)),
-            (Some(adblock), None) => self.block_ads(adblock, devtools).await.map(Some),
+            (Some(adblock), None) => self.block_ads(adblock, browser).await.map(Some),
             (None, Some(blocking)) => {
                 blocking.end().await;
                 Ok(None)

@@ -41,13 +41,13 @@ pub struct AdblockStatus {
     pub reloads: u64,
     /// Requests blocked on this node since it started.
     pub blocked_requests: u64,
-    /// Requests checked on this node since it started.
-    pub checked_requests: u64,
-    /// The time within which half the checks were made, in microseconds
-    /// (to a fifth).
-    pub check_p50_us: Option<f64>,
-    /// … and 99 in 100 of them.
-    pub check_p99_us: Option<f64>,
+    /// The lists' network lines the browsers block by (as the rules of the
+    /// node's extension: requests are decided inside each browser).
+    pub browser_rules: usize,
+    /// Network lines no browser rule can keep the meaning of (a `redirect`,
+    /// a `csp`, an entity such as `example.*`, …): left out, so what they
+    /// name is not blocked.
+    pub left_out_rules: usize,
 }
 
 /// `GET /v1/adblock`.
@@ -68,9 +68,8 @@ pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<Js
             compile_ms: 0,
             reloads: 0,
             blocked_requests: 0,
-            checked_requests: 0,
-            check_p50_us: None,
-            check_p99_us: None,
+            browser_rules: 0,
+            left_out_rules: 0,
         }));
     };
     let engine = adblock.engine();
@@ -93,8 +92,7 @@ pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<Js
         compile_ms: u64::try_from(engine.compile_time().as_millis()).unwrap_or(u64::MAX),
         reloads: adblock.reloads(),
         blocked_requests: adblock.blocked(),
-        checked_requests: adblock.checked(),
-        check_p50_us: adblock.check_time(0.5).map(|time| time.as_secs_f64() * 1e6),
-        check_p99_us: adblock.check_time(0.99).map(|time| time.as_secs_f64() * 1e6),
+        browser_rules: engine.browser_rules().0,
+        left_out_rules: engine.browser_rules().1,
     }))
 }

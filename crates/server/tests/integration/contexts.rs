@@ -216,6 +216,9 @@ async fn a_context_sessions_client_cannot_reach_another_session_or_the_host() {
         .await;
     let victim_new_page = text(&opened["targetId"]).to_owned();
     assert!(!target_ids(&mut cdp).await.contains(&victim_page));
+    // The host blocks ads (the default) with an extension whose worker
+    // could change the rules of every context: not shown, not reachable.
+    assert!(targets_of(&mut cdp, Some("service_worker")).await.is_empty());
 
     let by_target = |method: &str| (method.to_owned(), json!({"targetId": victim_page, "flatten": true}));
     let mut attempts: Vec<(String, Value)> = [
@@ -291,6 +294,8 @@ async fn a_context_sessions_client_cannot_reach_another_session_or_the_host() {
         "chrome://process-internals",
         "chrome://version",
         "devtools://devtools/bundled/inspector.html",
+        // The host's ad blocking extension (its id is not shown: any id).
+        "chrome-extension://abcdefghijklmnopabcdefghijklmnop/worker.js",
     ] {
         refused(&mut cdp, "Page.navigate", json!({"url": url}), Some(&own_page)).await;
         refused(&mut cdp, "Target.createTarget", json!({"url": url}), None).await;
