@@ -2,8 +2,9 @@
 
     python3 bench/adblock_inside.py --runs 20
 
-Not anchorage's design (it blocks over the DevTools pipe, ARCHITECTURE.md,
-"Ad blocking: where the engine runs"); the measurement behind the next step.
+The measurement behind anchorage's design (ARCHITECTURE.md, "Ad blocking:
+where the engine runs"; the shipped translation is `adblock::dnr`, this
+one is rougher), kept to compare with Chromium's own figures.
 Straight against Debian's Chromium, no server:
 
 - rules: the network lines of EasyList and EasyPrivacy turned into

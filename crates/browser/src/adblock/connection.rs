@@ -134,15 +134,22 @@ impl AdblockConnection {
         let extension_id = browser.adblock_extension().ok_or_else(|| {
             CdpError::Unreachable("the browser was launched without the ad blocking extension".to_owned())
         })?;
+        let started = std::time::Instant::now();
         let mut client = CdpClient::open(browser.devtools()).await?;
         // New pages that arrive while a call below waits are kept for
         // `run`, never passed over (they would hang).
         client.keep_all_events();
         let worker = attach_worker(&mut client, extension_id).await?;
+        let worker_found = started.elapsed();
         client
             .call("Runtime.addBinding", json!({"name": WORKER_BINDING}), Some(&worker))
             .await?;
         set_rules(&mut client, &worker, true).await?;
+        tracing::debug!(
+            worker_ms = worker_found.as_millis() as u64,
+            rules_on_ms = started.elapsed().as_millis() as u64,
+            "ad blocking's rules are on in a browser"
+        );
         client.attach_to_new_pages().await?;
         let mut connection = Self {
             client,
