@@ -2,7 +2,8 @@
 //! test's own, against a local site whose ads come from names those lists
 //! know (mapped to 127.0.0.1 by the browsers' resolver rules): blocked
 //! requests never reach the site, listed elements are hidden, the content
-//! loads; with `browser.adblock.active: false` everything loads.
+//! loads; with `browser.adblock.active: false` everything loads. A
+//! recording shows the page as the session sees it (hidden elements hidden).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -59,6 +60,12 @@ async fn serve_site() -> (u16, Seen) {
                      <script src=http://tracker.hbiq.net:{port}/analytics.js></script>\
                      <script src=/app.js></script>"
                 ))
+                .into_response(),
+                // A page covered by an element the test's own list hides.
+                "/cover" => axum::response::Html(
+                    "<!doctype html><title>cover</title><body style='margin:0;background:rgb(0,0,255)'>\
+                     <div class=house-ad style='position:fixed;inset:0;background:rgb(255,0,0)'></div>",
+                )
                 .into_response(),
                 "/app.js" => (
                     [(axum::http::header::CONTENT_TYPE, "text/javascript")],
@@ -280,4 +287,58 @@ async fn the_node_tells_its_lists_and_bad_lists_stop_the_start_naming_them() {
             "{error}"
         );
     }
+}
+
+/// What a recorded session loading a page covered by a hidden element ends
+/// up showing in its video: the colour names of its frames.
+async fn recorded_colours(server: &TestServer, url: &str, adblock: bool) -> Vec<&'static str> {
+    let session = server
+        .create_session(json!({
+            "session": {"initial_url": url, "recording": {"active": true}},
+            "browser": {"adblock": {"active": adblock}, "viewport": {"width": 640, "height": 400}}
+        }))
+        .await;
+    let id = text(&session["id"]).to_owned();
+    let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
+    let page = cdp.attach_newest_page().await;
+    let probe = "(() => { const cover = document.querySelector('.house-ad'); \
+                 return cover ? getComputedStyle(cover).display : 'not yet'; })()";
+    let wanted = if adblock { "none" } else { "block" };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while text(&cdp.evaluate(&page, probe).await) != wanted {
+        assert!(Instant::now() < deadline, "the cover never became {wanted}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A second and a half of the page as it now is.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cdp.close().await;
+    server.delete(&format!("/v1/sessions/{id}")).await;
+    let fetch = format!("{}/v1/sessions/{id}/recordings/primary/fetch", server.base);
+    let (status, _, bytes) = server.get_url_for_bytes(&fetch).await;
+    assert_eq!(status, StatusCode::OK);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let video = dir.path().join("primary.mp4");
+    std::fs::write(&video, &bytes).expect("write");
+    crate::recordings::colours(&video, 4)
+        .into_iter()
+        .filter(|name| *name != "other")
+        .collect()
+}
+
+#[tokio::test]
+async fn recordings_show_the_page_as_the_session_sees_it() {
+    let (port, _seen) = serve_site().await;
+    let custom = custom_list();
+    let pairs = settings(custom.path());
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(key, value)| (*key, value.as_str())).collect();
+    let server = TestServer::start_with(&pairs, |_| {}).await;
+    let url = format!("http://site.test:{port}/cover");
+    // Blocked: the cover is hidden, and the video ends on the page beneath.
+    let shown = recorded_colours(&server, &url, true).await;
+    assert_eq!(shown.last(), Some(&"blue"), "frames: {shown:?}");
+    // Not blocked: the video ends on the cover.
+    let shown = recorded_colours(&server, &url, false).await;
+    assert_eq!(shown.last(), Some(&"red"), "frames: {shown:?}");
+    server.assert_no_browsers_left().await;
+    server.stop().await;
 }

@@ -17,7 +17,7 @@ fn text(value: &Value) -> &str {
 
 /// The colour names of a video's frames, sampled `per_second` times a
 /// second, with repeats folded.
-fn colours(video: &std::path::Path, per_second: u32) -> Vec<&'static str> {
+pub(crate) fn colours(video: &std::path::Path, per_second: u32) -> Vec<&'static str> {
     let output = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(video)
