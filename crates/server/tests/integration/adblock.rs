@@ -313,13 +313,8 @@ async fn recorded_colours(server: &TestServer, url: &str, adblock: bool) -> Vec<
     tokio::time::sleep(Duration::from_millis(1500)).await;
     cdp.close().await;
     server.delete(&format!("/v1/sessions/{id}")).await;
-    let fetch = format!("{}/v1/sessions/{id}/recordings/primary/fetch", server.base);
-    let (status, _, bytes) = server.get_url_for_bytes(&fetch).await;
-    assert_eq!(status, StatusCode::OK);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let video = dir.path().join("primary.mp4");
-    std::fs::write(&video, &bytes).expect("write");
-    crate::recordings::colours(&video, 4)
+    crate::recordings::primary_colours(server, &id)
+        .await
         .into_iter()
         .filter(|name| *name != "other")
         .collect()

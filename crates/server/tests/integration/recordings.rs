@@ -17,7 +17,7 @@ fn text(value: &Value) -> &str {
 
 /// The colour names of a video's frames, sampled `per_second` times a
 /// second, with repeats folded.
-pub(crate) fn colours(video: &std::path::Path, per_second: u32) -> Vec<&'static str> {
+fn colours(video: &std::path::Path, per_second: u32) -> Vec<&'static str> {
     let output = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(video)
@@ -46,6 +46,18 @@ pub(crate) fn colours(video: &std::path::Path, per_second: u32) -> Vec<&'static 
         }
     }
     names
+}
+
+/// The colour names of a finished session's primary recording, sampled 4
+/// times a second, with repeats folded.
+pub(crate) async fn primary_colours(server: &TestServer, id: &str) -> Vec<&'static str> {
+    let fetch = format!("{}/v1/sessions/{id}/recordings/primary/fetch", server.base);
+    let (status, _, bytes) = server.get_url_for_bytes(&fetch).await;
+    assert_eq!(status, StatusCode::OK);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let video = dir.path().join("primary.mp4");
+    std::fs::write(&video, &bytes).expect("write");
+    colours(&video, 4)
 }
 
 fn duration_of(video: &std::path::Path) -> f64 {
@@ -215,13 +227,7 @@ async fn a_browser_that_dies_leaves_a_finished_recording() {
         assert!(Instant::now() < deadline, "the recording was not finished: {listed}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let fetch = format!("{}/v1/sessions/{id}/recordings/primary/fetch", server.base);
-    let (status, _, bytes) = server.get_url_for_bytes(&fetch).await;
-    assert_eq!(status, StatusCode::OK);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let video = dir.path().join("primary.mp4");
-    std::fs::write(&video, &bytes).expect("write");
-    assert!(colours(&video, 4).contains(&"red"));
+    assert!(primary_colours(&server, &id).await.contains(&"red"));
     server.assert_no_browsers_left().await;
     server.stop().await;
 }
