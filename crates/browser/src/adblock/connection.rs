@@ -139,14 +139,8 @@ impl AdblockConnection {
         // New pages that arrive while a call below waits are kept for
         // `run`, never passed over (they would hang).
         client.keep_all_events();
-        let worker = attach_worker(&mut client, extension_id).await?;
-        let worker_found = started.elapsed();
-        client
-            .call("Runtime.addBinding", json!({"name": WORKER_BINDING}), Some(&worker))
-            .await?;
-        set_rules(&mut client, &worker, true).await?;
+        let worker = ready_worker(&mut client, extension_id).await?;
         tracing::debug!(
-            worker_ms = worker_found.as_millis() as u64,
             rules_on_ms = started.elapsed().as_millis() as u64,
             "ad blocking's rules are on in a browser"
         );
@@ -334,11 +328,49 @@ impl AdblockConnection {
     }
 }
 
-/// Finds the extension's worker (waiting for the browser to start it) and
-/// attaches to it; returns its CDP session.
-async fn attach_worker(client: &mut CdpClient, extension_id: &str) -> Result<String, CdpError> {
-    let prefix = format!("chrome-extension://{extension_id}/");
+/// Attaches to the extension's worker, gives it the binding it reports
+/// through and turns the ruleset on; returns the worker's CDP session. A
+/// worker that is still starting (no context to evaluate in yet) or that
+/// the browser starts again is tried again, until [`WORKER_TIMEOUT`].
+async fn ready_worker(client: &mut CdpClient, extension_id: &str) -> Result<String, CdpError> {
     let deadline = tokio::time::Instant::now() + WORKER_TIMEOUT;
+    loop {
+        let target = find_worker(client, extension_id, deadline).await?;
+        let error = match client.attach(&target).await {
+            Ok(worker) => {
+                let readied = match client
+                    .call("Runtime.addBinding", json!({"name": WORKER_BINDING}), Some(&worker))
+                    .await
+                {
+                    Ok(_) => set_rules(client, &worker, true).await,
+                    Err(error) => Err(error),
+                };
+                match readied {
+                    Ok(()) => return Ok(worker),
+                    Err(error) => {
+                        client.detach(&worker).await;
+                        error
+                    }
+                }
+            }
+            Err(error) => error,
+        };
+        if matches!(error, CdpError::Closed) || tokio::time::Instant::now() >= deadline {
+            return Err(error);
+        }
+        tracing::debug!(%error, "the ad blocking extension's worker is not ready yet");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The target id of the extension's worker, waiting until `deadline` for
+/// the browser to start it.
+async fn find_worker(
+    client: &mut CdpClient,
+    extension_id: &str,
+    deadline: tokio::time::Instant,
+) -> Result<String, CdpError> {
+    let prefix = format!("chrome-extension://{extension_id}/");
     loop {
         let targets = client.call("Target.getTargets", json!({}), None).await?;
         let found = targets
@@ -356,7 +388,7 @@ async fn attach_worker(client: &mut CdpClient, extension_id: &str) -> Result<Str
             .and_then(|target| target.get("targetId").and_then(Value::as_str))
             .map(str::to_owned);
         if let Some(target) = found {
-            return client.attach(&target).await;
+            return Ok(target);
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(CdpError::Timeout(format!(

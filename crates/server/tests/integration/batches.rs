@@ -164,7 +164,8 @@ async fn a_completed_batch_cannot_be_cancelled_but_can_be_deleted() {
         .map(|item| text(&item["session_id"]).to_owned())
         .collect();
     for session_id in &session_ids {
-        assert_eq!(server.session_status(session_id).await.0, "running");
+        let (status, data) = server.session_status(session_id).await;
+        assert_eq!(status, "running", "{data} in {batch}");
     }
     let (code, deleted) = server.delete(&path).await;
     assert_eq!(code, StatusCode::OK);
