@@ -50,8 +50,11 @@ const MAX_REGEX_CHARS: usize = 250;
 /// The rules made of some lists, and what could not be made a rule.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Translation {
-    /// The rules, ids from 1.
+    /// The rules, ids from 1: the blocking ones first (ids up to
+    /// `blocking`), then the exceptions.
     pub rules: Vec<Value>,
+    /// How many of the rules block.
+    pub blocking: usize,
     /// Network lines that became (part of) a rule.
     pub translated: usize,
     /// Network lines left out (see the module).
@@ -233,6 +236,11 @@ fn parse(line: &str) -> Result<Line, Skip> {
                 parsed.condition.insert("isUrlFilterCaseSensitive".into(), json!(true));
             }
             ("important", false) => parsed.important = true,
+            // Exceptions to element hiding: the cosmetic side's, not a
+            // network rule (and not a rule left out).
+            ("elemhide" | "ehide" | "generichide" | "ghide" | "specifichide" | "shide", false) => {
+                return Err(Skip::NotNetwork)
+            }
             ("document" | "doc", false) => document = true,
             ("all", false) => {
                 document = true;
@@ -404,6 +412,10 @@ pub fn translate<'a>(texts: impl IntoIterator<Item = &'a str>) -> Translation {
         condition.insert("requestDomains".into(), json!(hosts));
         singles.push(json!({"priority": priority, "action": {"type": action}, "condition": condition}));
     }
+    // Blocking rules first, so that an id tells a block from an exception
+    // (the worker counts blocks only).
+    singles.sort_by_key(|rule| rule["action"]["type"] != "block");
+    translation.blocking = singles.iter().filter(|rule| rule["action"]["type"] == "block").count();
     for (index, rule) in singles.iter_mut().enumerate() {
         rule["id"] = json!(index + 1);
     }
@@ -411,21 +423,26 @@ pub fn translate<'a>(texts: impl IntoIterator<Item = &'a str>) -> Translation {
     translation
 }
 
-/// The extension's service worker: it tells the connection that holds it
-/// (through a binding the connection adds, see `connection.rs`) of each
-/// request a rule blocked, for the node's count. Chromium reports matches
-/// to unpacked extensions with the feedback permission only.
-const WORKER: &str = "\"use strict\";\n\
-chrome.declarativeNetRequest.onRuleMatchedDebug.addListener((match) => {\n\
-  const report = globalThis.__anchorage_blocked;\n\
-  if (typeof report === 'function' && match.rule.rulesetId !== undefined) {\n\
-    report(match.request.url.slice(0, 200));\n\
-  }\n\
-});\n";
+/// The extension's service worker, for rules whose ids up to `blocking`
+/// block: it tells the connection that holds it (through a binding the
+/// connection adds, see `connection.rs`) of each request such a rule
+/// blocked, for the node's count (an exception's match is not a block).
+/// Chromium reports matches to unpacked extensions with the feedback
+/// permission only.
+fn worker_script(blocking: usize) -> String {
+    format!(
+        "\"use strict\";\n\
+         const LAST_BLOCKING_RULE = {blocking};\n\
+         chrome.declarativeNetRequest.onRuleMatchedDebug.addListener((match) => {{\n\
+         \x20 const report = globalThis.__anchorage_blocked;\n\
+         \x20 if (typeof report === 'function' && match.rule.ruleId <= LAST_BLOCKING_RULE) report('');\n\
+         }});\n"
+    )
+}
 
-/// Writes the unpacked extension of `rules` into `dir` (made, or emptied
-/// first): its manifest, its ruleset and its worker.
-pub fn write_extension(dir: &Path, rules: &[Value]) -> std::io::Result<()> {
+/// Writes the unpacked extension of `translation`'s rules into `dir` (made,
+/// or emptied first): its manifest, its ruleset and its worker.
+pub fn write_extension(dir: &Path, translation: &Translation) -> std::io::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
@@ -444,8 +461,11 @@ pub fn write_extension(dir: &Path, rules: &[Value]) -> std::io::Result<()> {
         },
     });
     std::fs::write(dir.join("manifest.json"), manifest.to_string())?;
-    std::fs::write(dir.join("rules.json"), Value::Array(rules.to_vec()).to_string())?;
-    std::fs::write(dir.join("worker.js"), WORKER)?;
+    std::fs::write(
+        dir.join("rules.json"),
+        Value::Array(translation.rules.clone()).to_string(),
+    )?;
+    std::fs::write(dir.join("worker.js"), worker_script(translation.blocking))?;
     Ok(())
 }
 
@@ -482,7 +502,8 @@ mod tests {
             "! comment\n||ads.example^\n||track.example^\n||cdn.example^$third-party\n\
              /banners/*$image,domain=news.example|~shop.news.example\nexample.org##.ad\n\
              @@||ads.example/ok.js$script\n||x.example^$important\n@@||site.example^$document\n\
-             ||popup.example^$popup\n||y.example^$redirect=noopjs\n||z.example^$~image,match-case\n",
+             ||popup.example^$popup\n||y.example^$redirect=noopjs\n||z.example^$~image,match-case\n\
+             @@||site.example^$generichide\n",
         );
         assert_eq!(
             (translation.translated, translation.left_out),

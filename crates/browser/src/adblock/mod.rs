@@ -256,7 +256,7 @@ impl FilterEngine {
     /// `generation` under `root`.
     fn write_extension(&mut self, root: &Path, generation: u64) -> Result<(), ListError> {
         let dir = dnr::extension_dir(root, generation);
-        dnr::write_extension(&dir, &self.translation.rules).map_err(|error| ListError::Extension {
+        dnr::write_extension(&dir, &self.translation).map_err(|error| ListError::Extension {
             path: dir.clone(),
             reason: error.to_string(),
         })?;
