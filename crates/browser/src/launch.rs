@@ -75,10 +75,10 @@ pub struct BrowserSetup {
     /// Unpacked extensions, copied into the browser's own folder (so that
     /// its user owns them) and loaded.
     pub extensions: Vec<PathBuf>,
-    /// The node's ad blocking extension (`crate::adblock::dnr`), copied in
-    /// and loaded like those, and allowed in the browser's off-the-record
-    /// contexts too (context sessions are such contexts).
-    pub adblock_extension: Option<PathBuf>,
+    /// The node's ad blocking extension (`crate::adblock::dnr`), allowed in
+    /// the browser's off-the-record contexts too (context sessions are such
+    /// contexts).
+    pub adblock_extension: Option<AdblockExtension>,
     /// CA certificates (name, PEM) the browser trusts: put in an NSS
     /// database under a home folder of the browser's own.
     pub trusted_cas: Vec<(String, String)>,
@@ -92,6 +92,28 @@ pub struct BrowserSetup {
     pub fullscreen: bool,
     /// A headful browser (no `--headless`), on a virtual display of its own.
     pub headful: bool,
+}
+
+/// How a browser gets the node's ad blocking extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdblockExtension {
+    /// Copied into the browser's folder and loaded like a user's extension:
+    /// Chromium reads and indexes its rules as it starts.
+    Load(PathBuf),
+    /// Loaded from where it is, which the browser may write: its rules'
+    /// index is written into the folder (a template launch, see
+    /// `crate::adblock::Adblock::set_installed`).
+    LoadInPlace(PathBuf),
+    /// Already indexed in its folder: the new profile gets the entry a
+    /// template launch recorded for it, and Chromium loads it as installed,
+    /// reading the index (no `--load-extension`, so not with a user's
+    /// extensions, which disable every other).
+    Installed {
+        /// The extension's folder (the one the template loaded).
+        dir: PathBuf,
+        /// Its entry under `extensions.settings` in a profile's preferences.
+        entry: serde_json::Value,
+    },
 }
 
 /// An unprivileged user for browsers (when the server runs as root).
@@ -207,8 +229,10 @@ impl LaunchSpec {
         let mut folders: Vec<String> = (0..self.setup.extensions.len())
             .map(|index| self.extension_dir(index).display().to_string())
             .collect();
-        if self.setup.adblock_extension.is_some() {
-            folders.push(self.adblock_dir().display().to_string());
+        match &self.setup.adblock_extension {
+            Some(AdblockExtension::Load(_)) => folders.push(self.adblock_dir().display().to_string()),
+            Some(AdblockExtension::LoadInPlace(dir)) => folders.push(dir.display().to_string()),
+            Some(AdblockExtension::Installed { .. }) | None => {}
         }
         if !folders.is_empty() {
             arguments.push(format!("--load-extension={}", folders.join(",")));
@@ -557,6 +581,37 @@ async fn set_preference(spec: &LaunchSpec, path: &[&str], value: serde_json::Val
     Ok(())
 }
 
+/// Readies the ad blocking extension of `spec` (if any) in the new
+/// profile: its entry (for one already indexed), allowed in off-the-record
+/// contexts; the folder of one loaded in place made the browser's. Returns
+/// the extension's id.
+async fn install_adblock(spec: &LaunchSpec) -> std::io::Result<Option<String>> {
+    let (dir, entry) = match &spec.setup.adblock_extension {
+        None => return Ok(None),
+        Some(AdblockExtension::Load(_)) => (spec.adblock_dir(), None),
+        Some(AdblockExtension::LoadInPlace(dir)) => {
+            if let Some(run_as) = &spec.run_as {
+                let (dir, owner) = (dir.clone(), (run_as.uid, run_as.gid));
+                tokio::task::spawn_blocking(move || chown_tree(&dir, owner))
+                    .await
+                    .map_err(std::io::Error::other)??;
+            }
+            (dir.clone(), None)
+        }
+        Some(AdblockExtension::Installed { dir, entry }) => (dir.clone(), Some(entry.clone())),
+    };
+    // Chromium names an unpacked extension after its absolute path.
+    let id = crate::adblock::dnr::extension_id(&tokio::fs::canonicalize(&dir).await?);
+    if let Some(entry) = entry {
+        set_preference(spec, &["extensions", "settings", &id], entry).await?;
+        // Chromium loads an unpacked extension of a profile in developer
+        // mode only.
+        set_preference(spec, &["extensions", "ui", "developer_mode"], true.into()).await?;
+    }
+    set_preference(spec, &["extensions", "settings", &id, "incognito"], true.into()).await?;
+    Ok(Some(id))
+}
+
 /// Makes the NSS database a browser reads its trusted CAs from
 /// (`<home>/.pki/nssdb`) with the spec's CAs in it, trusted for servers.
 async fn trust_cas(spec: &LaunchSpec) -> std::io::Result<()> {
@@ -854,7 +909,7 @@ pub async fn launch_until(
     for (index, extension) in spec.setup.extensions.iter().enumerate() {
         copies.push((extension.clone(), spec.extension_dir(index), u64::MAX));
     }
-    if let Some(extension) = &spec.setup.adblock_extension {
+    if let Some(AdblockExtension::Load(extension)) = &spec.setup.adblock_extension {
         copies.push((extension.clone(), spec.adblock_dir(), u64::MAX));
     }
     for (from, to, max_bytes) in copies {
@@ -872,26 +927,16 @@ pub async fn launch_until(
             return Err(LaunchError::Directory { path: to, source });
         }
     }
-    let mut adblock_extension = None;
-    if spec.setup.adblock_extension.is_some() {
-        // Chromium names an unpacked extension after its absolute path.
-        let allowed = match tokio::fs::canonicalize(spec.adblock_dir()).await {
-            Ok(dir) => {
-                let id = crate::adblock::dnr::extension_id(&dir);
-                let set = set_preference(spec, &["extensions", "settings", &id, "incognito"], true.into()).await;
-                adblock_extension = Some(id);
-                set
-            }
-            Err(error) => Err(error),
-        };
-        if let Err(source) = allowed {
+    let adblock_extension = match install_adblock(spec).await {
+        Ok(id) => id,
+        Err(source) => {
             remove_dirs(spec).await;
             return Err(LaunchError::Directory {
                 path: spec.profile_dir(),
                 source,
             });
         }
-    }
+    };
     if spec.setup.pdfs_downloaded {
         if let Err(source) = set_preference(spec, &["plugins", "always_open_pdf_externally"], true.into()).await {
             remove_dirs(spec).await;

@@ -131,6 +131,7 @@ async fn load_adblock(
              setting to lists that exist, or to nothing to turn ad blocking off)"
         ))
     })?;
+    adblock.set_index_ahead(config.index_ahead);
     let engine = adblock.engine();
     for list in engine.lists() {
         tracing::info!(list = %list.path.display(), title = list.title.as_deref().unwrap_or(""), rules = list.rules,

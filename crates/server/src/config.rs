@@ -90,10 +90,22 @@ struct FileConfig {
     adblock_extra_lists: Option<String>,
     host_resolver_rules: Option<String>,
     adblock_suffix_list: Option<String>,
+    adblock_index_ahead: Option<String>,
 }
 
 /// Where Debian's `webext-ublock-origin-chromium` puts the filter lists.
 pub const DEBIAN_LISTS_DIR: &str = "/usr/share/chromium/extensions/ublock-origin/assets";
+
+/// An `on`/`off` setting (default on) named `name`, as given.
+fn on_off(name: &str, given: Option<String>) -> Result<bool, ConfigError> {
+    match given.map(|value| value.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("on" | "true" | "1") => Ok(true),
+        Some("off" | "false" | "0") => Ok(false),
+        Some(other) => Err(ConfigError(format!(
+            "{name}={other:?} is not valid: set it to on or off"
+        ))),
+    }
+}
 
 /// Ad blocking's filter lists (see `anchorage_browser::adblock`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +116,10 @@ pub struct AdblockConfig {
     pub lists: Vec<PathBuf>,
     /// The Public Suffix List (`ANCHORAGE_ADBLOCK_SUFFIX_LIST`).
     pub suffix_list: Option<PathBuf>,
+    /// Whether one browser indexes the browsers' rules ahead, so that
+    /// browsers launched after it load them at no cost
+    /// (`ANCHORAGE_ADBLOCK_INDEX_AHEAD`).
+    pub index_ahead: bool,
 }
 
 impl AdblockConfig {
@@ -116,6 +132,7 @@ impl AdblockConfig {
                 dir.join("thirdparties/easylist/easyprivacy.txt"),
             ],
             suffix_list: Some(dir.join("thirdparties/publicsuffix.org/list/effective_tld_names.dat")),
+            index_ahead: true,
         }
     }
 }
@@ -655,18 +672,10 @@ impl Config {
             )?
             .map_or(4 * MIB as usize, |value| value as usize),
             warm: number("ANCHORAGE_CODE_WARM", from_file.code_warm, 0, 64)?.map_or(1, |value| value as usize),
-            cache: match text("ANCHORAGE_CODE_CACHE", from_file.code_cache)
-                .map(|value| value.trim().to_ascii_lowercase())
-                .as_deref()
-            {
-                None | Some("on" | "true" | "1") => true,
-                Some("off" | "false" | "0") => false,
-                Some(other) => {
-                    return Err(ConfigError(format!(
-                        "ANCHORAGE_CODE_CACHE={other:?} is not valid: set it to on or off"
-                    )))
-                }
-            },
+            cache: on_off(
+                "ANCHORAGE_CODE_CACHE",
+                text("ANCHORAGE_CODE_CACHE", from_file.code_cache),
+            )?,
         };
 
         let webhook_retry_delays = parse_delays(
@@ -684,6 +693,10 @@ impl Config {
                 .unwrap_or_default(),
         );
         let adblock = AdblockConfig {
+            index_ahead: on_off(
+                "ANCHORAGE_ADBLOCK_INDEX_AHEAD",
+                text("ANCHORAGE_ADBLOCK_INDEX_AHEAD", from_file.adblock_index_ahead),
+            )?,
             lists: adblock_lists,
             suffix_list: text("ANCHORAGE_ADBLOCK_SUFFIX_LIST", from_file.adblock_suffix_list)
                 .map(PathBuf::from)

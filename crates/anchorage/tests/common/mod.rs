@@ -22,6 +22,9 @@ pub fn binary() -> Command {
             command.env(name, value);
         }
     }
+    // Tests that count browsers see only their sessions': no template
+    // browser indexing the ad blocking rules ahead beside them.
+    command.env("ANCHORAGE_ADBLOCK_INDEX_AHEAD", "off");
     command
 }
 

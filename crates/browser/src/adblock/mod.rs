@@ -336,6 +336,13 @@ pub struct Adblock {
     current: RwLock<Arc<FilterEngine>>,
     blocked: AtomicU64,
     reloads: AtomicU64,
+    /// The extension folder a template launch indexed, and the entry it
+    /// recorded for it (see [`Adblock::set_installed`]).
+    installed: std::sync::Mutex<Option<(PathBuf, serde_json::Value)>>,
+    /// The extension folder a template launch was begun for.
+    templated: std::sync::Mutex<Option<PathBuf>>,
+    /// Whether template launches are made at all.
+    index_ahead: std::sync::atomic::AtomicBool,
 }
 
 impl Adblock {
@@ -358,6 +365,9 @@ impl Adblock {
             current: RwLock::new(Arc::new(engine)),
             blocked: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
+            installed: std::sync::Mutex::new(None),
+            templated: std::sync::Mutex::new(None),
+            index_ahead: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -399,6 +409,46 @@ impl Adblock {
     /// Times the lists were compiled again after a change.
     pub fn reloads(&self) -> u64 {
         self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// The current extension's folder when no template launch was begun for
+    /// it yet, and from now on it counts as begun: the caller launches a
+    /// browser that loads it in place (Chromium writes its rules' index into
+    /// the folder) and reports the profile's entry with
+    /// [`Adblock::set_installed`]. One per compile; a failed one is not
+    /// tried again before the next.
+    pub fn begin_template(&self) -> Option<PathBuf> {
+        if !self.index_ahead.load(Ordering::Relaxed) {
+            return None;
+        }
+        let current = self.engine().extension().map(Path::to_owned)?;
+        let mut templated = self.templated.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if templated.as_ref() == Some(&current) {
+            return None;
+        }
+        *templated = Some(current.clone());
+        Some(current)
+    }
+
+    /// Turns template launches off (each browser then indexes the rules as
+    /// it starts) or on.
+    pub fn set_index_ahead(&self, on: bool) {
+        self.index_ahead.store(on, Ordering::Relaxed);
+    }
+
+    /// Records what a template launch left: the entry of the extension at
+    /// `dir` in its profile's preferences, from which later browsers load
+    /// it already indexed.
+    pub fn set_installed(&self, dir: PathBuf, entry: serde_json::Value) {
+        *self.installed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((dir, entry));
+    }
+
+    /// The current extension, indexed ahead, with its entry: `None` until a
+    /// template launch recorded one for this compile.
+    pub fn installed(&self) -> Option<(PathBuf, serde_json::Value)> {
+        let current = self.engine().extension().map(Path::to_owned)?;
+        let installed = self.installed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        installed.as_ref().filter(|(dir, _)| *dir == current).cloned()
     }
 
     /// Counts a request a browser's rules blocked.

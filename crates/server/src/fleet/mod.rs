@@ -163,6 +163,61 @@ impl std::fmt::Debug for Fleet {
     }
 }
 
+/// The template launch of an ad blocking extension at `dir`: a browser that
+/// loads it in place (Chromium writes the rules' index into the folder),
+/// waits until its rules are on, closes, and leaves the entry its profile
+/// recorded for it, from which later browsers load it already indexed
+/// (ARCHITECTURE.md, "Ad blocking: where the engine runs").
+async fn index_ahead(
+    launcher: &dyn Launcher,
+    adblock: &Arc<anchorage_browser::adblock::Adblock>,
+    dir: std::path::PathBuf,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let mut request = plan::default_launch_request("dnr", false, true);
+    request.setup.adblock_extension = Some(anchorage_browser::AdblockExtension::LoadInPlace(dir.clone()));
+    let browser = launcher
+        .launch(&request, stop)
+        .await
+        .map_err(|error| error.to_string())?;
+    let entry = async {
+        let id = browser
+            .adblock_extension()
+            .ok_or("the browser has no extension id")?
+            .to_owned();
+        let connection = anchorage_browser::adblock::AdblockConnection::enable(&browser, Arc::clone(adblock))
+            .await
+            .map_err(|error| error.to_string())?;
+        drop(connection);
+        if !browser.close_gracefully(Duration::from_secs(10)).await {
+            return Err("the browser did not close".to_owned());
+        }
+        let file = browser
+            .profile_dir()
+            .ok_or("the browser has no profile")?
+            .join("Default")
+            .join("Preferences");
+        let text = tokio::fs::read(&file).await.map_err(|error| error.to_string())?;
+        let preferences: serde_json::Value = serde_json::from_slice(&text).map_err(|error| error.to_string())?;
+        let mut entry = preferences
+            .pointer(&format!("/extensions/settings/{id}"))
+            .cloned()
+            .ok_or("the profile recorded no entry for the extension")?;
+        if entry.get("dnr_static_ruleset").is_none() {
+            return Err("the profile recorded no index of the rules".to_owned());
+        }
+        // Loaded as an unpacked extension of the profile (4), not from the
+        // command line (8, which is never loaded again).
+        entry["location"] = serde_json::json!(4);
+        Ok::<_, String>(entry)
+    }
+    .await;
+    browser.shut_down().await;
+    adblock.set_installed(dir, entry?);
+    tracing::info!("the ad blocking rules are indexed ahead: browsers load them at no cost");
+    Ok(())
+}
+
 /// Which queue a synchronous start goes into.
 #[derive(Debug, Clone, Copy)]
 enum Placement {
@@ -294,12 +349,38 @@ impl Fleet {
 
     /// The node's ad blocking, if a session with `options` gets it (it did
     /// not turn it off and the node has filter lists).
-    /// The extension a launch loads to block ads with `adblock`.
+    /// How a launch gets the extension that blocks ads with `adblock`:
+    /// already indexed when a template launch has done that for the lists'
+    /// current compile (and the browser loads no user extension, which
+    /// would disable it), else loaded and indexed as it starts (and the
+    /// template launch is begun, once per compile).
     pub(crate) fn extension_of(
         &self,
         adblock: Option<&Arc<anchorage_browser::adblock::Adblock>>,
-    ) -> Option<std::path::PathBuf> {
-        adblock.and_then(|adblock| adblock.engine().extension().map(std::path::Path::to_owned))
+        beside_user_extensions: bool,
+    ) -> Option<anchorage_browser::AdblockExtension> {
+        let adblock = adblock?;
+        if !beside_user_extensions {
+            if let Some((dir, entry)) = adblock.installed() {
+                return Some(anchorage_browser::AdblockExtension::Installed { dir, entry });
+            }
+            if let Some(dir) = adblock.begin_template() {
+                let (launcher, adblock, stop) = (
+                    Arc::clone(&self.launcher),
+                    Arc::clone(adblock),
+                    self.shutdown.child_token(),
+                );
+                self.tasks.spawn(async move {
+                    if let Err(message) = index_ahead(launcher.as_ref(), &adblock, dir, stop).await {
+                        tracing::warn!(%message, "the ad blocking rules could not be indexed ahead; each browser indexes them as it starts");
+                    }
+                });
+            }
+        }
+        adblock
+            .engine()
+            .extension()
+            .map(|dir| anchorage_browser::AdblockExtension::Load(dir.to_owned()))
     }
 
     pub(crate) fn adblock_for(
@@ -954,7 +1035,7 @@ impl Fleet {
                 let fleet = Arc::clone(self);
                 self.tasks.spawn(async move {
                     let mut request = plan::default_launch_request("pool", !fleet.settings.default_headless, true);
-                    request.setup.adblock_extension = fleet.extension_of(fleet.adblock.as_ref());
+                    request.setup.adblock_extension = fleet.extension_of(fleet.adblock.as_ref(), false);
                     let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
                     drop(launch_permit);
                     let refilled = match launched {

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anchorage_browser::{BrowserSetup, LaunchRequest};
+use anchorage_browser::{AdblockExtension, BrowserSetup, LaunchRequest};
 use anchorage_core::{Isolation, NodeId, SessionId, SessionOptions, SessionStatus, Timestamp};
 use anchorage_store::{RequestRecord, SessionRecord};
 
@@ -106,7 +106,7 @@ pub(super) fn isolation(options: &SessionOptions, server: Isolation, default_hea
 
 /// The launch of a host browser for context sessions: headless, with the
 /// default window (each context's first page is sized on its own).
-pub(super) fn host_launch_request(adblock_extension: Option<PathBuf>) -> LaunchRequest {
+pub(super) fn host_launch_request(adblock_extension: Option<AdblockExtension>) -> LaunchRequest {
     let mut request = default_launch_request("host", false, false);
     request.setup.adblock_extension = adblock_extension;
     request
@@ -143,7 +143,7 @@ pub(super) fn launch_request(
     session: &SessionRecord,
     options: &SessionOptions,
     found: Found,
-    adblock_extension: Option<PathBuf>,
+    adblock_extension: Option<AdblockExtension>,
 ) -> LaunchRequest {
     let blocks_ads = adblock_extension.is_some();
     LaunchRequest {
@@ -315,7 +315,7 @@ mod tests {
             &session,
             &request.options,
             Found::default(),
-            Some(PathBuf::from("/ext")),
+            Some(AdblockExtension::Load(PathBuf::from("/ext"))),
         );
         assert_eq!(launch.initial_url, None, "opened once ads are blocked");
     }

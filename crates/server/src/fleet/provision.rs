@@ -267,7 +267,8 @@ impl Fleet {
                         }
                     };
                     profile_id = found_profile;
-                    let launch = plan::launch_request(&session, &options, found, self.extension_of(adblock.as_ref()));
+                    let extension = self.extension_of(adblock.as_ref(), !found.extension_dirs.is_empty());
+                    let launch = plan::launch_request(&session, &options, found, extension);
                     let launched = self.launch_with_retry(&launch, &abort).await;
                     drop(seed);
                     // Free again for a waiting start or a refill.
@@ -659,7 +660,7 @@ impl Fleet {
                         (browser, blocking)
                     }
                     None => {
-                        let launch = plan::host_launch_request(self.extension_of(adblock.as_ref()));
+                        let launch = plan::host_launch_request(self.extension_of(adblock.as_ref(), false));
                         match self.launch_with_retry(&launch, abort).await {
                             Ok(browser) => (browser, None),
                             Err(LaunchError::Stopped) => return Err(Provisioned::Withdrawn),

@@ -48,6 +48,10 @@ pub struct AdblockStatus {
     /// a `csp`, an entity such as `example.*`, …): left out, so what they
     /// name is not blocked.
     pub left_out_rules: usize,
+    /// Whether browsers get the rules already indexed (a template launch
+    /// indexed the lists' current compile); until then each browser
+    /// indexes them as it starts, which makes its launch slower.
+    pub indexed_ahead: bool,
 }
 
 /// `GET /v1/adblock`.
@@ -70,6 +74,7 @@ pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<Js
             blocked_requests: 0,
             browser_rules: 0,
             left_out_rules: 0,
+            indexed_ahead: false,
         }));
     };
     let engine = adblock.engine();
@@ -94,5 +99,6 @@ pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<Js
         blocked_requests: adblock.blocked(),
         browser_rules: engine.browser_rules().0,
         left_out_rules: engine.browser_rules().1,
+        indexed_ahead: adblock.installed().is_some(),
     }))
 }

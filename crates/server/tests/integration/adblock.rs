@@ -95,6 +95,7 @@ const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!
 /// The settings of a server that blocks with Debian's lists and `custom`.
 fn settings(custom: &std::path::Path) -> Vec<(&'static str, String)> {
     vec![
+        ("ANCHORAGE_ADBLOCK_INDEX_AHEAD", "on".to_owned()),
         ("ANCHORAGE_ADBLOCK_EXTRA_LISTS", custom.display().to_string()),
         (
             "ANCHORAGE_HOST_RESOLVER_RULES",
@@ -143,6 +144,18 @@ async fn check_blocking(isolation: &str, pool_size: &str) {
     let url = format!("http://site.test:{port}/adpage");
 
     let pooled: f64 = pool_size.parse().unwrap_or(0.0);
+    // The first launch indexes the rules ahead for those after it; the
+    // sessions below get them so (a launch that came before is the other
+    // way, as the pool's first browsers are).
+    if pooled == 0.0 {
+        let first = server.create_session(json!({})).await;
+        server.delete(&format!("/v1/sessions/{}", text(&first["id"]))).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.get("/v1/adblock").await.1["data"]["indexed_ahead"] != true {
+        assert!(Instant::now() < deadline, "the rules were never indexed ahead");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The default: ads blocked, the content there.
     server.wait_for_metric("anchorage_pool_browsers", pooled).await;
     let blocked = server.create_session(json!({})).await;

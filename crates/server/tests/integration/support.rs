@@ -71,6 +71,9 @@ impl TestServer {
             // code (the code tests turn them on).
             ("ANCHORAGE_CODE_WARM", "0"),
             ("ANCHORAGE_CODE_CACHE", "off"),
+            // No template browser appears beside the tests' own (the
+            // ad blocking tests turn it on).
+            ("ANCHORAGE_ADBLOCK_INDEX_AHEAD", "off"),
         ]
         .iter()
         .map(|(key, value)| (key.to_string(), value.to_string()))
