@@ -351,16 +351,17 @@ impl Fleet {
     /// not turn it off and the node has filter lists).
     /// How a launch gets the extension that blocks ads with `adblock`:
     /// already indexed when a template launch has done that for the lists'
-    /// current compile (and the browser loads no user extension, which
-    /// would disable it), else loaded and indexed as it starts (and the
-    /// template launch is begun, once per compile).
+    /// current compile (unless `loaded_as_it_starts`: a browser that loads
+    /// a user's extension, which would disable it, or starts from a saved
+    /// profile), else loaded and indexed as it starts (and the template
+    /// launch is begun, once per compile).
     pub(crate) fn extension_of(
         &self,
         adblock: Option<&Arc<anchorage_browser::adblock::Adblock>>,
-        beside_user_extensions: bool,
+        loaded_as_it_starts: bool,
     ) -> Option<anchorage_browser::AdblockExtension> {
         let adblock = adblock?;
-        if !beside_user_extensions {
+        if !loaded_as_it_starts {
             if let Some((dir, entry)) = adblock.installed() {
                 return Some(anchorage_browser::AdblockExtension::Installed { dir, entry });
             }
