@@ -481,7 +481,14 @@ async fn warm_runners_serve_one_run_each() {
     let snippet = "return { pid: process.pid, uid: process.getuid() };";
     let mut served = Vec::new();
     for _ in 0..2 {
-        crate::support::wait_until("a warm runner", Duration::from_secs(20), || warm_pid(&marker).is_some()).await;
+        // The runner that served the run before goes a moment after its
+        // answer: wait until the one waiting is the only one left.
+        let before: Option<u64> = served.last().and_then(|ran: &Value| ran["pid"].as_u64());
+        crate::support::wait_until("a warm runner", Duration::from_secs(20), || {
+            let pids = anchorage_browser::leftover_runner_pids(&marker);
+            pids.len() == 1 && pids.first().map(|pid| u64::from(*pid)) != before
+        })
+        .await;
         let ready = warm_pid(&marker).expect("a warm runner");
         let (_, answer) = execute(&server, &session_id, snippet).await;
         let ran = returned(&answer);
