@@ -1,21 +1,24 @@
 //! The browser side of ad blocking: one DevTools connection per browser,
-//! held by the server for the browser's life.
+//! held by the server for the browser's life. It attaches to the node's
+//! extension's service worker only (which keeps the worker running); pages
+//! are never attached.
 //!
-//! - **Requests** are blocked inside the browser, by the node's extension of
+//! - **Requests** are blocked inside the browser, by the extension's
 //!   `declarativeNetRequest` rules (see [`super::dnr`]), loaded at launch: no
-//!   request waits on this connection. The connection attaches to the
-//!   extension's service worker (which keeps it running), makes sure its
-//!   ruleset is on before a session gets the browser (a start waits for it),
-//!   turns it off when the browser is handed to a session that wants no
-//!   blocking, and counts what it blocks (the worker reports each blocked
-//!   request through a binding). A client's own interception (Playwright's
-//!   `page.route`) sees the requests that were not blocked.
-//! - **Elements**: every page gets a script in an isolated world of its own
-//!   (out of the page's reach) that reports the document's URL and then the
-//!   classes and ids it meets (as they appear); the connection answers with
-//!   CSS that hides what the lists name for the site and what their generic
-//!   rules name among those classes and ids. Frames in other processes get
-//!   their requests blocked but not their elements hidden.
+//!   request waits on this connection. The connection makes sure the ruleset
+//!   is on before a session gets the browser (a start waits for it), turns it
+//!   off when the browser is handed to a session that wants no blocking, and
+//!   counts what it blocks (the worker reports each blocked request through a
+//!   binding). A client's own interception (Playwright's `page.route`) sees
+//!   the requests that were not blocked.
+//! - **Elements**: the extension's content script (`page.js`) runs in every
+//!   http(s) document and frame, in the extension's isolated world (out of the
+//!   page's reach), and reports the document's URL and then the classes and
+//!   ids it meets (as they appear) to the worker, which passes each report on
+//!   through a second binding; the connection answers with CSS that hides what
+//!   the lists name for the site and what their generic rules name among those
+//!   classes and ids, and the content script applies it. With the ruleset off,
+//!   the worker answers every report with "stop".
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,82 +26,40 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::Adblock;
+use super::{Adblock, FilterEngine};
 use crate::cdp::{CdpClient, CdpError};
 use crate::launch::Browser;
 
-/// The binding the page script reports through (in its world only).
-const BINDING: &str = "__anchorage_adblock";
 /// The binding the extension's worker reports blocked requests through.
 const WORKER_BINDING: &str = "__anchorage_blocked";
+/// The binding the extension's worker passes the content script's reports
+/// through (`<number> <report>`).
+const COSMETICS_BINDING: &str = "__anchorage_cosmetics";
 /// How long a browser may take to start the extension's worker.
 const WORKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
-/// The isolated world the page script runs in.
-const WORLD: &str = "anchorage-adblock";
 /// The most of one report that is read.
 const MAX_REPORT_BYTES: usize = 256 * 1024;
+/// The most documents' addresses whose cosmetics are kept at once (the
+/// cache starts again empty when it is full).
+const MAX_CACHED_ADDRESSES: usize = 256;
 
-/// Runs in the isolated world of every document: reports the URL, then the
-/// classes and ids met (each once), and applies the CSS it is sent.
-const PAGE_SCRIPT: &str = r#"(() => {
-  const report = globalThis.__anchorage_adblock;
-  if (typeof report !== 'function') return;
-  const seen = new Set();
-  let classes = [], ids = [], queued = false, sheet = null;
-  const place = () => {
-    const root = document.head || document.documentElement;
-    if (!root) { document.addEventListener('readystatechange', place, { once: true }); return; }
-    if (sheet.parentNode !== root) root.appendChild(sheet);
-  };
-  globalThis.__anchorage_hide = (css) => {
-    if (!sheet) sheet = document.createElement('style');
-    sheet.textContent += css;
-    place();
-  };
-  const send = () => {
-    queued = false;
-    if (classes.length === 0 && ids.length === 0) return;
-    report(JSON.stringify({ url: location.href, classes: classes.splice(0, 2000), ids: ids.splice(0, 2000) }));
-    if (classes.length || ids.length) { queued = true; setTimeout(send, 20); }
-  };
-  const note = (element) => {
-    const id = element.id;
-    if (typeof id === 'string' && id && !seen.has('#' + id)) { seen.add('#' + id); ids.push(id); }
-    const list = element.classList;
-    if (list) for (let i = 0; i < list.length; i++) {
-      if (!seen.has('.' + list[i])) { seen.add('.' + list[i]); classes.push(list[i]); }
-    }
-  };
-  const scan = (node) => {
-    if (node.nodeType !== 1) return;
-    note(node);
-    for (const element of node.querySelectorAll('[id],[class]')) note(element);
-  };
-  const later = () => { if (!queued && (classes.length || ids.length)) { queued = true; setTimeout(send, 20); } };
-  report(JSON.stringify({ url: location.href, classes: [], ids: [] }));
-  new MutationObserver((records) => {
-    for (const record of records) {
-      if (record.type === 'attributes') note(record.target);
-      else for (const node of record.addedNodes) scan(node);
-    }
-    later();
-  }).observe(document, { childList: true, subtree: true, attributes: true, attributeFilter: ['class', 'id'] });
-  if (document.documentElement) { scan(document.documentElement); later(); }
-})();"#;
-
-/// What a page script reported.
+/// What a content script reported.
 #[derive(Debug, serde::Deserialize)]
 struct Report {
     url: String,
+    /// Whether this is the document's first report (which gets the site's
+    /// own CSS; later ones get the generic rules' CSS only).
+    #[serde(default)]
+    first: bool,
     #[serde(default)]
     classes: Vec<String>,
     #[serde(default)]
     ids: Vec<String>,
 }
 
-/// What hides elements in one document (an isolated world of one page).
+/// What generic rules leave alone on one address.
 #[derive(Debug)]
-struct World {
+struct Site {
     exceptions: HashSet<String>,
     generic_off: bool,
 }
@@ -109,18 +70,17 @@ pub struct AdblockConnection {
     adblock: Arc<Adblock>,
     /// The CDP session of the extension's worker.
     worker: String,
-    /// The CDP session of each attached page, to its target id (which is
-    /// also its main frame's id).
-    sessions: HashMap<String, String>,
-    /// Each document's cosmetics, by page session and execution context.
-    worlds: HashMap<(String, i64), World>,
+    /// The engine `sites` was read from (a reload empties it).
+    engine: Option<Arc<FilterEngine>>,
+    /// What generic rules leave alone, by document address.
+    sites: HashMap<String, Site>,
 }
 
 impl std::fmt::Debug for AdblockConnection {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("AdblockConnection")
-            .field("pages", &self.sessions.len())
+            .field("worker", &self.worker)
             .finish_non_exhaustive()
     }
 }
@@ -128,7 +88,7 @@ impl std::fmt::Debug for AdblockConnection {
 impl AdblockConnection {
     /// Opens the connection and starts blocking: when it returns, the
     /// browser's extension blocks every listed request of the browser (all
-    /// its contexts), and every page open or opened later gets its elements
+    /// its contexts), and every document loaded after gets its elements
     /// hidden. A browser launched without the extension is refused.
     pub async fn enable(browser: &Browser, adblock: Arc<Adblock>) -> Result<Self, CdpError> {
         let extension_id = browser.adblock_extension().ok_or_else(|| {
@@ -136,30 +96,20 @@ impl AdblockConnection {
         })?;
         let started = std::time::Instant::now();
         let mut client = CdpClient::open(browser.devtools()).await?;
-        // New pages that arrive while a call below waits are kept for
-        // `run`, never passed over (they would hang).
+        // Reports that arrive while a call below waits are kept for `run`.
         client.keep_all_events();
         let worker = ready_worker(&mut client, extension_id).await?;
         tracing::debug!(
             rules_on_ms = started.elapsed().as_millis() as u64,
             "ad blocking's rules are on in a browser"
         );
-        client.attach_to_new_pages().await?;
-        let mut connection = Self {
+        Ok(Self {
             client,
             adblock,
             worker,
-            sessions: HashMap::new(),
-            worlds: HashMap::new(),
-        };
-        let targets = connection.client.call("Target.getTargets", json!({}), None).await?;
-        for page in crate::cdp::target_ids_of(&targets, &["page"]) {
-            // A page that closed meanwhile is no error.
-            if let Ok(session) = connection.client.attach(&page).await {
-                connection.set_page_up(&page, &session, false).await?;
-            }
-        }
-        Ok(connection)
+            engine: None,
+            sites: HashMap::new(),
+        })
     }
 
     /// Blocks until `stop` fires or the browser goes.
@@ -187,144 +137,86 @@ impl AdblockConnection {
     }
 
     async fn handle(&mut self, event: Value) -> Result<(), CdpError> {
-        let Some(method) = event.get("method").and_then(Value::as_str) else {
+        if event.get("method").and_then(Value::as_str) != Some("Runtime.bindingCalled")
+            || event.get("sessionId").and_then(Value::as_str) != Some(self.worker.as_str())
+        {
             return Ok(());
-        };
+        }
         let params = event.get("params").unwrap_or(&Value::Null);
-        match method {
-            "Runtime.bindingCalled"
-                if params.get("name").and_then(Value::as_str) == Some(WORKER_BINDING)
-                    && event.get("sessionId").and_then(Value::as_str) == Some(self.worker.as_str()) =>
-            {
+        match params.get("name").and_then(Value::as_str) {
+            Some(WORKER_BINDING) => {
                 self.adblock.count_blocked();
                 Ok(())
             }
-            "Target.attachedToTarget" => {
-                let (Some(session), Some(target)) = (
-                    params.get("sessionId").and_then(Value::as_str),
-                    params.pointer("/targetInfo/targetId").and_then(Value::as_str),
-                ) else {
-                    return Ok(());
-                };
-                // A page attached by `enable` is announced too: it is set up
-                // already.
-                if self.sessions.contains_key(session) {
-                    return Ok(());
-                }
-                let (session, target) = (session.to_owned(), target.to_owned());
-                self.set_page_up(&target, &session, true).await
-            }
-            "Target.detachedFromTarget" => {
-                if let Some(session) = params.get("sessionId").and_then(Value::as_str) {
-                    self.sessions.remove(session);
-                    self.worlds.retain(|(world_session, _), _| world_session != session);
-                }
-                Ok(())
-            }
-            "Runtime.executionContextDestroyed" => {
-                if let (Some(session), Some(context)) = (
-                    event.get("sessionId").and_then(Value::as_str),
-                    params.get("executionContextId").and_then(Value::as_i64),
-                ) {
-                    self.worlds.remove(&(session.to_owned(), context));
-                }
-                Ok(())
-            }
-            "Runtime.executionContextsCleared" => {
-                if let Some(session) = event.get("sessionId").and_then(Value::as_str) {
-                    self.worlds.retain(|(world_session, _), _| world_session != session);
-                }
-                Ok(())
-            }
-            "Runtime.bindingCalled" if params.get("name").and_then(Value::as_str) == Some(BINDING) => {
-                let session = event
-                    .get("sessionId")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                self.hide(&session, params).await
+            Some(COSMETICS_BINDING) => {
+                let payload = params.get("payload").and_then(Value::as_str).unwrap_or_default();
+                self.answer(payload).await
             }
             _ => Ok(()),
         }
     }
 
-    /// Gives a page the script that reports its documents (then lets it go
-    /// on, if it waits for us).
-    async fn set_page_up(&mut self, target: &str, session: &str, waiting: bool) -> Result<(), CdpError> {
-        self.sessions.insert(session.to_owned(), target.to_owned());
-        let commands = [
-            (
-                "Runtime.addBinding",
-                json!({"name": BINDING, "executionContextName": WORLD}),
-            ),
-            // Both are needed for the script to run in each new document
-            // and for its reports to arrive.
-            ("Page.enable", json!({})),
-            ("Runtime.enable", json!({})),
-            (
-                "Page.addScriptToEvaluateOnNewDocument",
-                json!({"source": PAGE_SCRIPT, "worldName": WORLD, "runImmediately": true}),
-            ),
-        ];
-        for (method, params) in commands {
-            self.client.send(method, params, Some(session)).await?;
-        }
-        if waiting {
-            self.client
-                .send("Runtime.runIfWaitingForDebugger", json!({}), Some(session))
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// Answers a page script's report with the CSS that hides what the
-    /// lists name.
-    async fn hide(&mut self, session: &str, params: &Value) -> Result<(), CdpError> {
-        let (Some(payload), Some(context)) = (
-            params.get("payload").and_then(Value::as_str),
-            params.get("executionContextId").and_then(Value::as_i64),
-        ) else {
+    /// Answers a content script's report (`<number> <report>`, passed on by
+    /// the worker) with the CSS that hides what the lists name; every report
+    /// gets an answer, if only an empty one.
+    async fn answer(&mut self, payload: &str) -> Result<(), CdpError> {
+        let Some((number, report)) = payload.split_once(' ') else {
             return Ok(());
         };
-        if payload.len() > MAX_REPORT_BYTES {
-            return Ok(());
-        }
-        let Ok(report) = serde_json::from_str::<Report>(payload) else {
+        let Ok(number) = number.parse::<u64>() else {
             return Ok(());
         };
-        if !(report.url.starts_with("http:") || report.url.starts_with("https:")) {
-            return Ok(());
-        }
-        let engine = self.adblock.engine();
-        let key = (session.to_owned(), context);
-        let mut css = String::new();
-        let world = match self.worlds.entry(key) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                let cosmetics = engine.page_cosmetics(&report.url);
-                css = cosmetics.css;
-                entry.insert(World {
-                    exceptions: cosmetics.exceptions,
-                    generic_off: cosmetics.generic_off,
-                })
-            }
-        };
-        let met_some = !report.classes.is_empty() || !report.ids.is_empty();
-        if met_some && !world.generic_off {
-            css.push_str(&engine.generic_css(&report.classes, &report.ids, &world.exceptions));
-        }
-        if css.is_empty() {
-            return Ok(());
-        }
-        let expression = format!("globalThis.__anchorage_hide({})", Value::String(css));
+        let css = self.css_for(report);
+        let expression = format!("globalThis.__anchorage_answer({number}, {})", Value::String(css));
         self.client
             .send(
                 "Runtime.evaluate",
-                json!({"expression": expression, "contextId": context}),
-                Some(session),
+                json!({"expression": expression}),
+                Some(&self.worker),
             )
             .await
             .map(drop)
+    }
+
+    /// The CSS for one report (empty for a report that is not well formed
+    /// or not of an http(s) document).
+    fn css_for(&mut self, report: &str) -> String {
+        if report.len() > MAX_REPORT_BYTES {
+            return String::new();
+        }
+        let Ok(report) = serde_json::from_str::<Report>(report) else {
+            return String::new();
+        };
+        if !(report.url.starts_with("http:") || report.url.starts_with("https:")) {
+            return String::new();
+        }
+        let engine = self.adblock.engine();
+        if !self.engine.as_ref().is_some_and(|read| Arc::ptr_eq(read, &engine)) {
+            self.sites.clear();
+            self.engine = Some(Arc::clone(&engine));
+        }
+        let mut css = String::new();
+        if report.first || !self.sites.contains_key(&report.url) {
+            let cosmetics = engine.page_cosmetics(&report.url);
+            if report.first {
+                css = cosmetics.css;
+            }
+            if self.sites.len() >= MAX_CACHED_ADDRESSES {
+                self.sites.clear();
+            }
+            self.sites.insert(
+                report.url.clone(),
+                Site {
+                    exceptions: cosmetics.exceptions,
+                    generic_off: cosmetics.generic_off,
+                },
+            );
+        }
+        let met_some = !report.classes.is_empty() || !report.ids.is_empty();
+        if let Some(site) = self.sites.get(&report.url).filter(|site| met_some && !site.generic_off) {
+            css.push_str(&engine.generic_css(&report.classes, &report.ids, &site.exceptions));
+        }
+        css
     }
 }
 
@@ -338,13 +230,18 @@ async fn ready_worker(client: &mut CdpClient, extension_id: &str) -> Result<Stri
         let target = find_worker(client, extension_id, deadline).await?;
         let error = match client.attach(&target).await {
             Ok(worker) => {
-                let readied = match client
-                    .call("Runtime.addBinding", json!({"name": WORKER_BINDING}), Some(&worker))
-                    .await
-                {
-                    Ok(_) => set_rules(client, &worker, true).await,
-                    Err(error) => Err(error),
-                };
+                let mut readied = Ok(());
+                for binding in [WORKER_BINDING, COSMETICS_BINDING] {
+                    if readied.is_ok() {
+                        readied = client
+                            .call("Runtime.addBinding", json!({"name": binding}), Some(&worker))
+                            .await
+                            .map(drop);
+                    }
+                }
+                if readied.is_ok() {
+                    readied = set_rules(client, &worker, true).await;
+                }
                 match readied {
                     Ok(()) => return Ok(worker),
                     Err(error) => {
@@ -400,11 +297,13 @@ async fn find_worker(
     }
 }
 
-/// Turns the extension's ruleset on or off, and checks that it is so.
+/// Turns the extension's ruleset and element hiding on or off, and checks
+/// that the ruleset is so.
 async fn set_rules(client: &mut CdpClient, worker: &str, on: bool) -> Result<(), CdpError> {
     let change = if on { "enableRulesetIds" } else { "disableRulesetIds" };
     let expression = format!(
-        "chrome.declarativeNetRequest.updateEnabledRulesets({{{change}: ['{ruleset}']}})\
+        "globalThis.__anchorage_set({on}), \
+         chrome.declarativeNetRequest.updateEnabledRulesets({{{change}: ['{ruleset}']}})\
          .then(() => chrome.declarativeNetRequest.getEnabledRulesets())",
         ruleset = super::dnr::RULESET
     );

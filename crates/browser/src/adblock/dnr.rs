@@ -423,20 +423,16 @@ pub fn translate<'a>(texts: impl IntoIterator<Item = &'a str>) -> Translation {
     translation
 }
 
-/// The extension's service worker, for rules whose ids up to `blocking`
-/// block: it tells the connection that holds it (through a binding the
-/// connection adds, see `connection.rs`) of each request such a rule
-/// blocked, for the node's count (an exception's match is not a block).
+/// The extension's service worker (`worker.js`), for rules whose ids up to
+/// `blocking` block: it tells the connection that holds it (through a
+/// binding the connection adds, see `connection.rs`) of each request such a
+/// rule blocked, for the node's count (an exception's match is not a block;
 /// Chromium reports matches to unpacked extensions with the feedback
-/// permission only.
+/// permission only), and passes the content script's reports on.
 fn worker_script(blocking: usize) -> String {
     format!(
-        "\"use strict\";\n\
-         const LAST_BLOCKING_RULE = {blocking};\n\
-         chrome.declarativeNetRequest.onRuleMatchedDebug.addListener((match) => {{\n\
-         \x20 const report = globalThis.__anchorage_blocked;\n\
-         \x20 if (typeof report === 'function' && match.rule.ruleId <= LAST_BLOCKING_RULE) report('');\n\
-         }});\n"
+        "\"use strict\";\nconst LAST_BLOCKING_RULE = {blocking};\n{}",
+        include_str!("worker.js")
     )
 }
 
@@ -456,6 +452,15 @@ pub fn write_extension(dir: &Path, translation: &Translation) -> std::io::Result
         // rule (static or added later) can redirect or rewrite a request.
         "permissions": ["declarativeNetRequest", "declarativeNetRequestFeedback"],
         "background": {"service_worker": "worker.js"},
+        // Element hiding: a script in every http(s) document and frame (in
+        // the extension's isolated world), answered through the worker.
+        // Content scripts grant no host permission to the rules.
+        "content_scripts": [{
+            "matches": ["http://*/*", "https://*/*"],
+            "js": ["page.js"],
+            "run_at": "document_start",
+            "all_frames": true,
+        }],
         "declarative_net_request": {
             "rule_resources": [{"id": RULESET, "enabled": true, "path": "rules.json"}]
         },
@@ -466,6 +471,7 @@ pub fn write_extension(dir: &Path, translation: &Translation) -> std::io::Result
         Value::Array(translation.rules.clone()).to_string(),
     )?;
     std::fs::write(dir.join("worker.js"), worker_script(translation.blocking))?;
+    std::fs::write(dir.join("page.js"), include_str!("page.js"))?;
     Ok(())
 }
 

@@ -58,8 +58,19 @@ async fn serve_site() -> (u16, Seen) {
                      <img id=banner src=/ads/banners/top.png>\
                      <img id=pixel src=http://custom-blocked.test:{port}/pixel.png>\
                      <script src=http://tracker.hbiq.net:{port}/analytics.js></script>\
+                     <iframe src=http://other.test:{port}/framed></iframe>\
+                     <script>addEventListener('message', (event) => {{ window.framedAd = event.data; }});</script>\
                      <script src=/app.js></script>"
                 ))
+                .into_response(),
+                // A frame from another site (in a process of its own) with
+                // an element the test's list hides there; it tells its
+                // parent what its element shows.
+                "/framed" => axum::response::Html(
+                    "<!doctype html><div class=framed-ad>a framed ad</div><script>\
+                     setInterval(() => parent.postMessage(\
+                       getComputedStyle(document.querySelector('.framed-ad')).display, '*'), 50);</script>",
+                )
                 .into_response(),
                 // A page covered by an element the test's own list hides.
                 "/cover" => axum::response::Html(
@@ -99,7 +110,9 @@ fn settings(custom: &std::path::Path) -> Vec<(&'static str, String)> {
         ("ANCHORAGE_ADBLOCK_EXTRA_LISTS", custom.display().to_string()),
         (
             "ANCHORAGE_HOST_RESOLVER_RULES",
-            "MAP site.test 127.0.0.1, MAP tracker.hbiq.net 127.0.0.1, MAP custom-blocked.test 127.0.0.1".to_owned(),
+            "MAP site.test 127.0.0.1, MAP other.test 127.0.0.1, MAP tracker.hbiq.net 127.0.0.1, \
+             MAP custom-blocked.test 127.0.0.1"
+                .to_owned(),
         ),
     ]
 }
@@ -108,25 +121,29 @@ fn custom_list() -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(
         file.path(),
-        "! Title: the test's own list\n||custom-blocked.test^\nsite.test##.house-ad\n",
+        "! Title: the test's own list\n||custom-blocked.test^\nsite.test##.house-ad\nother.test##.framed-ad\n",
     )
     .expect("write the list");
     file
 }
 
-/// What a page shows: which scripts ran and which elements are hidden,
+/// What a page shows: which scripts ran and which elements are hidden (the
+/// framed one in a frame from another site),
 /// once its own script ran and the lists' CSS had time to arrive (hiding is
 /// asynchronous).
 async fn look(cdp: &mut Cdp, page: &str, expect_hidden: bool) -> Value {
     let probe = "JSON.stringify({app: window.appLoaded === true, tracked: window.tracked === true, \
                  ad: getComputedStyle(document.getElementById('ad_top')).display, \
                  house: getComputedStyle(document.querySelector('.house-ad')).display, \
-                 content: getComputedStyle(document.getElementById('content')).display})";
+                 content: getComputedStyle(document.getElementById('content')).display, \
+                 framed: window.framedAd || 'not yet'})";
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let seen: Value = serde_json::from_str(text(&cdp.evaluate(page, probe).await)).expect("JSON");
-        let hidden = seen["ad"] == "none" && seen["house"] == "none";
-        if (hidden == expect_hidden && seen["app"] == true) || Instant::now() > deadline {
+        let hidden = seen["ad"] == "none" && seen["house"] == "none" && seen["framed"] == "none";
+        let shown = seen["ad"] == "block" && seen["house"] == "block" && seen["framed"] == "block";
+        let settled = if expect_hidden { hidden } else { shown };
+        if (settled && seen["app"] == true) || Instant::now() > deadline {
             return seen;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -164,7 +181,7 @@ async fn check_blocking(isolation: &str, pool_size: &str) {
     let shown = look(&mut cdp, &page, true).await;
     assert_eq!(
         shown,
-        json!({"app": true, "tracked": false, "ad": "none", "house": "none", "content": "block"}),
+        json!({"app": true, "tracked": false, "ad": "none", "house": "none", "content": "block", "framed": "none"}),
         "{isolation}, pool of {pool_size}"
     );
     let requests = seen.lock().map(|log| log.clone()).unwrap_or_default();
@@ -196,7 +213,7 @@ async fn check_blocking(isolation: &str, pool_size: &str) {
     let shown = look(&mut cdp, &page, false).await;
     assert_eq!(
         shown,
-        json!({"app": true, "tracked": true, "ad": "block", "house": "block", "content": "block"}),
+        json!({"app": true, "tracked": true, "ad": "block", "house": "block", "content": "block", "framed": "block"}),
         "{isolation}"
     );
     // Images may still be on their way after the load of a reused page.

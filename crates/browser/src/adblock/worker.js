@@ -1,0 +1,48 @@
+// The ad blocking extension's service worker (written into the extension by
+// `adblock::dnr::write_extension`, after lines that make it strict and
+// define LAST_BLOCKING_RULE). The server's connection attaches to it and adds two
+// bindings: `__anchorage_blocked` (a blocked request, counted) and
+// `__anchorage_cosmetics` (a page's report, answered by
+// `__anchorage_answer`). Nothing here is reachable from a page.
+
+// Whether the server wants this browser's elements hidden (set with the
+// ruleset, by `__anchorage_set`).
+let on = false;
+// Reports sent to the server, by number, to the content script waiting.
+const waiting = new Map();
+let last = 0;
+
+chrome.declarativeNetRequest.onRuleMatchedDebug.addListener((match) => {
+  const count = globalThis.__anchorage_blocked;
+  if (typeof count === "function" && match.rule.ruleId <= LAST_BLOCKING_RULE) count("");
+});
+
+// A content script's report: passed on to the server, whose answer (CSS, or
+// null for "stop reporting") goes back as the reply.
+chrome.runtime.onMessage.addListener((message, sender, reply) => {
+  const ask = globalThis.__anchorage_cosmetics;
+  if (!on || typeof ask !== "function" || typeof message !== "string" || !sender.tab) {
+    reply(null);
+    return false;
+  }
+  last += 1;
+  waiting.set(last, reply);
+  ask(last + " " + message);
+  return true;
+});
+
+globalThis.__anchorage_answer = (number, css) => {
+  const reply = waiting.get(number);
+  if (reply) {
+    waiting.delete(number);
+    reply(css);
+  }
+};
+
+globalThis.__anchorage_set = (value) => {
+  on = value === true;
+  if (!on) {
+    for (const reply of waiting.values()) reply(null);
+    waiting.clear();
+  }
+};
