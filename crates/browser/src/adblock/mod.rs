@@ -1,11 +1,13 @@
 //! Ad and tracker blocking: filter lists in Adblock Plus syntax (EasyList,
-//! EasyPrivacy, an operator's own) compiled into one engine (Brave's
-//! `adblock` crate) per node, and the browser side that applies it
-//! ([`connection`]).
+//! EasyPrivacy, an operator's own) compiled once per node: the network
+//! lines into the browsers' extension of rules ([`dnr`]), which decides every
+//! request inside the browser, and the cosmetic lines into an engine (Brave's
+//! `adblock` crate) that answers the pages' reports; the browser side that
+//! applies both is [`connection`].
 //!
-//! The engine is compiled once from files on disk, kept behind an `Arc`,
-//! and swapped whole when a file changes ([`Adblock::reload_if_changed`]),
-//! so a check never waits on a reload. A list that cannot be read, is not
+//! Both are compiled from files on disk, kept behind an `Arc`, and swapped
+//! whole when a file changes ([`Adblock::reload_if_changed`]), so an answer
+//! never waits on a reload. A list that cannot be read, is not
 //! text, or holds no rule is an error naming the file (and the line, for
 //! bytes that are not UTF-8); a line the engine cannot parse (another
 //! blocker's extended syntax, mostly) is skipped, counted, and its first
@@ -25,7 +27,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use adblock::lists::{FilterSet, ParseOptions};
-use adblock::request::Request;
 
 pub use connection::AdblockConnection;
 
@@ -112,15 +113,6 @@ impl std::fmt::Debug for FilterEngine {
             .field("compile_time", &self.compile_time)
             .finish_non_exhaustive()
     }
-}
-
-/// Whether a request is let through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// A rule matches it and no exception does.
-    Block,
-    /// It goes on.
-    Pass,
 }
 
 /// What hides elements in one document.
@@ -275,20 +267,6 @@ impl FilterEngine {
     /// Whether any file changed (length or change time) since it was read.
     pub fn changed_on_disk(&self) -> bool {
         self.stamps.iter().any(|(path, then)| stamp(path) != *then)
-    }
-
-    /// Whether to block a request for `url` of `kind` (an engine request
-    /// type: `script`, `image`, `sub_frame`, …) made by a document at
-    /// `source_url` (empty when unknown: treated as third party).
-    pub fn check(&self, url: &str, source_url: &str, kind: &str) -> Verdict {
-        let Ok(request) = Request::new(url, source_url, kind, "get") else {
-            return Verdict::Pass;
-        };
-        if self.engine.check_network_request(&request).should_block() {
-            Verdict::Block
-        } else {
-            Verdict::Pass
-        }
     }
 
     /// What hides elements in a document at `url`, before its classes and
@@ -470,26 +448,11 @@ mod tests {
     }
 
     #[test]
-    fn rules_block_and_exceptions_let_through() {
+    fn cosmetic_rules_hide_per_site_and_generically() {
         let file = list(b"[Adblock Plus 2.0]\n! Title: Test list\n||ads.example^\n/banners/*$image\n@@||ads.example/ok.js\n###ad_top\nexample.org##.sponsor\n");
         let engine = FilterEngine::compile(&[file.path().to_owned()], None).expect("compiles");
         assert_eq!(engine.lists()[0].title.as_deref(), Some("Test list"));
         assert_eq!((engine.lists()[0].rules, engine.lists()[0].skipped), (5, 0));
-        let page = "https://news.example.org/";
-        assert_eq!(engine.check("https://ads.example/x.js", page, "script"), Verdict::Block);
-        assert_eq!(engine.check("https://ads.example/ok.js", page, "script"), Verdict::Pass);
-        assert_eq!(
-            engine.check("https://news.example.org/banners/1.png", page, "image"),
-            Verdict::Block
-        );
-        assert_eq!(
-            engine.check("https://news.example.org/banners/1.js", page, "script"),
-            Verdict::Pass
-        );
-        assert_eq!(
-            engine.check("https://news.example.org/app.js", page, "script"),
-            Verdict::Pass
-        );
         let cosmetics = engine.page_cosmetics("https://www.example.org/");
         assert!(
             cosmetics.css.contains(".sponsor{display:none!important}"),
@@ -540,14 +503,10 @@ mod tests {
         assert_ne!(first, second);
         let rules = std::fs::read_to_string(second.join("rules.json")).expect("rules");
         assert!(rules.contains("more.example"), "{rules}");
-        assert_eq!(engine.check("https://more.example/a.js", "", "script"), Verdict::Block);
         file.write_all(b"\xff\n").expect("append");
         file.flush().expect("flush");
         assert!(adblock.reload_if_changed().is_err());
-        assert_eq!(
-            adblock.engine().check("https://more.example/a.js", "", "script"),
-            Verdict::Block
-        );
+        assert_eq!(adblock.engine().extension(), Some(second.as_path()));
         assert_eq!(adblock.reloads(), 1);
     }
 }
