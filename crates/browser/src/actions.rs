@@ -140,7 +140,7 @@ fn decode_data(answer: &Value, method: &str) -> Result<Vec<u8>, CdpError> {
 /// A connection to a session's active page, or to a tab of its own.
 ///
 /// One opened with [`PageControl::open`] follows the browser's pages (see
-/// [`crate::pages`]): [`PageControl::refresh`] moves it to the page that is
+/// the crate's `pages` module): [`PageControl::refresh`] moves it to the page that is
 /// active now, so a caller may keep it across calls.
 pub struct PageControl {
     client: CdpClient,
