@@ -366,13 +366,23 @@ impl Fleet {
                 return Some(anchorage_browser::AdblockExtension::Installed { dir, entry });
             }
             if let Some(dir) = adblock.begin_template() {
-                let (launcher, adblock, stop) = (
+                let (launcher, adblock, stop, admission, memory) = (
                     Arc::clone(&self.launcher),
                     Arc::clone(adblock),
                     self.shutdown.child_token(),
+                    Arc::clone(&self.admission),
+                    Arc::clone(&self.memory),
                 );
                 self.tasks.spawn(async move {
-                    if let Err(message) = index_ahead(launcher.as_ref(), &adblock, dir, stop).await {
+                    // A browser like any other: it waits for a place and a
+                    // launch permit, and its memory is reserved while it runs.
+                    let Some((place, launch_permit)) = admission.wait_for_launch(&stop).await else {
+                        return;
+                    };
+                    let claim = memory.reserve(memory::BROWSER_GUESS);
+                    let indexed = index_ahead(launcher.as_ref(), &adblock, dir, stop).await;
+                    drop((launch_permit, place, claim));
+                    if let Err(message) = indexed {
                         tracing::warn!(%message, "the ad blocking rules could not be indexed ahead; each browser indexes them as it starts");
                     }
                 });

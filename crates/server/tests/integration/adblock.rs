@@ -367,3 +367,33 @@ async fn recordings_show_the_page_as_the_session_sees_it() {
     server.assert_no_browsers_left().await;
     server.stop().await;
 }
+
+/// The browser that indexes the rules ahead is counted like any other: on a
+/// node with room for one browser, it waits until the session's place is
+/// free, then runs, then gives the place back.
+#[tokio::test]
+async fn the_browser_that_indexes_the_rules_waits_for_a_place() {
+    let custom = custom_list();
+    let mut pairs = settings(custom.path());
+    pairs.push(("ANCHORAGE_MAX_SESSIONS", "1".to_owned()));
+    pairs.push(("ANCHORAGE_POOL_SIZE", "0".to_owned()));
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(key, value)| (*key, value.as_str())).collect();
+    let server = TestServer::start_with(&pairs, |_| {}).await;
+    let indexed = || async { server.get("/v1/adblock").await.1["data"]["indexed_ahead"] == true };
+
+    // The first launch begins the indexing; the node is full while it runs.
+    let session = server.create_session(json!({})).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!indexed().await, "indexed with no place free");
+    server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !indexed().await {
+        assert!(Instant::now() < deadline, "never indexed once the place was free");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Its place is free again: a session starts, with the rules indexed.
+    let again = server.create_session(json!({})).await;
+    server.delete(&format!("/v1/sessions/{}", text(&again["id"]))).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
