@@ -21,7 +21,7 @@ pub struct PageInfo {
     pub title: String,
     /// Its URL.
     pub url: String,
-    /// Whether it is the session's active page (see [`crate::pages`]).
+    /// Whether it is the session's active page (see the crate's `pages` module).
     pub active: bool,
 }
 

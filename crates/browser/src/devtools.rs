@@ -56,7 +56,7 @@ const COMMAND_QUEUE: usize = 64;
 
 /// The shared DevTools pipe of one browser. Cheap to clone. A scoped one
 /// ([`Devtools::scoped`]) makes connections that see one context session
-/// only (see [`crate::scope`]).
+/// only (see the crate's `scope` module).
 #[derive(Clone)]
 pub struct Devtools {
     hub: Arc<Hub>,

@@ -430,7 +430,7 @@ impl Browser {
     }
 
     /// Puts every process of a browser launched in the background back at
-    /// the priority of browsers in use ([`BROWSER_NICE`]), for the session
+    /// the priority of browsers in use (`BROWSER_NICE`), for the session
     /// it is handed to.
     /// Lowering a nice value takes root (or `CAP_SYS_NICE`, or an
     /// `RLIMIT_NICE` of 20); see [`can_raise_priority`].
@@ -701,7 +701,7 @@ pub(crate) fn set_group_priority(pgid: u32, nice: i32) -> std::io::Result<()> {
 }
 
 /// Whether this process may put a browser launched in the background back at
-/// [`BROWSER_NICE`]: root, or an `RLIMIT_NICE` that allows it. Without it, launching in
+/// `BROWSER_NICE`: root, or an `RLIMIT_NICE` that allows it. Without it, launching in
 /// the background would leave the session slow for its whole life.
 #[allow(unsafe_code)]
 pub fn can_raise_priority() -> bool {
@@ -875,7 +875,7 @@ pub async fn launch(spec: &LaunchSpec) -> Result<Browser, LaunchError> {
 /// Like [`launch`], but gives up when `stop` resolves first. Whatever way a
 /// launch fails or stops, the browser begun is killed, its whole group waited
 /// for and its dirs removed before this returns (one path does it,
-/// [`UnfinishedLaunch::abandon`]); a launch future dropped half-way kills the
+/// `UnfinishedLaunch::abandon`); a launch future dropped half-way kills the
 /// group and removes the dirs as it drops.
 pub async fn launch_until(
     spec: &LaunchSpec,

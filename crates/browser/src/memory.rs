@@ -50,7 +50,7 @@ const REFRESH_READINGS: u64 = 10;
 
 /// Readings taken again and again, at a tenth of the cost of fresh ones: a
 /// process's size is read when it is first seen, and then again every
-/// [`REFRESH_READINGS`] readings (spread over them by pid); a process that
+/// `REFRESH_READINGS` readings (spread over them by pid); a process that
 /// is gone drops out at once. So a browser that ended is out of the next
 /// reading, a new one is in it, and a size that changes is seen within ten
 /// readings.
