@@ -12,6 +12,12 @@ let on = false;
 const waiting = new Map();
 let last = 0;
 
+// Chromium starts the worker of an extension a profile already had (a
+// saved profile's) only for an event it listens to: this one comes at every
+// start of the browser, so the server finds the worker to attach to. A new
+// profile starts it anyway (the extension is installed there).
+chrome.runtime.onStartup.addListener(() => {});
+
 chrome.declarativeNetRequest.onRuleMatchedDebug.addListener((match) => {
   const count = globalThis.__anchorage_blocked;
   if (typeof count === "function" && match.rule.ruleId <= LAST_BLOCKING_RULE) count("");

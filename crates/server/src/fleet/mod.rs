@@ -352,9 +352,8 @@ impl Fleet {
     /// How a launch gets the extension that blocks ads with `adblock`:
     /// already indexed when a template launch has done that for the lists'
     /// current compile (unless `loaded_as_it_starts`: a browser that loads
-    /// a user's extension, which would disable it, or starts from a saved
-    /// profile), else loaded and indexed as it starts (and the template
-    /// launch is begun, once per compile).
+    /// a user's extension, which would disable it), else loaded and indexed
+    /// as it starts (and the template launch is begun, once per compile).
     pub(crate) fn extension_of(
         &self,
         adblock: Option<&Arc<anchorage_browser::adblock::Adblock>>,

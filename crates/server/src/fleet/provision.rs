@@ -267,12 +267,9 @@ impl Fleet {
                         }
                     };
                     profile_id = found_profile;
-                    // A saved profile brings preferences of its own, which
-                    // may not take a recorded extension: loaded as it starts.
-                    let extension = self.extension_of(
-                        adblock.as_ref(),
-                        !found.extension_dirs.is_empty() || found.profile_seed.is_some(),
-                    );
+                    // A user's extensions would disable one installed:
+                    // ours is then loaded as it starts too.
+                    let extension = self.extension_of(adblock.as_ref(), !found.extension_dirs.is_empty());
                     let launch = plan::launch_request(&session, &options, found, extension);
                     let launched = self.launch_with_retry(&launch, &abort).await;
                     drop(seed);

@@ -128,6 +128,15 @@ fn custom_list() -> tempfile::NamedTempFile {
     file
 }
 
+/// Waits until the node's rules are indexed ahead (a launch begins that).
+async fn wait_until_indexed_ahead(server: &TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.get("/v1/adblock").await.1["data"]["indexed_ahead"] != true {
+        assert!(Instant::now() < deadline, "the rules were never indexed ahead");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// What a page shows: which scripts ran and which elements are hidden (the
 /// framed one in a frame from another site),
 /// once its own script ran and the lists' CSS had time to arrive (hiding is
@@ -181,11 +190,7 @@ async fn check_blocking(isolation: &str, pool_size: &str) {
         let first = server.create_session(json!({})).await;
         server.delete(&format!("/v1/sessions/{}", text(&first["id"]))).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.get("/v1/adblock").await.1["data"]["indexed_ahead"] != true {
-        assert!(Instant::now() < deadline, "the rules were never indexed ahead");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_indexed_ahead(&server).await;
     // The default: ads blocked, the content there.
     server.wait_for_metric("anchorage_pool_browsers", pooled).await;
     let blocked = server.create_session(json!({})).await;
@@ -413,6 +418,46 @@ async fn the_browser_that_indexes_the_rules_waits_for_a_place() {
     // Its place is free again: a session starts, with the rules indexed.
     let again = server.create_session(json!({})).await;
     server.delete(&format!("/v1/sessions/{}", text(&again["id"]))).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
+/// A session started from a saved profile loads the rules indexed ahead too,
+/// also when the profile had them installed already (such a browser starts
+/// the extension's worker only for an event the worker listens to; without
+/// it, the second start below never found the worker).
+#[tokio::test]
+async fn sessions_from_a_saved_profile_block_with_the_rules_indexed_ahead() {
+    let (port, _seen) = serve_site().await;
+    let custom = custom_list();
+    let mut pairs = settings(custom.path());
+    pairs.push(("ANCHORAGE_POOL_SIZE", "0".to_owned()));
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(key, value)| (*key, value.as_str())).collect();
+    let server = TestServer::start_with(&pairs, |_| {}).await;
+    let first = server.create_session(json!({})).await;
+    server.delete(&format!("/v1/sessions/{}", text(&first["id"]))).await;
+    wait_until_indexed_ahead(&server).await;
+    let (status, made) = server.post("/v1/profiles", json!({"name": "kept"})).await;
+    assert_eq!(status, StatusCode::OK, "{made}");
+    let body = json!({"browser": {"profile": {"name": "kept", "persist": true}}});
+    for round in 1..=2 {
+        let session = server.create_session(body.clone()).await;
+        let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
+        let page = cdp.open_page(&format!("http://site.test:{port}/adpage")).await;
+        let shown = look(&mut cdp, &page, true).await;
+        assert_eq!(
+            (&shown["tracked"], &shown["ad"], &shown["framed"]),
+            (&json!(false), &json!("none"), &json!("none")),
+            "start {round} from the profile: {shown}"
+        );
+        cdp.close().await;
+        server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.get("/v1/profiles/kept").await.1["data"]["status"] != "ready" {
+            assert!(Instant::now() < deadline, "the profile was never saved");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     server.assert_no_browsers_left().await;
     server.stop().await;
 }
