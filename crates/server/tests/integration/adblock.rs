@@ -149,13 +149,7 @@ async fn look(cdp: &mut Cdp, page: &str, expect_hidden: bool) -> Value {
                  framed: window.framedAd || 'not yet'})";
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let answer = cdp
-            .call(
-                "Runtime.evaluate",
-                json!({"expression": probe, "returnByValue": true}),
-                Some(page),
-            )
-            .await;
+        let answer = cdp.evaluate_answer(page, probe).await;
         // An evaluation with no value (it failed once in CI, the cause not
         // told) is asked again; one that lasts is shown whole in the result.
         let seen = match answer["result"]["value"].as_str().map(serde_json::from_str::<Value>) {

@@ -688,14 +688,18 @@ impl Cdp {
     }
 
     pub async fn evaluate(&mut self, session: &str, expression: &str) -> Value {
-        let result = self
-            .call(
-                "Runtime.evaluate",
-                json!({"expression": expression, "returnByValue": true}),
-                Some(session),
-            )
-            .await;
-        result["result"]["value"].clone()
+        self.evaluate_answer(session, expression).await["result"]["value"].clone()
+    }
+
+    /// Evaluates in a session and returns the whole answer: `result`, and
+    /// `exceptionDetails` when the expression threw.
+    pub async fn evaluate_answer(&mut self, session: &str, expression: &str) -> Value {
+        self.call(
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true}),
+            Some(session),
+        )
+        .await
     }
 
     /// Waits until the server closes this connection.
