@@ -550,9 +550,10 @@ async fn end_group(pgid: u32) {
     }
 }
 
-/// Sets one preference in the profile's `Default/Preferences` (kept with
-/// whatever a saved profile brought), before the browser starts.
-async fn set_preference(spec: &LaunchSpec, path: &[&str], value: serde_json::Value) -> std::io::Result<()> {
+/// Sets preferences in the profile's `Default/Preferences` (kept with
+/// whatever a saved profile brought), before the browser starts: each a
+/// path of keys and its value, in order, the file read and written once.
+async fn set_preferences(spec: &LaunchSpec, values: Vec<(Vec<&str>, serde_json::Value)>) -> std::io::Result<()> {
     let file = spec.profile_dir().join("Default").join("Preferences");
     if let Some(parent) = file.parent() {
         tokio::fs::create_dir_all(parent).await?;
@@ -561,17 +562,19 @@ async fn set_preference(spec: &LaunchSpec, path: &[&str], value: serde_json::Val
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::json!({})),
         Err(_) => serde_json::json!({}),
     };
-    let mut slot = &mut preferences;
-    for key in path {
-        if !slot.is_object() {
-            *slot = serde_json::json!({});
+    for (path, value) in values {
+        let mut slot = &mut preferences;
+        for key in path {
+            if !slot.is_object() {
+                *slot = serde_json::json!({});
+            }
+            slot = slot
+                .as_object_mut()
+                .map(|object| object.entry(key.to_owned()).or_insert(serde_json::Value::Null))
+                .ok_or_else(|| std::io::Error::other("preferences are not an object"))?;
         }
-        slot = slot
-            .as_object_mut()
-            .map(|object| object.entry((*key).to_owned()).or_insert(serde_json::Value::Null))
-            .ok_or_else(|| std::io::Error::other("preferences are not an object"))?;
+        *slot = value;
     }
-    *slot = value;
     tokio::fs::write(&file, preferences.to_string()).await?;
     if let Some(run_as) = &spec.run_as {
         for path in [spec.profile_dir().join("Default"), file] {
@@ -602,13 +605,15 @@ async fn install_adblock(spec: &LaunchSpec) -> std::io::Result<Option<String>> {
     };
     // Chromium names an unpacked extension after its absolute path.
     let id = crate::adblock::dnr::extension_id(&tokio::fs::canonicalize(&dir).await?);
+    let mut values = Vec::new();
     if let Some(entry) = entry {
-        set_preference(spec, &["extensions", "settings", &id], entry).await?;
+        values.push((vec!["extensions", "settings", id.as_str()], entry));
         // Chromium loads an unpacked extension of a profile in developer
         // mode only.
-        set_preference(spec, &["extensions", "ui", "developer_mode"], true.into()).await?;
+        values.push((vec!["extensions", "ui", "developer_mode"], true.into()));
     }
-    set_preference(spec, &["extensions", "settings", &id, "incognito"], true.into()).await?;
+    values.push((vec!["extensions", "settings", id.as_str(), "incognito"], true.into()));
+    set_preferences(spec, values).await?;
     Ok(Some(id))
 }
 
@@ -938,7 +943,9 @@ pub async fn launch_until(
         }
     };
     if spec.setup.pdfs_downloaded {
-        if let Err(source) = set_preference(spec, &["plugins", "always_open_pdf_externally"], true.into()).await {
+        if let Err(source) =
+            set_preferences(spec, vec![(vec!["plugins", "always_open_pdf_externally"], true.into())]).await
+        {
             remove_dirs(spec).await;
             return Err(LaunchError::Directory {
                 path: spec.profile_dir(),
