@@ -347,8 +347,6 @@ impl Fleet {
         })
     }
 
-    /// The node's ad blocking, if a session with `options` gets it (it did
-    /// not turn it off and the node has filter lists).
     /// How a launch gets the extension that blocks ads with `adblock`:
     /// already indexed when a template launch has done that for the lists'
     /// current compile (unless `loaded_as_it_starts`: a browser that loads
@@ -393,6 +391,8 @@ impl Fleet {
             .map(|dir| anchorage_browser::AdblockExtension::Load(dir.to_owned()))
     }
 
+    /// The node's ad blocking, if a session with `options` gets it (it did
+    /// not turn it off and the node has filter lists).
     pub(crate) fn adblock_for(
         &self,
         options: &anchorage_core::SessionOptions,
