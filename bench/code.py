@@ -17,6 +17,9 @@ For one server, one session:
   runs lets it be started again), each run in turn with one of the local
   client's (kept running, driven run by run), so that both meet the machine
   in the same state; the overhead is against those client runs;
+- execute_code, one call right after the other: no pause, so each run
+  takes the runner started as the previous one ended, still loading (an
+  agent or a script calling in a loop);
 - then both again through a relay on loopback that holds every chunk
   10 ms each way (20 ms more per round trip), for the client far from the
   fleet;
@@ -252,6 +255,9 @@ def figures(args, page_url):
             else:
                 results["local_paired"], results["warm"] = paired_runs(server.base, session, page_url, args.runs,
                                                                        args.warm_pause)
+                # One call right after the other: each takes the runner
+                # started when the last one ended, still loading.
+                results["back_to_back"] = execute_runs(server.base, session["id"], code, args.runs, 0)
                 relay = DelayRelay(port, 0.010)
                 results["warm_far"] = execute_runs(f"http://127.0.0.1:{relay.port}", session["id"], code, args.runs,
                                                    args.warm_pause)
@@ -315,6 +321,8 @@ def main():
     print(f"  execute_code, warm runner                        {p50['warm']:8.1f}  (+{p50['warm'] - p50['local']:.1f} ms, {p50['warm'] / p50['local']:.2f}x)")
     print(f"  the same, run in turn with the local client: client {p50['local_paired']:.1f}, execute_code warm "
           f"{p50['warm']:.1f} (+{p50['warm'] - p50['local_paired']:.1f} ms)")
+    print(f"  execute_code, one call right after the other      {p50['back_to_back']:8.1f}  "
+          f"(+{p50['back_to_back'] - p50['local']:.1f} ms, {p50['back_to_back'] / p50['local']:.2f}x)")
     print("with 20 ms more per round trip between client and server:")
     print(f"  local Node client                                {p50['local_far']:8.1f}")
     print(f"  execute_code, cold runner                        {p50['cold_far']:8.1f}  ({p50['cold_far'] / p50['local_far']:.2f}x of the client's time)")

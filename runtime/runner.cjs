@@ -90,9 +90,16 @@ function esbuild() {
   }
   return esbuildModule;
 }
-if (buildCacheDir || process.argv.includes("--warm-up")) {
+if (buildCacheDir) {
   esbuild();
 }
+
+/**
+ * What became of this runner's warm-up, told with its result: "none" (a
+ * runner started for its job), "done", or "cut short" (its job arrived
+ * first: a runner taken from the pool just after it was started).
+ */
+let warmUpOutcome = "none";
 
 /** How many times the warm-up drives the stand-in. */
 const WARM_UP_ROUNDS = 8;
@@ -108,7 +115,7 @@ const WARM_UP_ROUNDS = 8;
  * worlds). Best effort: whatever the stand-in does not satisfy is left
  * after a moment.
  */
-async function warmUp() {
+async function warmUp(jobRead) {
   const { WebSocketServer } = require(path.join(modules, "ws"));
   const standIn = new WebSocketServer({ host: "127.0.0.1", port: 0 });
   await new Promise((resolve, reject) => {
@@ -194,15 +201,33 @@ async function warmUp() {
     });
   });
   const port = standIn.address().port;
+  // A job that arrives meanwhile ends the warm-up at once: the stand-in's
+  // connections are cut (what the warm-up awaits fails) and nothing waits
+  // for a clean close.
+  let stopped = false;
+  const stop = () => {
+    if (stopped) return;
+    stopped = true;
+    if (warmUpOutcome === "running") warmUpOutcome = "cut short";
+    for (const client of standIn.clients) client.terminate();
+    standIn.close();
+  };
+  jobRead?.then(stop, stop);
   let browser;
   try {
+    // A job already in the pipe (read in the turn just given to it) goes
+    // first; otherwise esbuild's service is started ahead too.
+    await new Promise((resolve) => setImmediate(resolve));
+    if (!stopped && !buildCacheDir) {
+      esbuild();
+    }
     // Several rounds: V8 optimises what it has seen run many times.
-    for (let round = 0; round < WARM_UP_ROUNDS; round++) {
+    for (let round = 0; round < WARM_UP_ROUNDS && !stopped; round++) {
       browser = await chromium.connectOverCDP(`ws://127.0.0.1:${port}/`, { timeout: 3000 });
       const context = browser.contexts()[0];
       const page = context.pages()[0] || (await context.newPage());
       await page.goto("http://stand-in.invalid/", { timeout: 2000 });
-      for (let call = 0; call < 20; call++) {
+      for (let call = 0; call < 20 && !stopped; call++) {
         await page.evaluate((n) => n * 2, call);
       }
       if (round < WARM_UP_ROUNDS - 1) {
@@ -210,11 +235,12 @@ async function warmUp() {
         browser = undefined;
       }
     }
+    if (!stopped) warmUpOutcome = "done";
   } finally {
-    const closing = browser ? browser.close().catch(() => {}) : Promise.resolve();
-    await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, 500))]);
-    for (const client of standIn.clients) client.terminate();
-    standIn.close();
+    if (browser && !stopped) {
+      await Promise.race([browser.close().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 500))]);
+    }
+    stop();
   }
 }
 
@@ -381,14 +407,29 @@ async function main() {
     process.stdout.write(`code cache of ${cachedScripts.size} modules written (${warmed})\n`);
     return;
   }
+  // The job is read from the start, so that one given to a runner still
+  // warming up (taken from the pool right after it was started) does not
+  // wait for the warm-up: its arrival ends it.
+  let jobWaiting = false;
+  const jobRead = readJob();
+  jobRead.then(
+    () => (jobWaiting = true),
+    () => (jobWaiting = true),
+  );
   if (process.argv.includes("--warm-up")) {
-    await Promise.race([warmUp().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
-    // What the warm-up left is collected now, not in the middle of the job.
-    collectGarbage();
+    warmUpOutcome = "running";
+    await Promise.race([
+      warmUp(jobRead).catch(() => {}),
+      jobRead.catch(() => {}),
+      new Promise((resolve) => setTimeout(resolve, 5000).unref()),
+    ]);
+    // What the warm-up left is collected now, not in the middle of the job
+    // (unless the job is here: then it goes first).
+    if (!jobWaiting) collectGarbage();
   }
   let job;
   try {
-    job = await readJob();
+    job = await jobRead;
     jobArrived = performance.now();
   } catch (error) {
     answer({ ok: false, error: `the job could not be read: ${messageOf(error)}` });
@@ -437,9 +478,9 @@ async function main() {
     mark("connected");
     const value = await run({ page, browser, context, sessionId: job.sessionId, anchorClient });
     mark("ran");
-    answer({ ok: true, output: outputOf(value), timings, codeCache });
+    answer({ ok: true, output: outputOf(value), timings, codeCache, warmUp: warmUpOutcome });
   } catch (error) {
-    answer({ ok: false, error: messageOf(error), timings, codeCache });
+    answer({ ok: false, error: messageOf(error), timings, codeCache, warmUp: warmUpOutcome });
   }
 }
 

@@ -875,6 +875,25 @@ mod runs {
         }
     }
 
+    /// [`settings`] in `dir` whose runners carry a marker of the test's own.
+    fn marked_settings(dir: &Path, test: &str) -> SandboxSettings {
+        let mut settings = settings(dir, dir);
+        settings.marker = format!("--anchorage-runner-test-{test}-{}", std::process::id());
+        settings
+    }
+
+    /// Whether the runners marked `marker` are gone within two seconds (a
+    /// run's runner is killed as it answers, and gone a moment later).
+    async fn runners_gone(marker: &str) -> bool {
+        for _ in 0..100 {
+            if leftover_runner_pids(marker).is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
     /// Runs `code` as a snippet with no session; the runner's result line.
     async fn run_snippet(process: CodeProcess, code: &str) -> serde_json::Value {
         let job = serde_json::json!({"kind": "snippet", "code": code, "origin": "http://127.0.0.1:9", "apiKey": "k"});
@@ -926,13 +945,27 @@ mod runs {
             assert_eq!(std::fs::read(&bundle).expect("the bundle's cache"), built);
         }
         // The runner is killed as the run answers; it is gone a moment later.
-        for _ in 0..100 {
-            if leftover_runner_pids(&settings.marker).is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(leftover_runner_pids(&settings.marker).is_empty());
+        assert!(runners_gone(&settings.marker).await);
+    }
+
+    #[tokio::test]
+    async fn a_job_given_to_a_runner_still_warming_up_does_not_wait_for_the_warm_up() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let settings = marked_settings(scratch.path(), "early");
+        let uid = settings.isolate.then(free_run_uid);
+        // Taken from the pool the moment it was started (a run right after
+        // the last one): its job arrives while it loads, which ends the
+        // warm-up before or during its first round, and the job runs.
+        let process = CodeProcess::start(&settings, uid, true).expect("start");
+        let result = run_snippet(process, "return 40 + 2").await;
+        assert_eq!(result["ok"], true, "{result}");
+        assert_eq!(result["output"], "42", "{result}");
+        assert_eq!(result["warmUp"], "cut short", "{result}");
+        // A runner started for its job has no warm-up to cut.
+        let process = CodeProcess::start(&settings, settings.isolate.then(free_run_uid), false).expect("start");
+        let result = run_snippet(process, "return 1").await;
+        assert_eq!(result["warmUp"], "none", "{result}");
+        assert!(runners_gone(&settings.marker).await);
     }
 
     #[tokio::test]
@@ -972,8 +1005,7 @@ mod runs {
     #[tokio::test]
     async fn a_runner_left_by_a_crash_is_found_by_its_marker_and_killed_with_its_user() {
         let scratch = tempfile::tempdir().expect("tempdir");
-        let mut settings = settings(scratch.path(), scratch.path());
-        settings.marker = format!("--anchorage-runner-test-crash-{}", std::process::id());
+        let settings = marked_settings(scratch.path(), "crash");
         let uid = settings.isolate.then(free_run_uid);
         let process = CodeProcess::start(&settings, uid, false).expect("start");
         let pid = process.pid();
@@ -981,12 +1013,7 @@ mod runs {
         std::mem::forget(process);
         assert_eq!(leftover_runner_pids(&settings.marker), vec![pid]);
         assert_eq!(reap_leftover_runs(&settings.marker), 1);
-        for _ in 0..100 {
-            if leftover_runner_pids(&settings.marker).is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        runners_gone(&settings.marker).await;
         let alive = crate::reap::process_state(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X');
         assert!(!alive, "the runner survived");
         if let Some(uid) = uid {

@@ -508,6 +508,7 @@ fn read_result(line: &[u8]) -> RunEnd {
     tracing::debug!(
         timings = %result["timings"],
         code_cache = %result["codeCache"],
+        warm_up = %result["warmUp"],
         "a run's phases (ms after its job arrived)"
     );
     if result["ok"] == true {
