@@ -489,7 +489,13 @@ async function main() {
 let answered = false;
 process.on("beforeExit", () => {
   if (!answered) {
-    answer({ ok: false, error: "the code never finished: it awaits a promise that nothing is left to settle", timings });
+    answer({
+      ok: false,
+      error: "the code never finished: it awaits a promise that nothing is left to settle",
+      timings,
+      codeCache,
+      warmUp: warmUpOutcome,
+    });
   }
 });
 

@@ -51,6 +51,8 @@ pub struct Metrics {
     code_runs: Gauge,
     code_runs_waiting: Gauge,
     code_runs_finished: Family<Vec<(String, String)>, Counter>,
+    code_runners: Family<Vec<(String, String)>, Counter>,
+    code_cache_modules: Family<Vec<(String, String)>, Counter>,
     adblock_blocked: Counter,
     adblock_rules: Gauge,
     adblock_list_modified: Family<Vec<(String, String)>, Gauge>,
@@ -127,6 +129,8 @@ impl Default for Metrics {
             code_runs: Gauge::default(),
             code_runs_waiting: Gauge::default(),
             code_runs_finished: Family::default(),
+            code_runners: Family::default(),
+            code_cache_modules: Family::default(),
             adblock_blocked: Counter::default(),
             adblock_rules: Gauge::default(),
             adblock_list_modified: Family::default(),
@@ -288,6 +292,16 @@ impl Default for Metrics {
             "Runs of users' code that finished on this node, by how (success, failure, timeout, cancelled).",
             metrics.code_runs_finished.clone(),
         );
+        registry.register(
+            "anchorage_code_runners",
+            "Runs of users' code that answered, by the runner they got: warm (ready), warming (taken while it warmed up), cold (started for the run). Many cold or warming ones say ANCHORAGE_CODE_WARM is low for this node's load.",
+            metrics.code_runners.clone(),
+        );
+        registry.register(
+            "anchorage_code_cache_modules",
+            "Modules that runs loaded with the node's V8 code cache, by whether V8 used or refused the cache (refused ones were compiled again).",
+            metrics.code_cache_modules.clone(),
+        );
         Self { registry, ..metrics }
     }
 }
@@ -343,6 +357,19 @@ impl Metrics {
         self.code_runs_finished
             .get_or_create(&vec![("status".to_owned(), status.as_str().to_owned())])
             .inc();
+    }
+
+    /// Counts the runner a run got (`warm`, `warming`, `cold`) and the
+    /// modules it loaded with the code cache, used and refused.
+    pub fn count_code_runner(&self, runner: &str, cache_used: u64, cache_refused: u64) {
+        self.code_runners
+            .get_or_create(&vec![("runner".to_owned(), runner.to_owned())])
+            .inc();
+        for (outcome, modules) in [("used", cache_used), ("refused", cache_refused)] {
+            self.code_cache_modules
+                .get_or_create(&vec![("outcome".to_owned(), outcome.to_owned())])
+                .inc_by(modules);
+        }
     }
 
     /// Counts a WebSocket task that starts (`true`) or ends.

@@ -456,7 +456,11 @@ impl CodeRunner {
         let run = process.run(&bytes, self.timeout, self.max_output_bytes);
         let end = tokio::select! {
             result = run => match result {
-                Ok(line) => read_result(&line),
+                Ok(line) => {
+                    let (end, result) = read_result(&line);
+                    self.count_runner(&result);
+                    end
+                }
                 Err(RunFailure::TimedOut) => RunEnd::TimedOut(self.timeout),
                 Err(RunFailure::ResultTooLarge(limit)) => RunEnd::Failed(format!(
                     "the code's result is larger than {limit} bytes (ANCHORAGE_CODE_MAX_OUTPUT_BYTES)"
@@ -470,6 +474,33 @@ impl CodeRunner {
         self.metrics.count_code_run(end.status());
         self.refill_warm();
         (end, elapsed)
+    }
+}
+
+/// More modules than the runtime has (it caches four): a result that
+/// claims more was written by the code, not the runtime.
+const MAX_CACHED_MODULES: u64 = 16;
+
+impl CodeRunner {
+    /// Counts, from a runner's result, which runner the run got and what
+    /// it loaded from the code cache.
+    fn count_runner(&self, result: &Value) {
+        let runner = match result["warmUp"].as_str() {
+            Some("done") => "warm",
+            Some("cut short") => "warming",
+            Some("none") => "cold",
+            _ => return,
+        };
+        // The line comes from the run's process, which the user's code
+        // could write itself: at most a runtime's worth of modules counts.
+        let modules = |outcome: &str| {
+            result["codeCache"][outcome]
+                .as_u64()
+                .unwrap_or(0)
+                .min(MAX_CACHED_MODULES)
+        };
+        self.metrics
+            .count_code_runner(runner, modules("used"), modules("rejected"));
     }
 }
 
@@ -501,9 +532,14 @@ fn origin_of(url: &url::Url) -> String {
     }
 }
 
-fn read_result(line: &[u8]) -> RunEnd {
+/// How a run ended, from its runner's result line, and the line as JSON
+/// (`Null` when it is not JSON).
+fn read_result(line: &[u8]) -> (RunEnd, Value) {
     let Ok(result) = serde_json::from_slice::<Value>(line) else {
-        return RunEnd::Failed("the runner's result was not JSON".to_owned());
+        return (
+            RunEnd::Failed("the runner's result was not JSON".to_owned()),
+            Value::Null,
+        );
     };
     tracing::debug!(
         timings = %result["timings"],
@@ -511,7 +547,7 @@ fn read_result(line: &[u8]) -> RunEnd {
         warm_up = %result["warmUp"],
         "a run's phases (ms after its job arrived)"
     );
-    if result["ok"] == true {
+    let end = if result["ok"] == true {
         RunEnd::Returned(result["output"].as_str().map(str::to_owned))
     } else {
         RunEnd::Failed(
@@ -520,7 +556,8 @@ fn read_result(line: &[u8]) -> RunEnd {
                 .unwrap_or("the code failed without saying why")
                 .to_owned(),
         )
-    }
+    };
+    (end, result)
 }
 
 /// Why a runner that gave no result ended, in words.
@@ -590,15 +627,15 @@ mod tests {
     #[test]
     fn results_and_ends_read_as_executions() {
         assert_eq!(
-            read_result(br#"{"ok":true,"output":"{\"a\":1}"}"#),
+            read_result(br#"{"ok":true,"output":"{\"a\":1}"}"#).0,
             RunEnd::Returned(Some("{\"a\":1}".to_owned()))
         );
-        assert_eq!(read_result(br#"{"ok":true}"#), RunEnd::Returned(None));
+        assert_eq!(read_result(br#"{"ok":true}"#).0, RunEnd::Returned(None));
         assert_eq!(
-            read_result(br#"{"ok":false,"error":"boom"}"#),
+            read_result(br#"{"ok":false,"error":"boom"}"#).0,
             RunEnd::Failed("boom".to_owned())
         );
-        assert!(matches!(read_result(b"nope"), RunEnd::Failed(_)));
+        assert!(matches!(read_result(b"nope").0, RunEnd::Failed(_)));
         let timed_out = RunEnd::TimedOut(Duration::from_secs(3));
         assert_eq!(timed_out.status(), ExecutionStatus::Timeout);
         assert!(timed_out.error().is_some_and(|error| error.contains("3 s")));

@@ -147,6 +147,27 @@ async fn a_snippet_drives_its_session_and_returns_json_and_a_throw_is_a_failure(
     let (_, answer) = execute(&server, &session_id, "await page.title();").await;
     assert_eq!(answer["success"], true, "{answer}");
     assert!(answer.get("output").is_none(), "{answer}");
+    // Each of those five runs got a runner started for it (no warm ones
+    // here), and says so in /metrics.
+    server
+        .wait_for_metric("anchorage_code_runners_total{runner=\"cold\"}", 5.0)
+        .await;
+    // Code can write a result line of its own and end (its own result: it
+    // could return the same), but not make this node's counts absurd.
+    let (_, answer) = execute(
+        &server,
+        &session_id,
+        "require('fs').writeSync(3, JSON.stringify({ ok: true, output: '7', warmUp: 'done', \
+         codeCache: { used: 1e15, rejected: 1e15 } }) + '\\n'); process.exit(0);",
+    )
+    .await;
+    assert_eq!(answer["output"], "7", "{answer}");
+    assert!(
+        server
+            .metric("anchorage_code_cache_modules_total{outcome=\"refused\"}")
+            .await
+            <= 16.0
+    );
 
     // Bad input changes nothing.
     for (path, body) in [
@@ -504,6 +525,30 @@ async fn warm_runners_serve_one_run_each() {
         .path()
         .join("code-cache/playwright-core__lib__coreBundle.js.v8");
     assert!(cache.is_file(), "no code cache at {}", cache.display());
+    // Both runs got a runner started ahead (ready, or still warming up if
+    // the run came first), and it loaded its modules from that cache.
+    let metrics = server.metrics().await;
+    let runners = |kind: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("anchorage_code_runners_total{{runner=\"{kind}\"}} ")))
+            .map_or(0.0, |value| value.parse::<f64>().expect("a number"))
+    };
+    assert_eq!(runners("warm") + runners("warming"), 2.0, "{metrics}");
+    assert_eq!(runners("cold"), 0.0, "{metrics}");
+    assert!(
+        server
+            .metric("anchorage_code_cache_modules_total{outcome=\"used\"}")
+            .await
+            >= 4.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        server
+            .metric("anchorage_code_cache_modules_total{outcome=\"refused\"}")
+            .await,
+        0.0
+    );
     server.delete(&format!("/v1/sessions/{session_id}")).await;
     server.assert_no_browsers_left().await;
     server.stop().await;
