@@ -236,6 +236,21 @@ def warm_figures(args, page_url):
     return {"local": local, "warm": warm}
 
 
+def pool_figures(args, page_url):
+    """execute_code every --warm-pause seconds with --warm-pool runners kept warm: p50, and the runners the runs got."""
+    server = harness.Server(args.binary, code_warm=args.warm_pool, pool_size=0)
+    try:
+        session = server.call("POST", "/v1/sessions", {})["data"]
+        time.sleep(3)  # the pool fills
+        times = execute_runs(server.base, session["id"], snippet(page_url), args.runs, args.warm_pause)
+        kinds = {kind: int(server.metric(f'anchorage_code_runners_total{{runner="{kind}"}}'))
+                 for kind in ("warm", "warming", "cold")}
+        server.call("DELETE", f"/v1/sessions/{session['id']}")
+    finally:
+        server.close()
+    return statistics.median(times), kinds
+
+
 def figures(args, page_url):
     results = {}
     for warm in (0, 1):
@@ -306,8 +321,15 @@ def main():
     parser.add_argument("--warm-only", action="store_true",
                         help="only the local client and execute_code with a warm runner (for trying a change)")
     parser.add_argument("--warm-pause", type=float, default=1.0, help="seconds between warm runs (the next runner starts)")
+    parser.add_argument("--warm-pool", type=int, default=0,
+                        help="only: execute_code every --warm-pause s with this many runners kept warm (p50, runners got)")
     args = parser.parse_args()
     page_url = harness.serve_pages()
+    if args.warm_pool:
+        p50, kinds = pool_figures(args, page_url)
+        print(f"p50 of {args.runs}, one every {args.warm_pause} s, {args.warm_pool} kept warm: {p50:.1f} ms; "
+              f"runners: {kinds}")
+        return
     if args.warm_only:
         local, warm = (statistics.median(values) for values in warm_figures(args, page_url).values())
         print(f"p50 of {args.runs}: local Node client {local:.1f} ms, execute_code warm {warm:.1f} ms (+{warm - local:.1f} ms)")

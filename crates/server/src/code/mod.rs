@@ -14,7 +14,7 @@
 //! stored as finished. It does not parse requests (the routes do) and
 //! starts no session (a task's run asks the fleet, through the routes).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -126,7 +126,8 @@ pub struct CodeRunner {
     slots: Mutex<Slots>,
     freed: Notify,
     warm_target: usize,
-    warm: Mutex<Vec<CodeProcess>>,
+    /// Runners started ahead, oldest (most likely done warming up) first.
+    warm: Mutex<VecDeque<CodeProcess>>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -250,7 +251,7 @@ impl CodeRunner {
             slots: Mutex::new(Slots::default()),
             freed: Notify::new(),
             warm_target: config.warm,
-            warm: Mutex::new(Vec::new()),
+            warm: Mutex::new(VecDeque::new()),
             metrics,
         })
     }
@@ -346,8 +347,9 @@ impl CodeRunner {
     /// ones are started again when the run ends, not while it runs). Starting walks `/proc` (for a free user
     /// id) and forks: a blocking thread does it.
     async fn take_process(self: &Arc<Self>, settings: &SandboxSettings) -> std::io::Result<CodeProcess> {
-        let warm = self.warm.lock().ok().and_then(|mut warm| warm.pop());
-        if let Some(mut process) = warm {
+        // The oldest first: the longest started, so the likeliest to be
+        // ready. One that died meanwhile is dropped for the next.
+        while let Some(mut process) = self.warm.lock().ok().and_then(|mut warm| warm.pop_front()) {
             if process.is_alive() {
                 return Ok(process);
             }
@@ -373,7 +375,7 @@ impl CodeRunner {
                 Ok(process) => {
                     if let Ok(mut warm) = runner.warm.lock() {
                         if warm.len() < runner.warm_target {
-                            warm.push(process);
+                            warm.push_back(process);
                         }
                     }
                 }

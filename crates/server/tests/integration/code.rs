@@ -490,6 +490,46 @@ async fn runs_past_the_limit_wait_and_past_the_waiting_room_are_refused() {
 /// A warm runner (started ahead, its modules loaded) serves one run, and
 /// another takes its place: no two runs share a process or a user.
 #[tokio::test]
+async fn the_longest_waiting_warm_runner_serves_first() {
+    let server = TestServer::start_with(&[("ANCHORAGE_CODE_WARM", "2"), ("ANCHORAGE_CODE_CACHE", "on")], |_| {}).await;
+    let marker = format!(
+        "--anchorage-runs-of={}",
+        server.data_dir.path().canonicalize().expect("dir").display()
+    );
+    let runners = || -> Vec<u64> {
+        anchorage_browser::leftover_runner_pids(&marker)
+            .into_iter()
+            .map(u64::from)
+            .collect()
+    };
+    let session = server.create_session(json!({})).await;
+    let session_id = text(&session["id"]).to_owned();
+    let snippet = "return { pid: process.pid };";
+    crate::support::wait_until("two warm runners", Duration::from_secs(20), || runners().len() == 2).await;
+    let first_two = runners();
+    let (_, answer) = execute(&server, &session_id, snippet).await;
+    let served = returned(&answer)["pid"].as_u64().expect("pid");
+    assert!(first_two.contains(&served), "{served} not in {first_two:?}");
+    // The other one has waited since the start; the one started after the
+    // run is newer. The next run gets the one that waited longest.
+    let waited = *first_two.iter().find(|pid| **pid != served).expect("the other runner");
+    crate::support::wait_until("a new warm runner", Duration::from_secs(20), || {
+        let now = runners();
+        now.len() == 2 && now.contains(&waited) && !now.contains(&served)
+    })
+    .await;
+    let (_, answer) = execute(&server, &session_id, snippet).await;
+    assert_eq!(returned(&answer)["pid"], json!(waited), "{answer}");
+    server.delete(&format!("/v1/sessions/{session_id}")).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+    crate::support::wait_until("the warm runners ended", Duration::from_secs(10), || {
+        runners().is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn warm_runners_serve_one_run_each() {
     let server = TestServer::start_with(&[("ANCHORAGE_CODE_WARM", "1"), ("ANCHORAGE_CODE_CACHE", "on")], |_| {}).await;
     let marker = format!(
