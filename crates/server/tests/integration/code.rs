@@ -94,6 +94,14 @@ async fn uid_in_page(server: &TestServer, session_id: &str) -> u32 {
     panic!("the run never showed its user id");
 }
 
+/// The mark on the command line of `server`'s runners.
+fn runner_marker(server: &TestServer) -> String {
+    format!(
+        "--anchorage-runs-of={}",
+        server.data_dir.path().canonicalize().expect("dir").display()
+    )
+}
+
 async fn code_server(pairs: &[(&str, &str)]) -> TestServer {
     let mut all = vec![("ANCHORAGE_CODE_WARM", "0"), ("ANCHORAGE_CODE_CACHE", "on")];
     all.extend_from_slice(pairs);
@@ -487,15 +495,12 @@ async fn runs_past_the_limit_wait_and_past_the_waiting_room_are_refused() {
     server.stop().await;
 }
 
-/// A warm runner (started ahead, its modules loaded) serves one run, and
-/// another takes its place: no two runs share a process or a user.
+/// With several runners kept warm, the one that waited longest (the most
+/// likely to be ready) serves the next run.
 #[tokio::test]
 async fn the_longest_waiting_warm_runner_serves_first() {
     let server = TestServer::start_with(&[("ANCHORAGE_CODE_WARM", "2"), ("ANCHORAGE_CODE_CACHE", "on")], |_| {}).await;
-    let marker = format!(
-        "--anchorage-runs-of={}",
-        server.data_dir.path().canonicalize().expect("dir").display()
-    );
+    let marker = runner_marker(&server);
     let runners = || -> Vec<u64> {
         anchorage_browser::leftover_runner_pids(&marker)
             .into_iter()
@@ -529,13 +534,12 @@ async fn the_longest_waiting_warm_runner_serves_first() {
     .await;
 }
 
+/// A warm runner (started ahead, its modules loaded) serves one run, and
+/// another takes its place: no two runs share a process or a user.
 #[tokio::test]
 async fn warm_runners_serve_one_run_each() {
     let server = TestServer::start_with(&[("ANCHORAGE_CODE_WARM", "1"), ("ANCHORAGE_CODE_CACHE", "on")], |_| {}).await;
-    let marker = format!(
-        "--anchorage-runs-of={}",
-        server.data_dir.path().canonicalize().expect("dir").display()
-    );
+    let marker = runner_marker(&server);
     let warm_pid = |marker: &str| anchorage_browser::leftover_runner_pids(marker).first().copied();
     let session = server.create_session(json!({})).await;
     let session_id = text(&session["id"]).to_owned();
