@@ -24,8 +24,9 @@ For one server, one session:
   10 ms each way (20 ms more per round trip), for the client far from the
   fleet;
 - runs at once: --concurrency sessions each run a snippet that waits
-  3 s; the memory of the runs' processes (proportional set size of every
-  process of a run user) is read while they wait, and the time of a batch
+  4 s; the memory of the runs' processes (proportional set size of every
+  process of a run user) is read while they wait, on the server that keeps
+  no runner warm (a warm one would count as a run's); the time of a batch
   of busy snippets at 1, 2, 4, … at once gives where the machine saturates.
 Ratios against the local client; nothing is asserted.
 """
@@ -267,6 +268,7 @@ def figures(args, page_url):
                 far = session["cdp_url"].replace(f":{port}/", f":{relay.port}/")
                 results["local_far"] = local_runs(far, page_url, args.runs)
                 results["cold_far"] = execute_runs(f"http://127.0.0.1:{relay.port}", session["id"], code, args.runs, 0)
+                results["per_run_mib"] = memory_per_run(server, args)
             else:
                 results["local_paired"], results["warm"] = paired_runs(server.base, session, page_url, args.runs,
                                                                        args.warm_pause)
@@ -283,8 +285,9 @@ def figures(args, page_url):
     return results
 
 
-def at_once(server, args, page_url):
-    """Memory per run while --concurrency runs wait, and batch times at growing concurrency."""
+def memory_per_run(server, args):
+    """Memory per run while --concurrency runs wait (on a server that keeps no runner warm, so that every
+    process of a run user belongs to one of them)."""
     sessions = [server.call("POST", "/v1/sessions", {})["data"]["id"] for _ in range(args.concurrency)]
     before = run_user_pss_kib()
     with ThreadPoolExecutor(args.concurrency) as pool:
@@ -297,7 +300,14 @@ def at_once(server, args, page_url):
         during = run_user_pss_kib()
         for future in waiting:
             future.result()
-    per_run_mib = (during - before) / 1024 / args.concurrency
+    for session in sessions:
+        server.call("DELETE", f"/v1/sessions/{session}")
+    return (during - before) / 1024 / args.concurrency
+
+
+def at_once(server, args, page_url):
+    """Batch times of busy snippets at growing concurrency."""
+    sessions = [server.call("POST", "/v1/sessions", {})["data"]["id"] for _ in range(args.concurrency)]
     busy = ("const started = Date.now(); let n = 0;\n"
             "while (Date.now() - started < 1000) { n += await page.evaluate(() => 1); }\nreturn n;")
     throughput = {}
@@ -310,7 +320,7 @@ def at_once(server, args, page_url):
         level *= 2
     for session in sessions:
         server.call("DELETE", f"/v1/sessions/{session}")
-    return {"per_run_mib": per_run_mib, "throughput": throughput}
+    return {"throughput": throughput}
 
 
 def main():

@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -126,8 +127,12 @@ pub struct CodeRunner {
     slots: Mutex<Slots>,
     freed: Notify,
     warm_target: usize,
-    /// Runners started ahead, oldest (most likely done warming up) first.
-    warm: Mutex<VecDeque<CodeProcess>>,
+    /// Runners started ahead, with when; oldest (most likely done warming
+    /// up) first.
+    warm: Mutex<VecDeque<(Instant, CodeProcess)>>,
+    /// Warm runners being started (not in `warm` yet), so that refills
+    /// asked for at once start no more than the target.
+    warm_starting: AtomicUsize,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -252,6 +257,7 @@ impl CodeRunner {
             freed: Notify::new(),
             warm_target: config.warm,
             warm: Mutex::new(VecDeque::new()),
+            warm_starting: AtomicUsize::new(0),
             metrics,
         })
     }
@@ -343,17 +349,25 @@ impl CodeRunner {
         }
     }
 
-    /// A started runner: a warm one when there is, else a new one (the warm
-    /// ones are started again when the run ends, not while it runs). Starting walks `/proc` (for a free user
-    /// id) and forks: a blocking thread does it.
+    /// A started runner: a warm one when there is, else a new one. Warm
+    /// ones are started again when the run ends, not while it runs (they
+    /// would take CPU from it), unless the runs come faster than runners
+    /// warm up: when the one taken is younger than [`WARMING_UP`], or there
+    /// was none, the next one is started now, so that it loads while this
+    /// run runs (a caller in a loop finds it further along). Starting walks
+    /// `/proc` (for a free user id) and forks: a blocking thread does it.
     async fn take_process(self: &Arc<Self>, settings: &SandboxSettings) -> std::io::Result<CodeProcess> {
         // The oldest first: the longest started, so the likeliest to be
         // ready. One that died meanwhile is dropped for the next.
-        while let Some(mut process) = self.warm.lock().ok().and_then(|mut warm| warm.pop_front()) {
+        while let Some((started, mut process)) = self.warm.lock().ok().and_then(|mut warm| warm.pop_front()) {
             if process.is_alive() {
+                if started.elapsed() < WARMING_UP {
+                    self.refill_warm();
+                }
                 return Ok(process);
             }
         }
+        self.refill_warm();
         let settings = settings.clone();
         tokio::task::spawn_blocking(move || start_runner(&settings, false))
             .await
@@ -363,23 +377,26 @@ impl CodeRunner {
     /// Starts warm runners up to the target, in the background.
     pub fn refill_warm(self: &Arc<Self>) {
         let Ok(settings) = &self.sandbox else { return };
+        let Ok(warm) = self.warm.lock() else { return };
+        // Counted under the pool's lock, so that two refills at once see
+        // each other's starts.
         let missing = self
-            .warm
-            .lock()
-            .map(|warm| self.warm_target.saturating_sub(warm.len()))
-            .unwrap_or_default();
+            .warm_target
+            .saturating_sub(warm.len() + self.warm_starting.load(Ordering::SeqCst));
+        self.warm_starting.fetch_add(missing, Ordering::SeqCst);
+        drop(warm);
         for _ in 0..missing {
             let runner = Arc::clone(self);
             let settings = settings.clone();
-            tokio::task::spawn_blocking(move || match start_runner(&settings, true) {
-                Ok(process) => {
-                    if let Ok(mut warm) = runner.warm.lock() {
-                        if warm.len() < runner.warm_target {
-                            warm.push_back(process);
-                        }
-                    }
+            tokio::task::spawn_blocking(move || {
+                let started = start_runner(&settings, true);
+                let Ok(mut warm) = runner.warm.lock() else { return };
+                runner.warm_starting.fetch_sub(1, Ordering::SeqCst);
+                match started {
+                    Ok(process) if warm.len() < runner.warm_target => warm.push_back((Instant::now(), process)),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "could not start a warm runner"),
                 }
-                Err(error) => tracing::warn!(%error, "could not start a warm runner"),
             });
         }
     }
@@ -478,6 +495,11 @@ impl CodeRunner {
         (end, elapsed)
     }
 }
+
+/// About how long a runner started ahead takes to load and warm up on a
+/// busy node: one taken younger than this was likely not ready, so runs
+/// come faster than the pool refills after them.
+const WARMING_UP: Duration = Duration::from_secs(1);
 
 /// More modules than the runtime has (it caches four): a result that
 /// claims more was written by the code, not the runtime.

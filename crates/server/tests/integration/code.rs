@@ -499,7 +499,7 @@ async fn runs_past_the_limit_wait_and_past_the_waiting_room_are_refused() {
 /// likely to be ready) serves the next run.
 #[tokio::test]
 async fn the_longest_waiting_warm_runner_serves_first() {
-    let server = TestServer::start_with(&[("ANCHORAGE_CODE_WARM", "2"), ("ANCHORAGE_CODE_CACHE", "on")], |_| {}).await;
+    let server = code_server(&[("ANCHORAGE_CODE_WARM", "2")]).await;
     let marker = runner_marker(&server);
     let runners = || -> Vec<u64> {
         anchorage_browser::leftover_runner_pids(&marker)
@@ -534,11 +534,50 @@ async fn the_longest_waiting_warm_runner_serves_first() {
     .await;
 }
 
+/// Runs that come faster than the pool refills (the runner taken was
+/// started moments ago) start the next runner while they run; a run that
+/// finds a runner that has waited a while leaves the refill until it ends.
+#[tokio::test]
+async fn the_pool_refills_during_runs_that_come_faster_than_it_warms() {
+    let server = code_server(&[("ANCHORAGE_CODE_WARM", "1")]).await;
+    let marker = runner_marker(&server);
+    let runners = || anchorage_browser::leftover_runner_pids(&marker);
+    let session = server.create_session(json!({})).await;
+    let session_id = text(&session["id"]).to_owned();
+    let snippet = "await new Promise((resolve) => setTimeout(resolve, 1500)); return process.pid;";
+    for young in [true, false] {
+        crate::support::wait_until("one warm runner", Duration::from_secs(20), || runners().len() == 1).await;
+        if !young {
+            // Older than a runner takes to warm up (1 s).
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+        let waiting = runners();
+        let run = execute_in_background(&server, &session_id, snippet);
+        // While the run sleeps: is a new runner started beside it?
+        let deadline = std::time::Instant::now() + Duration::from_millis(1200);
+        let mut refilled = false;
+        while std::time::Instant::now() < deadline && !run.is_finished() {
+            let now = runners();
+            if now.len() == 2 && now.iter().any(|pid| !waiting.contains(pid)) {
+                refilled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let answer = run.await.expect("the run");
+        assert_eq!(answer["success"], true, "{answer}");
+        assert_eq!(refilled, young, "a runner taken young: {young}");
+    }
+    server.delete(&format!("/v1/sessions/{session_id}")).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
 /// A warm runner (started ahead, its modules loaded) serves one run, and
 /// another takes its place: no two runs share a process or a user.
 #[tokio::test]
 async fn warm_runners_serve_one_run_each() {
-    let server = TestServer::start_with(&[("ANCHORAGE_CODE_WARM", "1"), ("ANCHORAGE_CODE_CACHE", "on")], |_| {}).await;
+    let server = code_server(&[("ANCHORAGE_CODE_WARM", "1")]).await;
     let marker = runner_marker(&server);
     let warm_pid = |marker: &str| anchorage_browser::leftover_runner_pids(marker).first().copied();
     let session = server.create_session(json!({})).await;
