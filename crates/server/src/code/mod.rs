@@ -494,18 +494,7 @@ impl CodeRunner {
         self.refill_warm();
         (end, elapsed)
     }
-}
 
-/// About how long a runner started ahead takes to load and warm up on a
-/// busy node: one taken younger than this was likely not ready, so runs
-/// come faster than the pool refills after them.
-const WARMING_UP: Duration = Duration::from_secs(1);
-
-/// More modules than the runtime has (it caches four): a result that
-/// claims more was written by the code, not the runtime.
-const MAX_CACHED_MODULES: u64 = 16;
-
-impl CodeRunner {
     /// Counts, from a runner's result, which runner the run got and what
     /// it loaded from the code cache.
     fn count_runner(&self, result: &Value) {
@@ -527,6 +516,15 @@ impl CodeRunner {
             .count_code_runner(runner, modules("used"), modules("rejected"));
     }
 }
+
+/// About how long a runner started ahead takes to load and warm up on a
+/// busy node: one taken younger than this was likely not ready, so runs
+/// come faster than the pool refills after them.
+const WARMING_UP: Duration = Duration::from_secs(1);
+
+/// More modules than the runtime has (it caches four): a result that
+/// claims more was written by the code, not the runtime.
+const MAX_CACHED_MODULES: u64 = 16;
 
 /// Starts a runner, isolated under a free user id when the sandbox is on.
 fn start_runner(settings: &SandboxSettings, ahead: bool) -> std::io::Result<CodeProcess> {
