@@ -548,7 +548,7 @@ async fn the_pool_refills_during_runs_that_come_faster_than_it_warms() {
     for young in [true, false] {
         crate::support::wait_until("one warm runner", Duration::from_secs(20), || runners().len() == 1).await;
         if !young {
-            // Older than a runner takes to warm up (1 s).
+            // Well past the age under which a runner counts as warming up (0.5 s).
             tokio::time::sleep(Duration::from_millis(2500)).await;
         }
         let waiting = runners();
