@@ -294,7 +294,7 @@ impl Default for Metrics {
         );
         registry.register(
             "anchorage_code_runners",
-            "Runs of users' code that answered, by the runner they got: warm (ready), warming (taken while it warmed up), cold (started for the run). Many cold or warming ones say ANCHORAGE_CODE_WARM is low for this node's load.",
+            "Runs of users' code that answered, by the runner they got: warm (ready), warming (taken while it warmed up), cold (started for the run). Many cold ones say ANCHORAGE_CODE_WARM is low for this node's load; many warming ones, that runs come faster than runners warm up.",
             metrics.code_runners.clone(),
         );
         registry.register(
