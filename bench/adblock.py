@@ -5,9 +5,9 @@
 
 - page load: the `load` event (navigation timing, in the page) of a local
   page with 40 ad and tracker requests from names EasyList and EasyPrivacy
-  list (all mapped to 127.0.0.1; their answers take --slow-ms), in a session
-  with ad blocking (the default) and one with `browser.adblock.active:
-  false`, runs interleaved; the same for a page of 30 first-party resources
+  list (all mapped to 127.0.0.1; their answers take --slow-ms), in
+  --sessions sessions with ad blocking (the default) and as many with
+  `browser.adblock.active: false`, runs interleaved; the same for a page of 30 first-party resources
   and no ad. Each URL is fresh (no cache). The ratio is unblocked / blocked
   for the ad page (higher is better for blocking) and blocked / unblocked
   for the plain page (the cost of blocking where nothing is blocked);
@@ -115,26 +115,32 @@ def load_ms(page, url):
     return entry["loadEventStart"] - entry["startTime"]
 
 
-def page_loads(server, port, runs):
-    sessions = {
-        "blocked": server.call("POST", "/v1/sessions", {})["data"],
-        "unblocked": server.call("POST", "/v1/sessions", {"browser": {"adblock": {"active": False}}})["data"],
-    }
+def page_loads(server, port, runs, each):
+    """`each` sessions a side (two browsers of the same kind differ by several per cent from each other
+    here, so one a side measures that too), all loads interleaved."""
+    sessions = {}
+    for copy in range(each):
+        sessions[f"blocked/{copy}"] = server.call("POST", "/v1/sessions", {})["data"]
+        sessions[f"unblocked/{copy}"] = server.call(
+            "POST", "/v1/sessions", {"browser": {"adblock": {"active": False}}})["data"]
     figures = {}
     with sync_playwright() as playwright:
         pages = {}
         for name, session in sessions.items():
             browser = playwright.chromium.connect_over_cdp(session["cdp_url"])
             pages[name] = browser.contexts[0].pages[0]
+        names = list(pages)
         for kind in KINDS:
-            for name in pages:  # once each, unmeasured
+            for name in names:  # once each, unmeasured
                 load_ms(pages[name], f"http://site.test:{port}/{kind}?r=warm-{name}")
             for run in range(runs):
-                for name in (("blocked", "unblocked") if run % 2 == 0 else ("unblocked", "blocked")):
+                for name in (names if run % 2 == 0 else names[::-1]):
+                    side = name.split("/")[0]
                     before = SEEN["ads"]
                     took = load_ms(pages[name], f"http://site.test:{port}/{kind}?r={run}-{name}")
+                    figures.setdefault(f"{kind} {side}", []).append(took)
                     figures.setdefault(f"{kind} {name}", []).append(took)
-                    figures.setdefault(f"{kind} {name} ad requests", []).append(SEEN["ads"] - before)
+                    figures.setdefault(f"{kind} {side} ad requests", []).append(SEEN["ads"] - before)
     for session in sessions.values():
         server.call("DELETE", f"/v1/sessions/{session['id']}")
     return figures
@@ -192,6 +198,7 @@ def main():
     parser.add_argument("--slow-ms", type=int, default=300)
     parser.add_argument("--kinds", default="ads,plain", help="which pages to load (ads, plain)")
     parser.add_argument("--loads-only", action="store_true", help="leave out the pool and the engine's memory")
+    parser.add_argument("--sessions", type=int, default=3, help="sessions a side for the page loads")
     args = parser.parse_args()
     SLOW["ms"] = args.slow_ms
     KINDS[:] = args.kinds.split(",")
@@ -204,7 +211,7 @@ def main():
     p50 = lambda values: statistics.median(values)  # noqa: E731
     server = harness.Server(args.binary, host_resolver_rules=rules, pool_size=0)
     try:
-        loads = page_loads(server, port, args.runs)
+        loads = page_loads(server, port, args.runs, args.sessions)
         status = server.call("GET", "/v1/adblock")["data"]
         rss_on = server.rss_kib()
     finally:
@@ -217,9 +224,15 @@ def main():
         if kind == "ads":
             print(f"  unblocked / blocked = {unblocked / blocked:.2f}x (target >= 1.5x)")
         else:
-            trimmed = trimmed_mean(loads[f"{kind} blocked"]) / trimmed_mean(loads[f"{kind} unblocked"])
+            each = {side: [trimmed_mean(loads[f"{kind} {side}/{copy}"]) for copy in range(args.sessions)]
+                    for side in ("blocked", "unblocked")}
+            base = statistics.mean(each["unblocked"])
+            trimmed = statistics.mean(each["blocked"]) / base
+            spread = "; ".join(f"{side} " + ", ".join(f"{value / base:.3f}" for value in values)
+                               for side, values in each.items())
             print(f"  blocked / unblocked = {blocked / unblocked:.3f}x (target <= 1.03x); "
-                  f"of the means without each side's slowest and fastest tenth: {trimmed:.3f}x")
+                  f"of the means without each session's slowest and fastest tenth: {trimmed:.3f}x "
+                  f"(each session against the unblocked ones' mean: {spread})")
 
     if args.loads_only:
         return
