@@ -10,6 +10,8 @@
 //     socket, inputs }
 // and the result is written to fd 3 as one JSON line:
 //   { ok: true, output? } or { ok: false, error }.
+// A runner started ahead (--warm-up) first writes the line "ready" there
+// once it has warmed up, if its job has not come by then.
 // What the code prints goes to stdout and stderr, which anchorage reads
 // with a cap and keeps out of the result.
 "use strict";
@@ -100,6 +102,9 @@ if (buildCacheDir) {
  * first: a runner taken from the pool just after it was started).
  */
 let warmUpOutcome = "none";
+
+/** The line a runner started ahead writes to fd 3 once warmed up. */
+const READY = "ready\n";
 
 /** How many times the warm-up drives the stand-in. */
 const WARM_UP_ROUNDS = 8;
@@ -424,8 +429,12 @@ async function main() {
       new Promise((resolve) => setTimeout(resolve, 5000).unref()),
     ]);
     // What the warm-up left is collected now, not in the middle of the job
-    // (unless the job is here: then it goes first).
-    if (!jobWaiting) collectGarbage();
+    // (unless the job is here: then it goes first); then anchorage is told
+    // that this runner is ready, before any job (see READY).
+    if (!jobWaiting) {
+      collectGarbage();
+      fs.writeSync(3, READY);
+    }
   }
   let job;
   try {

@@ -139,10 +139,17 @@ pub struct CodeProcess {
     result: Option<tokio::net::unix::pipe::Receiver>,
     stdout: Option<tokio::process::ChildStdout>,
     stderr: Option<tokio::process::ChildStderr>,
+    /// Whether it said it has warmed up ([`READY`] read).
+    ready: bool,
 }
 
 /// What a finished run printed, at most this much of each stream is kept.
 const PRINTED_KEPT: usize = 16 * 1024;
+
+/// The line a runner started ahead writes on its result pipe once it has
+/// warmed up, before any job (`runtime/runner.cjs`). Shorter than a pipe's
+/// atomic write, so it is read whole or not at all.
+const READY: &[u8] = b"ready\n";
 
 impl CodeProcess {
     /// Starts a runner; `uid` is the run's own user for an isolated run
@@ -213,7 +220,26 @@ impl CodeProcess {
             child,
             pid,
             uid: uid.filter(|_| isolated),
+            ready: false,
         })
+    }
+
+    /// Whether a runner started ahead has said that it is warmed up (its
+    /// modules loaded, its CDP client driven, its garbage collected). Never
+    /// waits: the line is read if it is in the pipe already.
+    pub fn is_ready(&mut self) -> bool {
+        if !self.ready {
+            if let Some(result) = &self.result {
+                let mut line = [0_u8; READY.len()];
+                if let Ok(read) = result.try_read(&mut line) {
+                    // Nothing else comes before the job: anything but the
+                    // whole line is an end (0) or a runner gone wrong, and
+                    // its run says so.
+                    self.ready = line[..read] == *READY;
+                }
+            }
+        }
+        self.ready
     }
 
     /// Its process id (the leader of its process group).
@@ -290,6 +316,11 @@ impl CodeProcess {
                 break;
             }
             bytes.extend_from_slice(&chunk[..read]);
+            // A runner that warmed up said so first, unless that was read.
+            if !self.ready && bytes.starts_with(READY) {
+                bytes.drain(..READY.len());
+                self.ready = true;
+            }
             if bytes.len() > max_result_bytes {
                 return Err(RunFailure::ResultTooLarge(max_result_bytes));
             }
@@ -965,6 +996,38 @@ mod runs {
         let process = CodeProcess::start(&settings, settings.isolate.then(free_run_uid), false).expect("start");
         let result = run_snippet(process, "return 1").await;
         assert_eq!(result["warmUp"], "none", "{result}");
+        assert!(runners_gone(&settings.marker).await);
+    }
+
+    #[tokio::test]
+    async fn a_runner_started_ahead_says_when_it_has_warmed_up() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let settings = marked_settings(scratch.path(), "ready");
+        let mut asked = CodeProcess::start(&settings, settings.isolate.then(free_run_uid), true).expect("start");
+        let unasked = CodeProcess::start(&settings, settings.isolate.then(free_run_uid), true).expect("start");
+        // Its modules take a while to load: not ready at once.
+        assert!(!asked.is_ready());
+        let mut waited = Duration::ZERO;
+        while !asked.is_ready() {
+            assert!(waited < Duration::from_secs(30), "never said it was ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += Duration::from_millis(50);
+        }
+        let result = run_snippet(asked, "return 40 + 2").await;
+        assert_eq!(result["output"], "42", "{result}");
+        assert_eq!(result["warmUp"], "done", "{result}");
+        // Started with it, and nobody read its line: the run's result is
+        // read past it.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let result = run_snippet(unasked, "return 7").await;
+        assert_eq!(result["output"], "7", "{result}");
+        assert_eq!(result["warmUp"], "done", "{result}");
+        // One started for its job never says so (nor needs to).
+        let mut cold = CodeProcess::start(&settings, settings.isolate.then(free_run_uid), false).expect("start");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!cold.is_ready());
+        let result = run_snippet(cold, "return 1").await;
+        assert_eq!(result["output"], "1", "{result}");
         assert!(runners_gone(&settings.marker).await);
     }
 

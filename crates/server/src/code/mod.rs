@@ -129,7 +129,7 @@ pub struct CodeRunner {
     warm_target: usize,
     /// Runners started ahead, with when; oldest (most likely done warming
     /// up) first.
-    warm: Mutex<VecDeque<(Instant, CodeProcess)>>,
+    warm: Mutex<VecDeque<CodeProcess>>,
     /// Warm runners being started (not in `warm` yet), so that refills
     /// asked for at once start no more than the target.
     warm_starting: AtomicUsize,
@@ -352,16 +352,17 @@ impl CodeRunner {
     /// A started runner: a warm one when there is, else a new one. Warm
     /// ones are started again when the run ends, not while it runs (they
     /// would take CPU from it), unless the runs come faster than runners
-    /// warm up: when the one taken is younger than [`WARMING_UP`], or there
-    /// was none, the next one is started now, so that it loads while this
-    /// run runs (a caller in a loop finds it further along). Starting walks
-    /// `/proc` (for a free user id) and forks: a blocking thread does it.
+    /// warm up: when the one taken has not said it is ready yet
+    /// ([`CodeProcess::is_ready`]), or there was none, the next one is
+    /// started now, so that it loads while this run runs (a caller in a
+    /// loop finds it further along). Starting walks `/proc` (for a free
+    /// user id) and forks: a blocking thread does it.
     async fn take_process(self: &Arc<Self>, settings: &SandboxSettings) -> std::io::Result<CodeProcess> {
         // The oldest first: the longest started, so the likeliest to be
         // ready. One that died meanwhile is dropped for the next.
-        while let Some((started, mut process)) = self.warm.lock().ok().and_then(|mut warm| warm.pop_front()) {
+        while let Some(mut process) = self.warm.lock().ok().and_then(|mut warm| warm.pop_front()) {
             if process.is_alive() {
-                if started.elapsed() < WARMING_UP {
+                if !process.is_ready() {
                     self.refill_warm();
                 }
                 return Ok(process);
@@ -393,7 +394,7 @@ impl CodeRunner {
                 let Ok(mut warm) = runner.warm.lock() else { return };
                 runner.warm_starting.fetch_sub(1, Ordering::SeqCst);
                 match started {
-                    Ok(process) if warm.len() < runner.warm_target => warm.push_back((Instant::now(), process)),
+                    Ok(process) if warm.len() < runner.warm_target => warm.push_back(process),
                     Ok(_) => {}
                     Err(error) => tracing::warn!(%error, "could not start a warm runner"),
                 }
@@ -516,13 +517,6 @@ impl CodeRunner {
             .count_code_runner(runner, modules("used"), modules("rejected"));
     }
 }
-
-/// About how long a runner started ahead takes to load and warm up (0.45 s
-/// on an idle 2-core machine): one taken younger than this was not ready,
-/// so runs come faster than the pool refills after them. Longer, and calls
-/// a little apart, whose runner is ready, would pay for a start beside
-/// them (measured: 0.5 s apart, 1 s here made them 18 ms slower).
-const WARMING_UP: Duration = Duration::from_millis(500);
 
 /// More modules than the runtime has (it caches four): a result that
 /// claims more was written by the code, not the runtime.

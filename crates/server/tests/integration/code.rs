@@ -534,9 +534,9 @@ async fn the_longest_waiting_warm_runner_serves_first() {
     .await;
 }
 
-/// Runs that come faster than the pool refills (the runner taken was
-/// started moments ago) start the next runner while they run; a run that
-/// finds a runner that has waited a while leaves the refill until it ends.
+/// Runs that come faster than the pool refills (the runner taken has not
+/// said it is warmed up) start the next runner while they run; a run that
+/// finds a runner ready leaves the refill until it ends.
 #[tokio::test]
 async fn the_pool_refills_during_runs_that_come_faster_than_it_warms() {
     let server = code_server(&[("ANCHORAGE_CODE_WARM", "1")]).await;
@@ -548,9 +548,20 @@ async fn the_pool_refills_during_runs_that_come_faster_than_it_warms() {
     for young in [true, false] {
         crate::support::wait_until("one warm runner", Duration::from_secs(20), || runners().len() == 1).await;
         if !young {
-            // Well past the age under which a runner counts as warming up (0.5 s).
-            tokio::time::sleep(Duration::from_millis(2500)).await;
+            // Until it has warmed up and waits for its job: its CPU time
+            // stops growing (it said it was ready just before).
+            let pid = runners()[0];
+            let mut last = cpu_ticks(pid);
+            for _ in 0..60 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let now = cpu_ticks(pid);
+                if now == last {
+                    break;
+                }
+                last = now;
+            }
         }
+        let warm_before = warm_runs(&server).await;
         let waiting = runners();
         let run = execute_in_background(&server, &session_id, snippet);
         // While the run sleeps: is a new runner started beside it?
@@ -567,10 +578,37 @@ async fn the_pool_refills_during_runs_that_come_faster_than_it_warms() {
         let answer = run.await.expect("the run");
         assert_eq!(answer["success"], true, "{answer}");
         assert_eq!(refilled, young, "a runner taken young: {young}");
+        // The one taken later had finished its warm-up (and so had said it
+        // was ready); the one taken at once had not.
+        let warm_after = warm_runs(&server).await;
+        assert_eq!(warm_after - warm_before, if young { 0.0 } else { 1.0 });
     }
     server.delete(&format!("/v1/sessions/{session_id}")).await;
     server.assert_no_browsers_left().await;
     server.stop().await;
+}
+
+/// How many runs got a runner that had warmed up (0 before the first).
+async fn warm_runs(server: &TestServer) -> f64 {
+    let metrics = server.metrics().await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("anchorage_code_runners_total{runner=\"warm\"} "))
+        .map_or(0.0, |value| value.parse().expect("a number"))
+}
+
+/// The CPU time a process has used so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command's closing parenthesis: utime and stime are the
+    // 12th and 13th fields.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    fields.get(11..13).map_or(0, |times| {
+        times.iter().filter_map(|time| time.parse::<u64>().ok()).sum()
+    })
 }
 
 /// A warm runner (started ahead, its modules loaded) serves one run, and
