@@ -127,8 +127,7 @@ pub struct CodeRunner {
     slots: Mutex<Slots>,
     freed: Notify,
     warm_target: usize,
-    /// Runners started ahead, with when; oldest (most likely done warming
-    /// up) first.
+    /// Runners started ahead, the oldest (most likely warmed up) first.
     warm: Mutex<VecDeque<CodeProcess>>,
     /// Warm runners being started (not in `warm` yet), so that refills
     /// asked for at once start no more than the target.

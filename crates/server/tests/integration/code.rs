@@ -548,14 +548,15 @@ async fn the_pool_refills_during_runs_that_come_faster_than_it_warms() {
     for young in [true, false] {
         crate::support::wait_until("one warm runner", Duration::from_secs(20), || runners().len() == 1).await;
         if !young {
-            // Until it has warmed up and waits for its job: its CPU time
-            // stops growing (it said it was ready just before).
+            // Until it has warmed up and waits for its job (it said it was
+            // ready just before): asleep, its CPU time no longer growing. A
+            // runner starved of CPU by other tests is runnable, not asleep.
             let pid = runners()[0];
-            let mut last = cpu_ticks(pid);
+            let mut last = cpu_state(pid);
             for _ in 0..60 {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                let now = cpu_ticks(pid);
-                if now == last {
+                let now = cpu_state(pid);
+                if now == last && now.0 == "S" {
                     break;
                 }
                 last = now;
@@ -597,18 +598,21 @@ async fn warm_runs(server: &TestServer) -> f64 {
         .map_or(0.0, |value| value.parse().expect("a number"))
 }
 
-/// The CPU time a process has used so far, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
+/// A process's state (`R` running or runnable, `S` asleep, ...) and the CPU
+/// time it has used so far, in clock ticks.
+fn cpu_state(pid: u32) -> (String, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the command's closing parenthesis: utime and stime are the
-    // 12th and 13th fields.
+    // After the command's closing parenthesis: the state is the first
+    // field, utime and stime the 12th and 13th.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    fields.get(11..13).map_or(0, |times| {
+    let state = fields.first().map_or_else(String::new, |state| (*state).to_owned());
+    let ticks = fields.get(11..13).map_or(0, |times| {
         times.iter().filter_map(|time| time.parse::<u64>().ok()).sum()
-    })
+    });
+    (state, ticks)
 }
 
 /// A warm runner (started ahead, its modules loaded) serves one run, and
