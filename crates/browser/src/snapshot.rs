@@ -28,6 +28,9 @@ const TRANSPARENT_ROLES: [&str; 7] = [
     "presentation",
 ];
 
+/// How long a snapshot waits for a document that is still being parsed.
+const PARSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The reference of an element: `e` and its `backendNodeId`.
 pub fn element_ref(backend_node_id: i64) -> String {
     format!("e{backend_node_id}")
@@ -247,8 +250,25 @@ impl PageControl {
     }
 
     /// The lines of the page's snapshot, from the element `selector` names
-    /// when given (`Ok(None)` when nothing matches it).
+    /// when given (`Ok(None)` when nothing matches it). A document still
+    /// being parsed (a session's `initial_url` opens as the session starts,
+    /// and the start does not wait for it) is waited for first, for at most
+    /// [`PARSE_WAIT`]: a snapshot of half a page shows neither what the
+    /// page will hold nor that more is coming.
     pub async fn snapshot_lines(&mut self, selector: Option<&str>) -> Result<Option<Vec<String>>, CdpError> {
+        let deadline = tokio::time::Instant::now() + PARSE_WAIT;
+        // An error here (a document replaced meanwhile) is not the
+        // snapshot's: it is read as it is then.
+        while self
+            .evaluate("document.readyState")
+            .await
+            .ok()
+            .and_then(|state| state.as_str().map(str::to_owned))
+            == Some("loading".to_owned())
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
         let root = match selector {
             None => None,
             Some(selector) => {

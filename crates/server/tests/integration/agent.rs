@@ -21,6 +21,33 @@ fn reference(snapshot: &str, needle: &str) -> String {
     line[start..line[start..].find(']').expect("closed") + start].to_owned()
 }
 
+/// A session started at a page still being parsed (its start answers once
+/// the navigation commits): the snapshot taken at once shows the whole
+/// document, not its top.
+#[tokio::test]
+async fn a_snapshot_waits_for_the_document_to_be_parsed() {
+    let pages = serve_test_page().await;
+    let server = TestServer::start().await;
+    let session = server
+        .create_session(json!({"session": {"initial_url": format!("{pages}/parsing")}}))
+        .await;
+    let id = text(&session["id"]).to_owned();
+    let started = std::time::Instant::now();
+    let (status, read) = server.post(&format!("/v1/sessions/{id}/snapshot"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    let snapshot = text(&read["data"]["snapshot"]);
+    assert!(snapshot.contains("button \"Late\""), "{snapshot}");
+    // It waited, and not for a fixed time: the end came within PARSING.
+    assert!(
+        started.elapsed() < crate::support::PARSING * 4,
+        "{:?}",
+        started.elapsed()
+    );
+    server.delete(&format!("/v1/sessions/{id}")).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn an_agent_reads_references_acts_on_them_and_waits() {
     let pages = serve_test_page().await;

@@ -432,6 +432,9 @@ impl LaunchHold {
     }
 }
 
+/// How long `/parsing` of [`serve_test_page`] holds the end of its document.
+pub const PARSING: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// A test page server on 127.0.0.1; returns its base URL.
 pub async fn serve_test_page() -> String {
     let router = axum::Router::new()
@@ -505,7 +508,31 @@ pub async fn serve_test_page() -> String {
             }),
         )
         // Never answers: a page with it never fires its load event.
-        .route("/never.png", axum::routing::get(std::future::pending::<()>));
+        .route("/never.png", axum::routing::get(std::future::pending::<()>))
+        .route(
+            "/parsing",
+            axum::routing::get(|| async {
+                // The top now, the rest after PARSING: a document still
+                // being parsed when its navigation has committed.
+                let parts = futures_util::stream::unfold(0, |sent| async move {
+                    match sent {
+                        0 => Some((
+                            Ok::<_, std::io::Error>("<!doctype html><title>parsing</title><h1>top</h1>"),
+                            1,
+                        )),
+                        1 => {
+                            tokio::time::sleep(PARSING).await;
+                            Some((Ok("<button>Late</button>"), 2))
+                        }
+                        _ => None,
+                    }
+                });
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/html")],
+                    axum::body::Body::from_stream(parts),
+                )
+            }),
+        );
     let router = router.route(
         "/slow.csv",
         axum::routing::get(|| async {
