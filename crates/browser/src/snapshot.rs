@@ -259,13 +259,11 @@ impl PageControl {
         let deadline = tokio::time::Instant::now() + PARSE_WAIT;
         // An error here (a document replaced meanwhile) is not the
         // snapshot's: it is read as it is then.
-        while self
-            .evaluate("document.readyState")
-            .await
-            .ok()
-            .and_then(|state| state.as_str().map(str::to_owned))
-            == Some("loading".to_owned())
-            && tokio::time::Instant::now() < deadline
+        while tokio::time::Instant::now() < deadline
+            && self
+                .evaluate("document.readyState")
+                .await
+                .is_ok_and(|state| state == "loading")
         {
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
