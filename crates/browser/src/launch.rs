@@ -26,6 +26,9 @@ pub const BROWSER_NICE: i32 = 2;
 pub const BACKGROUND_NICE: i32 = 19;
 /// How many of the last stderr lines a launch failure quotes.
 const STDERR_TAIL_LINES: usize = 5;
+/// Where an index launch's component updater is sent: the discard port of
+/// this machine, so that it asks nobody (and nothing answers).
+const NO_UPDATE_SERVER: &str = "http://127.0.0.1:9/";
 
 /// What to launch.
 #[derive(Debug, Clone)]
@@ -75,10 +78,15 @@ pub struct BrowserSetup {
     /// Unpacked extensions, copied into the browser's own folder (so that
     /// its user owns them) and loaded.
     pub extensions: Vec<PathBuf>,
-    /// The node's ad blocking extension (`crate::adblock::dnr`), allowed in
+    /// The node's ad blocking (`crate::adblock`): its extension, allowed in
     /// the browser's off-the-record contexts too (context sessions are such
-    /// contexts).
-    pub adblock_extension: Option<AdblockExtension>,
+    /// contexts), and the filter's indexed ruleset.
+    pub adblock: Option<AdblockSetup>,
+    /// An index launch (`crate::adblock::IndexJob`): the unindexed ruleset
+    /// and its version, put where the component updater would put them, and
+    /// component updates on (pointed at no server) so that Chromium indexes
+    /// it.
+    pub index_filter: Option<(PathBuf, String)>,
     /// CA certificates (name, PEM) the browser trusts: put in an NSS
     /// database under a home folder of the browser's own.
     pub trusted_cas: Vec<(String, String)>,
@@ -94,26 +102,15 @@ pub struct BrowserSetup {
     pub headful: bool,
 }
 
-/// How a browser gets the node's ad blocking extension.
+/// How a browser blocks ads.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AdblockExtension {
-    /// Copied into the browser's folder and loaded like a user's extension:
-    /// Chromium reads and indexes its rules as it starts.
-    Load(PathBuf),
-    /// Loaded from where it is, which the browser may write: its rules'
-    /// index is written into the folder (a template launch, see
-    /// `crate::adblock::Adblock::set_installed`).
-    LoadInPlace(PathBuf),
-    /// Already indexed in its folder: the new profile gets the entry a
-    /// template launch recorded for it, and Chromium loads it as installed,
-    /// reading the index (no `--load-extension`, so not with a user's
-    /// extensions, which disable every other).
-    Installed {
-        /// The extension's folder (the one the template loaded).
-        dir: PathBuf,
-        /// Its entry under `extensions.settings` in a profile's preferences.
-        entry: serde_json::Value,
-    },
+pub struct AdblockSetup {
+    /// The extension that hides elements: copied into the browser's folder
+    /// and loaded like a user's extension.
+    pub extension: PathBuf,
+    /// The filter's indexed ruleset, linked into the new profile with the
+    /// feature that turns it on; `None`: no request is blocked.
+    pub filter: Option<crate::adblock::filter::IndexedFilter>,
 }
 
 /// An unprivileged user for browsers (when the server runs as root).
@@ -191,7 +188,6 @@ impl LaunchSpec {
             "--no-default-browser-check",
             "--no-service-autorun",
             "--disable-background-networking",
-            "--disable-component-update",
             "--disable-sync",
             "--disable-default-apps",
             "--disable-domain-reliability",
@@ -219,6 +215,13 @@ impl LaunchSpec {
         .iter()
         .map(|flag| flag.to_string())
         .collect();
+        if self.setup.index_filter.is_some() {
+            // Only an index launch runs the component updater, which is what
+            // indexes a ruleset; it asks no server that answers.
+            arguments.push(format!("--component-updater=url-source={NO_UPDATE_SERVER}"));
+        } else {
+            arguments.push("--disable-component-update".to_owned());
+        }
         if !self.sandbox {
             // Root cannot run Chromium's sandbox, and some kernels allow no
             // user namespaces: then it is off (see the README).
@@ -229,16 +232,24 @@ impl LaunchSpec {
         let mut folders: Vec<String> = (0..self.setup.extensions.len())
             .map(|index| self.extension_dir(index).display().to_string())
             .collect();
-        match &self.setup.adblock_extension {
-            Some(AdblockExtension::Load(_)) => folders.push(self.adblock_dir().display().to_string()),
-            Some(AdblockExtension::LoadInPlace(dir)) => folders.push(dir.display().to_string()),
-            Some(AdblockExtension::Installed { .. }) | None => {}
+        if self.setup.adblock.is_some() {
+            folders.push(self.adblock_dir().display().to_string());
         }
         if !folders.is_empty() {
             arguments.push(format!("--load-extension={}", folders.join(",")));
             arguments.push(format!("--disable-extensions-except={}", folders.join(",")));
         }
-        arguments.extend(self.setup.switches.iter().map(|switch| (*switch).to_owned()));
+        let switches: Vec<String> = self.setup.switches.iter().map(|switch| (*switch).to_owned()).collect();
+        if self
+            .setup
+            .adblock
+            .as_ref()
+            .is_some_and(|adblock| adblock.filter.is_some())
+        {
+            arguments.extend(crate::adblock::filter::with_activation(&switches));
+        } else {
+            arguments.extend(switches);
+        }
         if self.setup.fullscreen {
             arguments.push("--start-fullscreen".to_owned());
             arguments.push(format!("--screen-info={{0,0 {}x{}}}", self.window.0, self.window.1));
@@ -349,7 +360,7 @@ pub struct Browser {
 
 impl Browser {
     /// The id of the node's ad blocking extension in this browser, when it
-    /// was launched with it ([`BrowserSetup::adblock_extension`]).
+    /// was launched with it ([`BrowserSetup::adblock`]).
     pub fn adblock_extension(&self) -> Option<&str> {
         self.adblock_extension.as_deref()
     }
@@ -584,36 +595,48 @@ async fn set_preferences(spec: &LaunchSpec, values: Vec<(Vec<&str>, serde_json::
     Ok(())
 }
 
-/// Readies the ad blocking extension of `spec` (if any) in the new
-/// profile: its entry (for one already indexed), allowed in off-the-record
-/// contexts; the folder of one loaded in place made the browser's. Returns
-/// the extension's id.
+/// Readies the ad blocking of `spec` (if any) in the new profile: the
+/// extension allowed in off-the-record contexts, the filter's indexed
+/// ruleset (or, for an index launch, the ruleset to index) made the
+/// browser's. Returns the extension's id.
 async fn install_adblock(spec: &LaunchSpec) -> std::io::Result<Option<String>> {
-    let (dir, entry) = match &spec.setup.adblock_extension {
-        None => return Ok(None),
-        Some(AdblockExtension::Load(_)) => (spec.adblock_dir(), None),
-        Some(AdblockExtension::LoadInPlace(dir)) => {
-            if let Some(run_as) = &spec.run_as {
-                let (dir, owner) = (dir.clone(), (run_as.uid, run_as.gid));
-                tokio::task::spawn_blocking(move || chown_tree(&dir, owner))
-                    .await
-                    .map_err(std::io::Error::other)??;
+    let owner = spec.run_as.as_ref().map(|run_as| (run_as.uid, run_as.gid));
+    if let Some((unindexed, version)) = &spec.setup.index_filter {
+        let (profile, unindexed, version) = (spec.profile_dir(), unindexed.clone(), version.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::adblock::filter::place_unindexed(&profile, &unindexed, &version)?;
+            match owner {
+                Some(owner) => chown_tree(&profile.join("Subresource Filter"), owner),
+                None => Ok(()),
             }
-            (dir.clone(), None)
-        }
-        Some(AdblockExtension::Installed { dir, entry }) => (dir.clone(), Some(entry.clone())),
-    };
-    // Chromium names an unpacked extension after its absolute path.
-    let id = crate::adblock::dnr::extension_id(&tokio::fs::canonicalize(&dir).await?);
-    let mut values = Vec::new();
-    if let Some(entry) = entry {
-        values.push((vec!["extensions", "settings", id.as_str()], entry));
-        // Chromium loads an unpacked extension of a profile in developer
-        // mode only.
-        values.push((vec!["extensions", "ui", "developer_mode"], true.into()));
+        })
+        .await
+        .map_err(std::io::Error::other)??;
     }
-    values.push((vec!["extensions", "settings", id.as_str(), "incognito"], true.into()));
-    set_preferences(spec, values).await?;
+    let Some(adblock) = &spec.setup.adblock else {
+        return Ok(None);
+    };
+    if let Some(filter) = adblock.filter.clone() {
+        let profile = spec.profile_dir();
+        tokio::task::spawn_blocking(move || {
+            let made = crate::adblock::filter::place_indexed(&profile, &filter)?;
+            if let Some((uid, gid)) = owner {
+                for path in made {
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+    }
+    // Chromium names an unpacked extension after its absolute path.
+    let id = crate::adblock::extension::extension_id(&tokio::fs::canonicalize(spec.adblock_dir()).await?);
+    set_preferences(
+        spec,
+        vec![(vec!["extensions", "settings", id.as_str(), "incognito"], true.into())],
+    )
+    .await?;
     Ok(Some(id))
 }
 
@@ -914,8 +937,8 @@ pub async fn launch_until(
     for (index, extension) in spec.setup.extensions.iter().enumerate() {
         copies.push((extension.clone(), spec.extension_dir(index), u64::MAX));
     }
-    if let Some(AdblockExtension::Load(extension)) = &spec.setup.adblock_extension {
-        copies.push((extension.clone(), spec.adblock_dir(), u64::MAX));
+    if let Some(adblock) = &spec.setup.adblock {
+        copies.push((adblock.extension.clone(), spec.adblock_dir(), u64::MAX));
     }
     for (from, to, max_bytes) in copies {
         let limits = crate::CopyLimits {
@@ -1228,7 +1251,6 @@ mod tests {
         let arguments = spec.arguments();
         for flag in [
             "--disable-background-networking",
-            "--disable-component-update",
             "--disable-sync",
             "--no-first-run",
             "--remote-debugging-pipe",

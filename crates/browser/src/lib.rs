@@ -46,7 +46,7 @@ pub use dirs::BrowserDirs;
 pub use downloads::{download_path, follow_downloads, ClientCopy, Download, Downloads};
 pub use host::SystemUser;
 pub use launch::{
-    can_raise_priority, launch, launch_until, AdblockExtension, Browser, BrowserExit, BrowserSetup, LaunchError,
+    can_raise_priority, launch, launch_until, AdblockSetup, Browser, BrowserExit, BrowserSetup, LaunchError,
     LaunchSpec, LaunchTimings, RunAs,
 };
 pub use launcher::{ChromiumLauncher, ChromiumSettings, LaunchRequest, Launcher};

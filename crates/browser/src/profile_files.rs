@@ -36,8 +36,14 @@ pub enum CopyError {
 /// the bytes copied. Blocking: run it on a blocking thread.
 pub fn copy_profile(from: &Path, to: &Path, limits: CopyLimits) -> Result<u64, CopyError> {
     let mut copied = 0;
-    copy_dir(from, to, limits, &mut copied)?;
+    copy_dir(from, to, limits, &mut copied, true)?;
     Ok(copied)
+}
+
+/// Whether a top-level entry of a profile is the node's, not the user's:
+/// the ad blocking filter's ruleset, which every launch gets afresh.
+fn is_nodes(name: &str) -> bool {
+    name == "Subresource Filter"
 }
 
 /// Whether a file name is one of Chromium's locks of a running browser.
@@ -58,20 +64,20 @@ fn is_write_once(path: &Path) -> bool {
             .any(|dir| dir.extension().is_some_and(|extension| extension == "blob"))
 }
 
-fn copy_dir(from: &Path, to: &Path, limits: CopyLimits, copied: &mut u64) -> Result<(), CopyError> {
+fn copy_dir(from: &Path, to: &Path, limits: CopyLimits, copied: &mut u64, top: bool) -> Result<(), CopyError> {
     fs::create_dir_all(to)?;
     own(to, limits)?;
     for entry in fs::read_dir(from)? {
         let entry = entry?;
         let name = entry.file_name();
-        if is_lock(&name.to_string_lossy()) {
+        if is_lock(&name.to_string_lossy()) || (top && is_nodes(&name.to_string_lossy())) {
             continue;
         }
         // The entry's own type: a symbolic link is not followed.
         let kind = entry.file_type()?;
         let target = to.join(&name);
         if kind.is_dir() {
-            copy_dir(&entry.path(), &target, limits, copied)?;
+            copy_dir(&entry.path(), &target, limits, copied, false)?;
         } else if kind.is_file() {
             let length = entry.metadata()?.len();
             if copied.saturating_add(length) > limits.max_bytes {
@@ -114,6 +120,8 @@ mod tests {
         fs::write(from.path().join("Default/Cookies"), b"cookies").expect("file");
         fs::write(from.path().join("Default/Local Storage/000003.log"), b"storage").expect("file");
         fs::write(from.path().join("SingletonLock"), b"x").expect("lock");
+        fs::create_dir_all(from.path().join("Subresource Filter/Indexed Rules")).expect("dirs");
+        fs::write(from.path().join("Subresource Filter/Indexed Rules/x"), b"the node's").expect("file");
         std::os::unix::fs::symlink("/etc/passwd", from.path().join("Default/link")).expect("link");
         let limits = CopyLimits {
             max_bytes: 1000,
@@ -125,6 +133,10 @@ mod tests {
         assert_eq!(fs::read(copy.join("Default/Cookies")).expect("read"), b"cookies");
         assert!(copy.join("Default/Local Storage/000003.log").is_file());
         assert!(!copy.join("SingletonLock").exists());
+        assert!(
+            !copy.join("Subresource Filter").exists(),
+            "the node's ruleset is not the user's"
+        );
         assert!(fs::symlink_metadata(copy.join("Default/link")).is_err());
         // Write-once files are linked, the others copied.
         fs::create_dir_all(from.path().join("Default/IndexedDB/x.blob/1")).expect("blob dir");

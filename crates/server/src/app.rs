@@ -112,13 +112,15 @@ fn prepare_browser_user(
 async fn load_adblock(
     config: &crate::config::AdblockConfig,
     data_dir: &Path,
+    chromium: &Path,
 ) -> Result<Option<Arc<anchorage_browser::adblock::Adblock>>, StartError> {
     if config.lists.is_empty() {
         tracing::warn!("ANCHORAGE_ADBLOCK_LISTS is empty: ad blocking is off on this node");
         return Ok(None);
     }
     let (lists, suffix_list) = (config.lists.clone(), config.suffix_list.clone());
-    // The browsers' extension of the lists' rules (written again on a reload).
+    // The browsers' extension, and the lists' ruleset (written again on a
+    // reload).
     let extension_root = data_dir.join("adblock");
     let loaded = tokio::task::spawn_blocking(move || {
         anchorage_browser::adblock::Adblock::load(lists, suffix_list, extension_root)
@@ -131,7 +133,26 @@ async fn load_adblock(
              setting to lists that exist, or to nothing to turn ad blocking off)"
         ))
     })?;
-    adblock.set_index_ahead(config.index_ahead);
+    // A ruleset indexed by another Chromium build is not used.
+    let build = std::fs::metadata(chromium)
+        .map(|metadata| {
+            let modified = metadata
+                .modified()
+                .ok()
+                .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |since| since.as_secs());
+            format!("{} {} {modified}", chromium.display(), metadata.len())
+        })
+        .unwrap_or_else(|_| chromium.display().to_string());
+    adblock.set_index(config.index_ahead.then(|| {
+        anchorage_browser::adblock::IndexSetting {
+            dir: config
+                .index_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("adblock-index")),
+            build,
+        }
+    }));
     let engine = adblock.engine();
     for list in engine.lists() {
         tracing::info!(list = %list.path.display(), title = list.title.as_deref().unwrap_or(""), rules = list.rules,
@@ -142,7 +163,7 @@ async fn load_adblock(
         compile_ms = engine.compile_time().as_millis() as u64,
         translated,
         left_out,
-        "ad blocking's filter lists compiled, and their network lines written as the browsers' rules"
+        "ad blocking's filter lists compiled, and their network lines written as the browsers' filter's ruleset"
     );
     Ok(Some(Arc::new(adblock)))
 }
@@ -151,7 +172,7 @@ async fn load_adblock(
 const ADBLOCK_RELOAD_CHECK: Duration = Duration::from_secs(30);
 
 /// Compiles the filter lists again when their files change, until `stop`.
-async fn reload_adblock(adblock: Arc<anchorage_browser::adblock::Adblock>, stop: CancellationToken) {
+async fn reload_adblock(adblock: Arc<anchorage_browser::adblock::Adblock>, fleet: Arc<Fleet>, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
@@ -159,10 +180,14 @@ async fn reload_adblock(adblock: Arc<anchorage_browser::adblock::Adblock>, stop:
         }
         let checking = Arc::clone(&adblock);
         match tokio::task::spawn_blocking(move || checking.reload_if_changed()).await {
-            Ok(Ok(true)) => tracing::info!(
-                compile_ms = adblock.engine().compile_time().as_millis() as u64,
-                "a filter list changed: compiled again"
-            ),
+            Ok(Ok(true)) => {
+                tracing::info!(
+                    compile_ms = adblock.engine().compile_time().as_millis() as u64,
+                    "a filter list changed: compiled again"
+                );
+                // Browsers get the ruleset before until this one is indexed.
+                fleet.begin_index();
+            }
             Ok(Ok(false)) | Err(_) => {}
             Ok(Err(error)) => {
                 tracing::warn!(%error, "a filter list changed and cannot be used; the lists before stay in use")
@@ -311,7 +336,7 @@ impl App {
                 tracing::warn!(recovered, "finished recordings a stopped server left unfinished");
             }
         }
-        let adblock = load_adblock(&config.adblock, &data_dir).await?;
+        let adblock = load_adblock(&config.adblock, &data_dir, &chromium).await?;
         let extensions_root = data_dir.join("extensions");
         crate::extensions::sweep(store.as_ref(), &extensions_root).await?;
         let metrics = Arc::new(crate::metrics::Metrics::default());
@@ -371,7 +396,14 @@ impl App {
         );
         fleet.start().await?;
         if let Some(adblock) = &adblock {
-            tasks.spawn(reload_adblock(Arc::clone(adblock), shutdown.clone()));
+            // The ruleset is indexed now (or found kept), before the first
+            // start needs it.
+            fleet.begin_index();
+            tasks.spawn(reload_adblock(
+                Arc::clone(adblock),
+                Arc::clone(&fleet),
+                shutdown.clone(),
+            ));
         }
         tasks.spawn(crate::cluster::nodes::keep_lease(
             Arc::clone(&store),

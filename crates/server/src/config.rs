@@ -91,6 +91,7 @@ struct FileConfig {
     host_resolver_rules: Option<String>,
     adblock_suffix_list: Option<String>,
     adblock_index_ahead: Option<String>,
+    adblock_index_dir: Option<String>,
 }
 
 /// Where Debian's `webext-ublock-origin-chromium` puts the filter lists.
@@ -116,10 +117,14 @@ pub struct AdblockConfig {
     pub lists: Vec<PathBuf>,
     /// The Public Suffix List (`ANCHORAGE_ADBLOCK_SUFFIX_LIST`).
     pub suffix_list: Option<PathBuf>,
-    /// Whether one browser indexes the browsers' rules ahead, so that
-    /// browsers launched after it load them at no cost
-    /// (`ANCHORAGE_ADBLOCK_INDEX_AHEAD`).
+    /// Whether a browser indexes the lists' network rules for the browsers'
+    /// filter, once per compile (`ANCHORAGE_ADBLOCK_INDEX_AHEAD`); off, no
+    /// request is blocked (elements are still hidden).
     pub index_ahead: bool,
+    /// Where indexed rulesets are kept across restarts
+    /// (`ANCHORAGE_ADBLOCK_INDEX_DIR`; `None`: `adblock-index` in the data
+    /// dir).
+    pub index_dir: Option<PathBuf>,
 }
 
 impl AdblockConfig {
@@ -133,6 +138,7 @@ impl AdblockConfig {
             ],
             suffix_list: Some(dir.join("thirdparties/publicsuffix.org/list/effective_tld_names.dat")),
             index_ahead: true,
+            index_dir: None,
         }
     }
 }
@@ -697,6 +703,7 @@ impl Config {
                 "ANCHORAGE_ADBLOCK_INDEX_AHEAD",
                 text("ANCHORAGE_ADBLOCK_INDEX_AHEAD", from_file.adblock_index_ahead),
             )?,
+            index_dir: text("ANCHORAGE_ADBLOCK_INDEX_DIR", from_file.adblock_index_dir).map(PathBuf::from),
             lists: adblock_lists,
             suffix_list: text("ANCHORAGE_ADBLOCK_SUFFIX_LIST", from_file.adblock_suffix_list)
                 .map(PathBuf::from)

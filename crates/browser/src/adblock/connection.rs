@@ -1,24 +1,25 @@
 //! The browser side of ad blocking: one DevTools connection per browser,
-//! held by the server for the browser's life. It attaches to the node's
-//! extension's service worker only (which keeps the worker running); pages
-//! are never attached.
+//! held by the server for the browser's life.
 //!
-//! - **Requests** are blocked inside the browser, by the extension's
-//!   `declarativeNetRequest` rules (see [`super::dnr`]), loaded at launch: no
-//!   request waits on this connection. The connection makes sure the ruleset
-//!   is on before a session gets the browser (a start waits for it), turns it
-//!   off when the browser is handed to a session that wants no blocking, and
-//!   counts what it blocks (the worker reports each blocked request through a
-//!   binding). A client's own interception (Playwright's `page.route`) sees
-//!   the requests that were not blocked.
-//! - **Elements**: the extension's content script (`page.js`) runs in every
-//!   http(s) document and frame, in the extension's isolated world (out of the
+//! - **Requests** are blocked inside the browser, by Chromium's own
+//!   subresource filter (see [`super::filter`]), on from the launch: no
+//!   request waits on this connection, and a client's own interception
+//!   (Playwright's `page.route`) sees the requests that were not blocked.
+//!   The connection counts what the filter blocked: it attaches to every
+//!   page and out-of-process frame (without pausing them) with the `Log`
+//!   domain on, where the filter reports each request it blocks. A request
+//!   blocked in a page's first moments, before the attachment, goes
+//!   uncounted (never unblocked).
+//! - **Elements**: the extension's content script runs in every http(s)
+//!   document and frame, in the extension's isolated world (out of the
 //!   page's reach), and reports the document's URL and then the classes and
-//!   ids it meets (as they appear) to the worker, which passes each report on
-//!   through a second binding; the connection answers with CSS that hides what
-//!   the lists name for the site and what their generic rules name among those
-//!   classes and ids, and the content script applies it. With the ruleset off,
-//!   the worker answers every report with "stop".
+//!   ids it meets (as they appear) to the extension's worker, which passes
+//!   each report on through a binding the connection adds; the connection
+//!   answers with CSS that hides what the lists name for the site and what
+//!   their generic rules name among those classes and ids, and the content
+//!   script applies it. Once the connection ends (the browser goes to a
+//!   session that wants no blocking), the worker answers every report with
+//!   "stop".
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,11 +31,12 @@ use super::{Adblock, FilterEngine};
 use crate::cdp::{CdpClient, CdpError};
 use crate::launch::Browser;
 
-/// The binding the extension's worker reports blocked requests through.
-const WORKER_BINDING: &str = "__anchorage_blocked";
 /// The binding the extension's worker passes the content script's reports
 /// through (`<number> <report>`).
 const COSMETICS_BINDING: &str = "__anchorage_cosmetics";
+/// The `Log` source of the filter's reports, and how their text begins.
+const BLOCK_SOURCE: &str = "other";
+const BLOCK_TEXT: &str = "Chrome blocked resource";
 /// How long a browser may take to start the extension's worker.
 const WORKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// The most of one report that is read.
@@ -86,10 +88,10 @@ impl std::fmt::Debug for AdblockConnection {
 }
 
 impl AdblockConnection {
-    /// Opens the connection and starts blocking: when it returns, the
-    /// browser's extension blocks every listed request of the browser (all
-    /// its contexts), and every document loaded after gets its elements
-    /// hidden. A browser launched without the extension is refused.
+    /// Opens the connection and starts hiding elements: when it returns,
+    /// every document loaded after gets its elements hidden, and what the
+    /// browser's filter blocks is counted. A browser launched without the
+    /// extension is refused.
     pub async fn enable(browser: &Browser, adblock: Arc<Adblock>) -> Result<Self, CdpError> {
         let extension_id = browser.adblock_extension().ok_or_else(|| {
             CdpError::Unreachable("the browser was launched without the ad blocking extension".to_owned())
@@ -99,9 +101,18 @@ impl AdblockConnection {
         // Reports that arrive while a call below waits are kept for `run`.
         client.keep_all_events();
         let worker = ready_worker(&mut client, extension_id).await?;
+        // Every page and frame, in every context, without pausing any.
+        client
+            .call(
+                "Target.setAutoAttach",
+                json!({"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true,
+                       "filter": [{"type": "page"}, {"type": "iframe"}]}),
+                None,
+            )
+            .await?;
         tracing::debug!(
-            rules_on_ms = started.elapsed().as_millis() as u64,
-            "ad blocking's rules are on in a browser"
+            ready_ms = started.elapsed().as_millis() as u64,
+            "ad blocking's element hiding is on in a browser"
         );
         Ok(Self {
             client,
@@ -130,27 +141,41 @@ impl AdblockConnection {
             }
         }
         // Ended from outside while the browser lives on (it goes to a
-        // session that wants no blocking, or it is closing): nothing of the
-        // lists applies after.
-        let _ = set_rules(&mut self.client, &self.worker, false).await;
+        // session that wants no element hiding, or it is closing).
+        let _ = set_hiding(&mut self.client, &self.worker, false).await;
         self.client.close().await;
     }
 
     async fn handle(&mut self, event: Value) -> Result<(), CdpError> {
-        if event.get("method").and_then(Value::as_str) != Some("Runtime.bindingCalled")
-            || event.get("sessionId").and_then(Value::as_str) != Some(self.worker.as_str())
-        {
-            return Ok(());
-        }
         let params = event.get("params").unwrap_or(&Value::Null);
-        match params.get("name").and_then(Value::as_str) {
-            Some(WORKER_BINDING) => {
-                self.adblock.count_blocked();
-                Ok(())
-            }
-            Some(COSMETICS_BINDING) => {
+        match event.get("method").and_then(Value::as_str) {
+            Some("Runtime.bindingCalled")
+                if event.get("sessionId").and_then(Value::as_str) == Some(self.worker.as_str())
+                    && params.get("name").and_then(Value::as_str) == Some(COSMETICS_BINDING) =>
+            {
                 let payload = params.get("payload").and_then(Value::as_str).unwrap_or_default();
                 self.answer(payload).await
+            }
+            Some("Target.attachedToTarget") => {
+                let Some(session) = params.get("sessionId").and_then(Value::as_str) else {
+                    return Ok(());
+                };
+                // Answers come back as messages `run` passes over; a target
+                // gone meanwhile is no error of this connection's.
+                self.client.send("Log.enable", json!({}), Some(session)).await?;
+                self.client
+                    .send(
+                        "Target.setAutoAttach",
+                        json!({"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true,
+                               "filter": [{"type": "iframe"}]}),
+                        Some(session),
+                    )
+                    .await
+                    .map(drop)
+            }
+            Some("Log.entryAdded") if is_filter_block(params) => {
+                self.adblock.count_blocked();
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -220,8 +245,19 @@ impl AdblockConnection {
     }
 }
 
+/// Whether a `Log.entryAdded` is the subresource filter's report of a
+/// request it blocked (Chromium words it "Chrome blocked resource …").
+fn is_filter_block(params: &Value) -> bool {
+    let entry = params.get("entry").unwrap_or(&Value::Null);
+    entry.get("source").and_then(Value::as_str) == Some(BLOCK_SOURCE)
+        && entry
+            .get("text")
+            .and_then(Value::as_str)
+            .is_some_and(|text| text.starts_with(BLOCK_TEXT))
+}
+
 /// Attaches to the extension's worker, gives it the binding it reports
-/// through and turns the ruleset on; returns the worker's CDP session. A
+/// through and turns element hiding on; returns the worker's CDP session. A
 /// worker that is still starting (no context to evaluate in yet) or that
 /// the browser starts again is tried again, until [`WORKER_TIMEOUT`].
 async fn ready_worker(client: &mut CdpClient, extension_id: &str) -> Result<String, CdpError> {
@@ -230,17 +266,12 @@ async fn ready_worker(client: &mut CdpClient, extension_id: &str) -> Result<Stri
         let target = find_worker(client, extension_id, deadline).await?;
         let error = match client.attach(&target).await {
             Ok(worker) => {
-                let mut readied = Ok(());
-                for binding in [WORKER_BINDING, COSMETICS_BINDING] {
-                    if readied.is_ok() {
-                        readied = client
-                            .call("Runtime.addBinding", json!({"name": binding}), Some(&worker))
-                            .await
-                            .map(drop);
-                    }
-                }
+                let mut readied = client
+                    .call("Runtime.addBinding", json!({"name": COSMETICS_BINDING}), Some(&worker))
+                    .await
+                    .map(drop);
                 if readied.is_ok() {
-                    readied = set_rules(client, &worker, true).await;
+                    readied = set_hiding(client, &worker, true).await;
                 }
                 match readied {
                     Ok(()) => return Ok(worker),
@@ -297,40 +328,20 @@ async fn find_worker(
     }
 }
 
-/// Turns the extension's ruleset and element hiding on or off, and checks
-/// that the ruleset is so.
-async fn set_rules(client: &mut CdpClient, worker: &str, on: bool) -> Result<(), CdpError> {
-    let change = if on { "enableRulesetIds" } else { "disableRulesetIds" };
-    let expression = format!(
-        "globalThis.__anchorage_set({on}), \
-         chrome.declarativeNetRequest.updateEnabledRulesets({{{change}: ['{ruleset}']}})\
-         .then(() => chrome.declarativeNetRequest.getEnabledRulesets())",
-        ruleset = super::dnr::RULESET
-    );
+/// Turns the extension's element hiding on or off.
+async fn set_hiding(client: &mut CdpClient, worker: &str, on: bool) -> Result<(), CdpError> {
     let answer = client
         .call(
             "Runtime.evaluate",
-            json!({"expression": expression, "awaitPromise": true, "returnByValue": true}),
+            json!({"expression": format!("globalThis.__anchorage_set({on})"), "returnByValue": true}),
             Some(worker),
         )
         .await?;
-    if let Some(exception) = answer.get("exceptionDetails") {
-        return Err(CdpError::Failed {
-            method: "declarativeNetRequest.updateEnabledRulesets".to_owned(),
+    match answer.get("exceptionDetails") {
+        Some(exception) => Err(CdpError::Failed {
+            method: "__anchorage_set".to_owned(),
             error: exception.clone(),
-        });
-    }
-    let enabled = answer
-        .pointer("/result/value")
-        .and_then(Value::as_array)
-        .is_some_and(|ids| ids.iter().any(|id| id.as_str() == Some(super::dnr::RULESET)));
-    if enabled == on {
-        Ok(())
-    } else {
-        Err(CdpError::Malformed(format!(
-            "the ad blocking ruleset is {} after it was turned {}",
-            if enabled { "on" } else { "off" },
-            if on { "on" } else { "off" }
-        )))
+        }),
+        None => Ok(()),
     }
 }

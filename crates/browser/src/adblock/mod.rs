@@ -1,9 +1,10 @@
 //! Ad and tracker blocking: filter lists in Adblock Plus syntax (EasyList,
 //! EasyPrivacy, an operator's own) compiled once per node: the network
-//! lines into the browsers' extension of rules ([`dnr`]), which decides every
-//! request inside the browser, and the cosmetic lines into an engine (Brave's
-//! `adblock` crate) that answers the pages' reports; the browser side that
-//! applies both is [`connection`].
+//! lines into a ruleset for Chromium's own subresource filter ([`filter`]),
+//! which decides every subresource request inside the page's renderer, and
+//! the cosmetic lines into an engine (Brave's `adblock` crate) that answers
+//! the pages' reports through a small extension ([`extension`]); the browser
+//! side that applies both is [`connection`].
 //!
 //! Both are compiled from files on disk, kept behind an `Arc`, and swapped
 //! whole when a file changes ([`Adblock::reload_if_changed`]), so an answer
@@ -13,11 +14,17 @@
 //! blocker's extended syntax, mostly) is skipped, counted, and its first
 //! line numbers logged (a warning when they are most of the list).
 //!
+//! The ruleset is indexed by one browser per compile and Chromium build
+//! (an index launch, begun by the server: [`Adblock::index_job`]) and kept
+//! in the node's index folder, where a restart finds it again.
+//!
 //! It must not know about sessions, teams or routes: the server decides
 //! which browsers it applies to.
 
 pub mod connection;
-pub mod dnr;
+pub mod extension;
+pub mod filter;
+mod lines;
 mod suffixes;
 
 use std::collections::HashSet;
@@ -65,8 +72,8 @@ pub enum ListError {
     /// No list was given.
     #[error("ad blocking needs at least one filter list")]
     NoList,
-    /// The browsers' extension could not be written.
-    #[error("the ad blocking extension cannot be written to {path}: {reason}")]
+    /// The browsers' extension or ruleset could not be written.
+    #[error("the ad blocking files cannot be written to {path}: {reason}")]
     Extension {
         /// Where.
         path: PathBuf,
@@ -99,10 +106,13 @@ pub struct FilterEngine {
     compile_time: Duration,
     /// Each file's length and change time when it was read.
     stamps: Vec<(PathBuf, Option<(u64, SystemTime)>)>,
-    /// The lists' network rules as the browsers' rules (see [`dnr`]).
-    translation: dnr::Translation,
-    /// The extension carrying them, once written.
-    extension: Option<PathBuf>,
+    /// The lists' network rules as the browsers' filter's (see [`filter`]);
+    /// its data is dropped once written.
+    ruleset: filter::Ruleset,
+    /// The ruleset's version.
+    version: String,
+    /// Where the ruleset was written, unindexed.
+    unindexed: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for FilterEngine {
@@ -217,14 +227,15 @@ impl FilterEngine {
             stamps.push((path.clone(), before));
         }
         let engine = adblock::Engine::new_with_filter_set(set);
-        let translation = dnr::translate(texts.iter().map(String::as_str));
+        let ruleset = filter::translate(texts.iter().map(String::as_str));
         Ok(Self {
             engine,
             lists,
             compile_time: started.elapsed(),
             stamps,
-            translation,
-            extension: None,
+            version: ruleset.version(),
+            ruleset,
+            unindexed: None,
         })
     }
 
@@ -238,30 +249,35 @@ impl FilterEngine {
         self.compile_time
     }
 
-    /// The unpacked extension that blocks the lists' requests in a browser
-    /// (`None` for an engine of no node: a test's).
-    pub fn extension(&self) -> Option<&Path> {
-        self.extension.as_deref()
+    /// The version of this compile's ruleset for the browsers' filter.
+    pub fn ruleset_version(&self) -> &str {
+        &self.version
     }
 
-    /// Writes the extension of this compile's rules as generation
-    /// `generation` under `root`.
-    fn write_extension(&mut self, root: &Path, generation: u64) -> Result<(), ListError> {
-        let dir = dnr::extension_dir(root, generation);
-        dnr::write_extension(&dir, &self.translation).map_err(|error| ListError::Extension {
+    /// Where this compile's ruleset was written, unindexed (`None` for an
+    /// engine of no node: a test's).
+    pub fn unindexed_ruleset(&self) -> Option<&Path> {
+        self.unindexed.as_deref()
+    }
+
+    /// Writes this compile's ruleset, unindexed, as generation `generation`
+    /// under `root`.
+    fn write_ruleset(&mut self, root: &Path, generation: u64) -> Result<(), ListError> {
+        let dir = root.join(format!("ruleset-{generation}"));
+        filter::write_unindexed(&dir, &self.ruleset).map_err(|error| ListError::Extension {
             path: dir.clone(),
             reason: error.to_string(),
         })?;
         // The rules are on disk; the copy in memory is not needed again.
-        self.translation.rules = Vec::new();
-        self.extension = Some(dir);
+        self.ruleset.data = Vec::new();
+        self.unindexed = Some(dir);
         Ok(())
     }
 
-    /// How many of the lists' network lines the browsers' rules hold, and
-    /// how many were left out (see [`dnr`]).
+    /// How many of the lists' network lines the browsers' filter holds, and
+    /// how many were left out (see [`filter`]).
     pub fn browser_rules(&self) -> (usize, usize) {
-        (self.translation.translated, self.translation.left_out)
+        (self.ruleset.translated, self.ruleset.left_out)
     }
 
     /// Whether any file changed (length or change time) since it was read.
@@ -304,48 +320,91 @@ fn hiding_css<'a>(selectors: impl IntoIterator<Item = &'a String>) -> String {
     css
 }
 
+/// Where a node keeps the rulesets its browsers indexed, and the Chromium
+/// build they were indexed by (a ruleset indexed by another build is not
+/// used: its index format may differ).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexSetting {
+    /// The folder (one sub-folder per ruleset and build).
+    pub dir: PathBuf,
+    /// What tells this Chromium build from another (its executable's size
+    /// and change time, say).
+    pub build: String,
+}
+
+/// A ruleset to index: launch a browser with [`filter::place_unindexed`]
+/// and component updates on, wait for [`filter::is_indexed`], close it
+/// gracefully, keep what it made with [`filter::read_indexed`] into
+/// `keep_in`, and report with [`Adblock::finish_index`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexJob {
+    /// The unindexed ruleset.
+    pub unindexed: PathBuf,
+    /// Its version.
+    pub version: String,
+    /// Where to keep the indexed one.
+    pub keep_in: PathBuf,
+}
+
+/// The browsers' filter's indexing, for the current compile.
+#[derive(Debug, Default)]
+struct FilterState {
+    /// The indexed ruleset of the newest compile that has one (an older
+    /// compile's serves until the current one's is indexed).
+    indexed: Option<filter::IndexedFilter>,
+    /// The version an index launch was begun for.
+    begun: Option<String>,
+    /// The version whose index launch failed, and why.
+    failed: Option<(String, String)>,
+}
+
 /// The node's ad blocking: the engine in use, its settings, and counts.
 #[derive(Debug)]
 pub struct Adblock {
     files: Vec<PathBuf>,
     suffix_list: Option<PathBuf>,
-    /// Where each compile's extension is written (see [`dnr`]).
-    extension_root: PathBuf,
+    /// Where the extension and each compile's ruleset are written.
+    root: PathBuf,
+    /// The extension that hides elements (the same for every compile).
+    extension: PathBuf,
     current: RwLock<Arc<FilterEngine>>,
     blocked: AtomicU64,
     reloads: AtomicU64,
-    /// The extension folder a template launch indexed, and the entry it
-    /// recorded for it (see [`Adblock::set_installed`]).
-    installed: std::sync::Mutex<Option<(PathBuf, serde_json::Value)>>,
-    /// The extension folder a template launch was begun for.
-    templated: std::sync::Mutex<Option<PathBuf>>,
-    /// Whether template launches are made at all.
-    index_ahead: std::sync::atomic::AtomicBool,
+    /// Where indexed rulesets are kept; `None`: no index launch is made,
+    /// and browsers block no request (they still hide elements).
+    index: std::sync::Mutex<Option<IndexSetting>>,
+    filter: std::sync::Mutex<FilterState>,
+    /// Bumped at each change of `filter`, for launches waiting on an index.
+    filter_changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Adblock {
     /// Compiles `files` (see [`FilterEngine::compile`]) and writes the
-    /// browsers' extension of their rules under `extension_root` (whatever
-    /// an earlier run left there is removed).
-    pub fn load(files: Vec<PathBuf>, suffix_list: Option<PathBuf>, extension_root: PathBuf) -> Result<Self, ListError> {
+    /// browsers' extension and the ruleset of the lists under `root`
+    /// (whatever an earlier run left there is removed).
+    pub fn load(files: Vec<PathBuf>, suffix_list: Option<PathBuf>, root: PathBuf) -> Result<Self, ListError> {
         let mut engine = FilterEngine::compile(&files, suffix_list.as_deref())?;
-        if extension_root.exists() {
-            std::fs::remove_dir_all(&extension_root).map_err(|error| ListError::Extension {
-                path: extension_root.clone(),
-                reason: error.to_string(),
-            })?;
+        let unwritable = |path: &Path, error: std::io::Error| ListError::Extension {
+            path: path.to_owned(),
+            reason: error.to_string(),
+        };
+        if root.exists() {
+            std::fs::remove_dir_all(&root).map_err(|error| unwritable(&root, error))?;
         }
-        engine.write_extension(&extension_root, 0)?;
+        let extension = extension::extension_dir(&root);
+        extension::write_extension(&extension).map_err(|error| unwritable(&extension, error))?;
+        engine.write_ruleset(&root, 0)?;
         Ok(Self {
             files,
             suffix_list,
-            extension_root,
+            root,
+            extension,
             current: RwLock::new(Arc::new(engine)),
             blocked: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
-            installed: std::sync::Mutex::new(None),
-            templated: std::sync::Mutex::new(None),
-            index_ahead: std::sync::atomic::AtomicBool::new(true),
+            index: std::sync::Mutex::new(None),
+            filter: std::sync::Mutex::new(FilterState::default()),
+            filter_changes: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -357,6 +416,11 @@ impl Adblock {
         }
     }
 
+    /// The unpacked extension that hides elements in a browser.
+    pub fn extension(&self) -> &Path {
+        &self.extension
+    }
+
     /// Recompiles when a file changed; the engine in use stays if the new
     /// one cannot be made (the error says why). `Ok(true)` when reloaded.
     /// Blocking: run it off the async threads.
@@ -366,20 +430,22 @@ impl Adblock {
         }
         let mut engine = FilterEngine::compile(&self.files, self.suffix_list.as_deref())?;
         let generation = self.reloads.load(Ordering::Relaxed) + 1;
-        engine.write_extension(&self.extension_root, generation)?;
-        // The one before the last stays: a launch may be copying it now.
+        engine.write_ruleset(&self.root, generation)?;
+        // The one before the last stays: an index launch may be copying it.
         if let Some(older) = generation.checked_sub(2) {
-            let _ = std::fs::remove_dir_all(dnr::extension_dir(&self.extension_root, older));
+            let _ = std::fs::remove_dir_all(self.root.join(format!("ruleset-{older}")));
         }
         match self.current.write() {
             Ok(mut current) => *current = Arc::new(engine),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(engine),
         }
         self.reloads.fetch_add(1, Ordering::Relaxed);
+        self.filter_changes.send_modify(|count| *count += 1);
         Ok(true)
     }
 
-    /// Requests blocked so far on this node.
+    /// Requests blocked so far on this node (as far as they were seen, see
+    /// [`connection`]).
     pub fn blocked(&self) -> u64 {
         self.blocked.load(Ordering::Relaxed)
     }
@@ -389,50 +455,118 @@ impl Adblock {
         self.reloads.load(Ordering::Relaxed)
     }
 
-    /// The current extension's folder when no template launch was begun for
-    /// it yet, and from now on it counts as begun: the caller launches a
-    /// browser that loads it in place (Chromium writes its rules' index into
-    /// the folder) and reports the profile's entry with
-    /// [`Adblock::set_installed`]. One per compile; a failed one is not
-    /// tried again before the next.
-    pub fn begin_template(&self) -> Option<PathBuf> {
-        if !self.index_ahead.load(Ordering::Relaxed) {
+    /// Where indexed rulesets are kept, and for which Chromium build; `None`
+    /// turns index launches off (browsers then block no request).
+    pub fn set_index(&self, setting: Option<IndexSetting>) {
+        *self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = setting;
+        self.filter_changes.send_modify(|count| *count += 1);
+    }
+
+    fn filter_state(&self) -> std::sync::MutexGuard<'_, FilterState> {
+        self.filter.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The index launch the current compile needs, once: `None` when its
+    /// ruleset is indexed (or kept from an earlier run, which is then taken),
+    /// when one was begun already, or when index launches are off.
+    pub fn index_job(&self) -> Option<IndexJob> {
+        let setting = self
+            .index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()?;
+        let engine = self.engine();
+        let version = engine.ruleset_version().to_owned();
+        let unindexed = engine.unindexed_ruleset()?.to_owned();
+        let mut state = self.filter_state();
+        if state.indexed.as_ref().is_some_and(|indexed| indexed.version == version)
+            || state.begun.as_ref() == Some(&version)
+        {
             return None;
         }
-        let current = self.engine().extension().map(Path::to_owned)?;
-        let mut templated = self.templated.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if templated.as_ref() == Some(&current) {
+        let keep_in = setting.dir.join(index_key(&version, &setting.build));
+        if let Some(kept) = filter::IndexedFilter::load(&keep_in) {
+            state.indexed = Some(kept);
+            drop(state);
+            self.filter_changes.send_modify(|count| *count += 1);
             return None;
         }
-        *templated = Some(current.clone());
-        Some(current)
+        state.begun = Some(version.clone());
+        Some(IndexJob {
+            unindexed,
+            version,
+            keep_in,
+        })
     }
 
-    /// Turns template launches off (each browser then indexes the rules as
-    /// it starts) or on.
-    pub fn set_index_ahead(&self, on: bool) {
-        self.index_ahead.store(on, Ordering::Relaxed);
+    /// Records how an index launch ended.
+    pub fn finish_index(&self, version: &str, outcome: Result<filter::IndexedFilter, String>) {
+        let mut state = self.filter_state();
+        match outcome {
+            Ok(indexed) => {
+                state.indexed = Some(indexed);
+                state.failed = None;
+            }
+            Err(reason) => state.failed = Some((version.to_owned(), reason)),
+        }
+        drop(state);
+        self.filter_changes.send_modify(|count| *count += 1);
     }
 
-    /// Records what a template launch left: the entry of the extension at
-    /// `dir` in its profile's preferences, from which later browsers load
-    /// it already indexed.
-    pub fn set_installed(&self, dir: PathBuf, entry: serde_json::Value) {
-        *self.installed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((dir, entry));
+    /// The indexed ruleset browsers get now: the current compile's, or an
+    /// older one while the current one is being indexed; `None` when index
+    /// launches are off.
+    pub fn indexed(&self) -> Option<filter::IndexedFilter> {
+        self.index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()?;
+        self.filter_state().indexed.clone()
     }
 
-    /// The current extension, indexed ahead, with its entry: `None` until a
-    /// template launch recorded one for this compile.
-    pub fn installed(&self) -> Option<(PathBuf, serde_json::Value)> {
-        let current = self.engine().extension().map(Path::to_owned)?;
-        let installed = self.installed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        installed.as_ref().filter(|(dir, _)| *dir == current).cloned()
+    /// Whether the current compile's ruleset is indexed.
+    pub fn is_indexed(&self) -> bool {
+        let version = self.engine().ruleset_version().to_owned();
+        self.indexed().is_some_and(|indexed| indexed.version == version)
     }
 
-    /// Counts a request a browser's rules blocked.
+    /// Whether an index launch for the current compile runs now.
+    pub fn is_indexing(&self) -> bool {
+        let version = self.engine().ruleset_version().to_owned();
+        let state = self.filter_state();
+        state.begun.as_ref() == Some(&version)
+            && state.indexed.as_ref().is_none_or(|indexed| indexed.version != version)
+            && state.failed.as_ref().is_none_or(|(failed, _)| *failed != version)
+    }
+
+    /// Why the current compile's ruleset could not be indexed, if it could not.
+    pub fn index_failure(&self) -> Option<String> {
+        let version = self.engine().ruleset_version().to_owned();
+        self.filter_state()
+            .failed
+            .as_ref()
+            .filter(|(failed, _)| *failed == version)
+            .map(|(_, reason)| reason.clone())
+    }
+
+    /// A receiver that changes whenever the indexing does (see
+    /// [`Adblock::indexed`]).
+    pub fn index_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.filter_changes.subscribe()
+    }
+
+    /// Counts a request a browser's filter blocked.
     pub(crate) fn count_blocked(&self) {
         self.blocked.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// The folder name of the ruleset of `version` indexed by `build`.
+fn index_key(version: &str, build: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{version}\n{build}").as_bytes());
+    let hex: String = digest.iter().take(8).map(|byte| format!("{byte:02x}")).collect();
+    format!("{version}-{hex}")
 }
 
 #[cfg(test)]
@@ -490,23 +624,72 @@ mod tests {
     fn a_changed_file_is_compiled_again_and_a_broken_one_keeps_the_engine() {
         let mut file = list(b"||ads.example^\n");
         let root = tempfile::tempdir().expect("temp dir");
-        let adblock = Adblock::load(vec![file.path().to_owned()], None, root.path().join("ext")).expect("loads");
-        let first = adblock.engine().extension().map(Path::to_owned).expect("an extension");
-        let rules = std::fs::read_to_string(first.join("rules.json")).expect("rules");
-        assert!(rules.contains("ads.example"), "{rules}");
+        let adblock = Adblock::load(vec![file.path().to_owned()], None, root.path().join("adblock")).expect("loads");
+        assert!(adblock.extension().join("manifest.json").is_file());
+        let first = adblock.engine();
+        let rules = std::fs::read(first.unindexed_ruleset().expect("written").join("Filtering Rules")).expect("rules");
+        assert!(rules.windows(11).any(|part| part == b"ads.example"));
         assert_eq!(adblock.reload_if_changed(), Ok(false));
         file.write_all(b"||more.example^\n").expect("append");
         file.flush().expect("flush");
         assert_eq!(adblock.reload_if_changed(), Ok(true));
-        let engine = adblock.engine();
-        let second = engine.extension().map(Path::to_owned).expect("an extension");
-        assert_ne!(first, second);
-        let rules = std::fs::read_to_string(second.join("rules.json")).expect("rules");
-        assert!(rules.contains("more.example"), "{rules}");
+        let second = adblock.engine();
+        assert_ne!(first.unindexed_ruleset(), second.unindexed_ruleset());
+        assert_ne!(first.ruleset_version(), second.ruleset_version());
+        let rules = std::fs::read(second.unindexed_ruleset().expect("written").join("Filtering Rules")).expect("rules");
+        assert!(rules.windows(12).any(|part| part == b"more.example"));
         file.write_all(b"\xff\n").expect("append");
         file.flush().expect("flush");
         assert!(adblock.reload_if_changed().is_err());
-        assert_eq!(adblock.engine().extension(), Some(second.as_path()));
+        assert_eq!(adblock.engine().ruleset_version(), second.ruleset_version());
         assert_eq!(adblock.reloads(), 1);
+    }
+
+    #[test]
+    fn each_compile_is_indexed_once_and_a_kept_index_is_found_again() {
+        let file = list(b"||ads.example^\n");
+        let root = tempfile::tempdir().expect("temp dir");
+        let adblock = Adblock::load(vec![file.path().to_owned()], None, root.path().join("adblock")).expect("loads");
+        assert_eq!(adblock.index_job(), None, "index launches are off");
+        let setting = IndexSetting {
+            dir: root.path().join("index"),
+            build: "chromium 1".to_owned(),
+        };
+        adblock.set_index(Some(setting.clone()));
+        let job = adblock.index_job().expect("a job");
+        assert_eq!(job.version, adblock.engine().ruleset_version());
+        assert!(adblock.is_indexing() && !adblock.is_indexed());
+        assert_eq!(adblock.index_job(), None, "begun once");
+        adblock.finish_index(&job.version, Err("no".to_owned()));
+        assert_eq!(adblock.index_failure().as_deref(), Some("no"));
+        assert!(!adblock.is_indexing());
+        assert_eq!(adblock.index_job(), None, "not tried again for the same compile");
+        // What a browser left, kept where the job said.
+        let profile = root.path().join("profile");
+        let made = profile.join("Subresource Filter/Indexed Rules/38").join(&job.version);
+        std::fs::create_dir_all(&made).expect("dirs");
+        std::fs::write(made.join("Ruleset Data"), b"index").expect("write");
+        let entry = serde_json::json!({"ruleset_version": {"content": job.version, "format": 38, "checksum": 1}});
+        std::fs::write(
+            profile.join("Local State"),
+            serde_json::json!({"subresource_filter": entry}).to_string(),
+        )
+        .expect("write");
+        let kept = filter::read_indexed(&profile, &job.version, &job.keep_in).expect("kept");
+        adblock.finish_index(&job.version, Ok(kept.clone()));
+        assert!(adblock.is_indexed());
+        assert_eq!(adblock.indexed(), Some(kept.clone()));
+        // A restart on the same folder takes it without a launch; another
+        // Chromium build does not.
+        let again = Adblock::load(vec![file.path().to_owned()], None, root.path().join("again")).expect("loads");
+        again.set_index(Some(setting.clone()));
+        assert_eq!(again.index_job(), None);
+        assert_eq!(again.indexed(), Some(kept));
+        let other = Adblock::load(vec![file.path().to_owned()], None, root.path().join("other")).expect("loads");
+        other.set_index(Some(IndexSetting {
+            build: "chromium 2".to_owned(),
+            ..setting
+        }));
+        assert!(other.index_job().is_some());
     }
 }

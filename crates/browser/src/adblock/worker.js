@@ -1,12 +1,11 @@
 // The ad blocking extension's service worker (written into the extension by
-// `adblock::dnr::write_extension`, after lines that make it strict and
-// define LAST_BLOCKING_RULE). The server's connection attaches to it and adds two
-// bindings: `__anchorage_blocked` (a blocked request, counted) and
-// `__anchorage_cosmetics` (a page's report, answered by
-// `__anchorage_answer`). Nothing here is reachable from a page.
+// `adblock::extension::write_extension`). The server's connection attaches
+// to it and adds the binding `__anchorage_cosmetics` (a page's report,
+// answered by `__anchorage_answer`). Nothing here is reachable from a page.
+"use strict";
 
-// Whether the server wants this browser's elements hidden (set with the
-// ruleset, by `__anchorage_set`).
+// Whether the server wants this browser's elements hidden (set by
+// `__anchorage_set`).
 let on = false;
 // Reports sent to the server, by number, to the content script waiting.
 const waiting = new Map();
@@ -17,11 +16,6 @@ let last = 0;
 // start of the browser, so the server finds the worker to attach to. A new
 // profile starts it anyway (the extension is installed there).
 chrome.runtime.onStartup.addListener(() => {});
-
-chrome.declarativeNetRequest.onRuleMatchedDebug.addListener((match) => {
-  const count = globalThis.__anchorage_blocked;
-  if (typeof count === "function" && match.rule.ruleId <= LAST_BLOCKING_RULE) count("");
-});
 
 // A content script's report: passed on to the server, whose answer (CSS, or
 // null for "stop reporting") goes back as the reply.

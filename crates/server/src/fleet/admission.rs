@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 use anchorage_core::{FairQueue, RequestId, TeamId};
 use anchorage_store::RequestRecord;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
 
 /// The queue and the team loads, under one lock.
 #[derive(Default)]
@@ -227,28 +226,6 @@ impl Admission {
     /// Whether a place is free now.
     pub(super) fn place_free(&self) -> bool {
         self.capacity.available_permits() > 0
-    }
-
-    /// A place and a launch permit for a browser the node launches for its
-    /// own use (the ad blocking rules' template), waited for in turn with
-    /// the starts (a permit given back goes to the longest waiter), both in
-    /// use; `None` if `stop` fires first.
-    pub(super) async fn wait_for_launch(self: &Arc<Self>, stop: &CancellationToken) -> Option<(Held, Held)> {
-        let both = async {
-            let place = Arc::clone(&self.capacity).acquire_owned().await.ok()?;
-            let launch = Arc::clone(&self.launches).acquire_owned().await.ok()?;
-            Some((place, launch))
-        };
-        let (place, launch) = tokio::select! {
-            both = both => both?,
-            () = stop.cancelled() => return None,
-        };
-        let held = |permit| Held {
-            permit: Some(permit),
-            admission: Arc::clone(self),
-            wake: true,
-        };
-        Some((held(place), held(launch)))
     }
 
     /// A launch permit, if one is free.

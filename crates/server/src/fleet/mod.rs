@@ -163,59 +163,58 @@ impl std::fmt::Debug for Fleet {
     }
 }
 
-/// The template launch of an ad blocking extension at `dir`: a browser that
-/// loads it in place (Chromium writes the rules' index into the folder),
-/// waits until its rules are on, closes, and leaves the entry its profile
-/// recorded for it, from which later browsers load it already indexed
-/// (ARCHITECTURE.md, "Ad blocking: where the engine runs").
-async fn index_ahead(
+/// How long a launch that blocks ads waits for the node's first indexed
+/// ruleset (an index launch takes a few seconds) before it goes without
+/// (its browser then hides elements and blocks no request).
+const INDEX_WAIT: Duration = Duration::from_secs(60);
+/// How long an index launch may take to index the ruleset.
+const INDEX_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An index launch (ARCHITECTURE.md, "Ad blocking: where the engine runs"):
+/// a browser given the unindexed ruleset, with component updates on, which
+/// Chromium indexes as it starts; once the indexed file is there, the
+/// browser is closed gracefully (so that its `Local State` names the
+/// ruleset) and both are kept for every later browser.
+async fn index_filter(
     launcher: &dyn Launcher,
-    adblock: &Arc<anchorage_browser::adblock::Adblock>,
-    dir: std::path::PathBuf,
+    job: &anchorage_browser::adblock::IndexJob,
     stop: CancellationToken,
-) -> Result<(), String> {
-    let mut request = plan::default_launch_request("dnr", false, true);
-    request.setup.adblock_extension = Some(anchorage_browser::AdblockExtension::LoadInPlace(dir.clone()));
+) -> Result<anchorage_browser::adblock::filter::IndexedFilter, String> {
+    use anchorage_browser::adblock::filter;
+    let mut request = plan::default_launch_request("index", false, true);
+    request.setup.index_filter = Some((job.unindexed.clone(), job.version.clone()));
     let browser = launcher
-        .launch(&request, stop)
+        .launch(&request, stop.clone())
         .await
         .map_err(|error| error.to_string())?;
-    let entry = async {
-        let id = browser
-            .adblock_extension()
-            .ok_or("the browser has no extension id")?
-            .to_owned();
-        let connection = anchorage_browser::adblock::AdblockConnection::enable(&browser, Arc::clone(adblock))
-            .await
-            .map_err(|error| error.to_string())?;
-        drop(connection);
+    let indexed = async {
+        let profile = browser.profile_dir().ok_or("the browser has no profile")?.to_owned();
+        let deadline = tokio::time::Instant::now() + INDEX_TIMEOUT;
+        while !filter::is_indexed(&profile, &job.version) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the browser did not index the ruleset within {} s",
+                    INDEX_TIMEOUT.as_secs()
+                ));
+            }
+            if browser.has_exited() || stop.is_cancelled() {
+                return Err("the browser ended before it indexed the ruleset".to_owned());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Chromium writes the file, then records it: a moment for the record.
+        tokio::time::sleep(Duration::from_millis(500)).await;
         if !browser.close_gracefully(Duration::from_secs(10)).await {
             return Err("the browser did not close".to_owned());
         }
-        let file = browser
-            .profile_dir()
-            .ok_or("the browser has no profile")?
-            .join("Default")
-            .join("Preferences");
-        let text = tokio::fs::read(&file).await.map_err(|error| error.to_string())?;
-        let preferences: serde_json::Value = serde_json::from_slice(&text).map_err(|error| error.to_string())?;
-        let mut entry = preferences
-            .pointer(&format!("/extensions/settings/{id}"))
-            .cloned()
-            .ok_or("the profile recorded no entry for the extension")?;
-        if entry.get("dnr_static_ruleset").is_none() {
-            return Err("the profile recorded no index of the rules".to_owned());
-        }
-        // Loaded as an unpacked extension of the profile (4), not from the
-        // command line (8, which is never loaded again).
-        entry["location"] = serde_json::json!(4);
-        Ok::<_, String>(entry)
+        let (job, profile) = (job.clone(), profile.clone());
+        tokio::task::spawn_blocking(move || filter::read_indexed(&profile, &job.version, &job.keep_in))
+            .await
+            .map_err(|error| error.to_string())?
     }
     .await;
     browser.shut_down().await;
-    adblock.set_installed(dir, entry?);
-    tracing::info!("the ad blocking rules are indexed ahead: browsers load them at no cost");
-    Ok(())
+    indexed
 }
 
 /// Which queue a synchronous start goes into.
@@ -347,48 +346,69 @@ impl Fleet {
         })
     }
 
-    /// How a launch gets the extension that blocks ads with `adblock`:
-    /// already indexed when a template launch has done that for the lists'
-    /// current compile (unless `loaded_as_it_starts`: a browser that loads
-    /// a user's extension, which would disable it), else loaded and indexed
-    /// as it starts (and the template launch is begun, once per compile).
-    pub(crate) fn extension_of(
+    /// Begins the index launch the node's current compile of the lists
+    /// needs, if it needs one (once per compile; a restart finds what an
+    /// earlier run kept). The browser is counted in memory, not in places:
+    /// a start that waits for it holds a place, and the index is made once
+    /// per compile, for a few seconds.
+    pub(crate) fn begin_index(&self) {
+        let Some(adblock) = &self.adblock else {
+            return;
+        };
+        let Some(job) = adblock.index_job() else {
+            return;
+        };
+        let (launcher, adblock, stop, memory) = (
+            Arc::clone(&self.launcher),
+            Arc::clone(adblock),
+            self.shutdown.child_token(),
+            Arc::clone(&self.memory),
+        );
+        self.tasks.spawn(async move {
+            let claim = memory.reserve(memory::BROWSER_GUESS);
+            let started = Instant::now();
+            let outcome = index_filter(launcher.as_ref(), &job, stop).await;
+            drop(claim);
+            match &outcome {
+                Ok(_) => tracing::info!(
+                    version = %job.version,
+                    ms = started.elapsed().as_millis() as u64,
+                    "the ad blocking ruleset is indexed: browsers block requests with it"
+                ),
+                Err(message) => tracing::warn!(
+                    %message,
+                    "the ad blocking ruleset could not be indexed; browsers hide elements but block no request until the lists change"
+                ),
+            }
+            adblock.finish_index(&job.version, outcome);
+        });
+    }
+
+    /// How a launch blocks ads with `adblock`: the extension, and the
+    /// filter's indexed ruleset; a launch that comes before the node's first
+    /// one is indexed waits for it (at most [`INDEX_WAIT`], or until
+    /// `abort`).
+    pub(crate) async fn adblock_setup(
         &self,
         adblock: Option<&Arc<anchorage_browser::adblock::Adblock>>,
-        loaded_as_it_starts: bool,
-    ) -> Option<anchorage_browser::AdblockExtension> {
+        abort: &CancellationToken,
+    ) -> Option<anchorage_browser::AdblockSetup> {
         let adblock = adblock?;
-        if !loaded_as_it_starts {
-            if let Some((dir, entry)) = adblock.installed() {
-                return Some(anchorage_browser::AdblockExtension::Installed { dir, entry });
-            }
-            if let Some(dir) = adblock.begin_template() {
-                let (launcher, adblock, stop, admission, memory) = (
-                    Arc::clone(&self.launcher),
-                    Arc::clone(adblock),
-                    self.shutdown.child_token(),
-                    Arc::clone(&self.admission),
-                    Arc::clone(&self.memory),
-                );
-                self.tasks.spawn(async move {
-                    // A browser like any other: it waits for a place and a
-                    // launch permit, and its memory is reserved while it runs.
-                    let Some((place, launch_permit)) = admission.wait_for_launch(&stop).await else {
-                        return;
-                    };
-                    let claim = memory.reserve(memory::BROWSER_GUESS);
-                    let indexed = index_ahead(launcher.as_ref(), &adblock, dir, stop).await;
-                    drop((launch_permit, place, claim));
-                    if let Err(message) = indexed {
-                        tracing::warn!(%message, "the ad blocking rules could not be indexed ahead; each browser indexes them as it starts");
-                    }
-                });
+        self.begin_index();
+        let mut changes = adblock.index_changes();
+        let deadline = tokio::time::Instant::now() + INDEX_WAIT;
+        while adblock.indexed().is_none() && adblock.is_indexing() {
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { break },
+                () = tokio::time::sleep_until(deadline) => break,
+                () = abort.cancelled() => break,
+                () = self.shutdown.cancelled() => break,
             }
         }
-        adblock
-            .engine()
-            .extension()
-            .map(|dir| anchorage_browser::AdblockExtension::Load(dir.to_owned()))
+        Some(anchorage_browser::AdblockSetup {
+            extension: adblock.extension().to_owned(),
+            filter: adblock.indexed(),
+        })
     }
 
     /// The node's ad blocking, if a session with `options` gets it (it did
@@ -954,7 +974,8 @@ impl Fleet {
             let wants_pool = pool::poolable(&request.options, self.settings.default_headless)
                 && isolation == anchorage_core::Isolation::Browser;
             let mut memory_claim = None;
-            let start = match wants_pool.then(|| self.pool.take()).flatten() {
+            let blocks = self.adblock_for(&request.options).is_some();
+            let start = match wants_pool.then(|| self.pool.take_serving(blocks)).flatten() {
                 Some(pooled) => provision::Start::Pooled(pooled),
                 None => {
                     // A pooled browser is in the last reading already; a
@@ -1045,7 +1066,8 @@ impl Fleet {
                 let fleet = Arc::clone(self);
                 self.tasks.spawn(async move {
                     let mut request = plan::default_launch_request("pool", !fleet.settings.default_headless, true);
-                    request.setup.adblock_extension = fleet.extension_of(fleet.adblock.as_ref(), false);
+                    request.setup.adblock = fleet.adblock_setup(fleet.adblock.as_ref(), &fleet.shutdown).await;
+                    let filtered = request.setup.adblock.as_ref().is_some_and(|adblock| adblock.filter.is_some());
                     let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
                     drop(launch_permit);
                     let refilled = match launched {
@@ -1061,6 +1083,7 @@ impl Fleet {
                                         browser,
                                         place,
                                         blocking: Some(blocking),
+                                        filtered,
                                     }),
                                     Err(message) => {
                                         // Its extension's rules may be on
@@ -1075,6 +1098,7 @@ impl Fleet {
                                     browser,
                                     place,
                                     blocking: None,
+                                    filtered,
                                 }),
                             }
                         }

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anchorage_browser::{AdblockExtension, BrowserSetup, LaunchRequest};
+use anchorage_browser::{AdblockSetup, BrowserSetup, LaunchRequest};
 use anchorage_core::{Isolation, NodeId, SessionId, SessionOptions, SessionStatus, Timestamp};
 use anchorage_store::{RequestRecord, SessionRecord};
 
@@ -106,9 +106,9 @@ pub(super) fn isolation(options: &SessionOptions, server: Isolation, default_hea
 
 /// The launch of a host browser for context sessions: headless, with the
 /// default window (each context's first page is sized on its own).
-pub(super) fn host_launch_request(adblock_extension: Option<AdblockExtension>) -> LaunchRequest {
+pub(super) fn host_launch_request(adblock: Option<AdblockSetup>) -> LaunchRequest {
     let mut request = default_launch_request("host", false, false);
-    request.setup.adblock_extension = adblock_extension;
+    request.setup.adblock = adblock;
     request
 }
 
@@ -137,15 +137,15 @@ pub(super) fn proxy_needs_credentials(options: &SessionOptions) -> bool {
 }
 
 /// The launch of `session`'s browser.
-/// With `adblock_extension`, the browser loads it, and the first page waits
+/// With `adblock`, the browser blocks ads, and the first page waits
 /// until ads are blocked (it opens after the launch).
 pub(super) fn launch_request(
     session: &SessionRecord,
     options: &SessionOptions,
     found: Found,
-    adblock_extension: Option<AdblockExtension>,
+    adblock: Option<AdblockSetup>,
 ) -> LaunchRequest {
-    let blocks_ads = adblock_extension.is_some();
+    let blocks_ads = adblock.is_some();
     LaunchRequest {
         name: session.id.as_uuid().simple().to_string(),
         window: (options.viewport.width, options.viewport.height),
@@ -160,7 +160,8 @@ pub(super) fn launch_request(
             profile_seed: found.profile_seed,
             proxy_server: options.proxy.as_ref().map(|proxy| proxy.server.clone()),
             extensions: found.extension_dirs,
-            adblock_extension,
+            adblock,
+            index_filter: None,
             trusted_cas: found.trusted_cas,
             switches: options.switches.iter().map(|switch| switch.flag()).collect(),
             pdfs_downloaded: options.pdfs_downloaded,
@@ -315,7 +316,10 @@ mod tests {
             &session,
             &request.options,
             Found::default(),
-            Some(AdblockExtension::Load(PathBuf::from("/ext"))),
+            Some(AdblockSetup {
+                extension: PathBuf::from("/ext"),
+                filter: None,
+            }),
         );
         assert_eq!(launch.initial_url, None, "opened once ads are blocked");
     }

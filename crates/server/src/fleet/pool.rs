@@ -33,9 +33,12 @@ pub(super) const REFILL_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) struct Pooled {
     pub browser: Browser,
     pub place: Held,
-    /// Its ad blocking, on from the start (most starts want it), ended at
-    /// the handout of a start that does not.
+    /// Its element hiding, on from the start (most starts want it), ended
+    /// at the handout of a start that does not.
     pub blocking: Option<Blocking>,
+    /// Whether its filter blocks requests, which nothing turns off: it
+    /// serves only starts that block ads.
+    pub filtered: bool,
 }
 
 /// A browser's ad blocking, running (`Fleet::block_ads`).
@@ -115,6 +118,27 @@ impl Pool {
             tracing::warn!(pid = pooled.browser.pid(), "a pooled browser had died; discarding it");
         }
         None
+    }
+
+    /// A pooled browser for a start that blocks ads (`blocks`) or not: one
+    /// whose filter blocks requests serves only the first kind.
+    pub(super) fn take_serving(&self, blocks: bool) -> Option<Pooled> {
+        if blocks {
+            return self.take();
+        }
+        let mut state = self.state.lock().ok()?;
+        state.browsers.retain(|pooled| {
+            let alive = !pooled.browser.has_exited();
+            if !alive {
+                tracing::warn!(pid = pooled.browser.pid(), "a pooled browser had died; discarding it");
+            }
+            alive
+        });
+        let at = state.browsers.iter().rposition(|pooled| !pooled.filtered)?;
+        let pooled = state.browsers.remove(at);
+        let until = Instant::now() + self.refill_delay;
+        state.paused_until = Some(state.paused_until.map_or(until, |current| current.max(until)));
+        Some(pooled)
     }
 
     /// Puts back a browser that was taken but not used.

@@ -228,6 +228,7 @@ impl Fleet {
                     browser,
                     place,
                     blocking: pooled_blocking,
+                    ..
                 }) => {
                     // Ads are blocked (or not) before the first page opens.
                     match self.match_blocking(adblock.as_ref(), pooled_blocking, &browser).await {
@@ -267,10 +268,8 @@ impl Fleet {
                         }
                     };
                     profile_id = found_profile;
-                    // A user's extensions would disable one installed:
-                    // ours is then loaded as it starts too.
-                    let extension = self.extension_of(adblock.as_ref(), !found.extension_dirs.is_empty());
-                    let launch = plan::launch_request(&session, &options, found, extension);
+                    let blocking_setup = self.adblock_setup(adblock.as_ref(), &abort).await;
+                    let launch = plan::launch_request(&session, &options, found, blocking_setup);
                     let launched = self.launch_with_retry(&launch, &abort).await;
                     drop(seed);
                     // Free again for a waiting start or a refill.
@@ -647,13 +646,14 @@ impl Fleet {
                 let (browser, pooled_blocking) = match self
                     .settings
                     .default_headless
-                    .then(|| self.pool.take())
+                    .then(|| self.pool.take_serving(adblock.is_some()))
                     .flatten()
                 {
                     Some(Pooled {
                         browser,
                         place: pooled,
                         blocking,
+                        ..
                     }) => {
                         drop(pooled);
                         if let Err(error) = self.launcher.hand_out(&browser, None).await {
@@ -662,7 +662,7 @@ impl Fleet {
                         (browser, blocking)
                     }
                     None => {
-                        let launch = plan::host_launch_request(self.extension_of(adblock.as_ref(), false));
+                        let launch = plan::host_launch_request(self.adblock_setup(adblock.as_ref(), abort).await);
                         match self.launch_with_retry(&launch, abort).await {
                             Ok(browser) => (browser, None),
                             Err(LaunchError::Stopped) => return Err(Provisioned::Withdrawn),

@@ -39,19 +39,27 @@ pub struct AdblockStatus {
     pub compile_ms: u64,
     /// Times they were compiled again after a file changed.
     pub reloads: u64,
-    /// Requests blocked on this node since it started.
+    /// Requests blocked on this node since it started (as its browsers
+    /// reported them: one blocked in a page's first moments may be missed).
     pub blocked_requests: u64,
-    /// The lists' network lines the browsers block by (as the rules of the
-    /// node's extension: requests are decided inside each browser).
+    /// The lists' network lines the browsers block by (as the rules of
+    /// Chromium's own subresource filter: requests are decided inside each
+    /// page's renderer).
     pub browser_rules: usize,
-    /// Network lines no browser rule can keep the meaning of (a `redirect`,
-    /// a `csp`, an entity such as `example.*`, …): left out, so what they
-    /// name is not blocked.
+    /// Network lines no rule of the filter can keep the meaning of (a
+    /// `redirect`, a `csp`, a regex, an entity such as `example.*`, …): left
+    /// out, so what they name is not blocked.
     pub left_out_rules: usize,
-    /// Whether browsers get the rules already indexed (a template launch
-    /// indexed the lists' current compile); until then each browser
-    /// indexes them as it starts, which makes its launch slower.
+    /// Whether the lists' current compile is indexed for the browsers'
+    /// filter (by an index launch, or found kept from an earlier run).
+    /// Browsers launched before use the compile before, or, at a node's
+    /// first start, wait for it; with index launches off, no request is
+    /// blocked.
     pub indexed_ahead: bool,
+    /// Why the current compile could not be indexed, if it could not
+    /// (browsers then block requests by the compile before, if any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_error: Option<String>,
 }
 
 /// `GET /v1/adblock`.
@@ -75,6 +83,7 @@ pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<Js
             browser_rules: 0,
             left_out_rules: 0,
             indexed_ahead: false,
+            index_error: None,
         }));
     };
     let engine = adblock.engine();
@@ -99,6 +108,7 @@ pub async fn status(State(state): State<AppState>, _caller: Caller) -> Result<Js
         blocked_requests: adblock.blocked(),
         browser_rules: engine.browser_rules().0,
         left_out_rules: engine.browser_rules().1,
-        indexed_ahead: adblock.installed().is_some(),
+        indexed_ahead: adblock.is_indexed(),
+        index_error: adblock.index_failure(),
     }))
 }

@@ -107,6 +107,9 @@ const GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!
 fn settings(custom: &std::path::Path) -> Vec<(&'static str, String)> {
     vec![
         ("ANCHORAGE_ADBLOCK_INDEX_AHEAD", "on".to_owned()),
+        // One index of the lists for the tests that share them (the test of
+        // index launches has a folder of its own).
+        ("ANCHORAGE_ADBLOCK_INDEX_DIR", shared_index_dir()),
         ("ANCHORAGE_ADBLOCK_EXTRA_LISTS", custom.display().to_string()),
         (
             "ANCHORAGE_HOST_RESOLVER_RULES",
@@ -115,6 +118,11 @@ fn settings(custom: &std::path::Path) -> Vec<(&'static str, String)> {
                 .to_owned(),
         ),
     ]
+}
+
+/// The index folder the ad blocking tests share.
+fn shared_index_dir() -> String {
+    format!("{}/adblock-index", env!("CARGO_TARGET_TMPDIR"))
 }
 
 fn custom_list() -> tempfile::NamedTempFile {
@@ -128,9 +136,10 @@ fn custom_list() -> tempfile::NamedTempFile {
     file
 }
 
-/// Waits until the node's rules are indexed ahead (a launch begins that).
+/// Waits until the node's ruleset is indexed (the node begins that as it
+/// starts).
 async fn wait_until_indexed_ahead(server: &TestServer) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while server.get("/v1/adblock").await.1["data"]["indexed_ahead"] != true {
         assert!(Instant::now() < deadline, "the rules were never indexed ahead");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -177,13 +186,6 @@ async fn check_blocking(isolation: &str, pool_size: &str) {
     let url = format!("http://site.test:{port}/adpage");
 
     let pooled: f64 = pool_size.parse().unwrap_or(0.0);
-    // The first launch indexes the rules ahead for those after it; the
-    // sessions below get them so (a launch that came before is the other
-    // way, as the pool's first browsers are).
-    if pooled == 0.0 {
-        let first = server.create_session(json!({})).await;
-        server.delete(&format!("/v1/sessions/{}", text(&first["id"]))).await;
-    }
     wait_until_indexed_ahead(&server).await;
     // The default: ads blocked, the content there.
     server.wait_for_metric("anchorage_pool_browsers", pooled).await;
@@ -212,8 +214,8 @@ async fn check_blocking(isolation: &str, pool_size: &str) {
         );
     }
     cdp.close().await;
-    // The three blocks counted, and only them: the test's exception that
-    // matched `/app.js` is reported to the extension too, and is not a block.
+    // The three blocks counted, and only them (the test's exception that
+    // matched `/app.js` is not a block).
     server
         .wait_for_metric("anchorage_adblock_blocked_requests_total", 3.0)
         .await;
@@ -270,7 +272,7 @@ async fn ads_are_blocked_by_default_and_not_when_turned_off() {
 #[tokio::test]
 async fn pooled_browsers_serve_both_settings() {
     // A pooled browser blocks from the time it is pooled; a start that turns
-    // blocking off ends that at its handout.
+    // blocking off gets a browser launched without it.
     check_blocking("browser", "2").await;
 }
 
@@ -386,40 +388,65 @@ async fn recordings_show_the_page_as_the_session_sees_it() {
     server.stop().await;
 }
 
-/// The browser that indexes the rules ahead is counted like any other: on a
-/// node with room for one browser, it waits until the session's place is
-/// free, then runs, then gives the place back.
+/// A node indexes its ruleset as it starts; a start that comes before the
+/// index is there waits for it and blocks requests all the same; a restart
+/// on the same index folder finds the index kept and launches no browser
+/// for it.
 #[tokio::test]
-async fn the_browser_that_indexes_the_rules_waits_for_a_place() {
+async fn the_ruleset_is_indexed_once_and_kept_across_restarts() {
+    let (port, seen) = serve_site().await;
     let custom = custom_list();
+    let index = tempfile::tempdir().expect("temp dir");
     let mut pairs = settings(custom.path());
+    pairs.retain(|(key, _)| *key != "ANCHORAGE_ADBLOCK_INDEX_DIR");
+    pairs.push(("ANCHORAGE_ADBLOCK_INDEX_DIR", index.path().display().to_string()));
     pairs.push(("ANCHORAGE_MAX_SESSIONS", "1".to_owned()));
-    pairs.push(("ANCHORAGE_POOL_SIZE", "0".to_owned()));
     let pairs: Vec<(&str, &str)> = pairs.iter().map(|(key, value)| (*key, value.as_str())).collect();
     let server = TestServer::start_with(&pairs, |_| {}).await;
-    let indexed = || async { server.get("/v1/adblock").await.1["data"]["indexed_ahead"] == true };
-
-    // The first launch begins the indexing; the node is full while it runs.
+    let status = server.get("/v1/adblock").await.1;
+    assert_eq!(status["data"]["indexed_ahead"], false, "{status}");
+    // At once, while the index launch runs (beside the one place there is).
     let session = server.create_session(json!({})).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!indexed().await, "indexed with no place free");
+    assert_eq!(server.get("/v1/adblock").await.1["data"]["indexed_ahead"], true);
+    let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
+    let page = cdp.open_page(&format!("http://site.test:{port}/adpage")).await;
+    let shown = look(&mut cdp, &page, true).await;
+    assert_eq!(
+        (&shown["tracked"], &shown["ad"]),
+        (&json!(false), &json!("none")),
+        "{shown}"
+    );
+    let requests = seen.lock().map(|log| log.clone()).unwrap_or_default();
+    assert!(
+        !requests
+            .iter()
+            .any(|request| request == "tracker.hbiq.net /analytics.js"),
+        "{requests:?}"
+    );
+    cdp.close().await;
     server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !indexed().await {
-        assert!(Instant::now() < deadline, "never indexed once the place was free");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Its place is free again: a session starts, with the rules indexed.
-    let again = server.create_session(json!({})).await;
-    server.delete(&format!("/v1/sessions/{}", text(&again["id"]))).await;
     server.assert_no_browsers_left().await;
+    server.stop().await;
+    let kept: Vec<_> = std::fs::read_dir(index.path())
+        .expect("the index folder")
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name())
+        .collect();
+    assert_eq!(kept.len(), 1, "one index, no staging left: {kept:?}");
+
+    // Restarted: indexed before anything launched.
+    let server = TestServer::start_with(&pairs, |_| {}).await;
+    let status = server.get("/v1/adblock").await.1;
+    assert_eq!(status["data"]["indexed_ahead"], true, "{status}");
+    assert_eq!(server.main_browser_count(), 0);
     server.stop().await;
 }
 
-/// A session started from a saved profile loads the rules indexed ahead too,
-/// also when the profile had them installed already (such a browser starts
-/// the extension's worker only for an event the worker listens to; without
-/// it, the second start below never found the worker).
+/// A session started from a saved profile blocks too, also when the profile
+/// had the extension installed already (such a browser starts the
+/// extension's worker only for an event the worker listens to; without it,
+/// the second start below never found the worker), and the node's ruleset
+/// is not saved with the profile.
 #[tokio::test]
 async fn sessions_from_a_saved_profile_block_with_the_rules_indexed_ahead() {
     let (port, _seen) = serve_site().await;
@@ -428,8 +455,6 @@ async fn sessions_from_a_saved_profile_block_with_the_rules_indexed_ahead() {
     pairs.push(("ANCHORAGE_POOL_SIZE", "0".to_owned()));
     let pairs: Vec<(&str, &str)> = pairs.iter().map(|(key, value)| (*key, value.as_str())).collect();
     let server = TestServer::start_with(&pairs, |_| {}).await;
-    let first = server.create_session(json!({})).await;
-    server.delete(&format!("/v1/sessions/{}", text(&first["id"]))).await;
     wait_until_indexed_ahead(&server).await;
     let (status, made) = server.post("/v1/profiles", json!({"name": "kept"})).await;
     assert_eq!(status, StatusCode::OK, "{made}");
