@@ -12,18 +12,22 @@
   for the ad page (higher is better for blocking) and blocked / unblocked
   for the plain page (the cost of blocking where nothing is blocked);
 - pool: `POST /v1/sessions` taken from a pool of 2 with the default and
-  with ad blocking off, interleaved, the pool refilled before each;
+  with ad blocking off, interleaved, the pool refilled before each (a
+  pooled browser that blocks requests serves only starts that block; the
+  pool's mix follows the starts, so after the first start without blocking,
+  a launch, half the pool is refilled without it); and the same from a node
+  without lists (ad blocking off everywhere), the two nodes side by side;
 - cold start: `POST /v1/sessions` with no pool, ad blocking on vs off,
-  interleaved (a browser with the lists' extension indexes its rules at
-  launch, and the start waits until they are on); and the proportional set
-  size of each kind of browser, idle on `about:blank` (the extension's
-  worker is one more process);
+  interleaved (a browser that blocks gets a link to the node's indexed
+  ruleset and the extension, and the start waits until element hiding is
+  on); and the proportional set size of each kind of browser, idle on
+  `about:blank` (the extension's worker is one more process);
 - engine: compile time (`GET /v1/adblock`, which includes writing the
-  browsers' rules), the rules the browsers got and the lines left out, and
+  browsers' ruleset), the rules the browsers got and the lines left out, and
   the server's resident memory with the default lists vs with ad blocking
-  off (both idle, after start). A request is matched inside Chromium, by
-  its own indexed ruleset: no per-request time can be read from outside;
-  the page loads above are its cost.
+  off (both idle, after start). A request is matched inside Chromium, in the
+  page's renderer, by its subresource filter: no per-request time can be
+  read from outside; the page loads above are its cost.
 Nothing is asserted.
 """
 
@@ -146,18 +150,22 @@ def page_loads(server, port, runs, each):
     return figures
 
 
-def pool_handouts(server, runs):
-    times = {"adblock on": [], "adblock off": []}
+def pool_handouts(server, runs, bare=None):
+    """Starts from the pool of `server`, with the default and with ad blocking off, and from the pool of
+    `bare` (a node without lists) if given, interleaved."""
+    times = {"adblock on": [], "adblock off": []} | ({"node without lists": []} if bare else {})
     for run in range(runs):
-        for name in (("adblock on", "adblock off") if run % 2 == 0 else ("adblock off", "adblock on")):
+        names = list(times) if run % 2 == 0 else list(times)[::-1]
+        for name in names:
+            on = bare if name == "node without lists" else server
             deadline = time.monotonic() + 60
-            while server.metric("anchorage_pool_browsers") < 2 and time.monotonic() < deadline:
+            while on.metric("anchorage_pool_browsers") < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
-            body = {} if name == "adblock on" else {"browser": {"adblock": {"active": False}}}
+            body = {"browser": {"adblock": {"active": False}}} if name == "adblock off" else {}
             started = time.perf_counter()
-            created = server.call("POST", "/v1/sessions", body)["data"]
+            created = on.call("POST", "/v1/sessions", body)["data"]
             times[name].append((time.perf_counter() - started) * 1000)
-            server.call("DELETE", f"/v1/sessions/{created['id']}")
+            on.call("DELETE", f"/v1/sessions/{created['id']}")
     return times
 
 
@@ -236,14 +244,18 @@ def main():
 
     if args.loads_only:
         return
-    server = harness.Server(args.binary, pool_size=2)
+    servers = [harness.Server(args.binary, pool_size=2)]
     try:
-        handouts = pool_handouts(server, args.runs)
+        servers.append(harness.Server(args.binary, adblock_lists="", pool_size=2))
+        handouts = pool_handouts(servers[0], args.runs, servers[1])
     finally:
-        server.close()
-    on, off = p50(handouts["adblock on"]), p50(handouts["adblock off"])
+        for server in servers:
+            server.close()
+    on, off, bare = (p50(handouts[name]) for name in ("adblock on", "adblock off", "node without lists"))
     print(f"POST /v1/sessions from the pool p50: adblock on {on:.1f} ms, off {off:.1f} ms: on / off = {on / off:.3f}x "
-          "(target <= 1.05x)")
+          f"(target <= 1.05x); a node without lists {bare:.1f} ms: on / that = {on / bare:.3f}x; trimmed means: "
+          f"on / off {trimmed_mean(handouts['adblock on']) / trimmed_mean(handouts['adblock off']):.3f}x, "
+          f"on / that {trimmed_mean(handouts['adblock on']) / trimmed_mean(handouts['node without lists']):.3f}x")
 
     server = harness.Server(args.binary, pool_size=0)
     try:

@@ -6,10 +6,12 @@
 //!   request waits on this connection, and a client's own interception
 //!   (Playwright's `page.route`) sees the requests that were not blocked.
 //!   The connection counts what the filter blocked: it attaches to every
-//!   page and out-of-process frame (without pausing them) with the `Log`
-//!   domain on, where the filter reports each request it blocks. A request
-//!   blocked in a page's first moments, before the attachment, goes
-//!   uncounted (never unblocked).
+//!   page and out-of-process frame once the browser reports it (target
+//!   discovery, not auto-attachment: with a browser-wide auto-attachment,
+//!   even one that pauses nothing, a page's `window.open` never returned)
+//!   and turns the `Log` domain on, where the filter reports each request
+//!   it blocks (`Log.enable` replays what the page logged before). A page
+//!   that ended before the attachment goes uncounted (never unblocked).
 //! - **Elements**: the extension's content script runs in every http(s)
 //!   document and frame, in the extension's isolated world (out of the
 //!   page's reach), and reports the document's URL and then the classes and
@@ -101,12 +103,12 @@ impl AdblockConnection {
         // Reports that arrive while a call below waits are kept for `run`.
         client.keep_all_events();
         let worker = ready_worker(&mut client, extension_id).await?;
-        // Every page and frame, in every context, without pausing any.
+        // Every page and frame, in every context, attached once it is
+        // there (nothing waits on this connection).
         client
             .call(
-                "Target.setAutoAttach",
-                json!({"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true,
-                       "filter": [{"type": "page"}, {"type": "iframe"}]}),
+                "Target.setDiscoverTargets",
+                json!({"discover": true, "filter": [{"type": "page"}, {"type": "iframe"}]}),
                 None,
             )
             .await?;
@@ -156,22 +158,29 @@ impl AdblockConnection {
                 let payload = params.get("payload").and_then(Value::as_str).unwrap_or_default();
                 self.answer(payload).await
             }
+            Some("Target.targetCreated") => {
+                let info = params.get("targetInfo").unwrap_or(&Value::Null);
+                let kind = info.get("type").and_then(Value::as_str);
+                match info.get("targetId").and_then(Value::as_str) {
+                    Some(target) if matches!(kind, Some("page" | "iframe")) => self
+                        .client
+                        .send(
+                            "Target.attachToTarget",
+                            json!({"targetId": target, "flatten": true}),
+                            None,
+                        )
+                        .await
+                        .map(drop),
+                    _ => Ok(()),
+                }
+            }
             Some("Target.attachedToTarget") => {
                 let Some(session) = params.get("sessionId").and_then(Value::as_str) else {
                     return Ok(());
                 };
                 // Answers come back as messages `run` passes over; a target
                 // gone meanwhile is no error of this connection's.
-                self.client.send("Log.enable", json!({}), Some(session)).await?;
-                self.client
-                    .send(
-                        "Target.setAutoAttach",
-                        json!({"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true,
-                               "filter": [{"type": "iframe"}]}),
-                        Some(session),
-                    )
-                    .await
-                    .map(drop)
+                self.client.send("Log.enable", json!({}), Some(session)).await.map(drop)
             }
             Some("Log.entryAdded") if is_filter_block(params) => {
                 self.adblock.count_blocked();

@@ -336,6 +336,31 @@ pub fn read_indexed(profile: &Path, version: &str, dir: &Path) -> Result<Indexed
     IndexedFilter::load(dir).ok_or_else(|| "the kept ruleset cannot be read back".to_owned())
 }
 
+/// How old a staging folder of [`read_indexed`] must be to count as left
+/// by a keeper that died (another node sharing the folder may be writing a
+/// younger one).
+const STALE_STAGING: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes from the index folder `dir` the staging folders of keepers that
+/// died halfway.
+pub fn remove_stale_staging(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let stale = entry.file_name().to_string_lossy().starts_with(".indexing-")
+            && entry
+                .metadata()
+                .and_then(|metadata| metadata.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok())
+                .is_some_and(|age| age > STALE_STAGING);
+        if stale {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Gives the user data dir `profile` (before its browser starts) the
 /// indexed ruleset: a link to the kept file (a copy across file systems)
 /// and the `Local State` entry naming it, merged into a `Local State` a

@@ -458,6 +458,9 @@ impl Adblock {
     /// Where indexed rulesets are kept, and for which Chromium build; `None`
     /// turns index launches off (browsers then block no request).
     pub fn set_index(&self, setting: Option<IndexSetting>) {
+        if let Some(setting) = &setting {
+            filter::remove_stale_staging(&setting.dir);
+        }
         *self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = setting;
         self.filter_changes.send_modify(|count| *count += 1);
     }

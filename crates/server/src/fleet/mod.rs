@@ -975,9 +975,21 @@ impl Fleet {
                 && isolation == anchorage_core::Isolation::Browser;
             let mut memory_claim = None;
             let blocks = self.adblock_for(&request.options).is_some();
+            if wants_pool {
+                self.pool.note_start(blocks);
+            }
             let start = match wants_pool.then(|| self.pool.take_serving(blocks)).flatten() {
                 Some(pooled) => provision::Start::Pooled(pooled),
                 None => {
+                    // A start the pool's mix did not serve: a pooled browser
+                    // of the other kind makes room for a refill of its kind.
+                    if let Some(excess) = (wants_pool && !blocks).then(|| self.pool.take_for_the_mix()).flatten() {
+                        self.tasks.spawn(async move {
+                            let Pooled { browser, place, .. } = excess;
+                            browser.shut_down().await;
+                            drop(place);
+                        });
+                    }
                     // A pooled browser is in the last reading already; a
                     // launch or a new context is not.
                     if !self.memory.allows() {
@@ -1066,7 +1078,9 @@ impl Fleet {
                 let fleet = Arc::clone(self);
                 self.tasks.spawn(async move {
                     let mut request = plan::default_launch_request("pool", !fleet.settings.default_headless, true);
-                    request.setup.adblock = fleet.adblock_setup(fleet.adblock.as_ref(), &fleet.shutdown).await;
+                    // Of the kind the pool's mix wants (see `pool`).
+                    let adblock = fleet.adblock.as_ref().filter(|_| fleet.pool.refill_filters());
+                    request.setup.adblock = fleet.adblock_setup(adblock, &fleet.shutdown).await;
                     let filtered = request.setup.adblock.as_ref().is_some_and(|adblock| adblock.filter.is_some());
                     let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
                     drop(launch_permit);
@@ -1077,7 +1091,7 @@ impl Fleet {
                         }
                         Ok(browser) => {
                             tracing::debug!(pid = browser.pid(), "pool refilled");
-                            match &fleet.adblock {
+                            match fleet.adblock.as_ref().filter(|_| request.setup.adblock.is_some()) {
                                 Some(adblock) => match fleet.block_ads(adblock, &browser).await {
                                     Ok(blocking) => Some(Pooled {
                                         browser,

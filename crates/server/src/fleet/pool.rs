@@ -12,11 +12,17 @@
 //!
 //! A pooled browser blocks ads from the time it is pooled (the default of a
 //! start), so that a start with ad blocking pays nothing for it at the
-//! handout; a start without ends it first.
+//! handout. One whose filter blocks requests cannot stop (see
+//! `anchorage_browser::adblock::filter`), so it serves only starts that
+//! block; the pool's mix follows its recent starts: when some of them turn
+//! blocking off, that share of the pool is launched without it (a start the
+//! mix did not serve ends one pooled browser of the other kind, and the
+//! refill brings one of its own).
 //!
 //! This part keeps the browsers and decides when a refill may start; the
 //! fleet launches them.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -25,6 +31,9 @@ use anchorage_core::{SessionOptions, Viewport};
 use tokio::time::Instant;
 
 use super::admission::Held;
+
+/// How many recent starts the pool's mix follows.
+const DEMAND_WINDOW: usize = 20;
 
 /// How long refills pause after a failed one.
 pub(super) const REFILL_BACKOFF: Duration = Duration::from_secs(5);
@@ -85,6 +94,9 @@ struct State {
     refilling: usize,
     paused_until: Option<Instant>,
     timer_set: bool,
+    /// Whether each recent start the pool could serve blocked ads (newest
+    /// last, at most [`DEMAND_WINDOW`]).
+    recent: VecDeque<bool>,
 }
 
 /// The browsers launched ahead.
@@ -120,12 +132,9 @@ impl Pool {
         None
     }
 
-    /// A pooled browser for a start that blocks ads (`blocks`) or not: one
-    /// whose filter blocks requests serves only the first kind.
+    /// A pooled browser for a start that blocks ads (`blocks`: one launched
+    /// to block) or not (one whose filter does not block requests).
     pub(super) fn take_serving(&self, blocks: bool) -> Option<Pooled> {
-        if blocks {
-            return self.take();
-        }
         let mut state = self.state.lock().ok()?;
         state.browsers.retain(|pooled| {
             let alive = !pooled.browser.has_exited();
@@ -134,11 +143,61 @@ impl Pool {
             }
             alive
         });
-        let at = state.browsers.iter().rposition(|pooled| !pooled.filtered)?;
+        let at = state.browsers.iter().rposition(|pooled| {
+            if blocks {
+                pooled.blocking.is_some()
+            } else {
+                !pooled.filtered
+            }
+        })?;
         let pooled = state.browsers.remove(at);
         let until = Instant::now() + self.refill_delay;
         state.paused_until = Some(state.paused_until.map_or(until, |current| current.max(until)));
         Some(pooled)
+    }
+
+    /// Notes a start the pool could have served, and whether it blocks ads.
+    pub(super) fn note_start(&self, blocks: bool) {
+        if let Ok(mut state) = self.state.lock() {
+            if state.recent.len() == DEMAND_WINDOW {
+                state.recent.pop_front();
+            }
+            state.recent.push_back(blocks);
+        }
+    }
+
+    /// How many of the pool's browsers the recent starts want launched
+    /// without a filter (their share of the pool, rounded).
+    fn unfiltered_wanted(&self, state: &State) -> usize {
+        let off = state.recent.iter().filter(|blocks| !**blocks).count();
+        if off == 0 {
+            return 0;
+        }
+        (self.size * off * 2 + state.recent.len()) / (state.recent.len() * 2)
+    }
+
+    /// Whether the next refill launches a browser whose filter blocks
+    /// requests (on a node that has one): unless the pool holds fewer
+    /// browsers without than the recent starts want.
+    pub(super) fn refill_filters(&self) -> bool {
+        let Ok(state) = self.state.lock() else {
+            return true;
+        };
+        let unfiltered = state.browsers.iter().filter(|pooled| !pooled.filtered).count();
+        unfiltered >= self.unfiltered_wanted(&state)
+    }
+
+    /// A pooled browser whose filter blocks requests, taken out to make
+    /// room for one without, when the pool holds fewer of those than the
+    /// recent starts want; `None` otherwise.
+    pub(super) fn take_for_the_mix(&self) -> Option<Pooled> {
+        let mut state = self.state.lock().ok()?;
+        let unfiltered = state.browsers.iter().filter(|pooled| !pooled.filtered).count();
+        if unfiltered >= self.unfiltered_wanted(&state) {
+            return None;
+        }
+        let at = state.browsers.iter().position(|pooled| pooled.filtered)?;
+        Some(state.browsers.remove(at))
     }
 
     /// Puts back a browser that was taken but not used.

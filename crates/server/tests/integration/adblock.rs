@@ -480,3 +480,69 @@ async fn sessions_from_a_saved_profile_block_with_the_rules_indexed_ahead() {
     server.assert_no_browsers_left().await;
     server.stop().await;
 }
+
+/// A pooled browser whose filter blocks requests cannot serve a start that
+/// turns blocking off; the pool's mix follows the starts: after one such
+/// start (a launch), a browser without blocking is pooled in the place of
+/// one with, the next such start is served from the pool and loads every
+/// ad, and a start with the default still gets a browser that blocks.
+#[tokio::test]
+async fn the_pools_mix_follows_starts_that_turn_blocking_off() {
+    let (port, seen) = serve_site().await;
+    let custom = custom_list();
+    let mut pairs = settings(custom.path());
+    pairs.push(("ANCHORAGE_POOL_SIZE", "2".to_owned()));
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(key, value)| (*key, value.as_str())).collect();
+    let server = TestServer::start_with(&pairs, |_| {}).await;
+    wait_until_indexed_ahead(&server).await;
+    server.wait_for_metric("anchorage_pool_browsers", 2.0).await;
+    let url = format!("http://site.test:{port}/adpage");
+    let off = json!({"browser": {"adblock": {"active": false}}});
+    let tracker_reached = || {
+        seen.lock()
+            .map(|log| log.iter().any(|request| request == "tracker.hbiq.net /analytics.js"))
+            .unwrap_or(false)
+    };
+
+    let first = server.create_session(off.clone()).await;
+    assert!(
+        server.main_browser_pid(text(&first["id"])).is_some(),
+        "the first start without blocking is a launch"
+    );
+    server.delete(&format!("/v1/sessions/{}", text(&first["id"]))).await;
+    server.wait_for_metric("anchorage_pool_browsers", 2.0).await;
+
+    let second = server.create_session(off).await;
+    assert!(
+        server.main_browser_pid(text(&second["id"])).is_none(),
+        "the second start without blocking is served from the pool"
+    );
+    let mut cdp = Cdp::connect(text(&second["cdp_url"])).await;
+    let page = cdp.open_page(&url).await;
+    let shown = look(&mut cdp, &page, false).await;
+    assert_eq!(
+        (&shown["tracked"], &shown["ad"]),
+        (&json!(true), &json!("block")),
+        "{shown}"
+    );
+    assert!(tracker_reached());
+    cdp.close().await;
+    server.delete(&format!("/v1/sessions/{}", text(&second["id"]))).await;
+
+    seen.lock().expect("log").clear();
+    server.wait_for_metric("anchorage_pool_browsers", 2.0).await;
+    let blocked = server.create_session(json!({})).await;
+    assert!(server.main_browser_pid(text(&blocked["id"])).is_none(), "from the pool");
+    let mut cdp = Cdp::connect(text(&blocked["cdp_url"])).await;
+    let page = cdp.open_page(&url).await;
+    let shown = look(&mut cdp, &page, true).await;
+    assert_eq!(
+        (&shown["tracked"], &shown["ad"]),
+        (&json!(false), &json!("none")),
+        "{shown}"
+    );
+    assert!(!tracker_reached());
+    cdp.close().await;
+    server.delete(&format!("/v1/sessions/{}", text(&blocked["id"]))).await;
+    server.stop().await;
+}
