@@ -175,6 +175,17 @@ async fn look(cdp: &mut Cdp, page: &str, expect_hidden: bool) -> Value {
     }
 }
 
+/// What `session` sees on the page at `url` (see [`look`]); the session is
+/// ended after.
+async fn session_sees(server: &TestServer, session: &Value, url: &str, expect_hidden: bool) -> Value {
+    let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
+    let page = cdp.open_page(url).await;
+    let shown = look(&mut cdp, &page, expect_hidden).await;
+    cdp.close().await;
+    server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
+    shown
+}
+
 async fn check_blocking(isolation: &str, pool_size: &str) {
     let (port, seen) = serve_site().await;
     let custom = custom_list();
@@ -408,9 +419,7 @@ async fn the_ruleset_is_indexed_once_and_kept_across_restarts() {
     // At once, while the index launch runs (beside the one place there is).
     let session = server.create_session(json!({})).await;
     assert_eq!(server.get("/v1/adblock").await.1["data"]["indexed_ahead"], true);
-    let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
-    let page = cdp.open_page(&format!("http://site.test:{port}/adpage")).await;
-    let shown = look(&mut cdp, &page, true).await;
+    let shown = session_sees(&server, &session, &format!("http://site.test:{port}/adpage"), true).await;
     assert_eq!(
         (&shown["tracked"], &shown["ad"]),
         (&json!(false), &json!("none")),
@@ -423,8 +432,6 @@ async fn the_ruleset_is_indexed_once_and_kept_across_restarts() {
             .any(|request| request == "tracker.hbiq.net /analytics.js"),
         "{requests:?}"
     );
-    cdp.close().await;
-    server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
     server.assert_no_browsers_left().await;
     server.stop().await;
     let kept: Vec<_> = std::fs::read_dir(index.path())
@@ -461,20 +468,27 @@ async fn sessions_from_a_saved_profile_block_with_the_rules_indexed_ahead() {
     let body = json!({"browser": {"profile": {"name": "kept", "persist": true}}});
     for round in 1..=2 {
         let session = server.create_session(body.clone()).await;
-        let mut cdp = Cdp::connect(text(&session["cdp_url"])).await;
-        let page = cdp.open_page(&format!("http://site.test:{port}/adpage")).await;
-        let shown = look(&mut cdp, &page, true).await;
+        let shown = session_sees(&server, &session, &format!("http://site.test:{port}/adpage"), true).await;
         assert_eq!(
             (&shown["tracked"], &shown["ad"], &shown["framed"]),
             (&json!(false), &json!("none"), &json!("none")),
             "start {round} from the profile: {shown}"
         );
-        cdp.close().await;
-        server.delete(&format!("/v1/sessions/{}", text(&session["id"]))).await;
         let deadline = Instant::now() + Duration::from_secs(30);
         while server.get("/v1/profiles/kept").await.1["data"]["status"] != "ready" {
             assert!(Instant::now() < deadline, "the profile was never saved");
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let saved = server.browsers_dir().with_file_name("profiles");
+    assert!(saved.is_dir(), "the profile was saved under {}", saved.display());
+    let mut folders = vec![saved];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().filter_map(Result::ok) {
+            assert_ne!(entry.file_name(), "Subresource Filter", "saved in {}", folder.display());
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                folders.push(entry.path());
+            }
         }
     }
     server.assert_no_browsers_left().await;
@@ -517,32 +531,24 @@ async fn the_pools_mix_follows_starts_that_turn_blocking_off() {
         server.main_browser_pid(text(&second["id"])).is_none(),
         "the second start without blocking is served from the pool"
     );
-    let mut cdp = Cdp::connect(text(&second["cdp_url"])).await;
-    let page = cdp.open_page(&url).await;
-    let shown = look(&mut cdp, &page, false).await;
+    let shown = session_sees(&server, &second, &url, false).await;
     assert_eq!(
         (&shown["tracked"], &shown["ad"]),
         (&json!(true), &json!("block")),
         "{shown}"
     );
     assert!(tracker_reached());
-    cdp.close().await;
-    server.delete(&format!("/v1/sessions/{}", text(&second["id"]))).await;
 
     seen.lock().expect("log").clear();
     server.wait_for_metric("anchorage_pool_browsers", 2.0).await;
     let blocked = server.create_session(json!({})).await;
     assert!(server.main_browser_pid(text(&blocked["id"])).is_none(), "from the pool");
-    let mut cdp = Cdp::connect(text(&blocked["cdp_url"])).await;
-    let page = cdp.open_page(&url).await;
-    let shown = look(&mut cdp, &page, true).await;
+    let shown = session_sees(&server, &blocked, &url, true).await;
     assert_eq!(
         (&shown["tracked"], &shown["ad"]),
         (&json!(false), &json!("none")),
         "{shown}"
     );
     assert!(!tracker_reached());
-    cdp.close().await;
-    server.delete(&format!("/v1/sessions/{}", text(&blocked["id"]))).await;
     server.stop().await;
 }
