@@ -3,6 +3,7 @@ the built binary, with its own data dir, and a test page served on
 127.0.0.1 by this process. Nothing here reaches the internet."""
 
 import http.server
+import json
 import os
 import pathlib
 import queue
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -166,13 +168,35 @@ def wait_until_settled(base_url, timeout=10):
         time.sleep(0.02)
 
 
+# The servers of one run share the ad blocking ruleset the first of them
+# indexed (the temp dir is the test command's own, removed after the run).
+ADBLOCK_INDEX_DIR = os.path.join(tempfile.gettempdir(), "anchorage-compat-adblock-index")
+
+
+def wait_for_adblock_index(base_url, api_key, timeout=90):
+    """Waits until a server's ad blocking ruleset is indexed (found, or made
+    by the browser the server launches for it as it starts), so that no such
+    browser runs beside a test's own."""
+    deadline = time.monotonic() + timeout
+    while True:
+        request = urllib.request.Request(base_url + "/v1/adblock", headers={"anchor-api-key": api_key})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            status = json.loads(response.read())["data"]
+        if not status["active"] or status["indexed_ahead"] or status.get("index_error"):
+            return
+        assert time.monotonic() < deadline, f"{base_url} never indexed its ad blocking ruleset"
+        time.sleep(0.1)
+
+
 def start_anchorage(binary, env):
     """Starts `anchorage serve` with `env` on a port it picks itself (the
     address is read from its start line, so no two servers can race for a
-    port) and returns the process and its base URL. Its warnings and errors
-    go on to this process's stderr; its other lines are dropped."""
+    port) and returns the process and its base URL, once its ad blocking
+    ruleset is indexed. Its warnings and errors go on to this process's
+    stderr; its other lines are dropped."""
     env = dict(env, ANCHORAGE_LISTEN="127.0.0.1:0",
                ANCHORAGE_LOG=env.get("ANCHORAGE_LOG", "warn") + ",anchorage=info")
+    env.setdefault("ANCHORAGE_ADBLOCK_INDEX_DIR", ADBLOCK_INDEX_DIR)
     process = subprocess.Popen([binary, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True, errors="replace")
     announced = queue.Queue()
@@ -196,6 +220,8 @@ def start_anchorage(binary, env):
         process.kill()
         process.wait()
         raise RuntimeError("anchorage did not start")
+    if env.get("ANCHORAGE_API_KEY"):
+        wait_for_adblock_index(f"http://{address}", env["ANCHORAGE_API_KEY"])
     return process, f"http://{address}"
 
 

@@ -175,7 +175,13 @@ impl AdblockConnection {
                 }
             }
             Some("Target.attachedToTarget") => {
-                let Some(session) = params.get("sessionId").and_then(Value::as_str) else {
+                // Pages and frames this connection attached to (not the worker).
+                let kind = params.pointer("/targetInfo/type").and_then(Value::as_str);
+                let Some(session) = params
+                    .get("sessionId")
+                    .and_then(Value::as_str)
+                    .filter(|_| matches!(kind, Some("page" | "iframe")))
+                else {
                     return Ok(());
                 };
                 // Answers come back as messages `run` passes over; a target

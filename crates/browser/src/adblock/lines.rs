@@ -9,7 +9,8 @@
 //!   `denyallow=` → excluded request domains; resource types (and `~`types)
 //!   → `resourceTypes` / `excludedResourceTypes`; `match-case` → a
 //!   case-sensitive pattern; `method=` → request methods; `important` is
-//!   noted; a `$document` exception allows every request of the documents it
+//!   taken and has no effect (to the browsers' filter an exception always
+//!   wins); a `$document` exception allows every request of the documents it
 //!   names;
 //! - `badfilter` removes the line it names ([`network_lines`]).
 //!
@@ -62,8 +63,6 @@ fn resource_types_of(names: &[&str]) -> Vec<&'static str> {
 pub(super) struct Line {
     /// An exception (`@@`).
     pub exception: bool,
-    /// `$important`.
-    pub important: bool,
     /// A `$document` exception: every request of the document is allowed.
     pub whole_document: bool,
     /// Its condition, in `declarativeNetRequest`'s names (see the module).
@@ -187,7 +186,8 @@ pub(super) fn parse(line: &str) -> Result<Line, Skip> {
             ("match-case", false) => {
                 parsed.condition.insert("isUrlFilterCaseSensitive".into(), json!(true));
             }
-            ("important", false) => parsed.important = true,
+            // The browsers' filter has no precedence to raise (see the module).
+            ("important", false) => {}
             // Exceptions to element hiding: the cosmetic side's, not a
             // network rule (and not a rule left out).
             ("elemhide" | "ehide" | "generichide" | "ghide" | "specifichide" | "shide", false) => {
@@ -322,7 +322,10 @@ mod tests {
         assert_eq!(exception.condition["urlFilter"], "||ads.example/ok.js");
         let document = parse("@@||site.example^$document").expect("a rule");
         assert!(document.exception && document.whole_document);
-        assert!(parse("||x.example^$important").expect("a rule").important);
+        assert_eq!(
+            condition("||x.example^$important"),
+            json!({"urlFilter": "||x.example^"})
+        );
         for not_network in [
             "! comment",
             "example.org##.ad",
