@@ -136,6 +136,17 @@ fn custom_list() -> tempfile::NamedTempFile {
     file
 }
 
+/// A server that blocks with Debian's lists and `custom`, with `extra`
+/// settings, once its ruleset is indexed.
+async fn blocking_server(custom: &std::path::Path, extra: &[(&'static str, &str)]) -> TestServer {
+    let mut pairs = settings(custom);
+    pairs.extend(extra.iter().map(|(key, value)| (*key, (*value).to_owned())));
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(key, value)| (*key, value.as_str())).collect();
+    let server = TestServer::start_with(&pairs, |_| {}).await;
+    wait_until_indexed_ahead(&server).await;
+    server
+}
+
 /// Waits until the node's ruleset is indexed (the node begins that as it
 /// starts).
 async fn wait_until_indexed_ahead(server: &TestServer) {
@@ -189,15 +200,17 @@ async fn session_sees(server: &TestServer, session: &Value, url: &str, expect_hi
 async fn check_blocking(isolation: &str, pool_size: &str) {
     let (port, seen) = serve_site().await;
     let custom = custom_list();
-    let mut pairs: Vec<(&str, String)> = settings(custom.path());
-    pairs.push(("ANCHORAGE_SESSION_ISOLATION", isolation.to_owned()));
-    pairs.push(("ANCHORAGE_POOL_SIZE", pool_size.to_owned()));
-    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(key, value)| (*key, value.as_str())).collect();
-    let server = TestServer::start_with(&pairs, |_| {}).await;
+    let server = blocking_server(
+        custom.path(),
+        &[
+            ("ANCHORAGE_SESSION_ISOLATION", isolation),
+            ("ANCHORAGE_POOL_SIZE", pool_size),
+        ],
+    )
+    .await;
     let url = format!("http://site.test:{port}/adpage");
 
     let pooled: f64 = pool_size.parse().unwrap_or(0.0);
-    wait_until_indexed_ahead(&server).await;
     // The default: ads blocked, the content there.
     server.wait_for_metric("anchorage_pool_browsers", pooled).await;
     let blocked = server.create_session(json!({})).await;
@@ -458,11 +471,7 @@ async fn the_ruleset_is_indexed_once_and_kept_across_restarts() {
 async fn sessions_from_a_saved_profile_block_with_the_rules_indexed_ahead() {
     let (port, _seen) = serve_site().await;
     let custom = custom_list();
-    let mut pairs = settings(custom.path());
-    pairs.push(("ANCHORAGE_POOL_SIZE", "0".to_owned()));
-    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(key, value)| (*key, value.as_str())).collect();
-    let server = TestServer::start_with(&pairs, |_| {}).await;
-    wait_until_indexed_ahead(&server).await;
+    let server = blocking_server(custom.path(), &[("ANCHORAGE_POOL_SIZE", "0")]).await;
     let (status, made) = server.post("/v1/profiles", json!({"name": "kept"})).await;
     assert_eq!(status, StatusCode::OK, "{made}");
     let body = json!({"browser": {"profile": {"name": "kept", "persist": true}}});
@@ -504,11 +513,7 @@ async fn sessions_from_a_saved_profile_block_with_the_rules_indexed_ahead() {
 async fn the_pools_mix_follows_starts_that_turn_blocking_off() {
     let (port, seen) = serve_site().await;
     let custom = custom_list();
-    let mut pairs = settings(custom.path());
-    pairs.push(("ANCHORAGE_POOL_SIZE", "2".to_owned()));
-    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(key, value)| (*key, value.as_str())).collect();
-    let server = TestServer::start_with(&pairs, |_| {}).await;
-    wait_until_indexed_ahead(&server).await;
+    let server = blocking_server(custom.path(), &[("ANCHORAGE_POOL_SIZE", "2")]).await;
     server.wait_for_metric("anchorage_pool_browsers", 2.0).await;
     let url = format!("http://site.test:{port}/adpage");
     let off = json!({"browser": {"adblock": {"active": false}}});
