@@ -35,6 +35,7 @@ import argparse
 import http.server
 import json
 import pathlib
+import random
 import statistics
 import sys
 import threading
@@ -123,9 +124,26 @@ def load_ms(page, url):
     return entry["loadEventStart"] - entry["startTime"]
 
 
+def load_order(names, runs, seed=26):
+    """The order of each run's loads: shuffled afresh for every run (seeded, so each go is the same), and never
+    the same browser twice in a row across a run's end. A fixed order (or one reversed every other run) put
+    the same browser's loads back to back at the turn, and such a load ran 5 to 8 per cent faster (its
+    connections and renderer still warm), which made whichever session stood there look fast."""
+    shuffler = random.Random(seed)
+    orders, last = [], None
+    for _ in range(runs):
+        order = list(names)
+        shuffler.shuffle(order)
+        if order[0] == last:
+            order.append(order.pop(0))
+        orders.append(order)
+        last = order[-1]
+    return orders
+
+
 def page_loads(server, port, runs, each):
-    """`each` sessions a side (two browsers of the same kind differ by several per cent from each other
-    here, so one a side measures that too), all loads interleaved."""
+    """`each` sessions a side, all loads interleaved. Two browsers of the same kind differ from each other by
+    several per cent here, so each side's figure is the mean over several browsers."""
     sessions = {}
     for copy in range(each):
         sessions[f"blocked/{copy}"] = server.call("POST", "/v1/sessions", {})["data"]
@@ -141,8 +159,8 @@ def page_loads(server, port, runs, each):
         for kind in KINDS:
             for name in names:  # once each, unmeasured
                 load_ms(pages[name], f"http://site.test:{port}/{kind}?r=warm-{name}")
-            for run in range(runs):
-                for name in (names if run % 2 == 0 else names[::-1]):
+            for run, order in enumerate(load_order(names, runs)):
+                for name in order:
                     side = name.split("/")[0]
                     before, first_party = SEEN["ads"], SEEN["first-party"]
                     took = load_ms(pages[name], f"http://site.test:{port}/{kind}?r={run}-{name}")
@@ -211,7 +229,7 @@ def main():
     parser.add_argument("--slow-ms", type=int, default=300)
     parser.add_argument("--kinds", default="ads,plain", help="which pages to load (ads, plain)")
     parser.add_argument("--loads-only", action="store_true", help="leave out the pool and the engine's memory")
-    parser.add_argument("--sessions", type=int, default=3, help="sessions a side for the page loads")
+    parser.add_argument("--sessions", type=int, default=8, help="sessions a side for the page loads")
     args = parser.parse_args()
     SLOW["ms"] = args.slow_ms
     KINDS[:] = args.kinds.split(",")

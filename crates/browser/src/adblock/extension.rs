@@ -1,6 +1,9 @@
-//! The extension that hides elements in each browser that blocks ads: a
-//! content script in every http(s) document and frame, and a service worker
-//! the server's connection attaches to (see [`super::connection`]).
+//! The extension of each browser that blocks ads: the lists' generic
+//! stylesheet as a stylesheet content script ([`super::sheet`]), which
+//! Chromium adds to each document by itself. It holds no script: a script
+//! content script costs every page load, even an empty one (BENCHMARKS.md);
+//! the rest of element hiding is the server's connection's
+//! ([`super::connection`]).
 //!
 //! It asks for no permission at all: requests are the browsers' own filter's
 //! (see [`super::filter`]), and an extension with a request-blocking
@@ -11,32 +14,28 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-/// Writes the extension into `dir` (made, or emptied first): its manifest,
-/// its worker and its content script.
-pub fn write_extension(dir: &Path) -> std::io::Result<()> {
+use super::sheet::NativeSheet;
+
+/// The stylesheet's file in the extension.
+const SHEET_FILE: &str = "generic.css";
+
+/// Writes the extension into `dir` (made, or emptied first): its manifest
+/// and the stylesheet of `sheet`.
+pub fn write_extension(dir: &Path, sheet: &NativeSheet) -> std::io::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
     std::fs::create_dir_all(dir)?;
+    let scripts: Vec<serde_json::Value> = sheet.content_script(SHEET_FILE).into_iter().collect();
     let manifest = json!({
         "manifest_version": 3,
         "name": "anchorage ad blocking",
         "description": "Hides the elements the node's filter lists name.",
         "version": "1.0",
-        "background": {"service_worker": "worker.js"},
-        // Element hiding: a script in every http(s) document and frame (in
-        // the extension's isolated world), answered through the worker.
-        // Content scripts grant no host permission.
-        "content_scripts": [{
-            "matches": ["http://*/*", "https://*/*"],
-            "js": ["page.js"],
-            "run_at": "document_start",
-            "all_frames": true,
-        }],
+        "content_scripts": scripts,
     });
     std::fs::write(dir.join("manifest.json"), manifest.to_string())?;
-    std::fs::write(dir.join("worker.js"), include_str!("worker.js"))?;
-    std::fs::write(dir.join("page.js"), include_str!("page.js"))?;
+    std::fs::write(dir.join(SHEET_FILE), &sheet.css)?;
     Ok(())
 }
 
@@ -54,9 +53,9 @@ pub fn extension_id(dir: &Path) -> String {
         .collect()
 }
 
-/// Where a node keeps its extension.
-pub fn extension_dir(root: &Path) -> PathBuf {
-    root.join("extension")
+/// Where a node keeps the extension of its compile `generation`.
+pub fn extension_dir(root: &Path, generation: u64) -> PathBuf {
+    root.join(format!("extension-{generation}"))
 }
 
 #[cfg(test)]
@@ -74,15 +73,22 @@ mod tests {
     }
 
     #[test]
-    fn the_extension_asks_for_no_permission() {
+    fn the_extension_asks_for_no_permission_and_holds_no_script() {
         let dir = tempfile::tempdir().expect("temp dir");
-        write_extension(dir.path()).expect("written");
+        let mut sheet = NativeSheet::exclusions(["example.com#@#AMP-AD\n"]);
+        sheet.css = "AMP-AD{display:none!important}\n".to_owned();
+        write_extension(dir.path(), &sheet).expect("written");
         let manifest: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).expect("manifest")).expect("json");
         assert!(manifest.get("permissions").is_none(), "{manifest}");
         assert!(manifest.get("host_permissions").is_none(), "{manifest}");
-        for file in ["worker.js", "page.js"] {
-            assert!(dir.path().join(file).is_file(), "{file}");
-        }
+        assert!(manifest.get("background").is_none(), "{manifest}");
+        let scripts = manifest["content_scripts"].as_array().expect("content scripts");
+        assert_eq!(scripts.len(), 1, "{manifest}");
+        assert!(scripts[0].get("js").is_none(), "{manifest}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(SHEET_FILE)).expect("the sheet"),
+            sheet.css
+        );
     }
 }

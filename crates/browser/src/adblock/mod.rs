@@ -2,9 +2,12 @@
 //! EasyPrivacy, an operator's own) compiled once per node: the network
 //! lines into a ruleset for Chromium's own subresource filter ([`filter`]),
 //! which decides every subresource request inside the page's renderer, and
-//! the cosmetic lines into an engine (Brave's `adblock` crate) that answers
-//! the pages' reports through a small extension ([`extension`]); the browser
-//! side that applies both is [`connection`].
+//! the cosmetic lines into an engine (Brave's `adblock` crate). Its generic
+//! rules that are not a bare class or id become a stylesheet each browser
+//! applies by itself ([`sheet`], given as a small extension:
+//! [`extension`]); the rest (site rules, and the generic class and id rules
+//! a document's own classes and ids call for) is sent by the browser side,
+//! [`connection`].
 //!
 //! Both are compiled from files on disk, kept behind an `Arc`, and swapped
 //! whole when a file changes ([`Adblock::reload_if_changed`]), so an answer
@@ -25,6 +28,7 @@ pub mod connection;
 pub mod extension;
 pub mod filter;
 mod lines;
+pub mod sheet;
 mod suffixes;
 
 use std::collections::HashSet;
@@ -113,6 +117,13 @@ pub struct FilterEngine {
     version: String,
     /// Where the ruleset was written, unindexed.
     unindexed: Option<PathBuf>,
+    /// The generic stylesheet every document gets from the browser itself,
+    /// and where it does not.
+    sheet: sheet::NativeSheet,
+    /// The selectors of that sheet.
+    sheet_selectors: HashSet<String>,
+    /// Where this compile's extension was written.
+    extension: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for FilterEngine {
@@ -128,8 +139,10 @@ impl std::fmt::Debug for FilterEngine {
 /// What hides elements in one document.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageCosmetics {
-    /// CSS hiding the selectors the lists name for this site (and generic
-    /// selectors that are not a single class or id).
+    /// CSS hiding the selectors the lists name for this site, and the
+    /// generic selectors that are not a single class or id where the
+    /// browser does not apply them itself (see [`sheet`]): what the server
+    /// sends as the document starts.
     pub css: String,
     /// Class and id selectors generic rules must leave alone here.
     pub exceptions: HashSet<String>,
@@ -228,6 +241,16 @@ impl FilterEngine {
         }
         let engine = adblock::Engine::new_with_filter_set(set);
         let ruleset = filter::translate(texts.iter().map(String::as_str));
+        // The generic rules every site gets: what the engine gives a site
+        // no list can name (`.invalid` is reserved for that).
+        let mut generic: Vec<String> = engine
+            .url_cosmetic_resources(NAMELESS_SITE)
+            .hide_selectors
+            .into_iter()
+            .collect();
+        generic.sort();
+        let mut sheet = sheet::NativeSheet::exclusions(texts.iter().map(String::as_str));
+        sheet.css = hiding_css(&generic);
         Ok(Self {
             engine,
             lists,
@@ -236,6 +259,9 @@ impl FilterEngine {
             version: ruleset.version(),
             ruleset,
             unindexed: None,
+            sheet,
+            sheet_selectors: generic.into_iter().collect(),
+            extension: None,
         })
     }
 
@@ -260,8 +286,29 @@ impl FilterEngine {
         self.unindexed.as_deref()
     }
 
-    /// Writes this compile's ruleset, unindexed, as generation `generation`
-    /// under `root`.
+    /// Where this compile's extension was written (`None` for an engine of
+    /// no node: a test's).
+    pub fn extension(&self) -> Option<&Path> {
+        self.extension.as_deref()
+    }
+
+    /// The generic stylesheet the browsers apply themselves.
+    pub fn native_sheet(&self) -> &sheet::NativeSheet {
+        &self.sheet
+    }
+
+    /// Writes this compile's ruleset, unindexed, and its extension, as
+    /// generation `generation` under `root`.
+    fn write_out(&mut self, root: &Path, generation: u64) -> Result<(), ListError> {
+        let dir = extension::extension_dir(root, generation);
+        extension::write_extension(&dir, &self.sheet).map_err(|error| ListError::Extension {
+            path: dir.clone(),
+            reason: error.to_string(),
+        })?;
+        self.extension = Some(dir);
+        self.write_ruleset(root, generation)
+    }
+
     fn write_ruleset(&mut self, root: &Path, generation: u64) -> Result<(), ListError> {
         let dir = root.join(format!("ruleset-{generation}"));
         filter::write_unindexed(&dir, &self.ruleset).map_err(|error| ListError::Extension {
@@ -289,7 +336,12 @@ impl FilterEngine {
     /// ids are known.
     pub fn page_cosmetics(&self, url: &str) -> PageCosmetics {
         let resources = self.engine.url_cosmetic_resources(url);
-        let mut selectors: Vec<&String> = resources.hide_selectors.iter().collect();
+        let native = self.sheet.applies_to(url);
+        let mut selectors: Vec<&String> = resources
+            .hide_selectors
+            .iter()
+            .filter(|selector| !(native && self.sheet_selectors.contains(*selector)))
+            .collect();
         selectors.sort();
         PageCosmetics {
             css: hiding_css(selectors),
@@ -304,6 +356,9 @@ impl FilterEngine {
         hiding_css(selectors.iter())
     }
 }
+
+/// An address on a site no list names.
+const NAMELESS_SITE: &str = "https://anchorage.invalid/";
 
 /// One rule per selector, so that a selector this Chromium does not know
 /// spoils only its own rule.
@@ -363,10 +418,8 @@ struct FilterState {
 pub struct Adblock {
     files: Vec<PathBuf>,
     suffix_list: Option<PathBuf>,
-    /// Where the extension and each compile's ruleset are written.
+    /// Where each compile's extension and ruleset are written.
     root: PathBuf,
-    /// The extension that hides elements (the same for every compile).
-    extension: PathBuf,
     current: RwLock<Arc<FilterEngine>>,
     blocked: AtomicU64,
     reloads: AtomicU64,
@@ -391,14 +444,12 @@ impl Adblock {
         if root.exists() {
             std::fs::remove_dir_all(&root).map_err(|error| unwritable(&root, error))?;
         }
-        let extension = extension::extension_dir(&root);
-        extension::write_extension(&extension).map_err(|error| unwritable(&extension, error))?;
-        engine.write_ruleset(&root, 0)?;
+        std::fs::create_dir_all(&root).map_err(|error| unwritable(&root, error))?;
+        engine.write_out(&root, 0)?;
         Ok(Self {
             files,
             suffix_list,
             root,
-            extension,
             current: RwLock::new(Arc::new(engine)),
             blocked: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
@@ -416,9 +467,12 @@ impl Adblock {
         }
     }
 
-    /// The unpacked extension that hides elements in a browser.
-    pub fn extension(&self) -> &Path {
-        &self.extension
+    /// The unpacked extension of the engine in use (see [`extension`]).
+    pub fn extension(&self) -> PathBuf {
+        let engine = self.engine();
+        engine
+            .extension()
+            .map_or_else(|| extension::extension_dir(&self.root, 0), Path::to_owned)
     }
 
     /// Recompiles when a file changed; the engine in use stays if the new
@@ -430,10 +484,11 @@ impl Adblock {
         }
         let mut engine = FilterEngine::compile(&self.files, self.suffix_list.as_deref())?;
         let generation = self.reloads.load(Ordering::Relaxed) + 1;
-        engine.write_ruleset(&self.root, generation)?;
-        // The one before the last stays: an index launch may be copying it.
+        engine.write_out(&self.root, generation)?;
+        // The one before the last stays: a launch may be copying it.
         if let Some(older) = generation.checked_sub(2) {
             let _ = std::fs::remove_dir_all(self.root.join(format!("ruleset-{older}")));
+            let _ = std::fs::remove_dir_all(extension::extension_dir(&self.root, older));
         }
         match self.current.write() {
             Ok(mut current) => *current = Arc::new(engine),
@@ -598,6 +653,31 @@ mod tests {
         assert!(!engine.page_cosmetics("https://other.test/").css.contains(".sponsor"));
         let generic = engine.generic_css(&["content".to_owned()], &["ad_top".to_owned()], &cosmetics.exceptions);
         assert_eq!(generic, "#ad_top{display:none!important}\n");
+    }
+
+    #[test]
+    fn the_browsers_own_sheet_holds_the_generic_rules_and_the_server_sends_the_rest() {
+        let file =
+            list(b"||ads.example^\n##[id^=\"ad-\"]\n###ad_top\nexample.org##.sponsor\nquiet.test#@#[id^=\"ad-\"]\n");
+        let engine = FilterEngine::compile(&[file.path().to_owned()], None).expect("compiles");
+        let sheet = engine.native_sheet();
+        assert_eq!(sheet.css, "[id^=\"ad-\"]{display:none!important}\n");
+        // A site the sheet covers gets only its own rules from the server.
+        assert_eq!(
+            engine.page_cosmetics("https://example.org/").css,
+            ".sponsor{display:none!important}\n"
+        );
+        assert_eq!(engine.page_cosmetics("https://other.test/").css, "");
+        // A site of an exception is left out of the sheet and gets the rest of
+        // it from the server.
+        assert!(!sheet.applies_to("https://www.quiet.test/"));
+        assert_eq!(engine.page_cosmetics("https://www.quiet.test/").css, "");
+        let excepted = list(b"##[id^=\"ad-\"]\n##AMP-AD\nquiet.test#@#AMP-AD\n");
+        let engine = FilterEngine::compile(&[excepted.path().to_owned()], None).expect("compiles");
+        assert_eq!(
+            engine.page_cosmetics("https://quiet.test/").css,
+            "[id^=\"ad-\"]{display:none!important}\n"
+        );
     }
 
     #[test]

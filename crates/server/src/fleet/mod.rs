@@ -406,7 +406,7 @@ impl Fleet {
             }
         }
         Some(anchorage_browser::AdblockSetup {
-            extension: adblock.extension().to_owned(),
+            extension: adblock.extension(),
             filter: adblock.indexed(),
         })
     }
@@ -1081,7 +1081,8 @@ impl Fleet {
                     // Of the kind the pool's mix wants (see `pool`).
                     let adblock = fleet.adblock.as_ref().filter(|_| fleet.pool.refill_filters());
                     request.setup.adblock = fleet.adblock_setup(adblock, &fleet.shutdown).await;
-                    let filtered = request.setup.adblock.as_ref().is_some_and(|adblock| adblock.filter.is_some());
+                    // Its filter and its extension's stylesheet stay for its life.
+                    let filtered = request.setup.adblock.is_some();
                     let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
                     drop(launch_permit);
                     let refilled = match launched {

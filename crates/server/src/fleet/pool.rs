@@ -12,9 +12,10 @@
 //!
 //! A pooled browser blocks ads from the time it is pooled (the default of a
 //! start), so that a start with ad blocking pays nothing for it at the
-//! handout. One whose filter blocks requests cannot stop (see
-//! `anchorage_browser::adblock::filter`), so it serves only starts that
-//! block; the pool's mix follows its recent starts: when some of them turn
+//! handout. It cannot stop (its filter, see
+//! `anchorage_browser::adblock::filter`, and its extension's stylesheet,
+//! `anchorage_browser::adblock::sheet`, are there for its life), so it
+//! serves only starts that block; the pool's mix follows its recent starts: when some of them turn
 //! blocking off, that share of the pool is launched without it (a start the
 //! mix did not serve ends one pooled browser of the other kind, and the
 //! refill brings one of its own).
@@ -45,8 +46,9 @@ pub(super) struct Pooled {
     /// Its element hiding, on from the start (most starts want it), ended
     /// at the handout of a start that does not.
     pub blocking: Option<Blocking>,
-    /// Whether its filter blocks requests, which nothing turns off: it
-    /// serves only starts that block ads.
+    /// Whether it was launched to block ads (its filter and its
+    /// extension's stylesheet), which nothing turns off: it serves only
+    /// starts that block ads.
     pub filtered: bool,
 }
 
@@ -133,7 +135,7 @@ impl Pool {
     }
 
     /// A pooled browser for a start that blocks ads (`blocks`: one launched
-    /// to block) or not (one whose filter does not block requests).
+    /// to block) or not (one launched without it).
     pub(super) fn take_serving(&self, blocks: bool) -> Option<Pooled> {
         let mut state = self.state.lock().ok()?;
         state.browsers.retain(|pooled| {

@@ -55,6 +55,7 @@ async fn serve_site() -> (u16, Seen) {
                     "<!doctype html><title>ad page</title>\
                      <p id=content>first-party content</p>\
                      <div id=ad_top>an ad</div><div class=house-ad>a house ad</div>\
+                     <div data-ad-module=top>an ad the browser's own sheet hides</div>\
                      <img id=banner src=/ads/banners/top.png>\
                      <img id=pixel src=http://custom-blocked.test:{port}/pixel.png>\
                      <script src=http://tracker.hbiq.net:{port}/analytics.js></script>\
@@ -72,6 +73,23 @@ async fn serve_site() -> (u16, Seen) {
                        getComputedStyle(document.querySelector('.framed-ad')).display, '*'), 50);</script>",
                 )
                 .into_response(),
+                // A site the test's list makes an exception for, to one rule
+                // of the browsers' own generic sheet.
+                "/quiet" => axum::response::Html(
+                    "<!doctype html><title>quiet</title><div data-ad-module=kept>kept</div>\
+                     <div id=div-gpt-ad-7>an ad of another rule of the sheet</div><div id=ad_top>an ad</div>",
+                )
+                .into_response(),
+                // A page that never finishes loading (its image never
+                // comes): its classes and ids are watched all the same.
+                "/endless" => axum::response::Html(
+                    "<!doctype html><title>endless</title><div id=ad_top>an ad</div><img src=/stall.png>",
+                )
+                .into_response(),
+                "/stall.png" => {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    ([(axum::http::header::CONTENT_TYPE, "image/gif")], GIF.to_vec()).into_response()
+                }
                 // A page covered by an element the test's own list hides.
                 "/cover" => axum::response::Html(
                     "<!doctype html><title>cover</title><body style='margin:0;background:rgb(0,0,255)'>\
@@ -114,7 +132,7 @@ fn settings(custom: &std::path::Path) -> Vec<(&'static str, String)> {
         (
             "ANCHORAGE_HOST_RESOLVER_RULES",
             "MAP site.test 127.0.0.1, MAP other.test 127.0.0.1, MAP tracker.hbiq.net 127.0.0.1, \
-             MAP custom-blocked.test 127.0.0.1"
+             MAP custom-blocked.test 127.0.0.1, MAP quiet.test 127.0.0.1"
                 .to_owned(),
         ),
     ]
@@ -129,7 +147,7 @@ fn custom_list() -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(
         file.path(),
-        "! Title: the test's own list\n||custom-blocked.test^\nsite.test##.house-ad\nother.test##.framed-ad\n\
+        "! Title: the test's own list\n||custom-blocked.test^\nsite.test##.house-ad\nother.test##.framed-ad\nquiet.test#@#[data-ad-module]\n\
          @@||site.test^*/app.js\n",
     )
     .expect("write the list");
@@ -166,6 +184,7 @@ async fn look(cdp: &mut Cdp, page: &str, expect_hidden: bool) -> Value {
                  ad: getComputedStyle(document.getElementById('ad_top')).display, \
                  house: getComputedStyle(document.querySelector('.house-ad')).display, \
                  content: getComputedStyle(document.getElementById('content')).display, \
+                 sheet: getComputedStyle(document.querySelector('[data-ad-module]')).display, \
                  framed: window.framedAd || 'not yet'})";
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -176,8 +195,12 @@ async fn look(cdp: &mut Cdp, page: &str, expect_hidden: bool) -> Value {
             Some(Ok(seen)) => seen,
             _ => json!({"no value": answer}),
         };
-        let hidden = seen["ad"] == "none" && seen["house"] == "none" && seen["framed"] == "none";
-        let shown = seen["ad"] == "block" && seen["house"] == "block" && seen["framed"] == "block";
+        let hidden = ["ad", "house", "framed", "sheet"]
+            .iter()
+            .all(|key| seen[*key] == "none");
+        let shown = ["ad", "house", "framed", "sheet"]
+            .iter()
+            .all(|key| seen[*key] == "block");
         let settled = if expect_hidden { hidden } else { shown };
         if (settled && seen["app"] == true) || Instant::now() > deadline {
             return seen;
@@ -219,9 +242,43 @@ async fn check_blocking(isolation: &str, pool_size: &str) {
     let shown = look(&mut cdp, &page, true).await;
     assert_eq!(
         shown,
-        json!({"app": true, "tracked": false, "ad": "none", "house": "none", "content": "block", "framed": "none"}),
+        json!({"app": true, "tracked": false, "ad": "none", "house": "none", "content": "block", "framed": "none",
+               "sheet": "none"}),
         "{isolation}, pool of {pool_size}"
     );
+    // A site with an exception to a rule of the browser's own sheet: the sheet
+    // is left out there, and the server sends the rest of it.
+    let quiet = cdp.open_page(&format!("http://quiet.test:{port}/quiet")).await;
+    let probe = "JSON.stringify([...document.querySelectorAll('div')].map((div) => getComputedStyle(div).display))";
+    let expected = json!(["block", "none", "none"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut shown = Value::Null;
+    while shown != expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let answer = cdp.evaluate_answer(&quiet, probe).await;
+        shown = answer["result"]["value"]
+            .as_str()
+            .and_then(|value| serde_json::from_str(value).ok())
+            .unwrap_or(answer);
+    }
+    assert_eq!(shown, expected, "{isolation}, pool of {pool_size}");
+    // A page still loading gets its classes and ids watched after a while.
+    let created = cdp
+        .call(
+            "Target.createTarget",
+            json!({"url": format!("http://site.test:{port}/endless")}),
+            None,
+        )
+        .await;
+    let endless = cdp.attach(created["targetId"].as_str().expect("target id")).await;
+    let probe = "getComputedStyle(document.getElementById('ad_top')).display";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut display = Value::Null;
+    while display != "none" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        display = cdp.evaluate_answer(&endless, probe).await["result"]["value"].clone();
+    }
+    assert_eq!(display, "none", "{isolation}, pool of {pool_size}");
     let requests = seen.lock().map(|log| log.clone()).unwrap_or_default();
     assert!(
         requests.contains(&"site.test /adpage".to_owned()) && requests.contains(&"site.test /app.js".to_owned()),
@@ -257,7 +314,8 @@ async fn check_blocking(isolation: &str, pool_size: &str) {
     let shown = look(&mut cdp, &page, false).await;
     assert_eq!(
         shown,
-        json!({"app": true, "tracked": true, "ad": "block", "house": "block", "content": "block", "framed": "block"}),
+        json!({"app": true, "tracked": true, "ad": "block", "house": "block", "content": "block", "framed": "block",
+               "sheet": "block"}),
         "{isolation}"
     );
     // Images may still be on their way after the load of a reused page.
