@@ -246,6 +246,16 @@ async fn check_blocking(isolation: &str, pool_size: &str) {
                "sheet": "none"}),
         "{isolation}, pool of {pool_size}"
     );
+    // The page reaches neither the binding nor the script of the world that
+    // hides its elements.
+    assert_eq!(
+        cdp.evaluate(
+            &page,
+            "typeof window.__anchorage_cosmetics + ' ' + typeof window.__anchorage"
+        )
+        .await,
+        json!("undefined undefined")
+    );
     // A site with an exception to a rule of the browser's own sheet: the sheet
     // is left out there, and the server sends the rest of it.
     let quiet = cdp.open_page(&format!("http://quiet.test:{port}/quiet")).await;
