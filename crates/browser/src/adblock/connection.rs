@@ -96,6 +96,8 @@ enum Pending {
     World {
         session: String,
         frame: String,
+        /// Which document of the frame asked ([`Frame::order`]).
+        order: u64,
         script: String,
     },
     /// `Page.getFrameTree` of a page or frame just attached.
@@ -286,11 +288,22 @@ impl AdblockConnection {
             return Ok(());
         };
         match pending {
-            Pending::World { session, frame, script } => {
+            Pending::World {
+                session,
+                frame,
+                order,
+                script,
+            } => {
                 let Some(context) = result.get("executionContextId").and_then(Value::as_i64) else {
                     return Ok(());
                 };
-                if let Some(followed) = self.frames.get_mut(&(session.clone(), frame)) {
+                // A context made for a document the frame has left since is
+                // not kept for the next one.
+                if let Some(followed) = self
+                    .frames
+                    .get_mut(&(session.clone(), frame))
+                    .filter(|followed| followed.order == order)
+                {
                     followed.context = Some(context);
                 }
                 self.run_in(&session, context, &script).await
@@ -376,12 +389,16 @@ impl AdblockConnection {
     /// Runs `script` in the frame's world (made first if its document has
     /// none yet), after what defines `__anchorage`.
     async fn run_in_frame(&mut self, session: &str, frame: &str, script: String) -> Result<(), CdpError> {
-        let context = self
+        let Some((context, order)) = self
             .frames
             .get(&(session.to_owned(), frame.to_owned()))
-            .and_then(|followed| followed.context);
+            .map(|followed| (followed.context, followed.order))
+        else {
+            return Ok(());
+        };
         if let Some(context) = context {
-            return self.run_in(session, context, &script).await;
+            // The world there has the binding and `__anchorage` already.
+            return self.evaluate(session, context, script).await;
         }
         let id = self
             .client
@@ -396,6 +413,7 @@ impl AdblockConnection {
             Pending::World {
                 session: session.to_owned(),
                 frame: frame.to_owned(),
+                order,
                 script,
             },
         );
@@ -413,10 +431,17 @@ impl AdblockConnection {
                 Some(session),
             )
             .await?;
+        self.evaluate(session, context, format!("{HIDE_SCRIPT}\n{script}"))
+            .await
+    }
+
+    /// Evaluates `expression` in the context `context` (its answer is
+    /// passed over).
+    async fn evaluate(&mut self, session: &str, context: i64, expression: String) -> Result<(), CdpError> {
         self.client
             .send(
                 "Runtime.evaluate",
-                json!({"expression": format!("{HIDE_SCRIPT}\n{script}"), "contextId": context}),
+                json!({"expression": expression, "contextId": context}),
                 Some(session),
             )
             .await
@@ -461,14 +486,8 @@ impl AdblockConnection {
         if css.is_empty() {
             return Ok(());
         }
-        self.client
-            .send(
-                "Runtime.evaluate",
-                json!({"expression": format!("__anchorage.hide({})", Value::String(css)), "contextId": context}),
-                Some(session),
-            )
+        self.evaluate(session, context, format!("__anchorage.hide({})", Value::String(css)))
             .await
-            .map(drop)
     }
 
     /// The CSS for one report (empty for a report that is not well formed
