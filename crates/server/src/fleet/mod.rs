@@ -1081,8 +1081,6 @@ impl Fleet {
                     // Of the kind the pool's mix wants (see `pool`).
                     let adblock = fleet.adblock.as_ref().filter(|_| fleet.pool.refill_filters());
                     request.setup.adblock = fleet.adblock_setup(adblock, &fleet.shutdown).await;
-                    // Its filter and its extension's stylesheet stay for its life.
-                    let filtered = request.setup.adblock.is_some();
                     let launched = fleet.launch_counted(&request, fleet.shutdown.child_token()).await;
                     drop(launch_permit);
                     let refilled = match launched {
@@ -1098,12 +1096,11 @@ impl Fleet {
                                         browser,
                                         place,
                                         blocking: Some(blocking),
-                                        filtered,
                                     }),
                                     Err(message) => {
-                                        // Its extension's rules may be on
-                                        // with nothing to turn them off: it
-                                        // serves no session.
+                                        // Its filter and stylesheet are on
+                                        // for its life, with nothing hiding
+                                        // the rest: it serves no session.
                                         tracing::warn!(%message, "a pooled browser could not start blocking ads; it is closed");
                                         browser.shut_down().await;
                                         None
@@ -1113,7 +1110,6 @@ impl Fleet {
                                     browser,
                                     place,
                                     blocking: None,
-                                    filtered,
                                 }),
                             }
                         }

@@ -43,13 +43,18 @@ pub(super) const REFILL_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) struct Pooled {
     pub browser: Browser,
     pub place: Held,
-    /// Its element hiding, on from the start (most starts want it), ended
-    /// at the handout of a start that does not.
+    /// Its ad blocking, on from the start (most starts want it); `Some`
+    /// exactly when it was launched to block (its filter and its
+    /// extension's stylesheet stay for its life), so it serves only starts
+    /// that block ads.
     pub blocking: Option<Blocking>,
-    /// Whether it was launched to block ads (its filter and its
-    /// extension's stylesheet), which nothing turns off: it serves only
-    /// starts that block ads.
-    pub filtered: bool,
+}
+
+impl Pooled {
+    /// Whether it blocks ads (for its life).
+    fn blocks(&self) -> bool {
+        self.blocking.is_some()
+    }
 }
 
 /// A browser's ad blocking, running (`Fleet::block_ads`).
@@ -145,13 +150,7 @@ impl Pool {
             }
             alive
         });
-        let at = state.browsers.iter().rposition(|pooled| {
-            if blocks {
-                pooled.blocking.is_some()
-            } else {
-                !pooled.filtered
-            }
-        })?;
+        let at = state.browsers.iter().rposition(|pooled| pooled.blocks() == blocks)?;
         let pooled = state.browsers.remove(at);
         let until = Instant::now() + self.refill_delay;
         state.paused_until = Some(state.paused_until.map_or(until, |current| current.max(until)));
@@ -185,7 +184,7 @@ impl Pool {
         let Ok(state) = self.state.lock() else {
             return true;
         };
-        let unfiltered = state.browsers.iter().filter(|pooled| !pooled.filtered).count();
+        let unfiltered = state.browsers.iter().filter(|pooled| !pooled.blocks()).count();
         unfiltered >= self.unfiltered_wanted(&state)
     }
 
@@ -194,11 +193,11 @@ impl Pool {
     /// recent starts want; `None` otherwise.
     pub(super) fn take_for_the_mix(&self) -> Option<Pooled> {
         let mut state = self.state.lock().ok()?;
-        let unfiltered = state.browsers.iter().filter(|pooled| !pooled.filtered).count();
+        let unfiltered = state.browsers.iter().filter(|pooled| !pooled.blocks()).count();
         if unfiltered >= self.unfiltered_wanted(&state) {
             return None;
         }
-        let at = state.browsers.iter().position(|pooled| pooled.filtered)?;
+        let at = state.browsers.iter().position(|pooled| pooled.blocks())?;
         Some(state.browsers.remove(at))
     }
 
