@@ -223,7 +223,7 @@ async function warmUp(jobRead) {
     // A job already in the pipe (read in the turn just given to it) goes
     // first; otherwise esbuild's service is started ahead too.
     await new Promise((resolve) => setImmediate(resolve));
-    if (!stopped && !buildCacheDir) {
+    if (!stopped && !buildCacheDir && !process.argv.includes("--zygote")) {
       esbuild();
     }
     // Several rounds: V8 optimises what it has seen run many times.
@@ -393,7 +393,53 @@ const mark = (phase) => {
   timings[phase] = Math.round((performance.now() - jobArrived) * 10) / 10;
 };
 
+/**
+ * The zygote (`--zygote`, see `zygote.cc`): loads and warms up the runtime
+ * once, then forks a copy of itself for each run that anchorage asks for on
+ * the control socket (fd 3). Only the copies come back from `serve`, each
+ * already in its run's place (namespaces, user, limits, pipes at 0 to 3),
+ * and goes on as a runner whose warm-up is done. The zygote never runs a
+ * user's code; what a copy does stays in the copy.
+ */
+async function zygote() {
+  const addon = require(path.join(__dirname, "zygote.node"));
+  await Promise.race([warmUp().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
+  collectGarbage();
+  const pid = addon.serve(3);
+  // In the copy. Node kept the zygote's pid, and V8 the zygote's state of
+  // Math.random (every copy would draw the same numbers): both are made the
+  // copy's own. OpenSSL and libuv's thread pool see the fork themselves.
+  Object.defineProperty(process, "pid", { value: pid, enumerable: true, configurable: true, writable: false });
+  Math.random = freshRandom();
+  // Node's own exit would wait for helper threads a copy does not have.
+  process.on("exit", (code) => addon.exit(code ?? 0));
+  warmUpOutcome = "forked";
+}
+
+/**
+ * Math.random for a forked copy: doubles made of the OS's random bytes,
+ * drawn 8 KiB at a time.
+ */
+function freshRandom() {
+  const { randomFillSync } = require("node:crypto");
+  const words = new Uint32Array(2048);
+  let next = words.length;
+  return function random() {
+    if (next + 2 > words.length) {
+      randomFillSync(words);
+      next = 0;
+    }
+    // 53 random bits: 21 from one word, 32 from the next.
+    const high = words[next++] >>> 11;
+    const low = words[next++];
+    return (high * 2 ** 32 + low) / 2 ** 53;
+  };
+}
+
 async function main() {
+  if (process.argv.includes("--zygote")) {
+    await zygote();
+  }
   // Started ahead (warm), a runner has the time; started for a job at once,
   // the job is waiting and does not wait for this. The job's bytes wait in
   // the pipe meanwhile.

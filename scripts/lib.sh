@@ -88,11 +88,22 @@ ensure_code_runtime() {
         as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
     fi
     local dir="$REPO/runtime"
-    if [ -d "$dir/node_modules/playwright-core" ] && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
-        return
+    if ! [ -d "$dir/node_modules/playwright-core" ] || ! [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ]; then
+        say "installing the code runtime's Node packages (runtime/)"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
     fi
-    say "installing the code runtime's Node packages (runtime/)"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    # The zygote's addon (runs are forked from a Node that loaded the
+    # runtime once), built against the headers of the Node that runs it.
+    if ! [ -f "$dir/zygote.node" ] || [ "$dir/zygote.cc" -nt "$dir/zygote.node" ] || [ "$(command -v node)" -nt "$dir/zygote.node" ]; then
+        if ! command -v c++ >/dev/null 2>&1 || ! [ -f /usr/include/node/node.h ]; then
+            say "installing a C++ compiler and Node's headers for the code zygote"
+            as_root apt-get update -q
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q g++ libc6-dev nodejs
+        fi
+        say "building the code zygote's addon (runtime/zygote.node)"
+        c++ -std=c++17 -O2 -Wall -Wextra -shared -fPIC -isystem /usr/include/node -o "$dir/zygote.node.partial" "$dir/zygote.cc"
+        mv "$dir/zygote.node.partial" "$dir/zygote.node"
+    fi
 }
 
 # The newest PostgreSQL server programs Debian installed, if any.

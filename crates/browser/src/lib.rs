@@ -62,7 +62,7 @@ pub use recorder::{
 };
 pub use sandbox::{
     build_code_cache, free_run_uid, kill_user_processes, leftover_runner_pids, processes_of_user, reap_leftover_runs,
-    CodeProcess, RunFailure, RunLimits, SandboxSettings, RUN_UIDS,
+    CodeProcess, RunFailure, RunLimits, SandboxSettings, Zygote, RUN_UIDS, ZYGOTE_ADDON,
 };
 pub use scope::{Scope, BROWSER_SESSION_METHODS, REFUSED_METHODS};
 pub use screencast::{Frame, FrameAck, Incoming, Input, MouseButton, MouseKind, Screencast, ScreencastEvent};

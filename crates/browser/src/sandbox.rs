@@ -31,8 +31,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+mod zygote;
+pub use zygote::{Zygote, ZYGOTE_ADDON};
 
 /// Where, inside an isolated run's mount namespace, the runtime (the
 /// runner and its `node_modules`) is found.
@@ -129,18 +132,50 @@ pub enum RunFailure {
 
 /// A runner process, started and waiting for its job (a warm runtime is
 /// one started ahead). Dropping it kills it and everything it started.
-#[derive(Debug)]
 pub struct CodeProcess {
-    child: Child,
+    origin: Origin,
     pid: u32,
     /// The run's user when isolated.
     uid: Option<u32>,
-    stdin: Option<ChildStdin>,
+    stdin: Option<Box<dyn AsyncWrite + Unpin + Send>>,
     result: Option<tokio::net::unix::pipe::Receiver>,
-    stdout: Option<tokio::process::ChildStdout>,
-    stderr: Option<tokio::process::ChildStderr>,
-    /// Whether it said it has warmed up ([`READY`] read).
+    stdout: Option<Box<dyn AsyncRead + Unpin + Send>>,
+    stderr: Option<Box<dyn AsyncRead + Unpin + Send>>,
+    /// Whether it said it has warmed up ([`READY`] read), or came warm
+    /// from the zygote.
     ready: bool,
+}
+
+/// Where a runner came from, which says how its end is learnt.
+enum Origin {
+    /// Started by the server: its child.
+    Spawned(Child),
+    /// Forked by the zygote, which tells how it ended.
+    Forked {
+        end: Option<tokio::sync::oneshot::Receiver<i32>>,
+        ended: Option<i32>,
+    },
+}
+
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            Self::Spawned(_) => "spawned",
+            Self::Forked { .. } => "forked",
+        })
+    }
+}
+
+impl std::fmt::Debug for CodeProcess {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("CodeProcess")
+            .field("origin", &self.origin)
+            .field("pid", &self.pid)
+            .field("uid", &self.uid)
+            .field("ready", &self.ready)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a finished run printed, at most this much of each stream is kept.
@@ -213,11 +248,14 @@ impl CodeProcess {
             .ok_or_else(|| std::io::Error::other("the runner ended at once"))?;
         let result = tokio::net::unix::pipe::Receiver::from_owned_fd(OwnedFd::from(result_read))?;
         Ok(Self {
-            stdin: child.stdin.take(),
-            stdout: child.stdout.take(),
-            stderr: child.stderr.take(),
+            stdin: child
+                .stdin
+                .take()
+                .map(|stdin| Box::new(stdin) as Box<dyn AsyncWrite + Unpin + Send>),
+            stdout: child.stdout.take().map(boxed),
+            stderr: child.stderr.take().map(boxed),
             result: Some(result),
-            child,
+            origin: Origin::Spawned(child),
             pid,
             uid: uid.filter(|_| isolated),
             ready: false,
@@ -249,7 +287,54 @@ impl CodeProcess {
 
     /// Whether its process has not ended (a warm runner may have died).
     pub fn is_alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        match &mut self.origin {
+            Origin::Spawned(child) => matches!(child.try_wait(), Ok(None)),
+            Origin::Forked { end, ended } => {
+                if ended.is_some() {
+                    return false;
+                }
+                match end.as_mut().map(tokio::sync::oneshot::Receiver::try_recv) {
+                    Some(Err(tokio::sync::oneshot::error::TryRecvError::Empty)) => true,
+                    Some(Ok(status)) => {
+                        *ended = Some(status);
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    /// How it ended, once it has (`exit status: 1`, `signal: 9 (SIGKILL)`).
+    async fn end_status(&mut self) -> std::io::Result<String> {
+        use std::os::unix::process::ExitStatusExt;
+        match &mut self.origin {
+            Origin::Spawned(child) => Ok(child.wait().await?.to_string()),
+            Origin::Forked { end, ended } => {
+                if ended.is_none() {
+                    let status = match end.take() {
+                        Some(end) => end.await.map_err(|_| std::io::Error::other("the zygote ended"))?,
+                        None => return Err(std::io::Error::other("its end was read already")),
+                    };
+                    *ended = Some(status);
+                }
+                Ok(ended
+                    .map(std::process::ExitStatus::from_raw)
+                    .map(|status| status.to_string())
+                    .unwrap_or_default())
+            }
+        }
+    }
+
+    /// Sends it SIGKILL (its group is killed beside this).
+    fn start_kill(&mut self) {
+        match &mut self.origin {
+            Origin::Spawned(child) => {
+                let _ = child.start_kill();
+            }
+            Origin::Forked { ended: None, .. } => kill_group(self.pid),
+            Origin::Forked { .. } => {}
+        }
     }
 
     /// The run's own user, when isolated.
@@ -264,7 +349,7 @@ impl CodeProcess {
         // A warm runner waited at the lowest priority; its run is not
         // background work. (Raising it needs root; otherwise it stays.)
         let _ = crate::launch::set_group_priority(self.pid, 0);
-        let printed = [self.stdout.take().map(boxed), self.stderr.take().map(boxed)]
+        let printed = [self.stdout.take(), self.stderr.take()]
             .map(|stream| stream.map(|stream| tokio::spawn(keep_the_end(stream, PRINTED_KEPT))));
         let outcome = tokio::time::timeout(timeout, self.feed_and_read(job, max_result_bytes)).await;
         let outcome = match outcome {
@@ -273,8 +358,8 @@ impl CodeProcess {
             Ok(Ok(Some(result))) => Ok(result),
             Ok(Ok(None)) => {
                 // No result: it ended first. Its status and last words say why.
-                let status = match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
-                    Ok(Ok(status)) => status.to_string(),
+                let status = match tokio::time::timeout(Duration::from_secs(2), self.end_status()).await {
+                    Ok(Ok(status)) => status,
                     _ => "still running after closing its result".to_owned(),
                 };
                 self.kill_all().await;
@@ -336,7 +421,7 @@ impl CodeProcess {
     /// blocking thread, so that a run's answer does not wait for it.
     fn end_in_background(&mut self) {
         kill_group(self.pid);
-        let _ = self.child.start_kill();
+        self.start_kill();
         if let Some(uid) = self.uid.take() {
             tokio::task::spawn_blocking(move || kill_user_processes(uid));
         }
@@ -347,7 +432,7 @@ impl CodeProcess {
     /// reaps the runner; done when nothing of the run is left.
     async fn kill_all(&mut self) {
         kill_group(self.pid);
-        let _ = self.child.start_kill();
+        self.start_kill();
         if let Some(uid) = self.uid.take() {
             let _ = tokio::task::spawn_blocking(move || kill_user_processes(uid)).await;
         }
@@ -360,7 +445,7 @@ impl Drop for CodeProcess {
     /// on a blocking thread.
     fn drop(&mut self) {
         kill_group(self.pid);
-        let _ = self.child.start_kill();
+        self.start_kill();
         if let Some(uid) = self.uid.take() {
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
@@ -604,30 +689,7 @@ impl ChildPlan {
     fn new(settings: &SandboxSettings, uid: Option<u32>, result_fd: RawFd) -> std::io::Result<Self> {
         let isolated = match uid {
             None => None,
-            Some(uid) => Some(Isolation {
-                uid,
-                runtime_dir: c_path(&settings.runtime_dir)?,
-                socket_dir: c_path(&settings.socket_dir)?,
-                code_cache: settings
-                    .code_cache
-                    .as_deref()
-                    .filter(|dir| dir.is_dir())
-                    .map(c_path)
-                    .transpose()?,
-                hidden: settings
-                    .hidden
-                    .iter()
-                    .filter(|path| path.is_dir())
-                    .map(|path| c_path(path))
-                    .collect::<Result<_, _>>()?,
-                writable: WRITABLE_PLACES
-                    .iter()
-                    .filter(|place| Path::new(place).is_dir())
-                    .map(|place| c_text(place))
-                    .collect(),
-                tmpfs_options: c_text(&format!("size={},mode=1777", settings.limits.tmp_bytes.max(4096))),
-                hidden_options: c_text("size=4k,mode=000"),
-            }),
+            Some(uid) => Some(Isolation::new(settings, uid)?),
         };
         Ok(Self {
             result_fd,
@@ -675,6 +737,35 @@ impl ChildPlan {
 }
 
 impl Isolation {
+    fn new(settings: &SandboxSettings, uid: u32) -> std::io::Result<Self> {
+        Ok(Self {
+            uid,
+            runtime_dir: c_path(&settings.runtime_dir)?,
+            socket_dir: c_path(&settings.socket_dir)?,
+            code_cache: settings
+                .code_cache
+                .as_deref()
+                .filter(|dir| dir.is_dir())
+                .map(c_path)
+                .transpose()?,
+            hidden: settings
+                .hidden
+                .iter()
+                .filter(|path| path.is_dir())
+                .map(|path| c_path(path))
+                .collect::<Result<_, _>>()?,
+            writable: WRITABLE_PLACES
+                .iter()
+                .filter(|place| Path::new(place).is_dir())
+                .map(|place| c_text(place))
+                .collect(),
+            tmpfs_options: c_text(&format!("size={},mode=1777", settings.limits.tmp_bytes.max(4096))),
+            hidden_options: c_text("size=4k,mode=000"),
+        })
+    }
+
+    /// Makes the run's namespaces (mount, network, IPC) and its view of the
+    /// tree in them (see the module's doc). Runs in a child before exec.
     #[allow(unsafe_code)]
     fn apply(&self) -> std::io::Result<()> {
         // SAFETY: as in `ChildPlan::apply`.

@@ -86,6 +86,7 @@ struct FileConfig {
     code_max_output_bytes: Option<u64>,
     code_warm: Option<u64>,
     code_cache: Option<String>,
+    code_zygote: Option<String>,
     adblock_lists: Option<String>,
     adblock_extra_lists: Option<String>,
     host_resolver_rules: Option<String>,
@@ -178,6 +179,10 @@ pub struct CodeConfig {
     /// Whether runs load their modules from a V8 code cache built at start
     /// (`ANCHORAGE_CODE_CACHE`): faster starts, more memory per run.
     pub cache: bool,
+    /// Whether runs are forked from a zygote that loaded the runtime once
+    /// (`ANCHORAGE_CODE_ZYGOTE`, on by default): a run starts in a few
+    /// milliseconds instead of loading Playwright.
+    pub zygote: bool,
 }
 
 /// Everything the server needs to start.
@@ -681,6 +686,10 @@ impl Config {
             cache: on_off(
                 "ANCHORAGE_CODE_CACHE",
                 text("ANCHORAGE_CODE_CACHE", from_file.code_cache),
+            )?,
+            zygote: on_off(
+                "ANCHORAGE_CODE_ZYGOTE",
+                text("ANCHORAGE_CODE_ZYGOTE", from_file.code_zygote),
             )?,
         };
 

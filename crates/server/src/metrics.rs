@@ -50,6 +50,7 @@ pub struct Metrics {
     node_signals: Family<Vec<(String, String)>, Counter>,
     code_runs: Gauge,
     code_runs_waiting: Gauge,
+    code_zygote: Gauge,
     code_runs_finished: Family<Vec<(String, String)>, Counter>,
     code_runners: Family<Vec<(String, String)>, Counter>,
     code_cache_modules: Family<Vec<(String, String)>, Counter>,
@@ -128,6 +129,7 @@ impl Default for Metrics {
             node_signals: Family::default(),
             code_runs: Gauge::default(),
             code_runs_waiting: Gauge::default(),
+            code_zygote: Gauge::default(),
             code_runs_finished: Family::default(),
             code_runners: Family::default(),
             code_cache_modules: Family::default(),
@@ -137,7 +139,12 @@ impl Default for Metrics {
             registry: Registry::default(),
         };
         // Names are given without `_total`: the client adds it to counters.
-        let gauges: [(&str, &str, &Gauge); 16] = [
+        let gauges: [(&str, &str, &Gauge); 17] = [
+            (
+                "anchorage_code_zygote_ready",
+                "1 while runs of users' code are forked from this node's zygote (ANCHORAGE_CODE_ZYGOTE), 0 while each starts its own process.",
+                &metrics.code_zygote,
+            ),
             (
                 "anchorage_adblock_rules",
                 "Filter rules in this node's ad-blocking engine (0 when ad blocking is off on the node).",
@@ -350,6 +357,11 @@ impl Metrics {
     pub fn set_code_runs(&self, running: usize, waiting: usize) {
         self.code_runs.set(i64::try_from(running).unwrap_or(i64::MAX));
         self.code_runs_waiting.set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// Sets whether runs are forked from the zygote now.
+    pub fn set_code_zygote(&self, ready: bool) {
+        self.code_zygote.set(i64::from(ready));
     }
 
     /// Counts a finished run of code by how it ended.

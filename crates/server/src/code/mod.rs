@@ -16,11 +16,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anchorage_browser::{CodeProcess, RunFailure, RunLimits, SandboxSettings};
+use anchorage_browser::{CodeProcess, RunFailure, RunLimits, SandboxSettings, Zygote};
 use anchorage_core::{ExecutionStatus, TeamId, Timestamp};
 use anchorage_store::ExecutionRecord;
 use serde_json::{json, Value};
@@ -132,6 +132,12 @@ pub struct CodeRunner {
     /// Warm runners being started (not in `warm` yet), so that refills
     /// asked for at once start no more than the target.
     warm_starting: AtomicUsize,
+    /// Whether runs are forked from a zygote (`ANCHORAGE_CODE_ZYGOTE`).
+    use_zygote: bool,
+    /// The zygote, once it is ready; runners are spawned while there is none.
+    zygote: Mutex<Option<Arc<Zygote>>>,
+    /// Whether a zygote is being started.
+    zygote_starting: AtomicBool,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -257,6 +263,9 @@ impl CodeRunner {
             warm_target: config.warm,
             warm: Mutex::new(VecDeque::new()),
             warm_starting: AtomicUsize::new(0),
+            use_zygote: config.zygote,
+            zygote: Mutex::new(None),
+            zygote_starting: AtomicBool::new(false),
             metrics,
         })
     }
@@ -369,9 +378,71 @@ impl CodeRunner {
         }
         self.refill_warm();
         let settings = settings.clone();
-        tokio::task::spawn_blocking(move || start_runner(&settings, false))
+        let runner = Arc::clone(self);
+        tokio::task::spawn_blocking(move || runner.start_runner(&settings, false))
             .await
             .map_err(std::io::Error::other)?
+    }
+
+    /// Starts a runner, isolated under a free user id when the sandbox is
+    /// on: a copy of the zygote when it is ready, else a new process. A
+    /// zygote that fails is dropped (and started again in the background).
+    fn start_runner(self: &Arc<Self>, settings: &SandboxSettings, ahead: bool) -> std::io::Result<CodeProcess> {
+        let uid = settings.isolate.then(anchorage_browser::free_run_uid);
+        let zygote = self.zygote.lock().ok().and_then(|zygote| zygote.clone());
+        if let Some(zygote) = zygote {
+            match zygote.fork(settings, uid, ahead) {
+                Ok(process) => return Ok(process),
+                Err(error) => {
+                    tracing::warn!(%error, "the code zygote failed; runs start their own process until it is back");
+                    if let Ok(mut current) = self.zygote.lock() {
+                        if current.as_ref().is_some_and(|current| Arc::ptr_eq(current, &zygote)) {
+                            *current = None;
+                            self.metrics.set_code_zygote(false);
+                        }
+                    }
+                    let runner = Arc::clone(self);
+                    tokio::runtime::Handle::try_current()
+                        .map(|runtime| runtime.spawn(async move { runner.start_zygote().await }))
+                        .ok();
+                }
+            }
+        }
+        CodeProcess::start(settings, uid, ahead)
+    }
+
+    /// Starts the zygote (when it is on and there is none) and waits until
+    /// it is ready; runs spawn their own process meanwhile.
+    async fn start_zygote(self: &Arc<Self>) {
+        let Ok(settings) = &self.sandbox else { return };
+        if !self.use_zygote || self.zygote.lock().map_or(true, |zygote| zygote.is_some()) {
+            return;
+        }
+        // One start at a time (runs that find it failed each ask for one).
+        if self.zygote_starting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let _started = ClearOnDrop(&self.zygote_starting);
+        let settings = settings.clone();
+        let started = Instant::now();
+        match tokio::task::spawn_blocking(move || Zygote::start(&settings)).await {
+            Ok(Ok(zygote)) => {
+                tracing::info!(
+                    ms = started.elapsed().as_millis(),
+                    pid = zygote.pid(),
+                    "the code zygote is ready: runs are forked from it"
+                );
+                if let Ok(mut current) = self.zygote.lock() {
+                    *current = Some(Arc::new(zygote));
+                    self.metrics.set_code_zygote(true);
+                }
+                // Warm runners spawned before it are kept; new ones are copies.
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not start the code zygote; each run starts its own process")
+            }
+            Err(error) => tracing::warn!(%error, "could not start the code zygote"),
+        }
     }
 
     /// Starts warm runners up to the target, in the background.
@@ -389,7 +460,7 @@ impl CodeRunner {
             let runner = Arc::clone(self);
             let settings = settings.clone();
             tokio::task::spawn_blocking(move || {
-                let started = start_runner(&settings, true);
+                let started = runner.start_runner(&settings, true);
                 let Ok(mut warm) = runner.warm.lock() else { return };
                 runner.warm_starting.fetch_sub(1, Ordering::SeqCst);
                 match started {
@@ -417,13 +488,17 @@ impl CodeRunner {
                 }
             }
         }
+        self.start_zygote().await;
         self.refill_warm();
     }
 
-    /// Ends the warm runners (at shutdown).
+    /// Ends the warm runners and the zygote (at shutdown).
     pub fn stop(&self) {
         if let Ok(mut warm) = self.warm.lock() {
             warm.clear();
+        }
+        if let Ok(mut zygote) = self.zygote.lock() {
+            zygote.take();
         }
     }
 
@@ -500,6 +575,7 @@ impl CodeRunner {
     fn count_runner(&self, result: &Value) {
         let runner = match result["warmUp"].as_str() {
             Some("done") => "warm",
+            Some("forked") => "forked",
             Some("cut short") => "warming",
             Some("none") => "cold",
             _ => return,
@@ -521,9 +597,13 @@ impl CodeRunner {
 /// claims more was written by the code, not the runtime.
 const MAX_CACHED_MODULES: u64 = 16;
 
-/// Starts a runner, isolated under a free user id when the sandbox is on.
-fn start_runner(settings: &SandboxSettings, ahead: bool) -> std::io::Result<CodeProcess> {
-    CodeProcess::start(settings, settings.isolate.then(anchorage_browser::free_run_uid), ahead)
+/// Clears a flag when dropped.
+struct ClearOnDrop<'flag>(&'flag AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }
 
 /// Gives a waiter's place in the wait back if it goes away while waiting.

@@ -111,7 +111,8 @@ async fn code_server(pairs: &[(&str, &str)]) -> TestServer {
 #[tokio::test]
 async fn a_snippet_drives_its_session_and_returns_json_and_a_throw_is_a_failure() {
     let page = serve_test_page().await;
-    let server = code_server(&[]).await;
+    // Each run its own process here (the zygote's copies are tested below).
+    let server = code_server(&[("ANCHORAGE_CODE_ZYGOTE", "off")]).await;
     let session = server.create_session(json!({})).await;
     let session_id = text(&session["id"]).to_owned();
     let (status, answer) = execute(
@@ -211,10 +212,43 @@ async fn a_snippet_drives_its_session_and_returns_json_and_a_throw_is_a_failure(
 
 #[tokio::test]
 async fn a_snippet_that_runs_past_its_time_is_stopped_with_everything_it_started() {
-    let server = code_server(&[
-        ("ANCHORAGE_CODE_TIMEOUT_SECONDS", "3"),
-        ("ANCHORAGE_CODE_MAX_OUTPUT_BYTES", "4096"),
-    ])
+    runs_past_their_time_are_stopped(Origin::Forked).await;
+}
+
+#[tokio::test]
+async fn a_snippet_that_runs_past_its_time_in_its_own_process_is_stopped_with_everything_it_started() {
+    runs_past_their_time_are_stopped(Origin::Spawned).await;
+}
+
+/// Where a test's runs come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Copies of the zygote (the server waits for it before the test).
+    Forked,
+    /// A process of their own each.
+    Spawned,
+}
+
+/// A server for code whose runs come from `origin`, ready to fork them.
+async fn code_server_from(origin: Origin, pairs: &[(&str, &str)]) -> TestServer {
+    let zygote = if origin == Origin::Forked { "on" } else { "off" };
+    let mut all = vec![("ANCHORAGE_CODE_ZYGOTE", zygote)];
+    all.extend_from_slice(pairs);
+    let server = code_server(&all).await;
+    if origin == Origin::Forked {
+        server.wait_for_metric("anchorage_code_zygote_ready", 1.0).await;
+    }
+    server
+}
+
+async fn runs_past_their_time_are_stopped(origin: Origin) {
+    let server = code_server_from(
+        origin,
+        &[
+            ("ANCHORAGE_CODE_TIMEOUT_SECONDS", "3"),
+            ("ANCHORAGE_CODE_MAX_OUTPUT_BYTES", "4096"),
+        ],
+    )
     .await;
     let session = server.create_session(json!({})).await;
     let session_id = text(&session["id"]).to_owned();
@@ -279,11 +313,23 @@ async fn ending_a_session_ends_the_code_that_runs_beside_it() {
 /// test has shown from outside that what lies behind it is there.
 #[tokio::test]
 async fn a_snippet_cannot_reach_files_processes_network_or_sessions_that_are_not_its_own() {
+    escapes_are_refused(Origin::Forked).await;
+}
+
+#[tokio::test]
+async fn a_snippet_in_its_own_process_cannot_reach_files_processes_network_or_sessions_that_are_not_its_own() {
+    escapes_are_refused(Origin::Spawned).await;
+}
+
+async fn escapes_are_refused(origin: Origin) {
     let page = serve_test_page().await;
-    let server = code_server(&[
-        ("ANCHORAGE_CODE_MEMORY_MIB", "512"),
-        ("ANCHORAGE_CODE_TIMEOUT_SECONDS", "60"),
-    ])
+    let server = code_server_from(
+        origin,
+        &[
+            ("ANCHORAGE_CODE_MEMORY_MIB", "512"),
+            ("ANCHORAGE_CODE_TIMEOUT_SECONDS", "60"),
+        ],
+    )
     .await;
     let session = server.create_session(json!({})).await;
     let session_id = text(&session["id"]).to_owned();
@@ -462,6 +508,78 @@ return result;
     server.stop().await;
 }
 
+/// Runs forked from the zygote: each is a process of its own (its pid, its
+/// random numbers, its pipes and sockets), as its own user, and cannot
+/// reach the zygote it came from; a zygote that dies is started again,
+/// runs going on meanwhile in processes of their own.
+#[tokio::test]
+async fn runs_forked_from_the_zygote_share_nothing_with_it_or_each_other() {
+    let server = code_server_from(Origin::Forked, &[]).await;
+    let session = server.create_session(json!({})).await;
+    let session_id = text(&session["id"]).to_owned();
+    let probe = "const fs = require('fs');\n\
+        const files = fs.readdirSync('/proc/self/fd').map((fd) => { try { return fs.readlinkSync('/proc/self/fd/' + fd); } catch { return ''; } })\n\
+          .filter((target) => /^(pipe|socket):/.test(target));\n\
+        let signal = 'sent'; try { process.kill(process.ppid, 0); } catch (error) { signal = error.code; }\n\
+        let environ = 'read'; try { fs.readFileSync(`/proc/${process.ppid}/environ`); } catch (error) { environ = error.code; }\n\
+        await new Promise((resolve) => setTimeout(resolve, 300));\n\
+        return { pid: process.pid, ownPid: Number(fs.readlinkSync('/proc/self')), zygote: process.ppid, random: Math.random(),\n\
+          uuid: require('crypto').randomUUID(), uid: process.getuid(), files, signal, environ, title: await page.title() };";
+    let (first, second) = tokio::join!(
+        execute(&server, &session_id, probe),
+        execute(&server, &session_id, probe)
+    );
+    let (first, second) = (returned(&first.1), returned(&second.1));
+    for run in [&first, &second] {
+        assert_eq!(run["pid"], run["ownPid"], "{run}");
+        assert!(
+            anchorage_browser::RUN_UIDS.contains(&u32::try_from(run["uid"].as_u64().expect("uid")).expect("uid")),
+            "{run}"
+        );
+        assert_eq!(run["signal"], "EPERM", "{run}");
+        assert_eq!(run["environ"], "EACCES", "{run}");
+        assert_eq!(run["title"], "", "{run}");
+    }
+    assert_eq!(first["zygote"], second["zygote"], "both from the one zygote");
+    assert_ne!(first["pid"], second["pid"]);
+    assert_ne!(first["random"], second["random"]);
+    assert_ne!(first["uuid"], second["uuid"]);
+    let files = |run: &Value| -> Vec<String> {
+        run["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .map(|file| text(file).to_owned())
+            .collect()
+    };
+    let (ours, theirs) = (files(&first), files(&second));
+    assert!(ours.len() >= 4, "its own pipes at 0 to 3: {ours:?}");
+    assert!(
+        ours.iter().all(|file| !theirs.contains(file)),
+        "{ours:?} and {theirs:?}"
+    );
+    server
+        .wait_for_metric("anchorage_code_runners_total{runner=\"forked\"}", 2.0)
+        .await;
+
+    // The zygote killed: runs go on, and a new zygote serves again.
+    let old_zygote = first["zygote"].as_i64().expect("zygote pid");
+    // SAFETY: kill takes no pointers.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(i32::try_from(old_zygote).expect("pid"), libc::SIGKILL);
+    }
+    let (_, answer) = execute(&server, &session_id, "return 1 + 1;").await;
+    assert_eq!(returned(&answer), json!(2), "{answer}");
+    server.wait_for_metric("anchorage_code_zygote_ready", 1.0).await;
+    let (_, answer) = execute(&server, &session_id, "return process.ppid;").await;
+    let new_zygote = returned(&answer).as_i64().expect("ppid");
+    assert_ne!(new_zygote, old_zygote, "{answer}");
+    server.delete(&format!("/v1/sessions/{session_id}")).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
 /// Runs beyond the node's limit wait for a place; beyond the wait's room
 /// they are refused with `429`, and the waiting ones run once it frees.
 #[tokio::test]
@@ -499,7 +617,7 @@ async fn runs_past_the_limit_wait_and_past_the_waiting_room_are_refused() {
 /// likely to be ready) serves the next run.
 #[tokio::test]
 async fn the_longest_waiting_warm_runner_serves_first() {
-    let server = code_server(&[("ANCHORAGE_CODE_WARM", "2")]).await;
+    let server = code_server(&[("ANCHORAGE_CODE_WARM", "2"), ("ANCHORAGE_CODE_ZYGOTE", "off")]).await;
     let marker = runner_marker(&server);
     let runners = || -> Vec<u64> {
         anchorage_browser::leftover_runner_pids(&marker)
@@ -539,7 +657,7 @@ async fn the_longest_waiting_warm_runner_serves_first() {
 /// finds a runner ready leaves the refill until it ends.
 #[tokio::test]
 async fn the_pool_refills_during_runs_that_come_faster_than_it_warms() {
-    let server = code_server(&[("ANCHORAGE_CODE_WARM", "1")]).await;
+    let server = code_server(&[("ANCHORAGE_CODE_WARM", "1"), ("ANCHORAGE_CODE_ZYGOTE", "off")]).await;
     let marker = runner_marker(&server);
     let runners = || anchorage_browser::leftover_runner_pids(&marker);
     let session = server.create_session(json!({})).await;
@@ -619,7 +737,7 @@ fn cpu_state(pid: u32) -> (String, u64) {
 /// another takes its place: no two runs share a process or a user.
 #[tokio::test]
 async fn warm_runners_serve_one_run_each() {
-    let server = code_server(&[("ANCHORAGE_CODE_WARM", "1")]).await;
+    let server = code_server(&[("ANCHORAGE_CODE_WARM", "1"), ("ANCHORAGE_CODE_ZYGOTE", "off")]).await;
     let marker = runner_marker(&server);
     let warm_pid = |marker: &str| anchorage_browser::leftover_runner_pids(marker).first().copied();
     let session = server.create_session(json!({})).await;
