@@ -11,8 +11,11 @@ For one server, one session:
   warm after its first run); and the same with a fresh `node` per run,
   timed from outside (what a script run from a shell pays);
 - execute_code, cold: `POST /v1/tools/execute-code` with
-  `ANCHORAGE_CODE_WARM=0` (each run starts its runner: Node, modules, the
-  sandbox), timed around the call by this script;
+  `ANCHORAGE_CODE_WARM=0`, so that no runner waits ready: each run is
+  forked from the node's zygote as it comes (the default), and, as the
+  baseline, each starts a Node process of its own (Node, modules, the
+  sandbox) with `ANCHORAGE_CODE_ZYGOTE=off`; timed around the call by this
+  script;
 - execute_code, warm: the same with a warm runner ready (a pause between
   runs lets it be started again), each run in turn with one of the local
   client's (kept running, driven run by run), so that both meet the machine
@@ -245,41 +248,95 @@ def pool_figures(args, page_url):
         time.sleep(3)  # the pool fills
         times = execute_runs(server.base, session["id"], snippet(page_url), args.runs, args.warm_pause)
         kinds = {kind: int(server.metric(f'anchorage_code_runners_total{{runner="{kind}"}}'))
-                 for kind in ("warm", "warming", "cold")}
+                 for kind in ("warm", "warming", "cold", "forked")}
         server.call("DELETE", f"/v1/sessions/{session['id']}")
     finally:
         server.close()
     return statistics.median(times), kinds
 
 
+def wait_for_zygote(server, timeout=90):
+    deadline = time.monotonic() + timeout
+    while server.metric("anchorage_code_zygote_ready") != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def zygote_pss_kib():
+    """The proportional set size of the zygotes (root's `runner.cjs --zygote` processes), KiB."""
+    total = 0
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"--zygote" not in (entry / "cmdline").read_bytes() or entry.stat().st_uid != 0:
+                continue
+            for line in (entry / "smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+class Sessions:
+    """A fresh session for each measurement: Chromium keeps the isolated world of every Playwright client that
+    connected to a page, so each connection makes the page's later loads slower (about 0.7 ms per connection
+    here), and measurements taken one after the other on one session would not be alike."""
+
+    def __init__(self, server):
+        self.server = server
+        self.current = None
+
+    def fresh(self):
+        self.close()
+        self.current = self.server.call("POST", "/v1/sessions", {})["data"]
+        return self.current
+
+    def close(self):
+        if self.current:
+            self.server.call("DELETE", f"/v1/sessions/{self.current['id']}")
+            self.current = None
+
+
 def figures(args, page_url):
     results = {}
+    code = snippet(page_url)
+    # The baseline first: no zygote, each cold run a Node process of its own.
+    server = harness.Server(args.binary, code_warm=0, code_zygote="off", pool_size=0)
+    try:
+        sessions = Sessions(server)
+        results["spawned"] = execute_runs(server.base, sessions.fresh()["id"], code, args.runs, 0)
+        sessions.close()
+    finally:
+        server.close()
     for warm in (0, 1):
         server = harness.Server(args.binary, code_warm=warm, pool_size=0, code_max_runs=max(8, args.concurrency))
         try:
-            session = server.call("POST", "/v1/sessions", {})["data"]
+            wait_for_zygote(server)
+            sessions = Sessions(server)
             port = int(server.base.rsplit(":", 1)[1])
-            code = snippet(page_url)
             if warm == 0:
-                results["local"] = local_runs(session["cdp_url"], page_url, args.runs)
-                results["local_cold"] = local_cold_runs(session["cdp_url"], page_url, args.runs)
-                results["cold"] = execute_runs(server.base, session["id"], code, args.runs, 0)
+                results["local"] = local_runs(sessions.fresh()["cdp_url"], page_url, args.runs)
+                results["local_cold"] = local_cold_runs(sessions.fresh()["cdp_url"], page_url, args.runs)
+                results["cold"] = execute_runs(server.base, sessions.fresh()["id"], code, args.runs, 0)
                 relay = DelayRelay(port, 0.010)
-                far = session["cdp_url"].replace(f":{port}/", f":{relay.port}/")
+                far = sessions.fresh()["cdp_url"].replace(f":{port}/", f":{relay.port}/")
                 results["local_far"] = local_runs(far, page_url, args.runs)
-                results["cold_far"] = execute_runs(f"http://127.0.0.1:{relay.port}", session["id"], code, args.runs, 0)
-                results["per_run_mib"] = memory_per_run(server, args)
+                results["cold_far"] = execute_runs(f"http://127.0.0.1:{relay.port}", sessions.fresh()["id"], code,
+                                                   args.runs, 0)
+                sessions.close()
+                results["per_run_mib"], results["zygote_mib"] = memory_per_run(server, args)
             else:
-                results["local_paired"], results["warm"] = paired_runs(server.base, session, page_url, args.runs,
-                                                                       args.warm_pause)
+                results["local_paired"], results["warm"] = paired_runs(server.base, sessions.fresh(), page_url,
+                                                                       args.runs, args.warm_pause)
                 # One call right after the other: each takes the runner
                 # started when the last one ended, still loading.
-                results["back_to_back"] = execute_runs(server.base, session["id"], code, args.runs, 0)
+                results["back_to_back"] = execute_runs(server.base, sessions.fresh()["id"], code, args.runs, 0)
                 relay = DelayRelay(port, 0.010)
-                results["warm_far"] = execute_runs(f"http://127.0.0.1:{relay.port}", session["id"], code, args.runs,
-                                                   args.warm_pause)
+                results["warm_far"] = execute_runs(f"http://127.0.0.1:{relay.port}", sessions.fresh()["id"], code,
+                                                   args.runs, args.warm_pause)
+                sessions.close()
                 results.update(at_once(server, args, page_url))
-            server.call("DELETE", f"/v1/sessions/{session['id']}")
         finally:
             server.close()
     return results
@@ -298,11 +355,12 @@ def memory_per_run(server, args):
             time.sleep(0.05)
         time.sleep(1.0)
         during = run_user_pss_kib()
+        zygote = zygote_pss_kib()
         for future in waiting:
             future.result()
     for session in sessions:
         server.call("DELETE", f"/v1/sessions/{session}")
-    return (during - before) / 1024 / args.concurrency
+    return (during - before) / 1024 / args.concurrency, zygote / 1024
 
 
 def at_once(server, args, page_url):
@@ -349,7 +407,8 @@ def main():
     print(f"snippet: goto + 20 page.evaluate; {args.runs} runs each; p50 in ms")
     print(f"  local Node client (connect, snippet, disconnect) {p50['local']:8.1f}")
     print(f"  local Node client, a fresh process per run       {p50['local_cold']:8.1f}")
-    print(f"  execute_code, cold runner                        {p50['cold']:8.1f}  (+{p50['cold'] - p50['local']:.1f} ms, {p50['cold'] / p50['local']:.2f}x)")
+    print(f"  execute_code, no runner ready: forked             {p50['cold']:8.1f}  (+{p50['cold'] - p50['local']:.1f} ms, {p50['cold'] / p50['local']:.2f}x)")
+    print(f"  the same, each run its own process (zygote off)   {p50['spawned']:8.1f}  (+{p50['spawned'] - p50['local']:.1f} ms, {p50['spawned'] / p50['local']:.2f}x)")
     print(f"  execute_code, warm runner                        {p50['warm']:8.1f}  (+{p50['warm'] - p50['local']:.1f} ms, {p50['warm'] / p50['local']:.2f}x)")
     print(f"  the same, run in turn with the local client: client {p50['local_paired']:.1f}, execute_code warm "
           f"{p50['warm']:.1f} (+{p50['warm'] - p50['local_paired']:.1f} ms)")
@@ -357,9 +416,10 @@ def main():
           f"(+{p50['back_to_back'] - p50['local']:.1f} ms, {p50['back_to_back'] / p50['local']:.2f}x)")
     print("with 20 ms more per round trip between client and server:")
     print(f"  local Node client                                {p50['local_far']:8.1f}")
-    print(f"  execute_code, cold runner                        {p50['cold_far']:8.1f}  ({p50['cold_far'] / p50['local_far']:.2f}x of the client's time)")
+    print(f"  execute_code, no runner ready: forked             {p50['cold_far']:8.1f}  ({p50['cold_far'] / p50['local_far']:.2f}x of the client's time)")
     print(f"  execute_code, warm runner                        {p50['warm_far']:8.1f}  ({p50['warm_far'] / p50['local_far']:.2f}x of the client's time)")
-    print(f"memory per run (PSS of its processes, {args.concurrency} waiting at once): {results['per_run_mib']:.1f} MiB")
+    print(f"memory per run (PSS of its processes, {args.concurrency} waiting at once): {results['per_run_mib']:.1f} MiB; "
+          f"the zygote (once per node, with them): {results['zygote_mib']:.1f} MiB")
     print("busy snippets (1 s of page.evaluate calls each), runs per second by runs at once:")
     for level, rate in results["throughput"].items():
         print(f"  {level:3d} at once: {rate:5.2f} runs/s")

@@ -108,6 +108,8 @@ const READY = "ready\n";
 
 /** How many times the warm-up drives the stand-in. */
 const WARM_UP_ROUNDS = 8;
+/** … and in a copy of the zygote made ahead of its run. */
+const COPY_WARM_UP_ROUNDS = 2;
 
 /**
  * A runner kept warm has loaded its modules, but V8 has not yet compiled
@@ -120,7 +122,7 @@ const WARM_UP_ROUNDS = 8;
  * worlds). Best effort: whatever the stand-in does not satisfy is left
  * after a moment.
  */
-async function warmUp(jobRead) {
+async function warmUp(jobRead, rounds = WARM_UP_ROUNDS) {
   const { WebSocketServer } = require(path.join(modules, "ws"));
   const standIn = new WebSocketServer({ host: "127.0.0.1", port: 0 });
   await new Promise((resolve, reject) => {
@@ -223,11 +225,11 @@ async function warmUp(jobRead) {
     // A job already in the pipe (read in the turn just given to it) goes
     // first; otherwise esbuild's service is started ahead too.
     await new Promise((resolve) => setImmediate(resolve));
-    if (!stopped && !buildCacheDir && !process.argv.includes("--zygote")) {
+    if (!stopped && !buildCacheDir && !inZygote) {
       esbuild();
     }
     // Several rounds: V8 optimises what it has seen run many times.
-    for (let round = 0; round < WARM_UP_ROUNDS && !stopped; round++) {
+    for (let round = 0; round < rounds && !stopped; round++) {
       browser = await chromium.connectOverCDP(`ws://127.0.0.1:${port}/`, { timeout: 3000 });
       const context = browser.contexts()[0];
       const page = context.pages()[0] || (await context.newPage());
@@ -235,12 +237,12 @@ async function warmUp(jobRead) {
       for (let call = 0; call < 20 && !stopped; call++) {
         await page.evaluate((n) => n * 2, call);
       }
-      if (round < WARM_UP_ROUNDS - 1) {
+      if (round < rounds - 1) {
         await browser.close();
         browser = undefined;
       }
     }
-    if (!stopped) warmUpOutcome = "done";
+    if (!stopped && warmUpOutcome === "running") warmUpOutcome = "done";
   } finally {
     if (browser && !stopped) {
       await Promise.race([browser.close().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 500))]);
@@ -393,6 +395,9 @@ const mark = (phase) => {
   timings[phase] = Math.round((performance.now() - jobArrived) * 10) / 10;
 };
 
+/** Whether this process is the zygote (not one of its copies). */
+let inZygote = false;
+
 /**
  * The zygote (`--zygote`, see `zygote.cc`): loads and warms up the runtime
  * once, then forks a copy of itself for each run that anchorage asks for on
@@ -403,9 +408,11 @@ const mark = (phase) => {
  */
 async function zygote() {
   const addon = require(path.join(__dirname, "zygote.node"));
+  inZygote = true;
   await Promise.race([warmUp().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
   collectGarbage();
-  const pid = addon.serve(3);
+  const { pid, ahead } = addon.serve(3);
+  inZygote = false;
   // In the copy. Node kept the zygote's pid, and V8 the zygote's state of
   // Math.random (every copy would draw the same numbers): both are made the
   // copy's own. OpenSSL and libuv's thread pool see the fork themselves.
@@ -414,6 +421,7 @@ async function zygote() {
   // Node's own exit would wait for helper threads a copy does not have.
   process.on("exit", (code) => addon.exit(code ?? 0));
   warmUpOutcome = "forked";
+  return ahead;
 }
 
 /**
@@ -437,9 +445,10 @@ function freshRandom() {
 }
 
 async function main() {
-  if (process.argv.includes("--zygote")) {
-    await zygote();
-  }
+  // A copy of the zygote made ahead of its run warms up like a runner
+  // started ahead, for fewer rounds (its code is compiled already: the
+  // rounds write the pages its job would otherwise copy from the zygote).
+  const copyAhead = process.argv.includes("--zygote") && (await zygote());
   // Started ahead (warm), a runner has the time; started for a job at once,
   // the job is waiting and does not wait for this. The job's bytes wait in
   // the pipe meanwhile.
@@ -467,10 +476,10 @@ async function main() {
     () => (jobWaiting = true),
     () => (jobWaiting = true),
   );
-  if (process.argv.includes("--warm-up")) {
-    warmUpOutcome = "running";
+  if (process.argv.includes("--warm-up") || copyAhead) {
+    warmUpOutcome = copyAhead ? "forked" : "running";
     await Promise.race([
-      warmUp(jobRead).catch(() => {}),
+      warmUp(jobRead, copyAhead ? COPY_WARM_UP_ROUNDS : WARM_UP_ROUNDS).catch(() => {}),
       jobRead.catch(() => {}),
       new Promise((resolve) => setTimeout(resolve, 5000).unref()),
     ]);
@@ -478,7 +487,9 @@ async function main() {
     // (unless the job is here: then it goes first); then anchorage is told
     // that this runner is ready, before any job (see READY).
     if (!jobWaiting) {
-      collectGarbage();
+      // (Not in a copy: a full collection there would write, and so copy,
+      // every page it shares with the zygote.)
+      if (!copyAhead) collectGarbage();
       fs.writeSync(3, READY);
     }
   }

@@ -28,7 +28,8 @@
  *       isolated); [1] the pid of the process that holds the run's
  *       namespaces (mount, network, IPC), 0 for none; [2] nice; [3] the
  *       memory limit (RLIMIT_DATA); [4] the file size limit; [5] open
- *       files; [6] processes (isolated runs only); [7] unused.
+ *       files; [6] processes (isolated runs only); [7] 1 for a copy made
+ *       ahead of its run (it warms up before its job), else 0.
  * The zygote answers with records of 3 32-bit words: {3, its pid, 0} once
  * as it starts to serve, {1, pid, errno} for a request (pid 0 when the fork
  * failed), and {2, pid, wait status} when a child of it ends.
@@ -320,8 +321,9 @@ static napi_value throw_errno(napi_env env, const char *what) {
 
 /*
  * serve(controlFd): the zygote's loop. Never returns in the zygote (it
- * exits when anchorage closes the socket); returns in each child, as the
- * child's own process id, once the child has become its run.
+ * exits when anchorage closes the socket); returns in each child, as
+ * { pid, ahead } (its own process id, and whether it was made ahead of its
+ * run), once the child has become its run.
  */
 static napi_value serve(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -389,9 +391,13 @@ static napi_value serve(napi_env env, napi_callback_info info) {
       if (napi_get_uv_event_loop(env, &loop) != napi_ok || uv_loop_fork(loop) != 0) {
         _exit(71);
       }
-      napi_value pid;
+      napi_value copy, pid, ahead;
+      napi_create_object(env, &copy);
       napi_create_int32(env, (int32_t)getpid(), &pid);
-      return pid;
+      napi_get_boolean(env, words[7] != 0, &ahead);
+      napi_set_named_property(env, copy, "pid", pid);
+      napi_set_named_property(env, copy, "ahead", ahead);
+      return copy;
     }
     int error = child < 0 ? errno : 0;
     close(joined[1]);

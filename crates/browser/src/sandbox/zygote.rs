@@ -110,6 +110,10 @@ impl Zygote {
             // lacks; and it has one such thread to park at each fork.
             .arg("--single-threaded")
             .arg("--v8-pool-size=1")
+            // The reducer's timer, set in the zygote, would fire in every
+            // copy made 8 s later and shrink its young generation at once
+            // (a copy is short-lived: its memory goes with it anyway).
+            .arg("--no-memory-reducer")
             .arg(settings.heap_argument())
             .arg(runtime.join("runner.cjs"))
             .arg(&settings.marker)
@@ -202,10 +206,12 @@ impl Zygote {
         let (result_read, result_write) = std::io::pipe()?;
         // The run's namespaces, made as for a spawned run, in a holder the
         // copy joins; the holder goes once the copy is in.
+        let started = std::time::Instant::now();
         let mut holder = match uid {
             Some(_) => Some(spawn_holder(settings)?),
             None => None,
         };
+        let held = started.elapsed();
         let nice = if ahead { crate::launch::BACKGROUND_NICE } else { 0 };
         let limits = settings.limits;
         let words: [u64; REQUEST_WORDS] = [
@@ -217,7 +223,7 @@ impl Zygote {
             limits.file_bytes,
             limits.open_files,
             limits.processes,
-            0,
+            u64::from(ahead),
         ];
         let fds = [
             OwnedFd::from(stdin_read),
@@ -250,6 +256,12 @@ impl Zygote {
             let _ = holder.wait();
         }
         let (pid, errno) = answer.map_err(|_| std::io::Error::other("the zygote did not answer"))?;
+        tracing::debug!(
+            holder_us = held.as_micros(),
+            forked_us = started.elapsed().as_micros(),
+            ahead,
+            "a copy of the zygote for a run"
+        );
         let pid = u32::try_from(pid).ok().filter(|pid| *pid > 0).ok_or_else(|| {
             std::io::Error::other(format!(
                 "the zygote could not fork: {}",
@@ -282,8 +294,10 @@ impl Zygote {
             result: Some(result),
             stdout: Some(boxed(stdout)),
             stderr: Some(boxed(stderr)),
-            // Loaded and warmed up in the zygote.
-            ready: true,
+            // Loaded and warmed up in the zygote; one forked ahead also
+            // drives its stand-in once (its own pages written before its
+            // job) and says when it has.
+            ready: !ahead,
         })
     }
 }

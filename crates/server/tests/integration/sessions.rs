@@ -178,6 +178,92 @@ async fn clients_of_one_browser_keep_their_own_ids_sessions_and_contexts() {
     server.stop().await;
 }
 
+/// A script a client set to run in every new document of a page (through
+/// the page's session it auto-attached, as Playwright does) goes with the
+/// client: the proxy's detach of a leaving client's sessions reaches the
+/// browser, and the next client's navigations run none of it.
+#[tokio::test]
+async fn what_a_client_set_up_in_a_page_leaves_with_it() {
+    let page = serve_test_page().await;
+    let server = TestServer::start().await;
+    let session = server.create_session(json!({})).await;
+    let session_id = text(&session["id"]).to_owned();
+    let url = text(&session["cdp_url"]);
+    let mut opener = Cdp::connect(url).await;
+    let opened = opener.open_page(&format!("{page}/")).await;
+    let target = opener.call("Target.getTargetInfo", json!({}), Some(&opened)).await["targetInfo"]["targetId"]
+        .as_str()
+        .expect("target id")
+        .to_owned();
+    // As Playwright does: the page's session comes from auto-attaching.
+    let mut first = Cdp::connect(url).await;
+    first
+        .call(
+            "Target.setAutoAttach",
+            json!({"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true}),
+            None,
+        )
+        .await;
+    let page_session = first
+        .passed_over
+        .iter()
+        .filter_map(|text| serde_json::from_str::<Value>(text).ok())
+        .find(|event| {
+            event["method"] == "Target.attachedToTarget" && event["params"]["targetInfo"]["targetId"] == json!(target)
+        })
+        .and_then(|event| event["params"]["sessionId"].as_str().map(str::to_owned))
+        .expect("the page auto-attached");
+    first.call("Page.enable", json!({}), Some(&page_session)).await;
+    first
+        .call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": "globalThis.leftBehind = (globalThis.leftBehind || 0) + 1;"}),
+            Some(&page_session),
+        )
+        .await;
+    first
+        .call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": "1", "worldName": "first client's world"}),
+            Some(&page_session),
+        )
+        .await;
+    first.call("Page.reload", json!({}), Some(&page_session)).await;
+    wait_until_set(&mut first, &page_session, "globalThis.leftBehind").await;
+    first.close().await;
+
+    let mut second = Cdp::connect(url).await;
+    let again = second.attach(&target).await;
+    // The first client's detach reaches the browser just after it leaves.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        second.call("Page.reload", json!({}), Some(&again)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let left = second.evaluate(&again, "String(globalThis.leftBehind)").await;
+        if left == json!("undefined") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first client's script still runs: {left}"
+        );
+    }
+    second.close().await;
+    opener.close().await;
+    server.delete(&format!("/v1/sessions/{session_id}")).await;
+    server.assert_no_browsers_left().await;
+    server.stop().await;
+}
+
+/// Waits until `expression` is not undefined in the page of `session`.
+async fn wait_until_set(cdp: &mut Cdp, session: &str, expression: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cdp.evaluate(session, &format!("String({expression})")).await == json!("undefined") {
+        assert!(std::time::Instant::now() < deadline, "{expression} never set");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn upgrades_with_wrong_credentials_are_refused_before_any_browser_is_touched() {
     let server = TestServer::start().await;
