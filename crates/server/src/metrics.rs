@@ -142,7 +142,7 @@ impl Default for Metrics {
         let gauges: [(&str, &str, &Gauge); 17] = [
             (
                 "anchorage_code_zygote_ready",
-                "1 while runs of users' code are forked from this node's zygote (ANCHORAGE_CODE_ZYGOTE), 0 while each starts its own process.",
+                "1 while runs of users' code are forked from this node's zygote (ANCHORAGE_CODE_ZYGOTE), 0 while each starts its own process",
                 &metrics.code_zygote,
             ),
             (
@@ -478,7 +478,7 @@ mod tests {
             text.contains("anchorage_stored_bytes{kind=\"profiles\"} 4096\n"),
             "{text}"
         );
-        assert_eq!(text.matches("# TYPE").count(), 26, "{text}");
+        assert_eq!(text.matches("# TYPE").count(), 27, "{text}");
         assert!(
             text.contains("anchorage_node_signals_total{direction=\"received\",signal=\"batch\"} 1\n"),
             "{text}"
