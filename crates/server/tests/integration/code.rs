@@ -289,7 +289,7 @@ async fn runs_past_their_time_are_stopped(origin: Origin) {
 
 #[tokio::test]
 async fn ending_a_session_ends_the_code_that_runs_beside_it() {
-    let server = code_server(&[]).await;
+    let server = code_server_from(Origin::Forked, &[]).await;
     let session = server.create_session(json!({})).await;
     let session_id = text(&session["id"]).to_owned();
     let running = execute_in_background(

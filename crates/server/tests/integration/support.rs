@@ -67,10 +67,11 @@ impl TestServer {
             // Tests that count browsers see only their sessions' unless they
             // turn the pool on.
             ("ANCHORAGE_POOL_SIZE", "0"),
-            // No code runner or code cache is started for tests that run no
-            // code (the code tests turn them on).
+            // No code runner, code cache or zygote is started for tests that
+            // run no code (the code tests turn them on).
             ("ANCHORAGE_CODE_WARM", "0"),
             ("ANCHORAGE_CODE_CACHE", "off"),
+            ("ANCHORAGE_CODE_ZYGOTE", "off"),
             // No template browser appears beside the tests' own (the
             // ad blocking tests turn it on).
             ("ANCHORAGE_ADBLOCK_INDEX_AHEAD", "off"),
