@@ -207,7 +207,7 @@ impl Zygote {
         // The run's namespaces, made as for a spawned run, in a holder the
         // copy joins; the holder goes once the copy is in.
         let started = std::time::Instant::now();
-        let mut holder = match uid {
+        let holder = match uid {
             Some(_) => Some(spawn_holder(settings)?),
             None => None,
         };
@@ -216,7 +216,7 @@ impl Zygote {
         let limits = settings.limits;
         let words: [u64; REQUEST_WORDS] = [
             u64::from(uid.unwrap_or(0)),
-            holder.as_ref().map_or(0, |holder| u64::from(holder.id())),
+            holder.as_ref().map_or(0, |holder| u64::from(holder.0.id())),
             // Two's complement, read back as a signed word.
             i64::from(nice).cast_unsigned(),
             limits.memory_bytes,
@@ -251,10 +251,7 @@ impl Zygote {
             answer_rx.recv_timeout(FORK_TIMEOUT)
         };
         drop(fds);
-        if let Some(holder) = &mut holder {
-            let _ = holder.kill();
-            let _ = holder.wait();
-        }
+        drop(holder);
         let (pid, errno) = answer.map_err(|_| std::io::Error::other("the zygote did not answer"))?;
         tracing::debug!(
             holder_us = held.as_micros(),
@@ -312,8 +309,18 @@ impl Drop for Zygote {
 }
 
 /// A process that holds a run's namespaces, made by [`Isolation::apply`],
-/// until the run's copy has joined them.
-fn spawn_holder(settings: &SandboxSettings) -> std::io::Result<std::process::Child> {
+/// until the run's copy has joined them; killed when dropped, on every path
+/// (a request that could not be sent included).
+struct Holder(std::process::Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_holder(settings: &SandboxSettings) -> std::io::Result<Holder> {
     let isolation = Isolation::new(settings, 0)?;
     let mut command = std::process::Command::new(sleep_program());
     command
@@ -327,7 +334,7 @@ fn spawn_holder(settings: &SandboxSettings) -> std::io::Result<std::process::Chi
     unsafe {
         command.pre_exec(move || isolation.apply());
     }
-    command.spawn()
+    command.spawn().map(Holder)
 }
 
 /// `sleep`, wherever the system has it.
